@@ -1,0 +1,49 @@
+# mfaflow — one workspace, one module per deployable and shared part.
+# `make run` starts the dev stack; `make test` runs every module's tests with the race detector.
+
+MODULES := pkg events services/initiation services/status services/device-registry mobile-bridge devstack tests
+GO      ?= go
+BIN     := bin
+# Extra flags for go test, e.g. make test TESTFLAGS='-run TestEndToEnd -v'
+TESTFLAGS ?=
+
+.PHONY: run build test lint bench tidy clean help
+
+help: ## list targets
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+run: ## build and start the dev stack (all services, embedded NATS + JetStream, KV storage)
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/mfaflow-dev ./devstack
+	./$(BIN)/mfaflow-dev
+
+build: ## build every binary into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/mfaflow-dev ./devstack
+	$(GO) build -o $(BIN)/initiation ./services/initiation
+	$(GO) build -o $(BIN)/status ./services/status
+	$(GO) build -o $(BIN)/device-registry ./services/device-registry
+	$(GO) build -o $(BIN)/mobile-bridge ./mobile-bridge
+	$(GO) build -o $(BIN)/companion ./mobile-bridge/cmd/companion
+
+test: ## run every module's tests with -race
+	@set -e; for m in $(MODULES); do \
+		echo "== $$m"; \
+		(cd $$m && $(GO) test -race -count=1 $(TESTFLAGS) ./...); \
+	done
+
+lint: ## gofmt, go vet and the layering check over every module
+	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@set -e; for m in $(MODULES); do echo "== vet $$m"; (cd $$m && $(GO) vet ./...); done
+	@cd tests && $(GO) test -count=1 -run TestLayering ./...
+
+bench: ## run the benchmark suite
+	@set -e; for m in $(MODULES); do \
+		(cd $$m && $(GO) test -run='^$$' -bench=. -benchmem ./...) | grep -Ev '^(PASS|ok|\?)\s' || true; \
+	done
+
+tidy: ## go mod tidy in every module
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done
+
+clean: ## remove binaries and the dev stack's data
+	rm -rf $(BIN) .mfaflow

@@ -1,0 +1,51 @@
+// Command devstack runs all of mfaflow in one process with an embedded NATS server: what
+// `make run` starts.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/mfaflow/mfaflow/devstack/stack"
+	"github.com/mfaflow/mfaflow/pkg/config"
+	"github.com/mfaflow/mfaflow/pkg/serve"
+)
+
+func main() {
+	cfg, err := config.FromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "configuration:", err)
+		os.Exit(2)
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = ".mfaflow"
+	}
+	log := cfg.Logger()
+	serve.Main(log, func(ctx context.Context) error { return run(ctx, cfg) })
+}
+
+func run(ctx context.Context, cfg config.Config) error {
+	log := cfg.Logger()
+	log.Info("starting dev stack", "config", cfg)
+	s, err := stack.Start(ctx, cfg, stack.Options{}, log)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	fmt.Printf(`
+mfaflow dev stack is up
+  HTTP API      %[1]s
+  NATS          %[2]s   (events: stream MFA_EVENTS, subjects mfa.events.>)
+  Dev token     curl -s -X POST %[1]s/dev/token -d '{"sub":"alice"}'
+  Data dir      %[3]s
+Press Ctrl-C to stop.
+`, s.URL(), s.NATSURL(), cfg.DataDir)
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+		return nil
+	case <-s.Done():
+		return s.Err()
+	}
+}

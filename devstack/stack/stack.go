@@ -1,0 +1,295 @@
+// Package stack runs the whole of mfaflow in one process for development and tests: an
+// embedded NATS server with JetStream, every service on its own NATS connection (they still
+// talk only over NATS), one HTTP server with every route, and the dev-only token minting route.
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mfaflow/mfaflow/mobile-bridge/bridge"
+	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/config"
+	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/secretbox"
+	"github.com/mfaflow/mfaflow/pkg/serve"
+	"github.com/mfaflow/mfaflow/services/device-registry/registry"
+	"github.com/mfaflow/mfaflow/services/initiation/initiationsvc"
+	"github.com/mfaflow/mfaflow/services/status/statussvc"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Options are what tests change beyond Config.
+type Options struct {
+	// Clock replaces time.Now in every service (TOTP checks, expiry).
+	Clock func() time.Time
+	// SweepInterval overrides the status service's expiry sweep.
+	SweepInterval time.Duration
+	// Heartbeat overrides the idle interval of live status streams.
+	Heartbeat time.Duration
+}
+
+// Stack is a running dev stack.
+type Stack struct {
+	cfg      config.Config
+	log      *slog.Logger
+	ns       *server.Server
+	natsURL  string
+	conns    []*nats.Conn
+	status   *statussvc.Service
+	registry *registry.Service
+	bridge   *bridge.Service
+	http     *http.Server
+	ln       net.Listener
+	tokens   auth.HS256
+	baseURL  string
+	done     chan struct{} // closed when the HTTP server has stopped
+	httpErr  error
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+}
+
+// Start boots the stack. With cfg.NATSURL empty it embeds NATS at cfg.EmbeddedNATSAddr with
+// its store under cfg.DataDir; keys missing from cfg are generated and kept in cfg.DataDir.
+func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger) (_ *Stack, err error) {
+	s := &Stack{cfg: cfg, log: log, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if cfg.Store != "nats" {
+		return nil, fmt.Errorf("MFA_STORE=%s is not supported by this build yet; use nats", cfg.Store)
+	}
+	secretKey, err := keyFromConfigOrFile(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key"))
+	if err != nil {
+		return nil, fmt.Errorf("secret key: %w", err)
+	}
+	key, err := secretbox.ParseKey(secretKey)
+	if err != nil {
+		return nil, fmt.Errorf("MFA_SECRET_KEY: %w", err)
+	}
+	jwtKey, err := keyFromConfigOrFile(cfg.JWTSecret, filepath.Join(cfg.DataDir, "jwt.key"))
+	if err != nil {
+		return nil, fmt.Errorf("jwt key: %w", err)
+	}
+	cfg.JWTSecret = jwtKey
+	s.tokens, err = cfg.TokenVerifier()
+	if err != nil {
+		return nil, err
+	}
+	s.tokens.Now = opt.Clock
+
+	s.natsURL = cfg.NATSURL
+	if s.natsURL == "" {
+		s.ns, err = natsx.StartEmbedded(natsx.EmbeddedOptions{Addr: cfg.EmbeddedNATSAddr, StoreDir: filepath.Join(cfg.DataDir, "jetstream")})
+		if err != nil {
+			return nil, err
+		}
+		s.natsURL = s.ns.ClientURL()
+	}
+	connect := func(name string) (*nats.Conn, error) {
+		nc, err := natsx.Connect(s.natsURL, "mfaflow-"+name)
+		if err == nil {
+			s.conns = append(s.conns, nc)
+		}
+		return nc, err
+	}
+
+	s.ln, err = serve.Listen(cfg.HTTPAddr)
+	if err != nil {
+		return nil, err
+	}
+	s.baseURL = cfg.PublicURL
+	if port := portOf(cfg.HTTPAddr); port == "0" || port == "" {
+		// A random port (tests): the public URL follows the real one.
+		s.baseURL = "http://" + s.ln.Addr().String()
+	}
+
+	rt := httpx.NewRouter()
+	nc, err := connect("device-registry")
+	if err != nil {
+		return nil, err
+	}
+	if s.registry, err = registry.New(ctx, nc, registry.Config{SecretKey: key, Verifier: s.tokens, Clock: opt.Clock}, log.With("service", "device-registry")); err != nil {
+		return nil, err
+	}
+	s.registry.Routes(rt)
+	if nc, err = connect("status"); err != nil {
+		return nil, err
+	}
+	if s.status, err = statussvc.New(ctx, nc, statussvc.Config{Verifier: s.tokens, Clock: opt.Clock, SweepInterval: opt.SweepInterval, Heartbeat: opt.Heartbeat, PollRate: cfg.PollRate, PollBurst: cfg.PollBurst}, log.With("service", "status")); err != nil {
+		return nil, err
+	}
+	s.status.Routes(rt)
+	if nc, err = connect("initiation"); err != nil {
+		return nil, err
+	}
+	ini, err := initiationsvc.New(nc, initiationsvc.Config{
+		Verifier: s.tokens, Issuer: cfg.Issuer, PublicURL: s.baseURL, ClientID: cfg.ClientID,
+		EnrollmentTTL: cfg.EnrollmentTTL, Clock: opt.Clock,
+	}, log.With("service", "initiation"))
+	if err != nil {
+		return nil, err
+	}
+	ini.Routes(rt)
+	if nc, err = connect("mobile-bridge"); err != nil {
+		return nil, err
+	}
+	s.bridge = bridge.New(nc, bridge.Config{}, log.With("service", "mobile-bridge"))
+	s.bridge.Routes(rt)
+	rt.HandleFunc("POST /dev/token", s.devToken)
+
+	s.http = serve.NewServer(rt)
+	var runCtx context.Context
+	runCtx, s.cancel = context.WithCancel(context.Background())
+	go func() {
+		s.httpErr = serve.HTTP(runCtx, s.http, s.ln)
+		close(s.done)
+	}()
+	return s, nil
+}
+
+// URL is the base URL of the HTTP API.
+func (s *Stack) URL() string { return s.baseURL }
+
+// NATSURL is the URL of the NATS server the stack uses.
+func (s *Stack) NATSURL() string { return s.natsURL }
+
+// Verifier checks the stack's tokens; tests give it to extra service replicas.
+func (s *Stack) Verifier() auth.Verifier { return s.tokens }
+
+// Token mints a dev token for sub, as POST /dev/token does.
+func (s *Stack) Token(sub string) (string, error) { return s.tokens.Mint(sub, time.Hour) }
+
+// Done is closed when the HTTP server has stopped; Err then says why.
+func (s *Stack) Done() <-chan struct{} { return s.done }
+
+// Err is why the HTTP server stopped, once Done is closed.
+func (s *Stack) Err() error { return s.httpErr }
+
+// Close shuts everything down in order: HTTP, services, NATS connections, the embedded server.
+func (s *Stack) Close() {
+	s.stopOnce.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+			<-s.done
+			if s.httpErr != nil {
+				s.log.Warn("http shutdown", "err", s.httpErr)
+			}
+		} else if s.ln != nil {
+			_ = s.ln.Close()
+		}
+		if s.bridge != nil {
+			_ = s.bridge.Close()
+		}
+		if s.status != nil {
+			_ = s.status.Close()
+		}
+		if s.registry != nil {
+			_ = s.registry.Close()
+		}
+		for _, nc := range s.conns {
+			_ = nc.Drain()
+		}
+		if s.ns != nil {
+			s.ns.Shutdown()
+			s.ns.WaitForShutdown()
+		}
+	})
+}
+
+type tokenRequest struct {
+	Sub string `json:"sub"`
+	// TTL is a Go duration; default 1h.
+	TTL string `json:"ttl"`
+}
+
+type tokenResponse struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// devToken mints a token for any user. It exists only in the dev stack: production sits
+// behind a real identity provider.
+func (s *Stack) devToken(w http.ResponseWriter, r *http.Request) {
+	var req tokenRequest
+	if err := httpx.DecodeJSON(w, r, &req, false); err != nil {
+		httpx.WriteError(w, r, s.log, err)
+		return
+	}
+	req.Sub = strings.TrimSpace(req.Sub)
+	if req.Sub == "" || len(req.Sub) > 256 {
+		httpx.WriteProblem(w, r, fault.New(fault.BadRequest, "sub is required (at most 256 characters)"))
+		return
+	}
+	ttl := time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 || d > 24*time.Hour {
+			httpx.WriteProblem(w, r, fault.New(fault.BadRequest, "ttl must be a Go duration up to 24h"))
+			return
+		}
+		ttl = d
+	}
+	tok, err := s.tokens.Mint(req.Sub, ttl)
+	if err != nil {
+		httpx.WriteError(w, r, s.log, err)
+		return
+	}
+	now := time.Now
+	if s.tokens.Now != nil {
+		now = s.tokens.Now
+	}
+	httpx.WriteJSON(w, http.StatusOK, tokenResponse{Token: tok, ExpiresAt: now().Add(ttl).UTC().Truncate(time.Second)})
+}
+
+// keyFromConfigOrFile returns configured, or the key kept in file, creating the file with a
+// new random 32-byte key (base64) on first start. Keeping it means secrets encrypted by an
+// earlier run stay readable.
+func keyFromConfigOrFile(configured, file string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	data, err := os.ReadFile(file)
+	if err == nil {
+		return strings.TrimSpace(string(data)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	key := base64.StdEncoding.EncodeToString(raw)
+	if err := os.WriteFile(file, []byte(key+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+func portOf(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return port
+}

@@ -1,0 +1,408 @@
+// mfaflow demo page: a plain client of the public HTTP API (no framework, no build step).
+// Flow: dev token → initiate → QR + live status (SSE, polling as fallback) → typed code or
+// companion CLI → devices (list, rename, remove).
+
+const $ = (id) => document.getElementById(id);
+
+const TERMINAL = new Set(['ENROLLED', 'EXPIRED', 'CANCELLED', 'FAILED']);
+const STEPS = ['INITIATED', 'SCANNED', 'ENROLLED'];
+const TEXT = {
+  INITIATED: 'Waiting for a scan: scan the QR code with your authenticator app.',
+  SCANNED: 'Scanned: type the 6-digit code your app shows, or let the companion finish.',
+  ENROLLED: 'Enrolled: your authenticator app is set up.',
+  EXPIRED: 'Expired: this QR code is no longer valid. Start again.',
+  CANCELLED: 'Cancelled. Start again whenever you like.',
+  FAILED: 'Failed: too many wrong codes. Start again.',
+};
+const HINT = {
+  invalid_code: 'Wrong code.',
+  expired: 'This enrollment has expired.',
+  conflict: 'This enrollment is already finished.',
+  too_many_requests: 'Too many attempts; wait a moment.',
+  unauthorized: 'Your token is not valid any more; press Start again.',
+  not_found: 'Not found.',
+  network: 'No connection.',
+};
+const POLL_MS = 2000;
+const MAX_BACKOFF_MS = 30000;
+// ?live=poll skips the event stream, to try the polling fallback.
+const forcePoll = new URLSearchParams(location.search).get('live') === 'poll';
+
+const state = {
+  sub: '', token: '', // dev token for sub
+  enr: null, // the enrollment on screen: {statusId, exchangeId, expiresAt, token, sub}
+  status: '', reached: -1,
+  es: null, polling: false, pollTimer: 0, etag: '', backoff: POLL_MS,
+  tick: 0, skew: 0, // server clock minus ours, from the Date header
+  owner: null, // {sub, token} whose devices are listed
+};
+
+// ---- HTTP ---------------------------------------------------------------------------------
+
+class Problem extends Error {
+  constructor(status, body = {}) {
+    super(body.detail || body.title || `HTTP ${status}`);
+    this.status = status;
+    this.code = body.code || '';
+  }
+}
+
+async function request(method, path, { body, token, headers = {} } = {}) {
+  headers = { Accept: 'application/json', ...headers };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(path, { method, headers, cache: 'no-store', body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new Problem(0, { detail: 'the dev stack cannot be reached', code: 'network' });
+  }
+  const date = Date.parse(res.headers.get('Date') || '');
+  if (!Number.isNaN(date)) state.skew = date - Date.now();
+  return res;
+}
+
+// api sends a JSON request and returns the decoded answer (null for 204); a failure throws the
+// problem+json body as a Problem.
+async function api(method, path, body, token = state.token) {
+  const res = await request(method, path, { body, token });
+  if (res.status === 204) return null;
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    if (res.status === 401 && token === state.token) state.token = '';
+    throw new Problem(res.status, data);
+  }
+  return data;
+}
+
+async function ensureToken() {
+  const sub = $('user').value.trim();
+  if (!sub) throw new Problem(400, { detail: 'pick a user name first', code: 'bad_request' });
+  if (sub !== state.sub || !state.token) {
+    const { token } = await api('POST', '/dev/token', { sub }, '');
+    Object.assign(state, { sub, token });
+  }
+  return { sub, token: state.token };
+}
+
+// ---- small DOM helpers --------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  e.append(...kids);
+  return e;
+}
+
+function showError(id, err) {
+  const p = $(id);
+  p.hidden = !err;
+  if (!err) return p.replaceChildren();
+  if (typeof err === 'string') return p.replaceChildren(err);
+  const kids = [h('strong', {}, HINT[err.code] || 'Request failed.'), ' ', err.message];
+  if (err.code) kids.push(' ', h('code', { class: 'code-tag' }, err.code));
+  p.replaceChildren(...kids);
+}
+
+function announce(msg) { $('announce').textContent = msg; }
+
+async function busy(button, fn) {
+  button.disabled = true;
+  button.setAttribute('aria-busy', 'true');
+  try { return await fn(); } finally { button.disabled = false; button.removeAttribute('aria-busy'); }
+}
+
+const fmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const when = (iso) => h('time', { datetime: iso }, fmt.format(new Date(iso)));
+const shellQuote = (s) => `'${s.replaceAll("'", `'\\''`)}'`;
+const path = (...parts) => parts.map(encodeURIComponent).join('/');
+
+// ---- enrollment ---------------------------------------------------------------------------
+
+$('start-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  showError('error', null);
+  busy($('start'), async () => {
+    try {
+      const { sub, token } = await ensureToken();
+      const enr = await api('POST', '/verification-srv/v2/setup/initiate/totp', undefined, token);
+      abandon();
+      begin(enr, sub, token);
+    } catch (e) { showError('error', e); }
+  });
+});
+
+// abandon cancels the enrollment on screen if it is still pending, as a new one replaces it.
+function abandon() {
+  const enr = state.enr;
+  stopWatching();
+  if (enr && !TERMINAL.has(state.status)) {
+    api('DELETE', `/verification-srv/verificationstatus/${path(enr.statusId)}`, undefined, enr.token).catch(() => {});
+  }
+}
+
+function begin(res, sub, token) {
+  state.enr = {
+    statusId: res.status_id, exchangeId: res.exchange_id.exchange_id,
+    expiresAt: Date.parse(res.exchange_id.expires_at), token, sub,
+  };
+  Object.assign(state, { status: '', reached: -1, etag: '', backoff: POLL_MS });
+  const qr = $('qr');
+  qr.hidden = !String(res.qr_code || '').startsWith('data:image/');
+  if (!qr.hidden) qr.src = res.qr_code;
+  $('otpauth-uri').value = res.otpauth_uri;
+  $('secret').value = res.totp_secret.replace(/(.{4})(?=.)/g, '$1 ');
+  document.querySelector('[data-copy="secret"]').dataset.copyValue = res.totp_secret;
+  $('companion-cmd').value = `go run ./mobile-bridge/cmd/companion enroll --uri ${shellQuote(res.otpauth_uri)}`;
+  $('code').value = '';
+  $('code').removeAttribute('aria-invalid');
+  showError('verify-error', null);
+  $('done').hidden = true;
+  $('status-history').replaceChildren();
+  setPending(true);
+  $('enrollment').hidden = false;
+  apply({ status: 'INITIATED', id: res.status_id }); // the state every enrollment starts in
+  startCountdown();
+  watch();
+  $('h-scan').focus();
+}
+
+function setPending(pending) {
+  for (const e of $('verify-form').elements) e.disabled = !pending;
+  $('expiry').hidden = $('expiry-bar').hidden = !pending;
+  $('start').textContent = pending ? 'Start over' : 'Start a new enrollment';
+}
+
+// apply shows a status object from any source (initiation, stream, poll, enroll, cancel).
+function apply(s) {
+  const enr = state.enr;
+  if (!enr || (s.id && s.id !== enr.statusId)) return;
+  if (s.status === state.status || TERMINAL.has(state.status)) return; // terminal never changes
+  state.status = s.status;
+  state.reached = Math.max(state.reached, STEPS.indexOf(s.status));
+  const badge = $('status');
+  badge.dataset.status = s.status;
+  badge.textContent = s.status;
+  $('status-text').textContent = TEXT[s.status] || '';
+  const terminal = TERMINAL.has(s.status);
+  for (const li of $('steps').children) {
+    const i = STEPS.indexOf(li.dataset.step);
+    li.dataset.state = i <= state.reached ? 'done' : (i === state.reached + 1 && !terminal ? 'current' : 'todo');
+    if (li.dataset.state === 'current') li.setAttribute('aria-current', 'step');
+    else li.removeAttribute('aria-current');
+  }
+  const time = new Date(s.updated_at || Date.now());
+  $('status-history').append(h('li', { 'data-status': s.status },
+    h('time', { datetime: time.toISOString() }, time.toLocaleTimeString()), ' ', s.status));
+  announce(`Status ${s.status}. ${TEXT[s.status] || ''}`);
+  if (!terminal) return;
+  stopWatching();
+  setPending(false);
+  if (s.status === 'ENROLLED') {
+    $('done').hidden = false;
+    $('done').textContent = 'Done! The device is registered; it is listed under “Your devices”.';
+    loadDevices({ sub: enr.sub, token: enr.token });
+  }
+}
+
+// watch follows the status live with server-sent events; when the stream cannot be opened
+// (readyState CLOSED before a terminal state) it falls back to polling.
+function watch() {
+  if (forcePoll || !('EventSource' in window)) return startPolling();
+  const { statusId, token } = state.enr;
+  const es = new EventSource(`/verification-srv/verificationstatus/${path(statusId)}/events?access_token=${encodeURIComponent(token)}`);
+  state.es = es;
+  transport('Live updates: server-sent events (connecting…)');
+  es.onopen = () => transport('Live updates: server-sent events');
+  es.addEventListener('status', (e) => { if (state.es === es) apply(JSON.parse(e.data)); });
+  es.onerror = () => {
+    if (state.es !== es) return;
+    if (es.readyState === EventSource.CLOSED) {
+      es.close();
+      state.es = null;
+      startPolling('the event stream is unavailable');
+    } else transport('Live updates: reconnecting…');
+  };
+}
+
+function stopWatching() {
+  if (state.es) state.es.close();
+  state.es = null;
+  state.polling = false;
+  clearTimeout(state.pollTimer);
+  clearInterval(state.tick);
+}
+
+function startPolling(why) {
+  state.polling = true;
+  transport(`Polling every ${POLL_MS / 1000} s${why ? ` (${why})` : ''}`);
+  poll();
+}
+
+// poll fetches the status once, conditionally (ETag), and schedules the next poll: every 2 s,
+// slower after failures, and never sooner than a 429's Retry-After.
+async function poll() {
+  const enr = state.enr;
+  if (!enr) return;
+  clearTimeout(state.pollTimer);
+  let next = POLL_MS;
+  try {
+    const headers = state.etag ? { 'If-None-Match': state.etag } : {};
+    const res = await request('GET', `/verification-srv/verificationstatus/${path(enr.statusId)}`, { token: enr.token, headers });
+    if (enr !== state.enr) return;
+    if (res.status === 429) {
+      state.backoff = Math.min(state.backoff * 2, MAX_BACKOFF_MS);
+      next = Math.max(state.backoff, (parseInt(res.headers.get('Retry-After'), 10) || 0) * 1000);
+      transport(`Polling: the server asked to slow down; next check in ${Math.ceil(next / 1000)} s`);
+    } else if (res.status === 304) {
+      state.backoff = POLL_MS;
+    } else if (res.ok) {
+      state.backoff = POLL_MS;
+      state.etag = res.headers.get('ETag') || '';
+      apply(await res.json());
+    } else {
+      const p = new Problem(res.status, await res.json().catch(() => ({})));
+      next = state.backoff = Math.min(state.backoff * 2, MAX_BACKOFF_MS);
+      transport(`Polling failed: ${p.message} (${p.code || res.status}); retrying`);
+    }
+  } catch (e) {
+    next = state.backoff = Math.min(state.backoff * 2, MAX_BACKOFF_MS);
+    transport(`Polling failed: ${e.message}; retrying`);
+  }
+  if (state.polling && enr === state.enr && !TERMINAL.has(state.status)) state.pollTimer = setTimeout(poll, next);
+}
+
+function transport(msg) { $('transport').textContent = msg; }
+
+function startCountdown() {
+  const enr = state.enr;
+  const bar = $('expiry-bar');
+  bar.max = Math.max(1, (enr.expiresAt - Date.now() - state.skew) / 1000);
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((enr.expiresAt - Date.now() - state.skew) / 1000));
+    $('countdown').textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')}`;
+    $('countdown').dateTime = `PT${left}S`;
+    bar.value = left;
+    $('expiry').dataset.urgent = String(left <= 30);
+    if (left > 0) return;
+    clearInterval(state.tick);
+    $('expiry-label').textContent = 'Expired';
+    if (!state.polling) poll(); // one check, so EXPIRED shows without waiting for the stream
+  };
+  $('expiry-label').textContent = 'Expires in';
+  clearInterval(state.tick);
+  state.tick = setInterval(tick, 1000);
+  tick();
+}
+
+$('verify-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const enr = state.enr;
+  const input = $('code');
+  const code = input.value.replace(/\s/g, '');
+  if (!/^\d{6}$/.test(code)) {
+    input.setAttribute('aria-invalid', 'true');
+    showError('verify-error', 'Enter the 6 digits your authenticator app shows.');
+    return input.focus();
+  }
+  busy($('verify'), async () => {
+    try {
+      const body = { exchange_id: enr.exchangeId, verification_code: code, friendly_name: $('friendly-name').value.trim() };
+      apply(await api('POST', '/verification-srv/v2/setup/enroll/totp', body, enr.token));
+      input.removeAttribute('aria-invalid');
+      showError('verify-error', null);
+    } catch (e) {
+      input.setAttribute('aria-invalid', 'true');
+      showError('verify-error', e);
+      input.select();
+    }
+  });
+});
+
+$('cancel').addEventListener('click', () => {
+  const enr = state.enr;
+  busy($('cancel'), async () => {
+    try { apply(await api('DELETE', `/verification-srv/verificationstatus/${path(enr.statusId)}`, undefined, enr.token)); }
+    catch (e) { showError('verify-error', e); }
+  });
+});
+
+// ---- copy buttons -------------------------------------------------------------------------
+
+document.addEventListener('click', async (ev) => {
+  const b = ev.target.closest('button[data-copy]');
+  if (!b) return;
+  const input = $(b.dataset.copy);
+  try {
+    await navigator.clipboard.writeText(b.dataset.copyValue || input.value);
+  } catch {
+    input.select(); // the clipboard API needs a secure context; let the user copy by hand
+    return announce('Selected; press Ctrl+C to copy.');
+  }
+  b.textContent = 'Copied';
+  announce('Copied to the clipboard.');
+  setTimeout(() => { b.textContent = 'Copy'; }, 1500);
+});
+
+// ---- devices ------------------------------------------------------------------------------
+
+$('refresh').addEventListener('click', () => busy($('refresh'), () => loadDevices()));
+
+async function loadDevices(owner) {
+  showError('devices-error', null);
+  try {
+    state.owner = owner || await ensureToken();
+    const list = await api('GET', '/device-srv/devices', undefined, state.owner.token);
+    $('devices').replaceChildren(...list.map(deviceItem));
+    $('devices').dataset.count = String(list.length);
+    $('devices-empty').hidden = list.length > 0;
+    $('devices-empty').textContent = `${state.owner.sub} has no devices yet.`;
+    $('h-devices').textContent = `Devices of ${state.owner.sub}`;
+  } catch (e) { showError('devices-error', e); }
+}
+
+function deviceItem(d) {
+  const name = d.friendly_name || 'Unnamed device';
+  const li = h('li', { 'data-ph-id': d.ph_id });
+  const url = `/device-srv/devices/${path(d.ph_id)}`;
+  const act = async (button, fn) => {
+    await busy(button, async () => {
+      try { await fn(); await loadDevices(state.owner); }
+      catch (e) { showError('devices-error', e); }
+    });
+  };
+  const show = () => {
+    li.replaceChildren(
+      h('div', { class: 'device-main' },
+        h('span', { class: 'device-name' }, name),
+        h('span', { class: 'meta' }, 'Added ', when(d.created_at), ' · last used ', d.last_used_at ? when(d.last_used_at) : 'never')),
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'secondary rename', 'aria-label': `Rename ${name}`, onclick: renaming }, 'Rename'),
+        h('button', { type: 'button', class: 'danger-outline remove', 'aria-label': `Remove ${name}`, onclick: confirming }, 'Remove')));
+  };
+  const renaming = () => {
+    const id = `rename-${d.ph_id}`;
+    const input = h('input', { id, class: 'rename-input', value: name, maxlength: '100', required: '' });
+    const save = h('button', { type: 'submit', class: 'primary save' }, 'Save');
+    li.replaceChildren(h('form', {
+      class: 'row-form', onsubmit: (ev) => {
+        ev.preventDefault();
+        act(save, () => api('PATCH', url, { friendly_name: input.value.trim() }, state.owner.token));
+      },
+    }, h('div', { class: 'field' }, h('label', { for: id }, `New name for “${name}”`), input),
+    save, h('button', { type: 'button', class: 'secondary', onclick: show }, 'Cancel')));
+    input.select();
+  };
+  const confirming = () => {
+    const yes = h('button', { type: 'button', class: 'danger confirm-remove', onclick: () => act(yes, () => api('DELETE', url, undefined, state.owner.token)) }, 'Yes, remove');
+    li.replaceChildren(
+      h('p', { class: 'confirm' }, `Remove “${name}”? Codes from it will no longer be accepted.`),
+      h('div', { class: 'actions' }, yes, h('button', { type: 'button', class: 'secondary', onclick: show }, 'Keep')));
+    yes.focus();
+  };
+  show();
+  return li;
+}

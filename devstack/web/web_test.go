@@ -1,0 +1,123 @@
+package web_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/mfaflow/mfaflow/devstack/web"
+	"github.com/mfaflow/mfaflow/pkg/httpx"
+)
+
+func get(t *testing.T, h http.Handler, method, path string) (*http.Response, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	res := rec.Result()
+	body, _ := io.ReadAll(res.Body)
+	return res, string(body)
+}
+
+func TestHandlerServesPage(t *testing.T) {
+	h := web.Handler()
+	for _, tc := range []struct{ path, ctype, contains string }{
+		{"/", "text/html", `<script type="module" src="/static/app.js">`},
+		{"/static/app.js", "text/javascript", "new EventSource("},
+		{"/static/app.css", "text/css", "@media (max-width: 600px)"},
+		{"/static/favicon.svg", "image/svg+xml", "<svg"},
+	} {
+		res, body := get(t, h, http.MethodGet, tc.path)
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: status %d", tc.path, res.StatusCode)
+		}
+		if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, tc.ctype) {
+			t.Errorf("GET %s: content type %q, want %s", tc.path, ct, tc.ctype)
+		}
+		if !strings.Contains(body, tc.contains) {
+			t.Errorf("GET %s: body lacks %q", tc.path, tc.contains)
+		}
+		if got := res.Header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("GET %s: Cache-Control %q", tc.path, got)
+		}
+		if got := res.Header.Get("Content-Security-Policy"); got != web.ContentSecurityPolicy {
+			t.Errorf("GET %s: CSP %q", tc.path, got)
+		}
+	}
+}
+
+func TestCSPIsStrict(t *testing.T) {
+	csp := web.ContentSecurityPolicy
+	for _, want := range []string{"default-src 'self'", "img-src 'self' data:", "connect-src 'self' ws: wss:", "script-src 'self'", "style-src 'self'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("CSP lacks %q", want)
+		}
+	}
+	if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "unsafe-eval") {
+		t.Errorf("CSP allows inline code: %s", csp)
+	}
+}
+
+func TestNoInlineScriptOrStyle(t *testing.T) {
+	_, body := get(t, web.Handler(), http.MethodGet, "/")
+	for _, bad := range []string{"<style", " style=", "onclick=", "onload=", "<script>"} {
+		if strings.Contains(body, bad) {
+			t.Errorf("index.html contains %q, which the CSP blocks", bad)
+		}
+	}
+}
+
+func TestHandlerRefuses(t *testing.T) {
+	h := web.Handler()
+	for _, tc := range []struct {
+		method, path string
+		status       int
+	}{
+		{http.MethodGet, "/static/", http.StatusNotFound},
+		{http.MethodGet, "/static/nope.js", http.StatusNotFound},
+		{http.MethodGet, "/static/../web.go", http.StatusNotFound},
+		{http.MethodGet, "/elsewhere", http.StatusNotFound},
+		{http.MethodPost, "/", http.StatusMethodNotAllowed},
+	} {
+		res, _ := get(t, h, tc.method, tc.path)
+		if res.StatusCode != tc.status {
+			t.Errorf("%s %s: status %d, want %d", tc.method, tc.path, res.StatusCode, tc.status)
+		}
+		if ct := res.Header.Get("Content-Type"); ct != "application/problem+json" {
+			t.Errorf("%s %s: content type %q, want problem+json", tc.method, tc.path, ct)
+		}
+	}
+}
+
+func TestHead(t *testing.T) {
+	res, body := get(t, web.Handler(), http.MethodHead, "/")
+	if res.StatusCode != http.StatusOK || body != "" {
+		t.Fatalf("HEAD /: status %d, body %q", res.StatusCode, body)
+	}
+}
+
+// TestMountOnRouter mounts the handler the way the dev stack does, next to an API route.
+func TestMountOnRouter(t *testing.T) {
+	rt := httpx.NewRouter()
+	rt.HandleFunc("GET /device-srv/devices", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	h := web.Handler()
+	rt.Handle("GET /{$}", h)
+	rt.Handle("GET /static/", h)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+	}{
+		{http.MethodGet, "/", http.StatusOK},
+		{http.MethodHead, "/", http.StatusOK},
+		{http.MethodGet, "/static/app.js", http.StatusOK},
+		{http.MethodGet, "/device-srv/devices", http.StatusTeapot},
+		{http.MethodGet, "/no-such-route", http.StatusNotFound},
+		{http.MethodPost, "/", http.StatusMethodNotAllowed},
+	} {
+		res, _ := get(t, rt, tc.method, tc.path)
+		if res.StatusCode != tc.status {
+			t.Errorf("%s %s: status %d, want %d", tc.method, tc.path, res.StatusCode, tc.status)
+		}
+	}
+}

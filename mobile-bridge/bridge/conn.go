@@ -1,0 +1,160 @@
+package bridge
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
+	"github.com/mfaflow/mfaflow/pkg/fault"
+)
+
+// conn is one companion connection. Its read loop runs in the HTTP handler's goroutine and
+// answers requests one after the other, which keeps answers in request order without any
+// queueing; a second goroutine only sends pings.
+type conn struct {
+	s   *Service
+	ws  *websocket.Conn
+	log *slog.Logger
+
+	// writeMu serialises data frames: gorilla allows a single concurrent writer. Control
+	// frames (ping, close) go through WriteControl, which gorilla allows alongside it.
+	writeMu sync.Mutex
+}
+
+func newConn(s *Service, ws *websocket.Conn, remote string) *conn {
+	return &conn{
+		s:  s,
+		ws: ws,
+		// A random id ties the log lines of one connection together without logging anything
+		// the client sent (exchange ids are capabilities and stay out of logs).
+		log: s.log.With("conn", uuid.NewString(), "remote", remote),
+	}
+}
+
+func (c *conn) serve() {
+	ping := c.s.cfg.PingInterval
+	c.ws.SetReadLimit(HardFrameBytes)
+	// Any sign of life from the peer counts, a pong to our ping or a ping of its own.
+	c.ws.SetPongHandler(func(string) error {
+		return c.ws.SetReadDeadline(time.Now().Add(2 * ping))
+	})
+	c.ws.SetPingHandler(func(data string) error {
+		if err := c.ws.SetReadDeadline(time.Now().Add(2 * ping)); err != nil {
+			return err
+		}
+		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeWait))
+		var ne net.Error
+		if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) {
+			return nil // as gorilla's default: the read side will see the real failure
+		}
+		return err
+	})
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.pingLoop(stop)
+	}()
+	defer func() {
+		close(stop)
+		_ = c.ws.Close() // also unblocks a ping stuck on a dead peer
+		wg.Wait()
+	}()
+
+	c.log.Debug("bridge connection opened", "subprotocol", c.ws.Subprotocol())
+	for {
+		// Set before every read rather than after it: a request may take up to RequestTimeout,
+		// and the peer's pongs are only seen while reading.
+		if err := c.ws.SetReadDeadline(time.Now().Add(2 * ping)); err != nil {
+			return
+		}
+		kind, r, err := c.ws.NextReader()
+		if err != nil {
+			c.logEnd(err)
+			return
+		}
+		data, tooBig, err := readFrame(r, c.s.cfg.MaxFrameBytes)
+		if err != nil {
+			c.logEnd(err)
+			return
+		}
+		var answer any
+		switch {
+		case kind != websocket.TextMessage:
+			answer = errorFrame("", fault.New(fault.BadRequest, "binary frames are not supported; send JSON text frames"))
+		case tooBig:
+			answer = errorFrame("", fault.New(fault.PayloadTooLarge,
+				"frame exceeds "+strconv.Itoa(c.s.cfg.MaxFrameBytes)+" bytes"))
+		default:
+			answer = c.handle(data)
+		}
+		if err := c.write(answer); err != nil {
+			c.logEnd(err)
+			return
+		}
+	}
+}
+
+// readFrame reads at most max bytes of a frame. A longer frame is drained and reported as too
+// big instead of failing the connection; gorilla's read limit (HardFrameBytes) still applies
+// while draining and closes the connection with 1009.
+func readFrame(r io.Reader, max int) (data []byte, tooBig bool, err error) {
+	data, err = io.ReadAll(io.LimitReader(r, int64(max)+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if len(data) <= max {
+		return data, false, nil
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return nil, false, err
+	}
+	return nil, true, nil
+}
+
+func (c *conn) pingLoop(stop <-chan struct{}) {
+	t := time.NewTicker(c.s.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (c *conn) write(v any) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if err := c.ws.SetWriteDeadline(time.Now().Add(writeWait)); err != nil {
+		return err
+	}
+	return c.ws.WriteJSON(v)
+}
+
+// logEnd records why a connection ended. Disconnects are routine for a mobile gateway, so only
+// a peer that blew the hard frame limit is worth more than a debug line.
+func (c *conn) logEnd(err error) {
+	if errors.Is(err, websocket.ErrReadLimit) {
+		c.log.Warn("bridge connection closed: frame above hard limit", "limit", HardFrameBytes)
+		return
+	}
+	c.log.Debug("bridge connection closed", "err", err)
+}
+
+func errorFrame(id string, fe *fault.Error) protocol.Error {
+	return protocol.Error{Type: protocol.TypeError, ID: id, Code: string(fe.Code), Message: fe.Message}
+}

@@ -1,0 +1,47 @@
+// Command mobile-bridge runs the websocket gateway for companion apps alone against
+// MFA_NATS_URL.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/mfaflow/mfaflow/mobile-bridge/bridge"
+	"github.com/mfaflow/mfaflow/pkg/config"
+	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/serve"
+)
+
+func main() {
+	cfg, err := config.FromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "configuration:", err)
+		os.Exit(2)
+	}
+	serve.Main(cfg.Logger(), func(ctx context.Context) error { return run(ctx, cfg) })
+}
+
+func run(ctx context.Context, cfg config.Config) error {
+	log := cfg.Logger().With("service", "mobile-bridge")
+	if cfg.NATSURL == "" {
+		return errors.New("MFA_NATS_URL is required")
+	}
+	ln, err := serve.Listen(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	nc, err := natsx.Connect(cfg.NATSURL, "mfaflow-mobile-bridge")
+	if err != nil {
+		return err
+	}
+	defer nc.Drain()
+	svc := bridge.New(nc, bridge.Config{}, log)
+	defer svc.Close()
+	rt := httpx.NewRouter()
+	svc.Routes(rt)
+	log.Info("serving", "addr", ln.Addr().String(), "config", cfg)
+	return serve.HTTP(ctx, serve.NewServer(rt), ln)
+}

@@ -1,0 +1,118 @@
+// Package commands is the request/reply contract between mfaflow services: the NATS subjects of
+// every micro endpoint and the JSON messages they take and return.
+//
+// Services never call each other's Go code; they send these messages. Errors come back as micro
+// error headers whose code is one of the fault codes (see package fault).
+package commands
+
+import "time"
+
+// Micro service names, as they appear in $SRV.PING/INFO/STATS.
+const (
+	StatusService   = "mfa-status"
+	RegistryService = "mfa-device-registry"
+)
+
+// Status service endpoints (group "mfa.status.v1").
+const (
+	StatusGroup = "mfa.status.v1"
+	// StatusCreate records a new INITIATED enrollment.
+	StatusCreate = StatusGroup + ".create"
+	// StatusScan reports that a companion scanned the QR of an enrollment.
+	StatusScan = StatusGroup + ".scan"
+	// StatusEnroll completes an enrollment with a code from the companion.
+	StatusEnroll = StatusGroup + ".enroll"
+)
+
+// Registry service endpoints (group "mfa.registry.v1").
+const (
+	RegistryGroup = "mfa.registry.v1"
+	// RegistryCreateCredential creates a pending TOTP credential and returns its secret, once.
+	RegistryCreateCredential = RegistryGroup + ".credentials.create"
+	// RegistryActivateCredential checks a code against a pending credential and activates it.
+	RegistryActivateCredential = RegistryGroup + ".credentials.activate"
+	// RegistryDiscardCredential destroys a pending credential whose enrollment ended without it.
+	RegistryDiscardCredential = RegistryGroup + ".credentials.discard"
+)
+
+// Device describes the authenticator device as the companion reports it.
+type Device struct {
+	DeviceID string `json:"device_id,omitempty"`
+	Name     string `json:"name,omitempty"`
+	Platform string `json:"platform,omitempty"`
+}
+
+// CreateCredentialRequest asks the registry for a pending credential for an enrollment.
+type CreateCredentialRequest struct {
+	StatusID  string    `json:"status_id"`
+	Sub       string    `json:"sub"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CreateCredentialReply carries the new secret. It is the only message that ever holds a secret,
+// and only the initiation service receives it, to hand it to the user once.
+type CreateCredentialReply struct {
+	Secret    string `json:"secret"`
+	Algorithm string `json:"algorithm"`
+	Digits    int    `json:"digits"`
+	Period    int    `json:"period"`
+}
+
+// ActivateCredentialRequest proves possession of a pending credential with a code.
+type ActivateCredentialRequest struct {
+	StatusID string `json:"status_id"`
+	Sub      string `json:"sub"`
+	Code     string `json:"code"`
+	Device   Device `json:"device"`
+}
+
+// ActivateCredentialReply names the registered device.
+type ActivateCredentialReply struct {
+	PHID     string `json:"ph_id"`
+	DeviceID string `json:"device_id"`
+}
+
+// DiscardCredentialRequest names the enrollment whose pending credential must go.
+type DiscardCredentialRequest struct {
+	StatusID string `json:"status_id"`
+}
+
+// CreateEnrollmentRequest records an INITIATED enrollment.
+type CreateEnrollmentRequest struct {
+	StatusID   string    `json:"status_id"`
+	ExchangeID string    `json:"exchange_id"`
+	Sub        string    `json:"sub"`
+	Method     string    `json:"type"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// ScanRequest reports a scan by a companion app.
+type ScanRequest struct {
+	ExchangeID string `json:"exchange_id"`
+	Device     Device `json:"device"`
+}
+
+// EnrollRequest completes an enrollment from the companion with a code.
+type EnrollRequest struct {
+	ExchangeID string `json:"exchange_id"`
+	Code       string `json:"code"`
+	Device     Device `json:"device"`
+}
+
+// EnrollmentReply is the enrollment after a command: the status object of the HTTP API.
+type EnrollmentReply struct {
+	Status    string    `json:"status"`
+	ID        string    `json:"id"`
+	Sub       string    `json:"sub"`
+	Method    string    `json:"type"`
+	ExpiresAt time.Time `json:"expires_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	DeviceID  string    `json:"device_id,omitempty"`
+	PHID      string    `json:"ph_id,omitempty"`
+}
+
+// StatusChangedPrefix starts the core NATS subject on which every enrollment transition is
+// announced (followed by the status id), carrying an EnrollmentReply. Any status replica can
+// then serve any live subscriber, whichever replica made the change. It is a notification, not
+// a record: durable facts are the CloudEvents on MFA_EVENTS.
+const StatusChangedPrefix = "mfa.status.v1.changed."

@@ -1,0 +1,168 @@
+// Package config reads mfaflow's configuration once, in main, from environment variables
+// (the names are part of the contract in DESIGN.md). Libraries never read the environment;
+// they take the values from Config.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/auth"
+)
+
+// Config is every setting of every mfaflow process. Each process uses the part it needs.
+type Config struct {
+	HTTPAddr         string        // MFA_HTTP_ADDR
+	PublicURL        string        // MFA_PUBLIC_URL
+	NATSURL          string        // MFA_NATS_URL
+	EmbeddedNATSAddr string        // MFA_EMBEDDED_NATS_ADDR
+	DataDir          string        // MFA_DATA_DIR
+	Store            string        // MFA_STORE
+	MongoURI         string        // MFA_MONGODB_URI
+	EnrollmentTTL    time.Duration // MFA_ENROLLMENT_TTL
+	Issuer           string        // MFA_ISSUER
+	ClientID         string        // MFA_CLIENT_ID
+	SecretKey        string        // MFA_SECRET_KEY
+	JWTSecret        string        // MFA_JWT_SECRET
+	JWTIssuer        string        // MFA_JWT_ISSUER
+	LogLevel         slog.Level    // MFA_LOG_LEVEL
+	PollRate         float64       // MFA_POLL_RATE
+	PollBurst        int           // MFA_POLL_BURST
+}
+
+// Variable describes one setting, for docs and --help.
+type Variable struct {
+	Name, Default, Description string
+}
+
+// Variables lists every setting with its default.
+var Variables = []Variable{
+	{"MFA_HTTP_ADDR", ":8080", "HTTP listen address"},
+	{"MFA_PUBLIC_URL", "(http://localhost:<port of MFA_HTTP_ADDR>)", "public base URL, put in the QR (`burl`) so the companion app can connect back"},
+	{"MFA_NATS_URL", "(unset: the dev stack embeds NATS; services require it)", "NATS server URL(s), comma-separated"},
+	{"MFA_EMBEDDED_NATS_ADDR", "127.0.0.1:4222", "where the dev stack's embedded NATS listens, so downstream consumers can connect"},
+	{"MFA_DATA_DIR", ".mfaflow", "dev stack data: JetStream store, generated keys"},
+	{"MFA_STORE", "nats", "storage backend: nats (JetStream KV) or mongo"},
+	{"MFA_MONGODB_URI", "", "MongoDB connection string when MFA_STORE=mongo"},
+	{"MFA_ENROLLMENT_TTL", "10m", "how long an enrollment stays open (Go duration)"},
+	{"MFA_ISSUER", "mfaflow", "issuer shown in authenticator apps"},
+	{"MFA_CLIENT_ID", "(derived from MFA_ISSUER)", "authenticator client id (`cid` in the QR)"},
+	{"MFA_SECRET_KEY", "(dev stack: generated in MFA_DATA_DIR)", "32-byte key (base64 or hex) that encrypts TOTP secrets at rest"},
+	{"MFA_JWT_SECRET", "(dev stack: generated in MFA_DATA_DIR)", "HS256 key that verifies Bearer tokens (at least 32 bytes)"},
+	{"MFA_JWT_ISSUER", "", "required `iss` of Bearer tokens, when set"},
+	{"MFA_LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"MFA_POLL_RATE", "1", "status polls per second one user may make of one enrollment (0 = unlimited); faster polls get 429"},
+	{"MFA_POLL_BURST", "5", "polls allowed at once before MFA_POLL_RATE applies"},
+}
+
+// FromEnv reads the configuration through getenv (os.Getenv in main) and applies defaults.
+func FromEnv(getenv func(string) string) (Config, error) {
+	get := func(name string) string {
+		for _, v := range Variables {
+			if v.Name == name {
+				if s := strings.TrimSpace(getenv(name)); s != "" {
+					return s
+				}
+				if strings.HasPrefix(v.Default, "(") {
+					return ""
+				}
+				return v.Default
+			}
+		}
+		panic("config: unknown variable " + name)
+	}
+	c := Config{
+		HTTPAddr:         get("MFA_HTTP_ADDR"),
+		PublicURL:        strings.TrimRight(get("MFA_PUBLIC_URL"), "/"),
+		NATSURL:          get("MFA_NATS_URL"),
+		EmbeddedNATSAddr: get("MFA_EMBEDDED_NATS_ADDR"),
+		DataDir:          get("MFA_DATA_DIR"),
+		Store:            get("MFA_STORE"),
+		MongoURI:         get("MFA_MONGODB_URI"),
+		Issuer:           get("MFA_ISSUER"),
+		ClientID:         get("MFA_CLIENT_ID"),
+		SecretKey:        get("MFA_SECRET_KEY"),
+		JWTSecret:        get("MFA_JWT_SECRET"),
+		JWTIssuer:        get("MFA_JWT_ISSUER"),
+	}
+	var errs []error
+	ttl, err := time.ParseDuration(get("MFA_ENROLLMENT_TTL"))
+	if err != nil || ttl <= 0 {
+		errs = append(errs, fmt.Errorf("MFA_ENROLLMENT_TTL: want a positive Go duration such as 10m, got %q", get("MFA_ENROLLMENT_TTL")))
+	}
+	c.EnrollmentTTL = ttl
+	if err := c.LogLevel.UnmarshalText([]byte(get("MFA_LOG_LEVEL"))); err != nil {
+		errs = append(errs, fmt.Errorf("MFA_LOG_LEVEL: %w", err))
+	}
+	if c.PollRate, err = strconv.ParseFloat(get("MFA_POLL_RATE"), 64); err != nil || c.PollRate < 0 {
+		errs = append(errs, fmt.Errorf("MFA_POLL_RATE: want a number >= 0, got %q", get("MFA_POLL_RATE")))
+	}
+	if c.PollBurst, err = strconv.Atoi(get("MFA_POLL_BURST")); err != nil || c.PollBurst < 1 {
+		errs = append(errs, fmt.Errorf("MFA_POLL_BURST: want a whole number >= 1, got %q", get("MFA_POLL_BURST")))
+	}
+	switch c.Store {
+	case "nats":
+	case "mongo":
+		if c.MongoURI == "" {
+			errs = append(errs, errors.New("MFA_STORE=mongo needs MFA_MONGODB_URI"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("MFA_STORE: want nats or mongo, got %q", c.Store))
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = DefaultPublicURL(c.HTTPAddr)
+	}
+	return c, errors.Join(errs...)
+}
+
+// DefaultPublicURL is http://localhost:<port> for a listen address.
+func DefaultPublicURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://localhost:8080"
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// LogValue masks the secrets, so a Config can be logged at start-up.
+func (c Config) LogValue() slog.Value {
+	mask := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return "********"
+	}
+	mongo := c.MongoURI
+	if i := strings.Index(mongo, "@"); i > 0 {
+		mongo = "mongodb://********" + mongo[i:]
+	}
+	return slog.GroupValue(
+		slog.String("http_addr", c.HTTPAddr), slog.String("public_url", c.PublicURL),
+		slog.String("nats_url", c.NATSURL), slog.String("embedded_nats_addr", c.EmbeddedNATSAddr),
+		slog.String("data_dir", c.DataDir), slog.String("store", c.Store), slog.String("mongodb_uri", mongo),
+		slog.Duration("enrollment_ttl", c.EnrollmentTTL), slog.String("issuer", c.Issuer),
+		slog.String("secret_key", mask(c.SecretKey)), slog.String("jwt_secret", mask(c.JWTSecret)),
+		slog.String("jwt_issuer", c.JWTIssuer), slog.String("log_level", c.LogLevel.String()),
+	)
+}
+
+// Logger returns the process logger: JSON on stderr at the configured level.
+func (c Config) Logger() *slog.Logger {
+	return newLogger(c.LogLevel)
+}
+
+// TokenVerifier returns the HS256 verifier of Bearer tokens from MFA_JWT_SECRET.
+func (c Config) TokenVerifier() (auth.HS256, error) {
+	if len(c.JWTSecret) < auth.MinKeyBytes {
+		return auth.HS256{}, fmt.Errorf("MFA_JWT_SECRET: want at least %d bytes", auth.MinKeyBytes)
+	}
+	return auth.HS256{Key: []byte(c.JWTSecret), Issuer: c.JWTIssuer}, nil
+}

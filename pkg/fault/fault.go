@@ -1,0 +1,85 @@
+// Package fault holds mfaflow's stable error codes: the `code` of every problem+json response,
+// of every bridge error frame and of every micro error reply between services.
+//
+// Clients switch on these codes, so a code never changes meaning. Each transport maps domain
+// errors to a *fault.Error in one place; the message is for people and never holds internals.
+package fault
+
+import (
+	"errors"
+	"net/http"
+)
+
+// Code is a stable, machine-readable error code.
+type Code string
+
+// The codes. HTTP status for each is in Status.
+const (
+	BadRequest        Code = "bad_request"
+	Unauthorized      Code = "unauthorized"
+	Forbidden         Code = "forbidden"
+	NotFound          Code = "not_found"
+	Conflict          Code = "conflict"
+	Expired           Code = "expired"
+	InvalidCode       Code = "invalid_code"
+	PayloadTooLarge   Code = "payload_too_large"
+	UnsupportedMethod Code = "unsupported_method"
+	TooManyRequests   Code = "too_many_requests"
+	Unavailable       Code = "unavailable"
+	Internal          Code = "internal"
+)
+
+var statuses = map[Code]int{
+	BadRequest:        http.StatusBadRequest,
+	Unauthorized:      http.StatusUnauthorized,
+	Forbidden:         http.StatusForbidden,
+	NotFound:          http.StatusNotFound,
+	Conflict:          http.StatusConflict,
+	Expired:           http.StatusGone,
+	InvalidCode:       http.StatusBadRequest,
+	PayloadTooLarge:   http.StatusRequestEntityTooLarge,
+	UnsupportedMethod: http.StatusMethodNotAllowed,
+	TooManyRequests:   http.StatusTooManyRequests,
+	Unavailable:       http.StatusServiceUnavailable,
+	Internal:          http.StatusInternalServerError,
+}
+
+// Status is the HTTP status that goes with c; unknown codes are 500.
+func (c Code) Status() int {
+	if s, ok := statuses[c]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// Known reports whether c is one of the codes above.
+func (c Code) Known() bool { _, ok := statuses[c]; return ok }
+
+// Error is an error with a stable code and a message safe to show a client.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// New returns an *Error.
+func New(code Code, message string) *Error { return &Error{Code: code, Message: message} }
+
+// From returns the *Error in err's chain, or an Internal error that hides err's text.
+func From(err error) *Error {
+	var fe *Error
+	if errors.As(err, &fe) {
+		return fe
+	}
+	return &Error{Code: Internal, Message: "internal error"}
+}
+
+// CodeOf returns the code of the *Error in err's chain, or "" when there is none.
+func CodeOf(err error) Code {
+	var fe *Error
+	if errors.As(err, &fe) {
+		return fe.Code
+	}
+	return ""
+}

@@ -1,0 +1,111 @@
+// Package natsx is mfaflow's NATS plumbing: an embedded server for the dev stack and tests,
+// connections with sane reconnect settings, and the MFA_EVENTS stream.
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// EmbeddedOptions configures an in-process NATS server.
+type EmbeddedOptions struct {
+	// Addr is host:port to listen on; port 0 (or "") picks a random free port on 127.0.0.1.
+	Addr string
+	// StoreDir is where JetStream keeps its files.
+	StoreDir string
+}
+
+// StartEmbedded starts a NATS server with JetStream in this process and waits until it accepts
+// connections. Shut it down with Shutdown and WaitForShutdown.
+func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
+	host, port := "127.0.0.1", server.RANDOM_PORT
+	if o.Addr != "" {
+		h, p, err := net.SplitHostPort(o.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats address %q: %w", o.Addr, err)
+		}
+		if h != "" {
+			host = h
+		}
+		if n, err := strconv.Atoi(p); err == nil && n != 0 {
+			port = n
+		}
+	}
+	opts := &server.Options{
+		Host:      host,
+		Port:      port,
+		JetStream: true,
+		StoreDir:  o.StoreDir,
+		NoSigs:    true,
+		NoLog:     true,
+		// A stable name keeps the JetStream store valid across restarts of the dev stack.
+		ServerName: "mfaflow-embedded",
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("embedded nats: not ready after 10s (is the address in use?)")
+	}
+	return s, nil
+}
+
+// Connect dials NATS with the name shown in monitoring and reconnects for as long as it takes,
+// so a NATS restart does not kill a service.
+func Connect(url, name string) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// EventStreamConfig is the MFA_EVENTS stream. The dedupe window is what makes a publish retried
+// by the outbox relay (or by two replicas) land once.
+func EventStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        events.Stream,
+		Description: "mfaflow CloudEvents: enrollments and devices",
+		Subjects:    []string{events.StreamSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      7 * 24 * time.Hour,
+		Duplicates:  2 * time.Minute,
+	}
+}
+
+// EnsureEventStream creates the MFA_EVENTS stream, or updates it to the current config.
+// Every publisher calls it at start-up so no service depends on another having run first.
+func EnsureEventStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+	st, err := js.CreateOrUpdateStream(ctx, EventStreamConfig())
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", events.Stream, err)
+	}
+	return st, nil
+}
+
+// EnsureKV creates the key-value bucket, or returns the existing one.
+func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ensure kv bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}

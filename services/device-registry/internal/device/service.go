@@ -1,0 +1,415 @@
+package device
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/outbox"
+	"github.com/mfaflow/mfaflow/pkg/totp"
+)
+
+// codeSkew is how many time steps either side of now a code may come from: one absorbs clock
+// drift and the seconds a user needs to type, without widening the guessing window much.
+const codeSkew = 1
+
+// maxAttempts bounds the read-check-write loop of a compare-and-set. A lost race is normal
+// (the outbox relay rewrites a credential after every event), a lost race eight times in a row
+// is not.
+const maxAttempts = 8
+
+// eventNamespace derives deterministic CloudEvent ids: the same fact always gets the same id,
+// so a retried write or publish is stored on the stream once (Nats-Msg-Id dedupe).
+var eventNamespace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://mfaflow.dev/device-registry/events"))
+
+// Service holds the registry's rules. It is safe for concurrent use; concurrent writers are
+// serialised by the Store's compare-and-set, not by locks, so any number of replicas may run.
+type Service struct {
+	store  Store
+	sealer Sealer
+	clock  Clock
+}
+
+// NewService returns a Service. A nil clock means the system clock.
+func NewService(store Store, sealer Sealer, clock Clock) *Service {
+	if clock == nil {
+		clock = ClockFunc(time.Now)
+	}
+	return &Service{store: store, sealer: sealer, clock: clock}
+}
+
+// CreatePending creates the credential of a new enrollment and returns its secret, the only
+// time the secret leaves the registry. A second call for the same enrollment is ErrConflict:
+// handing out a second secret would leave the user's app with one that never activates.
+func (s *Service) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (string, totp.Params, error) {
+	if !validID(statusID) {
+		return "", totp.Params{}, invalid("status_id is missing or malformed")
+	}
+	if sub == "" {
+		return "", totp.Params{}, invalid("sub is missing")
+	}
+	secret, err := totp.NewSecret()
+	if err != nil {
+		return "", totp.Params{}, fmt.Errorf("create pending credential: %w", err)
+	}
+	phid := uuid.NewString()
+	sealed, err := s.sealer.Seal([]byte(secret), []byte(phid))
+	if err != nil {
+		return "", totp.Params{}, fmt.Errorf("create pending credential: seal secret: %w", err)
+	}
+	c := Credential{
+		PHID:         phid,
+		Sub:          sub,
+		StatusID:     statusID,
+		Method:       MethodTOTP,
+		SealedSecret: sealed,
+		Params:       totp.Default,
+		CreatedAt:    s.clock.Now().UTC(),
+		ExpiresAt:    expiresAt.UTC(),
+	}
+	if _, err := s.store.Create(ctx, c); err != nil {
+		return "", totp.Params{}, fmt.Errorf("create pending credential for %s: %w", statusID, err)
+	}
+	return secret, c.Params, nil
+}
+
+// Activate proves possession of the pending credential of enrollment statusID with code and
+// turns it into a registered device of sub, emitting mfa.device.registered in the same write.
+//
+// The accepted time step is stored, so the enrollment code can never verify anything again.
+// A repeated activation is idempotent: once verified, a call naming the same device (or none)
+// returns the device unchanged without looking at the code, so a caller that lost the reply
+// can retry; a different device is ErrConflict. Someone else's credential is ErrNotFound.
+func (s *Service) Activate(ctx context.Context, statusID, sub, code string, dev NewDevice) (Credential, error) {
+	if !validID(statusID) || sub == "" {
+		return Credential{}, ErrNotFound
+	}
+	deviceID := strings.TrimSpace(dev.DeviceID)
+	if deviceID != "" && !validDeviceID(deviceID) {
+		return Credential{}, invalid("device_id must be 1 to 128 printable characters")
+	}
+	code = normaliseCode(code)
+	for range maxAttempts {
+		c, err := s.store.GetByStatusID(ctx, statusID)
+		if err != nil {
+			return Credential{}, fmt.Errorf("activate %s: %w", statusID, err)
+		}
+		if c.Sub != sub {
+			return Credential{}, fmt.Errorf("activate %s: %w", statusID, ErrNotFound)
+		}
+		if c.Verified {
+			if deviceID == "" || deviceID == c.DeviceID {
+				return public(c), nil
+			}
+			return Credential{}, fmt.Errorf("activate %s: already activated by another device: %w", statusID, ErrConflict)
+		}
+		now := s.clock.Now().UTC()
+		if !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt) {
+			return Credential{}, fmt.Errorf("activate %s: %w", statusID, ErrExpired)
+		}
+		step, err := s.check(c, code, now)
+		if err != nil {
+			return Credential{}, fmt.Errorf("activate %s: %w", statusID, err)
+		}
+
+		c.Verified = true
+		c.LastStep = step
+		c.VerifiedAt = now
+		c.DeviceID = deviceID
+		if c.DeviceID == "" {
+			if c.DeviceID, err = randomDeviceID(); err != nil {
+				return Credential{}, fmt.Errorf("activate %s: %w", statusID, err)
+			}
+		}
+		c.FriendlyName = sanitise(dev.Name)
+		if c.FriendlyName == "" {
+			c.FriendlyName = DefaultName
+		}
+		c.Platform = sanitise(dev.Platform)
+		msg, err := deviceEvent(events.DeviceRegistered, c.PHID+"/"+string(events.DeviceRegistered), c, now)
+		if err != nil {
+			return Credential{}, fmt.Errorf("activate %s: %w", statusID, err)
+		}
+		updated, err := s.store.Update(ctx, c, msg)
+		if errors.Is(err, ErrStale) {
+			continue // re-read: a concurrent activation may have won, which is then idempotent
+		}
+		if err != nil {
+			return Credential{}, fmt.Errorf("activate %s: %w", statusID, err)
+		}
+		return public(updated), nil
+	}
+	return Credential{}, fmt.Errorf("activate %s: %w", statusID, ErrStale)
+}
+
+// check opens c's secret and checks code at now, refusing any step already used. The secret
+// lives only inside this function.
+func (s *Service) check(c Credential, code string, now time.Time) (int64, error) {
+	secret, err := s.sealer.Open(c.SealedSecret, []byte(c.PHID))
+	if err != nil {
+		return 0, fmt.Errorf("open secret of %s: %w", c.PHID, err)
+	}
+	defer clear(secret)
+	step, ok, err := totp.Check(string(secret), code, now, c.Params, codeSkew, c.LastStep)
+	if err != nil {
+		return 0, fmt.Errorf("check code of %s: %w", c.PHID, err)
+	}
+	if !ok {
+		return 0, ErrInvalidCode
+	}
+	return step, nil
+}
+
+// DiscardPending destroys the pending credential of an enrollment that ended without it
+// (expired, cancelled, failed), so no secret outlives its enrollment. No event is emitted
+// because no device was ever registered. A verified or unknown credential is left alone, so
+// the call is safe to repeat and to receive for any enrollment.
+func (s *Service) DiscardPending(ctx context.Context, statusID string) error {
+	if !validID(statusID) {
+		return nil
+	}
+	for range maxAttempts {
+		c, err := s.store.GetByStatusID(ctx, statusID)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("discard %s: %w", statusID, err)
+		}
+		if c.Verified {
+			return nil
+		}
+		c.SealedSecret = nil
+		err = s.store.Remove(ctx, c)
+		switch {
+		case err == nil, errors.Is(err, ErrNotFound):
+			return nil
+		case errors.Is(err, ErrStale):
+			continue // activated or discarded meanwhile: look again
+		default:
+			return fmt.Errorf("discard %s: %w", statusID, err)
+		}
+	}
+	return fmt.Errorf("discard %s: %w", statusID, ErrStale)
+}
+
+// List returns sub's registered devices, newest first. Pending credentials are not devices yet
+// and are left out.
+func (s *Service) List(ctx context.Context, sub string) ([]Credential, error) {
+	all, err := s.store.ListBySub(ctx, sub)
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	out := make([]Credential, 0, len(all))
+	for _, c := range all {
+		if c.Verified && c.Sub == sub {
+			out = append(out, public(c))
+		}
+	}
+	slices.SortFunc(out, func(a, b Credential) int {
+		if d := b.CreatedAt.Compare(a.CreatedAt); d != 0 {
+			return d
+		}
+		return cmp.Compare(a.PHID, b.PHID)
+	})
+	return out, nil
+}
+
+// Rename gives sub's device phid a new friendly name (1 to MaxNameLength printable characters
+// after trimming) and emits mfa.device.renamed. Renaming to the current name changes nothing
+// and emits nothing.
+func (s *Service) Rename(ctx context.Context, sub, phid, name string) (Credential, error) {
+	name, err := validName(name)
+	if err != nil {
+		return Credential{}, err
+	}
+	for range maxAttempts {
+		c, err := s.owned(ctx, sub, phid)
+		if err != nil {
+			return Credential{}, fmt.Errorf("rename %s: %w", phid, err)
+		}
+		if c.FriendlyName == name {
+			return public(c), nil
+		}
+		// The version read is part of the id: each rename is a distinct fact, and a retry of
+		// the same write (same version) is the same fact.
+		id := phid + "/renamed/" + strconv.FormatUint(c.Version, 10)
+		c.FriendlyName = name
+		msg, err := deviceEvent(events.DeviceRenamed, id, c, s.clock.Now())
+		if err != nil {
+			return Credential{}, fmt.Errorf("rename %s: %w", phid, err)
+		}
+		updated, err := s.store.Update(ctx, c, msg)
+		if errors.Is(err, ErrStale) {
+			continue
+		}
+		if err != nil {
+			return Credential{}, fmt.Errorf("rename %s: %w", phid, err)
+		}
+		return public(updated), nil
+	}
+	return Credential{}, fmt.Errorf("rename %s: %w", phid, ErrStale)
+}
+
+// Remove deletes sub's device phid, destroying its secret at once, and emits
+// mfa.device.removed in the same write.
+func (s *Service) Remove(ctx context.Context, sub, phid string) error {
+	for range maxAttempts {
+		c, err := s.owned(ctx, sub, phid)
+		if err != nil {
+			return fmt.Errorf("remove %s: %w", phid, err)
+		}
+		msg, err := deviceEvent(events.DeviceRemoved, phid+"/"+string(events.DeviceRemoved), c, s.clock.Now())
+		if err != nil {
+			return fmt.Errorf("remove %s: %w", phid, err)
+		}
+		c.SealedSecret = nil
+		err = s.store.Remove(ctx, c, msg)
+		if errors.Is(err, ErrStale) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("remove %s: %w", phid, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("remove %s: %w", phid, ErrStale)
+}
+
+// owned returns the verified credential phid if it belongs to sub. Someone else's device and a
+// pending credential are both ErrNotFound: users may not learn that either exists.
+func (s *Service) owned(ctx context.Context, sub, phid string) (Credential, error) {
+	if !validID(phid) || sub == "" {
+		return Credential{}, ErrNotFound
+	}
+	c, err := s.store.Get(ctx, phid)
+	if err != nil {
+		return Credential{}, err
+	}
+	if c.Sub != sub || !c.Verified {
+		return Credential{}, ErrNotFound
+	}
+	return c, nil
+}
+
+// deviceEvent builds an mfa.device.* event about c as an outbox message. The payload is built
+// field by field from c so that no secret can slip into it.
+func deviceEvent(t events.Type, idSeed string, c Credential, at time.Time) (outbox.Message, error) {
+	env, err := events.New(
+		uuid.NewSHA1(eventNamespace, []byte(idSeed)).String(),
+		events.SourceRegistry, t, c.PHID, at,
+		events.Device{
+			PHID:         c.PHID,
+			DeviceID:     c.DeviceID,
+			Sub:          c.Sub,
+			Method:       c.Method,
+			FriendlyName: c.FriendlyName,
+			StatusID:     c.StatusID,
+		})
+	if err != nil {
+		return outbox.Message{}, fmt.Errorf("build %s event: %w", t, err)
+	}
+	return outbox.FromEnvelope(env)
+}
+
+// public strips what must not leave the domain: callers of the Service never need the sealed
+// secret.
+func public(c Credential) Credential {
+	c.SealedSecret = nil
+	return c
+}
+
+// validID accepts the ids the registry keys records by (status ids, ph_ids): 1 to 128 of
+// [A-Za-z0-9_-]. Anything else cannot name a record, and keeping it out also keeps store
+// keys well-formed.
+func validID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// validDeviceID accepts a companion's own device id: 1 to 128 printable characters.
+func validDeviceID(s string) bool {
+	return utf8.RuneCountInString(s) <= 128 && printable(s)
+}
+
+// validName checks a user-typed friendly name and returns it trimmed.
+func validName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return "", invalid("friendly_name must not be empty")
+	}
+	if utf8.RuneCountInString(name) > MaxNameLength {
+		return "", invalid(fmt.Sprintf("friendly_name must be at most %d characters", MaxNameLength))
+	}
+	if !printable(name) {
+		return "", invalid("friendly_name must contain only printable characters")
+	}
+	return name, nil
+}
+
+// sanitise cleans what a companion app reports about itself: unlike a name the user types,
+// a device name is not worth failing an activation over, so it is cleaned rather than refused.
+func sanitise(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return -1
+	}, strings.ToValidUTF8(s, ""))
+	s = strings.TrimSpace(s)
+	if r := []rune(s); len(r) > MaxNameLength {
+		s = strings.TrimSpace(string(r[:MaxNameLength]))
+	}
+	return s
+}
+
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// normaliseCode drops the spaces people type or paste into codes ("123 456").
+func normaliseCode(code string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) {
+			return -1
+		}
+		return r
+	}, code)
+}
+
+// randomDeviceID names a device whose authenticator did not say who it is (a plain TOTP app):
+// 8 random bytes as 16 hex characters.
+func randomDeviceID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("random device id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}

@@ -1,0 +1,43 @@
+package httpapi
+
+import (
+	"time"
+
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
+)
+
+// deviceDTO is a device as frontends see it (cidaas's device-srv shape). It is built field by
+// field from the domain type, so nothing else — the sealed secret above all — can leak into it.
+type deviceDTO struct {
+	PHID         string     `json:"ph_id"`
+	DeviceID     string     `json:"device_id"`
+	Type         string     `json:"type"`
+	FriendlyName string     `json:"friendly_name"`
+	Verified     bool       `json:"verified"`
+	CreatedAt    time.Time  `json:"created_at"`
+	LastUsedAt   *time.Time `json:"last_used_at,omitempty"`
+	Platform     string     `json:"platform,omitempty"`
+}
+
+// renameRequest is the PATCH body. The name is a pointer so that a missing field is told apart
+// from an empty one in the error.
+type renameRequest struct {
+	FriendlyName *string `json:"friendly_name"`
+}
+
+func toDTO(c device.Credential) deviceDTO {
+	d := deviceDTO{
+		PHID:         c.PHID,
+		DeviceID:     c.DeviceID,
+		Type:         c.Method,
+		FriendlyName: c.FriendlyName,
+		Verified:     c.Verified,
+		CreatedAt:    c.CreatedAt.UTC(),
+		Platform:     c.Platform,
+	}
+	if !c.LastUsedAt.IsZero() {
+		t := c.LastUsedAt.UTC()
+		d.LastUsedAt = &t
+	}
+	return d
+}

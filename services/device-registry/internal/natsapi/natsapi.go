@@ -1,0 +1,125 @@
+// Package natsapi is the registry's NATS face: the micro service other services call to
+// create, activate and discard credentials, and the JetStream consumer that discards the
+// pending credential of every enrollment that ended without one.
+//
+// It decodes messages, calls the domain, and maps domain errors to fault codes in one place
+// (toFault); it holds no rules of its own.
+package natsapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/commands"
+	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
+	"github.com/mfaflow/mfaflow/pkg/totp"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Version is the micro service version shown in $SRV.INFO.
+const Version = "0.1.0"
+
+// Registry is what the NATS adapter needs of the domain.
+type Registry interface {
+	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (string, totp.Params, error)
+	Activate(ctx context.Context, statusID, sub, code string, dev device.NewDevice) (device.Credential, error)
+	DiscardPending(ctx context.Context, statusID string) error
+}
+
+var _ Registry = (*device.Service)(nil)
+
+// StartService adds the commands.RegistryService micro service to nc. Handlers run with ctx, so
+// cancelling it aborts commands in flight; stop the service with its Stop method.
+func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Logger) (micro.Service, error) {
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        commands.RegistryService,
+		Version:     Version,
+		Description: "mfaflow device registry: the only holder of TOTP secrets",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add micro service %s: %w", commands.RegistryService, err)
+	}
+	h := handlers{reg: reg}
+	g := svc.AddGroup(commands.RegistryGroup)
+	endpoints := []struct {
+		name, subject string
+		handler       micro.Handler
+	}{
+		{"credentials-create", commands.RegistryCreateCredential, rpc.Endpoint(ctx, log, h.create)},
+		{"credentials-activate", commands.RegistryActivateCredential, rpc.Endpoint(ctx, log, h.activate)},
+		{"credentials-discard", commands.RegistryDiscardCredential, rpc.Endpoint(ctx, log, h.discard)},
+	}
+	for _, e := range endpoints {
+		// The group adds its prefix; the commands package spells the full subject.
+		rel := strings.TrimPrefix(e.subject, commands.RegistryGroup+".")
+		if err := g.AddEndpoint(e.name, e.handler, micro.WithEndpointSubject(rel)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("add endpoint %s: %w", e.subject, err)
+		}
+	}
+	return svc, nil
+}
+
+type handlers struct {
+	reg Registry
+}
+
+func (h handlers) create(ctx context.Context, req commands.CreateCredentialRequest) (commands.CreateCredentialReply, error) {
+	secret, p, err := h.reg.CreatePending(ctx, req.StatusID, req.Sub, req.ExpiresAt)
+	if err != nil {
+		return commands.CreateCredentialReply{}, toFault(err)
+	}
+	return commands.CreateCredentialReply{Secret: secret, Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period}, nil
+}
+
+func (h handlers) activate(ctx context.Context, req commands.ActivateCredentialRequest) (commands.ActivateCredentialReply, error) {
+	c, err := h.reg.Activate(ctx, req.StatusID, req.Sub, req.Code, device.NewDevice{
+		DeviceID: req.Device.DeviceID,
+		Name:     req.Device.Name,
+		Platform: req.Device.Platform,
+	})
+	if err != nil {
+		return commands.ActivateCredentialReply{}, toFault(err)
+	}
+	return commands.ActivateCredentialReply{PHID: c.PHID, DeviceID: c.DeviceID}, nil
+}
+
+// discardReply is the empty object the discard command answers with.
+type discardReply struct{}
+
+func (h handlers) discard(ctx context.Context, req commands.DiscardCredentialRequest) (discardReply, error) {
+	if err := h.reg.DiscardPending(ctx, req.StatusID); err != nil {
+		return discardReply{}, toFault(err)
+	}
+	return discardReply{}, nil
+}
+
+// toFault is the one place where domain errors become the codes callers see. Anything else
+// stays as it is and so reaches the caller as "internal" (rpc.Endpoint logs it).
+func toFault(err error) error {
+	var ie *device.InvalidError
+	switch {
+	case errors.As(err, &ie):
+		return fault.New(fault.BadRequest, ie.Reason)
+	case errors.Is(err, device.ErrNotFound):
+		return fault.New(fault.NotFound, "no such credential")
+	case errors.Is(err, device.ErrInvalidCode):
+		return fault.New(fault.InvalidCode, "the verification code is not valid")
+	case errors.Is(err, device.ErrConflict):
+		return fault.New(fault.Conflict, "the credential is in a conflicting state")
+	case errors.Is(err, device.ErrStale):
+		return fault.New(fault.Conflict, "the credential changed concurrently; try again")
+	case errors.Is(err, device.ErrExpired):
+		return fault.New(fault.Expired, "the pending credential has expired")
+	case errors.Is(err, device.ErrInvalid):
+		return fault.New(fault.BadRequest, "malformed request")
+	}
+	return err
+}

@@ -1,0 +1,236 @@
+// Package kv is the JetStream key-value backend of device.Store, the default for the dev
+// stack, tests and deployments that run on a NATS cluster alone.
+//
+// Keys in the bucket:
+//
+//	c.<ph_id>                       the credential document (pkg/kvdoc: document + outbox)
+//	s.<status_id>                   → ph_id: finds the credential of an enrollment
+//	u.<sha256(sub)[:32 hex]>.<ph_id> → ph_id: lists a user's credentials
+//
+// JetStream writes one key atomically, so a create touches three keys in an order that leaves
+// only harmless leftovers after a crash: the index entries come first, and readers check that
+// an index entry points to a document that agrees with it. The sub is hashed because it is
+// free text chosen by an identity provider and key tokens are not.
+package kv
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/mfaflow/mfaflow/pkg/kvdoc"
+	"github.com/mfaflow/mfaflow/pkg/outbox"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultBucket is the bucket name when configuration names none.
+const DefaultBucket = "mfa_devices"
+
+// RelayFilter selects the keys whose values carry an outbox: the credential documents. The
+// index keys hold bare ph_ids and must not reach the relay.
+const RelayFilter = "c.>"
+
+// BucketConfig is the configuration the registry's bucket needs. History is 1 so that an
+// overwritten value is gone at once: a removed credential's tombstone replaces the sealed
+// secret instead of keeping it in the key's history.
+func BucketConfig(bucket string) jetstream.KeyValueConfig {
+	if bucket == "" {
+		bucket = DefaultBucket
+	}
+	return jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "mfaflow device registry: TOTP credentials (secrets sealed) and their indexes",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	}
+}
+
+// Store is device.Store on a JetStream key-value bucket.
+type Store struct {
+	kv   jetstream.KeyValue
+	docs *kvdoc.Store[credentialDoc]
+}
+
+var _ device.Store = (*Store)(nil)
+
+// New returns a Store on bucket kv (see BucketConfig).
+func New(kv jetstream.KeyValue) *Store {
+	return &Store{kv: kv, docs: kvdoc.New[credentialDoc](kv)}
+}
+
+func docKey(phid string) string        { return "c." + phid }
+func statusKey(statusID string) string { return "s." + statusID }
+func subPrefix(sub string) string {
+	h := sha256.Sum256([]byte(sub))
+	return "u." + hex.EncodeToString(h[:])[:32]
+}
+func subKey(sub, phid string) string { return subPrefix(sub) + "." + phid }
+
+// Create claims the enrollment's index first, so that of two creates for one enrollment the
+// second fails before writing anything.
+func (s *Store) Create(ctx context.Context, c device.Credential) (device.Credential, error) {
+	if !validToken(c.PHID) || !validToken(c.StatusID) {
+		return device.Credential{}, fmt.Errorf("kv create: ph_id and status_id must be key tokens: %w", device.ErrInvalid)
+	}
+	if _, err := s.kv.Create(ctx, statusKey(c.StatusID), []byte(c.PHID)); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return device.Credential{}, fmt.Errorf("kv create: status %s: %w", c.StatusID, device.ErrConflict)
+		}
+		return device.Credential{}, fmt.Errorf("kv create: index status %s: %w", c.StatusID, err)
+	}
+	// The user index is written before the document, so no document is ever unlisted; an
+	// entry left without a document (a crash, a duplicate ph_id) is skipped by ListBySub.
+	if _, err := s.kv.Put(ctx, subKey(c.Sub, c.PHID), []byte(c.PHID)); err != nil {
+		s.release(ctx, c.StatusID)
+		return device.Credential{}, fmt.Errorf("kv create: index sub: %w", err)
+	}
+	rev, err := s.docs.Create(ctx, docKey(c.PHID), toDoc(c))
+	if err != nil {
+		s.release(ctx, c.StatusID)
+		if errors.Is(err, kvdoc.ErrExists) {
+			return device.Credential{}, fmt.Errorf("kv create: ph_id %s: %w", c.PHID, device.ErrConflict)
+		}
+		return device.Credential{}, fmt.Errorf("kv create: %w", err)
+	}
+	c.Version = rev
+	return c, nil
+}
+
+// release gives up a status index this Create claimed but could not complete. It is best
+// effort: a leftover entry points to no document, which readers treat as not found.
+func (s *Store) release(ctx context.Context, statusID string) {
+	_ = s.kv.Delete(ctx, statusKey(statusID))
+}
+
+// Get returns the credential phid.
+func (s *Store) Get(ctx context.Context, phid string) (device.Credential, error) {
+	if !validToken(phid) {
+		return device.Credential{}, fmt.Errorf("kv get %q: %w", phid, device.ErrNotFound)
+	}
+	d, rev, err := s.docs.Get(ctx, docKey(phid))
+	if err != nil {
+		return device.Credential{}, fmt.Errorf("kv get %s: %w", phid, translate(err))
+	}
+	return toDomain(d, rev), nil
+}
+
+// GetByStatusID follows the status index and checks that the document agrees with it.
+func (s *Store) GetByStatusID(ctx context.Context, statusID string) (device.Credential, error) {
+	if !validToken(statusID) {
+		return device.Credential{}, fmt.Errorf("kv get status %q: %w", statusID, device.ErrNotFound)
+	}
+	e, err := s.kv.Get(ctx, statusKey(statusID))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return device.Credential{}, fmt.Errorf("kv get status %s: %w", statusID, device.ErrNotFound)
+		}
+		return device.Credential{}, fmt.Errorf("kv get status %s: %w", statusID, err)
+	}
+	c, err := s.Get(ctx, string(e.Value()))
+	if err != nil {
+		return device.Credential{}, err
+	}
+	if c.StatusID != statusID {
+		return device.Credential{}, fmt.Errorf("kv get status %s: index disagrees with document: %w", statusID, device.ErrNotFound)
+	}
+	return c, nil
+}
+
+// ListBySub reads the user's index and the documents it names. Entries whose document is gone
+// or belongs to another sub (a leftover, a hash collision) are skipped.
+func (s *Store) ListBySub(ctx context.Context, sub string) ([]device.Credential, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, subPrefix(sub)+".*")
+	if err != nil {
+		return nil, fmt.Errorf("kv list: %w", err)
+	}
+	// The lister stops its watcher itself once it has sent every key; stopping it again is
+	// only for an early return, and then its error says nothing.
+	defer func() { _ = lister.Stop() }()
+	var phids []string
+	for k := range lister.Keys() {
+		phids = append(phids, k[strings.LastIndexByte(k, '.')+1:])
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("kv list: %w", err) // the key channel closed early, the list is partial
+	}
+	out := make([]device.Credential, 0, len(phids))
+	for _, phid := range phids {
+		c, err := s.Get(ctx, phid)
+		if errors.Is(err, device.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if c.Sub == sub {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Update writes c if the stored document is still at c.Version.
+func (s *Store) Update(ctx context.Context, c device.Credential, msgs ...outbox.Message) (device.Credential, error) {
+	if !validToken(c.PHID) {
+		return device.Credential{}, fmt.Errorf("kv update %q: %w", c.PHID, device.ErrNotFound)
+	}
+	rev, err := s.docs.Update(ctx, docKey(c.PHID), c.Version, toDoc(c), msgs...)
+	if err != nil {
+		return device.Credential{}, fmt.Errorf("kv update %s: %w", c.PHID, translate(err))
+	}
+	c.Version = rev
+	return c, nil
+}
+
+// Remove replaces the document by a secretless tombstone marked for purge (the relay deletes
+// it after publishing msgs), then drops the index entries.
+func (s *Store) Remove(ctx context.Context, c device.Credential, msgs ...outbox.Message) error {
+	if !validToken(c.PHID) {
+		return fmt.Errorf("kv remove %q: %w", c.PHID, device.ErrNotFound)
+	}
+	if err := s.docs.Remove(ctx, docKey(c.PHID), c.Version, tombstone(c), msgs...); err != nil {
+		return fmt.Errorf("kv remove %s: %w", c.PHID, translate(err))
+	}
+	// The document is already gone for every reader, so failing here would only make the
+	// caller retry a removal that happened. Leftover entries are skipped by readers.
+	_ = s.kv.Delete(ctx, subKey(c.Sub, c.PHID))
+	if validToken(c.StatusID) {
+		// Only the entry that names this credential: never another one's claim on the id.
+		if e, err := s.kv.Get(ctx, statusKey(c.StatusID)); err == nil && string(e.Value()) == c.PHID {
+			_ = s.kv.Delete(ctx, statusKey(c.StatusID), jetstream.LastRevision(e.Revision()))
+		}
+	}
+	return nil
+}
+
+// translate maps kvdoc's errors to the domain's.
+func translate(err error) error {
+	switch {
+	case errors.Is(err, kvdoc.ErrNotFound):
+		return device.ErrNotFound
+	case errors.Is(err, kvdoc.ErrStale):
+		return device.ErrStale
+	case errors.Is(err, kvdoc.ErrExists):
+		return device.ErrConflict
+	}
+	return err
+}
+
+// validToken reports whether id can be one token of a KV key. The domain only hands out such
+// ids; this keeps a malformed one from turning into a wildcard or an invalid-key error.
+func validToken(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

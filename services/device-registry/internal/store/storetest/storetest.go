@@ -1,0 +1,350 @@
+// Package storetest is the conformance suite of device.Store: the contract every backend must
+// keep, written once and run against each of them, so that the service behaves the same
+// whichever store the deployment picks.
+//
+// Backends run it from their own tests:
+//
+//	func TestStore(t *testing.T) { storetest.Run(t, func(t *testing.T) device.Store { … }) }
+//
+// internal/store/kv runs it on an embedded NATS server. The MongoDB backend
+// (internal/store/mongo) runs it too once it exists, skipping when MFA_MONGODB_URI is unset.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/outbox"
+	"github.com/mfaflow/mfaflow/pkg/totp"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
+)
+
+// Run runs every contract test against a fresh, empty store from newStore for each subtest.
+func Run(t *testing.T, newStore func(t *testing.T) device.Store) {
+	t.Run("CreateGet", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		want := Credential("alice")
+		created, err := s.Create(ctx, want)
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		if created.Version == 0 {
+			t.Fatal("Create returned no Version")
+		}
+		got, err := s.Get(ctx, want.PHID)
+		if err != nil {
+			t.Fatalf("Get: %v", err)
+		}
+		want.Version = created.Version
+		assertEqual(t, got, want)
+	})
+
+	t.Run("VerifiedRoundTrip", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		want := Verified(Credential("alice"))
+		created := MustCreate(t, s, want)
+		got, err := s.Get(ctx, want.PHID)
+		if err != nil {
+			t.Fatalf("Get: %v", err)
+		}
+		want.Version = created.Version
+		assertEqual(t, got, want)
+	})
+
+	t.Run("ErrNotFound", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		if _, err := s.Get(ctx, uuid.NewString()); !errors.Is(err, device.ErrNotFound) {
+			t.Errorf("Get unknown: %v, want ErrNotFound", err)
+		}
+		if _, err := s.GetByStatusID(ctx, uuid.NewString()); !errors.Is(err, device.ErrNotFound) {
+			t.Errorf("GetByStatusID unknown: %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("CreateDuplicateStatusID", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		first := MustCreate(t, s, Credential("alice"))
+		second := Credential("alice")
+		second.StatusID = first.StatusID
+		if _, err := s.Create(ctx, second); !errors.Is(err, device.ErrConflict) {
+			t.Fatalf("second Create for one status id: %v, want ErrConflict", err)
+		}
+		got, err := s.GetByStatusID(ctx, first.StatusID)
+		if err != nil || got.PHID != first.PHID {
+			t.Fatalf("GetByStatusID after refused duplicate = %v, %v; want the first", got, err)
+		}
+		if _, err := s.Get(ctx, second.PHID); !errors.Is(err, device.ErrNotFound) {
+			t.Fatalf("refused duplicate was stored: %v", err)
+		}
+	})
+
+	t.Run("CreateDuplicatePHID", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		first := MustCreate(t, s, Credential("alice"))
+		second := Credential("alice")
+		second.PHID = first.PHID
+		if _, err := s.Create(ctx, second); !errors.Is(err, device.ErrConflict) {
+			t.Fatalf("second Create for one ph_id: %v, want ErrConflict", err)
+		}
+		got, err := s.Get(ctx, first.PHID)
+		if err != nil || got.StatusID != first.StatusID {
+			t.Fatalf("Get after refused duplicate = %v, %v; want the first", got, err)
+		}
+	})
+
+	t.Run("GetByStatusID", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		a := MustCreate(t, s, Credential("alice"))
+		b := MustCreate(t, s, Credential("alice"))
+		for _, want := range []device.Credential{a, b} {
+			got, err := s.GetByStatusID(ctx, want.StatusID)
+			if err != nil {
+				t.Fatalf("GetByStatusID: %v", err)
+			}
+			assertEqual(t, got, want)
+		}
+	})
+
+	t.Run("ListBySubIsolatesUsers", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		a1 := MustCreate(t, s, Credential("alice"))
+		a2 := MustCreate(t, s, Verified(Credential("alice")))
+		b1 := MustCreate(t, s, Verified(Credential("bob")))
+
+		assertPHIDs(t, mustList(t, s, "alice"), a1.PHID, a2.PHID)
+		assertPHIDs(t, mustList(t, s, "bob"), b1.PHID)
+		assertPHIDs(t, mustList(t, s, "carol"))
+		// Subs are free text from an identity provider; none may reach another user's list.
+		for _, sub := range []string{"", "*", ">", "alice.*", "u.>", "alice "} {
+			for _, c := range mustList(t, s, sub) {
+				t.Errorf("ListBySub(%q) returned %s of %q", sub, c.PHID, c.Sub)
+			}
+		}
+		got := mustList(t, s, "alice")
+		i := slices.IndexFunc(got, func(c device.Credential) bool { return c.PHID == a2.PHID })
+		assertEqual(t, got[i], a2)
+		_ = ctx
+	})
+
+	t.Run("UpdateOK", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		c := MustCreate(t, s, Credential("alice"))
+		c = Verified(c)
+		updated, err := s.Update(ctx, c, Message(t, c.PHID))
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		if updated.Version == c.Version {
+			t.Fatal("Update did not change Version")
+		}
+		got, err := s.Get(ctx, c.PHID)
+		if err != nil {
+			t.Fatalf("Get: %v", err)
+		}
+		c.Version = got.Version
+		assertEqual(t, got, c)
+		if got.Version < updated.Version {
+			t.Fatalf("Get Version %d older than Update's %d", got.Version, updated.Version)
+		}
+	})
+
+	t.Run("UpdateErrStale", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		c := MustCreate(t, s, Credential("alice"))
+		first := c
+		first.FriendlyName = "first"
+		if _, err := s.Update(ctx, first); err != nil {
+			t.Fatalf("first Update: %v", err)
+		}
+		second := c // still at the old version
+		second.FriendlyName = "second"
+		if _, err := s.Update(ctx, second); !errors.Is(err, device.ErrStale) {
+			t.Fatalf("Update at a stale version: %v, want ErrStale", err)
+		}
+		got, err := s.Get(ctx, c.PHID)
+		if err != nil || got.FriendlyName != "first" {
+			t.Fatalf("after stale Update: %v, %v; want the first write kept", got, err)
+		}
+	})
+
+	t.Run("UpdateErrNotFound", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		c := Credential("alice")
+		c.Version = 1
+		if _, err := s.Update(ctx, c); !errors.Is(err, device.ErrNotFound) {
+			t.Fatalf("Update of a missing credential: %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("Remove", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		keep := MustCreate(t, s, Verified(Credential("alice")))
+		c := MustCreate(t, s, Verified(Credential("alice")))
+		if err := s.Remove(ctx, c, Message(t, c.PHID)); err != nil {
+			t.Fatalf("Remove: %v", err)
+		}
+		if _, err := s.Get(ctx, c.PHID); !errors.Is(err, device.ErrNotFound) {
+			t.Errorf("Get after Remove: %v, want ErrNotFound", err)
+		}
+		if _, err := s.GetByStatusID(ctx, c.StatusID); !errors.Is(err, device.ErrNotFound) {
+			t.Errorf("GetByStatusID after Remove: %v, want ErrNotFound", err)
+		}
+		assertPHIDs(t, mustList(t, s, "alice"), keep.PHID)
+		if _, err := s.Update(ctx, c); !errors.Is(err, device.ErrNotFound) && !errors.Is(err, device.ErrStale) {
+			t.Errorf("Update after Remove: %v, want ErrNotFound or ErrStale", err)
+		}
+		if err := s.Remove(ctx, c); !errors.Is(err, device.ErrNotFound) && !errors.Is(err, device.ErrStale) {
+			t.Errorf("second Remove: %v, want ErrNotFound or ErrStale", err)
+		}
+	})
+
+	t.Run("RemoveErrStale", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		c := MustCreate(t, s, Credential("alice"))
+		if _, err := s.Update(ctx, Verified(c)); err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		if err := s.Remove(ctx, c); !errors.Is(err, device.ErrStale) {
+			t.Fatalf("Remove at a stale version: %v, want ErrStale", err)
+		}
+		if _, err := s.Get(ctx, c.PHID); err != nil {
+			t.Fatalf("credential gone after a refused Remove: %v", err)
+		}
+	})
+
+	t.Run("RemoveErrNotFound", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		c := Credential("alice")
+		c.Version = 1
+		if err := s.Remove(ctx, c); !errors.Is(err, device.ErrNotFound) {
+			t.Fatalf("Remove of a missing credential: %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// Credential returns a new pending credential of sub with fresh ids. Times are whole
+// milliseconds in UTC, the precision every backend keeps.
+func Credential(sub string) device.Credential {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	return device.Credential{
+		PHID:         uuid.NewString(),
+		Sub:          sub,
+		StatusID:     uuid.NewString(),
+		Method:       device.MethodTOTP,
+		SealedSecret: []byte{0x01, 0xde, 0xad, 0xbe, 0xef, 0x00, 0xff},
+		Params:       totp.Default,
+		CreatedAt:    now,
+		ExpiresAt:    now.Add(10 * time.Minute),
+	}
+}
+
+// Verified returns c as it is after activation, with every optional field set.
+func Verified(c device.Credential) device.Credential {
+	at := c.CreatedAt.Add(42 * time.Second)
+	c.Verified = true
+	c.DeviceID = "dev-" + c.PHID[:8]
+	c.FriendlyName = "Pixel 8 ✓"
+	c.Platform = "android"
+	c.LastStep = at.Unix() / 30
+	c.VerifiedAt = at
+	c.LastUsedAt = at.Add(time.Hour)
+	return c
+}
+
+// MustCreate creates c in s and returns it with its Version.
+func MustCreate(tb testing.TB, s device.Store, c device.Credential) device.Credential {
+	tb.Helper()
+	created, err := s.Create(context.Background(), c)
+	if err != nil {
+		tb.Fatalf("Create: %v", err)
+	}
+	return created
+}
+
+// Message returns an outbox message about phid, for writes that carry an event.
+func Message(tb testing.TB, phid string) outbox.Message {
+	tb.Helper()
+	env, err := events.New(uuid.NewString(), events.SourceRegistry, events.DeviceRenamed, phid, time.Now(), events.Device{PHID: phid})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, err := outbox.FromEnvelope(env)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+func mustList(tb testing.TB, s device.Store, sub string) []device.Credential {
+	tb.Helper()
+	got, err := s.ListBySub(context.Background(), sub)
+	if err != nil {
+		tb.Fatalf("ListBySub(%q): %v", sub, err)
+	}
+	return got
+}
+
+func assertPHIDs(tb testing.TB, got []device.Credential, want ...string) {
+	tb.Helper()
+	var ids []string
+	for _, c := range got {
+		ids = append(ids, c.PHID)
+	}
+	slices.Sort(ids)
+	want = slices.Clone(want)
+	slices.Sort(want)
+	if !slices.Equal(ids, want) {
+		tb.Fatalf("ph_ids = %v, want %v", ids, want)
+	}
+}
+
+// assertEqual compares field by field so that times compare as instants and a failure names
+// the field.
+func assertEqual(tb testing.TB, got, want device.Credential) {
+	tb.Helper()
+	type field struct {
+		name      string
+		got, want any
+	}
+	fields := []field{
+		{"PHID", got.PHID, want.PHID},
+		{"DeviceID", got.DeviceID, want.DeviceID},
+		{"Sub", got.Sub, want.Sub},
+		{"StatusID", got.StatusID, want.StatusID},
+		{"Method", got.Method, want.Method},
+		{"Params", got.Params, want.Params},
+		{"Verified", got.Verified, want.Verified},
+		{"FriendlyName", got.FriendlyName, want.FriendlyName},
+		{"Platform", got.Platform, want.Platform},
+		{"LastStep", got.LastStep, want.LastStep},
+		{"Version", got.Version, want.Version},
+	}
+	for _, f := range fields {
+		if f.got != f.want {
+			tb.Errorf("%s = %v, want %v", f.name, f.got, f.want)
+		}
+	}
+	if !bytes.Equal(got.SealedSecret, want.SealedSecret) {
+		tb.Errorf("SealedSecret = %x, want %x", got.SealedSecret, want.SealedSecret)
+	}
+	times := []struct {
+		name      string
+		got, want time.Time
+	}{
+		{"CreatedAt", got.CreatedAt, want.CreatedAt},
+		{"ExpiresAt", got.ExpiresAt, want.ExpiresAt},
+		{"VerifiedAt", got.VerifiedAt, want.VerifiedAt},
+		{"LastUsedAt", got.LastUsedAt, want.LastUsedAt},
+	}
+	for _, f := range times {
+		if !f.got.Equal(f.want) {
+			tb.Errorf("%s = %v, want %v", f.name, f.got, f.want)
+		}
+	}
+}

@@ -1,0 +1,416 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/commands"
+	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
+	"github.com/mfaflow/mfaflow/pkg/secretbox"
+	"github.com/mfaflow/mfaflow/pkg/totp"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
+	kvstore "github.com/mfaflow/mfaflow/services/device-registry/internal/store/kv"
+	"github.com/mfaflow/mfaflow/services/device-registry/registry"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// wait is the deadline for every fact a test waits on.
+const wait = 10 * time.Second
+
+// clock is the injectable test clock: codes are computed for the instant it shows.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// logBuffer collects the registry's log output, so tests can assert that no secret or code is
+// ever logged, and shows it when a test fails.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// env is one registry booted through registry.New on its own embedded NATS server, with an
+// HTTP server in front of its routes.
+type env struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	svc    *registry.Service
+	srv    *httptest.Server
+	clock  *clock
+	tokens auth.HS256
+	bucket string
+	logs   *logBuffer
+}
+
+func start(t *testing.T) *env {
+	t.Helper()
+	ns := natstest.Start(t)
+	nc := ns.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := secretbox.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{
+		nc:     nc,
+		js:     js,
+		clock:  &clock{t: time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)}, // 10 s into a step
+		tokens: auth.HS256{Key: bytes.Repeat([]byte("k"), auth.MinKeyBytes)},
+		bucket: "devices_" + strings.ReplaceAll(uuid.NewString()[:8], "-", ""),
+		logs:   &logBuffer{},
+	}
+	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.svc, err = registry.New(t.Context(), nc, registry.Config{
+		SecretKey: key,
+		Verifier:  e.tokens,
+		Bucket:    e.bucket,
+		Clock:     e.clock.Now,
+	}, log)
+	if err != nil {
+		t.Fatalf("registry.New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := e.svc.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("registry log:\n%s", e.logs)
+		}
+	})
+	rt := httpx.NewRouter()
+	e.svc.Routes(rt)
+	e.srv = httptest.NewServer(rt)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// create asks for a pending credential over NATS and returns the secret.
+func (e *env) create(t *testing.T, statusID, sub string) string {
+	t.Helper()
+	var reply commands.CreateCredentialReply
+	err := rpc.Call(ctxT(t), e.nc, commands.RegistryCreateCredential,
+		commands.CreateCredentialRequest{StatusID: statusID, Sub: sub, ExpiresAt: e.clock.Now().Add(10 * time.Minute)}, &reply)
+	if err != nil {
+		t.Fatalf("create credential: %v", err)
+	}
+	return reply.Secret
+}
+
+func (e *env) activate(t *testing.T, req commands.ActivateCredentialRequest) (commands.ActivateCredentialReply, error) {
+	t.Helper()
+	var reply commands.ActivateCredentialReply
+	err := rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, req, &reply)
+	return reply, err
+}
+
+// enroll creates and activates a credential for sub and returns the reply and the secret.
+func (e *env) enroll(t *testing.T, sub string, dev commands.Device) (commands.ActivateCredentialReply, string) {
+	t.Helper()
+	statusID := uuid.NewString()
+	secret := e.create(t, statusID, sub)
+	reply, err := e.activate(t, commands.ActivateCredentialRequest{
+		StatusID: statusID, Sub: sub, Code: code(t, secret, e.clock.Now()), Device: dev,
+	})
+	if err != nil {
+		t.Fatalf("activate: %v", err)
+	}
+	return reply, secret
+}
+
+func code(t *testing.T, secret string, at time.Time) string {
+	t.Helper()
+	c, err := totp.Code(secret, at, totp.Default)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// wrongCode returns a well-formed code that is not right.
+func wrongCode(right string) string {
+	last := (right[len(right)-1]-'0'+1)%10 + '0'
+	return right[:len(right)-1] + string(rune(last))
+}
+
+func assertCode(t *testing.T, err error, want fault.Code) {
+	t.Helper()
+	if got := fault.CodeOf(err); got != want {
+		t.Fatalf("error = %v, want code %s", err, want)
+	}
+}
+
+// store opens the registry's bucket through the KV backend, to read what is stored.
+func (e *env) store(t *testing.T) *kvstore.Store {
+	t.Helper()
+	return kvstore.New(e.kv(t))
+}
+
+func (e *env) kv(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	kv, err := e.js.KeyValue(ctxT(t), e.bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+func (e *env) credential(t *testing.T, statusID string) device.Credential {
+	t.Helper()
+	c, err := e.store(t).GetByStatusID(ctxT(t), statusID)
+	if err != nil {
+		t.Fatalf("stored credential of %s: %v", statusID, err)
+	}
+	return c
+}
+
+// rawValues returns every live key of the bucket with its raw value.
+func (e *env) rawValues(t *testing.T) map[string][]byte {
+	t.Helper()
+	ctx := ctxT(t)
+	kv := e.kv(t)
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for k := range lister.Keys() {
+		entry, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[k] = entry.Value()
+	}
+	return out
+}
+
+// relayed is the fact that every event written with the credential has been published: its
+// document carries no outbox any more (or the document is gone).
+func (e *env) relayed(t *testing.T, phid string) func() error {
+	return func() error {
+		entry, err := e.kv(t).Get(t.Context(), "c."+phid)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var rec struct {
+			Outbox []json.RawMessage `json:"outbox"`
+		}
+		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+			return err
+		}
+		if len(rec.Outbox) > 0 {
+			return fmt.Errorf("%d events not yet relayed", len(rec.Outbox))
+		}
+		return nil
+	}
+}
+
+// streamEvent is one event as stored on MFA_EVENTS.
+type streamEvent struct {
+	Raw      []byte
+	MsgID    string
+	Envelope events.Envelope
+}
+
+// events returns every event of type typ on the stream, in order.
+func (e *env) events(t *testing.T, typ events.Type) []streamEvent {
+	t.Helper()
+	ctx := ctxT(t)
+	cons, err := e.js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{typ.Subject()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.FetchNoWait(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []streamEvent
+	for m := range batch.Messages() {
+		se := streamEvent{Raw: m.Data(), MsgID: m.Headers().Get(jetstream.MsgIDHeader)}
+		if err := json.Unmarshal(m.Data(), &se.Envelope); err != nil {
+			t.Fatalf("event on %s is not a CloudEvent: %v", m.Subject(), err)
+		}
+		out = append(out, se)
+	}
+	if err := batch.Error(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// eventsAbout waits until exactly n events of type typ about phid are on the stream, once every
+// event written for it has been relayed, and returns them.
+func (e *env) eventsAbout(t *testing.T, typ events.Type, phid string, n int) []streamEvent {
+	t.Helper()
+	natstest.Eventually(t, wait, e.relayed(t, phid))
+	var got []streamEvent
+	natstest.Eventually(t, wait, func() error {
+		got = got[:0]
+		for _, ev := range e.events(t, typ) {
+			if ev.Envelope.Subject == phid {
+				got = append(got, ev)
+			}
+		}
+		if len(got) != n {
+			return fmt.Errorf("%d %s events about %s, want %d", len(got), typ, phid, n)
+		}
+		return nil
+	})
+	return got
+}
+
+// publishEnding publishes an enrollment event as the status service does.
+func (e *env) publishEnding(t *testing.T, typ events.Type, statusID, sub string) *jetstream.PubAck {
+	t.Helper()
+	env, err := events.New(uuid.NewString(), events.SourceStatus, typ, statusID, e.clock.Now(), events.Enrollment{
+		StatusID: statusID, Sub: sub, Method: "TOTP", Status: "EXPIRED", PreviousStatus: "INITIATED",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := json.Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := e.js.Publish(ctxT(t), typ.Subject(), data, jetstream.WithMsgID(env.ID))
+	if err != nil {
+		t.Fatalf("publish %s: %v", typ, err)
+	}
+	return ack
+}
+
+// do sends an HTTP request as sub ("" = no token) and returns the response and its body.
+func (e *env) do(t *testing.T, sub, method, path, body string) (*http.Response, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctxT(t), method, e.srv.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if sub != "" {
+		tok, err := e.tokens.Mint(sub, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, data
+}
+
+// deviceJSON is the device object of the HTTP API as a client decodes it.
+type deviceJSON struct {
+	PHID         string     `json:"ph_id"`
+	DeviceID     string     `json:"device_id"`
+	Type         string     `json:"type"`
+	FriendlyName string     `json:"friendly_name"`
+	Verified     bool       `json:"verified"`
+	CreatedAt    time.Time  `json:"created_at"`
+	LastUsedAt   *time.Time `json:"last_used_at"`
+	Platform     string     `json:"platform"`
+}
+
+func (e *env) list(t *testing.T, sub string) []deviceJSON {
+	t.Helper()
+	resp, body := e.do(t, sub, http.MethodGet, "/device-srv/devices", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET devices as %s: %d %s", sub, resp.StatusCode, body)
+	}
+	var out []deviceJSON
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatalf("devices body %s: %v", body, err)
+	}
+	return out
+}
+
+// assertProblem checks a problem+json response with the given status and code.
+func assertProblem(t *testing.T, resp *http.Response, body []byte, status int, code fault.Code) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Fatalf("status = %d, want %d (body %s)", resp.StatusCode, status, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("Content-Type = %q, want application/problem+json", ct)
+	}
+	var p httpx.Problem
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("problem body %s: %v", body, err)
+	}
+	if p.Code != string(code) || p.Status != status {
+		t.Fatalf("problem = %+v, want code %s", p, code)
+	}
+}
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

@@ -1,0 +1,150 @@
+// Package registry wires the device registry together: the domain service on a JetStream KV
+// store with secrets sealed by pkg/secretbox, the NATS micro service, the outbox relay, the
+// enrollment-endings consumer and the HTTP routes.
+//
+// It is the one entry point of the module: the service's main and the dev stack both boot the
+// registry through New, and so do the tests, so what is tested is what runs.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/kvdoc"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/secretbox"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/httpapi"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/natsapi"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/store/kv"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// DefaultBucket is the KV bucket used when Config.Bucket is empty.
+const DefaultBucket = kv.DefaultBucket
+
+// Config is what the registry needs from its process. Values, not environment names: only
+// main reads the environment.
+type Config struct {
+	// SecretKey is the 32-byte AES-256 key that seals TOTP secrets at rest (MFA_SECRET_KEY,
+	// parsed with secretbox.ParseKey). Losing it makes every registered device unusable.
+	SecretKey []byte
+	// Verifier authenticates the Bearer tokens of HTTP callers.
+	Verifier auth.Verifier
+	// Bucket is the KV bucket of credentials; empty means DefaultBucket.
+	Bucket string
+	// Clock is the time source of every rule (code time steps, timestamps); nil means
+	// time.Now. Tests set it to compute codes for a known instant.
+	Clock func() time.Time
+}
+
+// closeTimeout bounds the wait for the consumer's last handler in Close.
+const closeTimeout = 10 * time.Second
+
+// Service is a running device registry.
+type Service struct {
+	log    *slog.Logger
+	http   *httpapi.API
+	micro  micro.Service
+	cons   jetstream.ConsumeContext
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ device.Sealer = (*secretbox.Box)(nil)
+
+// New ensures the MFA_EVENTS stream and the credentials bucket exist, then starts the micro
+// service, the outbox relay and the enrollment-endings consumer. ctx bounds start-up only;
+// what New starts runs until Close. nc stays the caller's to drain after Close.
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Verifier == nil {
+		return nil, errors.New("registry: Config.Verifier is required")
+	}
+	box, err := secretbox.New(cfg.SecretKey)
+	if err != nil {
+		return nil, fmt.Errorf("registry: secret key: %w", err)
+	}
+	clock := device.Clock(device.ClockFunc(time.Now))
+	if cfg.Clock != nil {
+		clock = device.ClockFunc(cfg.Clock)
+	}
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("registry: jetstream: %w", err)
+	}
+	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	bucket, err := natsx.EnsureKV(ctx, js, kv.BucketConfig(cfg.Bucket))
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	svc := device.NewService(kv.New(bucket), box, clock)
+
+	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s := &Service{log: log, cancel: cancel, http: httpapi.New(svc, cfg.Verifier, log)}
+
+	relay := &kvdoc.Relay{KV: bucket, JS: js, Filter: kv.RelayFilter, Log: log.With("component", "outbox-relay")}
+	s.wg.Go(func() {
+		if err := relay.Run(runCtx); err != nil {
+			log.Error("outbox relay stopped", "err", err)
+		}
+	})
+
+	if s.micro, err = natsapi.StartService(runCtx, nc, svc, log); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	if s.cons, err = natsapi.ConsumeEnrollmentEndings(runCtx, js, svc, log.With("component", "enrollment-endings")); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	return s, nil
+}
+
+// Routes registers the registry's HTTP routes (/device-srv/devices…) on rt.
+func (s *Service) Routes(rt *httpx.Router) { s.http.Routes(rt) }
+
+// Close stops taking commands and events, cancels work in flight and waits for the relay to
+// stop. Events already written stay in the store's outbox and are published by the next relay
+// to run. Close is safe to call more than once.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.micro != nil {
+			if err := s.micro.Stop(); err != nil {
+				errs = append(errs, fmt.Errorf("stop micro service: %w", err))
+			}
+		}
+		if s.cons != nil {
+			s.cons.Stop()
+		}
+		s.cancel()
+		if s.cons != nil {
+			select {
+			case <-s.cons.Closed(): // the handler in flight, if any, has returned
+			case <-time.After(closeTimeout):
+				errs = append(errs, errors.New("enrollment endings consumer did not stop in time"))
+			}
+		}
+		s.wg.Wait()
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}

@@ -1,0 +1,24 @@
+module github.com/mfaflow/mfaflow/services/initiation
+
+go 1.26.8
+
+require (
+	github.com/google/uuid v1.6.0
+	github.com/mfaflow/mfaflow/pkg v0.0.0
+	github.com/nats-io/nats.go v1.55.0
+)
+
+require (
+	github.com/boombuler/barcode v1.1.0 // indirect
+	github.com/golang-jwt/jwt/v5 v5.3.1 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
+
+replace (
+	github.com/mfaflow/mfaflow/events => ../../events
+	github.com/mfaflow/mfaflow/pkg => ../../pkg
+)

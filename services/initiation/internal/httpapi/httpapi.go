@@ -1,0 +1,110 @@
+// Package httpapi is the initiation service's HTTP adapter: the method list and the two
+// initiation routes (cidaas's v2 route and its verification-actions alias).
+package httpapi
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/services/initiation/internal/setup"
+)
+
+// API serves the initiation routes.
+type API struct {
+	Service  *setup.Service
+	Verifier auth.Verifier
+	Log      *slog.Logger
+}
+
+// Routes registers the routes on rt.
+func (a *API) Routes(rt *httpx.Router) {
+	rt.HandleFunc("GET /verification-srv/config/list", a.methods)
+	rt.HandleFunc("POST /verification-srv/v2/setup/initiate/{type}", a.initiate)
+	rt.HandleFunc("POST /verification-actions-srv/setup/{type}/initiation", a.initiate)
+}
+
+type methodDTO struct {
+	VerificationType string `json:"verificationType"`
+	Active           bool   `json:"active"`
+}
+
+func (a *API) methods(w http.ResponseWriter, r *http.Request) {
+	if _, err := auth.Authenticate(a.Verifier, r, false); err != nil {
+		httpx.WriteError(w, r, a.Log, err)
+		return
+	}
+	var out []methodDTO
+	for _, m := range a.Service.Methods() {
+		out = append(out, methodDTO{VerificationType: m.Type, Active: m.Active})
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+// initiateBody is cidaas's optional request body; deviceInfo is accepted for compatibility.
+type initiateBody struct {
+	DeviceInfo map[string]any `json:"deviceInfo"`
+}
+
+type exchangeDTO struct {
+	ExchangeID string    `json:"exchange_id"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// InitiateDTO is the initiation response. It is the only response that ever holds the secret.
+type InitiateDTO struct {
+	ExchangeID            exchangeDTO `json:"exchange_id"`
+	AuthenticatorClientID string      `json:"authenticator_client_id"`
+	Sub                   string      `json:"sub"`
+	StatusID              string      `json:"status_id"`
+	TOTPSecret            string      `json:"totp_secret"`
+	OTPAuthURI            string      `json:"otpauth_uri"`
+	QRCode                string      `json:"qr_code,omitempty"`
+}
+
+func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
+	sub, err := auth.Authenticate(a.Verifier, r, false)
+	if err != nil {
+		httpx.WriteError(w, r, a.Log, err)
+		return
+	}
+	var format setup.QRFormat
+	switch q := r.URL.Query().Get("qr"); q {
+	case "", "png":
+		format = setup.QRPNG
+	case "svg":
+		format = setup.QRSVG
+	case "none":
+		format = setup.QRNone
+	default:
+		httpx.WriteProblem(w, r, fault.New(fault.BadRequest, "qr must be png, svg or none"))
+		return
+	}
+	var body initiateBody
+	if err := httpx.DecodeJSON(w, r, &body, true); err != nil {
+		httpx.WriteError(w, r, a.Log, err)
+		return
+	}
+	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format)
+	if errors.Is(err, setup.ErrUnsupportedMethod) {
+		err = fault.New(fault.NotFound, "unsupported verification type; see /verification-srv/config/list")
+	}
+	if err != nil {
+		httpx.WriteError(w, r, a.Log, err)
+		return
+	}
+	w.Header().Set("Location", "/verification-srv/verificationstatus/"+in.StatusID)
+	httpx.WriteJSON(w, http.StatusOK, InitiateDTO{
+		ExchangeID:            exchangeDTO{ExchangeID: in.ExchangeID, ExpiresAt: in.ExpiresAt},
+		AuthenticatorClientID: in.ClientID,
+		Sub:                   in.Sub,
+		StatusID:              in.StatusID,
+		TOTPSecret:            in.Secret,
+		OTPAuthURI:            in.URI,
+		QRCode:                in.QRCode,
+	})
+}

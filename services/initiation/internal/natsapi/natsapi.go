@@ -1,0 +1,49 @@
+// Package natsapi is the initiation service's client side of the registry and status commands.
+package natsapi
+
+import (
+	"context"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/commands"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
+	"github.com/mfaflow/mfaflow/services/initiation/internal/setup"
+	"github.com/nats-io/nats.go"
+)
+
+// Clients reaches the registry and status services.
+type Clients struct {
+	NC      *nats.Conn
+	Timeout time.Duration
+}
+
+var (
+	_ setup.Registry = (*Clients)(nil)
+	_ setup.Status   = (*Clients)(nil)
+)
+
+func (c *Clients) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	t := c.Timeout
+	if t <= 0 {
+		t = 5 * time.Second
+	}
+	return context.WithTimeout(ctx, t)
+}
+
+// CreatePending implements setup.Registry.
+func (c *Clients) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (setup.Credential, error) {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	var r commands.CreateCredentialReply
+	err := rpc.Call(ctx, c.NC, commands.RegistryCreateCredential, commands.CreateCredentialRequest{StatusID: statusID, Sub: sub, ExpiresAt: expiresAt}, &r)
+	return setup.Credential{Secret: r.Secret, Algorithm: r.Algorithm, Digits: r.Digits, Period: r.Period}, err
+}
+
+// Create implements setup.Status.
+func (c *Clients) Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time) error {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	return rpc.Call(ctx, c.NC, commands.StatusCreate, commands.CreateEnrollmentRequest{
+		StatusID: statusID, ExchangeID: exchangeID, Sub: sub, Method: method, ExpiresAt: expiresAt,
+	}, nil)
+}

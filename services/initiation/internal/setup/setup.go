@@ -1,0 +1,152 @@
+// Package setup starts enrollments: it asks the device registry for a pending credential, has
+// the status service record the enrollment, and builds what the user scans. It holds the rules
+// of the otpauth URI (Key Uri Format plus cidaas's parameters) and imports no transport.
+package setup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// MethodTOTP is the only verification type so far.
+const MethodTOTP = "TOTP"
+
+// ErrUnsupportedMethod: the verification type is not offered.
+var ErrUnsupportedMethod = errors.New("unsupported verification type")
+
+// QRFormat says how the QR code is delivered.
+type QRFormat string
+
+// The formats.
+const (
+	QRPNG  QRFormat = "png"
+	QRSVG  QRFormat = "svg"
+	QRNone QRFormat = "none"
+)
+
+// Credential is a pending TOTP credential the registry created.
+type Credential struct {
+	Secret    string
+	Algorithm string
+	Digits    int
+	Period    int
+}
+
+// Registry creates pending credentials (the device registry, over NATS).
+type Registry interface {
+	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (Credential, error)
+}
+
+// Status records enrollments (the status service, over NATS).
+type Status interface {
+	Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time) error
+}
+
+// QR renders QR codes.
+type QR interface {
+	PNGDataURI(content string) (string, error)
+	SVG(content string) (string, error)
+}
+
+// Service starts enrollments.
+type Service struct {
+	Registry Registry
+	Status   Status
+	QR       QR
+	// Issuer names the service in authenticator apps.
+	Issuer string
+	// PublicURL is the base URL the companion app connects back to (`burl`).
+	PublicURL string
+	// ClientID is the authenticator client id (`cid`, authenticator_client_id).
+	ClientID string
+	// TTL is how long an enrollment stays open.
+	TTL time.Duration
+	Now func() time.Time
+}
+
+// Method is a verification type and whether it is on.
+type Method struct {
+	Type   string
+	Active bool
+}
+
+// Methods lists the verification types mfaflow offers.
+func (s *Service) Methods() []Method { return []Method{{Type: MethodTOTP, Active: true}} }
+
+// Initiated is a started enrollment, with everything the user needs to scan it.
+type Initiated struct {
+	ExchangeID string
+	ExpiresAt  time.Time
+	ClientID   string
+	Sub        string
+	StatusID   string
+	Secret     string
+	URI        string
+	// QRCode is a data URI (png), SVG text (svg) or empty (none).
+	QRCode string
+}
+
+// Initiate starts an enrollment of method for sub.
+func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat) (Initiated, error) {
+	if !strings.EqualFold(method, MethodTOTP) {
+		return Initiated{}, ErrUnsupportedMethod
+	}
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	in := Initiated{
+		ExchangeID: uuid.NewString(),
+		StatusID:   uuid.NewString(),
+		ExpiresAt:  now().UTC().Add(s.TTL).Truncate(time.Millisecond),
+		ClientID:   s.ClientID,
+		Sub:        sub,
+	}
+	cred, err := s.Registry.CreatePending(ctx, in.StatusID, sub, in.ExpiresAt)
+	if err != nil {
+		return Initiated{}, fmt.Errorf("create credential: %w", err)
+	}
+	// The status is recorded before we answer, so a poll right after initiation finds it.
+	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, sub, MethodTOTP, in.ExpiresAt); err != nil {
+		return Initiated{}, fmt.Errorf("record enrollment: %w", err)
+	}
+	in.Secret = cred.Secret
+	in.URI = s.uri(in, cred)
+	switch qr {
+	case QRSVG:
+		in.QRCode, err = s.QR.SVG(in.URI)
+	case QRNone:
+	default:
+		in.QRCode, err = s.QR.PNGDataURI(in.URI)
+	}
+	if err != nil {
+		return Initiated{}, fmt.Errorf("render qr: %w", err)
+	}
+	return in, nil
+}
+
+// uri builds the otpauth URI: the Key Uri Format authenticator apps read
+// (otpauth://totp/ISSUER:ACCOUNT?secret=…&issuer=…&algorithm=…&digits=…&period=…) plus cidaas's
+// eid (exchange id), burl (where the companion reports back), cid, sub and t.
+func (s *Service) uri(in Initiated, cred Credential) string {
+	q := url.Values{}
+	q.Set("secret", cred.Secret)
+	q.Set("issuer", s.Issuer)
+	q.Set("algorithm", cred.Algorithm)
+	q.Set("digits", strconv.Itoa(cred.Digits))
+	q.Set("period", strconv.Itoa(cred.Period))
+	q.Set("eid", in.ExchangeID)
+	q.Set("burl", s.PublicURL)
+	q.Set("cid", s.ClientID)
+	q.Set("sub", in.Sub)
+	q.Set("t", "totp")
+	u := url.URL{Scheme: "otpauth", Host: "totp", Path: "/" + s.Issuer + ":" + in.Sub, RawQuery: q.Encode()}
+	return u.String()
+}

@@ -1,0 +1,405 @@
+package enrollment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/outbox"
+)
+
+// Store keeps enrollments. Writes carry their events (outbox) and are compare-and-set on
+// Enrollment.Version.
+type Store interface {
+	// Create stores a new enrollment; ErrConflict if its id or exchange id is taken.
+	Create(ctx context.Context, e Enrollment, msgs ...outbox.Message) (Enrollment, error)
+	// Get returns the enrollment with status id id, or ErrNotFound.
+	Get(ctx context.Context, id string) (Enrollment, error)
+	// GetByExchangeID returns the enrollment with that exchange id, or ErrNotFound.
+	GetByExchangeID(ctx context.Context, exchangeID string) (Enrollment, error)
+	// Update replaces e if the stored version is still e.Version; ErrStale otherwise. It
+	// returns e with its new Version.
+	Update(ctx context.Context, e Enrollment, msgs ...outbox.Message) (Enrollment, error)
+	// DueForExpiry returns open enrollments whose expires_at is not after now.
+	DueForExpiry(ctx context.Context, now time.Time) ([]Enrollment, error)
+}
+
+// Registry is the device registry as the state machine needs it.
+type Registry interface {
+	// Activate proves possession of the enrollment's pending credential with code and
+	// registers the device. A wrong code is ErrInvalidCode.
+	Activate(ctx context.Context, statusID, sub, code string, dev Device) (phID, deviceID string, err error)
+}
+
+// Notifier announces a written change to live subscribers. It is best effort: subscribers
+// also re-read the store now and then, so a lost announcement only delays an update.
+type Notifier interface {
+	Changed(e Enrollment)
+}
+
+// Channels say how a step reached mfaflow.
+const (
+	ChannelCompanion = "companion"
+	ChannelFrontend  = "frontend"
+)
+
+// DefaultMaxAttempts wrong codes make an enrollment FAILED.
+const DefaultMaxAttempts = 5
+
+// eventNamespace makes event ids deterministic: the same fact gets the same id on every retry
+// and every replica, so JetStream's dedupe stores it once.
+var eventNamespace = uuid.MustParse("5b0f1f4e-8a43-4d8e-9a39-0b8f3c1d2e7a")
+
+// Service applies the state machine.
+type Service struct {
+	Store       Store
+	Registry    Registry
+	Now         func() time.Time
+	MaxAttempts int
+	// Notify, when set, hears of every written change.
+	Notify Notifier
+}
+
+func (s *Service) changed(e Enrollment) {
+	if s.Notify != nil {
+		s.Notify.Changed(e)
+	}
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (s *Service) maxAttempts() int {
+	if s.MaxAttempts > 0 {
+		return s.MaxAttempts
+	}
+	return DefaultMaxAttempts
+}
+
+// NewEnrollment is what initiation knows about a new enrollment.
+type NewEnrollment struct {
+	ID, ExchangeID, Sub, Method string
+	ExpiresAt                   time.Time
+}
+
+// Create records a new INITIATED enrollment. Repeating the same request is harmless.
+func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, error) {
+	if in.ID == "" || in.ExchangeID == "" || in.Sub == "" {
+		return Enrollment{}, fmt.Errorf("%w: id, exchange id and sub are required", ErrBadRequest)
+	}
+	if !strings.EqualFold(in.Method, MethodTOTP) {
+		return Enrollment{}, fmt.Errorf("%w: unsupported verification type %q", ErrBadRequest, in.Method)
+	}
+	now := s.now()
+	if !in.ExpiresAt.After(now) {
+		return Enrollment{}, fmt.Errorf("%w: expires_at is in the past", ErrBadRequest)
+	}
+	e := Enrollment{
+		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: MethodTOTP,
+		State: Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: in.ExpiresAt.UTC(),
+	}
+	msg, err := s.event(e, "", "", "")
+	if err != nil {
+		return Enrollment{}, err
+	}
+	created, err := s.Store.Create(ctx, e, msg)
+	if err == nil {
+		s.changed(created)
+	}
+	if errors.Is(err, ErrConflict) {
+		if old, gerr := s.Store.Get(ctx, in.ID); gerr == nil && old.ExchangeID == in.ExchangeID && old.Sub == in.Sub {
+			return old, nil
+		}
+	}
+	return created, err
+}
+
+// Get returns sub's enrollment id. Another user's enrollment is ErrNotFound, so ids cannot be
+// probed. An enrollment past its expiry is expired now, so a poll never shows it open.
+func (s *Service) Get(ctx context.Context, id, sub string) (Enrollment, error) {
+	e, err := s.Store.Get(ctx, id)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	if e.Sub != sub {
+		return Enrollment{}, ErrNotFound
+	}
+	if e.DueToExpire(s.now()) {
+		e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) { return e, nil, nil })
+		if errors.Is(err, ErrExpired) {
+			err = nil
+		}
+	}
+	return e, err
+}
+
+// Scan records that a companion scanned the QR: INITIATED → SCANNED. A repeated scan by the
+// same device is answered with the current state; a scan by another device is a conflict.
+func (s *Service) Scan(ctx context.Context, exchangeID string, dev Device) (Enrollment, error) {
+	if exchangeID == "" {
+		return Enrollment{}, fmt.Errorf("%w: exchange_id is required", ErrBadRequest)
+	}
+	e, err := s.Store.GetByExchangeID(ctx, exchangeID)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+		switch e.State {
+		case Initiated:
+			e.State, e.Device = Scanned, dev
+			return e, &change{channel: ChannelCompanion}, nil
+		case Scanned:
+			if e.Device.DeviceID == dev.DeviceID {
+				return e, nil, nil
+			}
+			return e, nil, fmt.Errorf("%w: scanned by another device", ErrConflict)
+		case Expired:
+			return e, nil, ErrExpired
+		default:
+			return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
+		}
+	})
+}
+
+// EnrollInput completes an enrollment with a code.
+type EnrollInput struct {
+	ExchangeID string
+	Code       string
+	// Sub is the authenticated user for frontend requests; empty for the companion, whose
+	// capability is the exchange id itself.
+	Sub     string
+	Device  Device
+	Channel string
+}
+
+// Enroll completes an enrollment with a code: INITIATED|SCANNED → ENROLLED. A wrong code counts
+// an attempt; the MaxAttempts-th makes the enrollment FAILED. Enrolling an ENROLLED enrollment
+// again answers it unchanged, so a retry after a lost answer is safe.
+func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error) {
+	if in.ExchangeID == "" {
+		return Enrollment{}, fmt.Errorf("%w: exchange_id is required", ErrBadRequest)
+	}
+	if !validCodeFormat(in.Code) {
+		return Enrollment{}, fmt.Errorf("%w: verification_code must be 6 to 8 digits", ErrBadRequest)
+	}
+	e, err := s.Store.GetByExchangeID(ctx, in.ExchangeID)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	if in.Sub != "" && e.Sub != in.Sub {
+		return Enrollment{}, ErrNotFound
+	}
+	// Settle expiry and terminal states before asking the registry.
+	e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+		switch e.State {
+		case Initiated, Scanned, Enrolled:
+			return e, nil, nil
+		case Expired:
+			return e, nil, ErrExpired
+		default:
+			return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
+		}
+	})
+	if err != nil || e.State == Enrolled {
+		return e, err
+	}
+	dev := in.Device
+	if dev.DeviceID == "" {
+		dev.DeviceID = e.Device.DeviceID
+	}
+	if dev.Name == "" {
+		dev.Name = e.Device.Name
+	}
+	if dev.Platform == "" {
+		dev.Platform = e.Device.Platform
+	}
+	phID, deviceID, err := s.Registry.Activate(ctx, e.ID, e.Sub, in.Code, dev)
+	if errors.Is(err, ErrInvalidCode) {
+		return s.countFailure(ctx, e, in.Channel)
+	}
+	if err != nil {
+		return Enrollment{}, err
+	}
+	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+		switch {
+		case e.State == Enrolled && e.PHID == phID:
+			return e, nil, nil
+		case e.State.Terminal():
+			return e, nil, fmt.Errorf("%w: enrollment became %s", ErrConflict, e.State)
+		}
+		e.State, e.PHID, e.DeviceID = Enrolled, phID, deviceID
+		e.Device.DeviceID, e.Device.Name, e.Device.Platform = deviceID, dev.Name, dev.Platform
+		return e, &change{channel: in.Channel}, nil
+	})
+}
+
+func (s *Service) countFailure(ctx context.Context, e Enrollment, channel string) (Enrollment, error) {
+	failed := false
+	e, err := s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+		if e.State.Terminal() {
+			return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
+		}
+		e.FailedAttempts++
+		if e.FailedAttempts < s.maxAttempts() {
+			return e, &change{silent: true}, nil
+		}
+		failed = true
+		e.State = Failed
+		return e, &change{channel: channel, reason: "too_many_attempts"}, nil
+	})
+	if err != nil {
+		return e, err
+	}
+	if failed {
+		return e, ErrFailed
+	}
+	return e, ErrInvalidCode
+}
+
+// Cancel ends sub's pending enrollment: INITIATED|SCANNED → CANCELLED. Cancelling a cancelled
+// enrollment answers it unchanged.
+func (s *Service) Cancel(ctx context.Context, id, sub string) (Enrollment, error) {
+	e, err := s.Store.Get(ctx, id)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	if e.Sub != sub {
+		return Enrollment{}, ErrNotFound
+	}
+	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+		switch e.State {
+		case Initiated, Scanned:
+			e.State = Cancelled
+			return e, &change{channel: ChannelFrontend}, nil
+		case Cancelled:
+			return e, nil, nil
+		case Expired:
+			return e, nil, ErrExpired
+		default:
+			return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
+		}
+	})
+}
+
+// ExpireDue moves every open enrollment past its expiry to EXPIRED and returns how many it
+// expired. Replicas may run it concurrently: compare-and-set lets one win.
+func (s *Service) ExpireDue(ctx context.Context) (int, error) {
+	due, err := s.Store.DueForExpiry(ctx, s.now())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range due {
+		_, err := s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) { return e, nil, nil })
+		switch {
+		case errors.Is(err, ErrExpired):
+			n++
+		case err != nil && !errors.Is(err, ErrNotFound):
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// change describes a write: the event it emits (none when silent), and its context.
+type change struct {
+	silent  bool
+	channel string
+	reason  string
+}
+
+// maxCASRetries bounds retries when concurrent writers keep winning.
+const maxCASRetries = 8
+
+// apply runs fn on e and writes the result with compare-and-set, re-reading and re-running fn
+// when another writer got there first. Before fn, an open enrollment past its expiry becomes
+// EXPIRED (written, with its event) and apply returns ErrExpired.
+func (s *Service) apply(ctx context.Context, e Enrollment, fn func(Enrollment) (Enrollment, *change, error)) (Enrollment, error) {
+	for range maxCASRetries {
+		now := s.now()
+		var (
+			next Enrollment
+			ch   *change
+			err  error
+		)
+		if e.DueToExpire(now) {
+			next, ch, err = e, &change{}, ErrExpired
+			next.State = Expired
+		} else {
+			next, ch, err = fn(e)
+			if ch == nil {
+				return next, err
+			}
+		}
+		next.UpdatedAt = now
+		var msgs []outbox.Message
+		if !ch.silent {
+			msg, merr := s.event(next, e.State, ch.channel, ch.reason)
+			if merr != nil {
+				return e, merr
+			}
+			msgs = append(msgs, msg)
+		}
+		written, werr := s.Store.Update(ctx, next, msgs...)
+		if errors.Is(werr, ErrStale) {
+			if e, werr = s.Store.Get(ctx, e.ID); werr != nil {
+				return Enrollment{}, werr
+			}
+			continue
+		}
+		if werr != nil {
+			return e, werr
+		}
+		s.changed(written)
+		return written, err
+	}
+	return e, fmt.Errorf("%w: gave up after %d attempts", ErrStale, maxCASRetries)
+}
+
+var stateEvents = map[State]events.Type{
+	Initiated: events.EnrollmentInitiated,
+	Scanned:   events.EnrollmentScanned,
+	Enrolled:  events.EnrollmentEnrolled,
+	Expired:   events.EnrollmentExpired,
+	Cancelled: events.EnrollmentCancelled,
+	Failed:    events.EnrollmentFailed,
+}
+
+// event builds the CloudEvent for e having entered its state from prev.
+func (s *Service) event(e Enrollment, prev State, channel, reason string) (outbox.Message, error) {
+	typ := stateEvents[e.State]
+	data := events.Enrollment{
+		StatusID: e.ID, Sub: e.Sub, Method: e.Method, Status: string(e.State),
+		PreviousStatus: string(prev), ExpiresAt: e.ExpiresAt, DeviceID: e.Device.DeviceID,
+		Platform: e.Device.Platform, PHID: e.PHID, Channel: channel, Reason: reason,
+	}
+	if e.State == Failed {
+		data.FailedAttempts = e.FailedAttempts
+	}
+	id := uuid.NewSHA1(eventNamespace, []byte(e.ID+"/"+string(typ))).String()
+	env, err := events.New(id, events.SourceStatus, typ, e.ID, e.UpdatedAt, data)
+	if err != nil {
+		return outbox.Message{}, err
+	}
+	return outbox.FromEnvelope(env)
+}
+
+func validCodeFormat(code string) bool {
+	if len(code) < 6 || len(code) > 8 {
+		return false
+	}
+	for _, c := range code {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,326 @@
+package enrollment_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/totp"
+	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
+)
+
+// clock is a settable time source.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// codeRegistry checks codes with the real TOTP rules against one secret per enrollment, as the
+// device registry does; the registry service itself is tested in its own module and end to end.
+type codeRegistry struct {
+	secret string
+	now    func() time.Time
+	mu     sync.Mutex
+	calls  int
+}
+
+func (r *codeRegistry) Activate(_ context.Context, statusID, _, code string, dev enrollment.Device) (string, string, error) {
+	r.mu.Lock()
+	r.calls++
+	r.mu.Unlock()
+	_, ok, err := totp.Check(r.secret, code, r.now(), totp.Default, 1, 0)
+	if err != nil {
+		return "", "", err
+	}
+	if !ok {
+		return "", "", enrollment.ErrInvalidCode
+	}
+	id := dev.DeviceID
+	if id == "" {
+		id = "generated"
+	}
+	return "ph-" + statusID, id, nil
+}
+
+type fixture struct {
+	svc   *enrollment.Service
+	clock *clock
+	reg   *codeRegistry
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	store, err := kv.Open(context.Background(), natstest.Start(t).JetStream(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := totp.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	reg := &codeRegistry{secret: secret, now: c.Now}
+	return &fixture{svc: &enrollment.Service{Store: store, Registry: reg, Now: c.Now}, clock: c, reg: reg}
+}
+
+func (f *fixture) create(t *testing.T, sub string) enrollment.Enrollment {
+	t.Helper()
+	e, err := f.svc.Create(context.Background(), enrollment.NewEnrollment{
+		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: sub, Method: "totp",
+		ExpiresAt: f.clock.Now().Add(10 * time.Minute),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (f *fixture) code(t *testing.T) string {
+	t.Helper()
+	c, err := totp.Code(f.reg.secret, f.clock.Now(), totp.Default)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func wrong(code string) string {
+	if code == "000000" {
+		return "111111"
+	}
+	return "000000"
+}
+
+func TestCreate(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	e := f.create(t, "alice")
+	if e.State != enrollment.Initiated || e.Method != "TOTP" {
+		t.Fatalf("created %+v", e)
+	}
+	t.Run("PollAnswersInitiated", func(t *testing.T) {
+		got, err := f.svc.Get(ctx, e.ID, "alice")
+		if err != nil || got.State != enrollment.Initiated {
+			t.Fatalf("Get = %+v, %v", got, err)
+		}
+	})
+	t.Run("RepeatIsIdempotent", func(t *testing.T) {
+		again, err := f.svc.Create(ctx, enrollment.NewEnrollment{ID: e.ID, ExchangeID: e.ExchangeID, Sub: "alice", Method: "TOTP", ExpiresAt: e.ExpiresAt})
+		if err != nil || again.ID != e.ID {
+			t.Fatalf("repeat create = %+v, %v", again, err)
+		}
+	})
+	t.Run("ErrBadRequest", func(t *testing.T) {
+		for name, in := range map[string]enrollment.NewEnrollment{
+			"NoSub":       {ID: uuid.NewString(), ExchangeID: uuid.NewString(), Method: "TOTP", ExpiresAt: f.clock.Now().Add(time.Minute)},
+			"OtherMethod": {ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "a", Method: "SMS", ExpiresAt: f.clock.Now().Add(time.Minute)},
+			"Past":        {ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "a", Method: "TOTP", ExpiresAt: f.clock.Now().Add(-time.Minute)},
+		} {
+			if _, err := f.svc.Create(ctx, in); !errors.Is(err, enrollment.ErrBadRequest) {
+				t.Errorf("%s: %v", name, err)
+			}
+		}
+	})
+}
+
+func TestOtherUserSeesNothing(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	e := f.create(t, "alice")
+	if _, err := f.svc.Get(ctx, e.ID, "mallory"); !errors.Is(err, enrollment.ErrNotFound) {
+		t.Fatalf("Get by other user: %v", err)
+	}
+	if _, err := f.svc.Cancel(ctx, e.ID, "mallory"); !errors.Is(err, enrollment.ErrNotFound) {
+		t.Fatalf("Cancel by other user: %v", err)
+	}
+	if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t), Sub: "mallory"}); !errors.Is(err, enrollment.ErrNotFound) {
+		t.Fatalf("Enroll by other user: %v", err)
+	}
+	if f.reg.calls != 0 {
+		t.Fatal("another user's request reached the registry")
+	}
+}
+
+func TestScanThenEnroll(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	e := f.create(t, "alice")
+	phone := enrollment.Device{DeviceID: "phone-1", Name: "Alice's phone", Platform: "android"}
+
+	scanned, err := f.svc.Scan(ctx, e.ExchangeID, phone)
+	if err != nil || scanned.State != enrollment.Scanned {
+		t.Fatalf("Scan = %+v, %v", scanned, err)
+	}
+	t.Run("RepeatScanSameDevice", func(t *testing.T) {
+		again, err := f.svc.Scan(ctx, e.ExchangeID, phone)
+		if err != nil || again.State != enrollment.Scanned || again.Version != scanned.Version {
+			t.Fatalf("repeat scan = %+v, %v", again, err)
+		}
+	})
+	t.Run("ScanByOtherDeviceIsConflict", func(t *testing.T) {
+		if _, err := f.svc.Scan(ctx, e.ExchangeID, enrollment.Device{DeviceID: "phone-2"}); !errors.Is(err, enrollment.ErrConflict) {
+			t.Fatalf("scan by other device: %v", err)
+		}
+	})
+	enrolled, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t), Channel: enrollment.ChannelCompanion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if enrolled.State != enrollment.Enrolled || enrolled.PHID != "ph-"+e.ID || enrolled.DeviceID != "phone-1" {
+		t.Fatalf("enrolled = %+v", enrolled)
+	}
+	t.Run("RepeatEnrollIsIdempotent", func(t *testing.T) {
+		again, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t)})
+		if err != nil || again.State != enrollment.Enrolled || again.PHID != enrolled.PHID {
+			t.Fatalf("repeat enroll = %+v, %v", again, err)
+		}
+	})
+	t.Run("TerminalNeverChanges", func(t *testing.T) {
+		if _, err := f.svc.Scan(ctx, e.ExchangeID, phone); !errors.Is(err, enrollment.ErrConflict) {
+			t.Fatalf("scan after enroll: %v", err)
+		}
+		if _, err := f.svc.Cancel(ctx, e.ID, "alice"); !errors.Is(err, enrollment.ErrConflict) {
+			t.Fatalf("cancel after enroll: %v", err)
+		}
+		f.clock.Advance(time.Hour)
+		got, err := f.svc.Get(ctx, e.ID, "alice")
+		if err != nil || got.State != enrollment.Enrolled {
+			t.Fatalf("enrolled enrollment after expiry time = %+v, %v", got, err)
+		}
+	})
+}
+
+func TestTypedCodeFromInitiated(t *testing.T) {
+	f := newFixture(t)
+	e := f.create(t, "alice")
+	got, err := f.svc.Enroll(context.Background(), enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t), Sub: "alice", Channel: enrollment.ChannelFrontend})
+	if err != nil || got.State != enrollment.Enrolled || got.DeviceID != "generated" {
+		t.Fatalf("Enroll = %+v, %v", got, err)
+	}
+}
+
+func TestWrongCodes(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	e := f.create(t, "alice")
+	t.Run("MalformedCodeIsBadRequestAndNotCounted", func(t *testing.T) {
+		for _, c := range []string{"", "12345", "123456789", "12a456"} {
+			if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: c}); !errors.Is(err, enrollment.ErrBadRequest) {
+				t.Errorf("code %q: %v", c, err)
+			}
+		}
+	})
+	bad := wrong(f.code(t))
+	for i := 1; i < enrollment.DefaultMaxAttempts; i++ {
+		got, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: bad})
+		if !errors.Is(err, enrollment.ErrInvalidCode) || got.State != enrollment.Initiated || got.FailedAttempts != i {
+			t.Fatalf("attempt %d: %+v, %v", i, got, err)
+		}
+	}
+	got, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: bad})
+	if !errors.Is(err, enrollment.ErrFailed) || got.State != enrollment.Failed {
+		t.Fatalf("last attempt: %+v, %v", got, err)
+	}
+	if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t)}); !errors.Is(err, enrollment.ErrConflict) {
+		t.Fatalf("right code after FAILED: %v", err)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	ctx := context.Background()
+	t.Run("VisibleOnNextPoll", func(t *testing.T) {
+		f := newFixture(t)
+		e := f.create(t, "alice")
+		f.clock.Advance(10 * time.Minute)
+		got, err := f.svc.Get(ctx, e.ID, "alice")
+		if err != nil || got.State != enrollment.Expired {
+			t.Fatalf("Get after expiry = %+v, %v", got, err)
+		}
+		if _, err := f.svc.Scan(ctx, e.ExchangeID, enrollment.Device{}); !errors.Is(err, enrollment.ErrExpired) {
+			t.Fatalf("scan after expiry: %v", err)
+		}
+		if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t)}); !errors.Is(err, enrollment.ErrExpired) {
+			t.Fatalf("enroll after expiry: %v", err)
+		}
+	})
+	t.Run("SweepExpiresWithoutPoll", func(t *testing.T) {
+		f := newFixture(t)
+		due := f.create(t, "alice")
+		f.clock.Advance(5 * time.Minute)
+		later := f.create(t, "alice")
+		f.clock.Advance(5 * time.Minute)
+		n, err := f.svc.ExpireDue(ctx)
+		if err != nil || n != 1 {
+			t.Fatalf("ExpireDue = %d, %v", n, err)
+		}
+		if got, _ := f.svc.Get(ctx, due.ID, "alice"); got.State != enrollment.Expired {
+			t.Fatalf("due enrollment is %s", got.State)
+		}
+		if got, _ := f.svc.Get(ctx, later.ID, "alice"); got.State != enrollment.Initiated {
+			t.Fatalf("later enrollment is %s", got.State)
+		}
+		if n, err := f.svc.ExpireDue(ctx); err != nil || n != 0 {
+			t.Fatalf("second sweep = %d, %v", n, err)
+		}
+	})
+}
+
+func TestCancel(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	e := f.create(t, "alice")
+	got, err := f.svc.Cancel(ctx, e.ID, "alice")
+	if err != nil || got.State != enrollment.Cancelled {
+		t.Fatalf("Cancel = %+v, %v", got, err)
+	}
+	if again, err := f.svc.Cancel(ctx, e.ID, "alice"); err != nil || again.State != enrollment.Cancelled {
+		t.Fatalf("repeat cancel = %+v, %v", again, err)
+	}
+	if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t)}); !errors.Is(err, enrollment.ErrConflict) {
+		t.Fatalf("enroll after cancel: %v", err)
+	}
+}
+
+// TestConcurrentTransitionsSettleOnce races a cancel against an enrollment: exactly one wins and
+// the loser is told so, never both.
+func TestConcurrentTransitionsSettleOnce(t *testing.T) {
+	ctx := context.Background()
+	for range 5 {
+		f := newFixture(t)
+		e := f.create(t, "alice")
+		code := f.code(t)
+		var wg sync.WaitGroup
+		var cancelErr, enrollErr error
+		wg.Add(2)
+		go func() { defer wg.Done(); _, cancelErr = f.svc.Cancel(ctx, e.ID, "alice") }()
+		go func() {
+			defer wg.Done()
+			_, enrollErr = f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: code})
+		}()
+		wg.Wait()
+		final, err := f.svc.Get(ctx, e.ID, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch final.State {
+		case enrollment.Cancelled:
+			if cancelErr != nil || !errors.Is(enrollErr, enrollment.ErrConflict) {
+				t.Fatalf("cancelled, but cancel=%v enroll=%v", cancelErr, enrollErr)
+			}
+		case enrollment.Enrolled:
+			if enrollErr != nil || !errors.Is(cancelErr, enrollment.ErrConflict) {
+				t.Fatalf("enrolled, but cancel=%v enroll=%v", cancelErr, enrollErr)
+			}
+		default:
+			t.Fatalf("final state %s", final.State)
+		}
+	}
+}

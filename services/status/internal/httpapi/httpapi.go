@@ -1,0 +1,152 @@
+// Package httpapi is the status service's HTTP adapter: polling an enrollment, completing it
+// with a typed code, and cancelling it. Every route needs a Bearer token; a user only ever sees
+// their own enrollments (another user's is 404, so ids cannot be probed).
+package httpapi
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
+	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
+)
+
+// API serves the status routes.
+type API struct {
+	Service  *enrollment.Service
+	Verifier auth.Verifier
+	Log      *slog.Logger
+	// Live delivers changes made by any replica to the streaming routes.
+	Live Subscriber
+	// Heartbeat is the idle interval of live streams; 0 means DefaultHeartbeat.
+	Heartbeat time.Duration
+	// PollLimit limits polls per user and enrollment; nil means unlimited.
+	PollLimit *ratelimit.Limiter
+}
+
+// Routes registers the routes on rt.
+func (a *API) Routes(rt *httpx.Router) {
+	rt.HandleFunc("GET /verification-srv/verificationstatus/{status_id}", a.authed(a.get))
+	rt.HandleFunc("DELETE /verification-srv/verificationstatus/{status_id}", a.authed(a.cancel))
+	rt.HandleFunc("POST /verification-srv/v2/setup/enroll/{type}", a.authed(a.enroll))
+	rt.HandleFunc("GET /verification-srv/verificationstatus/{status_id}/events", a.events)
+	rt.HandleFunc("GET /verification-srv/verificationstatus/{status_id}/ws", a.ws)
+}
+
+// StatusDTO is the status object of the HTTP API (cidaas shape).
+type StatusDTO struct {
+	Status    string    `json:"status"`
+	ID        string    `json:"id"`
+	Sub       string    `json:"sub"`
+	Type      string    `json:"type"`
+	ExpiresAt time.Time `json:"expires_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	DeviceID  string    `json:"device_id,omitempty"`
+	PHID      string    `json:"ph_id,omitempty"`
+}
+
+// ToDTO converts an enrollment to its HTTP status object.
+func ToDTO(e enrollment.Enrollment) StatusDTO {
+	r := natsapi.ToReply(e)
+	return StatusDTO{Status: r.Status, ID: r.ID, Sub: r.Sub, Type: r.Method, ExpiresAt: r.ExpiresAt, UpdatedAt: r.UpdatedAt, DeviceID: r.DeviceID, PHID: r.PHID}
+}
+
+// ETag identifies one version of a status object, for conditional polls.
+func ETag(e enrollment.Enrollment) string {
+	return fmt.Sprintf(`"%s-%s-%d"`, e.ID, e.State, e.UpdatedAt.UnixNano())
+}
+
+type authedHandler func(w http.ResponseWriter, r *http.Request, sub string) error
+
+func (a *API) authed(h authedHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sub, err := auth.Authenticate(a.Verifier, r, false)
+		if err == nil {
+			err = h(w, r, sub)
+		}
+		if err != nil {
+			httpx.WriteError(w, r, a.Log, natsapi.ToFault(err))
+		}
+	}
+}
+
+func (a *API) get(w http.ResponseWriter, r *http.Request, sub string) error {
+	if ok, wait := a.PollLimit.Allow(sub + "\x00" + r.PathValue("status_id")); !ok {
+		secs := int(math.Ceil(wait.Seconds()))
+		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		return fault.New(fault.TooManyRequests, "polling too fast; wait for Retry-After or subscribe to /events")
+	}
+	e, err := a.Service.Get(r.Context(), r.PathValue("status_id"), sub)
+	if err != nil {
+		return err
+	}
+	tag := ETag(e)
+	w.Header().Set("ETag", tag)
+	if match := r.Header.Get("If-None-Match"); match != "" && etagMatches(match, tag) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	httpx.WriteJSON(w, http.StatusOK, ToDTO(e))
+	return nil
+}
+
+func etagMatches(header, tag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == tag || t == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *API) cancel(w http.ResponseWriter, r *http.Request, sub string) error {
+	e, err := a.Service.Cancel(r.Context(), r.PathValue("status_id"), sub)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, ToDTO(e))
+	return nil
+}
+
+type enrollBody struct {
+	ExchangeID       string `json:"exchange_id"`
+	VerificationCode string `json:"verification_code"`
+	// FriendlyName names the device when the code is typed into the frontend.
+	FriendlyName string `json:"friendly_name"`
+}
+
+func (a *API) enroll(w http.ResponseWriter, r *http.Request, sub string) error {
+	if !strings.EqualFold(r.PathValue("type"), enrollment.MethodTOTP) {
+		return fault.New(fault.NotFound, "unsupported verification type; use totp")
+	}
+	var body enrollBody
+	if err := httpx.DecodeJSON(w, r, &body, false); err != nil {
+		return err
+	}
+	if body.ExchangeID == "" {
+		return fault.New(fault.BadRequest, "exchange_id is required")
+	}
+	if body.VerificationCode == "" {
+		return fault.New(fault.BadRequest, "verification_code is required")
+	}
+	e, err := a.Service.Enroll(r.Context(), enrollment.EnrollInput{
+		ExchangeID: body.ExchangeID, Code: strings.TrimSpace(body.VerificationCode), Sub: sub,
+		Device: enrollment.Device{Name: body.FriendlyName}, Channel: enrollment.ChannelFrontend,
+	})
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, ToDTO(e))
+	return nil
+}

@@ -1,0 +1,151 @@
+// Package natsapi is the status service's NATS adapter: the "mfa-status" micro service that
+// other services command, and the client side of the device registry's commands.
+package natsapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/commands"
+	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
+	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Version is reported in $SRV.INFO.
+const Version = "0.1.0"
+
+// Serve registers the status micro service on nc. Handlers run with ctx.
+func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, log *slog.Logger) (micro.Service, error) {
+	ms, err := micro.AddService(nc, micro.Config{
+		Name:        commands.StatusService,
+		Version:     Version,
+		Description: "mfaflow enrollment state machine",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add micro service: %w", err)
+	}
+	g := ms.AddGroup(commands.StatusGroup)
+	add := func(name, subject string, h micro.Handler) {
+		if err == nil {
+			// Group endpoints' subjects are relative to the group's prefix.
+			err = g.AddEndpoint(name, h, micro.WithEndpointSubject(strings.TrimPrefix(subject, commands.StatusGroup+".")))
+		}
+	}
+	add("create", commands.StatusCreate, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.CreateEnrollmentRequest) (commands.EnrollmentReply, error) {
+		e, err := svc.Create(ctx, enrollment.NewEnrollment{ID: r.StatusID, ExchangeID: r.ExchangeID, Sub: r.Sub, Method: r.Method, ExpiresAt: r.ExpiresAt})
+		return ToReply(e), ToFault(err)
+	}))
+	add("scan", commands.StatusScan, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.ScanRequest) (commands.EnrollmentReply, error) {
+		e, err := svc.Scan(ctx, r.ExchangeID, enrollment.Device(r.Device))
+		return ToReply(e), ToFault(err)
+	}))
+	add("enroll", commands.StatusEnroll, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.EnrollRequest) (commands.EnrollmentReply, error) {
+		e, err := svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: r.ExchangeID, Code: r.Code, Device: enrollment.Device(r.Device), Channel: enrollment.ChannelCompanion})
+		return ToReply(e), ToFault(err)
+	}))
+	if err != nil {
+		_ = ms.Stop()
+		return nil, fmt.Errorf("add endpoint: %w", err)
+	}
+	return ms, nil
+}
+
+// ToReply converts an enrollment to the status object shared by NATS and HTTP.
+func ToReply(e enrollment.Enrollment) commands.EnrollmentReply {
+	r := commands.EnrollmentReply{
+		Status: string(e.State), ID: e.ID, Sub: e.Sub, Method: e.Method,
+		ExpiresAt: e.ExpiresAt, UpdatedAt: e.UpdatedAt,
+	}
+	if e.State == enrollment.Enrolled {
+		r.DeviceID, r.PHID = e.DeviceID, e.PHID
+	}
+	return r
+}
+
+// ToFault maps domain errors to stable fault codes: the one place the status service does so.
+// Errors that are already *fault.Error (from the registry) pass through.
+func ToFault(err error) error {
+	var fe *fault.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &fe):
+		return err
+	case errors.Is(err, enrollment.ErrNotFound):
+		return fault.New(fault.NotFound, "no such enrollment")
+	case errors.Is(err, enrollment.ErrExpired):
+		return fault.New(fault.Expired, "the enrollment has expired; start a new one")
+	case errors.Is(err, enrollment.ErrFailed):
+		return fault.New(fault.InvalidCode, "invalid verification code; too many attempts, the enrollment has failed")
+	case errors.Is(err, enrollment.ErrInvalidCode):
+		return fault.New(fault.InvalidCode, "invalid verification code")
+	case errors.Is(err, enrollment.ErrConflict):
+		return fault.New(fault.Conflict, conflictMessage(err))
+	case errors.Is(err, enrollment.ErrBadRequest):
+		return fault.New(fault.BadRequest, badRequestMessage(err))
+	case errors.Is(err, enrollment.ErrStale):
+		return fault.New(fault.Conflict, "the enrollment is changing concurrently; retry")
+	}
+	return err
+}
+
+// The domain's conflict and bad-request messages are written for clients (they name states
+// and fields, never internals), so they are passed on.
+func conflictMessage(err error) string   { return trimSentinel(err, enrollment.ErrConflict) }
+func badRequestMessage(err error) string { return trimSentinel(err, enrollment.ErrBadRequest) }
+
+func trimSentinel(err, sentinel error) string {
+	msg := err.Error()
+	prefix := sentinel.Error() + ": "
+	if len(msg) > len(prefix) && msg[:len(prefix)] == prefix {
+		return msg[len(prefix):]
+	}
+	return msg
+}
+
+// Registry is the device registry reached over NATS.
+type Registry struct {
+	NC      *nats.Conn
+	Timeout time.Duration
+}
+
+var _ enrollment.Registry = (*Registry)(nil)
+
+// Activate implements enrollment.Registry.
+func (r *Registry) Activate(ctx context.Context, statusID, sub, code string, dev enrollment.Device) (string, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout())
+	defer cancel()
+	var reply commands.ActivateCredentialReply
+	err := rpc.Call(ctx, r.NC, commands.RegistryActivateCredential, commands.ActivateCredentialRequest{
+		StatusID: statusID, Sub: sub, Code: code, Device: commands.Device(dev),
+	}, &reply)
+	switch fault.CodeOf(err) {
+	case "":
+		if err != nil {
+			return "", "", err
+		}
+		return reply.PHID, reply.DeviceID, nil
+	case fault.InvalidCode:
+		return "", "", enrollment.ErrInvalidCode
+	case fault.NotFound:
+		// The pending credential is gone (discarded after the enrollment ended elsewhere).
+		return "", "", fmt.Errorf("%w: the pending credential no longer exists", enrollment.ErrConflict)
+	case fault.Conflict:
+		return "", "", fmt.Errorf("%w: the credential is registered to another device", enrollment.ErrConflict)
+	}
+	return "", "", err
+}
+
+func (r *Registry) timeout() time.Duration {
+	if r.Timeout > 0 {
+		return r.Timeout
+	}
+	return 5 * time.Second
+}

@@ -1,0 +1,224 @@
+// Package kv is the JetStream key-value backend of the enrollment store, the embedded default.
+//
+// Keys in the bucket:
+//
+//	e.<status_id>              the enrollment document (with its outbox, see pkg/kvdoc)
+//	x.<exchange_id>            → status_id, so the companion can find an enrollment by exchange id
+//	o.<unix_expiry>.<status_id> an index of open enrollments, so the expiry sweep lists keys
+//	                           instead of reading every enrollment ever made
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/kvdoc"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/outbox"
+	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultBucket is the bucket name when none is configured.
+const DefaultBucket = "mfa_enrollments"
+
+// DocFilter matches the enrollment documents, for the outbox relay.
+const DocFilter = "e.>"
+
+// Store implements enrollment.Store on a KV bucket.
+type Store struct {
+	kv   jetstream.KeyValue
+	docs *kvdoc.Store[doc]
+}
+
+var _ enrollment.Store = (*Store)(nil)
+
+// Open ensures the bucket exists and returns a store on it.
+func Open(ctx context.Context, js jetstream.JetStream, bucket string) (*Store, error) {
+	if bucket == "" {
+		bucket = DefaultBucket
+	}
+	kv, err := natsx.EnsureKV(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "mfaflow enrollments (status service)",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Store{kv: kv, docs: kvdoc.New[doc](kv)}, nil
+}
+
+// KV is the underlying bucket (the relay watches it).
+func (s *Store) KV() jetstream.KeyValue { return s.kv }
+
+// doc is the stored model; field names are the storage contract.
+type doc struct {
+	ID             string    `json:"id"`
+	ExchangeID     string    `json:"exchange_id"`
+	Sub            string    `json:"sub"`
+	Method         string    `json:"method"`
+	State          string    `json:"state"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+	ExpiresAt      time.Time `json:"expires_at"`
+	DeviceID       string    `json:"device_id,omitempty"`
+	DeviceName     string    `json:"device_name,omitempty"`
+	DevicePlatform string    `json:"device_platform,omitempty"`
+	RegisteredID   string    `json:"registered_device_id,omitempty"`
+	PHID           string    `json:"ph_id,omitempty"`
+	FailedAttempts int       `json:"failed_attempts,omitempty"`
+}
+
+func toDoc(e enrollment.Enrollment) doc {
+	return doc{
+		ID: e.ID, ExchangeID: e.ExchangeID, Sub: e.Sub, Method: e.Method, State: string(e.State),
+		CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, ExpiresAt: e.ExpiresAt,
+		DeviceID: e.Device.DeviceID, DeviceName: e.Device.Name, DevicePlatform: e.Device.Platform,
+		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts,
+	}
+}
+
+func toDomain(d doc, rev uint64) enrollment.Enrollment {
+	return enrollment.Enrollment{
+		ID: d.ID, ExchangeID: d.ExchangeID, Sub: d.Sub, Method: d.Method, State: enrollment.State(d.State),
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt,
+		Device:   enrollment.Device{DeviceID: d.DeviceID, Name: d.DeviceName, Platform: d.DevicePlatform},
+		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: rev,
+	}
+}
+
+func docKey(id string) string      { return "e." + id }
+func exchangeKey(id string) string { return "x." + id }
+func openKey(e enrollment.Enrollment) string {
+	return "o." + strconv.FormatInt(e.ExpiresAt.Unix(), 10) + "." + e.ID
+}
+
+// validID keeps ids to characters that are safe as KV key tokens.
+func validID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Create implements enrollment.Store.
+func (s *Store) Create(ctx context.Context, e enrollment.Enrollment, msgs ...outbox.Message) (enrollment.Enrollment, error) {
+	if !validID(e.ID) || !validID(e.ExchangeID) {
+		return e, fmt.Errorf("create enrollment: %w: malformed id", enrollment.ErrBadRequest)
+	}
+	if _, err := s.kv.Create(ctx, exchangeKey(e.ExchangeID), []byte(e.ID)); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return e, fmt.Errorf("create enrollment: %w: exchange id taken", enrollment.ErrConflict)
+		}
+		return e, fmt.Errorf("create enrollment: %w", err)
+	}
+	rev, err := s.docs.Create(ctx, docKey(e.ID), toDoc(e), msgs...)
+	if err != nil {
+		if errors.Is(err, kvdoc.ErrExists) {
+			return e, fmt.Errorf("create enrollment: %w: id taken", enrollment.ErrConflict)
+		}
+		return e, fmt.Errorf("create enrollment: %w", err)
+	}
+	e.Version = rev
+	if _, err := s.kv.Put(ctx, openKey(e), nil); err != nil {
+		return e, fmt.Errorf("create enrollment: index: %w", err)
+	}
+	return e, nil
+}
+
+// Get implements enrollment.Store.
+func (s *Store) Get(ctx context.Context, id string) (enrollment.Enrollment, error) {
+	if !validID(id) {
+		return enrollment.Enrollment{}, enrollment.ErrNotFound
+	}
+	d, rev, err := s.docs.Get(ctx, docKey(id))
+	if err != nil {
+		if errors.Is(err, kvdoc.ErrNotFound) {
+			return enrollment.Enrollment{}, enrollment.ErrNotFound
+		}
+		return enrollment.Enrollment{}, fmt.Errorf("get enrollment: %w", err)
+	}
+	return toDomain(d, rev), nil
+}
+
+// GetByExchangeID implements enrollment.Store.
+func (s *Store) GetByExchangeID(ctx context.Context, exchangeID string) (enrollment.Enrollment, error) {
+	if !validID(exchangeID) {
+		return enrollment.Enrollment{}, enrollment.ErrNotFound
+	}
+	entry, err := s.kv.Get(ctx, exchangeKey(exchangeID))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return enrollment.Enrollment{}, enrollment.ErrNotFound
+		}
+		return enrollment.Enrollment{}, fmt.Errorf("get enrollment by exchange id: %w", err)
+	}
+	return s.Get(ctx, string(entry.Value()))
+}
+
+// Update implements enrollment.Store.
+func (s *Store) Update(ctx context.Context, e enrollment.Enrollment, msgs ...outbox.Message) (enrollment.Enrollment, error) {
+	rev, err := s.docs.Update(ctx, docKey(e.ID), e.Version, toDoc(e), msgs...)
+	switch {
+	case errors.Is(err, kvdoc.ErrStale):
+		return e, enrollment.ErrStale
+	case errors.Is(err, kvdoc.ErrNotFound):
+		return e, enrollment.ErrNotFound
+	case err != nil:
+		return e, fmt.Errorf("update enrollment: %w", err)
+	}
+	e.Version = rev
+	if e.State.Terminal() {
+		// Best effort: a leftover index entry is dropped by the next DueForExpiry.
+		_ = s.kv.Delete(ctx, openKey(e))
+	}
+	return e, nil
+}
+
+// DueForExpiry implements enrollment.Store. It drops index entries of enrollments that are no
+// longer open.
+func (s *Store) DueForExpiry(ctx context.Context, now time.Time) ([]enrollment.Enrollment, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, "o.>")
+	if err != nil {
+		return nil, fmt.Errorf("list open enrollments: %w", err)
+	}
+	var due []string
+	for key := range lister.Keys() {
+		parts := strings.SplitN(key, ".", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		unix, err := strconv.ParseInt(parts[1], 10, 64)
+		if err != nil || time.Unix(unix, 0).After(now) {
+			continue
+		}
+		due = append(due, key)
+	}
+	var out []enrollment.Enrollment
+	for _, key := range due {
+		id := strings.SplitN(key, ".", 3)[2]
+		e, err := s.Get(ctx, id)
+		if errors.Is(err, enrollment.ErrNotFound) || err == nil && e.State.Terminal() {
+			_ = s.kv.Delete(ctx, key)
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		if e.DueToExpire(now) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}

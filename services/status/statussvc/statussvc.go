@@ -1,0 +1,146 @@
+// Package statussvc wires the status service: the enrollment state machine on its store, the
+// "mfa-status" micro service, the HTTP routes, the outbox relay and the expiry sweep. The
+// service's main and the dev stack both boot it through New.
+package statussvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/kvdoc"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
+	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/httpapi"
+	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
+	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Config configures the status service.
+type Config struct {
+	Verifier auth.Verifier
+	// Bucket is the KV bucket of enrollments; empty means kv.DefaultBucket.
+	Bucket string
+	// MaxAttempts wrong codes fail an enrollment; 0 means 5.
+	MaxAttempts int
+	// SweepInterval is how often expired enrollments are looked for; 0 means 1s.
+	SweepInterval time.Duration
+	// RegistryTimeout bounds each call to the device registry; 0 means 5s.
+	RegistryTimeout time.Duration
+	// Heartbeat is the idle interval of live status streams; 0 means 15s.
+	Heartbeat time.Duration
+	// PollRate is how many polls per second one user may make of one enrollment (after a
+	// burst of PollBurst); 0 means unlimited.
+	PollRate  float64
+	PollBurst int
+	// Clock is the time source; nil means time.Now.
+	Clock func() time.Time
+}
+
+// Service is a running status service.
+type Service struct {
+	api    *httpapi.API
+	micro  micro.Service
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	log    *slog.Logger
+}
+
+// New starts the status service on nc. Close stops it.
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
+	if cfg.Verifier == nil {
+		return nil, errors.New("status: a token verifier is required")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("status: jetstream: %w", err)
+	}
+	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	store, err := kv.Open(ctx, js, cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	live := &natsapi.Live{NC: nc, Log: log}
+	domain := &enrollment.Service{
+		Store:       store,
+		Registry:    &natsapi.Registry{NC: nc, Timeout: cfg.RegistryTimeout},
+		Now:         cfg.Clock,
+		MaxAttempts: cfg.MaxAttempts,
+		Notify:      live,
+	}
+	var limiter *ratelimit.Limiter
+	if cfg.PollRate > 0 {
+		limiter = ratelimit.New(cfg.PollRate, cfg.PollBurst)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		api: &httpapi.API{
+			Service: domain, Verifier: cfg.Verifier, Log: log,
+			Live: live, Heartbeat: cfg.Heartbeat, PollLimit: limiter,
+		},
+		cancel: cancel,
+		log:    log,
+	}
+	s.micro, err = natsapi.Serve(runCtx, nc, domain, log)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	relay := &kvdoc.Relay{KV: store.KV(), JS: js, Filter: kv.DocFilter, Log: log.With("component", "outbox-relay")}
+	s.goRun(func() {
+		if err := relay.Run(runCtx); err != nil {
+			log.Error("outbox relay stopped", "err", err)
+		}
+	})
+	interval := cfg.SweepInterval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	s.goRun(func() { s.sweep(runCtx, domain, interval) })
+	return s, nil
+}
+
+func (s *Service) goRun(f func()) {
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); f() }()
+}
+
+// sweep expires overdue enrollments, so EXPIRED and its event happen even when nobody polls.
+func (s *Service) sweep(ctx context.Context, domain *enrollment.Service, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := domain.ExpireDue(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("expiry sweep failed", "err", err)
+			} else if n > 0 {
+				s.log.Info("expired enrollments", "count", n)
+			}
+		}
+	}
+}
+
+// Routes registers the status HTTP routes on rt.
+func (s *Service) Routes(rt *httpx.Router) { s.api.Routes(rt) }
+
+// Close stops the micro service, the relay and the sweep and waits for them.
+func (s *Service) Close() error {
+	err := s.micro.Stop()
+	s.cancel()
+	s.wg.Wait()
+	return err
+}
