@@ -35,8 +35,10 @@ func run(ctx context.Context, cfg config.Config) error {
 	defer s.Close()
 	fmt.Printf(`
 mfaflow dev stack is up
-  HTTP API      %[1]s
-  NATS          %[2]s   (events: stream MFA_EVENTS, subjects mfa.events.>)
+  Demo page     %[1]s/
+  HTTP API      %[1]s   (reference: %[1]s/openapi.json)
+  Companion     go run ./mobile-bridge/cmd/companion enroll --qr qr.png   (bridge: %[1]s/mobile-bridge/v1/connect)
+  NATS          %[2]s   (events: stream MFA_EVENTS, subjects mfa.events.>; watch: go run ./devstack/cmd/events)
   Dev token     curl -s -X POST %[1]s/dev/token -d '{"sub":"alice"}'
   Data dir      %[3]s
 Press Ctrl-C to stop.

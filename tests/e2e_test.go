@@ -57,11 +57,13 @@ func poll(t *testing.T, st *harness.Stack, token, statusID string) statusRespons
 	return s
 }
 
-func codeFor(t *testing.T, secret string) string {
-	t.Helper()
+func codeFor(t *testing.T, secret string) string { return codeForB(t, secret) }
+
+func codeForB(tb testing.TB, secret string) string {
+	tb.Helper()
 	c, err := totp.Code(secret, time.Now(), totp.Default)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return c
 }
@@ -73,15 +75,17 @@ func wrongCode(right string) string {
 	return "000000"
 }
 
-func dial(t *testing.T, st *harness.Stack) *companion.Client {
-	t.Helper()
+func dial(t *testing.T, st *harness.Stack) *companion.Client { return dialB(t, st) }
+
+func dialB(tb testing.TB, st *harness.Stack) *companion.Client {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := companion.Dial(ctx, st.URL)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Close() })
+	tb.Cleanup(func() { _ = c.Close() })
 	return c
 }
 

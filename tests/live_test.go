@@ -252,3 +252,21 @@ func TestPollingIsCheap(t *testing.T) {
 	bob := st.Token(t, "bob")
 	st.MustProblem(t, st.Do(t, http.MethodGet, path, bob, nil), http.StatusNotFound, "not_found")
 }
+
+// TestSSEReconnectAfterTheEnd: EventSource reconnects whenever a stream ends; once the
+// enrollment is final, a reconnect (it carries Last-Event-ID) gets 204, which stops it, while a
+// first connection still gets the final state.
+func TestSSEReconnectAfterTheEnd(t *testing.T) {
+	st := harness.Start(t, harness.Options{}, nil)
+	alice := st.Token(t, "alice")
+	in := initiate(t, st, alice, "?qr=none")
+	st.MustJSON(t, http.MethodDelete, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, nil)
+	path := "/verification-srv/verificationstatus/" + in.StatusID + "/events?access_token=" + alice
+	first := st.Do(t, http.MethodGet, path, "", nil)
+	if first.Status != http.StatusOK || !strings.Contains(string(first.Body), `"status":"CANCELLED"`) {
+		t.Fatalf("first connection: %d %s", first.Status, first.Body)
+	}
+	if again := st.Do(t, http.MethodGet, path, "", nil, "Last-Event-ID", "2"); again.Status != http.StatusNoContent {
+		t.Fatalf("reconnect: %d %s", again.Status, again.Body)
+	}
+}

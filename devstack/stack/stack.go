@@ -18,7 +18,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mfaflow/mfaflow/devstack/web"
 	"github.com/mfaflow/mfaflow/mobile-bridge/bridge"
+	"github.com/mfaflow/mfaflow/pkg/apidoc"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/config"
 	"github.com/mfaflow/mfaflow/pkg/fault"
@@ -156,6 +158,11 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 	s.bridge = bridge.New(nc, bridge.Config{}, log.With("service", "mobile-bridge"))
 	s.bridge.Routes(rt)
 	rt.HandleFunc("POST /dev/token", s.devToken)
+	rt.Handle("GET /openapi.json", apidoc.Handler())
+	rt.HandleFunc("GET /healthz", s.healthz)
+	page := web.Handler()
+	rt.Handle("GET /{$}", page)
+	rt.Handle("GET /static/", page)
 
 	s.http = serve.NewServer(rt)
 	var runCtx context.Context
@@ -214,6 +221,17 @@ func (s *Stack) Close() {
 			s.ns.WaitForShutdown()
 		}
 	})
+}
+
+// healthz answers 200 while the stack can reach NATS, 503 otherwise.
+func (s *Stack) healthz(w http.ResponseWriter, r *http.Request) {
+	for _, nc := range s.conns {
+		if !nc.IsConnected() {
+			httpx.WriteProblem(w, r, fault.New(fault.Unavailable, "not connected to NATS"))
+			return
+		}
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 type tokenRequest struct {

@@ -28,7 +28,8 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 	}
 	msg, err := nc.RequestWithContext(ctx, subject, body)
 	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+			errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) || errors.Is(err, nats.ErrDisconnected) {
 			return fault.New(fault.Unavailable, "a backing service did not answer; try again")
 		}
 		return fmt.Errorf("request %s: %w", subject, err)

@@ -31,7 +31,7 @@ const forcePoll = new URLSearchParams(location.search).get('live') === 'poll';
 const state = {
   sub: '', token: '', // dev token for sub
   enr: null, // the enrollment on screen: {statusId, exchangeId, expiresAt, token, sub}
-  status: '', reached: -1,
+  status: '', reached: -1, seen: new Set(),
   es: null, polling: false, pollTimer: 0, etag: '', backoff: POLL_MS,
   tick: 0, skew: 0, // server clock minus ours, from the Date header
   owner: null, // {sub, token} whose devices are listed
@@ -57,8 +57,9 @@ async function request(method, path, { body, token, headers = {} } = {}) {
   } catch {
     throw new Problem(0, { detail: 'the dev stack cannot be reached', code: 'network' });
   }
-  const date = Date.parse(res.headers.get('Date') || '');
-  if (!Number.isNaN(date)) state.skew = date - Date.now();
+  // Date has whole seconds: only trust it when the clocks are clearly apart.
+  const skew = Date.parse(res.headers.get('Date') || '') - Date.now();
+  if (!Number.isNaN(skew)) state.skew = Math.abs(skew) > 2000 ? skew : 0;
   return res;
 }
 
@@ -102,8 +103,9 @@ function showError(id, err) {
   p.hidden = !err;
   if (!err) return p.replaceChildren();
   if (typeof err === 'string') return p.replaceChildren(err);
-  const kids = [h('strong', {}, HINT[err.code] || 'Request failed.'), ' ', err.message];
-  if (err.code) kids.push(' ', h('code', { class: 'code-tag' }, err.code));
+  const detail = err.message.charAt(0).toUpperCase() + err.message.slice(1);
+  const kids = [h('strong', {}, HINT[err.code] || 'Request failed.'), ` ${detail}`];
+  if (err.code) kids.push(' (', h('code', { class: 'code-tag' }, err.code), ')');
   p.replaceChildren(...kids);
 }
 
@@ -149,7 +151,7 @@ function begin(res, sub, token) {
     statusId: res.status_id, exchangeId: res.exchange_id.exchange_id,
     expiresAt: Date.parse(res.exchange_id.expires_at), token, sub,
   };
-  Object.assign(state, { status: '', reached: -1, etag: '', backoff: POLL_MS });
+  Object.assign(state, { status: '', reached: -1, seen: new Set(), etag: '', backoff: POLL_MS });
   const qr = $('qr');
   qr.hidden = !String(res.qr_code || '').startsWith('data:image/');
   if (!qr.hidden) qr.src = res.qr_code;
@@ -172,7 +174,9 @@ function begin(res, sub, token) {
 
 function setPending(pending) {
   for (const e of $('verify-form').elements) e.disabled = !pending;
-  $('expiry').hidden = $('expiry-bar').hidden = !pending;
+  // Once the enrollment is over its secret has no business on screen, nor has the code form.
+  $('scan').hidden = $('verify-form').hidden = $('finish-hint').hidden = !pending;
+  $('scan-over').hidden = pending;
   $('start').textContent = pending ? 'Start over' : 'Start a new enrollment';
 }
 
@@ -183,6 +187,7 @@ function apply(s) {
   if (s.status === state.status || TERMINAL.has(state.status)) return; // terminal never changes
   state.status = s.status;
   state.reached = Math.max(state.reached, STEPS.indexOf(s.status));
+  state.seen.add(s.status);
   const badge = $('status');
   badge.dataset.status = s.status;
   badge.textContent = s.status;
@@ -190,9 +195,12 @@ function apply(s) {
   const terminal = TERMINAL.has(s.status);
   for (const li of $('steps').children) {
     const i = STEPS.indexOf(li.dataset.step);
-    li.dataset.state = i <= state.reached ? 'done' : (i === state.reached + 1 && !terminal ? 'current' : 'todo');
+    if (i <= state.reached) li.dataset.state = state.seen.has(li.dataset.step) ? 'done' : 'skipped';
+    else li.dataset.state = i === state.reached + 1 && !terminal ? 'current' : 'todo';
     if (li.dataset.state === 'current') li.setAttribute('aria-current', 'step');
     else li.removeAttribute('aria-current');
+    li.querySelector('.visually-hidden')?.remove(); // the state in words, for screen readers
+    if (li.dataset.state !== 'todo') li.append(h('span', { class: 'visually-hidden' }, ` (${li.dataset.state === 'current' ? 'next' : li.dataset.state})`));
   }
   const time = new Date(s.updated_at || Date.now());
   $('status-history').append(h('li', { 'data-status': s.status },
@@ -203,7 +211,7 @@ function apply(s) {
   setPending(false);
   if (s.status === 'ENROLLED') {
     $('done').hidden = false;
-    $('done').textContent = 'Done! The device is registered; it is listed under “Your devices”.';
+    $('done').textContent = 'Done! The device is registered; you can rename or remove it below.';
     loadDevices({ sub: enr.sub, token: enr.token });
   }
 }
@@ -385,7 +393,7 @@ function deviceItem(d) {
   };
   const renaming = () => {
     const id = `rename-${d.ph_id}`;
-    const input = h('input', { id, class: 'rename-input', value: name, maxlength: '100', required: '' });
+    const input = h('input', { id, class: 'rename-input', value: name, maxlength: '64', required: '' });
     const save = h('button', { type: 'submit', class: 'primary save' }, 'Save');
     li.replaceChildren(h('form', {
       class: 'row-form', onsubmit: (ev) => {

@@ -64,6 +64,11 @@ func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Lo
 			return nil, fmt.Errorf("add endpoint %s: %w", e.subject, err)
 		}
 	}
+	// Make sure the server has the subscriptions before anyone is told we are up.
+	if err := nc.Flush(); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("flush: %w", err)
+	}
 	return svc, nil
 }
 

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -102,7 +103,16 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		// Tell EventSource how soon to reconnect if the stream breaks.
 		fmt.Fprint(w, "retry: 2000\n\n")
 	}
+	reconnect := r.Header.Get("Last-Event-ID") != ""
 	send := func(d StatusDTO) error {
+		if reconnect && n == 0 && enrollment.State(d.Status).Terminal() {
+			// EventSource reconnects after every end of stream; 204 is how a server tells it
+			// to stop, and a reconnecting client already saw the final state.
+			headerSent = true
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusNoContent)
+			return errStreamDone
+		}
 		start()
 		data, err := json.Marshal(d)
 		if err != nil {
@@ -126,6 +136,9 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 	}
 }
+
+// errStreamDone ends a stream that has nothing more to say.
+var errStreamDone = errors.New("stream done")
 
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  1024,

@@ -50,6 +50,10 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, log *slo
 		e, err := svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: r.ExchangeID, Code: r.Code, Device: enrollment.Device(r.Device), Channel: enrollment.ChannelCompanion})
 		return ToReply(e), ToFault(err)
 	}))
+	if err == nil {
+		// Make sure the server has the subscriptions before anyone is told we are up.
+		err = nc.Flush()
+	}
 	if err != nil {
 		_ = ms.Stop()
 		return nil, fmt.Errorf("add endpoint: %w", err)
