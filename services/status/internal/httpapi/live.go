@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/commands"
+	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
@@ -146,6 +147,9 @@ var upgrader = websocket.Upgrader{
 	// Browsers send Origin; the token (header or access_token) is what authorises, and it is
 	// never sent automatically by a browser, so cross-origin pages gain nothing.
 	CheckOrigin: func(*http.Request) bool { return true },
+	Error: func(w http.ResponseWriter, r *http.Request, _ int, reason error) {
+		httpx.WriteProblem(w, r, fault.New(fault.BadRequest, "websocket handshake failed: "+reason.Error()))
+	},
 }
 
 // ws streams the status over a websocket: one JSON status object per text message; closes
