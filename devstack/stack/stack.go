@@ -77,9 +77,6 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	if cfg.Store != "nats" {
-		return nil, fmt.Errorf("MFA_STORE=%s is not supported by this build yet; use nats", cfg.Store)
-	}
 	secretKey, err := keyFromConfigOrFile(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key"))
 	if err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)

@@ -30,9 +30,9 @@ var etag = func() string {
 	return `"` + hex.EncodeToString(sum[:]) + `"`
 }()
 
-// cacheControl lets clients and proxies keep the document for a while: unlike every other
-// response of mfaflow it is the same for every caller and changes only with a release.
-const cacheControl = "public, max-age=300"
+// cacheControl is no-store like every response of mfaflow, so a proxy never serves a document
+// from an older release; the ETag still lets a client skip the download (304).
+const cacheControl = "no-store"
 
 // Handler serves Document as application/json with a strong ETag, answering 304 to a matching
 // If-None-Match. Mount it on a GET route (the router answers other methods; net/http drops the

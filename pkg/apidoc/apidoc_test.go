@@ -309,7 +309,7 @@ func TestHandler(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type %q", ct)
 	}
-	if cc := resp.Header.Get("Cache-Control"); cc != "public, max-age=300" {
+	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("Cache-Control %q", cc)
 	}
 	tag := resp.Header.Get("ETag")
@@ -328,7 +328,7 @@ func TestHandler(t *testing.T) {
 			if resp.StatusCode != http.StatusNotModified || len(body) != 0 {
 				t.Fatalf("status %d with %d bytes, want 304 and no body", resp.StatusCode, len(body))
 			}
-			if resp.Header.Get("ETag") != tag || resp.Header.Get("Cache-Control") != "public, max-age=300" {
+			if resp.Header.Get("ETag") != tag || resp.Header.Get("Cache-Control") != "no-store" {
 				t.Errorf("headers %v", resp.Header)
 			}
 		})

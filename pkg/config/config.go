@@ -108,9 +108,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	switch c.Store {
 	case "nats":
 	case "mongo":
-		if c.MongoURI == "" {
-			errs = append(errs, errors.New("MFA_STORE=mongo needs MFA_MONGODB_URI"))
-		}
+		// The variable is part of the contract; the backend is not. Refuse rather than
+		// silently store in NATS when an operator asked for MongoDB.
+		errs = append(errs, errors.New("MFA_STORE=mongo: the MongoDB backend is not in this build yet; use nats"))
 	default:
 		errs = append(errs, fmt.Errorf("MFA_STORE: want nats or mongo, got %q", c.Store))
 	}

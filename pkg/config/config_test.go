@@ -1,0 +1,79 @@
+package config_test
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/config"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestDefaults(t *testing.T) {
+	c, err := config.FromEnv(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != ":8080" || c.PublicURL != "http://localhost:8080" || c.EmbeddedNATSAddr != "127.0.0.1:4222" ||
+		c.EnrollmentTTL != 10*time.Minute || c.Store != "nats" || c.Issuer != "mfaflow" || c.NATSURL != "" || c.SecretKey != "" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestPublicURLFollowsTheListenAddress(t *testing.T) {
+	c, err := config.FromEnv(env(map[string]string{"MFA_HTTP_ADDR": "127.0.0.1:9000"}))
+	if err != nil || c.PublicURL != "http://127.0.0.1:9000" {
+		t.Fatalf("%q %v", c.PublicURL, err)
+	}
+	c, err = config.FromEnv(env(map[string]string{"MFA_PUBLIC_URL": "https://mfa.example.com/"}))
+	if err != nil || c.PublicURL != "https://mfa.example.com" {
+		t.Fatalf("%q %v", c.PublicURL, err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	for name, vars := range map[string]map[string]string{
+		"TTL":       {"MFA_ENROLLMENT_TTL": "ten minutes"},
+		"NegTTL":    {"MFA_ENROLLMENT_TTL": "-1m"},
+		"Store":     {"MFA_STORE": "redis"},
+		"Mongo":     {"MFA_STORE": "mongo"},
+		"LogLevel":  {"MFA_LOG_LEVEL": "loud"},
+		"PollRate":  {"MFA_POLL_RATE": "fast"},
+		"PollBurst": {"MFA_POLL_BURST": "0"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := config.FromEnv(env(vars))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for k := range vars {
+				if !strings.Contains(err.Error(), k) {
+					t.Fatalf("error %q does not name %s", err, k)
+				}
+			}
+		})
+	}
+}
+
+func TestLogValueMasksSecrets(t *testing.T) {
+	c, err := config.FromEnv(env(map[string]string{
+		"MFA_SECRET_KEY": "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk=", "MFA_JWT_SECRET": "jwt-secret-jwt-secret-jwt-secret-jwt",
+		"MFA_MONGODB_URI": "mongodb://admin:hunter2@db:27017",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("start", "config", c)
+	for _, secret := range []string{"c2VjcmV0", "jwt-secret", "hunter2"} {
+		if strings.Contains(buf.String(), secret) {
+			t.Fatalf("log holds %q: %s", secret, buf.String())
+		}
+	}
+	if !strings.Contains(buf.String(), "db:27017") {
+		t.Fatalf("mongo host missing from %s", buf.String())
+	}
+}
