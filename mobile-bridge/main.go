@@ -29,10 +29,6 @@ func run(ctx context.Context, cfg config.Config) error {
 	if cfg.NATSURL == "" {
 		return errors.New("MFA_NATS_URL is required")
 	}
-	ln, err := serve.Listen(cfg.HTTPAddr)
-	if err != nil {
-		return err
-	}
 	nc, err := natsx.Connect(cfg.NATSURL, "mfaflow-mobile-bridge")
 	if err != nil {
 		return err
@@ -40,6 +36,11 @@ func run(ctx context.Context, cfg config.Config) error {
 	defer nc.Drain()
 	svc := bridge.New(nc, bridge.Config{}, log)
 	defer svc.Close()
+	// Listen only once the service is wired: an open port means ready.
+	ln, err := serve.Listen(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
 	rt := httpx.NewRouter()
 	svc.Routes(rt)
 	log.Info("serving", "addr", ln.Addr().String(), "config", cfg)

@@ -33,10 +33,6 @@ func run(ctx context.Context, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	ln, err := serve.Listen(cfg.HTTPAddr)
-	if err != nil {
-		return err
-	}
 	nc, err := natsx.Connect(cfg.NATSURL, "mfaflow-initiation")
 	if err != nil {
 		return err
@@ -46,6 +42,11 @@ func run(ctx context.Context, cfg config.Config) error {
 		Verifier: verifier, Issuer: cfg.Issuer, PublicURL: cfg.PublicURL, ClientID: cfg.ClientID,
 		EnrollmentTTL: cfg.EnrollmentTTL,
 	}, log)
+	if err != nil {
+		return err
+	}
+	// Listen only once the service is wired: an open port means ready.
+	ln, err := serve.Listen(cfg.HTTPAddr)
 	if err != nil {
 		return err
 	}

@@ -33,10 +33,6 @@ func run(ctx context.Context, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	ln, err := serve.Listen(cfg.HTTPAddr)
-	if err != nil {
-		return err
-	}
 	nc, err := natsx.Connect(cfg.NATSURL, "mfaflow-status")
 	if err != nil {
 		return err
@@ -47,6 +43,11 @@ func run(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	defer svc.Close()
+	// Listen only once the service is wired: an open port means ready.
+	ln, err := serve.Listen(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
 	rt := httpx.NewRouter()
 	svc.Routes(rt)
 	log.Info("serving", "addr", ln.Addr().String(), "config", cfg)
