@@ -35,6 +35,10 @@ type Config struct {
 	PollBurst        int           // MFA_POLL_BURST
 }
 
+// MaxEnrollmentTTL bounds MFA_ENROLLMENT_TTL: an enrollment is a QR on a screen, and the status
+// store keeps enrollments for a week only.
+const MaxEnrollmentTTL = 24 * time.Hour
+
 // Variable describes one setting, for docs and --help.
 type Variable struct {
 	Name, Default, Description string
@@ -92,8 +96,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	var errs []error
 	ttl, err := time.ParseDuration(get("MFA_ENROLLMENT_TTL"))
-	if err != nil || ttl <= 0 {
-		errs = append(errs, fmt.Errorf("MFA_ENROLLMENT_TTL: want a positive Go duration such as 10m, got %q", get("MFA_ENROLLMENT_TTL")))
+	if err != nil || ttl <= 0 || ttl > MaxEnrollmentTTL {
+		errs = append(errs, fmt.Errorf("MFA_ENROLLMENT_TTL: want a Go duration between 1s and %v such as 10m, got %q", MaxEnrollmentTTL, get("MFA_ENROLLMENT_TTL")))
 	}
 	c.EnrollmentTTL = ttl
 	if err := c.LogLevel.UnmarshalText([]byte(get("MFA_LOG_LEVEL"))); err != nil {

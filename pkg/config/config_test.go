@@ -38,6 +38,7 @@ func TestErrors(t *testing.T) {
 	for name, vars := range map[string]map[string]string{
 		"TTL":       {"MFA_ENROLLMENT_TTL": "ten minutes"},
 		"NegTTL":    {"MFA_ENROLLMENT_TTL": "-1m"},
+		"HugeTTL":   {"MFA_ENROLLMENT_TTL": "48h"},
 		"Store":     {"MFA_STORE": "redis"},
 		"Mongo":     {"MFA_STORE": "mongo"},
 		"LogLevel":  {"MFA_LOG_LEVEL": "loud"},

@@ -26,6 +26,11 @@ import (
 // DefaultBucket is the bucket name when none is configured.
 const DefaultBucket = "mfa_enrollments"
 
+// Retention is how long an enrollment is kept after its last write. Enrollments are short-lived
+// (MFA_ENROLLMENT_TTL is at most 24h) and their facts are on the event stream, so the bucket
+// forgets them after a week instead of growing forever.
+const Retention = 7 * 24 * time.Hour
+
 // DocFilter matches the enrollment documents, for the outbox relay.
 const DocFilter = "e.>"
 
@@ -46,6 +51,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string) (*Store, e
 		Bucket:      bucket,
 		Description: "mfaflow enrollments (status service)",
 		History:     1,
+		TTL:         Retention,
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
