@@ -5,25 +5,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/mfaflow/mfaflow/devstack/stack"
 	"github.com/mfaflow/mfaflow/pkg/config"
 	"github.com/mfaflow/mfaflow/pkg/serve"
 )
 
-func main() {
-	cfg, err := config.FromEnv(os.Getenv)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "configuration:", err)
-		os.Exit(2)
-	}
-	if cfg.DataDir == "" {
-		cfg.DataDir = ".mfaflow"
-	}
-	log := cfg.Logger()
-	serve.Main(log, func(ctx context.Context) error { return run(ctx, cfg) })
-}
+func main() { serve.Command(run) }
 
 func run(ctx context.Context, cfg config.Config) error {
 	log := cfg.Logger()

@@ -4,45 +4,18 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os"
+	"log/slog"
 
 	"github.com/mfaflow/mfaflow/mobile-bridge/bridge"
 	"github.com/mfaflow/mfaflow/pkg/config"
-	"github.com/mfaflow/mfaflow/pkg/httpx"
-	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/serve"
+	"github.com/nats-io/nats.go"
 )
 
-func main() {
-	cfg, err := config.FromEnv(os.Getenv)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "configuration:", err)
-		os.Exit(2)
-	}
-	serve.Main(cfg.Logger(), func(ctx context.Context) error { return run(ctx, cfg) })
-}
+func main() { serve.Command(run) }
 
 func run(ctx context.Context, cfg config.Config) error {
-	log := cfg.Logger().With("service", "mobile-bridge")
-	if cfg.NATSURL == "" {
-		return errors.New("MFA_NATS_URL is required")
-	}
-	nc, err := natsx.Connect(cfg.NATSURL, "mfaflow-mobile-bridge")
-	if err != nil {
-		return err
-	}
-	defer nc.Drain()
-	svc := bridge.New(nc, bridge.Config{}, log)
-	defer svc.Close()
-	// Listen only once the service is wired: an open port means ready.
-	ln, err := serve.Listen(cfg.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	rt := httpx.NewRouter()
-	svc.Routes(rt)
-	log.Info("serving", "addr", ln.Addr().String(), "config", cfg)
-	return serve.HTTP(ctx, serve.NewServer(rt), ln)
+	return serve.Standalone(ctx, cfg, "mobile-bridge", func(nc *nats.Conn, log *slog.Logger) (serve.Component, error) {
+		return bridge.New(nc, bridge.Config{}, log), nil
+	})
 }

@@ -76,3 +76,7 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
 
 // Routes registers the initiation HTTP routes on rt.
 func (s *Service) Routes(rt *httpx.Router) { s.api.Routes(rt) }
+
+// Close does nothing: initiation has no background work. It exists so the service runs like the
+// others.
+func (s *Service) Close() error { return nil }

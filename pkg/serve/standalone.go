@@ -1,0 +1,63 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/mfaflow/mfaflow/pkg/config"
+	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/nats-io/nats.go"
+)
+
+// Command is the whole of a main: it reads the configuration from the environment (exit 2 on a
+// bad one), then runs run until SIGINT or SIGTERM (exit 1 if it fails).
+func Command(run func(ctx context.Context, cfg config.Config) error) {
+	cfg, err := config.FromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "configuration:", err)
+		os.Exit(2)
+	}
+	Main(cfg.Logger(), func(ctx context.Context) error { return run(ctx, cfg) })
+}
+
+// Component is a wired service: HTTP routes and a way to stop its background work.
+type Component interface {
+	Routes(rt *httpx.Router)
+	Close() error
+}
+
+// Standalone runs one service as its own process against MFA_NATS_URL: it connects, lets wire
+// build the service, listens only then (an open port means ready), serves until ctx ends and
+// shuts down in order: HTTP, the service, the NATS connection.
+func Standalone(ctx context.Context, cfg config.Config, name string, wire func(nc *nats.Conn, log *slog.Logger) (Component, error)) error {
+	log := cfg.Logger().With("service", name)
+	if cfg.NATSURL == "" {
+		return errors.New("MFA_NATS_URL is required")
+	}
+	nc, err := natsx.Connect(cfg.NATSURL, "mfaflow-"+name)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = nc.Drain() }()
+	svc, err := wire(nc, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := svc.Close(); err != nil {
+			log.Warn("close", "err", err)
+		}
+	}()
+	ln, err := Listen(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	rt := httpx.NewRouter()
+	svc.Routes(rt)
+	log.Info("serving", "addr", ln.Addr().String(), "config", cfg)
+	return HTTP(ctx, NewServer(rt), ln)
+}
