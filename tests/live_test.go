@@ -128,7 +128,7 @@ func TestLiveStatusAcrossReplicas(t *testing.T) {
 		t.Fatalf("SSE answer %d %v", resp.StatusCode, resp.Header)
 	}
 	first, s := nextStatus(t, events)
-	if s.Status != "INITIATED" || first.ID != "1" {
+	if s.Status != "INITIATED" || first.ID != strconv.FormatInt(s.UpdatedAt.UnixNano(), 10) {
 		t.Fatalf("first event %+v %+v", first, s)
 	}
 	// Idle: heartbeats keep the stream open.
@@ -253,20 +253,29 @@ func TestPollingIsCheap(t *testing.T) {
 	st.MustProblem(t, st.Do(t, http.MethodGet, path, bob, nil), http.StatusNotFound, "not_found")
 }
 
-// TestSSEReconnectAfterTheEnd: EventSource reconnects whenever a stream ends; once the
-// enrollment is final, a reconnect (it carries Last-Event-ID) gets 204, which stops it, while a
-// first connection still gets the final state.
+// TestSSEReconnectAfterTheEnd: EventSource reconnects whenever a stream ends, sending the last
+// id it saw. Once the enrollment is final, a client that saw the final state gets 204, which
+// stops it; one whose stream broke earlier gets the final state first.
 func TestSSEReconnectAfterTheEnd(t *testing.T) {
 	st := harness.Start(t, harness.Options{}, nil)
 	alice := st.Token(t, "alice")
 	in := initiate(t, st, alice, "?qr=none")
-	st.MustJSON(t, http.MethodDelete, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, nil)
 	path := "/verification-srv/verificationstatus/" + in.StatusID + "/events?access_token=" + alice
+	var initiated statusResponse
+	st.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, &initiated)
+	var cancelled statusResponse
+	st.MustJSON(t, http.MethodDelete, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, &cancelled)
+	finalID := strconv.FormatInt(cancelled.UpdatedAt.UnixNano(), 10)
+
 	first := st.Do(t, http.MethodGet, path, "", nil)
-	if first.Status != http.StatusOK || !strings.Contains(string(first.Body), `"status":"CANCELLED"`) {
+	if first.Status != http.StatusOK || !strings.Contains(string(first.Body), "id: "+finalID+"\n") || !strings.Contains(string(first.Body), `"status":"CANCELLED"`) {
 		t.Fatalf("first connection: %d %s", first.Status, first.Body)
 	}
-	if again := st.Do(t, http.MethodGet, path, "", nil, "Last-Event-ID", "2"); again.Status != http.StatusNoContent {
-		t.Fatalf("reconnect: %d %s", again.Status, again.Body)
+	missed := st.Do(t, http.MethodGet, path, "", nil, "Last-Event-ID", strconv.FormatInt(initiated.UpdatedAt.UnixNano(), 10))
+	if missed.Status != http.StatusOK || !strings.Contains(string(missed.Body), `"status":"CANCELLED"`) {
+		t.Fatalf("reconnect of a client that missed the end: %d %s", missed.Status, missed.Body)
+	}
+	if seen := st.Do(t, http.MethodGet, path, "", nil, "Last-Event-ID", finalID); seen.Status != http.StatusNoContent {
+		t.Fatalf("reconnect of a client that saw the end: %d %s", seen.Status, seen.Body)
 	}
 }

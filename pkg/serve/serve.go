@@ -48,8 +48,18 @@ func Listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// HTTP serves srv on ln until ctx ends, then shuts it down gracefully.
+type stopKey struct{}
+
+// HTTP serves srv on ln until ctx ends, then shuts it down gracefully. Long-lived responses
+// (see LongLived) are told to finish as shutdown begins, since Shutdown would otherwise wait
+// for them until its deadline.
 func HTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	stopCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	srv.BaseContext = func(net.Listener) context.Context {
+		return context.WithValue(context.Background(), stopKey{}, stopCtx)
+	}
+	srv.RegisterOnShutdown(stop)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -63,4 +73,23 @@ func HTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
 		return fmt.Errorf("http shutdown: %w", err)
 	}
 	return nil
+}
+
+// LongLived returns the context of a long-lived response (a stream, a websocket): it ends with
+// the request, or when the server begins shutting down, so the handler can say goodbye and
+// return. Outside HTTP it is the request's context.
+func LongLived(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop, ok := r.Context().Value(stopKey{}).(context.Context)
+	if !ok {
+		return ctx, cancel
+	}
+	unregister := context.AfterFunc(stop, cancel)
+	return ctx, func() { unregister(); cancel() }
+}
+
+// ShuttingDown reports whether the server serving r has begun shutting down.
+func ShuttingDown(r *http.Request) bool {
+	stop, ok := r.Context().Value(stopKey{}).(context.Context)
+	return ok && stop.Err() != nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -13,6 +14,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/commands"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/serve"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
 )
@@ -28,20 +30,21 @@ const DefaultHeartbeat = 15 * time.Second
 // watch authenticates, subscribes, then reads the current state, and calls send with it and
 // with every later change until the enrollment is terminal, ctx ends or send fails. Every
 // heartbeat it calls beat and re-reads the store, so a lost announcement is only a delay.
-func (a *API) watch(ctx context.Context, w http.ResponseWriter, r *http.Request, send func(StatusDTO) error, beat func() error) (started bool, err error) {
+// started says whether anything was sent; final whether the terminal state was.
+func (a *API) watch(ctx context.Context, r *http.Request, send func(StatusDTO) error, beat func() error) (started, final bool, err error) {
 	sub, err := auth.Authenticate(a.Verifier, r, true)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	id := r.PathValue("status_id")
 	changes, cancel, err := a.Live.Subscribe(id)
 	if err != nil {
-		return false, fmt.Errorf("subscribe: %w", err)
+		return false, false, fmt.Errorf("subscribe: %w", err)
 	}
 	defer cancel()
 	e, err := a.Service.Get(ctx, id, sub)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	var last StatusDTO
 	emit := func(d StatusDTO) error {
@@ -53,44 +56,43 @@ func (a *API) watch(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		return send(d)
 	}
 	if err := emit(ToDTO(e)); err != nil {
-		return true, nil
+		return true, false, nil
 	}
-	hb := a.Heartbeat
-	if hb <= 0 {
-		hb = DefaultHeartbeat
-	}
-	ticker := time.NewTicker(hb)
+	ticker := time.NewTicker(a.heartbeat())
 	defer ticker.Stop()
 	for !enrollment.State(last.Status).Terminal() {
 		select {
 		case <-ctx.Done():
-			return true, nil
+			return true, false, nil
 		case rep := <-changes:
 			d := StatusDTO{Status: rep.Status, ID: rep.ID, Sub: rep.Sub, Type: rep.Method, ExpiresAt: rep.ExpiresAt, UpdatedAt: rep.UpdatedAt, DeviceID: rep.DeviceID, PHID: rep.PHID}
 			if err := emit(d); err != nil {
-				return true, nil
+				return true, false, nil
 			}
 		case <-ticker.C:
 			if err := beat(); err != nil {
-				return true, nil
+				return true, false, nil
 			}
 			// Get also expires an overdue enrollment, so an idle stream sees EXPIRED.
 			if e, err := a.Service.Get(ctx, id, sub); err == nil {
 				if err := emit(ToDTO(e)); err != nil {
-					return true, nil
+					return true, false, nil
 				}
 			}
 		}
 	}
-	return true, nil
+	return true, true, nil
 }
 
-// events streams the status as Server-Sent Events: `event: status`, an increasing `id:`, and the
-// status object as `data:`; comment lines as heartbeat.
+// events streams the status as Server-Sent Events: `event: status`, an `id:`, and the status
+// object as `data:`; comment lines as heartbeat. The id is the status's updated_at in Unix
+// nanoseconds: it increases with every change, also across reconnects, so the Last-Event-ID
+// that EventSource sends back says exactly which state the client has seen.
 func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	n := 0
 	headerSent := false
+	lastSeen, _ := strconv.ParseInt(r.Header.Get("Last-Event-ID"), 10, 64)
 	start := func() {
 		if headerSent {
 			return
@@ -104,11 +106,12 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		// Tell EventSource how soon to reconnect if the stream breaks.
 		fmt.Fprint(w, "retry: 2000\n\n")
 	}
-	reconnect := r.Header.Get("Last-Event-ID") != ""
 	send := func(d StatusDTO) error {
-		if reconnect && n == 0 && enrollment.State(d.Status).Terminal() {
+		id := d.UpdatedAt.UnixNano()
+		if n == 0 && id <= lastSeen && enrollment.State(d.Status).Terminal() {
 			// EventSource reconnects after every end of stream; 204 is how a server tells it
-			// to stop, and a reconnecting client already saw the final state.
+			// to stop. Only a client that has seen the final state gets it: one whose stream
+			// broke before the end gets the final state first.
 			headerSent = true
 			w.Header().Set("Cache-Control", "no-store")
 			w.WriteHeader(http.StatusNoContent)
@@ -120,7 +123,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		n++
-		if _, err := fmt.Fprintf(w, "id: %d\nevent: status\ndata: %s\n\n", n, data); err != nil {
+		if _, err := fmt.Fprintf(w, "id: %d\nevent: status\ndata: %s\n\n", id, data); err != nil {
 			return err
 		}
 		return rc.Flush()
@@ -133,7 +136,9 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	}
 	// The stream has no write deadline of its own; the heartbeat detects a gone client.
 	_ = rc.SetWriteDeadline(time.Time{})
-	if started, err := a.watch(r.Context(), w, r, send, beat); err != nil && !started {
+	ctx, cancel := serve.LongLived(r)
+	defer cancel()
+	if started, _, err := a.watch(ctx, r, send, beat); err != nil && !started {
 		a.fail(w, r, err)
 	}
 }
@@ -170,9 +175,13 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 	}
 	defer conn.Close()
 	conn.SetReadLimit(512)
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := serve.LongLived(r)
 	defer cancel()
-	// Read loop: the client sends nothing but control frames; a close or error ends the stream.
+	// The client only answers pings; a client silent for two heartbeats is gone.
+	hb := a.heartbeat()
+	_ = conn.SetReadDeadline(time.Now().Add(2 * hb))
+	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(2 * hb)) })
+	// Read loop: a close, an error or a missed deadline ends the stream.
 	go func() {
 		defer cancel()
 		for {
@@ -189,9 +198,20 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 	beat := func() error {
 		return conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
 	}
-	if _, err := a.watch(ctx, w, r, send, beat); err == nil {
+	_, final, _ := a.watch(ctx, r, send, beat)
+	switch {
+	case final:
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "final status"), time.Now().Add(writeWait))
+	case serve.ShuttingDown(r):
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(writeWait))
 	}
+}
+
+func (a *API) heartbeat() time.Duration {
+	if a.Heartbeat > 0 {
+		return a.Heartbeat
+	}
+	return DefaultHeartbeat
 }
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
