@@ -70,11 +70,15 @@ func TestStandaloneServices(t *testing.T) {
 	}
 	for name, addr := range addrs {
 		natstest.Eventually(t, 20*time.Second, func() error {
-			c, err := net.Dial("tcp", addr)
+			resp, err := http.Get("http://" + addr + "/healthz")
 			if err != nil {
-				return fmt.Errorf("%s not listening: %w", name, err)
+				return fmt.Errorf("%s not ready: %w", name, err)
 			}
-			return c.Close()
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s /healthz: %d", name, resp.StatusCode)
+			}
+			return nil
 		})
 	}
 

@@ -156,7 +156,7 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 	s.bridge.Routes(rt)
 	rt.HandleFunc("POST /dev/token", s.devToken)
 	rt.Handle("GET /openapi.json", apidoc.Handler())
-	rt.HandleFunc("GET /healthz", s.healthz)
+	rt.HandleFunc("GET /healthz", serve.Healthz(s.conns...))
 	page := web.Handler()
 	rt.Handle("GET /{$}", page)
 	rt.Handle("GET /static/", page)
@@ -218,17 +218,6 @@ func (s *Stack) Close() {
 			s.ns.WaitForShutdown()
 		}
 	})
-}
-
-// healthz answers 200 while the stack can reach NATS, 503 otherwise.
-func (s *Stack) healthz(w http.ResponseWriter, r *http.Request) {
-	for _, nc := range s.conns {
-		if !nc.IsConnected() {
-			httpx.WriteProblem(w, r, fault.New(fault.Unavailable, "not connected to NATS"))
-			return
-		}
-	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 type tokenRequest struct {

@@ -129,9 +129,6 @@ type Relay struct {
 	JS     jetstream.JetStream
 	Filter string // key filter, e.g. "e.>"
 	Log    *slog.Logger
-	// Published, when set, is called after a message is stored on the stream (or found to be a
-	// duplicate); the status service uses it for live fan-out.
-	Published func(m outbox.Message)
 }
 
 // pendingView decodes only what the relay needs from any record type.
@@ -235,9 +232,6 @@ func (r *Relay) publish(ctx context.Context, m outbox.Message) bool {
 		msg.Header.Set("Content-Type", "application/cloudevents+json")
 		_, err := r.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(m.ID))
 		if err == nil {
-			if r.Published != nil {
-				r.Published(m)
-			}
 			return true
 		}
 		if ctx.Err() != nil {

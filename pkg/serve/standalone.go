@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 
 	"github.com/mfaflow/mfaflow/pkg/config"
+	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/nats-io/nats.go"
@@ -58,6 +60,21 @@ func Standalone(ctx context.Context, cfg config.Config, name string, wire func(n
 	}
 	rt := httpx.NewRouter()
 	svc.Routes(rt)
+	rt.HandleFunc("GET /healthz", Healthz(nc))
 	log.Info("serving", "addr", ln.Addr().String(), "config", cfg)
 	return HTTP(ctx, NewServer(rt), ln)
+}
+
+// Healthz answers 200 {"status":"ok"} while every connection is up, and 503 unavailable while
+// one is reconnecting, so a load balancer stops sending traffic to a process cut off from NATS.
+func Healthz(conns ...*nats.Conn) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for _, nc := range conns {
+			if !nc.IsConnected() {
+				httpx.WriteProblem(w, r, fault.New(fault.Unavailable, "not connected to NATS"))
+				return
+			}
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
 }

@@ -36,6 +36,7 @@ var tokens = auth.HS256{Key: []byte("0123456789abcdef0123456789abcdef")}
 type peers struct {
 	mu          sync.Mutex
 	registry    []commands.CreateCredentialRequest
+	discarded   []string
 	status      []commands.CreateEnrollmentRequest
 	statusFault *fault.Error
 }
@@ -56,6 +57,15 @@ func startPeers(t *testing.T, srv *natstest.Server, p *peers) {
 		p.registry = append(p.registry, r)
 		return commands.CreateCredentialReply{Secret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", Algorithm: "SHA1", Digits: 6, Period: 30}, nil
 	}), micro.WithEndpointSubject(commands.RegistryCreateCredential))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = reg.AddEndpoint("discard", rpc.Endpoint(ctx, log, func(_ context.Context, r commands.DiscardCredentialRequest) (struct{}, error) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.discarded = append(p.discarded, r.StatusID)
+		return struct{}{}, nil
+	}), micro.WithEndpointSubject(commands.RegistryDiscardCredential))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,12 +194,18 @@ func TestInitiate(t *testing.T) {
 			t.Fatalf("%d %v", status, out)
 		}
 	})
-	t.Run("StatusFaultPassesThrough", func(t *testing.T) {
+	t.Run("StatusFaultPassesThroughAndTheSecretIsDiscarded", func(t *testing.T) {
 		p.mu.Lock()
 		p.statusFault = fault.New(fault.Conflict, "exchange id taken")
 		p.mu.Unlock()
 		if status, out := post(t, base+"/verification-srv/v2/setup/initiate/totp", "alice"); status != 409 || out["code"] != "conflict" {
 			t.Fatalf("%d %v", status, out)
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		created := p.registry[len(p.registry)-1]
+		if len(p.discarded) != 1 || p.discarded[0] != created.StatusID {
+			t.Fatalf("discarded %v, want the credential of %s", p.discarded, created.StatusID)
 		}
 	})
 }

@@ -39,6 +39,13 @@ func (c *Clients) CreatePending(ctx context.Context, statusID, sub string, expir
 	return setup.Credential{Secret: r.Secret, Algorithm: r.Algorithm, Digits: r.Digits, Period: r.Period}, err
 }
 
+// Discard implements setup.Registry.
+func (c *Clients) Discard(ctx context.Context, statusID string) error {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	return rpc.Call(ctx, c.NC, commands.RegistryDiscardCredential, commands.DiscardCredentialRequest{StatusID: statusID}, nil)
+}
+
 // Create implements setup.Status.
 func (c *Clients) Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time) error {
 	ctx, cancel := c.ctx(ctx)

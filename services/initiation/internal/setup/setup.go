@@ -42,6 +42,8 @@ type Credential struct {
 // Registry creates pending credentials (the device registry, over NATS).
 type Registry interface {
 	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (Credential, error)
+	// Discard destroys a pending credential whose enrollment could not be recorded.
+	Discard(ctx context.Context, statusID string) error
 }
 
 // Status records enrollments (the status service, over NATS).
@@ -115,6 +117,12 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat)
 	}
 	// The status is recorded before we answer, so a poll right after initiation finds it.
 	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, sub, MethodTOTP, in.ExpiresAt); err != nil {
+		// No enrollment will ever end for this credential, so no event will discard it:
+		// destroy the secret now. If that fails too, it can no longer be activated after
+		// expires_at, which the registry enforces.
+		if derr := s.Registry.Discard(context.WithoutCancel(ctx), in.StatusID); derr != nil {
+			err = errors.Join(err, fmt.Errorf("discard pending credential: %w", derr))
+		}
 		return Initiated{}, fmt.Errorf("record enrollment: %w", err)
 	}
 	in.Secret = cred.Secret

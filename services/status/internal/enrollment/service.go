@@ -187,6 +187,8 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	if in.ExchangeID == "" {
 		return Enrollment{}, fmt.Errorf("%w: exchange_id is required", ErrBadRequest)
 	}
+	// Apps show codes as "123 456"; people type them that way.
+	in.Code = strings.ReplaceAll(in.Code, " ", "")
 	if !validCodeFormat(in.Code) {
 		return Enrollment{}, fmt.Errorf("%w: verification_code must be 6 to 8 digits", ErrBadRequest)
 	}

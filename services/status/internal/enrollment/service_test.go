@@ -201,7 +201,9 @@ func TestScanThenEnroll(t *testing.T) {
 func TestTypedCodeFromInitiated(t *testing.T) {
 	f := newFixture(t)
 	e := f.create(t, "alice")
-	got, err := f.svc.Enroll(context.Background(), enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t), Sub: "alice", Channel: enrollment.ChannelFrontend})
+	code := f.code(t)
+	typed := code[:3] + " " + code[3:] // as apps show it
+	got, err := f.svc.Enroll(context.Background(), enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: typed, Sub: "alice", Channel: enrollment.ChannelFrontend})
 	if err != nil || got.State != enrollment.Enrolled || got.DeviceID != "generated" {
 		t.Fatalf("Enroll = %+v, %v", got, err)
 	}
