@@ -41,7 +41,7 @@ lint: ## gofmt, go vet, staticcheck and the layering check over every module
 
 bench: ## run the benchmark suite
 	@set -e; for m in $(MODULES); do \
-		(cd $$m && $(GO) test -run='^$$' -bench=. -benchmem ./...) | grep -Ev '^(PASS|ok|\?)\s' || true; \
+		(cd $$m && $(GO) test -run='^$$' -bench=. -benchmem ./...) | grep -Ev '^(PASS$$|ok\s|\?\s)' || true; \
 	done
 
 tidy: ## go mod tidy in every module
