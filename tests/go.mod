@@ -3,10 +3,13 @@ module github.com/mfaflow/mfaflow/tests
 go 1.26.8
 
 require (
+	github.com/chromedp/chromedp v0.23.0
+	github.com/gorilla/websocket v1.5.3
 	github.com/mfaflow/mfaflow/devstack v0.0.0
 	github.com/mfaflow/mfaflow/events v0.0.0
 	github.com/mfaflow/mfaflow/mobile-bridge v0.0.0
 	github.com/mfaflow/mfaflow/pkg v0.0.0
+	github.com/mfaflow/mfaflow/services/status v0.0.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
 )
@@ -15,17 +18,14 @@ require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/boombuler/barcode v1.1.0 // indirect
 	github.com/chromedp/cdproto v0.159.0 // indirect
-	github.com/chromedp/chromedp v0.23.0 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/golang-jwt/jwt/v5 v5.3.1 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/makiuchi-d/gozxing v0.1.1 // indirect
 	github.com/mfaflow/mfaflow/services/device-registry v0.0.0 // indirect
 	github.com/mfaflow/mfaflow/services/initiation v0.0.0 // indirect
-	github.com/mfaflow/mfaflow/services/status v0.0.0 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
