@@ -34,9 +34,9 @@ test: ## run every module's tests with -race
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-lint: ## gofmt, go vet, staticcheck and the layering check over every module
+lint: ## gofmt, go mod tidy -diff, go vet, staticcheck and the layering check over every module
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	@set -e; for m in $(MODULES); do echo "== vet $$m"; (cd $$m && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...); done
+	@set -e; for m in $(MODULES); do echo "== vet $$m"; (cd $$m && $(GO) mod tidy -diff && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...); done
 	@cd tests && $(GO) test -count=1 -run TestLayering ./...
 
 bench: ## run the benchmark suite
