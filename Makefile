@@ -2,6 +2,7 @@
 # `make run` starts the dev stack; `make test` runs every module's tests with the race detector.
 
 MODULES := pkg events services/initiation services/status services/device-registry mobile-bridge devstack tests
+SHELL   := /bin/bash
 GO      ?= go
 BIN     := bin
 # Extra flags for go test, e.g. make test TESTFLAGS='-run TestEndToEnd -v'
@@ -27,10 +28,13 @@ build: ## build every binary into bin/
 	$(GO) build -o $(BIN)/companion ./mobile-bridge/cmd/companion
 
 test: ## run every module's tests with -race
-	@set -e; for m in $(MODULES); do \
+	@set -o pipefail; log=$$(mktemp); status=0; \
+	for m in $(MODULES); do \
 		echo "== $$m"; \
-		(cd $$m && $(GO) test -race -count=1 $(TESTFLAGS) ./...); \
-	done
+		(cd $$m && $(GO) test -race -count=1 $(TESTFLAGS) ./...) 2>&1 | tee -a $$log || status=1; \
+	done; \
+	echo "packages: $$(grep -c '^ok ' $$log) passed, $$(grep -c '^FAIL[[:space:]]' $$log) failed"; \
+	rm -f $$log; exit $$status
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
