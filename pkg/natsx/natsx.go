@@ -40,6 +40,14 @@ func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 			port = n
 		}
 	}
+	if port != server.RANDOM_PORT {
+		// The server retries a busy port quietly; say so at once instead.
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats cannot listen on %s (set MFA_EMBEDDED_NATS_ADDR, or MFA_NATS_URL to use a running server): %w", o.Addr, err)
+		}
+		_ = ln.Close()
+	}
 	opts := &server.Options{
 		Host:      host,
 		Port:      port,
