@@ -573,26 +573,19 @@ func TestOpenAPISchemasCompile(t *testing.T) {
 	c := loadAPIContract(t)
 	n := 0
 	compile := func(p string) { c.schema(t, p); n++ }
-	var walk func(v any, p string)
-	walk = func(v any, p string) {
-		obj, ok := v.(map[string]any)
-		if !ok {
-			return
-		}
-		for k, child := range obj {
-			switch cp := jsonPtr(p, k); {
-			case k == "schema", p == "#/components/schemas":
-				compile(cp) // nested schemas compile with their parent
-			case k == "x-sse-events", k == "x-websocket-messages":
-				for name := range child.(map[string]any) {
-					compile(jsonPtr(cp, name))
-				}
-			default:
-				walk(child, cp)
+	walkDoc(c.doc, "#", func(p, k string, child any, cp string) bool {
+		switch {
+		case k == "schema", p == "#/components/schemas":
+			compile(cp) // nested schemas compile with their parent
+			return false
+		case k == "x-sse-events", k == "x-websocket-messages":
+			for name := range child.(map[string]any) {
+				compile(jsonPtr(cp, name))
 			}
+			return false
 		}
-	}
-	walk(c.doc, "#")
+		return true
+	})
 	if n < 20 {
 		t.Fatalf("compiled only %d schemas", n)
 	}
@@ -641,21 +634,13 @@ func TestOpenAPIFaultCodes(t *testing.T) {
 			}
 		}
 	}
-	var walk func(v any, p string)
-	walk = func(v any, p string) {
-		obj, ok := v.(map[string]any)
-		if !ok {
-			return
+	walkDoc(c.doc, "#", func(p, k string, child any, _ string) bool {
+		if k == "application/problem+json" {
+			check(p, child)
+			return false
 		}
-		for k, child := range obj {
-			if k == "application/problem+json" {
-				check(p, child)
-				continue
-			}
-			walk(child, jsonPtr(p, k))
-		}
-	}
-	walk(c.doc, "#")
+		return true
+	})
 }
 
 // apiComplaints records what the checks report. Fatalf is reserved for a broken document, so it
@@ -1158,6 +1143,21 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 			t.Errorf("%s was never answered with a success (saw %v)", key, got)
 		} else {
 			t.Logf("%s: %v", key, got)
+		}
+	}
+}
+
+// walkDoc visits every member of every JSON object under v (p is v's JSON pointer), depth first,
+// with the pointer of its object and its own; visit returns whether to descend into the member.
+func walkDoc(v any, p string, visit func(parent, key string, child any, path string) bool) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return
+	}
+	for k, child := range obj {
+		cp := jsonPtr(p, k)
+		if visit(p, k, child, cp) {
+			walkDoc(child, cp, visit)
 		}
 	}
 }
