@@ -79,13 +79,30 @@ func (a *API) authed(h authedHandler) http.HandlerFunc {
 	}
 }
 
+// errNoSuchEnrollment answers an id that cannot exist exactly like an unknown one.
+var errNoSuchEnrollment = fault.New(fault.NotFound, "no such enrollment")
+
+// statusID is the {status_id} of r, checked before it is used as a subject, a key or a limiter
+// key: an id no enrollment can have is 404, like an unknown one.
+func statusID(r *http.Request) (string, error) {
+	id := r.PathValue("status_id")
+	if !natsapi.ValidID(id) {
+		return "", errNoSuchEnrollment
+	}
+	return id, nil
+}
+
 func (a *API) get(w http.ResponseWriter, r *http.Request, sub string) error {
-	if ok, wait := a.PollLimit.Allow(sub + "\x00" + r.PathValue("status_id")); !ok {
+	id, err := statusID(r)
+	if err != nil {
+		return err
+	}
+	if ok, wait := a.PollLimit.Allow(sub + "\x00" + id); !ok {
 		secs := int(math.Ceil(wait.Seconds()))
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 		return fault.New(fault.TooManyRequests, "polling too fast; wait for Retry-After or subscribe to /events")
 	}
-	e, err := a.Service.Get(r.Context(), r.PathValue("status_id"), sub)
+	e, err := a.Service.Get(r.Context(), id, sub)
 	if err != nil {
 		return err
 	}
@@ -111,7 +128,11 @@ func etagMatches(header, tag string) bool {
 }
 
 func (a *API) cancel(w http.ResponseWriter, r *http.Request, sub string) error {
-	e, err := a.Service.Cancel(r.Context(), r.PathValue("status_id"), sub)
+	id, err := statusID(r)
+	if err != nil {
+		return err
+	}
+	e, err := a.Service.Cancel(r.Context(), id, sub)
 	if err != nil {
 		return err
 	}
@@ -136,6 +157,9 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request, sub string) error {
 	}
 	if body.ExchangeID == "" {
 		return fault.New(fault.BadRequest, "exchange_id is required")
+	}
+	if !natsapi.ValidID(body.ExchangeID) {
+		return errNoSuchEnrollment
 	}
 	if body.VerificationCode == "" {
 		return fault.New(fault.BadRequest, "verification_code is required")

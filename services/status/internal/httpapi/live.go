@@ -36,8 +36,14 @@ func (a *API) watch(ctx context.Context, r *http.Request, send func(StatusDTO) e
 	if err != nil {
 		return false, false, err
 	}
-	id := r.PathValue("status_id")
+	id, err := statusID(r)
+	if err != nil {
+		return false, false, err
+	}
 	changes, cancel, err := a.Live.Subscribe(id)
+	if errors.Is(err, natsapi.ErrInvalidID) {
+		return false, false, errNoSuchEnrollment
+	}
 	if err != nil {
 		return false, false, fmt.Errorf("subscribe: %w", err)
 	}
@@ -162,8 +168,12 @@ var upgrader = websocket.Upgrader{
 func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 	// Authenticate and check ownership before upgrading, so failures are plain problem+json.
 	sub, err := auth.Authenticate(a.Verifier, r, true)
+	var id string
 	if err == nil {
-		_, err = a.Service.Get(r.Context(), r.PathValue("status_id"), sub)
+		id, err = statusID(r)
+	}
+	if err == nil {
+		_, err = a.Service.Get(r.Context(), id, sub)
 	}
 	if err != nil {
 		a.fail(w, r, err)

@@ -2,6 +2,7 @@ package natsapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 
 	"github.com/mfaflow/mfaflow/pkg/commands"
@@ -31,7 +32,12 @@ func (l *Live) Changed(e enrollment.Enrollment) {
 
 // Subscribe delivers announcements for one enrollment until cancel is called. The channel
 // holds a few; a slow subscriber drops announcements and catches up by re-reading the store.
+// An id that cannot exist (see ValidID) is refused with ErrInvalidID: it never reaches the
+// server, where an oversized subject would close the whole connection.
 func (l *Live) Subscribe(statusID string) (<-chan commands.EnrollmentReply, func(), error) {
+	if !ValidID(statusID) {
+		return nil, nil, fmt.Errorf("subscribe: %w", ErrInvalidID)
+	}
 	out := make(chan commands.EnrollmentReply, 8)
 	sub, err := l.NC.Subscribe(commands.StatusChangedPrefix+statusID, func(m *nats.Msg) {
 		var r commands.EnrollmentReply
