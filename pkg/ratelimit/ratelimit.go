@@ -10,15 +10,29 @@ import (
 	"time"
 )
 
+// DefaultMaxKeys is the number of keys a limiter tracks when MaxKeys is 0. A bucket costs
+// about 100 bytes plus its key, so the default bounds a limiter to roughly 10-20 MB.
+const DefaultMaxKeys = 100_000
+
 // Limiter limits requests per key.
+//
+// The number of tracked keys is bounded (MaxKeys). When a new key arrives and the table is
+// full, idle buckets (refilled, so indistinguishable from new ones) are swept first; if it is
+// still full, the stalest of a few sampled buckets is evicted to make room. Evicting fails
+// open: the evicted key simply gets a fresh burst. Refusing new keys instead would let one
+// caller who fills the table lock every other user out of polling, and this limiter only
+// guards against runaway poll loops; it is not a security boundary.
 type Limiter struct {
 	Rate  float64 // tokens per second
 	Burst float64 // bucket size
 	Now   func() time.Time
+	// MaxKeys bounds the keys tracked at once; 0 means DefaultMaxKeys.
+	MaxKeys int
 
-	mu      sync.Mutex
-	buckets map[string]*bucket
-	swept   time.Time
+	mu         sync.Mutex
+	buckets    map[string]*bucket
+	swept      time.Time
+	forceSwept time.Time
 }
 
 type bucket struct {
@@ -46,9 +60,13 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.buckets == nil {
+		l.buckets = map[string]*bucket{}
+	}
 	l.sweep(now)
 	b, ok := l.buckets[key]
 	if !ok {
+		l.makeRoom(now)
 		b = &bucket{tokens: l.Burst, last: now}
 		l.buckets[key] = b
 	}
@@ -62,12 +80,64 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 	return false, wait
 }
 
+// Len reports how many keys the limiter tracks.
+func (l *Limiter) Len() int {
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
+}
+
+func (l *Limiter) maxKeys() int {
+	if l.MaxKeys > 0 {
+		return l.MaxKeys
+	}
+	return DefaultMaxKeys
+}
+
+// evictSample is how many buckets makeRoom looks at to pick the stalest one to evict.
+const evictSample = 8
+
+// makeRoom ensures there is space for one more key. A full table is swept of idle buckets at
+// most once a second (a sweep walks every key); if that frees nothing, the stalest of a few
+// buckets, sampled in map order, is evicted.
+func (l *Limiter) makeRoom(now time.Time) {
+	if len(l.buckets) < l.maxKeys() {
+		return
+	}
+	if now.Sub(l.forceSwept) >= time.Second {
+		l.forceSwept = now
+		l.drop(now)
+	}
+	for len(l.buckets) >= l.maxKeys() {
+		var victim string
+		var oldest time.Time
+		n := 0
+		for k, b := range l.buckets {
+			if n == 0 || b.last.Before(oldest) {
+				victim, oldest = k, b.last
+			}
+			if n++; n == evictSample {
+				break
+			}
+		}
+		delete(l.buckets, victim)
+	}
+}
+
 // sweep drops full buckets now and then so idle keys do not pile up.
 func (l *Limiter) sweep(now time.Time) {
 	if now.Sub(l.swept) < time.Minute {
 		return
 	}
 	l.swept = now
+	l.drop(now)
+}
+
+// drop deletes the buckets that have refilled: they behave exactly like absent ones.
+func (l *Limiter) drop(now time.Time) {
 	full := time.Duration(l.Burst / l.Rate * float64(time.Second))
 	for k, b := range l.buckets {
 		if now.Sub(b.last) > full {
