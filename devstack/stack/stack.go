@@ -26,6 +26,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/pkg/secretbox"
 	"github.com/mfaflow/mfaflow/pkg/serve"
 	"github.com/mfaflow/mfaflow/services/device-registry/registry"
@@ -123,18 +124,19 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 	}
 
 	rt := httpx.NewRouter()
+	commands := rpc.Limits{MaxInFlight: cfg.CommandConcurrency, Timeout: cfg.CommandTimeout}
 	nc, err := connect("device-registry")
 	if err != nil {
 		return nil, err
 	}
-	if s.registry, err = registry.New(ctx, nc, registry.Config{SecretKey: key, Verifier: s.tokens, Clock: opt.Clock}, log.With("service", "device-registry")); err != nil {
+	if s.registry, err = registry.New(ctx, nc, registry.Config{SecretKey: key, Verifier: s.tokens, Commands: commands, Clock: opt.Clock}, log.With("service", "device-registry")); err != nil {
 		return nil, err
 	}
 	s.registry.Routes(rt)
 	if nc, err = connect("status"); err != nil {
 		return nil, err
 	}
-	if s.status, err = statussvc.New(ctx, nc, statussvc.Config{Verifier: s.tokens, Clock: opt.Clock, SweepInterval: opt.SweepInterval, Heartbeat: opt.Heartbeat, PollRate: cfg.PollRate, PollBurst: cfg.PollBurst}, log.With("service", "status")); err != nil {
+	if s.status, err = statussvc.New(ctx, nc, statussvc.Config{Verifier: s.tokens, Commands: commands, Clock: opt.Clock, SweepInterval: opt.SweepInterval, Heartbeat: opt.Heartbeat, PollRate: cfg.PollRate, PollBurst: cfg.PollBurst}, log.With("service", "status")); err != nil {
 		return nil, err
 	}
 	s.status.Routes(rt)

@@ -33,11 +33,22 @@ type Config struct {
 	LogLevel         slog.Level    // MFA_LOG_LEVEL
 	PollRate         float64       // MFA_POLL_RATE
 	PollBurst        int           // MFA_POLL_BURST
+	// CommandConcurrency bounds the NATS commands one endpoint runs at once on one replica
+	// (rpc.Limits.MaxInFlight); CommandTimeout is each command's deadline (rpc.Limits.Timeout).
+	CommandConcurrency int           // MFA_COMMAND_CONCURRENCY
+	CommandTimeout     time.Duration // MFA_COMMAND_TIMEOUT
 }
 
 // MaxEnrollmentTTL bounds MFA_ENROLLMENT_TTL: an enrollment is a QR on a screen, and the status
 // store keeps enrollments for a week only.
 const MaxEnrollmentTTL = 24 * time.Hour
+
+// Bounds of the command settings: more than MaxCommandConcurrency commands at once per endpoint
+// is a queue, not concurrency, and a command that may run past MaxCommandTimeout answers nobody.
+const (
+	MaxCommandConcurrency = 65536
+	MaxCommandTimeout     = 5 * time.Minute
+)
 
 // Variable describes one setting, for docs and --help.
 type Variable struct {
@@ -62,6 +73,8 @@ var Variables = []Variable{
 	{"MFA_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"MFA_POLL_RATE", "1", "status polls per second one user may make of one enrollment (0 = unlimited); faster polls get 429"},
 	{"MFA_POLL_BURST", "5", "polls allowed at once before MFA_POLL_RATE applies"},
+	{"MFA_COMMAND_CONCURRENCY", "256", "NATS commands one endpoint runs at once on one replica; more get `unavailable` at once"},
+	{"MFA_COMMAND_TIMEOUT", "10s", "deadline of each NATS command a service handles (Go duration); past it the caller gets `unavailable`"},
 }
 
 // FromEnv reads the configuration through getenv (os.Getenv in main) and applies defaults.
@@ -109,6 +122,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.PollBurst, err = strconv.Atoi(get("MFA_POLL_BURST")); err != nil || c.PollBurst < 1 {
 		errs = append(errs, fmt.Errorf("MFA_POLL_BURST: want a whole number >= 1, got %q", get("MFA_POLL_BURST")))
 	}
+	if c.CommandConcurrency, err = strconv.Atoi(get("MFA_COMMAND_CONCURRENCY")); err != nil || c.CommandConcurrency < 1 || c.CommandConcurrency > MaxCommandConcurrency {
+		errs = append(errs, fmt.Errorf("MFA_COMMAND_CONCURRENCY: want a whole number between 1 and %d, got %q", MaxCommandConcurrency, get("MFA_COMMAND_CONCURRENCY")))
+	}
+	if c.CommandTimeout, err = time.ParseDuration(get("MFA_COMMAND_TIMEOUT")); err != nil || c.CommandTimeout <= 0 || c.CommandTimeout > MaxCommandTimeout {
+		errs = append(errs, fmt.Errorf("MFA_COMMAND_TIMEOUT: want a Go duration above 0 and at most %v such as 10s, got %q", MaxCommandTimeout, get("MFA_COMMAND_TIMEOUT")))
+	}
 	switch c.Store {
 	case "nats":
 	case "mongo":
@@ -155,6 +174,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("enrollment_ttl", c.EnrollmentTTL), slog.String("issuer", c.Issuer),
 		slog.String("secret_key", mask(c.SecretKey)), slog.String("jwt_secret", mask(c.JWTSecret)),
 		slog.String("jwt_issuer", c.JWTIssuer), slog.String("log_level", c.LogLevel.String()),
+		slog.Int("command_concurrency", c.CommandConcurrency), slog.Duration("command_timeout", c.CommandTimeout),
 	)
 }
 

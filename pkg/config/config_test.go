@@ -23,6 +23,17 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+func TestCommandLimits(t *testing.T) {
+	c, err := config.FromEnv(env(nil))
+	if err != nil || c.CommandConcurrency != 256 || c.CommandTimeout != 10*time.Second {
+		t.Fatalf("defaults: %d %v %v", c.CommandConcurrency, c.CommandTimeout, err)
+	}
+	c, err = config.FromEnv(env(map[string]string{"MFA_COMMAND_CONCURRENCY": " 32 ", "MFA_COMMAND_TIMEOUT": "2500ms"}))
+	if err != nil || c.CommandConcurrency != 32 || c.CommandTimeout != 2500*time.Millisecond {
+		t.Fatalf("set: %d %v %v", c.CommandConcurrency, c.CommandTimeout, err)
+	}
+}
+
 func TestPublicURLFollowsTheListenAddress(t *testing.T) {
 	c, err := config.FromEnv(env(map[string]string{"MFA_HTTP_ADDR": "127.0.0.1:9000"}))
 	if err != nil || c.PublicURL != "http://127.0.0.1:9000" {
@@ -36,14 +47,20 @@ func TestPublicURLFollowsTheListenAddress(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	for name, vars := range map[string]map[string]string{
-		"TTL":       {"MFA_ENROLLMENT_TTL": "ten minutes"},
-		"NegTTL":    {"MFA_ENROLLMENT_TTL": "-1m"},
-		"HugeTTL":   {"MFA_ENROLLMENT_TTL": "48h"},
-		"Store":     {"MFA_STORE": "redis"},
-		"Mongo":     {"MFA_STORE": "mongo"},
-		"LogLevel":  {"MFA_LOG_LEVEL": "loud"},
-		"PollRate":  {"MFA_POLL_RATE": "fast"},
-		"PollBurst": {"MFA_POLL_BURST": "0"},
+		"TTL":                    {"MFA_ENROLLMENT_TTL": "ten minutes"},
+		"NegTTL":                 {"MFA_ENROLLMENT_TTL": "-1m"},
+		"HugeTTL":                {"MFA_ENROLLMENT_TTL": "48h"},
+		"Store":                  {"MFA_STORE": "redis"},
+		"Mongo":                  {"MFA_STORE": "mongo"},
+		"LogLevel":               {"MFA_LOG_LEVEL": "loud"},
+		"PollRate":               {"MFA_POLL_RATE": "fast"},
+		"PollBurst":              {"MFA_POLL_BURST": "0"},
+		"CommandConcurrency":     {"MFA_COMMAND_CONCURRENCY": "many"},
+		"ZeroCommandConcurrency": {"MFA_COMMAND_CONCURRENCY": "0"},
+		"HugeCommandConcurrency": {"MFA_COMMAND_CONCURRENCY": "1000000"},
+		"CommandTimeout":         {"MFA_COMMAND_TIMEOUT": "10"},
+		"NegCommandTimeout":      {"MFA_COMMAND_TIMEOUT": "-1s"},
+		"HugeCommandTimeout":     {"MFA_COMMAND_TIMEOUT": "1h"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := config.FromEnv(env(vars))

@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"sync"
+	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/nats-io/nats.go"
@@ -50,32 +53,218 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 // error. Errors that are not *fault.Error reach the caller as "internal" and are logged here.
 type Handler[Req, Resp any] func(ctx context.Context, req Req) (Resp, error)
 
-// Endpoint adapts h to a micro handler: it bounds and decodes the request, runs h with ctx,
-// and answers with JSON or a micro error whose code is the fault code.
-func Endpoint[Req, Resp any](ctx context.Context, log *slog.Logger, h Handler[Req, Resp]) micro.Handler {
+// The defaults of Limits.
+const (
+	// DefaultMaxInFlight bounds the commands one endpoint runs at once on one replica. Commands
+	// are short and mostly wait on NATS or the store (a few KiB of goroutine each), so 256 keeps a
+	// replica busy through a burst while memory stays bounded (256 × 64 KiB requests is 16 MiB at
+	// worst); past that a caller is better served by an immediate `unavailable` and another
+	// replica than by a queue it cannot see.
+	DefaultMaxInFlight = 256
+	// DefaultTimeout bounds one command. Callers give up after 5 s (their request timeout), so a
+	// command still running at 10 s answers nobody and only holds a slot.
+	DefaultTimeout = 10 * time.Second
+)
+
+// Limits bound the commands of one endpoint on one replica. Zero fields take the defaults.
+type Limits struct {
+	// MaxInFlight commands run at once; one more is answered with fault.Unavailable at once.
+	MaxInFlight int
+	// Timeout is the deadline of each command's context.
+	Timeout time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxInFlight <= 0 {
+		l.MaxInFlight = DefaultMaxInFlight
+	}
+	if l.Timeout <= 0 {
+		l.Timeout = DefaultTimeout
+	}
+	return l
+}
+
+// Group tracks the commands in flight of the endpoints it is given to (WithGroup), so a service
+// can wait for them at shutdown: stop the micro service (no new commands), cancel the handlers'
+// context, then Wait. The zero Group is ready to use.
+type Group struct {
+	mu   sync.Mutex
+	n    int           // commands in flight
+	idle chan struct{} // closed when n drops to 0; nil while idle
+}
+
+func (g *Group) add() {
+	g.mu.Lock()
+	if g.n == 0 {
+		g.idle = make(chan struct{})
+	}
+	g.n++
+	g.mu.Unlock()
+}
+
+func (g *Group) done() {
+	g.mu.Lock()
+	g.n--
+	if g.n == 0 {
+		close(g.idle)
+		g.idle = nil
+	}
+	g.mu.Unlock()
+}
+
+// Wait blocks until no command tracked by g is in flight, or ctx ends. Unlike with a
+// sync.WaitGroup, a command may safely start while Wait runs (a message micro delivered just
+// before it stopped); Wait returns once the count reaches zero.
+func (g *Group) Wait(ctx context.Context) error {
+	g.mu.Lock()
+	idle := g.idle
+	g.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("commands still in flight: %w", ctx.Err())
+	}
+}
+
+// Option configures an Endpoint.
+type Option func(*endpointOptions)
+
+type endpointOptions struct {
+	limits Limits
+	group  *Group
+}
+
+// WithLimits sets the endpoint's limits; zero fields keep the defaults.
+func WithLimits(l Limits) Option { return func(o *endpointOptions) { o.limits = l } }
+
+// WithGroup makes the endpoint track its commands in flight in g.
+func WithGroup(g *Group) Option { return func(o *endpointOptions) { o.group = g } }
+
+type optionsKey struct{}
+
+// ContextWithOptions returns ctx carrying opts for every Endpoint built with it (or a context
+// derived from it). It lets a service's bootstrap set the limits of endpoints that its NATS
+// adapter registers without threading them through each adapter's signature. Options passed to
+// Endpoint itself apply after these.
+func ContextWithOptions(ctx context.Context, opts ...Option) context.Context {
+	prev, _ := ctx.Value(optionsKey{}).([]Option)
+	return context.WithValue(ctx, optionsKey{}, append(append([]Option(nil), prev...), opts...))
+}
+
+// Messages of the refusals Endpoint makes itself. Fixed, so callers and tests can rely on them.
+const (
+	MsgBusy     = "too many commands in flight on this replica; try again"
+	MsgTimedOut = "the command timed out; try again"
+	MsgStopping = "the service is stopping; try again"
+)
+
+// Endpoint adapts h to a micro handler: it bounds and decodes the request, runs h with a context
+// derived from ctx with the endpoint's Timeout, and answers with JSON or a micro error whose code
+// is the fault code.
+//
+// micro delivers an endpoint's requests on one goroutine and would run h inline, one request at a
+// time per replica, so a handler waiting on another service would serialise the endpoint. Endpoint
+// instead runs each command in its own goroutine, at most MaxInFlight at once (each call of
+// Endpoint has its own bound); a request beyond that is answered fault.Unavailable at once, and
+// the caller can retry, possibly on another replica. When ctx ends, commands in flight see their
+// context cancelled and new ones are refused.
+//
+// Because the handler returns before the command has answered, micro's $SRV.STATS count every
+// request but measure only the hand-off and count as errors only the refusals made before it
+// (too large, malformed, busy, stopping).
+func Endpoint[Req, Resp any](ctx context.Context, log *slog.Logger, h Handler[Req, Resp], opts ...Option) micro.Handler {
+	var o endpointOptions
+	if fromCtx, ok := ctx.Value(optionsKey{}).([]Option); ok {
+		for _, opt := range fromCtx {
+			opt(&o)
+		}
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	limits := o.limits.withDefaults()
+	slots := make(chan struct{}, limits.MaxInFlight)
 	return micro.HandlerFunc(func(r micro.Request) {
 		if len(r.Data()) > MaxRequestBytes {
 			respondError(r, fault.New(fault.PayloadTooLarge, "request too large"))
 			return
 		}
-		var req Req
-		if err := json.Unmarshal(r.Data(), &req); err != nil {
-			respondError(r, fault.New(fault.BadRequest, "malformed request"))
+		if ctx.Err() != nil {
+			respondError(r, fault.New(fault.Unavailable, MsgStopping))
 			return
 		}
-		resp, err := h(ctx, req)
-		if err != nil {
-			fe := fault.From(err)
-			if fe.Code == fault.Internal {
+		select {
+		case slots <- struct{}{}:
+		default:
+			respondError(r, fault.New(fault.Unavailable, MsgBusy))
+			return
+		}
+		if o.group != nil {
+			o.group.add()
+		}
+		r = detach(r)
+		go func() {
+			defer func() {
+				<-slots
+				if o.group != nil {
+					o.group.done()
+				}
+			}()
+			run(ctx, log, limits.Timeout, h, r)
+		}()
+	})
+}
+
+// run decodes r, runs h under its deadline and answers.
+func run[Req, Resp any](ctx context.Context, log *slog.Logger, timeout time.Duration, h Handler[Req, Resp], r micro.Request) {
+	var req Req
+	if err := json.Unmarshal(r.Data(), &req); err != nil {
+		respondError(r, fault.New(fault.BadRequest, "malformed request"))
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := h(cctx, req)
+	if err != nil {
+		fe := fault.From(err)
+		if fe.Code == fault.Internal {
+			switch {
+			case errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
+				log.Warn("command timed out", "subject", r.Subject(), "timeout", timeout, "err", err)
+				fe = fault.New(fault.Unavailable, MsgTimedOut)
+			case ctx.Err() != nil:
+				fe = fault.New(fault.Unavailable, MsgStopping)
+			default:
 				log.Error("command failed", "subject", r.Subject(), "err", err)
 			}
-			respondError(r, fe)
-			return
 		}
-		if err := r.RespondJSON(resp); err != nil {
-			log.Warn("reply failed", "subject", r.Subject(), "err", err)
-		}
-	})
+		respondError(r, fe)
+		return
+	}
+	if err := r.RespondJSON(resp); err != nil {
+		log.Warn("reply failed", "subject", r.Subject(), "err", err)
+	}
+}
+
+// detach returns a shallow copy of micro's request, so answering it from the command's goroutine
+// does not race with micro reading the original's answer error (for $SRV.STATS) as soon as the
+// handler returns. The copy shares the underlying message. A Request that is not a pointer to a
+// struct (a test double) is returned as it is.
+func detach(r micro.Request) micro.Request {
+	v := reflect.ValueOf(r)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return r
+	}
+	cp := reflect.New(v.Elem().Type())
+	cp.Elem().Set(v.Elem())
+	if c, ok := cp.Interface().(micro.Request); ok {
+		return c
+	}
+	return r
 }
 
 func respondError(r micro.Request, fe *fault.Error) {

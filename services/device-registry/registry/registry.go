@@ -18,6 +18,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/pkg/secretbox"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/httpapi"
@@ -41,6 +42,10 @@ type Config struct {
 	Verifier auth.Verifier
 	// Bucket is the KV bucket of credentials; empty means DefaultBucket.
 	Bucket string
+	// Commands bounds the commands each endpoint of the registry's micro service runs at once and
+	// each one's deadline (MFA_COMMAND_CONCURRENCY, MFA_COMMAND_TIMEOUT); zero fields take rpc's
+	// defaults.
+	Commands rpc.Limits
 	// Clock is the time source of every rule (code time steps, timestamps); nil means
 	// time.Now. Tests set it to compute codes for a known instant.
 	Clock func() time.Time
@@ -57,6 +62,7 @@ type Service struct {
 	cons   jetstream.ConsumeContext
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	cmds   rpc.Group // commands in flight
 
 	closeOnce sync.Once
 	closeErr  error
@@ -107,7 +113,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		}
 	})
 
-	if s.micro, err = natsapi.StartService(runCtx, nc, svc, log); err != nil {
+	cmdCtx := rpc.ContextWithOptions(runCtx, rpc.WithLimits(cfg.Commands), rpc.WithGroup(&s.cmds))
+	if s.micro, err = natsapi.StartService(cmdCtx, nc, svc, log); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("registry: %w", err)
 	}
@@ -136,10 +143,15 @@ func (s *Service) Close() error {
 			s.cons.Stop()
 		}
 		s.cancel()
+		wctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		if err := s.cmds.Wait(wctx); err != nil { // commands in flight see their context cancelled
+			errs = append(errs, err)
+		}
 		if s.cons != nil {
 			select {
 			case <-s.cons.Closed(): // the handler in flight, if any, has returned
-			case <-time.After(closeTimeout):
+			case <-wctx.Done():
 				errs = append(errs, errors.New("enrollment endings consumer did not stop in time"))
 			}
 		}

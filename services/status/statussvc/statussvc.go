@@ -16,6 +16,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/httpapi"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
@@ -42,6 +43,10 @@ type Config struct {
 	// burst of PollBurst); 0 means unlimited.
 	PollRate  float64
 	PollBurst int
+	// Commands bounds the commands each endpoint of the "mfa-status" micro service runs at once
+	// and each one's deadline (MFA_COMMAND_CONCURRENCY, MFA_COMMAND_TIMEOUT); zero fields take
+	// rpc's defaults.
+	Commands rpc.Limits
 	// Clock is the time source; nil means time.Now.
 	Clock func() time.Time
 }
@@ -52,6 +57,7 @@ type Service struct {
 	micro  micro.Service
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	cmds   rpc.Group // commands in flight
 	log    *slog.Logger
 }
 
@@ -92,7 +98,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		cancel: cancel,
 		log:    log,
 	}
-	s.micro, err = natsapi.Serve(runCtx, nc, domain, log)
+	cmdCtx := rpc.ContextWithOptions(runCtx, rpc.WithLimits(cfg.Commands), rpc.WithGroup(&s.cmds))
+	s.micro, err = natsapi.Serve(cmdCtx, nc, domain, log)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("status: %w", err)
@@ -137,10 +144,19 @@ func (s *Service) sweep(ctx context.Context, domain *enrollment.Service, every t
 // Routes registers the status HTTP routes on rt.
 func (s *Service) Routes(rt *httpx.Router) { s.api.Routes(rt) }
 
-// Close stops the micro service, the relay and the sweep and waits for them.
+// Close stops the micro service, cancels the commands in flight, stops the relay and the sweep
+// and waits for them all.
 func (s *Service) Close() error {
 	err := s.micro.Stop()
 	s.cancel()
+	wctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	if werr := s.cmds.Wait(wctx); werr != nil {
+		err = errors.Join(err, werr)
+	}
 	s.wg.Wait()
 	return err
 }
+
+// closeTimeout bounds the wait for commands in flight in Close (they see their context cancelled).
+const closeTimeout = 10 * time.Second
