@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/tests/harness"
 )
 
@@ -63,5 +64,26 @@ func TestImpossibleStatusIDs(t *testing.T) {
 	st.MustJSON(t, http.MethodDelete, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, nil)
 	if _, s := nextStatus(t, events); s.Status != "CANCELLED" {
 		t.Fatalf("live status after cancel %+v", s)
+	}
+}
+
+// TestSubTooLongForQR: on the dev stack, a token whose sub is 10 KB cannot be enrolled (its
+// otpauth URI cannot fit in a QR code): 400 bad_request and nothing stored, so no event. A
+// normal initiation afterwards works and is the only event in the stream.
+func TestSubTooLongForQR(t *testing.T) {
+	st := harness.Start(t, harness.Options{}, nil)
+	rec := st.RecordEvents(t)
+	// POST /dev/token caps sub at 256 characters; a real identity provider need not.
+	long, err := st.Stack.Token(strings.Repeat("u", 10_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := st.Do(t, http.MethodPost, "/verification-srv/v2/setup/initiate/totp", long, nil)
+	st.MustProblem(t, r, http.StatusBadRequest, "bad_request")
+
+	in := initiate(t, st, st.Token(t, "alice"), "?qr=none")
+	rec.WaitTypes(t, in.StatusID, events.EnrollmentInitiated)
+	if all := rec.All(); len(all) != 1 {
+		t.Fatalf("events %v, want only the normal initiation", all)
 	}
 }

@@ -93,6 +93,9 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, setup.ErrUnsupportedMethod) {
 		err = fault.New(fault.NotFound, "unsupported verification type; see /verification-srv/config/list")
 	}
+	if errors.Is(err, setup.ErrSubTooLong) {
+		err = fault.New(fault.BadRequest, "the user id (sub claim) is too long to fit in a QR code")
+	}
 	if err != nil {
 		httpx.WriteError(w, r, a.Log, err)
 		return

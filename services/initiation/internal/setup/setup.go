@@ -21,6 +21,19 @@ const MethodTOTP = "TOTP"
 // ErrUnsupportedMethod: the verification type is not offered.
 var ErrUnsupportedMethod = errors.New("unsupported verification type")
 
+// ErrSubTooLong: the otpauth URI for this user would not fit in a QR code, because of the
+// length of the user id (sub), which appears in it twice. Nothing has been stored.
+var ErrSubTooLong = errors.New("the user id (sub) is too long to fit in a QR code")
+
+// MaxURIBytes is the longest otpauth URI a QR code holds: version 40 at error correction level
+// M (what pkg/qr renders) in byte mode carries 2,331 bytes. The test holds pkg/qr to it.
+const MaxURIBytes = 2331
+
+// worstCredential is a stand-in as long as any credential the registry makes: a 64-byte
+// (SHA-512 sized) secret in base32, the longest algorithm name, 8 digits and a long period.
+// An URI built with it is at least as long as the real one.
+var worstCredential = Credential{Secret: strings.Repeat("A", 103), Algorithm: "SHA512", Digits: 10, Period: 99999}
+
 // QRFormat says how the QR code is delivered.
 type QRFormat string
 
@@ -111,9 +124,27 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat)
 		ClientID:   s.ClientID,
 		Sub:        sub,
 	}
+	// The URI must fit in a QR before anything is stored: a credential and an enrollment that
+	// nobody can scan would only linger until they expire.
+	if len(s.uri(in, worstCredential)) > MaxURIBytes {
+		if len(s.uri(Initiated{ExchangeID: in.ExchangeID}, worstCredential)) > MaxURIBytes {
+			return Initiated{}, errors.New("issuer, public URL and client id leave no room in the QR for a user id")
+		}
+		return Initiated{}, ErrSubTooLong
+	}
 	cred, err := s.Registry.CreatePending(ctx, in.StatusID, sub, in.ExpiresAt)
 	if err != nil {
 		return Initiated{}, fmt.Errorf("create credential: %w", err)
+	}
+	in.URI = s.uri(in, cred)
+	if len(in.URI) > MaxURIBytes {
+		// The registry made a longer credential than worstCredential: a bug, but nothing is
+		// recorded yet, so the secret can still be destroyed.
+		err := fmt.Errorf("otpauth URI of %d bytes does not fit in a QR", len(in.URI))
+		if derr := s.Registry.Discard(context.WithoutCancel(ctx), in.StatusID); derr != nil {
+			err = errors.Join(err, fmt.Errorf("discard pending credential: %w", derr))
+		}
+		return Initiated{}, err
 	}
 	// The status is recorded before we answer, so a poll right after initiation finds it.
 	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, sub, MethodTOTP, in.ExpiresAt); err != nil {
@@ -126,7 +157,6 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat)
 		return Initiated{}, fmt.Errorf("record enrollment: %w", err)
 	}
 	in.Secret = cred.Secret
-	in.URI = s.uri(in, cred)
 	switch qr {
 	case QRSVG:
 		in.QRCode, err = s.QR.SVG(in.URI)
