@@ -215,6 +215,13 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	rec.WaitTypes(t, in.StatusID, events.EnrollmentInitiated, events.EnrollmentScanned, events.EnrollmentEnrolled)
+	// A finished enrollment takes no more codes over the bridge (PROTOCOL.md: conflict), not
+	// even the right one, and names no device.
+	for _, c := range []string{code, "000000"} {
+		if again, err := phone.Enroll(ctx, in.ExchangeID.ExchangeID, c); bridgeCode(err) != "conflict" || again.PHID != "" {
+			t.Fatalf("enroll frame on an ENROLLED enrollment with %q = %+v, %v; want a conflict error frame", c, again, err)
+		}
+	}
 	reg := rec.WaitTypes(t, ack.PHID, events.DeviceRegistered)
 	if !bytes.Contains(reg[0].Raw, []byte(`"friendly_name":"Alice's phone"`)) {
 		t.Errorf("device.registered lacks the name given at scan: %s", reg[0].Raw)
@@ -244,10 +251,10 @@ func TestTypedCodeAndFailures(t *testing.T) {
 		if r.Status != http.StatusOK || !bytes.Contains(r.Body, []byte(`"status":"ENROLLED"`)) {
 			t.Fatalf("enroll: %d %s", r.Status, r.Body)
 		}
-		// Repeating the same request is harmless: same answer, no second device.
-		if again := enroll(in, code); again.Status != http.StatusOK || !bytes.Contains(again.Body, []byte(`"status":"ENROLLED"`)) {
-			t.Fatalf("repeat enroll: %d %s", again.Status, again.Body)
-		}
+		// A finished enrollment takes no more codes, neither the right one nor any other
+		// (a client that lost the answer polls the status instead).
+		st.MustProblem(t, enroll(in, code), http.StatusConflict, "conflict")
+		st.MustProblem(t, enroll(in, "000000"), http.StatusConflict, "conflict")
 		rec.WaitTypes(t, in.StatusID, events.EnrollmentInitiated, events.EnrollmentEnrolled)
 	})
 	t.Run("FiveWrongCodesFail", func(t *testing.T) {

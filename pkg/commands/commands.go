@@ -29,7 +29,11 @@ const (
 	RegistryGroup = "mfa.registry.v1"
 	// RegistryCreateCredential creates a pending TOTP credential and returns its secret, once.
 	RegistryCreateCredential = RegistryGroup + ".credentials.create"
-	// RegistryActivateCredential checks a code against a pending credential and activates it.
+	// RegistryVerifyCredential checks a code against a pending credential and claims it for a
+	// device, registering nothing yet.
+	RegistryVerifyCredential = RegistryGroup + ".credentials.verify"
+	// RegistryActivateCredential registers the device of a verified claim, once the enrollment
+	// is ENROLLED (the status service commits first, so a lost race leaves no device).
 	RegistryActivateCredential = RegistryGroup + ".credentials.activate"
 	// RegistryDiscardCredential destroys a pending credential whose enrollment ended without it.
 	RegistryDiscardCredential = RegistryGroup + ".credentials.discard"
@@ -58,16 +62,25 @@ type CreateCredentialReply struct {
 	Period    int    `json:"period"`
 }
 
-// ActivateCredentialRequest proves possession of a pending credential with a code.
-type ActivateCredentialRequest struct {
+// VerifyCredentialRequest proves possession of a pending credential with a code.
+type VerifyCredentialRequest struct {
 	StatusID string `json:"status_id"`
 	Sub      string `json:"sub"`
 	Code     string `json:"code"`
 	Device   Device `json:"device"`
 }
 
-// ActivateCredentialReply names the registered device.
-type ActivateCredentialReply struct {
+// ActivateCredentialRequest registers the device that a verify claimed: PHID and DeviceID are
+// those of the CredentialClaim the verify returned.
+type ActivateCredentialRequest struct {
+	StatusID string `json:"status_id"`
+	Sub      string `json:"sub"`
+	PHID     string `json:"ph_id"`
+	DeviceID string `json:"device_id"`
+}
+
+// CredentialClaim names the device of a verified (and later activated) credential.
+type CredentialClaim struct {
 	PHID     string `json:"ph_id"`
 	DeviceID string `json:"device_id"`
 }

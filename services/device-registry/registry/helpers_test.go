@@ -149,19 +149,27 @@ func (e *env) create(t *testing.T, statusID, sub string) string {
 	return reply.Secret
 }
 
-func (e *env) activate(t *testing.T, req commands.ActivateCredentialRequest) (commands.ActivateCredentialReply, error) {
+// activate enrolls as the status service does: verify the code (claiming the pending
+// credential), then register the claimed device.
+func (e *env) activate(t *testing.T, req commands.VerifyCredentialRequest) (commands.CredentialClaim, error) {
 	t.Helper()
-	var reply commands.ActivateCredentialReply
-	err := rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, req, &reply)
+	var claim commands.CredentialClaim
+	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, req, &claim); err != nil {
+		return claim, err
+	}
+	var reply commands.CredentialClaim
+	err := rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, commands.ActivateCredentialRequest{
+		StatusID: req.StatusID, Sub: req.Sub, PHID: claim.PHID, DeviceID: claim.DeviceID,
+	}, &reply)
 	return reply, err
 }
 
 // enroll creates and activates a credential for sub and returns the reply and the secret.
-func (e *env) enroll(t *testing.T, sub string, dev commands.Device) (commands.ActivateCredentialReply, string) {
+func (e *env) enroll(t *testing.T, sub string, dev commands.Device) (commands.CredentialClaim, string) {
 	t.Helper()
 	statusID := uuid.NewString()
 	secret := e.create(t, statusID, sub)
-	reply, err := e.activate(t, commands.ActivateCredentialRequest{
+	reply, err := e.activate(t, commands.VerifyCredentialRequest{
 		StatusID: statusID, Sub: sub, Code: code(t, secret, e.clock.Now()), Device: dev,
 	})
 	if err != nil {
@@ -320,17 +328,23 @@ func (e *env) eventsAbout(t *testing.T, typ events.Type, phid string, n int) []s
 // publishEnding publishes an enrollment event as the status service does.
 func (e *env) publishEnding(t *testing.T, typ events.Type, statusID, sub string) *jetstream.PubAck {
 	t.Helper()
-	env, err := events.New(uuid.NewString(), events.SourceStatus, typ, statusID, e.clock.Now(), events.Enrollment{
+	return e.publishEnrollmentEvent(t, typ, events.Enrollment{
 		StatusID: statusID, Sub: sub, Method: "TOTP", Status: "EXPIRED", PreviousStatus: "INITIATED",
 	})
+}
+
+// publishEnrollmentEvent publishes an enrollment event with data as the status service does.
+func (e *env) publishEnrollmentEvent(t *testing.T, typ events.Type, data events.Enrollment) *jetstream.PubAck {
+	t.Helper()
+	env, err := events.New(uuid.NewString(), events.SourceStatus, typ, data.StatusID, e.clock.Now(), data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := json.Marshal(env)
+	raw, err := json.Marshal(env)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ack, err := e.js.Publish(ctxT(t), typ.Subject(), data, jetstream.WithMsgID(env.ID))
+	ack, err := e.js.Publish(ctxT(t), typ.Subject(), raw, jetstream.WithMsgID(env.ID))
 	if err != nil {
 		t.Fatalf("publish %s: %v", typ, err)
 	}

@@ -47,7 +47,7 @@ func TestMicroService(t *testing.T) {
 		subjects = append(subjects, ep.Subject)
 	}
 	slices.Sort(subjects)
-	want := []string{commands.RegistryActivateCredential, commands.RegistryCreateCredential, commands.RegistryDiscardCredential}
+	want := []string{commands.RegistryActivateCredential, commands.RegistryCreateCredential, commands.RegistryDiscardCredential, commands.RegistryVerifyCredential}
 	if !slices.Equal(subjects, want) {
 		t.Fatalf("endpoint subjects = %v, want %v", subjects, want)
 	}
@@ -78,7 +78,7 @@ func TestCreatePending(t *testing.T) {
 			commands.CreateCredentialRequest{StatusID: statusID, Sub: "alice"}, nil)
 		assertCode(t, err, fault.Conflict)
 		// The first secret still activates: the refused create replaced nothing.
-		if _, err := e.activate(t, commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, first, e.clock.Now())}); err != nil {
+		if _, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, first, e.clock.Now())}); err != nil {
 			t.Fatalf("activate first secret: %v", err)
 		}
 	})
@@ -111,7 +111,7 @@ func TestActivate(t *testing.T) {
 		statusID := uuid.NewString()
 		secret := e.create(t, statusID, "alice")
 		now := e.clock.Now()
-		reply, err := e.activate(t, commands.ActivateCredentialRequest{
+		reply, err := e.activate(t, commands.VerifyCredentialRequest{
 			StatusID: statusID, Sub: "alice", Code: code(t, secret, now),
 			Device: commands.Device{DeviceID: "pixel-8-1234", Name: "Pixel 8", Platform: "android"},
 		})
@@ -139,7 +139,7 @@ func TestActivate(t *testing.T) {
 		statusID := uuid.NewString()
 		secret := e.create(t, statusID, "alice")
 		prev := e.clock.Now().Add(-30 * time.Second)
-		if _, err := e.activate(t, commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, prev)}); err != nil {
+		if _, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, prev)}); err != nil {
 			t.Fatalf("code of the previous step (skew 1): %v", err)
 		}
 		if got, want := e.credential(t, statusID).LastStep, totp.Step(prev, totp.Default); got != want {
@@ -181,7 +181,7 @@ func TestActivate(t *testing.T) {
 					continue // a coincidence of digits, one in a hundred thousand
 				}
 			}
-			_, err := e.activate(t, commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", Code: c})
+			_, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: c})
 			if fault.CodeOf(err) != fault.InvalidCode {
 				t.Errorf("%s code: %v, want invalid_code", name, err)
 			}
@@ -191,7 +191,7 @@ func TestActivate(t *testing.T) {
 			t.Fatalf("a wrong code changed the credential: %+v", after)
 		}
 		// The right code still works afterwards.
-		if _, err := e.activate(t, commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, now)}); err != nil {
+		if _, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, now)}); err != nil {
 			t.Fatalf("right code after wrong ones: %v", err)
 		}
 	})
@@ -201,9 +201,9 @@ func TestActivate(t *testing.T) {
 		statusID := uuid.NewString()
 		secret := e.create(t, statusID, "alice")
 		right := code(t, secret, e.clock.Now())
-		_, err := e.activate(t, commands.ActivateCredentialRequest{StatusID: statusID, Sub: "mallory", Code: right})
+		_, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "mallory", Code: right})
 		assertCode(t, err, fault.NotFound)
-		_, err = e.activate(t, commands.ActivateCredentialRequest{StatusID: uuid.NewString(), Sub: "alice", Code: right})
+		_, err = e.activate(t, commands.VerifyCredentialRequest{StatusID: uuid.NewString(), Sub: "alice", Code: right})
 		assertCode(t, err, fault.NotFound)
 		if e.credential(t, statusID).Verified {
 			t.Fatal("another user activated alice's credential")
@@ -220,7 +220,7 @@ func TestActivate(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.clock.Advance(2 * time.Minute)
-		_, err = e.activate(t, commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, reply.Secret, e.clock.Now())})
+		_, err = e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, reply.Secret, e.clock.Now())})
 		assertCode(t, err, fault.Expired)
 	})
 
@@ -228,35 +228,56 @@ func TestActivate(t *testing.T) {
 		e := start(t)
 		statusID := uuid.NewString()
 		secret := e.create(t, statusID, "alice")
-		req := commands.ActivateCredentialRequest{
+		req := commands.VerifyCredentialRequest{
 			StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now()),
 			Device: commands.Device{DeviceID: "dev-1", Name: "Phone"},
 		}
-		first, err := e.activate(t, req)
-		if err != nil {
+		// A verify retried after a lost reply (same code, same device) claims the same device.
+		var claim, again commands.CredentialClaim
+		if err := rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, req, &claim); err != nil {
 			t.Fatal(err)
+		}
+		if err := rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, req, &again); err != nil || again != claim {
+			t.Fatalf("repeated verify = %+v, %v; want %+v", again, err, claim)
+		}
+		// Another device may not take over the claimed credential.
+		other := req
+		other.Device = commands.Device{DeviceID: "dev-2"}
+		assertCode(t, rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, other, nil), fault.Conflict)
+
+		activate := commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", PHID: claim.PHID, DeviceID: claim.DeviceID}
+		var first commands.CredentialClaim
+		if err := rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, activate, &first); err != nil || first != claim {
+			t.Fatalf("activate = %+v, %v; want %+v", first, err, claim)
 		}
 		natstest.Eventually(t, wait, e.relayed(t, first.PHID))
 		stored := e.credential(t, statusID)
 
-		// The same request again, e.g. after a lost reply: the same device, nothing written.
-		again, err := e.activate(t, req)
-		if err != nil || again != first {
+		// Activating again (the status service's call and the enrolled-event consumer both do):
+		// the same device, nothing written.
+		if err := rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, activate, &again); err != nil || again != first {
 			t.Fatalf("repeated activation = %+v, %v; want %+v", again, err, first)
-		}
-		// Without a device id, as a frontend retry sends it: also the same device.
-		req.Device = commands.Device{}
-		if again, err := e.activate(t, req); err != nil || again != first {
-			t.Fatalf("repeated activation without device = %+v, %v; want %+v", again, err, first)
 		}
 		if got := e.credential(t, statusID); got.Version != stored.Version || got.LastStep != stored.LastStep {
 			t.Fatalf("a repeated activation wrote: version %d→%d, last step %d→%d", stored.Version, got.Version, stored.LastStep, got.LastStep)
 		}
-		// Another device may not take over the credential.
-		req.Device = commands.Device{DeviceID: "dev-2"}
-		_, err = e.activate(t, req)
-		assertCode(t, err, fault.Conflict)
+		// A claim that verify did not give is refused.
+		forged := activate
+		forged.DeviceID = "dev-2"
+		assertCode(t, rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, forged, nil), fault.Conflict)
+		// Once activated, the enrollment is over: the code verifies nothing any more.
+		assertCode(t, rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, req, nil), fault.Conflict)
 		e.eventsAbout(t, events.DeviceRegistered, first.PHID, 1)
+	})
+
+	t.Run("ActivateWithoutVerifyIsRefused", func(t *testing.T) {
+		e := start(t)
+		statusID := uuid.NewString()
+		e.create(t, statusID, "alice")
+		cred := e.credential(t, statusID)
+		err := rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential,
+			commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", PHID: cred.PHID, DeviceID: "dev-1"}, nil)
+		assertCode(t, err, fault.Conflict)
 	})
 
 	t.Run("ConcurrentActivationsOneWins", func(t *testing.T) {
@@ -267,16 +288,16 @@ func TestActivate(t *testing.T) {
 		const n = 4
 		var wg sync.WaitGroup
 		results := make([]error, n)
-		replies := make([]commands.ActivateCredentialReply, n)
+		replies := make([]commands.CredentialClaim, n)
 		for i := range n {
 			wg.Go(func() {
-				replies[i], results[i] = e.activate(t, commands.ActivateCredentialRequest{
+				replies[i], results[i] = e.activate(t, commands.VerifyCredentialRequest{
 					StatusID: statusID, Sub: "alice", Code: right, Device: commands.Device{DeviceID: fmt.Sprintf("dev-%d", i)},
 				})
 			})
 		}
 		wg.Wait()
-		var ok []commands.ActivateCredentialReply
+		var ok []commands.CredentialClaim
 		for i, err := range results {
 			switch {
 			case err == nil:
@@ -297,7 +318,7 @@ func TestRegisteredEvent(t *testing.T) {
 	statusID := uuid.NewString()
 	secret := e.create(t, statusID, "alice")
 	right := code(t, secret, e.clock.Now())
-	reply, err := e.activate(t, commands.ActivateCredentialRequest{
+	reply, err := e.activate(t, commands.VerifyCredentialRequest{
 		StatusID: statusID, Sub: "alice", Code: right, Device: commands.Device{DeviceID: "dev-1", Name: "Phone", Platform: "ios"},
 	})
 	if err != nil {
@@ -356,7 +377,7 @@ func TestSecretSealedAtRest(t *testing.T) {
 		t.Fatalf("stored secret is not a sealed value: %s", raw)
 	}
 
-	reply, err := e.activate(t, commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now())})
+	reply, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +419,7 @@ func TestSealedSecretBoundToRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, err = e.activate(t, commands.ActivateCredentialRequest{StatusID: victim, Sub: "alice", Code: code(t, attackerSecret, e.clock.Now())})
+	_, err = e.activate(t, commands.VerifyCredentialRequest{StatusID: victim, Sub: "alice", Code: code(t, attackerSecret, e.clock.Now())})
 	if err == nil {
 		t.Fatal("a secret moved into another record opened there")
 	}
@@ -435,16 +456,46 @@ func TestEnrollmentEndings(t *testing.T) {
 				}
 				return nil
 			})
-			_, err := e.activate(t, commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now())})
+			_, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now())})
 			assertCode(t, err, fault.NotFound)
 		})
 	}
+
+	// The status service registers the device right after committing ENROLLED; when that call
+	// is lost, the enrolled event (written with the ENROLLED state) registers it instead.
+	t.Run("EnrolledEventRegistersClaimedDevice", func(t *testing.T) {
+		e := start(t)
+		statusID := uuid.NewString()
+		secret := e.create(t, statusID, "alice")
+		var claim commands.CredentialClaim
+		if err := rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, commands.VerifyCredentialRequest{
+			StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now()),
+			Device: commands.Device{DeviceID: "dev-1", Name: "Alice's phone"},
+		}, &claim); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.list(t, "alice"); len(got) != 0 {
+			t.Fatalf("a verified claim is listed before ENROLLED: %+v", got)
+		}
+		e.publishEnrollmentEvent(t, events.EnrollmentEnrolled, events.Enrollment{
+			StatusID: statusID, Sub: "alice", Method: "TOTP", Status: "ENROLLED", PreviousStatus: "SCANNED",
+			PHID: claim.PHID, DeviceID: claim.DeviceID,
+		})
+		natstest.Eventually(t, wait, func() error {
+			got := e.list(t, "alice")
+			if len(got) != 1 || got[0].PHID != claim.PHID || got[0].FriendlyName != "Alice's phone" {
+				return fmt.Errorf("devices = %+v", got)
+			}
+			return nil
+		})
+		e.eventsAbout(t, events.DeviceRegistered, claim.PHID, 1)
+	})
 
 	t.Run("VerifiedDeviceStays", func(t *testing.T) {
 		e := start(t)
 		statusID := uuid.NewString()
 		secret := e.create(t, statusID, "alice")
-		if _, err := e.activate(t, commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now())}); err != nil {
+		if _, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now())}); err != nil {
 			t.Fatal(err)
 		}
 		ack := e.publishEnding(t, events.EnrollmentExpired, statusID, "alice")
@@ -527,7 +578,7 @@ func TestDiscardCommand(t *testing.T) {
 
 	verified := uuid.NewString()
 	secret := e.create(t, verified, "alice")
-	if _, err := e.activate(t, commands.ActivateCredentialRequest{StatusID: verified, Sub: "alice", Code: code(t, secret, e.clock.Now())}); err != nil {
+	if _, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: verified, Sub: "alice", Code: code(t, secret, e.clock.Now())}); err != nil {
 		t.Fatal(err)
 	}
 	discard(verified)

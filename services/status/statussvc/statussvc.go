@@ -84,6 +84,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		Now:         cfg.Clock,
 		MaxAttempts: cfg.MaxAttempts,
 		Notify:      live,
+		OnActivateError: func(statusID string, err error) {
+			log.Warn("device registration after ENROLLED failed; the registry completes it from the event", "status_id", statusID, "err", err)
+		},
 	}
 	var limiter *ratelimit.Limiter
 	if cfg.PollRate > 0 {

@@ -84,22 +84,93 @@ func (s *Service) CreatePending(ctx context.Context, statusID, sub string, expir
 	return secret, c.Params, nil
 }
 
-// Activate proves possession of the pending credential of enrollment statusID with code and
-// turns it into a registered device of sub, emitting mfa.device.registered in the same write.
+// Claim names the device an enrollment will register if its code is accepted: the credential's
+// ph_id and the device id the registry will give it.
+type Claim struct {
+	PHID     string
+	DeviceID string
+}
+
+// VerifyPending proves possession of the pending credential of enrollment statusID with code,
+// without registering anything: the status service commits ENROLLED first and only then asks
+// for Activate, so a cancel or an expiry that wins the race leaves no device behind (the
+// pending credential is discarded when the enrollment's ending event arrives).
 //
-// The accepted time step is stored, so the enrollment code can never verify anything again.
-// A repeated activation is idempotent: once verified, a call naming the same device (or none)
-// returns the device unchanged without looking at the code, so a caller that lost the reply
-// can retry; a different device is ErrConflict. Someone else's credential is ErrNotFound.
-func (s *Service) Activate(ctx context.Context, statusID, sub, code string, dev NewDevice) (Credential, error) {
+// The accepted time step and the claiming device are recorded on the pending credential: the
+// code can never verify a sign-in later, and a second device cannot claim the same credential
+// (ErrConflict). The same device (or the frontend again) may verify the same code once more,
+// so a retry after a lost answer works. A verified credential is ErrConflict: its enrollment
+// is over. Someone else's credential is ErrNotFound.
+func (s *Service) VerifyPending(ctx context.Context, statusID, sub, code string, dev NewDevice) (Claim, error) {
 	if !validID(statusID) || sub == "" {
-		return Credential{}, ErrNotFound
+		return Claim{}, ErrNotFound
 	}
 	deviceID := strings.TrimSpace(dev.DeviceID)
 	if deviceID != "" && !validDeviceID(deviceID) {
-		return Credential{}, invalid("device_id must be 1 to 128 printable characters")
+		return Claim{}, invalid("device_id must be 1 to 128 printable characters")
 	}
 	code = normaliseCode(code)
+	for range maxAttempts {
+		c, err := s.store.GetByStatusID(ctx, statusID)
+		if err != nil {
+			return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
+		}
+		if c.Sub != sub {
+			return Claim{}, fmt.Errorf("verify %s: %w", statusID, ErrNotFound)
+		}
+		if c.Verified {
+			return Claim{}, fmt.Errorf("verify %s: already activated: %w", statusID, ErrConflict)
+		}
+		if c.DeviceID != "" && deviceID != "" && deviceID != c.DeviceID {
+			return Claim{}, fmt.Errorf("verify %s: claimed by another device: %w", statusID, ErrConflict)
+		}
+		now := s.clock.Now().UTC()
+		if !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt) {
+			return Claim{}, fmt.Errorf("verify %s: %w", statusID, ErrExpired)
+		}
+		// A pending credential accepts its own last step again (a retry of the same code);
+		// once activated, every later check refuses it.
+		step, err := s.check(c, code, now, max(c.LastStep-1, 0))
+		if err != nil {
+			return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
+		}
+		if c.DeviceID == "" {
+			c.DeviceID = deviceID
+			if c.DeviceID == "" {
+				if c.DeviceID, err = randomDeviceID(); err != nil {
+					return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
+				}
+			}
+		}
+		if n := sanitise(dev.Name); n != "" {
+			c.FriendlyName = n
+		}
+		if p := sanitise(dev.Platform); p != "" {
+			c.Platform = p
+		}
+		c.LastStep = max(c.LastStep, step)
+		updated, err := s.store.Update(ctx, c)
+		if errors.Is(err, ErrStale) {
+			continue // a concurrent verify or a discard: look again
+		}
+		if err != nil {
+			return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
+		}
+		return Claim{PHID: updated.PHID, DeviceID: updated.DeviceID}, nil
+	}
+	return Claim{}, fmt.Errorf("verify %s: %w", statusID, ErrStale)
+}
+
+// Activate turns the verified-but-pending credential of enrollment statusID into a registered
+// device of sub and emits mfa.device.registered in the same write. It is called once the
+// enrollment is ENROLLED (by the status service, and again by the consumer of enrolled events
+// should that call have been lost), so it checks no code and no expiry: the enrollment's
+// outcome is already decided. claim must be what VerifyPending returned, or ErrConflict. A
+// repeated activation returns the device unchanged.
+func (s *Service) Activate(ctx context.Context, statusID, sub string, claim Claim) (Credential, error) {
+	if !validID(statusID) || sub == "" {
+		return Credential{}, ErrNotFound
+	}
 	for range maxAttempts {
 		c, err := s.store.GetByStatusID(ctx, statusID)
 		if err != nil {
@@ -108,35 +179,18 @@ func (s *Service) Activate(ctx context.Context, statusID, sub, code string, dev 
 		if c.Sub != sub {
 			return Credential{}, fmt.Errorf("activate %s: %w", statusID, ErrNotFound)
 		}
+		if c.PHID != claim.PHID || c.DeviceID == "" || c.DeviceID != claim.DeviceID || c.LastStep == 0 {
+			return Credential{}, fmt.Errorf("activate %s: no matching verified claim: %w", statusID, ErrConflict)
+		}
 		if c.Verified {
-			if deviceID == "" || deviceID == c.DeviceID {
-				return public(c), nil
-			}
-			return Credential{}, fmt.Errorf("activate %s: already activated by another device: %w", statusID, ErrConflict)
+			return public(c), nil
 		}
 		now := s.clock.Now().UTC()
-		if !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt) {
-			return Credential{}, fmt.Errorf("activate %s: %w", statusID, ErrExpired)
-		}
-		step, err := s.check(c, code, now)
-		if err != nil {
-			return Credential{}, fmt.Errorf("activate %s: %w", statusID, err)
-		}
-
 		c.Verified = true
-		c.LastStep = step
 		c.VerifiedAt = now
-		c.DeviceID = deviceID
-		if c.DeviceID == "" {
-			if c.DeviceID, err = randomDeviceID(); err != nil {
-				return Credential{}, fmt.Errorf("activate %s: %w", statusID, err)
-			}
-		}
-		c.FriendlyName = sanitise(dev.Name)
 		if c.FriendlyName == "" {
 			c.FriendlyName = DefaultName
 		}
-		c.Platform = sanitise(dev.Platform)
 		msg, err := deviceEvent(events.DeviceRegistered, c.PHID+"/"+string(events.DeviceRegistered), c, now)
 		if err != nil {
 			return Credential{}, fmt.Errorf("activate %s: %w", statusID, err)
@@ -153,15 +207,15 @@ func (s *Service) Activate(ctx context.Context, statusID, sub, code string, dev 
 	return Credential{}, fmt.Errorf("activate %s: %w", statusID, ErrStale)
 }
 
-// check opens c's secret and checks code at now, refusing any step already used. The secret
+// check opens c's secret and checks code at now, refusing any step at or below lastStep. The secret
 // lives only inside this function.
-func (s *Service) check(c Credential, code string, now time.Time) (int64, error) {
+func (s *Service) check(c Credential, code string, now time.Time, lastStep int64) (int64, error) {
 	secret, err := s.sealer.Open(c.SealedSecret, []byte(c.PHID))
 	if err != nil {
 		return 0, fmt.Errorf("open secret of %s: %w", c.PHID, err)
 	}
 	defer clear(secret)
-	step, ok, err := totp.Check(string(secret), code, now, c.Params, codeSkew, c.LastStep)
+	step, ok, err := totp.Check(string(secret), code, now, c.Params, codeSkew, lastStep)
 	if err != nil {
 		return 0, fmt.Errorf("check code of %s: %w", c.PHID, err)
 	}

@@ -3,11 +3,13 @@ package natsapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -22,9 +24,12 @@ const discardTimeout = 10 * time.Second
 // retryDelay is how long a message whose discard failed waits before it is delivered again.
 const retryDelay = 2 * time.Second
 
-// Discarder is what the enrollment-endings consumer needs of the domain.
+// Discarder is what the enrollment-outcomes consumer needs of the domain: discard the pending
+// credential of an enrollment that ended without a device, and register the device of one
+// that ended ENROLLED.
 type Discarder interface {
 	DiscardPending(ctx context.Context, statusID string) error
+	Activate(ctx context.Context, statusID, sub string, claim device.Claim) (device.Credential, error)
 }
 
 // ConsumerConfig is the durable consumer of enrollment endings. It starts at the beginning of
@@ -33,8 +38,9 @@ type Discarder interface {
 func ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:     ConsumerName,
-		Description: "device registry: discard pending credentials of enrollments that ended without a device",
+		Description: "device registry: register the device of every ENROLLED enrollment, discard the pending credential of every other ending",
 		FilterSubjects: []string{
+			events.EnrollmentEnrolled.Subject(),
 			events.EnrollmentExpired.Subject(),
 			events.EnrollmentCancelled.Subject(),
 			events.EnrollmentFailed.Subject(),
@@ -47,7 +53,10 @@ func ConsumerConfig() jetstream.ConsumerConfig {
 
 // ConsumeEnrollmentEndings creates (or updates) the durable consumer on the events stream and
 // starts consuming: every expired, cancelled or failed enrollment has its pending credential
-// discarded, so no secret outlives its enrollment. Stop the returned ConsumeContext to end it.
+// discarded, so no secret outlives its enrollment; every enrolled one has its device registered
+// (the status service asks for that at once; this is the path that makes it certain when that
+// call was lost, because the ENROLLED write and its event are one). Stop the returned
+// ConsumeContext to end it.
 func ConsumeEnrollmentEndings(ctx context.Context, js jetstream.JetStream, d Discarder, log *slog.Logger) (jetstream.ConsumeContext, error) {
 	cons, err := js.CreateOrUpdateConsumer(ctx, events.Stream, ConsumerConfig())
 	if err != nil {
@@ -70,7 +79,7 @@ type endingHandler struct {
 }
 
 func (h endingHandler) handle(msg jetstream.Msg) {
-	statusID, err := endingStatusID(msg.Data())
+	ev, err := decodeEnding(msg.Data())
 	if err != nil {
 		// Redelivering cannot make it decodable; terminate so it does not block the consumer.
 		h.log.Error("enrollment ending: undecodable event, terminated", "subject", msg.Subject(), "err", err)
@@ -79,34 +88,52 @@ func (h endingHandler) handle(msg jetstream.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, discardTimeout)
 	defer cancel()
-	if err := h.d.DiscardPending(ctx, statusID); err != nil {
-		h.log.Warn("enrollment ending: discard failed, will retry", "status_id", statusID, "err", err)
+	if ev.typ == events.EnrollmentEnrolled {
+		_, err = h.d.Activate(ctx, ev.statusID, ev.sub, device.Claim{PHID: ev.phID, DeviceID: ev.deviceID})
+		switch {
+		case errors.Is(err, device.ErrNotFound):
+			err = nil // removed by its user since: nothing to register
+		case errors.Is(err, device.ErrConflict):
+			h.log.Warn("enrolled enrollment without a matching claim, terminated", "status_id", ev.statusID)
+			_ = msg.Term()
+			return
+		}
+	} else {
+		err = h.d.DiscardPending(ctx, ev.statusID)
+	}
+	if err != nil {
+		h.log.Warn("enrollment ending: handling failed, will retry", "status_id", ev.statusID, "type", ev.typ, "err", err)
 		_ = msg.NakWithDelay(retryDelay)
 		return
 	}
 	if err := msg.Ack(); err != nil {
-		h.log.Warn("enrollment ending: ack failed", "status_id", statusID, "err", err)
+		h.log.Warn("enrollment ending: ack failed", "status_id", ev.statusID, "err", err)
 	}
 }
 
-// endingStatusID reads the enrollment's status id from a CloudEvent: the status_id of the data,
-// or else the event's subject, which for enrollment events is the same id.
-func endingStatusID(raw []byte) (string, error) {
+// ending is what the consumer reads of an enrollment event.
+type ending struct {
+	typ                           events.Type
+	statusID, sub, phID, deviceID string
+}
+
+func decodeEnding(raw []byte) (ending, error) {
 	var env events.Envelope
 	if err := json.Unmarshal(raw, &env); err != nil {
-		return "", fmt.Errorf("decode envelope: %w", err)
+		return ending{}, fmt.Errorf("decode envelope: %w", err)
 	}
 	var data events.Enrollment
 	if len(env.Data) > 0 {
 		if err := json.Unmarshal(env.Data, &data); err != nil {
-			return "", fmt.Errorf("decode %s data: %w", env.Type, err)
+			return ending{}, fmt.Errorf("decode %s data: %w", env.Type, err)
 		}
 	}
-	switch {
-	case data.StatusID != "":
-		return data.StatusID, nil
-	case env.Subject != "":
-		return env.Subject, nil
+	ev := ending{typ: events.Type(env.Type), statusID: data.StatusID, sub: data.Sub, phID: data.PHID, deviceID: data.DeviceID}
+	if ev.statusID == "" {
+		ev.statusID = env.Subject
 	}
-	return "", fmt.Errorf("%s event without a status id", env.Type)
+	if ev.statusID == "" {
+		return ending{}, fmt.Errorf("%s event without a status id", env.Type)
+	}
+	return ev, nil
 }

@@ -29,7 +29,8 @@ const Version = "0.1.0"
 // Registry is what the NATS adapter needs of the domain.
 type Registry interface {
 	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (string, totp.Params, error)
-	Activate(ctx context.Context, statusID, sub, code string, dev device.NewDevice) (device.Credential, error)
+	VerifyPending(ctx context.Context, statusID, sub, code string, dev device.NewDevice) (device.Claim, error)
+	Activate(ctx context.Context, statusID, sub string, claim device.Claim) (device.Credential, error)
 	DiscardPending(ctx context.Context, statusID string) error
 }
 
@@ -53,6 +54,7 @@ func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Lo
 		handler       micro.Handler
 	}{
 		{"credentials-create", commands.RegistryCreateCredential, rpc.Endpoint(ctx, log, h.create)},
+		{"credentials-verify", commands.RegistryVerifyCredential, rpc.Endpoint(ctx, log, h.verify)},
 		{"credentials-activate", commands.RegistryActivateCredential, rpc.Endpoint(ctx, log, h.activate)},
 		{"credentials-discard", commands.RegistryDiscardCredential, rpc.Endpoint(ctx, log, h.discard)},
 	}
@@ -84,16 +86,24 @@ func (h handlers) create(ctx context.Context, req commands.CreateCredentialReque
 	return commands.CreateCredentialReply{Secret: secret, Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period}, nil
 }
 
-func (h handlers) activate(ctx context.Context, req commands.ActivateCredentialRequest) (commands.ActivateCredentialReply, error) {
-	c, err := h.reg.Activate(ctx, req.StatusID, req.Sub, req.Code, device.NewDevice{
+func (h handlers) verify(ctx context.Context, req commands.VerifyCredentialRequest) (commands.CredentialClaim, error) {
+	cl, err := h.reg.VerifyPending(ctx, req.StatusID, req.Sub, req.Code, device.NewDevice{
 		DeviceID: req.Device.DeviceID,
 		Name:     req.Device.Name,
 		Platform: req.Device.Platform,
 	})
 	if err != nil {
-		return commands.ActivateCredentialReply{}, toFault(err)
+		return commands.CredentialClaim{}, toFault(err)
 	}
-	return commands.ActivateCredentialReply{PHID: c.PHID, DeviceID: c.DeviceID}, nil
+	return commands.CredentialClaim{PHID: cl.PHID, DeviceID: cl.DeviceID}, nil
+}
+
+func (h handlers) activate(ctx context.Context, req commands.ActivateCredentialRequest) (commands.CredentialClaim, error) {
+	c, err := h.reg.Activate(ctx, req.StatusID, req.Sub, device.Claim{PHID: req.PHID, DeviceID: req.DeviceID})
+	if err != nil {
+		return commands.CredentialClaim{}, toFault(err)
+	}
+	return commands.CredentialClaim{PHID: c.PHID, DeviceID: c.DeviceID}, nil
 }
 
 // discardReply is the empty object the discard command answers with.

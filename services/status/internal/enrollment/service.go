@@ -29,10 +29,24 @@ type Store interface {
 }
 
 // Registry is the device registry as the state machine needs it.
+//
+// Enrolling is two steps so that the status store owns the outcome: Verify checks the code and
+// claims the pending credential without registering anything; the ENROLLED write commits (or
+// loses to a cancel or an expiry, and then no device ever exists); Activate registers the
+// claimed device. The registry also activates on the mfa.enrollment.enrolled event, so a lost
+// Activate call is completed from the event that the ENROLLED write carries.
 type Registry interface {
-	// Activate proves possession of the enrollment's pending credential with code and
-	// registers the device. A wrong code is ErrInvalidCode.
-	Activate(ctx context.Context, statusID, sub, code string, dev Device) (phID, deviceID string, err error)
+	// Verify proves possession of the enrollment's pending credential with code and returns the
+	// device it would register. A wrong code is ErrInvalidCode.
+	Verify(ctx context.Context, statusID, sub, code string, dev Device) (Claim, error)
+	// Activate registers the claimed device of an ENROLLED enrollment.
+	Activate(ctx context.Context, statusID, sub string, claim Claim) error
+}
+
+// Claim names the device an accepted code will register.
+type Claim struct {
+	PHID     string
+	DeviceID string
 }
 
 // Notifier announces a written change to live subscribers. It is best effort: subscribers
@@ -62,6 +76,9 @@ type Service struct {
 	MaxAttempts int
 	// Notify, when set, hears of every written change.
 	Notify Notifier
+	// OnActivateError, when set, hears of a device registration that failed after ENROLLED
+	// was committed (the registry completes it from the event; this is for logs).
+	OnActivateError func(statusID string, err error)
 }
 
 func (s *Service) changed(e Enrollment) {
@@ -181,8 +198,9 @@ type EnrollInput struct {
 }
 
 // Enroll completes an enrollment with a code: INITIATED|SCANNED → ENROLLED. A wrong code counts
-// an attempt; the MaxAttempts-th makes the enrollment FAILED. Enrolling an ENROLLED enrollment
-// again answers it unchanged, so a retry after a lost answer is safe.
+// an attempt; the MaxAttempts-th makes the enrollment FAILED. An enrollment that is already
+// ENROLLED (or otherwise finished) is ErrConflict, whatever the code: a client that lost the
+// answer reads the status instead.
 func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error) {
 	if in.ExchangeID == "" {
 		return Enrollment{}, fmt.Errorf("%w: exchange_id is required", ErrBadRequest)
@@ -199,10 +217,11 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	if in.Sub != "" && e.Sub != in.Sub {
 		return Enrollment{}, ErrNotFound
 	}
-	// Settle expiry and terminal states before asking the registry.
+	// Settle expiry and terminal states before asking the registry. A finished enrollment
+	// takes no more codes: answering success would accept any code from any device.
 	e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
 		switch e.State {
-		case Initiated, Scanned, Enrolled:
+		case Initiated, Scanned:
 			return e, nil, nil
 		case Expired:
 			return e, nil, ErrExpired
@@ -210,7 +229,7 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 			return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
 		}
 	})
-	if err != nil || e.State == Enrolled {
+	if err != nil {
 		return e, err
 	}
 	dev := in.Device
@@ -223,24 +242,37 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	if dev.Platform == "" {
 		dev.Platform = e.Device.Platform
 	}
-	phID, deviceID, err := s.Registry.Activate(ctx, e.ID, e.Sub, in.Code, dev)
+	claim, err := s.Registry.Verify(ctx, e.ID, e.Sub, in.Code, dev)
 	if errors.Is(err, ErrInvalidCode) {
 		return s.countFailure(ctx, e, in.Channel)
 	}
 	if err != nil {
 		return Enrollment{}, err
 	}
-	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+	// The outcome is decided here, by compare-and-set against cancels and expiry.
+	e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
 		switch {
-		case e.State == Enrolled && e.PHID == phID:
-			return e, nil, nil
+		case e.State == Enrolled && e.PHID == claim.PHID && e.DeviceID == claim.DeviceID:
+			return e, nil, nil // a concurrent request with the same claim won
+		case e.State == Expired:
+			return e, nil, ErrExpired
 		case e.State.Terminal():
 			return e, nil, fmt.Errorf("%w: enrollment became %s", ErrConflict, e.State)
 		}
-		e.State, e.PHID, e.DeviceID = Enrolled, phID, deviceID
-		e.Device.DeviceID, e.Device.Name, e.Device.Platform = deviceID, dev.Name, dev.Platform
+		e.State, e.PHID, e.DeviceID = Enrolled, claim.PHID, claim.DeviceID
+		e.Device.DeviceID, e.Device.Name, e.Device.Platform = claim.DeviceID, dev.Name, dev.Platform
 		return e, &change{channel: in.Channel}, nil
 	})
+	if err != nil {
+		return e, err
+	}
+	// Registering now lets the device list show the device as soon as the caller sees
+	// ENROLLED. Should it fail, the registry registers it from the enrolled event instead;
+	// the enrollment's answer stands either way.
+	if aerr := s.Registry.Activate(ctx, e.ID, e.Sub, claim); aerr != nil && s.OnActivateError != nil {
+		s.OnActivateError(e.ID, aerr)
+	}
+	return e, nil
 }
 
 func (s *Service) countFailure(ctx context.Context, e Enrollment, channel string) (Enrollment, error) {

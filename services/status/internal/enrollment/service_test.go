@@ -30,24 +30,45 @@ type codeRegistry struct {
 	now    func() time.Time
 	mu     sync.Mutex
 	calls  int
+	// afterVerify, when set, runs after a code was accepted and before Verify returns: the
+	// window in which a cancel or an expiry races the enrollment.
+	afterVerify func(ctx context.Context)
+	activated   []enrollment.Claim
 }
 
-func (r *codeRegistry) Activate(_ context.Context, statusID, _, code string, dev enrollment.Device) (string, string, error) {
+func (r *codeRegistry) Verify(ctx context.Context, statusID, _, code string, dev enrollment.Device) (enrollment.Claim, error) {
 	r.mu.Lock()
 	r.calls++
+	hook := r.afterVerify
 	r.mu.Unlock()
 	_, ok, err := totp.Check(r.secret, code, r.now(), totp.Default, 1, 0)
 	if err != nil {
-		return "", "", err
+		return enrollment.Claim{}, err
 	}
 	if !ok {
-		return "", "", enrollment.ErrInvalidCode
+		return enrollment.Claim{}, enrollment.ErrInvalidCode
 	}
 	id := dev.DeviceID
 	if id == "" {
 		id = "generated"
 	}
-	return "ph-" + statusID, id, nil
+	if hook != nil {
+		hook(ctx)
+	}
+	return enrollment.Claim{PHID: "ph-" + statusID, DeviceID: id}, nil
+}
+
+func (r *codeRegistry) Activate(_ context.Context, statusID, _ string, claim enrollment.Claim) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.activated = append(r.activated, claim)
+	return nil
+}
+
+func (r *codeRegistry) activations() []enrollment.Claim {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]enrollment.Claim(nil), r.activated...)
 }
 
 type fixture struct {
@@ -177,10 +198,15 @@ func TestScanThenEnroll(t *testing.T) {
 	if enrolled.State != enrollment.Enrolled || enrolled.PHID != "ph-"+e.ID || enrolled.DeviceID != "phone-1" {
 		t.Fatalf("enrolled = %+v", enrolled)
 	}
-	t.Run("RepeatEnrollIsIdempotent", func(t *testing.T) {
-		again, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t)})
-		if err != nil || again.State != enrollment.Enrolled || again.PHID != enrolled.PHID {
-			t.Fatalf("repeat enroll = %+v, %v", again, err)
+	if got := f.reg.activations(); len(got) != 1 || got[0].PHID != enrolled.PHID || got[0].DeviceID != "phone-1" {
+		t.Fatalf("activations = %+v, want the enrolled device once", got)
+	}
+	t.Run("EnrolledTakesNoMoreCodes", func(t *testing.T) {
+		for _, c := range []string{f.code(t), "000000"} {
+			again, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: c, Device: enrollment.Device{DeviceID: "phone-9"}})
+			if !errors.Is(err, enrollment.ErrConflict) || again.PHID != enrolled.PHID {
+				t.Fatalf("enroll of an ENROLLED enrollment with %q = %+v, %v; want conflict", c, again, err)
+			}
 		}
 	})
 	t.Run("TerminalNeverChanges", func(t *testing.T) {
@@ -325,4 +351,47 @@ func TestConcurrentTransitionsSettleOnce(t *testing.T) {
 			t.Fatalf("final state %s", final.State)
 		}
 	}
+}
+
+// TestCancelOrExpiryInsideVerifyLeavesNoDevice forces the race the two-step enrollment exists
+// for: the registry accepts the code, and before the ENROLLED write a cancel (or the expiry
+// time) wins. The enrollment must end CANCELLED/EXPIRED, the caller must be told, and no device
+// may be activated.
+func TestCancelOrExpiryInsideVerifyLeavesNoDevice(t *testing.T) {
+	ctx := context.Background()
+	t.Run("Cancel", func(t *testing.T) {
+		f := newFixture(t)
+		e := f.create(t, "alice")
+		f.reg.afterVerify = func(ctx context.Context) {
+			if _, err := f.svc.Cancel(ctx, e.ID, "alice"); err != nil {
+				t.Errorf("cancel inside verify: %v", err)
+			}
+		}
+		_, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t)})
+		if !errors.Is(err, enrollment.ErrConflict) {
+			t.Fatalf("enroll that lost to a cancel: %v, want conflict", err)
+		}
+		if got, _ := f.svc.Get(ctx, e.ID, "alice"); got.State != enrollment.Cancelled || got.PHID != "" {
+			t.Fatalf("final = %+v, want CANCELLED without a device", got)
+		}
+		if got := f.reg.activations(); len(got) != 0 {
+			t.Fatalf("activated %+v behind a cancelled enrollment", got)
+		}
+	})
+	t.Run("Expiry", func(t *testing.T) {
+		f := newFixture(t)
+		e := f.create(t, "alice")
+		code := f.code(t)
+		f.reg.afterVerify = func(context.Context) { f.clock.Advance(10 * time.Minute) }
+		_, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: code})
+		if !errors.Is(err, enrollment.ErrExpired) {
+			t.Fatalf("enroll that lost to expiry: %v, want expired", err)
+		}
+		if got, _ := f.svc.Get(ctx, e.ID, "alice"); got.State != enrollment.Expired {
+			t.Fatalf("final = %+v, want EXPIRED", got)
+		}
+		if got := f.reg.activations(); len(got) != 0 {
+			t.Fatalf("activated %+v behind an expired enrollment", got)
+		}
+	})
 }

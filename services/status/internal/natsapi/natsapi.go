@@ -122,29 +122,40 @@ type Registry struct {
 
 var _ enrollment.Registry = (*Registry)(nil)
 
-// Activate implements enrollment.Registry.
-func (r *Registry) Activate(ctx context.Context, statusID, sub, code string, dev enrollment.Device) (string, string, error) {
+// Verify implements enrollment.Registry.
+func (r *Registry) Verify(ctx context.Context, statusID, sub, code string, dev enrollment.Device) (enrollment.Claim, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout())
 	defer cancel()
-	var reply commands.ActivateCredentialReply
-	err := rpc.Call(ctx, r.NC, commands.RegistryActivateCredential, commands.ActivateCredentialRequest{
+	var reply commands.CredentialClaim
+	err := rpc.Call(ctx, r.NC, commands.RegistryVerifyCredential, commands.VerifyCredentialRequest{
 		StatusID: statusID, Sub: sub, Code: code, Device: commands.Device(dev),
 	}, &reply)
 	switch fault.CodeOf(err) {
 	case "":
 		if err != nil {
-			return "", "", err
+			return enrollment.Claim{}, err
 		}
-		return reply.PHID, reply.DeviceID, nil
+		return enrollment.Claim{PHID: reply.PHID, DeviceID: reply.DeviceID}, nil
 	case fault.InvalidCode:
-		return "", "", enrollment.ErrInvalidCode
+		return enrollment.Claim{}, enrollment.ErrInvalidCode
+	case fault.Expired:
+		return enrollment.Claim{}, enrollment.ErrExpired
 	case fault.NotFound:
 		// The pending credential is gone (discarded after the enrollment ended elsewhere).
-		return "", "", fmt.Errorf("%w: the pending credential no longer exists", enrollment.ErrConflict)
+		return enrollment.Claim{}, fmt.Errorf("%w: the pending credential no longer exists", enrollment.ErrConflict)
 	case fault.Conflict:
-		return "", "", fmt.Errorf("%w: the credential is registered to another device", enrollment.ErrConflict)
+		return enrollment.Claim{}, fmt.Errorf("%w: the credential is claimed by another device", enrollment.ErrConflict)
 	}
-	return "", "", err
+	return enrollment.Claim{}, err
+}
+
+// Activate implements enrollment.Registry.
+func (r *Registry) Activate(ctx context.Context, statusID, sub string, claim enrollment.Claim) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout())
+	defer cancel()
+	return rpc.Call(ctx, r.NC, commands.RegistryActivateCredential, commands.ActivateCredentialRequest{
+		StatusID: statusID, Sub: sub, PHID: claim.PHID, DeviceID: claim.DeviceID,
+	}, nil)
 }
 
 func (r *Registry) timeout() time.Duration {
