@@ -4,14 +4,17 @@
 package httpx
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/mfaflow/mfaflow/pkg/fault"
 )
@@ -54,15 +57,32 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, fe *fault.Error) {
 }
 
 // WriteError maps err to a problem. Errors that are not *fault.Error are logged (once, here) and
-// answered as a bare 500 so no internal text reaches the client.
+// answered as a bare 500 so no internal text reaches the client. A failure that only happened
+// because the client went away (it cancelled the request or closed the connection) is no
+// server fault: it is logged at debug level, not as an error or warning.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	fe := fault.From(err)
-	if fe.Code == fault.Internal {
-		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	} else if fe.Code == fault.Unavailable {
-		log.Warn("backing service unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+	if fe.Code == fault.Internal || fe.Code == fault.Unavailable {
+		switch {
+		case ClientGone(r, err):
+			log.Debug("client went away", "method", r.Method, "path", r.URL.Path, "err", err)
+		case fe.Code == fault.Internal:
+			log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		default:
+			log.Warn("backing service unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
 	}
 	WriteProblem(w, r, fe)
+}
+
+// ClientGone reports whether err is explained by the client having gone away: the request's
+// context was cancelled (the client disconnected or gave up), or err is a broken pipe, a reset
+// connection or a closed network connection.
+func ClientGone(r *http.Request, err error) bool {
+	if r != nil && errors.Is(r.Context().Err(), context.Canceled) {
+		return true
+	}
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
 }
 
 // WriteJSON answers with v as JSON and the given status. Responses are per-user and change

@@ -152,15 +152,23 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 // errStreamDone ends a stream that has nothing more to say.
 var errStreamDone = errors.New("stream done")
 
-var upgrader = websocket.Upgrader{
-	ReadBufferSize:  1024,
-	WriteBufferSize: 4096,
-	// Browsers send Origin; the token (header or access_token) is what authorises, and it is
-	// never sent automatically by a browser, so cross-origin pages gain nothing.
-	CheckOrigin: func(*http.Request) bool { return true },
-	Error: func(w http.ResponseWriter, r *http.Request, _ int, reason error) {
-		httpx.WriteProblem(w, r, fault.New(fault.BadRequest, "websocket handshake failed: "+reason.Error()))
-	},
+// errHandshake is the answer to a request to /ws that is not a valid WebSocket upgrade. The
+// upgrader's own reason is library text, so it goes to the debug log, never to the client.
+var errHandshake = fault.New(fault.BadRequest, "websocket handshake failed: send a WebSocket upgrade request (RFC 6455)")
+
+func (a *API) upgrader() *websocket.Upgrader {
+	return &websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 4096,
+		// Browsers send Origin; the token (header or access_token) is what authorises, and it is
+		// never sent automatically by a browser, so cross-origin pages gain nothing.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			// A client that cannot speak WebSocket is not a server problem.
+			a.Log.Debug("websocket handshake refused", "path", r.URL.Path, "status", status, "err", reason)
+			httpx.WriteProblem(w, r, errHandshake)
+		},
+	}
 }
 
 // ws streams the status over a websocket: one JSON status object per text message; closes
@@ -179,9 +187,9 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	conn, err := upgrader.Upgrade(w, r, nil)
+	conn, err := a.upgrader().Upgrade(w, r, nil)
 	if err != nil {
-		return // the upgrader has answered
+		return // the upgrader has answered (and logged at debug level)
 	}
 	defer conn.Close()
 	conn.SetReadLimit(512)
@@ -208,8 +216,23 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 	beat := func() error {
 		return conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
 	}
-	_, final, _ := a.watch(ctx, r, send, beat)
+	_, final, err := a.watch(ctx, r, send, beat)
 	switch {
+	case err != nil:
+		// Only possible before the first message, e.g. the store failing or the client leaving
+		// during the first read. Logged once; the client gets the code, never the text.
+		fe := fault.From(natsapi.ToFault(err))
+		switch {
+		case httpx.ClientGone(r, err):
+			a.Log.Debug("websocket client went away", "path", r.URL.Path, "err", err)
+		case fe.Code == fault.Internal:
+			a.Log.Error("websocket stream failed", "path", r.URL.Path, "err", err)
+		}
+		closeCode := websocket.ClosePolicyViolation
+		if fe.Code == fault.Internal || fe.Code == fault.Unavailable {
+			closeCode = websocket.CloseInternalServerErr
+		}
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeCode, string(fe.Code)), time.Now().Add(writeWait))
 	case final:
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "final status"), time.Now().Add(writeWait))
 	case serve.ShuttingDown(r):
