@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
@@ -38,7 +39,21 @@ const DocFilter = "e.>"
 type Store struct {
 	kv   jetstream.KeyValue
 	docs *kvdoc.Store[doc]
+
+	// sweptThrough is the last expiry second whose index entries DueForExpiry has listed; 0
+	// until the first, full listing. Later calls list only the seconds since, because a listing
+	// of all of o.> walks the delete marker of every index entry of the last week.
+	sweepMu      sync.Mutex
+	sweptThrough int64
 }
+
+// sweepOverlap seconds are listed again on every sweep, so an enrollment indexed by a replica
+// whose clock is a little behind ours is still found.
+const sweepOverlap = 2
+
+// maxIncrementalSeconds bounds the seconds listed one by one; after a longer pause (a stopped
+// process, a suspended machine) one full listing is cheaper.
+const maxIncrementalSeconds = 120
 
 var _ enrollment.Store = (*Store)(nil)
 
@@ -194,22 +209,39 @@ func (s *Store) Update(ctx context.Context, e enrollment.Enrollment, msgs ...out
 
 // DueForExpiry implements enrollment.Store. It drops index entries of enrollments that are no
 // longer open.
+//
+// Its cost does not grow with stored history: after one full listing it lists only the index
+// entries of the seconds that became due since the last call (one filtered listing each), so
+// an idle service walks no delete markers of finished enrollments.
 func (s *Store) DueForExpiry(ctx context.Context, now time.Time) ([]enrollment.Enrollment, error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, "o.>")
-	if err != nil {
-		return nil, fmt.Errorf("list open enrollments: %w", err)
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
+	nowSec := now.Unix()
+	var filters []string
+	if s.sweptThrough == 0 || nowSec-s.sweptThrough > maxIncrementalSeconds {
+		filters = []string{"o.>"}
+	} else {
+		for sec := s.sweptThrough - sweepOverlap + 1; sec <= nowSec; sec++ {
+			filters = append(filters, "o."+strconv.FormatInt(sec, 10)+".>")
+		}
 	}
 	var due []string
-	for key := range lister.Keys() {
-		parts := strings.SplitN(key, ".", 3)
-		if len(parts) != 3 {
-			continue
+	for _, filter := range filters {
+		keys, err := s.listKeys(ctx, filter)
+		if err != nil {
+			return nil, err
 		}
-		unix, err := strconv.ParseInt(parts[1], 10, 64)
-		if err != nil || time.Unix(unix, 0).After(now) {
-			continue
+		for _, key := range keys {
+			parts := strings.SplitN(key, ".", 3)
+			if len(parts) != 3 {
+				continue
+			}
+			unix, err := strconv.ParseInt(parts[1], 10, 64)
+			if err != nil || unix > nowSec {
+				continue
+			}
+			due = append(due, key)
 		}
-		due = append(due, key)
 	}
 	var out []enrollment.Enrollment
 	for _, key := range due {
@@ -226,5 +258,22 @@ func (s *Store) DueForExpiry(ctx context.Context, now time.Time) ([]enrollment.E
 			out = append(out, e)
 		}
 	}
+	s.sweptThrough = nowSec
 	return out, nil
+}
+
+// listKeys lists the keys matching filter; none is not an error.
+func (s *Store) listKeys(ctx context.Context, filter string) ([]string, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, filter)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list open enrollments: %w", err)
+	}
+	var keys []string
+	for key := range lister.Keys() {
+		keys = append(keys, key)
+	}
+	return keys, nil
 }
