@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	"github.com/mfaflow/mfaflow/pkg/config"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/pkg/secretbox"
 	"github.com/mfaflow/mfaflow/pkg/serve"
 	"github.com/mfaflow/mfaflow/services/device-registry/registry"
@@ -30,6 +31,6 @@ func run(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	return serve.Standalone(ctx, cfg, "device-registry", func(nc *nats.Conn, log *slog.Logger) (serve.Component, error) {
-		return registry.New(ctx, nc, registry.Config{SecretKey: key, Verifier: verifier}, log)
+		return registry.New(ctx, nc, registry.Config{SecretKey: key, Verifier: verifier, Commands: rpc.Limits{MaxInFlight: cfg.CommandConcurrency, Timeout: cfg.CommandTimeout}}, log)
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/mfaflow/mfaflow/pkg/config"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/pkg/serve"
 	"github.com/mfaflow/mfaflow/services/status/statussvc"
 	"github.com/nats-io/nats.go"
@@ -20,6 +21,6 @@ func run(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	return serve.Standalone(ctx, cfg, "status", func(nc *nats.Conn, log *slog.Logger) (serve.Component, error) {
-		return statussvc.New(ctx, nc, statussvc.Config{Verifier: verifier, PollRate: cfg.PollRate, PollBurst: cfg.PollBurst}, log)
+		return statussvc.New(ctx, nc, statussvc.Config{Verifier: verifier, Commands: rpc.Limits{MaxInFlight: cfg.CommandConcurrency, Timeout: cfg.CommandTimeout}, PollRate: cfg.PollRate, PollBurst: cfg.PollBurst}, log)
 	})
 }
