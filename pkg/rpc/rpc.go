@@ -38,6 +38,12 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 		return fmt.Errorf("request %s: %w", subject, err)
 	}
 	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
+		if !fault.Code(code).Known() {
+			// Not one of ours (a micro-level error, another version): its text is not written
+			// for clients, so it travels as a plain error, which answers "internal" and is logged
+			// once where it is answered.
+			return fmt.Errorf("%s answered unknown error code %q: %s", subject, code, msg.Header.Get(micro.ErrorHeader))
+		}
 		return &fault.Error{Code: fault.Code(code), Message: msg.Header.Get(micro.ErrorHeader)}
 	}
 	if resp == nil {

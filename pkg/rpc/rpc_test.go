@@ -311,3 +311,23 @@ func BenchmarkEndpointParallel(b *testing.B) {
 		})
 	}
 }
+
+// TestUnknownRemoteCodeHidesItsText: a responder answering with a code that is not a fault
+// code (a micro-level error, another version of a service) must not have its message passed
+// on as if it were written for clients: the caller sees "internal" with the fixed text.
+func TestUnknownRemoteCodeHidesItsText(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := serve(t, srv, "test.unknown", micro.HandlerFunc(func(r micro.Request) {
+		_ = r.Error("E42", "stack trace: db password=hunter2", nil)
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := rpc.Call(ctx, nc, "test.unknown", echo{}, nil)
+	if err == nil {
+		t.Fatal("an error reply answered success")
+	}
+	fe := fault.From(err)
+	if fe.Code != fault.Internal || strings.Contains(fe.Message, "hunter2") {
+		t.Fatalf("unknown remote code reached the caller as %+v", fe)
+	}
+}
