@@ -72,13 +72,13 @@ func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 
 // Connect dials NATS with the name shown in monitoring and reconnects for as long as it takes,
 // so a NATS restart does not kill a service.
-func Connect(url, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
+func Connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
-	)
+	}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
 	}
