@@ -16,6 +16,8 @@ func main() { serve.Command(run) }
 
 func run(ctx context.Context, cfg config.Config) error {
 	return serve.Standalone(ctx, cfg, "mobile-bridge", func(nc *nats.Conn, log *slog.Logger) (serve.Component, error) {
-		return bridge.New(nc, bridge.Config{}, log), nil
+		return bridge.New(nc, bridge.Config{
+			MaxConnections: cfg.BridgeMaxConnections, FrameRate: cfg.BridgeFrameRate, FrameBurst: cfg.BridgeFrameBurst,
+		}, log), nil
 	})
 }

@@ -160,7 +160,9 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 	if nc, err = connect("mobile-bridge"); err != nil {
 		return nil, err
 	}
-	s.bridge = bridge.New(nc, bridge.Config{}, log.With("service", "mobile-bridge"))
+	s.bridge = bridge.New(nc, bridge.Config{
+		MaxConnections: cfg.BridgeMaxConnections, FrameRate: cfg.BridgeFrameRate, FrameBurst: cfg.BridgeFrameBurst,
+	}, log.With("service", "mobile-bridge"))
 	s.bridge.Routes(rt)
 	rt.HandleFunc("POST /dev/token", s.devToken)
 	rt.Handle("GET /openapi.json", apidoc.Handler())

@@ -11,6 +11,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,7 +27,26 @@ const (
 	DefaultMaxFrameBytes  = 16 << 10
 	DefaultPingInterval   = 30 * time.Second
 	DefaultRequestTimeout = 5 * time.Second
+	DefaultMaxConnections = 10000
+	DefaultFrameRate      = 10
+	DefaultFrameBurst     = 20
 )
+
+// FloodFactor is how many excess frames, in multiples of the burst, a connection may send
+// beyond its frame rate before it is closed with 1008 (policy violation). Excess frames are
+// forgiven at the frame rate, so a client that is merely a little too fast only gets error
+// frames; one that keeps sending far faster is cut off.
+const FloodFactor = 10
+
+// RetryAfter is the Retry-After (seconds) of the 503 that refuses a connection because the
+// replica is full or shutting down.
+const RetryAfter = 5
+
+// writeBufferSize is the write buffer of a connection. It is only borrowed from a pool while a
+// frame is written, so an idle connection holds none; frames are small JSON objects. There is
+// no read buffer size: the connection reuses the HTTP server's read buffer, which stays
+// referenced by the hijacked HTTP connection anyway, so a buffer of its own would only add.
+const writeBufferSize = 1 << 10
 
 // HardFrameBytes is the largest frame the bridge reads at all. A frame above MaxFrameBytes is
 // read and discarded so the connection survives a client bug, but discarding still costs
@@ -53,6 +73,17 @@ type Config struct {
 	// RequestTimeout bounds each NATS command; a status service that does not answer in time
 	// is reported to the client as unavailable.
 	RequestTimeout time.Duration
+	// MaxConnections caps the open websocket connections of this replica (counting those being
+	// upgraded). One more is refused before the upgrade with 503 unavailable and Retry-After.
+	// Each connection costs a file descriptor, so keep it below the process's open-file limit.
+	MaxConnections int
+	// FrameRate (frames per second) and FrameBurst bound the frames each connection may send.
+	// An excess frame is answered with a too_many_requests error frame and not handled; the
+	// connection stays open unless the client keeps flooding (see FloodFactor).
+	FrameRate  float64
+	FrameBurst int
+	// Clock is the time of the frame rate limiter; nil means time.Now. Tests replace it.
+	Clock func() time.Time
 }
 
 func (c Config) withDefaults() Config {
@@ -68,6 +99,18 @@ func (c Config) withDefaults() Config {
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.FrameRate <= 0 {
+		c.FrameRate = DefaultFrameRate
+	}
+	if c.FrameBurst <= 0 {
+		c.FrameBurst = DefaultFrameBurst
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
 	return c
 }
 
@@ -82,8 +125,11 @@ type Service struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	// slots counts connections that hold a place under MaxConnections: those in conns and
+	// those still being upgraded.
+	slots  int
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -101,6 +147,8 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger) *Service {
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
+		WriteBufferSize:  writeBufferSize,
+		WriteBufferPool:  &sync.Pool{},
 		// Selected only when the client offers it; clients that offer nothing still get the
 		// protocol, so simple tools (wscat, a browser console) work for debugging.
 		Subprotocols: []string{protocol.Subprotocol},
@@ -158,21 +206,23 @@ func (s *Service) Close() error {
 }
 
 func (s *Service) handleConnect(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		httpx.WriteProblem(w, r, fault.New(fault.Unavailable, "server shutting down; reconnect"))
+	// The slot is taken before the upgrade, so a full replica refuses with a plain HTTP answer
+	// the client can act on (and a load balancer can see), not a websocket closed at once.
+	if fe := s.reserve(); fe != nil {
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfter))
+		httpx.WriteProblem(w, r, fe)
 		return
 	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.release()
 		// The upgrader has answered already; a failed handshake is the client's business.
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	c := newConn(s, ws, r.RemoteAddr)
 	if !s.track(c) {
+		s.release()
 		_ = ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"),
 			time.Now().Add(time.Second))
@@ -181,6 +231,33 @@ func (s *Service) handleConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.untrack(c)
 	c.serve()
+}
+
+// reserve takes a connection slot, or says why there is none.
+func (s *Service) reserve() *fault.Error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return fault.New(fault.Unavailable, "server shutting down; reconnect")
+	case s.slots >= s.cfg.MaxConnections:
+		return fault.New(fault.Unavailable, "too many connections on this server; retry later")
+	}
+	s.slots++
+	return nil
+}
+
+func (s *Service) release() {
+	s.mu.Lock()
+	s.slots--
+	s.mu.Unlock()
+}
+
+// Connections is the number of open websocket connections.
+func (s *Service) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 // track registers c unless the service is closing. Adding to the WaitGroup under the same lock
@@ -196,9 +273,11 @@ func (s *Service) track(c *conn) bool {
 	return true
 }
 
+// untrack forgets c and frees its slot.
 func (s *Service) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	s.slots--
 	s.mu.Unlock()
 	s.wg.Done()
 }

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -17,7 +18,8 @@ import (
 
 // conn is one companion connection. Its read loop runs in the HTTP handler's goroutine and
 // answers requests one after the other, which keeps answers in request order without any
-// queueing; a second goroutine only sends pings.
+// queueing. That is the only goroutine an idle connection holds: pings are sent from a timer,
+// whose callback runs only while it writes the ping.
 type conn struct {
 	s   *Service
 	ws  *websocket.Conn
@@ -26,6 +28,16 @@ type conn struct {
 	// writeMu serialises data frames: gorilla allows a single concurrent writer. Control
 	// frames (ping, close) go through WriteControl, which gorilla allows alongside it.
 	writeMu sync.Mutex
+
+	// pingMu guards pingTimer and stopped: the timer callback holds it while it pings, and
+	// serve's exit sets stopped under it, so no ping re-arms the timer after the end.
+	pingMu    sync.Mutex
+	pingTimer *time.Timer
+	stopped   bool
+
+	// frames is the frame rate limit; excess is the flood allowance spent by frames over it.
+	// Only the read loop touches them.
+	frames, excess bucket
 }
 
 func newConn(s *Service, ws *websocket.Conn, remote string) *conn {
@@ -57,17 +69,19 @@ func (c *conn) serve() {
 		return err
 	})
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.pingLoop(stop)
-	}()
+	now := c.s.cfg.Clock()
+	c.frames = newBucket(c.s.cfg.FrameRate, c.s.cfg.FrameBurst, now)
+	c.excess = newBucket(c.s.cfg.FrameRate, FloodFactor*c.s.cfg.FrameBurst, now)
+
+	c.pingMu.Lock()
+	c.pingTimer = time.AfterFunc(ping, c.ping)
+	c.pingMu.Unlock()
 	defer func() {
-		close(stop)
 		_ = c.ws.Close() // also unblocks a ping stuck on a dead peer
-		wg.Wait()
+		c.pingMu.Lock()
+		c.stopped = true
+		c.pingTimer.Stop()
+		c.pingMu.Unlock()
 	}()
 
 	c.log.Debug("bridge connection opened", "subprotocol", c.ws.Subprotocol())
@@ -88,7 +102,17 @@ func (c *conn) serve() {
 			return
 		}
 		var answer any
-		switch {
+		switch now := c.s.cfg.Clock(); {
+		case !c.frames.take(now):
+			if !c.excess.take(now) {
+				c.log.Warn("bridge connection closed: frame flood", "rate", c.s.cfg.FrameRate, "burst", c.s.cfg.FrameBurst)
+				_ = c.ws.WriteControl(websocket.CloseMessage,
+					websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "too many frames"),
+					time.Now().Add(writeWait))
+				return
+			}
+			answer = errorFrame(frameID(kind, tooBig, data), fault.New(fault.TooManyRequests,
+				"more than "+strconv.FormatFloat(c.s.cfg.FrameRate, 'g', -1, 64)+" frames per second; slow down"))
 		case kind != websocket.TextMessage:
 			answer = errorFrame("", fault.New(fault.BadRequest, "binary frames are not supported; send JSON text frames"))
 		case tooBig:
@@ -121,19 +145,31 @@ func readFrame(r io.Reader, max int) (data []byte, tooBig bool, err error) {
 	return nil, true, nil
 }
 
-func (c *conn) pingLoop(stop <-chan struct{}) {
-	t := time.NewTicker(c.s.cfg.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
-				return
-			}
-		}
+// frameID is the id of a frame that is refused unread, so its error frame can still name the
+// request when the frame is JSON with an id.
+func frameID(kind int, tooBig bool, data []byte) string {
+	if kind != websocket.TextMessage || tooBig {
+		return ""
 	}
+	var f struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(data, &f)
+	return f.ID
+}
+
+// ping runs on the ping timer and re-arms it. A ping that fails ends the pinging; the read
+// deadline then ends the connection.
+func (c *conn) ping() {
+	c.pingMu.Lock()
+	defer c.pingMu.Unlock()
+	if c.stopped {
+		return
+	}
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+		return
+	}
+	c.pingTimer.Reset(c.s.cfg.PingInterval)
 }
 
 func (c *conn) write(v any) error {

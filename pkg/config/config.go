@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -37,6 +38,11 @@ type Config struct {
 	// (rpc.Limits.MaxInFlight); CommandTimeout is each command's deadline (rpc.Limits.Timeout).
 	CommandConcurrency int           // MFA_COMMAND_CONCURRENCY
 	CommandTimeout     time.Duration // MFA_COMMAND_TIMEOUT
+	// BridgeMaxConnections caps the websocket connections of one mobile-bridge replica;
+	// BridgeFrameRate and BridgeFrameBurst bound the frames per second of one connection.
+	BridgeMaxConnections int     // MFA_BRIDGE_MAX_CONNECTIONS
+	BridgeFrameRate      float64 // MFA_BRIDGE_FRAME_RATE
+	BridgeFrameBurst     int     // MFA_BRIDGE_FRAME_BURST
 }
 
 // MaxEnrollmentTTL bounds MFA_ENROLLMENT_TTL: an enrollment is a QR on a screen, and the status
@@ -49,6 +55,13 @@ const (
 	MaxCommandConcurrency = 65536
 	MaxCommandTimeout     = 5 * time.Minute
 )
+
+// MaxBridgeConnections bounds MFA_BRIDGE_MAX_CONNECTIONS: each connection is a file descriptor
+// and a goroutine, and a replica is better scaled out than grown past this.
+const MaxBridgeConnections = 1_000_000
+
+// MaxBridgeFrameBurst bounds MFA_BRIDGE_FRAME_BURST; companion apps send a handful of frames.
+const MaxBridgeFrameBurst = 10_000
 
 // Variable describes one setting, for docs and --help.
 type Variable struct {
@@ -75,6 +88,9 @@ var Variables = []Variable{
 	{"MFA_POLL_BURST", "5", "polls allowed at once before MFA_POLL_RATE applies"},
 	{"MFA_COMMAND_CONCURRENCY", "256", "NATS commands one endpoint runs at once on one replica; more get `unavailable` at once"},
 	{"MFA_COMMAND_TIMEOUT", "10s", "deadline of each NATS command a service handles (Go duration); past it the caller gets `unavailable`"},
+	{"MFA_BRIDGE_MAX_CONNECTIONS", "10000", "websocket connections one mobile-bridge replica holds open; one more is refused with 503 `unavailable` and Retry-After (keep below the open-file limit)"},
+	{"MFA_BRIDGE_FRAME_RATE", "10", "frames per second one bridge connection may send (after the burst); faster frames get a `too_many_requests` error frame"},
+	{"MFA_BRIDGE_FRAME_BURST", "20", "frames one bridge connection may send at once before MFA_BRIDGE_FRAME_RATE applies"},
 }
 
 // FromEnv reads the configuration through getenv (os.Getenv in main) and applies defaults.
@@ -128,6 +144,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.CommandTimeout, err = time.ParseDuration(get("MFA_COMMAND_TIMEOUT")); err != nil || c.CommandTimeout <= 0 || c.CommandTimeout > MaxCommandTimeout {
 		errs = append(errs, fmt.Errorf("MFA_COMMAND_TIMEOUT: want a Go duration above 0 and at most %v such as 10s, got %q", MaxCommandTimeout, get("MFA_COMMAND_TIMEOUT")))
 	}
+	if c.BridgeMaxConnections, err = strconv.Atoi(get("MFA_BRIDGE_MAX_CONNECTIONS")); err != nil || c.BridgeMaxConnections < 1 || c.BridgeMaxConnections > MaxBridgeConnections {
+		errs = append(errs, fmt.Errorf("MFA_BRIDGE_MAX_CONNECTIONS: want a whole number between 1 and %d, got %q", MaxBridgeConnections, get("MFA_BRIDGE_MAX_CONNECTIONS")))
+	}
+	if c.BridgeFrameRate, err = strconv.ParseFloat(get("MFA_BRIDGE_FRAME_RATE"), 64); err != nil || !(c.BridgeFrameRate > 0) || math.IsInf(c.BridgeFrameRate, 0) {
+		errs = append(errs, fmt.Errorf("MFA_BRIDGE_FRAME_RATE: want a number above 0, got %q", get("MFA_BRIDGE_FRAME_RATE")))
+	}
+	if c.BridgeFrameBurst, err = strconv.Atoi(get("MFA_BRIDGE_FRAME_BURST")); err != nil || c.BridgeFrameBurst < 1 || c.BridgeFrameBurst > MaxBridgeFrameBurst {
+		errs = append(errs, fmt.Errorf("MFA_BRIDGE_FRAME_BURST: want a whole number between 1 and %d, got %q", MaxBridgeFrameBurst, get("MFA_BRIDGE_FRAME_BURST")))
+	}
 	switch c.Store {
 	case "nats":
 	case "mongo":
@@ -175,6 +200,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("secret_key", mask(c.SecretKey)), slog.String("jwt_secret", mask(c.JWTSecret)),
 		slog.String("jwt_issuer", c.JWTIssuer), slog.String("log_level", c.LogLevel.String()),
 		slog.Int("command_concurrency", c.CommandConcurrency), slog.Duration("command_timeout", c.CommandTimeout),
+		slog.Int("bridge_max_connections", c.BridgeMaxConnections), slog.Float64("bridge_frame_rate", c.BridgeFrameRate),
+		slog.Int("bridge_frame_burst", c.BridgeFrameBurst),
 	)
 }
 

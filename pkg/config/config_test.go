@@ -34,6 +34,17 @@ func TestCommandLimits(t *testing.T) {
 	}
 }
 
+func TestBridgeLimits(t *testing.T) {
+	c, err := config.FromEnv(env(nil))
+	if err != nil || c.BridgeMaxConnections != 10000 || c.BridgeFrameRate != 10 || c.BridgeFrameBurst != 20 {
+		t.Fatalf("defaults: %d %v %d %v", c.BridgeMaxConnections, c.BridgeFrameRate, c.BridgeFrameBurst, err)
+	}
+	c, err = config.FromEnv(env(map[string]string{"MFA_BRIDGE_MAX_CONNECTIONS": " 500 ", "MFA_BRIDGE_FRAME_RATE": "2.5", "MFA_BRIDGE_FRAME_BURST": "4"}))
+	if err != nil || c.BridgeMaxConnections != 500 || c.BridgeFrameRate != 2.5 || c.BridgeFrameBurst != 4 {
+		t.Fatalf("set: %d %v %d %v", c.BridgeMaxConnections, c.BridgeFrameRate, c.BridgeFrameBurst, err)
+	}
+}
+
 func TestPublicURLFollowsTheListenAddress(t *testing.T) {
 	c, err := config.FromEnv(env(map[string]string{"MFA_HTTP_ADDR": "127.0.0.1:9000"}))
 	if err != nil || c.PublicURL != "http://127.0.0.1:9000" {
@@ -47,20 +58,29 @@ func TestPublicURLFollowsTheListenAddress(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	for name, vars := range map[string]map[string]string{
-		"TTL":                    {"MFA_ENROLLMENT_TTL": "ten minutes"},
-		"NegTTL":                 {"MFA_ENROLLMENT_TTL": "-1m"},
-		"HugeTTL":                {"MFA_ENROLLMENT_TTL": "48h"},
-		"Store":                  {"MFA_STORE": "redis"},
-		"Mongo":                  {"MFA_STORE": "mongo"},
-		"LogLevel":               {"MFA_LOG_LEVEL": "loud"},
-		"PollRate":               {"MFA_POLL_RATE": "fast"},
-		"PollBurst":              {"MFA_POLL_BURST": "0"},
-		"CommandConcurrency":     {"MFA_COMMAND_CONCURRENCY": "many"},
-		"ZeroCommandConcurrency": {"MFA_COMMAND_CONCURRENCY": "0"},
-		"HugeCommandConcurrency": {"MFA_COMMAND_CONCURRENCY": "1000000"},
-		"CommandTimeout":         {"MFA_COMMAND_TIMEOUT": "10"},
-		"NegCommandTimeout":      {"MFA_COMMAND_TIMEOUT": "-1s"},
-		"HugeCommandTimeout":     {"MFA_COMMAND_TIMEOUT": "1h"},
+		"TTL":                      {"MFA_ENROLLMENT_TTL": "ten minutes"},
+		"NegTTL":                   {"MFA_ENROLLMENT_TTL": "-1m"},
+		"HugeTTL":                  {"MFA_ENROLLMENT_TTL": "48h"},
+		"Store":                    {"MFA_STORE": "redis"},
+		"Mongo":                    {"MFA_STORE": "mongo"},
+		"LogLevel":                 {"MFA_LOG_LEVEL": "loud"},
+		"PollRate":                 {"MFA_POLL_RATE": "fast"},
+		"PollBurst":                {"MFA_POLL_BURST": "0"},
+		"CommandConcurrency":       {"MFA_COMMAND_CONCURRENCY": "many"},
+		"ZeroCommandConcurrency":   {"MFA_COMMAND_CONCURRENCY": "0"},
+		"HugeCommandConcurrency":   {"MFA_COMMAND_CONCURRENCY": "1000000"},
+		"CommandTimeout":           {"MFA_COMMAND_TIMEOUT": "10"},
+		"NegCommandTimeout":        {"MFA_COMMAND_TIMEOUT": "-1s"},
+		"HugeCommandTimeout":       {"MFA_COMMAND_TIMEOUT": "1h"},
+		"BridgeMaxConnections":     {"MFA_BRIDGE_MAX_CONNECTIONS": "lots"},
+		"ZeroBridgeMaxConnections": {"MFA_BRIDGE_MAX_CONNECTIONS": "0"},
+		"HugeBridgeMaxConnections": {"MFA_BRIDGE_MAX_CONNECTIONS": "2000000"},
+		"BridgeFrameRate":          {"MFA_BRIDGE_FRAME_RATE": "fast"},
+		"ZeroBridgeFrameRate":      {"MFA_BRIDGE_FRAME_RATE": "0"},
+		"NaNBridgeFrameRate":       {"MFA_BRIDGE_FRAME_RATE": "NaN"},
+		"InfBridgeFrameRate":       {"MFA_BRIDGE_FRAME_RATE": "+Inf"},
+		"BridgeFrameBurst":         {"MFA_BRIDGE_FRAME_BURST": "0"},
+		"HugeBridgeFrameBurst":     {"MFA_BRIDGE_FRAME_BURST": "100000"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := config.FromEnv(env(vars))
