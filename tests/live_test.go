@@ -97,12 +97,18 @@ func openSSE(t *testing.T, baseURL, statusID, token string) (*http.Response, <-c
 // server, as a second production replica would.
 func startStatusReplica(t *testing.T, st *harness.Stack, heartbeat time.Duration) string {
 	t.Helper()
+	return startStatusReplicaWithClock(t, st, heartbeat, nil)
+}
+
+// startStatusReplicaWithClock is startStatusReplica with the replica's own clock.
+func startStatusReplicaWithClock(t *testing.T, st *harness.Stack, heartbeat time.Duration, clock func() time.Time) string {
+	t.Helper()
 	nc, err := natsx.Connect(st.NATSURL(), "status-replica-2")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	svc, err := statussvc.New(context.Background(), nc, statussvc.Config{Verifier: st.Verifier(), Heartbeat: heartbeat}, slog.New(slog.DiscardHandler))
+	svc, err := statussvc.New(context.Background(), nc, statussvc.Config{Verifier: st.Verifier(), Heartbeat: heartbeat, Clock: clock}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,8 +134,8 @@ func TestLiveStatusAcrossReplicas(t *testing.T) {
 		t.Fatalf("SSE answer %d %v", resp.StatusCode, resp.Header)
 	}
 	first, s := nextStatus(t, events)
-	if s.Status != "INITIATED" || first.ID != strconv.FormatInt(s.UpdatedAt.UnixNano(), 10) {
-		t.Fatalf("first event %+v %+v", first, s)
+	if rev, err := strconv.ParseUint(first.ID, 10, 64); s.Status != "INITIATED" || err != nil || rev == 0 {
+		t.Fatalf("first event %+v %+v (the id must be the store revision)", first, s)
 	}
 	// Idle: heartbeats keep the stream open.
 	deadline := time.After(5 * time.Second)
@@ -261,21 +267,77 @@ func TestSSEReconnectAfterTheEnd(t *testing.T) {
 	alice := st.Token(t, "alice")
 	in := initiate(t, st, alice, "?qr=none")
 	path := "/verification-srv/verificationstatus/" + in.StatusID + "/events?access_token=" + alice
-	var initiated statusResponse
-	st.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, &initiated)
-	var cancelled statusResponse
-	st.MustJSON(t, http.MethodDelete, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, &cancelled)
-	finalID := strconv.FormatInt(cancelled.UpdatedAt.UnixNano(), 10)
+	_, open := openSSE(t, st.URL, in.StatusID, alice)
+	initiated, _ := nextStatus(t, open)
+	st.MustJSON(t, http.MethodDelete, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, nil)
+	final, _ := nextStatus(t, open)
+	finalID := final.ID
 
 	first := st.Do(t, http.MethodGet, path, "", nil)
 	if first.Status != http.StatusOK || !strings.Contains(string(first.Body), "id: "+finalID+"\n") || !strings.Contains(string(first.Body), `"status":"CANCELLED"`) {
 		t.Fatalf("first connection: %d %s", first.Status, first.Body)
 	}
-	missed := st.Do(t, http.MethodGet, path, "", nil, "Last-Event-ID", strconv.FormatInt(initiated.UpdatedAt.UnixNano(), 10))
+	missed := st.Do(t, http.MethodGet, path, "", nil, "Last-Event-ID", initiated.ID)
 	if missed.Status != http.StatusOK || !strings.Contains(string(missed.Body), `"status":"CANCELLED"`) {
 		t.Fatalf("reconnect of a client that missed the end: %d %s", missed.Status, missed.Body)
 	}
 	if seen := st.Do(t, http.MethodGet, path, "", nil, "Last-Event-ID", finalID); seen.Status != http.StatusNoContent {
 		t.Fatalf("reconnect of a client that saw the end: %d %s", seen.Status, seen.Body)
 	}
+}
+
+// TestLiveOrderSurvivesClockSkew: a replica whose clock is a minute behind cancels an
+// enrollment, so the CANCELLED status carries an updated_at before INITIATED's. A subscriber on
+// another replica must still see CANCELLED at once and its stream must end: live updates are
+// ordered by the store's revision, not by replicas' clocks (ordering by updated_at dropped the
+// change and left the stream open forever).
+func TestLiveOrderSurvivesClockSkew(t *testing.T) {
+	st := harness.Start(t, harness.Options{Heartbeat: time.Hour}, nil)
+	alice := st.Token(t, "alice")
+	in := initiate(t, st, alice, "?qr=none")
+	// Started after the initiation, so the INITIATED write is the stack's own (the replica
+	// would take its share of the create commands otherwise).
+	behind := startStatusReplicaWithClock(t, st, time.Hour, func() time.Time { return time.Now().Add(-time.Minute) })
+
+	_, events := openSSE(t, st.URL, in.StatusID, alice)
+	first, s := nextStatus(t, events)
+	if s.Status != "INITIATED" {
+		t.Fatalf("first status %s", s.Status)
+	}
+	cancel := httptestDo(t, http.MethodDelete, behind+"/verification-srv/verificationstatus/"+in.StatusID, alice)
+	if cancel.StatusCode != http.StatusOK {
+		t.Fatalf("cancel on the lagging replica: %d", cancel.StatusCode)
+	}
+	next, c := nextStatus(t, events)
+	if c.Status != "CANCELLED" || !c.UpdatedAt.Before(s.UpdatedAt) {
+		t.Fatalf("second status %+v (updated_at must be before INITIATED's %v for this test to mean anything)", c, s.UpdatedAt)
+	}
+	a, _ := strconv.ParseUint(first.ID, 10, 64)
+	b, _ := strconv.ParseUint(next.ID, 10, 64)
+	if b <= a {
+		t.Fatalf("SSE ids %s then %s: must increase", first.ID, next.ID)
+	}
+	select {
+	case _, ok := <-events:
+		for ok {
+			_, ok = <-events
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream stayed open after CANCELLED")
+	}
+}
+
+func httptestDo(t *testing.T, method, url, token string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
 }

@@ -122,6 +122,10 @@ type EnrollmentReply struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	DeviceID  string    `json:"device_id,omitempty"`
 	PHID      string    `json:"ph_id,omitempty"`
+	// Seq counts the enrollment's writes (1 when created). Each write is a compare-and-set,
+	// so Seq grows by one per change whichever replica made it; live subscribers order
+	// announcements by it and not by UpdatedAt, which comes from the writing replica's clock.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // StatusChangedPrefix starts the core NATS subject on which every enrollment transition is

@@ -77,6 +77,11 @@ type Enrollment struct {
 	FailedAttempts int
 	// Version is the store's revision of this enrollment, for compare-and-set.
 	Version uint64
+	// Seq counts this enrollment's writes: 1 when created, one more with every
+	// compare-and-set write. Unlike Version it does not move when the outbox relay rewrites the
+	// stored document, and unlike UpdatedAt it does not depend on any replica's clock, so live
+	// streams and ETags order versions by it.
+	Seq uint64
 }
 
 // DueToExpire reports whether e is still open at or after its expiry time.

@@ -121,7 +121,7 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 	}
 	e := Enrollment{
 		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: MethodTOTP,
-		State: Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: in.ExpiresAt.UTC(),
+		State: Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: in.ExpiresAt.UTC(), Seq: 1,
 	}
 	msg, err := s.event(e, "", "", "")
 	if err != nil {
@@ -374,6 +374,7 @@ func (s *Service) apply(ctx context.Context, e Enrollment, fn func(Enrollment) (
 			}
 		}
 		next.UpdatedAt = now
+		next.Seq = e.Seq + 1
 		var msgs []outbox.Message
 		if !ch.silent {
 			msg, merr := s.event(next, e.State, ch.channel, ch.reason)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/commands"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
@@ -53,17 +54,25 @@ type StatusDTO struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	DeviceID  string    `json:"device_id,omitempty"`
 	PHID      string    `json:"ph_id,omitempty"`
+	// Seq orders versions of the status object (the enrollment's write sequence); it is the
+	// SSE event id and part of the ETag, not a field of the body.
+	Seq uint64 `json:"-"`
 }
 
 // ToDTO converts an enrollment to its HTTP status object.
 func ToDTO(e enrollment.Enrollment) StatusDTO {
 	r := natsapi.ToReply(e)
-	return StatusDTO{Status: r.Status, ID: r.ID, Sub: r.Sub, Type: r.Method, ExpiresAt: r.ExpiresAt, UpdatedAt: r.UpdatedAt, DeviceID: r.DeviceID, PHID: r.PHID}
+	return replyToDTO(r)
 }
 
-// ETag identifies one version of a status object, for conditional polls.
+func replyToDTO(r commands.EnrollmentReply) StatusDTO {
+	return StatusDTO{Status: r.Status, ID: r.ID, Sub: r.Sub, Type: r.Method, ExpiresAt: r.ExpiresAt, UpdatedAt: r.UpdatedAt, DeviceID: r.DeviceID, PHID: r.PHID, Seq: r.Seq}
+}
+
+// ETag identifies one version of a status object, for conditional polls: the write sequence
+// changes with every write, whichever replica's clock stamped it.
 func ETag(e enrollment.Enrollment) string {
-	return fmt.Sprintf(`"%s-%s-%d"`, e.ID, e.State, e.UpdatedAt.UnixNano())
+	return fmt.Sprintf(`"%s-%s-%d"`, e.ID, e.State, e.Seq)
 }
 
 type authedHandler func(w http.ResponseWriter, r *http.Request, sub string) error

@@ -54,8 +54,9 @@ func (a *API) watch(ctx context.Context, r *http.Request, send func(StatusDTO) e
 	}
 	var last StatusDTO
 	emit := func(d StatusDTO) error {
-		// Announcements from several replicas may arrive out of order; never go back.
-		if last.ID != "" && (d.UpdatedAt.Before(last.UpdatedAt) || d.Status == last.Status && d.UpdatedAt.Equal(last.UpdatedAt)) {
+		// Announcements from several replicas may arrive out of order; never go back. The
+		// write sequence orders them: replicas' clocks may disagree, compare-and-set cannot.
+		if last.ID != "" && d.Seq <= last.Seq {
 			return nil
 		}
 		last = d
@@ -71,8 +72,7 @@ func (a *API) watch(ctx context.Context, r *http.Request, send func(StatusDTO) e
 		case <-ctx.Done():
 			return true, false, nil
 		case rep := <-changes:
-			d := StatusDTO{Status: rep.Status, ID: rep.ID, Sub: rep.Sub, Type: rep.Method, ExpiresAt: rep.ExpiresAt, UpdatedAt: rep.UpdatedAt, DeviceID: rep.DeviceID, PHID: rep.PHID}
-			if err := emit(d); err != nil {
+			if err := emit(replyToDTO(rep)); err != nil {
 				return true, false, nil
 			}
 		case <-ticker.C:
@@ -91,14 +91,15 @@ func (a *API) watch(ctx context.Context, r *http.Request, send func(StatusDTO) e
 }
 
 // events streams the status as Server-Sent Events: `event: status`, an `id:`, and the status
-// object as `data:`; comment lines as heartbeat. The id is the status's updated_at in Unix
-// nanoseconds: it increases with every change, also across reconnects, so the Last-Event-ID
-// that EventSource sends back says exactly which state the client has seen.
+// object as `data:`; comment lines as heartbeat. The id is the enrollment's write sequence
+// (Enrollment.Seq): it increases with every change, also across reconnects and replicas (unlike
+// updated_at, which comes from a replica's clock), so the Last-Event-ID that EventSource sends
+// back says exactly which state the client has seen.
 func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	n := 0
 	headerSent := false
-	lastSeen, _ := strconv.ParseInt(r.Header.Get("Last-Event-ID"), 10, 64)
+	lastSeen, _ := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64)
 	start := func() {
 		if headerSent {
 			return
@@ -113,7 +114,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "retry: 2000\n\n")
 	}
 	send := func(d StatusDTO) error {
-		id := d.UpdatedAt.UnixNano()
+		id := d.Seq
 		if n == 0 && id <= lastSeen && enrollment.State(d.Status).Terminal() {
 			// EventSource reconnects after every end of stream; 204 is how a server tells it
 			// to stop. Only a client that has seen the final state gets it: one whose stream

@@ -65,7 +65,7 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, log *slo
 func ToReply(e enrollment.Enrollment) commands.EnrollmentReply {
 	r := commands.EnrollmentReply{
 		Status: string(e.State), ID: e.ID, Sub: e.Sub, Method: e.Method,
-		ExpiresAt: e.ExpiresAt, UpdatedAt: e.UpdatedAt,
+		ExpiresAt: e.ExpiresAt, UpdatedAt: e.UpdatedAt, Seq: e.Seq,
 	}
 	if e.State == enrollment.Enrolled {
 		r.DeviceID, r.PHID = e.DeviceID, e.PHID

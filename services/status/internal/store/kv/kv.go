@@ -94,6 +94,7 @@ type doc struct {
 	RegisteredID   string    `json:"registered_device_id,omitempty"`
 	PHID           string    `json:"ph_id,omitempty"`
 	FailedAttempts int       `json:"failed_attempts,omitempty"`
+	Seq            uint64    `json:"seq,omitempty"`
 }
 
 func toDoc(e enrollment.Enrollment) doc {
@@ -101,7 +102,7 @@ func toDoc(e enrollment.Enrollment) doc {
 		ID: e.ID, ExchangeID: e.ExchangeID, Sub: e.Sub, Method: e.Method, State: string(e.State),
 		CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, ExpiresAt: e.ExpiresAt,
 		DeviceID: e.Device.DeviceID, DeviceName: e.Device.Name, DevicePlatform: e.Device.Platform,
-		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts,
+		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts, Seq: e.Seq,
 	}
 }
 
@@ -110,7 +111,7 @@ func toDomain(d doc, rev uint64) enrollment.Enrollment {
 		ID: d.ID, ExchangeID: d.ExchangeID, Sub: d.Sub, Method: d.Method, State: enrollment.State(d.State),
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt,
 		Device:   enrollment.Device{DeviceID: d.DeviceID, Name: d.DeviceName, Platform: d.DevicePlatform},
-		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: rev,
+		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: rev, Seq: d.Seq,
 	}
 }
 
