@@ -8,10 +8,10 @@ BIN     := bin
 # Extra flags for go test, e.g. make test TESTFLAGS='-run TestEndToEnd -v'
 TESTFLAGS ?=
 
-.PHONY: run build test lint bench tidy clean help
+.PHONY: run build test lint bench bench-load tidy clean help
 
 help: ## list targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 run: ## build and start the dev stack (all services, embedded NATS + JetStream, KV storage)
 	@mkdir -p $(BIN)
@@ -47,6 +47,9 @@ bench: ## run the benchmark suite
 	@set -e; for m in $(MODULES); do \
 		(cd $$m && $(GO) test -run='^$$' -bench=. -benchmem ./...) | grep -Ev '^(PASS$$|ok\s|\?\s)' || true; \
 	done
+
+bench-load: ## load-test the dev stack in-process against a bare net/http server (about 1.5 min; figures are indicative)
+	$(GO) run ./devstack/cmd/bench-load
 
 tidy: ## go mod tidy in every module
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done
