@@ -87,6 +87,9 @@ func (s *Service) changed(e Enrollment) {
 	}
 }
 
+// Time is the service's clock, for adapters that schedule around its time rules.
+func (s *Service) Time() time.Time { return s.now() }
+
 func (s *Service) now() time.Time {
 	if s.Now != nil {
 		return s.Now().UTC()

@@ -27,6 +27,9 @@ type Subscriber interface {
 // DefaultHeartbeat keeps idle streams open through proxies that drop silent connections.
 const DefaultHeartbeat = 15 * time.Second
 
+// rereadEvery heartbeats a live stream re-reads the store, in case an announcement was lost.
+const rereadEvery = 4
+
 // watch authenticates, subscribes, then reads the current state, and calls send with it and
 // with every later change until the enrollment is terminal, ctx ends or send fails. Every
 // heartbeat it calls beat and re-reads the store, so a lost announcement is only a delay.
@@ -67,6 +70,7 @@ func (a *API) watch(ctx context.Context, r *http.Request, send func(StatusDTO) e
 	}
 	ticker := time.NewTicker(a.heartbeat())
 	defer ticker.Stop()
+	beats := 0
 	for !enrollment.State(last.Status).Terminal() {
 		select {
 		case <-ctx.Done():
@@ -79,7 +83,14 @@ func (a *API) watch(ctx context.Context, r *http.Request, send func(StatusDTO) e
 			if err := beat(); err != nil {
 				return true, false, nil
 			}
-			// Get also expires an overdue enrollment, so an idle stream sees EXPIRED.
+			// Announcements are best effort, so now and then the stream re-reads the store;
+			// not on every beat, so that thousands of idle streams cost no store reads to
+			// speak of. An overdue enrollment is read at once: Get expires it, so an idle
+			// stream sees EXPIRED even if no sweep announced it.
+			beats++
+			if beats%rereadEvery != 0 && a.Service.Time().Before(last.ExpiresAt) {
+				continue
+			}
 			if e, err := a.Service.Get(ctx, id, sub); err == nil {
 				if err := emit(ToDTO(e)); err != nil {
 					return true, false, nil

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
 
 	"github.com/mfaflow/mfaflow/pkg/commands"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
@@ -12,9 +14,19 @@ import (
 
 // Live announces transitions on core NATS and lets HTTP subscribers hear them, whichever
 // replica made the change.
+//
+// A replica holds one NATS subscription for all its live streams (on
+// StatusChangedPrefix + "*") and fans announcements out in memory, so an idle stream costs a
+// map entry and a small channel, not a NATS subscription with its own delivery goroutine and
+// server-side interest. Every replica then receives every announcement: one small message per
+// change, independent of how many streams are open.
 type Live struct {
 	NC  *nats.Conn
 	Log *slog.Logger
+
+	mu      sync.Mutex
+	shared  *nats.Subscription
+	streams map[string]map[chan commands.EnrollmentReply]struct{}
 }
 
 var _ enrollment.Notifier = (*Live)(nil)
@@ -38,25 +50,70 @@ func (l *Live) Subscribe(statusID string) (<-chan commands.EnrollmentReply, func
 	if !ValidID(statusID) {
 		return nil, nil, fmt.Errorf("subscribe: %w", ErrInvalidID)
 	}
-	out := make(chan commands.EnrollmentReply, 8)
-	sub, err := l.NC.Subscribe(commands.StatusChangedPrefix+statusID, func(m *nats.Msg) {
-		var r commands.EnrollmentReply
-		if json.Unmarshal(m.Data, &r) != nil {
-			return
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.shared == nil {
+		sub, err := l.NC.Subscribe(commands.StatusChangedPrefix+"*", l.deliver)
+		if err != nil {
+			return nil, nil, err
 		}
+		// Flush so the subscription is registered with the server before any caller reads the
+		// current state: nothing that happens after that read can be missed.
+		if err := l.NC.Flush(); err != nil {
+			_ = sub.Unsubscribe()
+			return nil, nil, err
+		}
+		// Announcements are small and fanned out without blocking; a replica with many busy
+		// streams must not have the shared subscription cut off as a slow consumer.
+		_ = sub.SetPendingLimits(-1, 64<<20)
+		l.shared = sub
+		l.streams = map[string]map[chan commands.EnrollmentReply]struct{}{}
+	}
+	out := make(chan commands.EnrollmentReply, 8)
+	set := l.streams[statusID]
+	if set == nil {
+		set = map[chan commands.EnrollmentReply]struct{}{}
+		l.streams[statusID] = set
+	}
+	set[out] = struct{}{}
+	var once sync.Once
+	return out, func() { once.Do(func() { l.remove(statusID, out) }) }, nil
+}
+
+func (l *Live) remove(statusID string, out chan commands.EnrollmentReply) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	set := l.streams[statusID]
+	delete(set, out)
+	if len(set) == 0 {
+		delete(l.streams, statusID)
+	}
+}
+
+// deliver fans one announcement out to the streams watching its enrollment.
+func (l *Live) deliver(m *nats.Msg) {
+	id := strings.TrimPrefix(m.Subject, commands.StatusChangedPrefix)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	set := l.streams[id]
+	if len(set) == 0 {
+		return
+	}
+	var r commands.EnrollmentReply
+	if json.Unmarshal(m.Data, &r) != nil || r.ID != id {
+		return
+	}
+	for out := range set {
 		select {
 		case out <- r:
 		default:
 		}
-	})
-	if err != nil {
-		return nil, nil, err
 	}
-	// Flush so the subscription is registered with the server before the caller reads the
-	// current state: nothing that happens after that read can be missed.
-	if err := l.NC.Flush(); err != nil {
-		_ = sub.Unsubscribe()
-		return nil, nil, err
-	}
-	return out, func() { _ = sub.Unsubscribe() }, nil
+}
+
+// Watched is the number of enrollments with at least one live stream on this replica.
+func (l *Live) Watched() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.streams)
 }
