@@ -1,10 +1,9 @@
 // Package qr renders an otpauth URI as a QR code that authenticator apps can scan, cheaply.
 //
-// The QR is the most expensive part of an enrollment initiation, so this package draws the
-// module matrix itself into a 1-bit paletted image, encodes it at png.BestSpeed and reuses its
-// buffers, which makes drawing and PNG encoding a small fraction of the cost; what remains is
-// computing the module matrix (gozxing's QR writer, several times faster than boombuler's for
-// our URIs). It does not shrink the QR to save work, though: frontends show
+// The QR is the most expensive part of an enrollment initiation, so this package computes the
+// module matrix itself (encode.go: byte mode, level M, the mask gozxing would choose, without
+// gozxing's generic bit arrays) and writes a 1-bit paletted PNG directly, deflated at
+// zlib.BestSpeed into reused buffers. It does not shrink the QR to save work, though: frontends show
 // the image as delivered, and a QR at one pixel per module fails common decoders, so every module
 // is a whole number of pixels (at least four) and there is always the 4-module quiet zone that
 // ISO/IEC 18004 requires.
@@ -12,17 +11,14 @@ package qr
 
 import (
 	"bytes"
+	"compress/zlib"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"image"
-	"image/color"
-	"image/png"
+	"hash/crc32"
 	"strconv"
 	"sync"
-
-	"github.com/makiuchi-d/gozxing"
-	zqr "github.com/makiuchi-d/gozxing/qrcode"
 )
 
 const (
@@ -36,51 +32,8 @@ const (
 	targetPx = 300
 )
 
-// palette puts white at index 0 so that a cleared pixel buffer is already the quiet zone and the
-// background; with two entries the PNG encoder writes a 1-bit image.
-var palette = color.Palette{color.Gray{Y: 0xff}, color.Gray{Y: 0x00}}
-
-const (
-	white = 0
-	black = 1
-)
-
-// matrix is the module grid of one QR, without quiet zone.
-type matrix struct {
-	dim  int
-	dark func(x, y int) bool
-}
-
 // errEmpty exists because an empty QR scans as nothing useful, so asking for one is a bug.
 var errEmpty = errors.New("qr: empty content")
-
-// encode computes the module matrix with gozxing's QR writer. For our URIs it is about three
-// times faster than boombuler/barcode's, whose mask scoring dominated an initiation
-// (BenchmarkPNGDataURI on 2 cores: 4.8 ms with gozxing, 14 ms with boombuler).
-func encode(content string) (matrix, error) {
-	if content == "" {
-		return matrix{}, errEmpty
-	}
-	bits, err := writer.Encode(content, gozxing.BarcodeFormat_QR_CODE, 0, 0, encodeHints)
-	if err != nil {
-		return matrix{}, fmt.Errorf("qr: encoding %d bytes: %w", len(content), err)
-	}
-	if bits.GetWidth() != bits.GetHeight() {
-		return matrix{}, fmt.Errorf("qr: unexpected QR size %dx%d", bits.GetWidth(), bits.GetHeight())
-	}
-	return matrix{dim: bits.GetWidth(), dark: bits.Get}, nil
-}
-
-var (
-	writer = zqr.NewQRCodeWriter()
-	// The quiet zone is drawn here, so the writer adds none. No character set hint: an
-	// otpauth URI is ASCII (url.URL escapes the rest), and a UTF-8 hint would add an ECI
-	// header that some scanners mishandle.
-	encodeHints = map[gozxing.EncodeHintType]any{
-		gozxing.EncodeHintType_ERROR_CORRECTION: errorCorrection,
-		gozxing.EncodeHintType_MARGIN:           0,
-	}
-)
 
 // scale picks whole pixels per module so the whole image is near targetPx, never below minScale.
 func scale(dim int) int {
@@ -91,27 +44,14 @@ func scale(dim int) int {
 
 // buffers are the per-call scratch space that is reused across calls through bufPool.
 type buffers struct {
-	pix []byte
+	enc scratch
+	row []byte // one packed pixel row, filter byte first
 	out bytes.Buffer
 	txt []byte
+	zw  *zlib.Writer
 }
 
 var bufPool = sync.Pool{New: func() any { return new(buffers) }}
-
-// encoderPool lets png.Encoder reuse its zlib writer and row buffers, which are most of what a
-// PNG encode allocates.
-type encoderPool struct{ p sync.Pool }
-
-func (e *encoderPool) Get() *png.EncoderBuffer {
-	b, _ := e.p.Get().(*png.EncoderBuffer)
-	return b
-}
-
-func (e *encoderPool) Put(b *png.EncoderBuffer) { e.p.Put(b) }
-
-// encoder trades a slightly larger file (still a few KB) for the cheapest deflate; a 1-bit QR
-// compresses well at any level.
-var encoder = png.Encoder{CompressionLevel: png.BestSpeed, BufferPool: new(encoderPool)}
 
 // PNGDataURI returns the QR as a data URI, the form frontends put straight into an <img src>.
 func PNGDataURI(content string) (string, error) {
@@ -139,19 +79,55 @@ func PNG(content string) ([]byte, error) {
 	return bytes.Clone(bufs.out.Bytes()), nil
 }
 
+// pngSignature starts every PNG file.
+var pngSignature = []byte("\x89PNG\r\n\x1a\n")
+
 // writePNG leaves the PNG in bufs.out; the caller must copy it out before returning bufs.
+//
+// It writes the PNG itself rather than through image/png, whose paletted path makes an
+// interface call per pixel: a 1-bit paletted image (white index 0, black index 1), every row
+// unfiltered, deflated at zlib.BestSpeed with a reused writer.
 func writePNG(content string, bufs *buffers) error {
-	m, err := encode(content)
+	m, err := encode(content, &bufs.enc)
 	if err != nil {
 		return err
 	}
 	s := scale(m.dim)
 	side := (m.dim + 2*quietZone) * s
-	bufs.pix = grow(bufs.pix, side*side)
-	pix := bufs.pix
-	clear(pix)
+	rowLen := 1 + (side+7)/8
+	bufs.row = grow(bufs.row, rowLen)
+	row := bufs.row
+
+	out := &bufs.out
+	out.Reset()
+	out.Write(pngSignature)
+	var ihdr [13]byte
+	binary.BigEndian.PutUint32(ihdr[0:], uint32(side))
+	binary.BigEndian.PutUint32(ihdr[4:], uint32(side))
+	ihdr[8] = 1 // bit depth
+	ihdr[9] = 3 // colour type: paletted
+	writeChunk(out, "IHDR", ihdr[:])
+	writeChunk(out, "PLTE", []byte{0xff, 0xff, 0xff, 0x00, 0x00, 0x00})
+
+	start := out.Len()
+	out.Write([]byte{0, 0, 0, 0, 'I', 'D', 'A', 'T'})
+	if bufs.zw == nil {
+		bufs.zw, err = zlib.NewWriterLevel(out, zlib.BestSpeed)
+		if err != nil {
+			return fmt.Errorf("qr: encoding PNG: %w", err)
+		}
+	} else {
+		bufs.zw.Reset(out)
+	}
+	zw := bufs.zw
+	// The quiet zone rows above and below are all white.
+	clear(row)
+	for range quietZone * s {
+		zw.Write(row)
+	}
 	for y := range m.dim {
-		row := pix[((quietZone+y)*s)*side:][:side]
+		clear(row[1:])
+		bits := row[1:]
 		for x := 0; x < m.dim; {
 			if !m.dark(x, y) {
 				x++
@@ -161,31 +137,66 @@ func writePNG(content string, bufs *buffers) error {
 			for x < m.dim && m.dark(x, y) {
 				x++
 			}
-			fill(row[(quietZone+x0)*s:(quietZone+x)*s], black)
+			setBits(bits, (quietZone+x0)*s, (quietZone+x)*s)
 		}
-		// The other pixel rows of this module row are identical.
-		for r := 1; r < s; r++ {
-			copy(pix[((quietZone+y)*s+r)*side:][:side], row)
+		// Every pixel row of this module row is the same.
+		for range s {
+			zw.Write(row)
 		}
 	}
-	img := &image.Paletted{Pix: pix, Stride: side, Rect: image.Rect(0, 0, side, side), Palette: palette}
-	bufs.out.Reset()
-	if err := encoder.Encode(&bufs.out, img); err != nil {
+	clear(row)
+	for range quietZone * s {
+		zw.Write(row)
+	}
+	if err := zw.Close(); err != nil {
 		return fmt.Errorf("qr: encoding PNG: %w", err)
 	}
+	b := out.Bytes()
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-8))
+	var crc [4]byte
+	binary.BigEndian.PutUint32(crc[:], crc32.ChecksumIEEE(b[start+4:]))
+	out.Write(crc[:])
+	writeChunk(out, "IEND", nil)
 	return nil
+}
+
+// setBits sets the bits of pixels [from, to) in a packed row, most significant bit first.
+func setBits(b []byte, from, to int) {
+	for ; from < to && from&7 != 0; from++ {
+		b[from>>3] |= 0x80 >> (from & 7)
+	}
+	for ; from+8 <= to; from += 8 {
+		b[from>>3] = 0xff
+	}
+	for ; from < to; from++ {
+		b[from>>3] |= 0x80 >> (from & 7)
+	}
+}
+
+func writeChunk(out *bytes.Buffer, typ string, data []byte) {
+	var hdr [8]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(data)))
+	copy(hdr[4:], typ)
+	out.Write(hdr[:])
+	out.Write(data)
+	crc := crc32.NewIEEE()
+	crc.Write(hdr[4:])
+	crc.Write(data)
+	var sum [4]byte
+	binary.BigEndian.PutUint32(sum[:], crc.Sum32())
+	out.Write(sum[:])
 }
 
 // SVG returns the QR as a standalone SVG document, for pages that scale the image: it stays sharp
 // at any size, and crispEdges keeps anti-aliasing from greying the gaps between modules. The
 // width and height attributes give the same size as PNG; the viewBox is in modules.
 func SVG(content string) (string, error) {
-	m, err := encode(content)
+	bufs := bufPool.Get().(*buffers)
+	defer bufPool.Put(bufs)
+	m, err := encode(content, &bufs.enc)
 	if err != nil {
 		return "", err
 	}
-	bufs := bufPool.Get().(*buffers)
-	defer bufPool.Put(bufs)
 	side := m.dim + 2*quietZone
 	px := side * scale(m.dim)
 
@@ -240,15 +251,8 @@ func grow(b []byte, n int) []byte {
 	return b[:n]
 }
 
-func fill(b []byte, v byte) {
-	for i := range b {
-		b[i] = v
-	}
-}
-
-// errorCorrection is level M (15 % recovery), the usual choice for otpauth QR codes: otpauth
+// Error correction is level M (15 % recovery), the usual choice for otpauth QR codes: otpauth
 // URIs are shown on screens, where damage is rare, and M keeps the symbol smaller than Q or H.
 // Measured here: zbar decoded every symbol of a sweep over URI lengths 250-550; gozxing's
 // default detector misses a few valid symbols (with its PURE_BARCODE hint it reads them all),
-// so our tests decode with that fallback.
-const errorCorrection = "M"
+// so our tests decode with that fallback. encode.go hard-codes it.
