@@ -7,6 +7,7 @@
 package kvdoc
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -129,7 +130,19 @@ type Relay struct {
 	JS     jetstream.JetStream
 	Filter string // key filter, e.g. "e.>"
 	Log    *slog.Logger
+	// ParkAfter is how long one message may keep failing before the relay parks its document
+	// and goes on with the others (the parked one is tried again every ParkRetry); 0 means
+	// DefaultParkAfter. A message the stream keeps refusing then delays only its own document.
+	ParkAfter time.Duration
+	// ParkRetry is how often parked documents are tried again; 0 means DefaultParkRetry.
+	ParkRetry time.Duration
 }
+
+// Defaults of Relay's parking.
+const (
+	DefaultParkAfter = 2 * time.Second
+	DefaultParkRetry = 2 * time.Second
+)
 
 // pendingView decodes only what the relay needs from any record type.
 type pendingView struct {
@@ -137,96 +150,146 @@ type pendingView struct {
 	Purge  bool             `json:"purge"`
 }
 
-// Run watches the bucket until ctx ends. On start the watch replays every current value, so
-// events left behind by a crash are published then.
+// Run relays until ctx ends. It is supervised: when its watch ends (a NATS reconnect, a
+// deleted consumer) it starts a new one, with back-off, so the outbox never silently stops
+// draining. On every (re)start the watch replays every current value, so events left behind by
+// a crash are published then.
 func (r *Relay) Run(ctx context.Context) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := r.watch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.Log.Warn("relay: watch ended, restarting", "filter", r.Filter, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+func (r *Relay) watch(ctx context.Context) error {
 	w, err := r.KV.Watch(ctx, r.Filter)
 	if err != nil {
 		return fmt.Errorf("relay watch %s: %w", r.Filter, err)
 	}
 	defer func() { _ = w.Stop() }()
+	parked := map[string]bool{}
+	retry := time.NewTicker(cmp.Or(r.ParkRetry, DefaultParkRetry))
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-retry.C:
+			for key := range parked {
+				delete(parked, key)
+				e, err := r.KV.Get(ctx, key)
+				if err != nil {
+					continue // gone, or the next update brings it back
+				}
+				r.handle(ctx, e, parked)
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil
+				return errors.New("watch closed")
 			}
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue
 			}
-			var v pendingView
-			if err := json.Unmarshal(e.Value(), &v); err != nil {
-				r.Log.Error("relay: undecodable record", "key", e.Key(), "err", err)
-				continue
-			}
-			if len(v.Outbox) == 0 && !v.Purge {
-				continue
-			}
-			r.flush(ctx, e.Key(), v)
+			r.handle(ctx, e, parked)
 		}
 	}
 }
 
-// flush publishes v's messages, retrying with back-off until they are stored or ctx ends, then
-// clears them from the key (or purges it).
-func (r *Relay) flush(ctx context.Context, key string, v pendingView) {
+func (r *Relay) handle(ctx context.Context, e jetstream.KeyValueEntry, parked map[string]bool) {
+	var v pendingView
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		r.Log.Error("relay: undecodable record", "key", e.Key(), "err", err)
+		return
+	}
+	if len(v.Outbox) == 0 && !v.Purge {
+		return
+	}
+	if !r.flush(ctx, e, v) && ctx.Err() == nil {
+		parked[e.Key()] = true
+	}
+}
+
+// flush publishes v's messages, retrying with back-off for up to ParkAfter, then clears them
+// from the key (or purges it). It reports false when a message could not be published, so the
+// caller parks the document.
+func (r *Relay) flush(ctx context.Context, entry jetstream.KeyValueEntry, v pendingView) bool {
+	key := entry.Key()
 	for _, m := range v.Outbox {
 		if !r.publish(ctx, m) {
-			return
+			if ctx.Err() == nil {
+				r.Log.Error("relay: message parked; its document's events wait, the others go on", "key", key, "subject", m.Subject, "id", m.ID)
+			}
+			return false
 		}
 	}
 	sent := map[string]bool{}
 	for _, m := range v.Outbox {
 		sent[m.ID] = true
 	}
+	// The first attempt uses the value the watch delivered (one round trip); only a lost
+	// race reads the key again.
+	e := entry
 	for attempt := 0; attempt < 10 && ctx.Err() == nil; attempt++ {
-		e, err := r.KV.Get(ctx, key)
-		if err != nil {
-			return // deleted meanwhile, or a transient error: the next watch update retries
+		if attempt > 0 {
+			var err error
+			if e, err = r.KV.Get(ctx, key); err != nil {
+				return true // deleted meanwhile, or a transient error: the next watch update retries
+			}
 		}
 		var raw map[string]json.RawMessage
 		var cur pendingView
 		if json.Unmarshal(e.Value(), &raw) != nil || json.Unmarshal(e.Value(), &cur) != nil {
-			return
+			return true
 		}
+		var err error
 		if cur.Purge {
 			if len(cur.Outbox) > len(v.Outbox) {
-				return // more events arrived; the watch will bring them
+				return true // more events arrived; the watch will bring them
 			}
 			err = r.KV.Purge(ctx, key, jetstream.LastRevision(e.Revision()))
 		} else {
 			rest := slices.DeleteFunc(cur.Outbox, func(m outbox.Message) bool { return sent[m.ID] })
 			if len(rest) == len(cur.Outbox) {
-				return // already cleared by another relay
+				return true // already cleared by another relay
 			}
 			if len(rest) == 0 {
 				delete(raw, "outbox")
 			} else if raw["outbox"], err = json.Marshal(rest); err != nil {
-				return
+				return true
 			}
 			data, merr := json.Marshal(raw)
 			if merr != nil {
-				return
+				return true
 			}
 			_, err = r.KV.Update(ctx, key, data, e.Revision())
 		}
 		if err == nil {
-			return
+			return true
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
 			if ctx.Err() != nil {
-				return // shutting down; the next start replays the outbox
+				return true // shutting down; the next start replays the outbox
 			}
 			r.Log.Warn("relay: clearing outbox failed", "key", key, "err", err)
-			return
+			return true
 		}
 	}
+	return true
 }
 
 func (r *Relay) publish(ctx context.Context, m outbox.Message) bool {
 	wait := 50 * time.Millisecond
+	deadline := time.Now().Add(cmp.Or(r.ParkAfter, DefaultParkAfter))
 	for {
 		msg := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: nats.Header{}}
 		msg.Header.Set("Content-Type", "application/cloudevents+json")
@@ -234,7 +297,7 @@ func (r *Relay) publish(ctx context.Context, m outbox.Message) bool {
 		if err == nil {
 			return true
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || time.Now().After(deadline) {
 			return false
 		}
 		r.Log.Warn("relay: publish failed, retrying", "subject", m.Subject, "id", m.ID, "err", err)
@@ -243,7 +306,7 @@ func (r *Relay) publish(ctx context.Context, m outbox.Message) bool {
 			return false
 		case <-time.After(wait):
 		}
-		if wait < 5*time.Second {
+		if wait < time.Second {
 			wait *= 2
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,4 +217,37 @@ func TestRemovePurgesAfterPublishing(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRelayParksARefusedMessage: a message no stream takes (here: a subject outside
+// MFA_EVENTS) must not hold up the events of other documents behind it; it stays pending in
+// its document, which the relay keeps trying.
+func TestRelayParksARefusedMessage(t *testing.T) {
+	ctx := context.Background()
+	js, kv, s := setup(t)
+	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	r := &kvdoc.Relay{KV: kv, JS: js, Filter: "d.>", Log: slog.New(slog.DiscardHandler), ParkAfter: 200 * time.Millisecond, ParkRetry: 100 * time.Millisecond}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	refused := outbox.Message{ID: "refused", Subject: "not.an.event.subject", Data: []byte(`{}`)}
+	if _, err := s.Create(ctx, "d.stuck", doc{Name: "a"}, refused); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, "d.fine", doc{Name: "b"}, msg("e-after")); err != nil {
+		t.Fatal(err)
+	}
+	waitIDs(t, js, "e-after")
+	waitOutboxEmpty(t, kv, "d.fine")
+	e, err := kv.Get(ctx, "d.stuck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(e.Value()), `"refused"`) {
+		t.Fatalf("the refused message left its outbox: %s", e.Value())
+	}
 }
