@@ -24,7 +24,8 @@ func TestCancelRacingRightCodeLeavesNoOrphanDevice(t *testing.T) {
 	const races = 25
 	for _, channel := range []string{"http", "bridge"} {
 		t.Run(channel, func(t *testing.T) {
-			st := harness.Start(t, harness.Options{}, nil)
+			// The races send frames far faster than a phone would: lift the bridge's frame limit.
+			st := harness.Start(t, harness.Options{}, map[string]string{"MFA_BRIDGE_FRAME_RATE": "1000", "MFA_BRIDGE_FRAME_BURST": "1000"})
 			rec := st.RecordEvents(t)
 			sub := "racer-" + channel
 			token := st.Token(t, sub)
