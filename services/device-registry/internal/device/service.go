@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"slices"
 	"strconv"
 	"strings"
@@ -387,18 +388,7 @@ func public(c Credential) Credential {
 // validID accepts the ids the registry keys records by (status ids, ph_ids): 1 to 128 of
 // [A-Za-z0-9_-]. Anything else cannot name a record, and keeping it out also keeps store
 // keys well-formed.
-func validID(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func validID(s string) bool { return ids.Valid(s) }
 
 // validDeviceID accepts a companion's own device id: 1 to 128 printable characters.
 func validDeviceID(s string) bool {

@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"strings"
 
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
@@ -222,15 +223,4 @@ func translate(err error) error {
 
 // validToken reports whether id can be one token of a KV key. The domain only hands out such
 // ids; this keeps a malformed one from turning into a wildcard or an invalid-key error.
-func validToken(id string) bool {
-	if id == "" || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func validToken(id string) bool { return ids.Valid(id) }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,17 +123,7 @@ func openKey(e enrollment.Enrollment) string {
 }
 
 // validID keeps ids to characters that are safe as KV key tokens.
-func validID(id string) bool {
-	if id == "" || len(id) > 128 {
-		return false
-	}
-	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func validID(id string) bool { return ids.Valid(id) }
 
 // Create implements enrollment.Store.
 func (s *Store) Create(ctx context.Context, e enrollment.Enrollment, msgs ...outbox.Message) (enrollment.Enrollment, error) {
