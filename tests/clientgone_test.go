@@ -1,16 +1,15 @@
 package tests_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,34 +22,16 @@ import (
 	"github.com/mfaflow/mfaflow/tests/harness"
 )
 
-// syncBuffer is a log sink safe for concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // loggedReplica runs a status replica on the stack's NATS whose log goes to a buffer, and
 // reports how many requests it is still handling.
-func loggedReplica(t *testing.T, st *harness.Stack) (url string, log *syncBuffer, inFlight *atomic.Int64) {
+func loggedReplica(t *testing.T, st *harness.Stack) (url string, log *testkit.LogBuffer, inFlight *atomic.Int64) {
 	t.Helper()
 	nc, err := natsx.Connect(st.NATSURL(), "status-replica-logged")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	log = &syncBuffer{}
+	log = &testkit.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc, err := statussvc.New(context.Background(), nc, statussvc.Config{Verifier: st.Verifier(), Heartbeat: 100 * time.Millisecond}, logger)
 	if err != nil {

@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"encoding/json"
 	"errors"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -29,24 +30,6 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		<-tick.C
 	}
-}
-
-// clock is a settable time for the frame rate limiter.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 func TestConnectionCap(t *testing.T) {
@@ -101,7 +84,7 @@ func TestConnectionCap(t *testing.T) {
 }
 
 func TestFrameRate(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	env := bridgetest.Start(t, bridge.Config{FrameRate: 1, FrameBurst: 3, Clock: clk.Now})
 	env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
 	ws := dial(t, env, protocol.Subprotocol)
@@ -139,7 +122,7 @@ func TestFrameRate(t *testing.T) {
 }
 
 func TestFrameFloodCloses(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	const burst = 2
 	env := bridgetest.Start(t, bridge.Config{FrameRate: 1, FrameBurst: burst, Clock: clk.Now})
 	ws := dial(t, env)

@@ -9,8 +9,8 @@
 package bridgetest
 
 import (
-	"bytes"
 	"context"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -210,7 +210,7 @@ type Env struct {
 	// WSURL is the bridge endpoint as a ws:// URL.
 	WSURL string
 
-	logs *syncBuffer
+	logs *testkit.LogBuffer
 }
 
 // Start boots NATS, the status stand-in and the bridge with cfg.
@@ -226,7 +226,7 @@ func Start(tb testing.TB, cfg bridge.Config) *Env {
 // StartBridge boots only the bridge, on nc, so a test can choose what answers (or nothing).
 func StartBridge(tb testing.TB, nc *nats.Conn, cfg bridge.Config) *Env {
 	tb.Helper()
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc := bridge.New(nc, cfg, log)
 	rt := httpx.NewRouter()
@@ -248,21 +248,3 @@ func StartBridge(tb testing.TB, nc *nats.Conn, cfg bridge.Config) *Env {
 
 // Logs returns everything the bridge has logged so far (at debug level and up).
 func (e *Env) Logs() string { return e.logs.String() }
-
-// syncBuffer collects log output written by connection goroutines while a test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,43 +36,6 @@ import (
 // wait is the deadline for every fact a test waits on.
 const wait = 10 * time.Second
 
-// clock is the injectable test clock: codes are computed for the instant it shows.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// logBuffer collects the registry's log output, so tests can assert that no secret or code is
-// ever logged, and shows it when a test fails.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is one registry booted through registry.New on its own embedded NATS server, with an
 // HTTP server in front of its routes.
 type env struct {
@@ -80,10 +43,10 @@ type env struct {
 	js     jetstream.JetStream
 	svc    *registry.Service
 	srv    *httptest.Server
-	clock  *clock
+	clock  *testkit.Clock
 	tokens auth.HS256
 	bucket string
-	logs   *logBuffer
+	logs   *testkit.LogBuffer
 }
 
 func start(t *testing.T) *env {
@@ -101,10 +64,10 @@ func start(t *testing.T) *env {
 	e := &env{
 		nc:     nc,
 		js:     js,
-		clock:  &clock{t: time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)}, // 10 s into a step
+		clock:  testkit.NewClock(time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)), // 10 s into a step
 		tokens: auth.HS256{Key: bytes.Repeat([]byte("k"), auth.MinKeyBytes)},
 		bucket: "devices_" + strings.ReplaceAll(uuid.NewString()[:8], "-", ""),
-		logs:   &logBuffer{},
+		logs:   &testkit.LogBuffer{},
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.svc, err = registry.New(t.Context(), nc, registry.Config{

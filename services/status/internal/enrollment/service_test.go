@@ -9,19 +9,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
 )
-
-// clock is a settable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // codeRegistry checks codes with the real TOTP rules against one secret per enrollment, as the
 // device registry does; the registry service itself is tested in its own module and end to end.
@@ -73,7 +65,7 @@ func (r *codeRegistry) activations() []enrollment.Claim {
 
 type fixture struct {
 	svc   *enrollment.Service
-	clock *clock
+	clock *testkit.Clock
 	reg   *codeRegistry
 }
 
@@ -87,7 +79,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &clock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	c := testkit.NewClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	reg := &codeRegistry{secret: secret, now: c.Now}
 	return &fixture{svc: &enrollment.Service{Store: store, Registry: reg, Now: c.Now}, clock: c, reg: reg}
 }
