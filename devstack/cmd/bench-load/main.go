@@ -157,6 +157,20 @@ func loop(n int, d time.Duration, fn func(w int) error) rate {
 }
 
 // parallel runs fn(i) for i in [0,n) on c workers.
+// initiateMany starts n enrollments without QR, 16 at a time, counting them in created.
+func initiateMany(base, token string, n int, created *atomic.Int64) ([]initiation, error) {
+	ins := make([]initiation, n)
+	err := parallel(n, 16, func(i int) error {
+		var err error
+		ins[i], err = initiate(base, token, "none")
+		if err == nil {
+			created.Add(1)
+		}
+		return err
+	})
+	return ins, err
+}
+
 func parallel(n, c int, fn func(i int) error) error {
 	var next atomic.Int64
 	var firstErr error
@@ -541,15 +555,8 @@ var sseClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16,
 
 func benchScanToSSE(base, token string, created *atomic.Int64) error {
 	n := *watched
-	ins := make([]initiation, n)
-	if err := parallel(n, 16, func(i int) error {
-		var err error
-		ins[i], err = initiate(base, token, "none")
-		if err == nil {
-			created.Add(1)
-		}
-		return err
-	}); err != nil {
+	ins, err := initiateMany(base, token, n, created)
+	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -728,15 +735,8 @@ func runChild(mode string) error {
 
 func benchIdleRSS(base, bare, token string, created *atomic.Int64) error {
 	n := *idleN
-	ins := make([]initiation, n)
-	if err := parallel(n, 16, func(i int) error {
-		var err error
-		ins[i], err = initiate(base, token, "none")
-		if err == nil {
-			created.Add(1)
-		}
-		return err
-	}); err != nil {
+	ins, err := initiateMany(base, token, n, created)
+	if err != nil {
 		return err
 	}
 	client.CloseIdleConnections()
