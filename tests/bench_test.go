@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
+	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/tests/harness"
 )
 

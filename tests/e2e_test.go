@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/tests/eventschema"
 	"github.com/mfaflow/mfaflow/tests/harness"

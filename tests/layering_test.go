@@ -6,31 +6,82 @@ import (
 	"testing"
 )
 
-// TestLayering enforces the layering rule that would otherwise live only in prose: the domain
-// package of each service (state machine, rules) imports no transport and no storage driver.
+const module = "github.com/mfaflow/mfaflow/"
+
+// deps lists what each package matching pattern depends on (with withTests, its test variants
+// too), by go list at the workspace root.
+func deps(t *testing.T, pattern string, withTests bool) map[string][]string {
+	t.Helper()
+	args := []string{"list", "-f", `{{.ImportPath}}|{{join .Deps " "}}`}
+	if withTests {
+		args = append(args, "-test")
+	}
+	cmd := exec.Command("go", append(args, pattern)...)
+	cmd.Dir = ".." // the workspace root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list %s: %v\n%s", pattern, err, out)
+	}
+	m := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, ds, _ := strings.Cut(line, "|")
+		m[pkg] = strings.Fields(ds)
+	}
+	return m
+}
+
+// TestLayering enforces the layering rules that would otherwise live only in prose:
+//   - the domain package of each service (state machine, rules) imports no transport and no
+//     storage driver;
+//   - pkg/ and events/ (shared parts and contracts) never import a service;
+//   - no service imports another: they talk over NATS, through the contracts in events/.
 func TestLayering(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("the go command is not on PATH; the layering check needs `go list`")
+		t.Fatal("the go command is not on PATH; the layering check needs `go list`")
 	}
 	domains := []string{
-		"github.com/mfaflow/mfaflow/services/status/internal/enrollment",
-		"github.com/mfaflow/mfaflow/services/device-registry/internal/device",
-		"github.com/mfaflow/mfaflow/services/initiation/internal/setup",
+		module + "services/status/internal/enrollment",
+		module + "services/device-registry/internal/device",
+		module + "services/initiation/internal/setup",
 	}
 	forbidden := []string{"net/http", "github.com/nats-io/", "go.mongodb.org/", "github.com/gorilla/websocket"}
 	for _, pkg := range domains {
-		cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", pkg)
-		cmd.Dir = ".." // the workspace root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("go list %s: %v\n%s", pkg, err, out)
-		}
-		for _, dep := range strings.Fields(string(out)) {
+		for _, dep := range deps(t, pkg, false)[pkg] {
 			for _, f := range forbidden {
 				if dep == f || strings.HasPrefix(dep, f) {
 					t.Errorf("%s depends on %s: domain packages must not import transports or drivers", pkg, dep)
 				}
 			}
 		}
+	}
+
+	services := []string{"services/initiation/", "services/status/", "services/device-registry/", "mobile-bridge/"}
+	serviceOf := func(pkg string) string {
+		for _, s := range services {
+			if strings.HasPrefix(pkg, module+s) || strings.HasPrefix(pkg+"/", module+s) {
+				return s
+			}
+		}
+		return ""
+	}
+	checked := 0
+	for _, pattern := range []string{"pkg/...", "events/...", "services/initiation/...", "services/status/...", "services/device-registry/...", "mobile-bridge/..."} {
+		for pkg, ds := range deps(t, module+pattern, true) {
+			checked++
+			own := serviceOf(pkg)
+			for _, dep := range ds {
+				other := serviceOf(dep)
+				switch {
+				case other == "" || other == own:
+				case own == "":
+					t.Errorf("%s imports %s: shared parts and contracts must not import a service", pkg, dep)
+				default:
+					t.Errorf("%s imports %s: a service must not import another (talk over NATS via events/)", pkg, dep)
+				}
+			}
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("checked only %d packages: the patterns no longer match the layout", checked)
 	}
 }

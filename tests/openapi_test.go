@@ -26,7 +26,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
-	"github.com/mfaflow/mfaflow/pkg/apidoc"
+	"github.com/mfaflow/mfaflow/events/apidoc"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/tests/harness"

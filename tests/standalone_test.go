@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/tests/harness"

@@ -19,17 +19,15 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/devstack/web"
-	"github.com/mfaflow/mfaflow/mobile-bridge/bridge"
-	"github.com/mfaflow/mfaflow/pkg/apidoc"
+	"github.com/mfaflow/mfaflow/events/apidoc"
+	"github.com/mfaflow/mfaflow/mobile-bridge/bridgesvc"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/config"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
-	"github.com/mfaflow/mfaflow/pkg/rpc"
-	"github.com/mfaflow/mfaflow/pkg/secretbox"
 	"github.com/mfaflow/mfaflow/pkg/serve"
-	"github.com/mfaflow/mfaflow/services/device-registry/registry"
+	"github.com/mfaflow/mfaflow/services/device-registry/registrysvc"
 	"github.com/mfaflow/mfaflow/services/initiation/initiationsvc"
 	"github.com/mfaflow/mfaflow/services/status/statussvc"
 	"github.com/nats-io/nats-server/v2/server"
@@ -53,9 +51,7 @@ type Stack struct {
 	ns       *server.Server
 	natsURL  string
 	conns    []*nats.Conn
-	status   *statussvc.Service
-	registry *registry.Service
-	bridge   *bridge.Service
+	services []serve.Component // in start order; closed in reverse
 	http     *http.Server
 	ln       net.Listener
 	tokens   auth.HS256
@@ -78,19 +74,14 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	secretKey, err := keyFromConfigOrFile(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key"))
-	if err != nil {
+	// Keys missing from the configuration are generated once and kept in the data dir, so
+	// secrets sealed by an earlier run stay readable and earlier tokens stay valid.
+	if cfg.SecretKey, err = keyFromConfigOrFile(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key")); err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
-	key, err := secretbox.ParseKey(secretKey)
-	if err != nil {
-		return nil, fmt.Errorf("MFA_SECRET_KEY: %w", err)
-	}
-	jwtKey, err := keyFromConfigOrFile(cfg.JWTSecret, filepath.Join(cfg.DataDir, "jwt.key"))
-	if err != nil {
+	if cfg.JWTSecret, err = keyFromConfigOrFile(cfg.JWTSecret, filepath.Join(cfg.DataDir, "jwt.key")); err != nil {
 		return nil, fmt.Errorf("jwt key: %w", err)
 	}
-	cfg.JWTSecret = jwtKey
 	s.tokens, err = cfg.TokenVerifier()
 	if err != nil {
 		return nil, err
@@ -129,41 +120,61 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 		s.baseURL = "http://" + s.ln.Addr().String()
 	}
 
+	// Each service is wired from cfg exactly as its own main wires it (ConfigFrom, New); the
+	// stack only shares one token verifier and the test clock among them.
 	rt := httpx.NewRouter()
-	commands := rpc.Limits{MaxInFlight: cfg.CommandConcurrency, Timeout: cfg.CommandTimeout}
-	nc, err := connect("device-registry")
-	if err != nil {
+	start := func(name string, build func(nc *nats.Conn, log *slog.Logger) (serve.Component, error)) error {
+		nc, err := connect(name)
+		if err != nil {
+			return err
+		}
+		c, err := build(nc, log.With("service", name))
+		if err != nil {
+			return err
+		}
+		s.services = append(s.services, c)
+		c.Routes(rt)
+		return nil
+	}
+	if err := start(registrysvc.Name, func(nc *nats.Conn, log *slog.Logger) (serve.Component, error) {
+		c, err := registrysvc.ConfigFrom(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c.Verifier, c.Clock = s.tokens, opt.Clock
+		return registrysvc.New(ctx, nc, c, log)
+	}); err != nil {
 		return nil, err
 	}
-	if s.registry, err = registry.New(ctx, nc, registry.Config{SecretKey: key, Verifier: s.tokens, Commands: commands, Clock: opt.Clock}, log.With("service", "device-registry")); err != nil {
+	if err := start(statussvc.Name, func(nc *nats.Conn, log *slog.Logger) (serve.Component, error) {
+		c, err := statussvc.ConfigFrom(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c.Verifier, c.Clock, c.SweepInterval, c.Heartbeat = s.tokens, opt.Clock, opt.SweepInterval, opt.Heartbeat
+		return statussvc.New(ctx, nc, c, log)
+	}); err != nil {
 		return nil, err
 	}
-	s.registry.Routes(rt)
-	if nc, err = connect("status"); err != nil {
+	if err := start(initiationsvc.Name, func(nc *nats.Conn, log *slog.Logger) (serve.Component, error) {
+		c, err := initiationsvc.ConfigFrom(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c.Verifier, c.Clock, c.PublicURL = s.tokens, opt.Clock, s.baseURL
+		return initiationsvc.New(ctx, nc, c, log)
+	}); err != nil {
 		return nil, err
 	}
-	if s.status, err = statussvc.New(ctx, nc, statussvc.Config{Verifier: s.tokens, Commands: commands, Clock: opt.Clock, SweepInterval: opt.SweepInterval, Heartbeat: opt.Heartbeat, PollRate: cfg.PollRate, PollBurst: cfg.PollBurst}, log.With("service", "status")); err != nil {
+	if err := start(bridgesvc.Name, func(nc *nats.Conn, log *slog.Logger) (serve.Component, error) {
+		c, err := bridgesvc.ConfigFrom(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return bridgesvc.New(ctx, nc, c, log)
+	}); err != nil {
 		return nil, err
 	}
-	s.status.Routes(rt)
-	if nc, err = connect("initiation"); err != nil {
-		return nil, err
-	}
-	ini, err := initiationsvc.New(nc, initiationsvc.Config{
-		Verifier: s.tokens, Issuer: cfg.Issuer, PublicURL: s.baseURL, ClientID: cfg.ClientID,
-		EnrollmentTTL: cfg.EnrollmentTTL, Clock: opt.Clock,
-	}, log.With("service", "initiation"))
-	if err != nil {
-		return nil, err
-	}
-	ini.Routes(rt)
-	if nc, err = connect("mobile-bridge"); err != nil {
-		return nil, err
-	}
-	s.bridge = bridge.New(nc, bridge.Config{
-		MaxConnections: cfg.BridgeMaxConnections, FrameRate: cfg.BridgeFrameRate, FrameBurst: cfg.BridgeFrameBurst,
-	}, log.With("service", "mobile-bridge"))
-	s.bridge.Routes(rt)
 	rt.HandleFunc("POST /dev/token", s.devToken)
 	rt.Handle("GET /openapi.json", apidoc.Handler())
 	rt.HandleFunc("GET /healthz", serve.Healthz(s.conns...))
@@ -211,17 +222,15 @@ func (s *Stack) Close() {
 		} else if s.ln != nil {
 			_ = s.ln.Close()
 		}
-		if s.bridge != nil {
-			_ = s.bridge.Close()
-		}
-		if s.status != nil {
-			_ = s.status.Close()
-		}
-		if s.registry != nil {
-			_ = s.registry.Close()
+		for i := len(s.services) - 1; i >= 0; i-- {
+			if err := s.services[i].Close(); err != nil {
+				s.log.Warn("close service", "err", err)
+			}
 		}
 		for _, nc := range s.conns {
-			_ = nc.Drain()
+			if err := natsx.Drain(nc, serve.ShutdownTimeout); err != nil {
+				s.log.Warn("nats drain", "err", err)
+			}
 		}
 		if s.ns != nil {
 			s.ns.Shutdown()

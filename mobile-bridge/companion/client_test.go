@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mfaflow/mfaflow/mobile-bridge/bridge"
+	"github.com/mfaflow/mfaflow/events/protocol"
+	"github.com/mfaflow/mfaflow/mobile-bridge/bridgesvc"
 	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
 	"github.com/mfaflow/mfaflow/mobile-bridge/internal/bridgetest"
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 )
@@ -65,7 +65,7 @@ func enrollURI(baseURL, eid string) string {
 
 func TestClient(t *testing.T) {
 	t.Run("ScanThenEnroll", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: secret})
 		ctx := testContext(t)
 		c := mustDial(t, ctx, env.URL)
@@ -83,7 +83,7 @@ func TestClient(t *testing.T) {
 		}
 	})
 	t.Run("BridgeErrorThenUsable", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: secret})
 		ctx := testContext(t)
 		c := mustDial(t, ctx, env.URL)
@@ -97,7 +97,7 @@ func TestClient(t *testing.T) {
 		}
 	})
 	t.Run("ErrorWithoutIDGoesToItsRequest", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{MaxFrameBytes: 512})
+		env := bridgetest.Start(t, bridgesvc.Config{MaxFrameBytes: 512})
 		ctx := testContext(t)
 		c := mustDial(t, ctx, env.URL)
 
@@ -107,7 +107,7 @@ func TestClient(t *testing.T) {
 		wantBridgeError(t, err, fault.PayloadTooLarge)
 	})
 	t.Run("ConcurrentCallsMatchedByID", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		ctx := testContext(t)
 		c := mustDial(t, ctx, env.URL)
 		for i := range 10 {
@@ -139,7 +139,7 @@ func TestClient(t *testing.T) {
 		}
 	})
 	t.Run("ContextDeadline", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		block := make(chan struct{})
 		env.Status.Add("eid-slow", bridgetest.Enrollment{StatusID: "st-slow", Block: block})
 		c := mustDial(t, testContext(t), env.URL)
@@ -154,7 +154,7 @@ func TestClient(t *testing.T) {
 		}
 	})
 	t.Run("BridgeGoingAway", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: secret})
 		ctx := testContext(t)
 		c := mustDial(t, ctx, env.URL)
@@ -169,7 +169,7 @@ func TestClient(t *testing.T) {
 		}
 	})
 	t.Run("ErrAfterClose", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		ctx := testContext(t)
 		c := mustDial(t, ctx, env.URL)
 		if err := c.Close(); err != nil {
@@ -211,7 +211,7 @@ func TestDial(t *testing.T) {
 
 func TestEnroll(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: secret})
 
 		ack, err := companion.Enroll(testContext(t), enrollURI(env.URL, "eid-1"), phone, time.Now)
@@ -223,7 +223,7 @@ func TestEnroll(t *testing.T) {
 		}
 	})
 	t.Run("ErrInvalidCodeFromWrongClock", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: secret})
 		lateClock := func() time.Time { return time.Now().Add(-time.Hour) }
 
@@ -231,7 +231,7 @@ func TestEnroll(t *testing.T) {
 		wantBridgeError(t, err, fault.InvalidCode)
 	})
 	t.Run("ErrExpired", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Fault: fault.New(fault.Expired, "enrollment expired")})
 
 		_, err := companion.Enroll(testContext(t), enrollURI(env.URL, "eid-1"), phone, nil)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
 )
 
 // Config is every setting of every mfaflow process. Each process uses the part it needs.
@@ -216,4 +217,10 @@ func (c Config) TokenVerifier() (auth.HS256, error) {
 		return auth.HS256{}, fmt.Errorf("MFA_JWT_SECRET: want at least %d bytes", auth.MinKeyBytes)
 	}
 	return auth.HS256{Key: []byte(c.JWTSecret), Issuer: c.JWTIssuer}, nil
+}
+
+// CommandLimits are the bounds of every service's NATS command endpoints
+// (MFA_COMMAND_CONCURRENCY, MFA_COMMAND_TIMEOUT).
+func (c Config) CommandLimits() rpc.Limits {
+	return rpc.Limits{MaxInFlight: c.CommandConcurrency, Timeout: c.CommandTimeout}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/mfaflow/mfaflow/events"
@@ -116,4 +117,31 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 		return nil, fmt.Errorf("ensure kv bucket %s: %w", cfg.Bucket, err)
 	}
 	return kv, nil
+}
+
+// Drain drains nc (subscriptions finish the messages they hold, pending publishes are flushed)
+// and waits until it is closed, at most timeout; nc.Drain alone returns at once. A connection
+// that is already closed drains to nil.
+func Drain(nc *nats.Conn, timeout time.Duration) error {
+	if nc.IsClosed() {
+		return nil
+	}
+	closed := make(chan struct{})
+	var once sync.Once
+	nc.SetClosedHandler(func(*nats.Conn) { once.Do(func() { close(closed) }) })
+	if err := nc.Drain(); err != nil {
+		if nc.IsClosed() {
+			return nil
+		}
+		return fmt.Errorf("drain nats connection: %w", err)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-closed:
+		return nil
+	case <-t.C:
+		nc.Close()
+		return fmt.Errorf("drain nats connection: not done after %s", timeout)
+	}
 }

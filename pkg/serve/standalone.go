@@ -44,7 +44,11 @@ func Standalone(ctx context.Context, cfg config.Config, name string, wire func(n
 	if err != nil {
 		return err
 	}
-	defer func() { _ = nc.Drain() }()
+	defer func() {
+		if err := natsx.Drain(nc, ShutdownTimeout); err != nil {
+			log.Warn("nats drain", "err", err)
+		}
+	}()
 	svc, err := wire(nc, log)
 	if err != nil {
 		return err

@@ -33,8 +33,8 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/devstack/stack"
+	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
 	"github.com/mfaflow/mfaflow/pkg/config"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 )

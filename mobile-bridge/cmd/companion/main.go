@@ -24,8 +24,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 )

@@ -16,9 +16,9 @@ import (
 
 	"github.com/boombuler/barcode"
 	"github.com/boombuler/barcode/qr"
-	"github.com/mfaflow/mfaflow/mobile-bridge/bridge"
+	"github.com/mfaflow/mfaflow/events/protocol"
+	"github.com/mfaflow/mfaflow/mobile-bridge/bridgesvc"
 	"github.com/mfaflow/mfaflow/mobile-bridge/internal/bridgetest"
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 )
@@ -73,7 +73,7 @@ func writeFile(t *testing.T, name string, data []byte) string {
 
 func startEnv(t *testing.T, script bridgetest.Enrollment) *bridgetest.Env {
 	t.Helper()
-	env := bridgetest.Start(t, bridge.Config{})
+	env := bridgetest.Start(t, bridgesvc.Config{})
 	env.Status.Add("eid-1", script)
 	return env
 }

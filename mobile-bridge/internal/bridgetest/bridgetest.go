@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mfaflow/mfaflow/mobile-bridge/bridge"
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
-	"github.com/mfaflow/mfaflow/pkg/commands"
+	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/protocol"
+	"github.com/mfaflow/mfaflow/mobile-bridge/bridgesvc"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
@@ -204,7 +204,7 @@ func (s *Status) reply(rec *record) commands.EnrollmentReply {
 type Env struct {
 	NATS   *natstest.Server
 	Status *Status // nil for StartBridge
-	Bridge *bridge.Service
+	Bridge *bridgesvc.Service
 	// URL is the base URL of the HTTP server (what an otpauth URI carries as burl).
 	URL string
 	// WSURL is the bridge endpoint as a ws:// URL.
@@ -214,7 +214,7 @@ type Env struct {
 }
 
 // Start boots NATS, the status stand-in and the bridge with cfg.
-func Start(tb testing.TB, cfg bridge.Config) *Env {
+func Start(tb testing.TB, cfg bridgesvc.Config) *Env {
 	tb.Helper()
 	ns := natstest.Start(tb)
 	status := StartStatus(tb, ns.Connect(tb))
@@ -224,11 +224,14 @@ func Start(tb testing.TB, cfg bridge.Config) *Env {
 }
 
 // StartBridge boots only the bridge, on nc, so a test can choose what answers (or nothing).
-func StartBridge(tb testing.TB, nc *nats.Conn, cfg bridge.Config) *Env {
+func StartBridge(tb testing.TB, nc *nats.Conn, cfg bridgesvc.Config) *Env {
 	tb.Helper()
 	logs := &testkit.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc := bridge.New(nc, cfg, log)
+	svc, err := bridgesvc.New(context.Background(), nc, cfg, log)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	rt := httpx.NewRouter()
 	svc.Routes(rt)
 	srv := httptest.NewServer(rt)

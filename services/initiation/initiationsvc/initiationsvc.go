@@ -3,6 +3,7 @@
 package initiationsvc
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -11,9 +12,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
-	"github.com/mfaflow/mfaflow/pkg/qr"
 	"github.com/mfaflow/mfaflow/services/initiation/internal/httpapi"
 	"github.com/mfaflow/mfaflow/services/initiation/internal/natsapi"
+	"github.com/mfaflow/mfaflow/services/initiation/internal/qr"
 	"github.com/mfaflow/mfaflow/services/initiation/internal/setup"
 	"github.com/nats-io/nats.go"
 )
@@ -46,7 +47,7 @@ func (qrRenderer) SVG(s string) (string, error)        { return qr.SVG(s) }
 var clientIDNamespace = uuid.MustParse("0d3c7f52-6c1e-4b1a-9f0e-8e5d2a4b6c71")
 
 // New builds the initiation service on nc. It has no background work, so it needs no Close.
-func New(nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
+func New(_ context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
 	if cfg.Verifier == nil {
 		return nil, errors.New("initiation: a token verifier is required")
 	}

@@ -15,8 +15,8 @@ import (
 
 	"github.com/makiuchi-d/gozxing"
 	"github.com/makiuchi-d/gozxing/qrcode"
+	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/auth"
-	"github.com/mfaflow/mfaflow/pkg/commands"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
@@ -88,7 +88,7 @@ func startPeers(t *testing.T, srv *natstest.Server, p *peers) {
 
 func startInitiation(t *testing.T, srv *natstest.Server) string {
 	t.Helper()
-	svc, err := initiationsvc.New(srv.Connect(t), initiationsvc.Config{
+	svc, err := initiationsvc.New(t.Context(), srv.Connect(t), initiationsvc.Config{
 		Verifier: tokens, PublicURL: "https://mfa.example.com/", Issuer: "Example Corp",
 		EnrollmentTTL: 5 * time.Minute, RequestTimeout: time.Second,
 	}, slog.New(slog.DiscardHandler))

@@ -5,7 +5,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/mfaflow/mfaflow/pkg/commands"
+	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/initiation/internal/setup"
 	"github.com/nats-io/nats.go"

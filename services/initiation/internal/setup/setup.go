@@ -26,7 +26,7 @@ var ErrUnsupportedMethod = errors.New("unsupported verification type")
 var ErrSubTooLong = errors.New("the user id (sub) is too long to fit in a QR code")
 
 // MaxURIBytes is the longest otpauth URI a QR code holds: version 40 at error correction level
-// M (what pkg/qr renders) in byte mode carries 2,331 bytes. The test holds pkg/qr to it.
+// M (what internal/qr renders) in byte mode carries 2,331 bytes. The test holds internal/qr to it.
 const MaxURIBytes = 2331
 
 // worstCredential is a stand-in as long as any credential the registry makes: a 64-byte

@@ -4,12 +4,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mfaflow/mfaflow/pkg/qr"
 	"github.com/mfaflow/mfaflow/pkg/totp"
+	"github.com/mfaflow/mfaflow/services/initiation/internal/qr"
 	"github.com/mfaflow/mfaflow/services/initiation/internal/setup"
 )
 
-// TestMaxURIBytesIsWhatTheQRHolds holds MaxURIBytes to pkg/qr: an URI-like text of exactly that
+// TestMaxURIBytesIsWhatTheQRHolds holds MaxURIBytes to internal/qr: an URI-like text of exactly that
 // many bytes renders, one byte more does not.
 func TestMaxURIBytesIsWhatTheQRHolds(t *testing.T) {
 	uri := "otpauth://totp/x?sub="

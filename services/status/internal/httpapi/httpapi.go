@@ -13,13 +13,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/auth"
-	"github.com/mfaflow/mfaflow/pkg/commands"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
-	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
+	"github.com/mfaflow/mfaflow/services/status/internal/ratelimit"
 )
 
 // API serves the status routes.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/mfaflow/mfaflow/pkg/commands"
+	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/nats-io/nats.go"
 )

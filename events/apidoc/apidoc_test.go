@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mfaflow/mfaflow/pkg/apidoc"
+	"github.com/mfaflow/mfaflow/events/apidoc"
 )
 
 // The schemas themselves are compiled and checked against real responses by the end-to-end

@@ -22,7 +22,7 @@ import (
 	"github.com/makiuchi-d/gozxing"
 	"github.com/makiuchi-d/gozxing/qrcode"
 
-	"github.com/mfaflow/mfaflow/pkg/qr"
+	"github.com/mfaflow/mfaflow/services/initiation/internal/qr"
 )
 
 func newUUID(t testing.TB) string {

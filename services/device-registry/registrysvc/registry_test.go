@@ -1,4 +1,4 @@
-package registry_test
+package registrysvc_test
 
 import (
 	"bytes"
@@ -14,15 +14,15 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/auth"
-	"github.com/mfaflow/mfaflow/pkg/commands"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/natsapi"
-	"github.com/mfaflow/mfaflow/services/device-registry/registry"
+	"github.com/mfaflow/mfaflow/services/device-registry/registrysvc"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -606,12 +606,12 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	nc := natstest.Start(t).Connect(t)
 	good := bytes.Repeat([]byte{7}, 32)
 	verifier := auth.HS256{Key: good}
-	for name, cfg := range map[string]registry.Config{
+	for name, cfg := range map[string]registrysvc.Config{
 		"ShortKey":   {SecretKey: good[:16], Verifier: verifier},
 		"NoKey":      {Verifier: verifier},
 		"NoVerifier": {SecretKey: good},
 	} {
-		if svc, err := registry.New(ctxT(t), nc, cfg, nil); err == nil {
+		if svc, err := registrysvc.New(ctxT(t), nc, cfg, nil); err == nil {
 			_ = svc.Close()
 			t.Errorf("%s: New succeeded", name)
 		}

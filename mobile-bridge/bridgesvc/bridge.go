@@ -1,11 +1,11 @@
-// Package bridge is the websocket gateway between companion authenticator apps and the status
+// Package bridgesvc is the websocket gateway between companion authenticator apps and the status
 // service: it speaks the mfa-bridge.v1 protocol (see package protocol and PROTOCOL.md) to apps
 // and turns each request into a NATS command.
 //
 // The bridge holds no state of its own beyond open connections, so any number of replicas can
 // run behind a load balancer; which replica a companion lands on does not matter because every
 // answer comes from the status service.
-package bridge
+package bridgesvc
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
+	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/nats-io/nats.go"
@@ -135,7 +135,7 @@ type Service struct {
 }
 
 // New returns a bridge that sends commands over nc.
-func New(nc *nats.Conn, cfg Config, log *slog.Logger) *Service {
+func New(_ context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		nc:     nc,
@@ -163,7 +163,7 @@ func New(nc *nats.Conn, cfg Config, log *slog.Logger) *Service {
 			httpx.WriteProblem(w, r, fault.New(fault.BadRequest, "websocket handshake failed: "+reason.Error()))
 		},
 	}
-	return s
+	return s, nil
 }
 
 // Routes registers the bridge endpoint (protocol.Path) on rt.

@@ -1,10 +1,10 @@
-// Package registry wires the device registry together: the domain service on a JetStream KV
-// store with secrets sealed by pkg/secretbox, the NATS micro service, the outbox relay, the
+// Package registrysvc wires the device registry together: the domain service on a JetStream KV
+// store with secrets sealed by internal/secretbox, the NATS micro service, the outbox relay, the
 // enrollment-endings consumer and the HTTP routes.
 //
 // It is the one entry point of the module: the service's main and the dev stack both boot the
 // registry through New, and so do the tests, so what is tested is what runs.
-package registry
+package registrysvc
 
 import (
 	"context"
@@ -19,10 +19,10 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
-	"github.com/mfaflow/mfaflow/pkg/secretbox"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/httpapi"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/natsapi"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/secretbox"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/store/kv"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"

@@ -1,4 +1,4 @@
-package bridge
+package bridgesvc
 
 import (
 	"encoding/json"
@@ -12,7 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
+	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 )
 

@@ -1,4 +1,4 @@
-package registry_test
+package registrysvc_test
 
 import (
 	"bytes"
@@ -18,17 +18,17 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/auth"
-	"github.com/mfaflow/mfaflow/pkg/commands"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
-	"github.com/mfaflow/mfaflow/pkg/secretbox"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/secretbox"
 	kvstore "github.com/mfaflow/mfaflow/services/device-registry/internal/store/kv"
-	"github.com/mfaflow/mfaflow/services/device-registry/registry"
+	"github.com/mfaflow/mfaflow/services/device-registry/registrysvc"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -36,12 +36,12 @@ import (
 // wait is the deadline for every fact a test waits on.
 const wait = 10 * time.Second
 
-// env is one registry booted through registry.New on its own embedded NATS server, with an
+// env is one registry booted through registrysvc.New on its own embedded NATS server, with an
 // HTTP server in front of its routes.
 type env struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	svc    *registry.Service
+	svc    *registrysvc.Service
 	srv    *httptest.Server
 	clock  *testkit.Clock
 	tokens auth.HS256
@@ -70,14 +70,14 @@ func start(t *testing.T) *env {
 		logs:   &testkit.LogBuffer{},
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.svc, err = registry.New(t.Context(), nc, registry.Config{
+	e.svc, err = registrysvc.New(t.Context(), nc, registrysvc.Config{
 		SecretKey: key,
 		Verifier:  e.tokens,
 		Bucket:    e.bucket,
 		Clock:     e.clock.Now,
 	}, log)
 	if err != nil {
-		t.Fatalf("registry.New: %v", err)
+		t.Fatalf("registrysvc.New: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := e.svc.Close(); err != nil {

@@ -1,4 +1,4 @@
-package bridge_test
+package bridgesvc_test
 
 import (
 	"encoding/json"
@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mfaflow/mfaflow/mobile-bridge/bridge"
+	"github.com/mfaflow/mfaflow/events/protocol"
+	"github.com/mfaflow/mfaflow/mobile-bridge/bridgesvc"
 	"github.com/mfaflow/mfaflow/mobile-bridge/internal/bridgetest"
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 )
 
@@ -33,7 +33,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestConnectionCap(t *testing.T) {
-	env := bridgetest.Start(t, bridge.Config{MaxConnections: 2})
+	env := bridgetest.Start(t, bridgesvc.Config{MaxConnections: 2})
 	first, second := dial(t, env), dial(t, env)
 	for _, ws := range []*websocket.Conn{first, second} {
 		sendRaw(t, ws, websocket.BinaryMessage, []byte{1})
@@ -61,8 +61,8 @@ func TestConnectionCap(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
 		t.Fatalf("Content-Type %q", ct)
 	}
-	if ra := resp.Header.Get("Retry-After"); ra != strconv.Itoa(bridge.RetryAfter) {
-		t.Fatalf("Retry-After %q, want %d", ra, bridge.RetryAfter)
+	if ra := resp.Header.Get("Retry-After"); ra != strconv.Itoa(bridgesvc.RetryAfter) {
+		t.Fatalf("Retry-After %q, want %d", ra, bridgesvc.RetryAfter)
 	}
 	if n := env.Bridge.Connections(); n != 2 {
 		t.Fatalf("%d connections, want 2: a refusal must not take a slot", n)
@@ -85,7 +85,7 @@ func TestConnectionCap(t *testing.T) {
 
 func TestFrameRate(t *testing.T) {
 	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
-	env := bridgetest.Start(t, bridge.Config{FrameRate: 1, FrameBurst: 3, Clock: clk.Now})
+	env := bridgetest.Start(t, bridgesvc.Config{FrameRate: 1, FrameBurst: 3, Clock: clk.Now})
 	env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
 	ws := dial(t, env, protocol.Subprotocol)
 
@@ -124,11 +124,11 @@ func TestFrameRate(t *testing.T) {
 func TestFrameFloodCloses(t *testing.T) {
 	clk := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	const burst = 2
-	env := bridgetest.Start(t, bridge.Config{FrameRate: 1, FrameBurst: burst, Clock: clk.Now})
+	env := bridgetest.Start(t, bridgesvc.Config{FrameRate: 1, FrameBurst: burst, Clock: clk.Now})
 	ws := dial(t, env)
 
 	// The burst, then FloodFactor × burst excess frames that are answered, then one too many.
-	excess := bridge.FloodFactor * burst
+	excess := bridgesvc.FloodFactor * burst
 	for i := range burst + excess + 1 {
 		send(t, ws, protocol.Request{Type: protocol.TypeScan, ID: strconv.Itoa(i)})
 	}
@@ -162,7 +162,7 @@ const maxGoroutinesPerIdleConn = 1
 
 func TestIdleConnectionCost(t *testing.T) {
 	const n = 1000
-	env := bridgetest.Start(t, bridge.Config{})
+	env := bridgetest.Start(t, bridgesvc.Config{})
 	// Small client buffers, returned between writes, so the measure is mostly the server's.
 	d := websocket.Dialer{HandshakeTimeout: readWait, ReadBufferSize: 256, WriteBufferSize: 256, WriteBufferPool: &sync.Pool{}}
 	// Warm up: one connection, so lazily allocated server state is not counted.

@@ -1,4 +1,4 @@
-package bridge_test
+package bridgesvc_test
 
 import (
 	"encoding/json"
@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mfaflow/mfaflow/mobile-bridge/bridge"
+	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/protocol"
+	"github.com/mfaflow/mfaflow/mobile-bridge/bridgesvc"
 	"github.com/mfaflow/mfaflow/mobile-bridge/internal/bridgetest"
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
-	"github.com/mfaflow/mfaflow/pkg/commands"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/totp"
@@ -126,7 +126,7 @@ func wantUsable(t *testing.T, env *bridgetest.Env, ws *websocket.Conn) {
 
 func TestScan(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
 		ws := dial(t, env, protocol.Subprotocol)
 
@@ -143,7 +143,7 @@ func TestScan(t *testing.T) {
 		}
 	})
 	t.Run("WithoutDevice", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
 		ws := dial(t, env, protocol.Subprotocol)
 
@@ -154,7 +154,7 @@ func TestScan(t *testing.T) {
 
 func TestEnroll(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
 		ws := dial(t, env, protocol.Subprotocol)
 
@@ -168,7 +168,7 @@ func TestEnroll(t *testing.T) {
 		}
 	})
 	t.Run("ForwardsDevice", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
 		ws := dial(t, env, protocol.Subprotocol)
 
@@ -229,7 +229,7 @@ func TestStatusFaults(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := bridgetest.Start(t, bridge.Config{})
+			env := bridgetest.Start(t, bridgesvc.Config{})
 			env.Status.Add(tt.eid, tt.script)
 			ws := dial(t, env, protocol.Subprotocol)
 
@@ -265,7 +265,7 @@ func TestBadFrames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := bridgetest.Start(t, bridge.Config{})
+			env := bridgetest.Start(t, bridgesvc.Config{})
 			ws := dial(t, env, protocol.Subprotocol)
 
 			sendRaw(t, ws, tt.kind, []byte(tt.data))
@@ -279,7 +279,7 @@ func TestBadFrames(t *testing.T) {
 }
 
 func TestPlainGETIsProblem(t *testing.T) {
-	env := bridgetest.Start(t, bridge.Config{})
+	env := bridgetest.Start(t, bridgesvc.Config{})
 	resp, err := http.Get(env.URL + protocol.Path)
 	if err != nil {
 		t.Fatal(err)
@@ -295,10 +295,10 @@ func TestPlainGETIsProblem(t *testing.T) {
 }
 
 func TestFrameAboveHardLimitCloses(t *testing.T) {
-	env := bridgetest.Start(t, bridge.Config{})
+	env := bridgetest.Start(t, bridgesvc.Config{})
 	ws := dial(t, env, protocol.Subprotocol)
 
-	sendRaw(t, ws, websocket.TextMessage, make([]byte, bridge.HardFrameBytes+1))
+	sendRaw(t, ws, websocket.TextMessage, make([]byte, bridgesvc.HardFrameBytes+1))
 	if err := ws.SetReadDeadline(time.Now().Add(readWait)); err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func TestFrameAboveHardLimitCloses(t *testing.T) {
 }
 
 func TestPipelinedRequestsAnsweredInOrder(t *testing.T) {
-	env := bridgetest.Start(t, bridge.Config{})
+	env := bridgetest.Start(t, bridgesvc.Config{})
 	env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
 	ws := dial(t, env, protocol.Subprotocol)
 
@@ -322,7 +322,7 @@ func TestPipelinedRequestsAnsweredInOrder(t *testing.T) {
 }
 
 func TestSubprotocol(t *testing.T) {
-	env := bridgetest.Start(t, bridge.Config{})
+	env := bridgetest.Start(t, bridgesvc.Config{})
 	env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
 	t.Run("Offered", func(t *testing.T) {
 		ws := dial(t, env, "other.v0", protocol.Subprotocol)
@@ -343,14 +343,14 @@ func TestSubprotocol(t *testing.T) {
 func TestStatusUnavailable(t *testing.T) {
 	t.Run("NoResponder", func(t *testing.T) {
 		ns := natstest.Start(t)
-		env := bridgetest.StartBridge(t, ns.Connect(t), bridge.Config{})
+		env := bridgetest.StartBridge(t, ns.Connect(t), bridgesvc.Config{})
 		ws := dial(t, env, protocol.Subprotocol)
 
 		send(t, ws, scan("1", "eid-1"))
 		wantError(t, read(t, ws), "1", fault.Unavailable)
 	})
 	t.Run("Timeout", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{RequestTimeout: 100 * time.Millisecond})
+		env := bridgetest.Start(t, bridgesvc.Config{RequestTimeout: 100 * time.Millisecond})
 		block := make(chan struct{})
 		t.Cleanup(func() { close(block) })
 		env.Status.Add("eid-slow", bridgetest.Enrollment{StatusID: "st-slow", Block: block})
@@ -370,7 +370,7 @@ func TestInternalErrorIsHiddenAndLoggedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	env := bridgetest.StartBridge(t, nc, bridge.Config{})
+	env := bridgetest.StartBridge(t, nc, bridgesvc.Config{})
 	ws := dial(t, env, protocol.Subprotocol)
 
 	const code, eid = "246813", "eid-capability-7f3a"
@@ -391,7 +391,7 @@ func TestInternalErrorIsHiddenAndLoggedOnce(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	t.Run("SendsGoingAway", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
 		ws := dial(t, env, protocol.Subprotocol)
 		// A round trip proves the server side of the connection is registered before Close.
@@ -417,7 +417,7 @@ func TestClose(t *testing.T) {
 		}
 	})
 	t.Run("RefusesNewConnections", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{})
+		env := bridgetest.Start(t, bridgesvc.Config{})
 		if err := env.Bridge.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -435,7 +435,7 @@ func TestClose(t *testing.T) {
 func TestKeepalive(t *testing.T) {
 	const interval = 100 * time.Millisecond
 	t.Run("PongsKeepConnectionOpen", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{PingInterval: interval})
+		env := bridgetest.Start(t, bridgesvc.Config{PingInterval: interval})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
 		ws := dial(t, env, protocol.Subprotocol)
 		pings := make(chan struct{}, 100)
@@ -466,7 +466,7 @@ func TestKeepalive(t *testing.T) {
 		}
 	})
 	t.Run("ClientPingsKeepConnectionOpen", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{PingInterval: interval})
+		env := bridgetest.Start(t, bridgesvc.Config{PingInterval: interval})
 		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
 		ws := dial(t, env, protocol.Subprotocol)
 		ws.SetPingHandler(func(string) error { return nil }) // never pong: only our pings show life
@@ -508,7 +508,7 @@ func TestKeepalive(t *testing.T) {
 		}
 	})
 	t.Run("SilentPeerDropped", func(t *testing.T) {
-		env := bridgetest.Start(t, bridge.Config{PingInterval: interval})
+		env := bridgetest.Start(t, bridgesvc.Config{PingInterval: interval})
 		ws := dial(t, env, protocol.Subprotocol)
 		ws.SetPingHandler(func(string) error { return nil }) // never pong
 		_, errs := readLoop(ws)

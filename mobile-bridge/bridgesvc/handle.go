@@ -1,12 +1,12 @@
-package bridge
+package bridgesvc
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 
-	"github.com/mfaflow/mfaflow/mobile-bridge/protocol"
-	"github.com/mfaflow/mfaflow/pkg/commands"
+	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 )

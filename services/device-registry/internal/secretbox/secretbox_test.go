@@ -7,7 +7,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/mfaflow/mfaflow/pkg/secretbox"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/secretbox"
 )
 
 func mustBox(tb testing.TB) (*secretbox.Box, []byte) {

@@ -1,0 +1,45 @@
+package registrysvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/mfaflow/mfaflow/pkg/config"
+	"github.com/mfaflow/mfaflow/pkg/serve"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/secretbox"
+	"github.com/nats-io/nats.go"
+)
+
+// Name names the service in logs, in its NATS connection and in $SRV discovery.
+const Name = "device-registry"
+
+// ConfigFrom maps the process configuration (the MFA_* environment) to this service's Config.
+// The service's main and the dev stack both call it, so the environment is wired once.
+func ConfigFrom(env config.Config) (Config, error) {
+	if env.SecretKey == "" {
+		return Config{}, errors.New("MFA_SECRET_KEY is required (32 bytes, base64 or hex)")
+	}
+	key, err := secretbox.ParseKey(env.SecretKey)
+	if err != nil {
+		return Config{}, fmt.Errorf("MFA_SECRET_KEY: %w", err)
+	}
+	verifier, err := env.TokenVerifier()
+	if err != nil {
+		return Config{}, err
+	}
+	return Config{SecretKey: key, Verifier: verifier, Commands: env.CommandLimits()}, nil
+}
+
+// Run is the service's main: it runs the service as its own process against MFA_NATS_URL until
+// ctx ends, then shuts down HTTP, the service and the NATS connection (awaiting its drain).
+func Run(ctx context.Context, env config.Config) error {
+	cfg, err := ConfigFrom(env)
+	if err != nil {
+		return err
+	}
+	return serve.Standalone(ctx, env, Name, func(nc *nats.Conn, log *slog.Logger) (serve.Component, error) {
+		return New(ctx, nc, cfg, log)
+	})
+}
