@@ -46,6 +46,7 @@ var (
 	idleN    = flag.Int("idle", 2000, "idle connections in the memory phase")
 	stored   = flag.Int("stored", 10000, "stored enrollments in the idle CPU phase")
 	idleWait = flag.Duration("idle-cpu", 5*time.Second, "idle CPU measuring window")
+	only     = flag.String("only", "", "run only the phases whose name contains this (e.g. poll, initiation, enrollment, SSE, memory, CPU)")
 	child    = flag.String("child", "", "internal: run as the idle-connection client (sse or ws)")
 )
 
@@ -376,6 +377,9 @@ func run() error {
 		{"idle CPU", func() error { return benchIdleCPU(base, token, &created) }},
 	}
 	for _, p := range phases {
+		if *only != "" && !strings.Contains(strings.ToLower(p.name), strings.ToLower(*only)) {
+			continue
+		}
 		section(p.name)
 		if err := p.fn(); err != nil {
 			add(row{figure: p.name, value: "FAILED: " + err.Error()})
