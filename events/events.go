@@ -48,12 +48,38 @@ const (
 	DeviceRenamed Type = "mfa.device.renamed"
 	// DeviceRemoved: the user removed a device; its secret was destroyed.
 	DeviceRemoved Type = "mfa.device.removed"
+
+	// Verification events have the authentication's status id as CloudEvent subject, except
+	// mfa.verification.locked, whose subject is the user (a lock is about the user, not one
+	// authentication).
+
+	// VerificationInitiated: a relying app started an authentication for a user.
+	VerificationInitiated Type = "mfa.verification.initiated"
+	// VerificationSucceeded: a right code (or recovery code) authenticated the user.
+	VerificationSucceeded Type = "mfa.verification.succeeded"
+	// VerificationFailed: a code was refused (wrong or replayed); the authentication stays open.
+	VerificationFailed Type = "mfa.verification.failed"
+	// VerificationLocked: too many wrong codes; the user's code checks are locked until locked_until.
+	VerificationLocked Type = "mfa.verification.locked"
+	// VerificationExpired: the authentication reached expires_at before it succeeded.
+	VerificationExpired Type = "mfa.verification.expired"
+	// VerificationCancelled: the caller cancelled the authentication.
+	VerificationCancelled Type = "mfa.verification.cancelled"
+
+	// Recovery events have the user as CloudEvent subject.
+
+	// RecoveryGenerated: a fresh set of recovery codes replaced the user's previous set.
+	RecoveryGenerated Type = "mfa.recovery.generated"
+	// RecoveryUsed: a recovery code was spent as a second factor.
+	RecoveryUsed Type = "mfa.recovery.used"
 )
 
 // Types lists every event type in the catalogue.
 var Types = []Type{
 	EnrollmentInitiated, EnrollmentScanned, EnrollmentEnrolled, EnrollmentExpired,
 	EnrollmentCancelled, EnrollmentFailed, DeviceRegistered, DeviceRenamed, DeviceRemoved,
+	VerificationInitiated, VerificationSucceeded, VerificationFailed, VerificationLocked,
+	VerificationExpired, VerificationCancelled, RecoveryGenerated, RecoveryUsed,
 }
 
 // Subject is the NATS subject an event of type t is published on.
@@ -144,5 +170,56 @@ type Device struct {
 	// FriendlyName is the name the user gave the device.
 	FriendlyName string `json:"friendly_name,omitempty"`
 	// StatusID is the enrollment that registered the device.
+	StatusID string `json:"status_id,omitempty"`
+}
+
+// Verification is the data of mfa.verification.initiated, succeeded, failed, expired and
+// cancelled. It never carries a code.
+type Verification struct {
+	// StatusID identifies the authentication (also the CloudEvent subject).
+	StatusID string `json:"status_id"`
+	// Sub is the user being authenticated.
+	Sub string `json:"sub"`
+	// Method is the factor: "TOTP" or "BACKUPCODE".
+	Method string `json:"type"`
+	// Status is the state the authentication entered (failed: the state it stays in).
+	Status string `json:"status"`
+	// PreviousStatus is the state it left; empty for initiated and failed.
+	PreviousStatus string `json:"previous_status,omitempty"`
+	// ExpiresAt is when an open authentication expires.
+	ExpiresAt time.Time `json:"expires_at"`
+	// ClientID is the relying app that started the authentication (the mfa_token audience).
+	ClientID string `json:"client_id,omitempty"`
+	// PHID is the device whose code matched (succeeded with TOTP only).
+	PHID string `json:"ph_id,omitempty"`
+	// Reason says why a code was refused: "invalid_code" or "code_replayed" (failed only).
+	Reason string `json:"reason,omitempty"`
+	// FailedAttempts counts the refused codes of this authentication so far (failed only).
+	FailedAttempts int `json:"failed_attempts,omitempty"`
+	// Context is what the relying app said about the sign-in (app, ip, user_agent, location).
+	Context map[string]string `json:"context,omitempty"`
+}
+
+// Lock is the data of mfa.verification.locked.
+type Lock struct {
+	// Sub is the locked user (also the CloudEvent subject).
+	Sub string `json:"sub"`
+	// LockedUntil is when code checks open again.
+	LockedUntil time.Time `json:"locked_until"`
+	// Lock counts the user's locks in a row (1 for the first); each doubles the back-off.
+	Lock int `json:"lock"`
+	// FailedAttempts is how many wrong codes in a row caused it.
+	FailedAttempts int `json:"failed_attempts"`
+}
+
+// Recovery is the data of mfa.recovery.generated and mfa.recovery.used. It never carries a code.
+type Recovery struct {
+	// Sub is the user (also the CloudEvent subject).
+	Sub string `json:"sub"`
+	// Remaining is how many unused codes the user's current set holds.
+	Remaining int `json:"remaining"`
+	// CreatedAt is when the current set was generated.
+	CreatedAt time.Time `json:"created_at"`
+	// StatusID is the authentication that spent the code (used only).
 	StatusID string `json:"status_id,omitempty"`
 }

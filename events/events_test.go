@@ -78,12 +78,22 @@ const (
 	statusID = "5f0c9a4e-3d1b-4c57-9e2a-8b6f1d7c2a90"
 	phID     = "d7e3b1c2-8a4f-4b6e-9c0d-2f5a7e9b1c34"
 	deviceID = "3a9f6c1e-7b2d-4e8a-a5c4-0d1e2f3a4b5c"
+	authID   = "9b2d4f6a-1c3e-4a5b-8d7f-6e5c4b3a2d10"
+	clientID = "shop-web"
+)
+
+var (
+	lockedUntil = at.Add(2 * time.Minute)
+	setCreated  = at.Add(-72 * time.Hour)
+	signIn      = map[string]string{"app": "Shop", "ip": "203.0.113.7", "user_agent": "Mozilla/5.0", "location": "Berlin, DE"}
 )
 
 // sample is realistic data for an event of type typ, as the publishing service would build it.
 func sample(typ events.Type) (source, subject string, data any) {
 	enr := events.Enrollment{StatusID: statusID, Sub: "alice", Method: "TOTP", ExpiresAt: expires}
 	dev := events.Device{PHID: phID, DeviceID: deviceID, Sub: "alice", Method: "TOTP", FriendlyName: "Alice's iPhone"}
+	ver := events.Verification{StatusID: authID, Sub: "alice", Method: "TOTP", Status: "INITIATED", ExpiresAt: expires,
+		ClientID: clientID, Context: signIn}
 	switch typ {
 	case events.EnrollmentInitiated:
 		enr.Status = "INITIATED"
@@ -105,11 +115,29 @@ func sample(typ events.Type) (source, subject string, data any) {
 	case events.DeviceRenamed:
 		dev.FriendlyName = "Work phone"
 	case events.DeviceRemoved:
+	case events.VerificationInitiated:
+	case events.VerificationSucceeded:
+		ver.Status, ver.PreviousStatus, ver.PHID = "AUTHENTICATED", "INITIATED", phID
+	case events.VerificationFailed:
+		ver.Reason, ver.FailedAttempts = "invalid_code", 2
+	case events.VerificationLocked:
+		return events.SourceRegistry, "alice", events.Lock{Sub: "alice", LockedUntil: lockedUntil, Lock: 1, FailedAttempts: 5}
+	case events.VerificationExpired:
+		ver.Status, ver.PreviousStatus = "EXPIRED", "INITIATED"
+	case events.VerificationCancelled:
+		ver.Status, ver.PreviousStatus = "CANCELLED", "INITIATED"
+	case events.RecoveryGenerated:
+		return events.SourceRegistry, "alice", events.Recovery{Sub: "alice", Remaining: 10, CreatedAt: at}
+	case events.RecoveryUsed:
+		return events.SourceRegistry, "alice", events.Recovery{Sub: "alice", Remaining: 9, CreatedAt: setCreated, StatusID: authID}
 	default:
 		panic("no sample for " + string(typ))
 	}
-	if strings.HasPrefix(string(typ), "mfa.enrollment.") {
+	switch {
+	case strings.HasPrefix(string(typ), "mfa.enrollment."):
 		return events.SourceStatus, statusID, enr
+	case strings.HasPrefix(string(typ), "mfa.verification."):
+		return events.SourceStatus, authID, ver
 	}
 	return events.SourceRegistry, phID, dev
 }
@@ -153,6 +181,15 @@ func TestSubjects(t *testing.T) {
 		events.DeviceRegistered:    "mfa.events.device.registered",
 		events.DeviceRenamed:       "mfa.events.device.renamed",
 		events.DeviceRemoved:       "mfa.events.device.removed",
+
+		events.VerificationInitiated: "mfa.events.verification.initiated",
+		events.VerificationSucceeded: "mfa.events.verification.succeeded",
+		events.VerificationFailed:    "mfa.events.verification.failed",
+		events.VerificationLocked:    "mfa.events.verification.locked",
+		events.VerificationExpired:   "mfa.events.verification.expired",
+		events.VerificationCancelled: "mfa.events.verification.cancelled",
+		events.RecoveryGenerated:     "mfa.events.recovery.generated",
+		events.RecoveryUsed:          "mfa.events.recovery.used",
 	}
 	if len(events.Types) != len(want) {
 		t.Errorf("events.Types has %d types, want %d", len(events.Types), len(want))
@@ -200,10 +237,14 @@ func TestEveryTypeHasASchemaFile(t *testing.T) {
 }
 
 // TestSchemasMatchGoTypes keeps defs.json and the Go payload types in step: every JSON field of
-// Enrollment and Device is declared in its schema and nothing else is.
+// every payload type (Enrollment, Device, Verification, Lock, Recovery) is declared in its schema
+// and nothing else is, and the schema requires exactly the fields Go always writes.
 func TestSchemasMatchGoTypes(t *testing.T) {
 	defs := readSchema(t, events.DefsSchemaFile)["$defs"].(map[string]any)
-	for name, v := range map[string]any{"enrollment": events.Enrollment{}, "device": events.Device{}} {
+	for name, v := range map[string]any{
+		"enrollment": events.Enrollment{}, "device": events.Device{},
+		"verification": events.Verification{}, "lock": events.Lock{}, "recovery": events.Recovery{},
+	} {
 		def := defs[name].(map[string]any)
 		if def["additionalProperties"] != false {
 			t.Errorf("$defs/%s must be closed (additionalProperties: false)", name)
@@ -269,6 +310,27 @@ func TestValidEnvelopes(t *testing.T) {
 			Reason: "too_many_attempts"}},
 		{"device without a name", events.DeviceRemoved, events.Device{
 			PHID: phID, DeviceID: deviceID, Sub: "alice", Method: "TOTP"}},
+		{"minimal verification initiated (no client_id, no context)", events.VerificationInitiated, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "TOTP", Status: "INITIATED", ExpiresAt: expires}},
+		{"verification initiated for a recovery code", events.VerificationInitiated, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "BACKUPCODE", Status: "INITIATED", ExpiresAt: expires,
+			Context: map[string]string{"ip": "198.51.100.2"}}},
+		{"succeeded with a recovery code (no ph_id)", events.VerificationSucceeded, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "BACKUPCODE", Status: "AUTHENTICATED", PreviousStatus: "INITIATED",
+			ExpiresAt: expires, ClientID: clientID}},
+		{"failed on a replayed code", events.VerificationFailed, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "TOTP", Status: "INITIATED", ExpiresAt: expires,
+			Reason: "code_replayed", FailedAttempts: 1}},
+		{"failed with a wrong recovery code", events.VerificationFailed, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "BACKUPCODE", Status: "INITIATED", ExpiresAt: expires,
+			Reason: "invalid_code", FailedAttempts: 4, ClientID: clientID}},
+		{"expired recovery-code authentication", events.VerificationExpired, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "BACKUPCODE", Status: "EXPIRED", PreviousStatus: "INITIATED",
+			ExpiresAt: expires}},
+		{"third lock in a row", events.VerificationLocked, events.Lock{
+			Sub: "alice", LockedUntil: at.Add(20 * time.Minute), Lock: 3, FailedAttempts: 5}},
+		{"last recovery code used", events.RecoveryUsed, events.Recovery{
+			Sub: "alice", Remaining: 0, CreatedAt: setCreated, StatusID: authID}},
 	}
 	for _, v := range variants {
 		source, subject, _ := sample(v.typ)
@@ -286,7 +348,8 @@ func TestValidEnvelopes(t *testing.T) {
 // event, so the payload schemas are closed and any unknown field fails validation.
 func TestLeakedSecretsRejected(t *testing.T) {
 	schemas := compileAll(t)
-	leaks := []string{"secret", "code", "totp_secret", "exchange_id", "verification_code", "otpauth_uri", "qr_code"}
+	leaks := []string{"secret", "code", "totp_secret", "exchange_id", "verification_code", "otpauth_uri", "qr_code",
+		"pass_code", "mfa_token", "codes", "recovery_code", "backup_code", "token", "number"}
 	for _, typ := range events.Types {
 		for _, field := range leaks {
 			env := envelope(t, typ)
@@ -305,6 +368,17 @@ func TestLeakedSecretsRejected(t *testing.T) {
 		dataOf(env)["device"] = map[string]any{"secret": "JBSWY3DPEHPK3PXP"}
 		if err := schemas[typ].Validate(env); err == nil {
 			t.Errorf("%s: nested data.device accepted", typ)
+		}
+	}
+	// The sign-in context of verification events is closed too: a code cannot ride in it.
+	for _, typ := range []events.Type{events.VerificationInitiated, events.VerificationSucceeded, events.VerificationFailed,
+		events.VerificationExpired, events.VerificationCancelled} {
+		for _, field := range []string{"code", "pass_code", "mfa_token", "exchange_id"} {
+			env := envelope(t, typ)
+			dataOf(env)["context"].(map[string]any)[field] = "123456"
+			if err := schemas[typ].Validate(env); err == nil {
+				t.Errorf("%s: data.context.%s accepted", typ, field)
+			}
 		}
 	}
 }
@@ -392,6 +466,58 @@ func TestPerTypeDataConstraints(t *testing.T) {
 		{"device without sub", events.DeviceRemoved, func(d map[string]any) { delete(d, "sub") }},
 		{"device with status", events.DeviceRegistered, func(d map[string]any) { d["status"] = "ENROLLED" }},
 		{"device of type SMS", events.DeviceRemoved, func(d map[string]any) { d["type"] = "SMS" }},
+
+		{"verification initiated with status AUTHENTICATED", events.VerificationInitiated, func(d map[string]any) { d["status"] = "AUTHENTICATED" }},
+		{"verification initiated with a previous_status", events.VerificationInitiated, func(d map[string]any) { d["previous_status"] = "INITIATED" }},
+		{"verification initiated with a ph_id", events.VerificationInitiated, func(d map[string]any) { d["ph_id"] = phID }},
+		{"verification initiated with a reason", events.VerificationInitiated, func(d map[string]any) { d["reason"] = "invalid_code" }},
+		{"verification initiated of type SMS", events.VerificationInitiated, func(d map[string]any) { d["type"] = "SMS" }},
+		{"verification initiated of type PUSH", events.VerificationInitiated, func(d map[string]any) { d["type"] = "PUSH" }},
+		{"verification with an enrollment status", events.VerificationInitiated, func(d map[string]any) { d["status"] = "SCANNED" }},
+		{"verification without status_id", events.VerificationInitiated, func(d map[string]any) { delete(d, "status_id") }},
+		{"verification without sub", events.VerificationInitiated, func(d map[string]any) { delete(d, "sub") }},
+		{"verification without expires_at", events.VerificationInitiated, func(d map[string]any) { delete(d, "expires_at") }},
+		{"verification with a bad expires_at", events.VerificationInitiated, func(d map[string]any) { d["expires_at"] = "soon" }},
+		{"verification with an empty client_id", events.VerificationInitiated, func(d map[string]any) { d["client_id"] = "" }},
+		{"verification with a non-string context value", events.VerificationInitiated, func(d map[string]any) {
+			d["context"].(map[string]any)["ip"] = 42
+		}},
+		{"succeeded with status INITIATED", events.VerificationSucceeded, func(d map[string]any) { d["status"] = "INITIATED" }},
+		{"succeeded with TOTP but no ph_id", events.VerificationSucceeded, func(d map[string]any) { delete(d, "ph_id") }},
+		{"succeeded with a recovery code and a ph_id", events.VerificationSucceeded, func(d map[string]any) { d["type"] = "BACKUPCODE" }},
+		{"succeeded from EXPIRED", events.VerificationSucceeded, func(d map[string]any) { d["previous_status"] = "EXPIRED" }},
+		{"succeeded with failed_attempts", events.VerificationSucceeded, func(d map[string]any) { d["failed_attempts"] = 2 }},
+		{"verification failed without reason", events.VerificationFailed, func(d map[string]any) { delete(d, "reason") }},
+		{"verification failed without failed_attempts", events.VerificationFailed, func(d map[string]any) { delete(d, "failed_attempts") }},
+		{"verification failed with failed_attempts 0", events.VerificationFailed, func(d map[string]any) { d["failed_attempts"] = 0 }},
+		{"verification failed with reason locked", events.VerificationFailed, func(d map[string]any) { d["reason"] = "locked" }},
+		{"verification failed with the enrollment reason", events.VerificationFailed, func(d map[string]any) { d["reason"] = "too_many_attempts" }},
+		{"verification failed with a free-text reason", events.VerificationFailed, func(d map[string]any) { d["reason"] = "wrong code 123456" }},
+		{"verification failed with status FAILED", events.VerificationFailed, func(d map[string]any) { d["status"] = "FAILED" }},
+		{"verification failed with a previous_status", events.VerificationFailed, func(d map[string]any) { d["previous_status"] = "INITIATED" }},
+		{"verification failed with a ph_id", events.VerificationFailed, func(d map[string]any) { d["ph_id"] = phID }},
+		{"verification expired with status CANCELLED", events.VerificationExpired, func(d map[string]any) { d["status"] = "CANCELLED" }},
+		{"verification expired with a ph_id", events.VerificationExpired, func(d map[string]any) { d["ph_id"] = phID }},
+		{"verification cancelled with status EXPIRED", events.VerificationCancelled, func(d map[string]any) { d["status"] = "EXPIRED" }},
+		{"verification cancelled from AUTHENTICATED", events.VerificationCancelled, func(d map[string]any) { d["previous_status"] = "AUTHENTICATED" }},
+		{"verification cancelled with a reason", events.VerificationCancelled, func(d map[string]any) { d["reason"] = "code_replayed" }},
+		{"lock without locked_until", events.VerificationLocked, func(d map[string]any) { delete(d, "locked_until") }},
+		{"lock with a bad locked_until", events.VerificationLocked, func(d map[string]any) { d["locked_until"] = "later" }},
+		{"lock without lock", events.VerificationLocked, func(d map[string]any) { delete(d, "lock") }},
+		{"lock number 0", events.VerificationLocked, func(d map[string]any) { d["lock"] = 0 }},
+		{"lock without failed_attempts", events.VerificationLocked, func(d map[string]any) { delete(d, "failed_attempts") }},
+		{"lock without sub", events.VerificationLocked, func(d map[string]any) { delete(d, "sub") }},
+		{"lock with a status_id", events.VerificationLocked, func(d map[string]any) { d["status_id"] = authID }},
+		{"lock with a status", events.VerificationLocked, func(d map[string]any) { d["status"] = "FAILED" }},
+		{"recovery generated with a code", events.RecoveryGenerated, func(d map[string]any) { d["code"] = "7kq2-mx9p" }},
+		{"recovery generated with the codes", events.RecoveryGenerated, func(d map[string]any) { d["codes"] = []any{"7kq2-mx9p", "c4vd-82nw"} }},
+		{"recovery used with the spent code", events.RecoveryUsed, func(d map[string]any) { d["code"] = "7kq2-mx9p" }},
+		{"recovery used without status_id", events.RecoveryUsed, func(d map[string]any) { delete(d, "status_id") }},
+		{"recovery generated with a status_id", events.RecoveryGenerated, func(d map[string]any) { d["status_id"] = authID }},
+		{"recovery without remaining", events.RecoveryGenerated, func(d map[string]any) { delete(d, "remaining") }},
+		{"recovery with negative remaining", events.RecoveryUsed, func(d map[string]any) { d["remaining"] = -1 }},
+		{"recovery without created_at", events.RecoveryUsed, func(d map[string]any) { delete(d, "created_at") }},
+		{"recovery without sub", events.RecoveryGenerated, func(d map[string]any) { delete(d, "sub") }},
 	}
 	for _, c := range cases {
 		env := envelope(t, c.typ)
