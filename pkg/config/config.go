@@ -27,14 +27,19 @@ type Config struct {
 	Store            string        // MFA_STORE
 	MongoURI         string        // MFA_MONGODB_URI
 	EnrollmentTTL    time.Duration // MFA_ENROLLMENT_TTL
-	Issuer           string        // MFA_ISSUER
-	ClientID         string        // MFA_CLIENT_ID
-	SecretKey        string        // MFA_SECRET_KEY
-	JWTSecret        string        // MFA_JWT_SECRET
-	JWTIssuer        string        // MFA_JWT_ISSUER
-	LogLevel         slog.Level    // MFA_LOG_LEVEL
-	PollRate         float64       // MFA_POLL_RATE
-	PollBurst        int           // MFA_POLL_BURST
+	// VerificationTTL bounds one authentication (sign-in verification) from initiation on.
+	VerificationTTL time.Duration // MFA_VERIFICATION_TTL
+	Issuer          string        // MFA_ISSUER
+	ClientID        string        // MFA_CLIENT_ID
+	SecretKey       string        // MFA_SECRET_KEY
+	JWTSecret       string        // MFA_JWT_SECRET
+	JWTIssuer       string        // MFA_JWT_ISSUER
+	// SigningKey is PEM text: one or more EC P-256 private keys that sign mfa_tokens, the
+	// first one signing, all published in the JWKS. Literal `\n` in the variable are newlines.
+	SigningKey string     // MFA_SIGNING_KEY
+	LogLevel   slog.Level // MFA_LOG_LEVEL
+	PollRate   float64    // MFA_POLL_RATE
+	PollBurst  int        // MFA_POLL_BURST
 	// CommandConcurrency bounds the NATS commands one endpoint runs at once on one replica
 	// (rpc.Limits.MaxInFlight); CommandTimeout is each command's deadline (rpc.Limits.Timeout).
 	CommandConcurrency int           // MFA_COMMAND_CONCURRENCY
@@ -49,6 +54,13 @@ type Config struct {
 // MaxEnrollmentTTL bounds MFA_ENROLLMENT_TTL: an enrollment is a QR on a screen, and the status
 // store keeps enrollments for a week only.
 const MaxEnrollmentTTL = 24 * time.Hour
+
+// Bounds of MFA_VERIFICATION_TTL: a sign-in verification needs time to open an app and type a
+// code, and one left open for more than an hour is no longer the sign-in it was started for.
+const (
+	MinVerificationTTL = 30 * time.Second
+	MaxVerificationTTL = time.Hour
+)
 
 // Bounds of the command settings: more than MaxCommandConcurrency commands at once per endpoint
 // is a queue, not concurrency, and a command that may run past MaxCommandTimeout answers nobody.
@@ -79,11 +91,13 @@ var Variables = []Variable{
 	{"MFA_STORE", "nats", "storage backend: nats (JetStream KV) or mongo"},
 	{"MFA_MONGODB_URI", "", "MongoDB connection string when MFA_STORE=mongo"},
 	{"MFA_ENROLLMENT_TTL", "10m", "how long an enrollment stays open (Go duration)"},
+	{"MFA_VERIFICATION_TTL", "5m", "how long a sign-in verification stays open (Go duration, 30s to 1h)"},
 	{"MFA_ISSUER", "mfaflow", "issuer shown in authenticator apps"},
 	{"MFA_CLIENT_ID", "(derived from MFA_ISSUER)", "authenticator client id (`cid` in the QR)"},
 	{"MFA_SECRET_KEY", "(dev stack: generated in MFA_DATA_DIR)", "32-byte key (base64 or hex) that encrypts TOTP secrets at rest"},
 	{"MFA_JWT_SECRET", "(dev stack: generated in MFA_DATA_DIR)", "HS256 key that verifies Bearer tokens (at least 32 bytes)"},
 	{"MFA_JWT_ISSUER", "", "required `iss` of Bearer tokens, when set"},
+	{"MFA_SIGNING_KEY", "(dev stack: generated into MFA_DATA_DIR/signing.key)", "PEM EC P-256 private key(s) that sign mfa_tokens (ES256): the first signs, all are published in the JWKS; `\\n` may stand for newlines; required by the status service"},
 	{"MFA_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"MFA_POLL_RATE", "1", "status polls per second one user may make of one enrollment (0 = unlimited); faster polls get 429"},
 	{"MFA_POLL_BURST", "5", "polls allowed at once before MFA_POLL_RATE applies"},
@@ -123,6 +137,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		SecretKey:        get("MFA_SECRET_KEY"),
 		JWTSecret:        get("MFA_JWT_SECRET"),
 		JWTIssuer:        get("MFA_JWT_ISSUER"),
+		// A PEM in a one-line env var (a Kubernetes secret, a .env file) has its newlines as `\n`.
+		SigningKey: strings.ReplaceAll(get("MFA_SIGNING_KEY"), `\n`, "\n"),
 	}
 	var errs []error
 	ttl, err := time.ParseDuration(get("MFA_ENROLLMENT_TTL"))
@@ -130,6 +146,13 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		errs = append(errs, fmt.Errorf("MFA_ENROLLMENT_TTL: want a Go duration between 1s and %v such as 10m, got %q", MaxEnrollmentTTL, get("MFA_ENROLLMENT_TTL")))
 	}
 	c.EnrollmentTTL = ttl
+	if c.VerificationTTL, err = time.ParseDuration(get("MFA_VERIFICATION_TTL")); err != nil || c.VerificationTTL < MinVerificationTTL || c.VerificationTTL > MaxVerificationTTL {
+		errs = append(errs, fmt.Errorf("MFA_VERIFICATION_TTL: want a Go duration between %v and %v such as 5m, got %q", MinVerificationTTL, MaxVerificationTTL, get("MFA_VERIFICATION_TTL")))
+	}
+	if c.SigningKey != "" && !strings.Contains(c.SigningKey, "-----BEGIN ") {
+		// Only the shape: the status service parses the keys (mfatoken.ParseKeys). Never echo the value.
+		errs = append(errs, errors.New("MFA_SIGNING_KEY: want PEM text (-----BEGIN PRIVATE KEY----- …), one or more EC P-256 private keys"))
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(get("MFA_LOG_LEVEL"))); err != nil {
 		errs = append(errs, fmt.Errorf("MFA_LOG_LEVEL: %w", err))
 	}
@@ -197,8 +220,10 @@ func (c Config) LogValue() slog.Value {
 		slog.String("http_addr", c.HTTPAddr), slog.String("public_url", c.PublicURL),
 		slog.String("nats_url", c.NATSURL), slog.String("embedded_nats_addr", c.EmbeddedNATSAddr),
 		slog.String("data_dir", c.DataDir), slog.String("store", c.Store), slog.String("mongodb_uri", mongo),
-		slog.Duration("enrollment_ttl", c.EnrollmentTTL), slog.String("issuer", c.Issuer),
+		slog.Duration("enrollment_ttl", c.EnrollmentTTL), slog.Duration("verification_ttl", c.VerificationTTL),
+		slog.String("issuer", c.Issuer),
 		slog.String("secret_key", mask(c.SecretKey)), slog.String("jwt_secret", mask(c.JWTSecret)),
+		slog.String("signing_key", mask(c.SigningKey)),
 		slog.String("jwt_issuer", c.JWTIssuer), slog.String("log_level", c.LogLevel.String()),
 		slog.Int("command_concurrency", c.CommandConcurrency), slog.Duration("command_timeout", c.CommandTimeout),
 		slog.Int("bridge_max_connections", c.BridgeMaxConnections), slog.Float64("bridge_frame_rate", c.BridgeFrameRate),

@@ -45,6 +45,44 @@ func TestBridgeLimits(t *testing.T) {
 	}
 }
 
+func TestVerificationTTL(t *testing.T) {
+	c, err := config.FromEnv(env(nil))
+	if err != nil || c.VerificationTTL != 5*time.Minute {
+		t.Fatalf("default: %v %v", c.VerificationTTL, err)
+	}
+	for _, v := range []string{"30s", "1h", " 90s "} {
+		c, err = config.FromEnv(env(map[string]string{"MFA_VERIFICATION_TTL": v}))
+		if want, _ := time.ParseDuration(strings.TrimSpace(v)); err != nil || c.VerificationTTL != want {
+			t.Fatalf("%q: %v %v", v, c.VerificationTTL, err)
+		}
+	}
+}
+
+// A PEM with a placeholder body, written on one line with `\n` as in an env file: config checks
+// the shape only; mfatoken parses the key.
+const pemText = `-----BEGIN PRIVATE KEY-----\nTUZBLVNJR05JTkctS0VZLVBMQUNFSE9MREVS\n-----END PRIVATE KEY-----`
+
+func TestSigningKey(t *testing.T) {
+	c, err := config.FromEnv(env(nil))
+	if err != nil || c.SigningKey != "" {
+		t.Fatalf("default: %q %v", c.SigningKey, err)
+	}
+	t.Run("Multiline", func(t *testing.T) {
+		text := strings.ReplaceAll(pemText, `\n`, "\n") + "\n"
+		c, err := config.FromEnv(env(map[string]string{"MFA_SIGNING_KEY": text}))
+		if err != nil || c.SigningKey != strings.TrimSpace(text) {
+			t.Fatalf("%q %v", c.SigningKey, err)
+		}
+	})
+	t.Run("EscapedNewlines", func(t *testing.T) {
+		c, err := config.FromEnv(env(map[string]string{"MFA_SIGNING_KEY": pemText + `\n` + pemText}))
+		want := strings.ReplaceAll(pemText, `\n`, "\n")
+		if err != nil || c.SigningKey != want+"\n"+want || strings.Contains(c.SigningKey, `\n`) {
+			t.Fatalf("%q %v", c.SigningKey, err)
+		}
+	})
+}
+
 func TestPublicURLFollowsTheListenAddress(t *testing.T) {
 	c, err := config.FromEnv(env(map[string]string{"MFA_HTTP_ADDR": "127.0.0.1:9000"}))
 	if err != nil || c.PublicURL != "http://127.0.0.1:9000" {
@@ -61,6 +99,11 @@ func TestErrors(t *testing.T) {
 		"TTL":                      {"MFA_ENROLLMENT_TTL": "ten minutes"},
 		"NegTTL":                   {"MFA_ENROLLMENT_TTL": "-1m"},
 		"HugeTTL":                  {"MFA_ENROLLMENT_TTL": "48h"},
+		"VerificationTTL":          {"MFA_VERIFICATION_TTL": "five minutes"},
+		"ShortVerificationTTL":     {"MFA_VERIFICATION_TTL": "29s"},
+		"NegVerificationTTL":       {"MFA_VERIFICATION_TTL": "-5m"},
+		"HugeVerificationTTL":      {"MFA_VERIFICATION_TTL": "61m"},
+		"SigningKey":               {"MFA_SIGNING_KEY": "not-a-pem-secret-value"},
 		"Store":                    {"MFA_STORE": "redis"},
 		"Mongo":                    {"MFA_STORE": "mongo"},
 		"LogLevel":                 {"MFA_LOG_LEVEL": "loud"},
@@ -92,6 +135,9 @@ func TestErrors(t *testing.T) {
 					t.Fatalf("error %q does not name %s", err, k)
 				}
 			}
+			if v := vars["MFA_SIGNING_KEY"]; v != "" && strings.Contains(err.Error(), v) {
+				t.Fatalf("error %q echoes the signing key", err)
+			}
 		})
 	}
 }
@@ -99,17 +145,20 @@ func TestErrors(t *testing.T) {
 func TestLogValueMasksSecrets(t *testing.T) {
 	c, err := config.FromEnv(env(map[string]string{
 		"MFA_SECRET_KEY": "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk=", "MFA_JWT_SECRET": "jwt-secret-jwt-secret-jwt-secret-jwt",
-		"MFA_MONGODB_URI": "mongodb://admin:hunter2@db:27017",
+		"MFA_MONGODB_URI": "mongodb://admin:hunter2@db:27017", "MFA_SIGNING_KEY": pemText,
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
 	slog.New(slog.NewTextHandler(&buf, nil)).Info("start", "config", c)
-	for _, secret := range []string{"c2VjcmV0", "jwt-secret", "hunter2"} {
+	for _, secret := range []string{"c2VjcmV0", "jwt-secret", "hunter2", "TUZBLVNJR05J", "PRIVATE KEY"} {
 		if strings.Contains(buf.String(), secret) {
 			t.Fatalf("log holds %q: %s", secret, buf.String())
 		}
+	}
+	if !strings.Contains(buf.String(), "signing_key=********") || !strings.Contains(buf.String(), "verification_ttl=5m0s") {
+		t.Fatalf("signing key or verification TTL missing from %s", buf.String())
 	}
 	if !strings.Contains(buf.String(), "db:27017") {
 		t.Fatalf("mongo host missing from %s", buf.String())

@@ -3,6 +3,7 @@ module github.com/mfaflow/mfaflow/services/status
 go 1.26.8
 
 require (
+	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/gorilla/websocket v1.5.3
 	github.com/mfaflow/mfaflow/events v0.0.0
 	github.com/mfaflow/mfaflow/pkg v0.0.0
@@ -11,7 +12,6 @@ require (
 
 require (
 	github.com/boombuler/barcode v1.1.0 // indirect
-	github.com/golang-jwt/jwt/v5 v5.3.1 // indirect
 	github.com/pquerna/otp v1.5.0 // indirect
 )
 
