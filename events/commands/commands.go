@@ -37,7 +37,49 @@ const (
 	RegistryActivateCredential = RegistryGroup + ".credentials.activate"
 	// RegistryDiscardCredential destroys a pending credential whose enrollment ended without it.
 	RegistryDiscardCredential = RegistryGroup + ".credentials.discard"
+	// RegistryFactorsReady asks whether a user can be asked for a sign-in code of a method now
+	// (has a usable factor, is not locked). It checks no code.
+	RegistryFactorsReady = RegistryGroup + ".factors.ready"
+	// RegistryFactorsCheck checks a sign-in code (TOTP or recovery code) of a user, counting
+	// wrong codes towards the user's lockout.
+	RegistryFactorsCheck = RegistryGroup + ".factors.check"
 )
+
+// Factor methods of FactorRequest.
+const (
+	FactorTOTP       = "TOTP"
+	FactorBackupCode = "BACKUPCODE"
+)
+
+// FactorRequest names a user's factor, and for a check the code and the authentication it is for.
+type FactorRequest struct {
+	Sub      string `json:"sub"`
+	Method   string `json:"method"`
+	Code     string `json:"code,omitempty"`
+	StatusID string `json:"status_id,omitempty"`
+}
+
+// Results of FactorReply. Outcomes a user causes are results, not errors, so that the reply can
+// say more (which device matched, until when the user is locked).
+const (
+	FactorOK        = "ok"
+	FactorInvalid   = "invalid_code"  // wrong code; counted towards the lockout
+	FactorMalformed = "malformed"     // cannot be a code of the method; not counted
+	FactorReplayed  = "code_replayed" // right code, already used; not counted
+	FactorLocked    = "locked"        // checks locked until LockedUntil
+	FactorNone      = "no_factor"     // no usable factor of the method
+)
+
+// FactorReply answers RegistryFactorsReady and RegistryFactorsCheck.
+type FactorReply struct {
+	Result string `json:"result"`
+	// PHID is the device whose code matched (check, TOTP, ok).
+	PHID string `json:"ph_id,omitempty"`
+	// Remaining is the user's unused recovery codes (check, BACKUPCODE, ok).
+	Remaining int `json:"remaining,omitempty"`
+	// LockedUntil is when code checks open again (locked).
+	LockedUntil time.Time `json:"locked_until,omitzero"`
+}
 
 // Device describes the authenticator device as the companion reports it.
 type Device struct {

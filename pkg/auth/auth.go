@@ -22,6 +22,41 @@ type Verifier interface {
 	Verify(token string) (sub string, err error)
 }
 
+// Identity is who a token speaks for, and with what authority.
+type Identity struct {
+	// Sub is the token's subject: a user, or a service acting for users.
+	Sub string
+	// Scopes are the token's `scope` claim (space-separated, RFC 9068), e.g. ScopeVerify.
+	Scopes []string
+	// ClientID is the calling application (`client_id`, else `azp`); empty if the token names none.
+	ClientID string
+}
+
+// Scopes mfaflow gives meaning to.
+const (
+	// ScopeVerify lets a service (an identity provider's login service) act for any user it
+	// names in a request body: start and finish sign-in verifications.
+	ScopeVerify = "mfa:verify"
+	// ScopeAdmin lets an administrator act on any user's factors (unlock a user).
+	ScopeAdmin = "mfa:admin"
+)
+
+// HasScope reports whether the identity holds scope.
+func (i Identity) HasScope(scope string) bool {
+	for _, s := range i.Scopes {
+		if s == scope {
+			return true
+		}
+	}
+	return false
+}
+
+// IdentityVerifier is a Verifier that also reads scopes and the client id.
+type IdentityVerifier interface {
+	Verifier
+	VerifyIdentity(token string) (Identity, error)
+}
+
 // HS256 verifies and mints HMAC-SHA256 tokens with one shared key.
 type HS256 struct {
 	Key []byte
@@ -41,8 +76,22 @@ func (h HS256) now() time.Time {
 	return time.Now()
 }
 
+// claims are the token claims mfaflow reads.
+type claims struct {
+	jwt.RegisteredClaims
+	Scope    string `json:"scope,omitempty"`
+	ClientID string `json:"client_id,omitempty"`
+	AZP      string `json:"azp,omitempty"`
+}
+
 // Verify checks signature, expiry and issuer and returns `sub`.
 func (h HS256) Verify(token string) (string, error) {
+	id, err := h.VerifyIdentity(token)
+	return id.Sub, err
+}
+
+// VerifyIdentity checks the token as Verify does and returns its identity.
+func (h HS256) VerifyIdentity(token string) (Identity, error) {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
@@ -52,27 +101,41 @@ func (h HS256) Verify(token string) (string, error) {
 	if h.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(h.Issuer))
 	}
-	var claims jwt.RegisteredClaims
-	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return h.Key, nil }, opts...)
+	var c claims
+	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return h.Key, nil }, opts...)
 	if err != nil {
-		return "", fmt.Errorf("verify token: %w", err)
+		return Identity{}, fmt.Errorf("verify token: %w", err)
 	}
-	if claims.Subject == "" {
-		return "", errors.New("verify token: no sub claim")
+	if c.Subject == "" {
+		return Identity{}, errors.New("verify token: no sub claim")
 	}
-	return claims.Subject, nil
+	id := Identity{Sub: c.Subject, Scopes: strings.Fields(c.Scope), ClientID: c.ClientID}
+	if id.ClientID == "" {
+		id.ClientID = c.AZP
+	}
+	return id, nil
 }
 
 // Mint issues a token for sub valid for ttl. Only the dev stack and tests mint tokens.
 func (h HS256) Mint(sub string, ttl time.Duration) (string, error) {
+	return h.MintScoped(sub, ttl, "", "")
+}
+
+// MintScoped issues a token for sub valid for ttl with a space-separated scope and a client id
+// (either may be empty). Only the dev stack and tests mint tokens.
+func (h HS256) MintScoped(sub string, ttl time.Duration, scope, clientID string) (string, error) {
 	now := h.now()
-	claims := jwt.RegisteredClaims{
-		Subject:   sub,
-		Issuer:    h.Issuer,
-		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	c := claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   sub,
+			Issuer:    h.Issuer,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		},
+		Scope:    scope,
+		ClientID: clientID,
 	}
-	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(h.Key)
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(h.Key)
 }
 
 type subKey struct{}
@@ -103,6 +166,40 @@ func BearerToken(r *http.Request, allowQuery bool) string {
 		return r.URL.Query().Get("access_token")
 	}
 	return ""
+}
+
+// Identify returns the identity of r's bearer token, or an unauthorized *fault.Error. A verifier
+// that reads no scopes gives an identity with the subject alone.
+func Identify(v Verifier, r *http.Request, allowQuery bool) (Identity, error) {
+	tok := BearerToken(r, allowQuery)
+	if tok == "" {
+		return Identity{}, fault.New(fault.Unauthorized, "a Bearer token is required")
+	}
+	var (
+		id  Identity
+		err error
+	)
+	if iv, ok := v.(IdentityVerifier); ok {
+		id, err = iv.VerifyIdentity(tok)
+	} else {
+		id.Sub, err = v.Verify(tok)
+	}
+	if err != nil {
+		return Identity{}, fault.New(fault.Unauthorized, "the Bearer token is invalid or expired")
+	}
+	return id, nil
+}
+
+// ActingFor is the user a request acts for: the caller itself, or, when named explicitly,
+// another user, which needs ScopeVerify (a plain user token naming someone else is forbidden).
+func (i Identity) ActingFor(named string) (string, error) {
+	if named == "" || named == i.Sub {
+		return i.Sub, nil
+	}
+	if i.HasScope(ScopeVerify) {
+		return named, nil
+	}
+	return "", fault.New(fault.Forbidden, "this token may act only for its own sub (naming another user needs scope "+ScopeVerify+")")
 }
 
 // Authenticate returns the subject of r's bearer token, or an unauthorized *fault.Error.

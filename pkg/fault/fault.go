@@ -22,6 +22,8 @@ const (
 	Conflict          Code = "conflict"
 	Expired           Code = "expired"
 	InvalidCode       Code = "invalid_code"
+	CodeReplayed      Code = "code_replayed"
+	Locked            Code = "locked"
 	PayloadTooLarge   Code = "payload_too_large"
 	UnsupportedMethod Code = "unsupported_method"
 	TooManyRequests   Code = "too_many_requests"
@@ -37,6 +39,8 @@ var statuses = map[Code]int{
 	Conflict:          http.StatusConflict,
 	Expired:           http.StatusGone,
 	InvalidCode:       http.StatusBadRequest,
+	CodeReplayed:      http.StatusBadRequest,
+	Locked:            http.StatusTooManyRequests,
 	PayloadTooLarge:   http.StatusRequestEntityTooLarge,
 	UnsupportedMethod: http.StatusMethodNotAllowed,
 	TooManyRequests:   http.StatusTooManyRequests,

@@ -8,6 +8,8 @@ package registrysvc
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,9 +48,20 @@ type Config struct {
 	// each one's deadline (MFA_COMMAND_CONCURRENCY, MFA_COMMAND_TIMEOUT); zero fields take rpc's
 	// defaults.
 	Commands rpc.Limits
+	// Lockout is when wrong sign-in codes lock a user (MFA_LOCKOUT_*); zero fields take the
+	// domain's defaults (5 codes; 1 minute, doubling to at most 15).
+	Lockout device.LockoutPolicy
 	// Clock is the time source of every rule (code time steps, timestamps); nil means
 	// time.Now. Tests set it to compute codes for a known instant.
 	Clock func() time.Time
+}
+
+// recoveryKey derives the key of the recovery codes' keyed hash from the secret key, so that
+// one secret protects both and neither key can be computed from the other's output.
+func recoveryKey(secretKey []byte) []byte {
+	m := hmac.New(sha256.New, secretKey)
+	m.Write([]byte("mfaflow recovery codes v1"))
+	return m.Sum(nil)
 }
 
 // closeTimeout bounds the wait for the consumer's last handler in Close.
@@ -100,11 +113,12 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	svc := device.NewService(kv.New(bucket), box, clock)
+	svc := device.NewService(kv.New(bucket), box, clock,
+		device.WithLockout(cfg.Lockout), device.WithRecoveryKey(recoveryKey(cfg.SecretKey)))
 
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Service{log: log, cancel: cancel, http: httpapi.New(svc, cfg.Verifier, log)}
+	s := &Service{log: log, cancel: cancel, http: httpapi.New(svc, svc, cfg.Verifier, log)}
 
 	relay := &kvdoc.Relay{KV: bucket, JS: js, Filter: kv.RelayFilter, Log: log.With("component", "outbox-relay")}
 	s.wg.Go(func() {

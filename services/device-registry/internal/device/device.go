@@ -132,6 +132,16 @@ type Store interface {
 	// secret is destroyed at once (what remains until the relay purges it holds no secret);
 	// readers see ErrNotFound at once. ErrStale and ErrNotFound as for Update.
 	Remove(ctx context.Context, c Credential, msgs ...outbox.Message) error
+
+	// GetLockout returns sub's lockout record, or ErrNotFound if the user has none.
+	GetLockout(ctx context.Context, sub string) (Lockout, error)
+	// PutLockout writes l together with msgs: a create when l.Version is 0 (ErrStale if one
+	// exists by now), else a compare-and-set on l.Version (ErrStale if it changed).
+	PutLockout(ctx context.Context, l Lockout, msgs ...outbox.Message) (Lockout, error)
+	// GetRecoverySet returns sub's current recovery codes (as hashes), or ErrNotFound.
+	GetRecoverySet(ctx context.Context, sub string) (RecoverySet, error)
+	// PutRecoverySet writes r together with msgs, create or compare-and-set as PutLockout.
+	PutRecoverySet(ctx context.Context, r RecoverySet, msgs ...outbox.Message) (RecoverySet, error)
 }
 
 // Sealer encrypts secrets at rest. Associated data binds a sealed secret to its credential, so

@@ -37,17 +37,37 @@ var eventNamespace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://mfaflow.dev
 // Service holds the registry's rules. It is safe for concurrent use; concurrent writers are
 // serialised by the Store's compare-and-set, not by locks, so any number of replicas may run.
 type Service struct {
-	store  Store
-	sealer Sealer
-	clock  Clock
+	store       Store
+	sealer      Sealer
+	clock       Clock
+	lockout     LockoutPolicy
+	recoveryKey []byte
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithLockout sets when wrong sign-in codes lock a user; the default is DefaultLockoutThreshold
+// codes, then 1 minute doubling to at most 15.
+func WithLockout(p LockoutPolicy) Option { return func(s *Service) { s.lockout = p } }
+
+// WithRecoveryKey sets the key of the keyed hash (HMAC-SHA256) that recovery codes are stored
+// as. Without one, recovery codes cannot be generated or used.
+func WithRecoveryKey(key []byte) Option {
+	return func(s *Service) { s.recoveryKey = append([]byte(nil), key...) }
 }
 
 // NewService returns a Service. A nil clock means the system clock.
-func NewService(store Store, sealer Sealer, clock Clock) *Service {
+func NewService(store Store, sealer Sealer, clock Clock, opts ...Option) *Service {
 	if clock == nil {
 		clock = ClockFunc(time.Now)
 	}
-	return &Service{store: store, sealer: sealer, clock: clock}
+	s := &Service{store: store, sealer: sealer, clock: clock}
+	for _, o := range opts {
+		o(s)
+	}
+	s.lockout = s.lockout.withDefaults()
+	return s
 }
 
 // CreatePending creates the credential of a new enrollment and returns its secret, the only

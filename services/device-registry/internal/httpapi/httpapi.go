@@ -29,13 +29,14 @@ var _ Devices = (*device.Service)(nil)
 // API serves the device routes.
 type API struct {
 	devices  Devices
+	factors  Factors
 	verifier auth.Verifier
 	log      *slog.Logger
 }
 
 // New returns an API on devices that authenticates callers with verifier.
-func New(devices Devices, verifier auth.Verifier, log *slog.Logger) *API {
-	return &API{devices: devices, verifier: verifier, log: log}
+func New(devices Devices, factors Factors, verifier auth.Verifier, log *slog.Logger) *API {
+	return &API{devices: devices, factors: factors, verifier: verifier, log: log}
 }
 
 // Routes registers the device routes on rt.
@@ -43,6 +44,7 @@ func (a *API) Routes(rt *httpx.Router) {
 	rt.HandleFunc("GET /device-srv/devices", a.list)
 	rt.HandleFunc("PATCH /device-srv/devices/{ph_id}", a.rename)
 	rt.HandleFunc("DELETE /device-srv/devices/{ph_id}", a.remove)
+	a.factorRoutes(rt)
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {

@@ -32,6 +32,8 @@ type Registry interface {
 	VerifyPending(ctx context.Context, statusID, sub, code string, dev device.NewDevice) (device.Claim, error)
 	Activate(ctx context.Context, statusID, sub string, claim device.Claim) (device.Credential, error)
 	DiscardPending(ctx context.Context, statusID string) error
+	Ready(ctx context.Context, sub, method string) error
+	Authenticate(ctx context.Context, sub, method, code, statusID string) (device.Authenticated, error)
 }
 
 var _ Registry = (*device.Service)(nil)
@@ -57,6 +59,8 @@ func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Lo
 		{"credentials-verify", commands.RegistryVerifyCredential, rpc.Endpoint(ctx, log, h.verify)},
 		{"credentials-activate", commands.RegistryActivateCredential, rpc.Endpoint(ctx, log, h.activate)},
 		{"credentials-discard", commands.RegistryDiscardCredential, rpc.Endpoint(ctx, log, h.discard)},
+		{"factors-ready", commands.RegistryFactorsReady, rpc.Endpoint(ctx, log, h.ready)},
+		{"factors-check", commands.RegistryFactorsCheck, rpc.Endpoint(ctx, log, h.check)},
 	}
 	for _, e := range endpoints {
 		// The group adds its prefix; the commands package spells the full subject.
@@ -114,6 +118,34 @@ func (h handlers) discard(ctx context.Context, req commands.DiscardCredentialReq
 		return discardReply{}, toFault(err)
 	}
 	return discardReply{}, nil
+}
+
+func (h handlers) ready(ctx context.Context, req commands.FactorRequest) (commands.FactorReply, error) {
+	return factorReply(device.Authenticated{}, h.reg.Ready(ctx, req.Sub, req.Method))
+}
+
+func (h handlers) check(ctx context.Context, req commands.FactorRequest) (commands.FactorReply, error) {
+	return factorReply(h.reg.Authenticate(ctx, req.Sub, req.Method, req.Code, req.StatusID))
+}
+
+// factorReply turns the outcomes a user causes into results; other errors stay errors.
+func factorReply(res device.Authenticated, err error) (commands.FactorReply, error) {
+	var locked *device.LockedError
+	switch {
+	case err == nil:
+		return commands.FactorReply{Result: commands.FactorOK, PHID: res.PHID, Remaining: res.Remaining}, nil
+	case errors.As(err, &locked):
+		return commands.FactorReply{Result: commands.FactorLocked, LockedUntil: locked.Until.UTC()}, nil
+	case errors.Is(err, device.ErrInvalidCode):
+		return commands.FactorReply{Result: commands.FactorInvalid}, nil
+	case errors.Is(err, device.ErrMalformedCode):
+		return commands.FactorReply{Result: commands.FactorMalformed}, nil
+	case errors.Is(err, device.ErrReplayed):
+		return commands.FactorReply{Result: commands.FactorReplayed}, nil
+	case errors.Is(err, device.ErrNoFactor):
+		return commands.FactorReply{Result: commands.FactorNone}, nil
+	}
+	return commands.FactorReply{}, toFault(err)
 }
 
 // toFault is the one place where domain errors become the codes callers see. Anything else

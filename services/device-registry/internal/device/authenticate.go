@@ -1,0 +1,386 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/outbox"
+	"github.com/mfaflow/mfaflow/pkg/totp"
+)
+
+// Sign-in factors (the `method` of an authentication, upper case as in config/list).
+const (
+	FactorTOTP       = "TOTP"
+	FactorBackupCode = "BACKUPCODE"
+)
+
+// More domain errors of sign-in checks.
+var (
+	// ErrReplayed: the code is right but was already accepted once (its time step is at or below
+	// the device's last accepted step, or the recovery code is spent). Nothing changes.
+	ErrReplayed = errors.New("code already used")
+	// ErrMalformedCode: the code cannot be right whatever the secret (wrong length or
+	// characters). It is refused without counting as a guess.
+	ErrMalformedCode = errors.New("malformed code")
+	// ErrNoFactor: the user has no usable factor of the method (no verified device, no unused
+	// recovery code).
+	ErrNoFactor = errors.New("no usable factor")
+	// ErrLocked: the user's code checks are locked; the error in the chain is a *LockedError.
+	ErrLocked = errors.New("code checks locked")
+)
+
+// LockedError says until when a user's code checks are locked.
+type LockedError struct{ Until time.Time }
+
+func (e *LockedError) Error() string {
+	return "code checks locked until " + e.Until.UTC().Format(time.RFC3339)
+}
+
+// Is makes every LockedError match ErrLocked.
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// Lockout counts a user's wrong codes across authentications. It is separate from any
+// password counter of the identity provider: it protects the second factor only.
+type Lockout struct {
+	Sub string
+	// Failures counts wrong codes since the last lock, success or unlock.
+	Failures int
+	// Locks counts locks in a row since the last success or unlock; each doubles the back-off.
+	Locks int
+	// LockedUntil is when code checks open again; zero or past means not locked.
+	LockedUntil time.Time
+	// Version is the store's revision, 0 for a user who has none yet.
+	Version uint64
+}
+
+// LockoutPolicy is when and for how long wrong codes lock a user.
+type LockoutPolicy struct {
+	// Threshold wrong codes in a row lock the user; 0 means DefaultLockoutThreshold.
+	Threshold int
+	// Duration is the first lock's length, doubled per further lock; 0 means 1 minute.
+	Duration time.Duration
+	// MaxDuration caps a lock's length; 0 means 15 minutes.
+	MaxDuration time.Duration
+}
+
+// DefaultLockoutThreshold wrong codes in a row lock a user.
+const DefaultLockoutThreshold = 5
+
+func (p LockoutPolicy) withDefaults() LockoutPolicy {
+	if p.Threshold <= 0 {
+		p.Threshold = DefaultLockoutThreshold
+	}
+	if p.Duration <= 0 {
+		p.Duration = time.Minute
+	}
+	if p.MaxDuration <= 0 {
+		p.MaxDuration = 15 * time.Minute
+	}
+	p.MaxDuration = max(p.MaxDuration, p.Duration)
+	return p
+}
+
+// lockFor is the length of the n-th lock in a row (n ≥ 1).
+func (p LockoutPolicy) lockFor(n int) time.Duration {
+	d := p.Duration
+	for i := 1; i < n && d < p.MaxDuration; i++ {
+		d *= 2
+	}
+	return min(d, p.MaxDuration)
+}
+
+// Authenticated is what a right code proved.
+type Authenticated struct {
+	Method string
+	// PHID is the device whose code matched (TOTP only).
+	PHID string
+	// Remaining is how many recovery codes are left (BACKUPCODE only).
+	Remaining int
+}
+
+// Ready reports whether sub can be asked for a code of method now: ErrLocked (a *LockedError)
+// while locked, ErrNoFactor without a usable factor, ErrInvalid for an unknown method.
+func (s *Service) Ready(ctx context.Context, sub, method string) error {
+	if sub == "" {
+		return invalid("sub is missing")
+	}
+	if err := s.checkLock(ctx, sub); err != nil {
+		return err
+	}
+	switch method {
+	case FactorTOTP:
+		creds, err := s.store.ListBySub(ctx, sub)
+		if err != nil {
+			return fmt.Errorf("ready: %w", err)
+		}
+		for _, c := range creds {
+			if usableTOTP(c, sub) {
+				return nil
+			}
+		}
+		return fmt.Errorf("ready: %w", ErrNoFactor)
+	case FactorBackupCode:
+		set, err := s.store.GetRecoverySet(ctx, sub)
+		if errors.Is(err, ErrNotFound) || err == nil && set.Remaining() == 0 {
+			return fmt.Errorf("ready: %w", ErrNoFactor)
+		}
+		if err != nil {
+			return fmt.Errorf("ready: %w", err)
+		}
+		return nil
+	}
+	return invalid("unsupported method " + strconv.Quote(method))
+}
+
+func usableTOTP(c Credential, sub string) bool {
+	return c.Verified && c.Sub == sub && c.Method == MethodTOTP && len(c.SealedSecret) > 0
+}
+
+// Authenticate checks a sign-in code of sub: a TOTP code against every verified device of the
+// user (±1 step, constant time, each device's secret opened only inside the check), or a
+// recovery code against the user's current set.
+//
+// A right code is accepted once: the matched time step is stored on the device with
+// compare-and-set (a recovery code is marked spent the same way), so of concurrent submissions
+// of one code exactly one succeeds and the others get ErrReplayed. A wrong code counts towards
+// the user's lockout; the one that reaches the threshold locks the user and is answered with
+// ErrLocked. While locked, nothing is checked, a right code included. A replayed or malformed
+// code does not count: neither can be a guess that got lucky (see docs/architecture.md).
+func (s *Service) Authenticate(ctx context.Context, sub, method, code, statusID string) (Authenticated, error) {
+	if sub == "" {
+		return Authenticated{}, invalid("sub is missing")
+	}
+	if err := s.checkLock(ctx, sub); err != nil {
+		return Authenticated{}, err
+	}
+	var (
+		res Authenticated
+		err error
+	)
+	switch method {
+	case FactorTOTP:
+		res, err = s.authenticateTOTP(ctx, sub, normaliseCode(code))
+	case FactorBackupCode:
+		res, err = s.useRecoveryCode(ctx, sub, code, statusID)
+	default:
+		return Authenticated{}, invalid("unsupported method " + strconv.Quote(method))
+	}
+	switch {
+	case err == nil:
+		return res, s.resetFailures(ctx, sub)
+	case errors.Is(err, ErrInvalidCode):
+		if lerr := s.countFailure(ctx, sub); lerr != nil {
+			return Authenticated{}, lerr
+		}
+	}
+	return Authenticated{}, err
+}
+
+func (s *Service) authenticateTOTP(ctx context.Context, sub, code string) (Authenticated, error) {
+	if len(code) != totp.Default.Digits || !allDigits(code) {
+		return Authenticated{}, fmt.Errorf("authenticate: %w", ErrMalformedCode)
+	}
+	for range maxAttempts {
+		creds, err := s.store.ListBySub(ctx, sub)
+		if err != nil {
+			return Authenticated{}, fmt.Errorf("authenticate: %w", err)
+		}
+		now := s.clock.Now().UTC()
+		var (
+			match    Credential
+			step     int64
+			replayed bool
+			usable   int
+		)
+		// Every device is checked, whatever matched before it, so timing does not tell which
+		// device (if any) the code belongs to.
+		for _, c := range creds {
+			if !usableTOTP(c, sub) {
+				continue
+			}
+			usable++
+			st, err := s.check(c, code, now, 0)
+			if errors.Is(err, ErrInvalidCode) {
+				continue
+			}
+			if err != nil {
+				return Authenticated{}, fmt.Errorf("authenticate: %w", err)
+			}
+			if st <= c.LastStep {
+				replayed = true
+				continue
+			}
+			if match.PHID == "" {
+				match, step = c, st
+			}
+		}
+		switch {
+		case usable == 0:
+			return Authenticated{}, fmt.Errorf("authenticate: %w", ErrNoFactor)
+		case match.PHID == "" && replayed:
+			return Authenticated{}, fmt.Errorf("authenticate: %w", ErrReplayed)
+		case match.PHID == "":
+			return Authenticated{}, fmt.Errorf("authenticate: %w", ErrInvalidCode)
+		}
+		match.LastStep = step
+		match.LastUsedAt = now
+		updated, err := s.store.Update(ctx, match)
+		if errors.Is(err, ErrStale) {
+			continue // a concurrent check of the same code may have won: look again
+		}
+		if err != nil {
+			return Authenticated{}, fmt.Errorf("authenticate: %w", err)
+		}
+		return Authenticated{Method: FactorTOTP, PHID: updated.PHID}, nil
+	}
+	return Authenticated{}, fmt.Errorf("authenticate: %w", ErrStale)
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkLock returns a *LockedError while sub is locked.
+func (s *Service) checkLock(ctx context.Context, sub string) error {
+	l, err := s.store.GetLockout(ctx, sub)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("lockout: %w", err)
+	}
+	if now := s.clock.Now(); now.Before(l.LockedUntil) {
+		return &LockedError{Until: l.LockedUntil}
+	}
+	return nil
+}
+
+// countFailure records one wrong code of sub. The one that reaches the threshold locks the user
+// and emits mfa.verification.locked in the same write (so exactly once per lock); it returns
+// the *LockedError then.
+func (s *Service) countFailure(ctx context.Context, sub string) error {
+	p := s.lockout
+	for range maxAttempts {
+		l, err := s.store.GetLockout(ctx, sub)
+		if errors.Is(err, ErrNotFound) {
+			l, err = Lockout{Sub: sub}, nil
+		}
+		if err != nil {
+			return fmt.Errorf("count failure: %w", err)
+		}
+		now := s.clock.Now().UTC()
+		if now.Before(l.LockedUntil) {
+			return &LockedError{Until: l.LockedUntil} // a concurrent wrong code locked first
+		}
+		l.Failures++
+		var msgs []outbox.Message
+		locked := l.Failures >= p.Threshold
+		if locked {
+			l.Locks++
+			l.LockedUntil = now.Add(p.lockFor(l.Locks))
+			msg, err := lockEvent(l, l.Failures, now)
+			if err != nil {
+				return fmt.Errorf("count failure: %w", err)
+			}
+			msgs = append(msgs, msg)
+			l.Failures = 0
+		}
+		if _, err := s.store.PutLockout(ctx, l, msgs...); errors.Is(err, ErrStale) {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("count failure: %w", err)
+		}
+		if locked {
+			return &LockedError{Until: l.LockedUntil}
+		}
+		return nil
+	}
+	return fmt.Errorf("count failure: %w", ErrStale)
+}
+
+// resetFailures forgets sub's wrong codes and locks in a row after a right code. It writes only
+// when there is something to forget, so a sign-in without earlier mistakes costs no write.
+func (s *Service) resetFailures(ctx context.Context, sub string) error {
+	for range maxAttempts {
+		l, err := s.store.GetLockout(ctx, sub)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reset failures: %w", err)
+		}
+		if l.Failures == 0 && l.Locks == 0 {
+			return nil
+		}
+		l.Failures, l.Locks = 0, 0
+		if _, err := s.store.PutLockout(ctx, l); errors.Is(err, ErrStale) {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("reset failures: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("reset failures: %w", ErrStale)
+}
+
+// Unlock lifts sub's lock and forgets its wrong codes (an administrator's action). Unlocking a
+// user who is not locked changes nothing.
+func (s *Service) Unlock(ctx context.Context, sub string) error {
+	if sub == "" {
+		return invalid("sub is missing")
+	}
+	for range maxAttempts {
+		l, err := s.store.GetLockout(ctx, sub)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("unlock: %w", err)
+		}
+		if l.Failures == 0 && l.Locks == 0 && l.LockedUntil.IsZero() {
+			return nil
+		}
+		l.Failures, l.Locks, l.LockedUntil = 0, 0, time.Time{}
+		if _, err := s.store.PutLockout(ctx, l); errors.Is(err, ErrStale) {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("unlock: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("unlock: %w", ErrStale)
+}
+
+// LockStatus returns sub's lockout record (a zero one for a user without mistakes), with
+// LockedUntil zero unless the user is locked now.
+func (s *Service) LockStatus(ctx context.Context, sub string) (Lockout, error) {
+	l, err := s.store.GetLockout(ctx, sub)
+	if errors.Is(err, ErrNotFound) {
+		return Lockout{Sub: sub}, nil
+	}
+	if err == nil && !s.clock.Now().Before(l.LockedUntil) {
+		l.LockedUntil = time.Time{}
+	}
+	return l, err
+}
+
+func lockEvent(l Lockout, failures int, at time.Time) (outbox.Message, error) {
+	seed := l.Sub + "/locked/" + strconv.Itoa(l.Locks) + "/" + strconv.FormatInt(l.LockedUntil.UnixNano(), 10)
+	env, err := events.New(uuid.NewSHA1(eventNamespace, []byte(seed)).String(),
+		events.SourceRegistry, events.VerificationLocked, l.Sub, at,
+		events.Lock{Sub: l.Sub, LockedUntil: l.LockedUntil.UTC(), Lock: l.Locks, FailedAttempts: failures})
+	if err != nil {
+		return outbox.Message{}, fmt.Errorf("build %s event: %w", events.VerificationLocked, err)
+	}
+	return outbox.FromEnvelope(env)
+}

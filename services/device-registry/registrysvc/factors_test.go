@@ -1,0 +1,287 @@
+package registrysvc_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
+)
+
+// check sends a sign-in code check as the status service does.
+func (e *env) check(t *testing.T, sub, method, code string) commands.FactorReply {
+	t.Helper()
+	var reply commands.FactorReply
+	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsCheck,
+		commands.FactorRequest{Sub: sub, Method: method, Code: code, StatusID: "auth-1"}, &reply); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	return reply
+}
+
+func (e *env) ready(t *testing.T, sub, method string) commands.FactorReply {
+	t.Helper()
+	var reply commands.FactorReply
+	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsReady, commands.FactorRequest{Sub: sub, Method: method}, &reply); err != nil {
+		t.Fatalf("ready: %v", err)
+	}
+	return reply
+}
+
+func TestSignInCodeIsAcceptedOnceAndNeverTheEnrollmentCode(t *testing.T) {
+	e := start(t)
+	claim, secret := e.enroll(t, "alice", commands.Device{Name: "Phone"})
+
+	// The code that enrolled the device is spent: it may not sign in.
+	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now())); r.Result != commands.FactorReplayed {
+		t.Fatalf("enrollment code at sign-in: %+v, want code_replayed", r)
+	}
+	e.clock.Advance(30 * time.Second)
+	right := code(t, secret, e.clock.Now())
+	if r := e.check(t, "alice", commands.FactorTOTP, right); r.Result != commands.FactorOK || r.PHID != claim.PHID {
+		t.Fatalf("right code: %+v, want ok for %s", r, claim.PHID)
+	}
+	if r := e.check(t, "alice", commands.FactorTOTP, right); r.Result != commands.FactorReplayed {
+		t.Fatalf("same code again: %+v, want code_replayed", r)
+	}
+	// A code of the step before the accepted one is within the window but older: refused too.
+	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now().Add(-30*time.Second))); r.Result != commands.FactorReplayed {
+		t.Fatalf("older step: %+v, want code_replayed", r)
+	}
+	devs := e.list(t, "alice")
+	if len(devs) != 1 || devs[0].LastUsedAt == nil || devs[0].LastUsedAt.Sub(e.clock.Now()).Abs() > time.Second {
+		t.Fatalf("last_used_at not set on the matched device: %+v", devs)
+	}
+	// Someone else's code never matches alice's devices, and bob has no device at all.
+	if r := e.check(t, "bob", commands.FactorTOTP, right); r.Result != commands.FactorNone {
+		t.Fatalf("bob: %+v, want no_factor", r)
+	}
+	if r := e.check(t, "alice", commands.FactorTOTP, "12ab56"); r.Result != commands.FactorMalformed {
+		t.Fatalf("malformed: %+v", r)
+	}
+}
+
+func TestConcurrentSubmissionsOfOneCodeGiveOneSuccess(t *testing.T) {
+	e := start(t)
+	_, secret := e.enroll(t, "alice", commands.Device{})
+	e.clock.Advance(30 * time.Second)
+	right := code(t, secret, e.clock.Now())
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		results = map[string]int{}
+	)
+	for range 20 {
+		wg.Go(func() {
+			var reply commands.FactorReply
+			err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsCheck,
+				commands.FactorRequest{Sub: "alice", Method: commands.FactorTOTP, Code: right}, &reply)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				results["error: "+err.Error()]++
+				return
+			}
+			results[reply.Result]++
+		})
+	}
+	wg.Wait()
+	if results[commands.FactorOK] != 1 || results[commands.FactorReplayed] != 19 {
+		t.Fatalf("20 concurrent checks of one code: %v, want 1 ok and 19 code_replayed", results)
+	}
+}
+
+func TestWrongCodesLockTheUserWithDoublingBackOff(t *testing.T) {
+	e := start(t)
+	_, secret := e.enroll(t, "alice", commands.Device{})
+	e.clock.Advance(30 * time.Second)
+	right := code(t, secret, e.clock.Now())
+	for i := 1; i <= 4; i++ {
+		if r := e.check(t, "alice", commands.FactorTOTP, wrongCode(right)); r.Result != commands.FactorInvalid {
+			t.Fatalf("wrong code %d: %+v", i, r)
+		}
+	}
+	// Replays and malformed codes are not guesses: they do not count.
+	e.check(t, "alice", commands.FactorTOTP, "abc")
+	r := e.check(t, "alice", commands.FactorTOTP, wrongCode(right))
+	if r.Result != commands.FactorLocked || !r.LockedUntil.Equal(e.clock.Now().Add(time.Minute)) {
+		t.Fatalf("5th wrong code: %+v, want locked for 1 minute from %s", r, e.clock.Now())
+	}
+	// While locked, a right code is refused too, and so is asking for one.
+	if r := e.check(t, "alice", commands.FactorTOTP, right); r.Result != commands.FactorLocked {
+		t.Fatalf("right code while locked: %+v", r)
+	}
+	if r := e.ready(t, "alice", commands.FactorTOTP); r.Result != commands.FactorLocked {
+		t.Fatalf("ready while locked: %+v", r)
+	}
+	// The next lock lasts twice as long.
+	e.clock.Advance(time.Minute)
+	for range 4 {
+		e.check(t, "alice", commands.FactorTOTP, wrongCode(right))
+	}
+	if r := e.check(t, "alice", commands.FactorTOTP, wrongCode(right)); r.Result != commands.FactorLocked || !r.LockedUntil.Equal(e.clock.Now().Add(2*time.Minute)) {
+		t.Fatalf("second lock: %+v, want 2 minutes", r)
+	}
+	// One event per lock, about the user, without any code.
+	var locks []events.Envelope
+	natstest.Eventually(t, wait, func() error {
+		locks = locks[:0]
+		for _, ev := range e.events(t, events.VerificationLocked) {
+			locks = append(locks, ev.Envelope)
+		}
+		if len(locks) != 2 {
+			return errorf("%d locked events, want 2", len(locks))
+		}
+		return nil
+	})
+	for _, ev := range locks {
+		if ev.Subject != "alice" || strings.Contains(string(ev.Data), right) {
+			t.Fatalf("locked event: %s", ev.Data)
+		}
+	}
+	// An administrator unlocks; a user token may not.
+	resp, body := e.do(t, "alice", http.MethodDelete, "/verification-srv/admin/users/alice/lockout", "")
+	assertProblem(t, resp, body, http.StatusForbidden, "forbidden")
+	admin, err := e.tokens.MintScoped("ops", time.Hour, "mfa:admin", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(ctxT(t), http.MethodDelete, e.srv.URL+"/verification-srv/admin/users/alice/lockout", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNoContent {
+		t.Fatalf("unlock: %d", res.StatusCode)
+	}
+	e.clock.Advance(30 * time.Second)
+	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now())); r.Result != commands.FactorOK {
+		t.Fatalf("right code after unlock: %+v", r)
+	}
+}
+
+var recoveryCodeShape = regexp.MustCompile(`^[2-9A-HJ-NP-Z]{5}-[2-9A-HJ-NP-Z]{5}$`)
+
+func (e *env) generateRecoveryCodes(t *testing.T, sub string) []string {
+	t.Helper()
+	resp, body := e.do(t, sub, http.MethodPost, "/verification-srv/backupcodes", "")
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST backupcodes: %d %s", resp.StatusCode, body)
+	}
+	var out struct {
+		Codes     []string  `json:"codes"`
+		CreatedAt time.Time `json:"created_at"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil || out.CreatedAt.IsZero() {
+		t.Fatalf("backupcodes body %s: %v", body, err)
+	}
+	return out.Codes
+}
+
+func (e *env) remaining(t *testing.T, sub string) int {
+	t.Helper()
+	resp, body := e.do(t, sub, http.MethodGet, "/verification-srv/backupcodes", "")
+	var out struct {
+		Remaining int `json:"remaining"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil {
+		t.Fatalf("GET backupcodes: %d %s", resp.StatusCode, body)
+	}
+	return out.Remaining
+}
+
+func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
+	e := start(t)
+	if n := e.remaining(t, "alice"); n != 0 {
+		t.Fatalf("remaining before any set: %d", n)
+	}
+	if r := e.ready(t, "alice", commands.FactorBackupCode); r.Result != commands.FactorNone {
+		t.Fatalf("ready without codes: %+v", r)
+	}
+	first := e.generateRecoveryCodes(t, "alice")
+	if len(first) < 10 {
+		t.Fatalf("%d codes, want at least 10", len(first))
+	}
+	seen := map[string]bool{}
+	for _, c := range first {
+		if !recoveryCodeShape.MatchString(c) || seen[c] {
+			t.Fatalf("code %q is not a distinct XXXXX-XXXXX code of the unambiguous alphabet", c)
+		}
+		seen[c] = true
+	}
+	// Stored only as hashes: no code appears anywhere in the bucket.
+	for k, v := range e.rawValues(t) {
+		for _, c := range first {
+			if strings.Contains(string(v), c) || strings.Contains(string(v), strings.ReplaceAll(c, "-", "")) {
+				t.Fatalf("code %s stored in clear under %s", c, k)
+			}
+		}
+	}
+	// Typed loosely (lower case, spaces) it still works, once.
+	typed := strings.ToLower(strings.ReplaceAll(first[0], "-", " "))
+	if r := e.check(t, "alice", commands.FactorBackupCode, typed); r.Result != commands.FactorOK || r.Remaining != len(first)-1 {
+		t.Fatalf("first use: %+v", r)
+	}
+	if r := e.check(t, "alice", commands.FactorBackupCode, first[0]); r.Result != commands.FactorReplayed {
+		t.Fatalf("second use: %+v, want code_replayed", r)
+	}
+	if n := e.remaining(t, "alice"); n != len(first)-1 {
+		t.Fatalf("remaining = %d", n)
+	}
+	// Two concurrent uses of one code: one success.
+	var wg sync.WaitGroup
+	results := make([]string, 2)
+	for i := range results {
+		wg.Go(func() {
+			var reply commands.FactorReply
+			if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsCheck,
+				commands.FactorRequest{Sub: "alice", Method: commands.FactorBackupCode, Code: first[1], StatusID: "auth-2"}, &reply); err != nil {
+				results[i] = err.Error()
+				return
+			}
+			results[i] = reply.Result
+		})
+	}
+	wg.Wait()
+	if !(results[0] == commands.FactorOK && results[1] == commands.FactorReplayed || results[1] == commands.FactorOK && results[0] == commands.FactorReplayed) {
+		t.Fatalf("concurrent uses: %v", results)
+	}
+	// A new set: the old codes stop working.
+	second := e.generateRecoveryCodes(t, "alice")
+	if r := e.check(t, "alice", commands.FactorBackupCode, first[2]); r.Result != commands.FactorInvalid {
+		t.Fatalf("old code after regeneration: %+v, want invalid_code", r)
+	}
+	if r := e.check(t, "alice", commands.FactorBackupCode, second[0]); r.Result != commands.FactorOK {
+		t.Fatalf("new code: %+v", r)
+	}
+	// Events: generated twice, used three times, never a code.
+	natstest.Eventually(t, wait, func() error {
+		gen, used := e.events(t, events.RecoveryGenerated), e.events(t, events.RecoveryUsed)
+		if len(gen) != 2 || len(used) != 3 {
+			return errorf("%d generated, %d used events", len(gen), len(used))
+		}
+		for _, ev := range append(gen, used...) {
+			for _, c := range append(first, second...) {
+				if strings.Contains(string(ev.Raw), c[:5]) && strings.Contains(string(ev.Raw), c[6:]) {
+					return errorf("event carries a code: %s", ev.Raw)
+				}
+			}
+		}
+		return nil
+	})
+	if r := e.check(t, "alice", commands.FactorBackupCode, "O0O0O-11111"); r.Result != commands.FactorMalformed {
+		t.Fatalf("ambiguous characters: %+v, want malformed", r)
+	}
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
