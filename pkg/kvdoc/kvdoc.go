@@ -13,7 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/outbox"
@@ -125,6 +128,19 @@ func (s *Store[T]) write(ctx context.Context, key string, rev uint64, doc T, pur
 }
 
 // Relay publishes the outbox of every document under a key filter to JetStream.
+//
+// It pipelines: documents with pending events are published in batches with asynchronous
+// publishes (acks awaited per batch, a bounded number of batches in flight), and their outboxes
+// are cleared concurrently by compare-and-set against the revision the watch delivered, without
+// reading the key again. A clear that loses its race drops nothing: the newer revision carries
+// the events still pending and the watch delivers it. Events of one document are published in
+// order, one document at a time (a newer revision waits until the older one is done).
+//
+// It keeps a checkpoint in the bucket (key Checkpoint): a revision below which every document
+// write has been relayed, and the documents that are parked. A (re)started relay resumes its
+// watch at that revision and retries the parked documents, instead of replaying every value of
+// the bucket; only the first start without a checkpoint walks all current values. This relies
+// on the bucket keeping one revision per key (History 1), as the stores using it do.
 type Relay struct {
 	KV     jetstream.KeyValue
 	JS     jetstream.JetStream
@@ -136,6 +152,13 @@ type Relay struct {
 	ParkAfter time.Duration
 	// ParkRetry is how often parked documents are tried again; 0 means DefaultParkRetry.
 	ParkRetry time.Duration
+	// Checkpoint is the key of the relay's checkpoint; "" means CheckpointKey(Filter). It must
+	// not match Filter.
+	Checkpoint string
+	// CheckpointEvery is how often the checkpoint is written when it moved; 0 means 1 s.
+	CheckpointEvery time.Duration
+
+	observe func(jetstream.KeyValueEntry) // tests: every entry the watch delivers
 }
 
 // Defaults of Relay's parking.
@@ -144,20 +167,81 @@ const (
 	DefaultParkRetry = 2 * time.Second
 )
 
+// Pipeline bounds: documents per batch, batches in flight, concurrent clears per batch, and how
+// long a batch waits for its acks.
+const (
+	batchDocs     = 256
+	batchesMax    = 4
+	clearsPerLoad = 32
+	ackTimeout    = 10 * time.Second
+)
+
+// CheckpointKey is the default checkpoint key of a relay on filter: "_relay." and the filter,
+// with wildcards spelled out ("e.>" gives "_relay.e._all").
+func CheckpointKey(filter string) string {
+	return "_relay." + strings.NewReplacer(">", "_all", "*", "_any").Replace(filter)
+}
+
 // pendingView decodes only what the relay needs from any record type.
 type pendingView struct {
 	Outbox []outbox.Message `json:"outbox"`
 	Purge  bool             `json:"purge"`
 }
 
+// checkpoint is the relay's stored progress.
+type checkpoint struct {
+	// Revision: every write of a watched key below it has been relayed (or superseded by a
+	// later write at or above it). The watch resumes here.
+	Revision uint64 `json:"revision"`
+	// Parked documents, tried again on start.
+	Parked []string `json:"parked,omitempty"`
+}
+
+// job is one revision of one document with pending events.
+type job struct {
+	key    string
+	rev    uint64
+	value  []byte
+	view   pendingView
+	parked bool // came from the parked set, its revision is not counted in open
+
+	failedSince time.Time // first failure of this job's publishes, zero if none
+	wait        time.Duration
+	due         time.Time
+}
+
+type outcome int
+
+const (
+	outDone    outcome = iota // published and cleared, or superseded by a newer revision
+	outRetry                  // failed for now; try again after back-off
+	outAbandon                // shutting down; leave it to the next start
+)
+
+type result struct {
+	j   *job
+	out outcome
+	err error
+}
+
+// relayState survives watch restarts within one Run.
+type relayState struct {
+	loaded  bool
+	resume  uint64
+	parked  map[string]bool
+	written checkpoint
+	wroteAt time.Time
+}
+
 // Run relays until ctx ends. It is supervised: when its watch ends (a NATS reconnect, a
 // deleted consumer) it starts a new one, with back-off, so the outbox never silently stops
-// draining. On every (re)start the watch replays every current value, so events left behind by
-// a crash are published then.
+// draining. A new watch resumes at the checkpoint, so events left behind by a crash are
+// published then.
 func (r *Relay) Run(ctx context.Context) error {
+	st := &relayState{parked: map[string]bool{}}
 	wait := 100 * time.Millisecond
 	for {
-		err := r.watch(ctx)
+		err := r.watch(ctx, st)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -171,143 +255,376 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-func (r *Relay) watch(ctx context.Context) error {
-	w, err := r.KV.Watch(ctx, r.Filter)
+func (r *Relay) checkpointKey() string { return cmp.Or(r.Checkpoint, CheckpointKey(r.Filter)) }
+
+func (r *Relay) load(ctx context.Context, st *relayState) error {
+	if st.loaded {
+		return nil
+	}
+	e, err := r.KV.Get(ctx, r.checkpointKey())
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+	case err != nil:
+		return fmt.Errorf("relay checkpoint: %w", err)
+	default:
+		var cp checkpoint
+		if err := json.Unmarshal(e.Value(), &cp); err != nil {
+			r.Log.Warn("relay: undecodable checkpoint, replaying every value", "key", e.Key(), "err", err)
+			break
+		}
+		st.resume = cp.Revision
+		for _, k := range cp.Parked {
+			st.parked[k] = true
+		}
+		st.written, st.wroteAt = cp, time.Now()
+	}
+	st.loaded = true
+	return nil
+}
+
+// pipeline is one watch's working state; only the watch goroutine touches it.
+type pipeline struct {
+	r       *Relay
+	st      *relayState
+	busy    map[string]*job     // keys with a job somewhere in the pipeline → the newer revision waiting, if any
+	open    map[uint64]struct{} // revisions not yet relayed
+	lastRev uint64              // the last revision the watch delivered
+	ready   []*job
+	retry   []*job
+	flying  int
+	results chan []result
+}
+
+func (r *Relay) watch(ctx context.Context, st *relayState) error {
+	if err := r.load(ctx, st); err != nil {
+		return err
+	}
+	var opts []jetstream.WatchOpt
+	if st.resume > 0 {
+		opts = append(opts, jetstream.ResumeFromRevision(st.resume))
+	}
+	w, err := r.KV.Watch(ctx, r.Filter, opts...)
 	if err != nil {
 		return fmt.Errorf("relay watch %s: %w", r.Filter, err)
 	}
 	defer func() { _ = w.Stop() }()
-	parked := map[string]bool{}
-	retry := time.NewTicker(cmp.Or(r.ParkRetry, DefaultParkRetry))
-	defer retry.Stop()
+	p := &pipeline{r: r, st: st, busy: map[string]*job{}, open: map[uint64]struct{}{},
+		lastRev: max(st.resume, 1) - 1, results: make(chan []result, batchesMax)}
+	defer p.finish(ctx)
+	parkTick := time.NewTicker(cmp.Or(r.ParkRetry, DefaultParkRetry))
+	defer parkTick.Stop()
+	cpTick := time.NewTicker(cmp.Or(r.CheckpointEvery, time.Second))
+	defer cpTick.Stop()
+	retryTick := time.NewTicker(25 * time.Millisecond)
+	defer retryTick.Stop()
+	initDone := false
+	p.retryParked(ctx) // parked at the last stop
 	for {
+		p.dispatch(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-retry.C:
-			for key := range parked {
-				delete(parked, key)
-				e, err := r.KV.Get(ctx, key)
-				if err != nil {
-					continue // gone, or the next update brings it back
-				}
-				r.handle(ctx, e, parked)
+		case rs := <-p.results:
+			p.flying--
+			p.settle(rs)
+		case <-retryTick.C:
+			p.dueRetries()
+		case <-parkTick.C:
+			p.retryParked(ctx)
+		case <-cpTick.C:
+			if initDone {
+				p.saveCheckpoint(ctx)
 			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errors.New("watch closed")
 			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
+			if e == nil {
+				initDone = true
 				continue
 			}
-			r.handle(ctx, e, parked)
+			if r.observe != nil {
+				r.observe(e)
+			}
+			p.entry(e)
 		}
 	}
 }
 
-func (r *Relay) handle(ctx context.Context, e jetstream.KeyValueEntry, parked map[string]bool) {
+// finish waits for the batches in flight and keeps the resume point for the next watch; on
+// shutdown it also writes the checkpoint.
+func (p *pipeline) finish(ctx context.Context) {
+	for p.flying > 0 {
+		p.flying--
+		p.settle(<-p.results)
+	}
+	p.st.resume = p.watermark()
+	if ctx.Err() != nil {
+		wctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		p.saveCheckpoint(wctx)
+	}
+}
+
+func (p *pipeline) watermark() uint64 {
+	wm := p.lastRev + 1
+	for rev := range p.open {
+		wm = min(wm, rev)
+	}
+	return wm
+}
+
+func (p *pipeline) saveCheckpoint(ctx context.Context) {
+	cp := checkpoint{Revision: p.watermark(), Parked: slices.Sorted(maps.Keys(p.st.parked))}
+	if cp.Revision == p.st.written.Revision && slices.Equal(cp.Parked, p.st.written.Parked) && time.Since(p.st.wroteAt) < time.Hour {
+		return
+	}
+	data, err := json.Marshal(cp)
+	if err != nil {
+		return
+	}
+	if _, err := p.r.KV.Put(ctx, p.r.checkpointKey(), data); err != nil {
+		if ctx.Err() == nil {
+			p.r.Log.Warn("relay: writing checkpoint failed", "key", p.r.checkpointKey(), "err", err)
+		}
+		return
+	}
+	p.st.written, p.st.wroteAt = cp, time.Now()
+}
+
+// entry takes one value from the watch.
+func (p *pipeline) entry(e jetstream.KeyValueEntry) {
+	key, rev := e.Key(), e.Revision()
+	p.lastRev = max(p.lastRev, rev)
 	var v pendingView
-	if err := json.Unmarshal(e.Value(), &v); err != nil {
-		r.Log.Error("relay: undecodable record", "key", e.Key(), "err", err)
-		return
-	}
-	if len(v.Outbox) == 0 && !v.Purge {
-		return
-	}
-	if !r.flush(ctx, e, v) && ctx.Err() == nil {
-		parked[e.Key()] = true
-	}
-}
-
-// flush publishes v's messages, retrying with back-off for up to ParkAfter, then clears them
-// from the key (or purges it). It reports false when a message could not be published, so the
-// caller parks the document.
-func (r *Relay) flush(ctx context.Context, entry jetstream.KeyValueEntry, v pendingView) bool {
-	key := entry.Key()
-	for _, m := range v.Outbox {
-		if !r.publish(ctx, m) {
-			if ctx.Err() == nil {
-				r.Log.Error("relay: message parked; its document's events wait, the others go on", "key", key, "subject", m.Subject, "id", m.ID)
-			}
-			return false
-		}
-	}
-	sent := map[string]bool{}
-	for _, m := range v.Outbox {
-		sent[m.ID] = true
-	}
-	// The first attempt uses the value the watch delivered (one round trip); only a lost
-	// race reads the key again.
-	e := entry
-	for attempt := 0; attempt < 10 && ctx.Err() == nil; attempt++ {
-		if attempt > 0 {
-			var err error
-			if e, err = r.KV.Get(ctx, key); err != nil {
-				return true // deleted meanwhile, or a transient error: the next watch update retries
-			}
-		}
-		var raw map[string]json.RawMessage
-		var cur pendingView
-		if json.Unmarshal(e.Value(), &raw) != nil || json.Unmarshal(e.Value(), &cur) != nil {
-			return true
-		}
-		var err error
-		if cur.Purge {
-			if len(cur.Outbox) > len(v.Outbox) {
-				return true // more events arrived; the watch will bring them
-			}
-			err = r.KV.Purge(ctx, key, jetstream.LastRevision(e.Revision()))
+	pending := false
+	if e.Operation() == jetstream.KeyValuePut {
+		if err := json.Unmarshal(e.Value(), &v); err != nil {
+			p.r.Log.Error("relay: undecodable record", "key", key, "err", err)
 		} else {
-			rest := slices.DeleteFunc(cur.Outbox, func(m outbox.Message) bool { return sent[m.ID] })
-			if len(rest) == len(cur.Outbox) {
-				return true // already cleared by another relay
-			}
-			if len(rest) == 0 {
-				delete(raw, "outbox")
-			} else if raw["outbox"], err = json.Marshal(rest); err != nil {
-				return true
-			}
-			data, merr := json.Marshal(raw)
-			if merr != nil {
-				return true
-			}
-			_, err = r.KV.Update(ctx, key, data, e.Revision())
-		}
-		if err == nil {
-			return true
-		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-			if ctx.Err() != nil {
-				return true // shutting down; the next start replays the outbox
-			}
-			r.Log.Warn("relay: clearing outbox failed", "key", key, "err", err)
-			return true
+			pending = len(v.Outbox) > 0 || v.Purge
 		}
 	}
-	return true
+	next, isBusy := p.busy[key]
+	if !pending {
+		// A clean value or a delete supersedes whatever revision was waiting.
+		if isBusy && next != nil {
+			delete(p.open, next.rev)
+			p.busy[key] = nil
+		}
+		if !isBusy {
+			delete(p.st.parked, key)
+		}
+		return
+	}
+	j := &job{key: key, rev: rev, value: e.Value(), view: v}
+	p.open[rev] = struct{}{}
+	if isBusy {
+		if next != nil {
+			delete(p.open, next.rev) // the newer revision carries its events
+		}
+		p.busy[key] = j
+		return
+	}
+	p.busy[key] = nil
+	p.ready = append(p.ready, j)
 }
 
-func (r *Relay) publish(ctx context.Context, m outbox.Message) bool {
-	wait := 50 * time.Millisecond
-	deadline := time.Now().Add(cmp.Or(r.ParkAfter, DefaultParkAfter))
-	for {
-		msg := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: nats.Header{}}
-		msg.Header.Set("Content-Type", "application/cloudevents+json")
-		_, err := r.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(m.ID))
-		if err == nil {
+func (p *pipeline) dispatch(ctx context.Context) {
+	for len(p.ready) > 0 && p.flying < batchesMax {
+		n := min(len(p.ready), batchDocs)
+		batch := slices.Clone(p.ready[:n])
+		p.ready = p.ready[n:]
+		if len(p.ready) == 0 {
+			p.ready = nil
+		}
+		p.flying++
+		go func() { p.results <- p.r.runBatch(ctx, batch) }()
+	}
+}
+
+func (p *pipeline) settle(rs []result) {
+	for _, res := range rs {
+		j := res.j
+		switch res.out {
+		case outAbandon:
+			// Its revision stays open, so the checkpoint stays below it.
+		case outDone:
+			p.done(j)
+			delete(p.st.parked, j.key)
+		case outRetry:
+			now := time.Now()
+			if j.failedSince.IsZero() {
+				j.failedSince, j.wait = now, 50*time.Millisecond
+			}
+			if now.Sub(j.failedSince) >= cmp.Or(p.r.ParkAfter, DefaultParkAfter) {
+				p.r.Log.Error("relay: document parked; its events wait, the others go on", "key", j.key, "err", res.err)
+				if !j.parked {
+					delete(p.open, j.rev)
+				}
+				if next := p.busy[j.key]; next != nil {
+					delete(p.open, next.rev) // the parked-document retry reads the latest value
+				}
+				delete(p.busy, j.key)
+				p.st.parked[j.key] = true
+				continue
+			}
+			p.r.Log.Warn("relay: publish failed, retrying", "key", j.key, "err", res.err, "in", j.wait)
+			j.due = now.Add(j.wait)
+			j.wait = min(j.wait*2, time.Second)
+			p.retry = append(p.retry, j)
+		}
+	}
+}
+
+// done retires j and starts the newer revision of its document, if one is waiting.
+func (p *pipeline) done(j *job) {
+	if !j.parked {
+		delete(p.open, j.rev)
+	}
+	if next := p.busy[j.key]; next != nil {
+		p.busy[j.key] = nil
+		p.ready = append(p.ready, next)
+		return
+	}
+	delete(p.busy, j.key)
+}
+
+func (p *pipeline) dueRetries() {
+	now := time.Now()
+	p.retry = slices.DeleteFunc(p.retry, func(j *job) bool {
+		if now.Before(j.due) {
+			return false
+		}
+		if next := p.busy[j.key]; next != nil {
+			// A newer revision holds these events and maybe more: send that one instead.
+			if !j.parked {
+				delete(p.open, j.rev)
+			}
+			next.failedSince, next.wait = j.failedSince, j.wait
+			p.busy[j.key] = nil
+			p.ready = append(p.ready, next)
 			return true
 		}
-		if ctx.Err() != nil || time.Now().After(deadline) {
-			return false
+		p.ready = append(p.ready, j)
+		return true
+	})
+}
+
+func (p *pipeline) retryParked(ctx context.Context) {
+	for key := range p.st.parked {
+		if _, isBusy := p.busy[key]; isBusy {
+			continue
 		}
-		r.Log.Warn("relay: publish failed, retrying", "subject", m.Subject, "id", m.ID, "err", err)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(wait):
+		e, err := p.r.KV.Get(ctx, key)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+				delete(p.st.parked, key)
+			}
+			continue
 		}
-		if wait < time.Second {
-			wait *= 2
+		var v pendingView
+		if json.Unmarshal(e.Value(), &v) != nil || (len(v.Outbox) == 0 && !v.Purge) {
+			delete(p.st.parked, key)
+			continue
 		}
+		p.busy[key] = nil
+		p.ready = append(p.ready, &job{key: key, rev: e.Revision(), value: e.Value(), view: v, parked: true})
+	}
+}
+
+// runBatch publishes the events of every job, the i-th event of each document in round i so
+// that a failed event never has a later one of its document published before it, then clears
+// the published documents concurrently.
+func (r *Relay) runBatch(ctx context.Context, batch []*job) []result {
+	failed := make([]error, len(batch))
+	type pending struct {
+		i int
+		f jetstream.PubAckFuture
+	}
+	var futs []pending
+	for round := 0; ; round++ {
+		futs = futs[:0]
+		for i, j := range batch {
+			if failed[i] != nil || round >= len(j.view.Outbox) {
+				continue
+			}
+			m := j.view.Outbox[round]
+			msg := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: nats.Header{}}
+			msg.Header.Set("Content-Type", "application/cloudevents+json")
+			f, err := r.JS.PublishMsgAsync(msg, jetstream.WithMsgID(m.ID), jetstream.WithRetryAttempts(0))
+			if err != nil {
+				failed[i] = fmt.Errorf("publish %s (%s): %w", m.ID, m.Subject, err)
+				continue
+			}
+			futs = append(futs, pending{i, f})
+		}
+		if len(futs) == 0 {
+			break
+		}
+		timeout := time.NewTimer(ackTimeout)
+		for _, pf := range futs {
+			m := batch[pf.i].view.Outbox[round]
+			select {
+			case <-pf.f.Ok():
+			case err := <-pf.f.Err():
+				failed[pf.i] = fmt.Errorf("publish %s (%s): %w", m.ID, m.Subject, err)
+			case <-timeout.C:
+				timeout.Reset(0)
+				failed[pf.i] = fmt.Errorf("publish %s (%s): no ack within %v", m.ID, m.Subject, ackTimeout)
+			case <-ctx.Done():
+				failed[pf.i] = ctx.Err()
+			}
+		}
+		timeout.Stop()
+	}
+	out := make([]result, len(batch))
+	sem := make(chan struct{}, clearsPerLoad)
+	var wg sync.WaitGroup
+	for i, j := range batch {
+		out[i].j = j
+		switch {
+		case ctx.Err() != nil:
+			out[i].out = outAbandon
+		case failed[i] != nil:
+			out[i].out, out[i].err = outRetry, failed[i]
+		default:
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				out[i].out, out[i].err = r.clear(ctx, j)
+			})
+		}
+	}
+	wg.Wait()
+	return out
+}
+
+// clear removes j's published events from its document (or purges a document marked for
+// purge) by compare-and-set on the revision the watch delivered. Losing the race is done: the
+// newer revision is on its way through the watch.
+func (r *Relay) clear(ctx context.Context, j *job) (outcome, error) {
+	var err error
+	if j.view.Purge {
+		err = r.KV.Purge(ctx, j.key, jetstream.LastRevision(j.rev))
+	} else {
+		var raw map[string]json.RawMessage
+		if json.Unmarshal(j.value, &raw) != nil {
+			return outDone, nil
+		}
+		delete(raw, "outbox")
+		data, merr := json.Marshal(raw)
+		if merr != nil {
+			return outDone, nil
+		}
+		_, err = r.KV.Update(ctx, j.key, data, j.rev)
+	}
+	switch {
+	case err == nil, errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists):
+		return outDone, nil
+	case ctx.Err() != nil:
+		return outAbandon, nil
+	default:
+		return outRetry, fmt.Errorf("clear outbox: %w", err)
 	}
 }
