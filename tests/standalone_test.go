@@ -2,13 +2,19 @@ package tests_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +56,8 @@ func TestStandaloneServices(t *testing.T) {
 	ns := natstest.Start(t)
 	jwtKey := "standalone-test-jwt-key-0123456789abcdef"
 	secretKey := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	// The signing key in its one-line form (newlines as \n), as a Kubernetes secret holds it.
+	signingKey := strings.ReplaceAll(signingKeyPEM(t), "\n", `\n`)
 	addrs := map[string]string{}
 	for name := range mains {
 		addrs[name] = freeAddr(t)
@@ -60,7 +68,7 @@ func TestStandaloneServices(t *testing.T) {
 		cmd := exec.Command(filepath.Join(bin, name))
 		cmd.Env = append(os.Environ(),
 			"MFA_NATS_URL="+ns.URL, "MFA_HTTP_ADDR="+addrs[name], "MFA_JWT_SECRET="+jwtKey,
-			"MFA_SECRET_KEY="+secretKey, "MFA_PUBLIC_URL="+bridgeURL, "MFA_LOG_LEVEL=warn")
+			"MFA_SECRET_KEY="+secretKey, "MFA_SIGNING_KEY="+signingKey, "MFA_PUBLIC_URL="+bridgeURL, "MFA_LOG_LEVEL=warn")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -89,6 +97,14 @@ func TestStandaloneServices(t *testing.T) {
 	initiation := &harness.Stack{URL: "http://" + addrs["initiation"]}
 	status := &harness.Stack{URL: "http://" + addrs["status"]}
 	registry := &harness.Stack{URL: "http://" + addrs["device-registry"]}
+	// The status process publishes the key of MFA_SIGNING_KEY, read from its one-line form.
+	var jwks struct {
+		Keys []struct{ Kid, Alg string } `json:"keys"`
+	}
+	status.MustJSON(t, http.MethodGet, "/.well-known/jwks.json", "", nil, http.StatusOK, &jwks)
+	if len(jwks.Keys) != 1 || jwks.Keys[0].Alg != "ES256" || jwks.Keys[0].Kid == "" {
+		t.Fatalf("status JWKS = %+v, want the one configured ES256 key", jwks)
+	}
 	var in initiateResponse
 	initiation.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/initiate/totp", tok, nil, http.StatusOK, &in)
 	if s := poll(t, status, tok, in.StatusID); s.Status != "INITIATED" {
@@ -124,4 +140,18 @@ func TestStandaloneServices(t *testing.T) {
 			t.Errorf("%s did not stop within 15s of SIGTERM", name)
 		}
 	}
+}
+
+// signingKeyPEM is a new EC P-256 private key as PKCS#8 PEM.
+func signingKeyPEM(t *testing.T) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 }

@@ -76,11 +76,14 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 	}
 	// Keys missing from the configuration are generated once and kept in the data dir, so
 	// secrets sealed by an earlier run stay readable and earlier tokens stay valid.
-	if cfg.SecretKey, err = keyFromConfigOrFile(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key")); err != nil {
+	if cfg.SecretKey, err = keyFromConfigOrFile(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key"), randomKey); err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
-	if cfg.JWTSecret, err = keyFromConfigOrFile(cfg.JWTSecret, filepath.Join(cfg.DataDir, "jwt.key")); err != nil {
+	if cfg.JWTSecret, err = keyFromConfigOrFile(cfg.JWTSecret, filepath.Join(cfg.DataDir, "jwt.key"), randomKey); err != nil {
 		return nil, fmt.Errorf("jwt key: %w", err)
+	}
+	if cfg.SigningKey, err = keyFromConfigOrFile(cfg.SigningKey, filepath.Join(cfg.DataDir, "signing.key"), statussvc.GenerateSigningKey); err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
 	}
 	s.tokens, err = cfg.TokenVerifier()
 	if err != nil {
@@ -152,6 +155,7 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 			return nil, err
 		}
 		c.Verifier, c.Clock, c.SweepInterval, c.Heartbeat = s.tokens, opt.Clock, opt.SweepInterval, opt.Heartbeat
+		c.TokenIssuer = s.baseURL
 		return statussvc.New(ctx, nc, c, log)
 	}); err != nil {
 		return nil, err
@@ -241,6 +245,10 @@ func (s *Stack) Close() {
 
 type tokenRequest struct {
 	Sub string `json:"sub"`
+	// Scope is a space-separated scope claim, e.g. "mfa:verify" for a login service acting for
+	// users or "mfa:admin"; ClientID names the calling app (the audience of its mfa_tokens).
+	Scope    string `json:"scope"`
+	ClientID string `json:"client_id"`
 	// TTL is a Go duration; default 1h.
 	TTL string `json:"ttl"`
 }
@@ -272,7 +280,11 @@ func (s *Stack) devToken(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
-	tok, err := s.tokens.Mint(req.Sub, ttl)
+	if len(req.Scope) > 256 || len(req.ClientID) > 256 {
+		httpx.WriteProblem(w, r, fault.New(fault.BadRequest, "scope and client_id are at most 256 characters"))
+		return
+	}
+	tok, err := s.tokens.MintScoped(req.Sub, ttl, req.Scope, req.ClientID)
 	if err != nil {
 		httpx.WriteError(w, r, s.log, err)
 		return
@@ -285,28 +297,45 @@ func (s *Stack) devToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // keyFromConfigOrFile returns configured, or the key kept in file, creating the file with a
-// new random 32-byte key (base64) on first start. Keeping it means secrets encrypted by an
-// earlier run stay readable.
-func keyFromConfigOrFile(configured, file string) (string, error) {
+// key from generate on first start. Keeping it means secrets encrypted by an earlier run stay
+// readable and tokens signed by it stay valid.
+func keyFromConfigOrFile(configured, file string, generate func() (string, error)) (string, error) {
 	if configured != "" {
 		return configured, nil
 	}
 	data, err := os.ReadFile(file)
 	if err == nil {
-		return strings.TrimSpace(string(data)), nil
+		return strings.TrimSpace(string(data)) + keySuffix(string(data)), nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return "", err
 	}
+	key, err := generate()
+	if err != nil {
+		return "", err
+	}
+	key = strings.TrimSpace(key)
+	if err := os.WriteFile(file, []byte(key+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return key + keySuffix(key), nil
+}
+
+// keySuffix keeps the final newline of PEM text, which TrimSpace removed.
+func keySuffix(key string) string {
+	if strings.Contains(key, "-----END ") {
+		return "\n"
+	}
+	return ""
+}
+
+// randomKey is a new random 32-byte key, base64.
+func randomKey() (string, error) {
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return "", err
 	}
-	key := base64.StdEncoding.EncodeToString(raw)
-	if err := os.WriteFile(file, []byte(key+"\n"), 0o600); err != nil {
-		return "", err
-	}
-	return key, nil
+	return base64.StdEncoding.EncodeToString(raw), nil
 }
 
 func portOf(addr string) string {

@@ -49,6 +49,11 @@ type Config struct {
 	BridgeMaxConnections int     // MFA_BRIDGE_MAX_CONNECTIONS
 	BridgeFrameRate      float64 // MFA_BRIDGE_FRAME_RATE
 	BridgeFrameBurst     int     // MFA_BRIDGE_FRAME_BURST
+	// LockoutThreshold wrong sign-in codes in a row lock a user for LockoutDuration, doubling per
+	// further lock up to LockoutMaxDuration.
+	LockoutThreshold   int           // MFA_LOCKOUT_THRESHOLD
+	LockoutDuration    time.Duration // MFA_LOCKOUT_DURATION
+	LockoutMaxDuration time.Duration // MFA_LOCKOUT_MAX_DURATION
 }
 
 // MaxEnrollmentTTL bounds MFA_ENROLLMENT_TTL: an enrollment is a QR on a screen, and the status
@@ -97,6 +102,9 @@ var Variables = []Variable{
 	{"MFA_SECRET_KEY", "(dev stack: generated in MFA_DATA_DIR)", "32-byte key (base64 or hex) that encrypts TOTP secrets at rest"},
 	{"MFA_JWT_SECRET", "(dev stack: generated in MFA_DATA_DIR)", "HS256 key that verifies Bearer tokens (at least 32 bytes)"},
 	{"MFA_JWT_ISSUER", "", "required `iss` of Bearer tokens, when set"},
+	{"MFA_LOCKOUT_THRESHOLD", "5", "wrong sign-in codes in a row that lock a user's code checks (1 to 100)"},
+	{"MFA_LOCKOUT_DURATION", "1m", "length of a user's first lock; each further lock in a row doubles it"},
+	{"MFA_LOCKOUT_MAX_DURATION", "15m", "longest lock (at most 24h)"},
 	{"MFA_SIGNING_KEY", "(dev stack: generated into MFA_DATA_DIR/signing.key)", "PEM EC P-256 private key(s) that sign mfa_tokens (ES256): the first signs, all are published in the JWKS; `\\n` may stand for newlines; required by the status service"},
 	{"MFA_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"MFA_POLL_RATE", "1", "status polls per second one user may make of one enrollment (0 = unlimited); faster polls get 429"},
@@ -148,6 +156,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	c.EnrollmentTTL = ttl
 	if c.VerificationTTL, err = time.ParseDuration(get("MFA_VERIFICATION_TTL")); err != nil || c.VerificationTTL < MinVerificationTTL || c.VerificationTTL > MaxVerificationTTL {
 		errs = append(errs, fmt.Errorf("MFA_VERIFICATION_TTL: want a Go duration between %v and %v such as 5m, got %q", MinVerificationTTL, MaxVerificationTTL, get("MFA_VERIFICATION_TTL")))
+	}
+	if c.LockoutThreshold, err = strconv.Atoi(get("MFA_LOCKOUT_THRESHOLD")); err != nil || c.LockoutThreshold < 1 || c.LockoutThreshold > 100 {
+		errs = append(errs, fmt.Errorf("MFA_LOCKOUT_THRESHOLD: want a whole number between 1 and 100, got %q", get("MFA_LOCKOUT_THRESHOLD")))
+	}
+	if c.LockoutDuration, err = time.ParseDuration(get("MFA_LOCKOUT_DURATION")); err != nil || c.LockoutDuration < time.Second || c.LockoutDuration > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("MFA_LOCKOUT_DURATION: want a Go duration between 1s and 24h such as 1m, got %q", get("MFA_LOCKOUT_DURATION")))
+	}
+	if c.LockoutMaxDuration, err = time.ParseDuration(get("MFA_LOCKOUT_MAX_DURATION")); err != nil || c.LockoutMaxDuration < c.LockoutDuration || c.LockoutMaxDuration > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("MFA_LOCKOUT_MAX_DURATION: want a Go duration between MFA_LOCKOUT_DURATION and 24h such as 15m, got %q", get("MFA_LOCKOUT_MAX_DURATION")))
 	}
 	if c.SigningKey != "" && !strings.Contains(c.SigningKey, "-----BEGIN ") {
 		// Only the shape: the status service parses the keys (mfatoken.ParseKeys). Never echo the value.

@@ -24,6 +24,7 @@ const (
 	InvalidCode       Code = "invalid_code"
 	CodeReplayed      Code = "code_replayed"
 	Locked            Code = "locked"
+	NoFactor          Code = "no_factor"
 	PayloadTooLarge   Code = "payload_too_large"
 	UnsupportedMethod Code = "unsupported_method"
 	TooManyRequests   Code = "too_many_requests"
@@ -41,6 +42,7 @@ var statuses = map[Code]int{
 	InvalidCode:       http.StatusBadRequest,
 	CodeReplayed:      http.StatusBadRequest,
 	Locked:            http.StatusTooManyRequests,
+	NoFactor:          http.StatusConflict,
 	PayloadTooLarge:   http.StatusRequestEntityTooLarge,
 	UnsupportedMethod: http.StatusMethodNotAllowed,
 	TooManyRequests:   http.StatusTooManyRequests,

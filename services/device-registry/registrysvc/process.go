@@ -8,6 +8,7 @@ import (
 
 	"github.com/mfaflow/mfaflow/pkg/config"
 	"github.com/mfaflow/mfaflow/pkg/serve"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/secretbox"
 	"github.com/nats-io/nats.go"
 )
@@ -29,7 +30,10 @@ func ConfigFrom(env config.Config) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	return Config{SecretKey: key, Verifier: verifier, Commands: env.CommandLimits()}, nil
+	return Config{
+		SecretKey: key, Verifier: verifier, Commands: env.CommandLimits(),
+		Lockout: device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
+	}, nil
 }
 
 // Run is the service's main: it runs the service as its own process against MFA_NATS_URL until

@@ -2,6 +2,7 @@ package statussvc
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/mfaflow/mfaflow/pkg/config"
@@ -19,9 +20,13 @@ func ConfigFrom(env config.Config) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	if env.SigningKey == "" {
+		return Config{}, errors.New("MFA_SIGNING_KEY is required (PEM of an EC P-256 private key; it signs mfa_token)")
+	}
 	return Config{
 		Verifier: verifier, Commands: env.CommandLimits(),
 		PollRate: env.PollRate, PollBurst: env.PollBurst,
+		SigningKey: env.SigningKey, TokenIssuer: env.PublicURL, VerificationTTL: env.VerificationTTL,
 	}, nil
 }
 

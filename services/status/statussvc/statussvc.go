@@ -18,6 +18,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/httpapi"
+	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
 	"github.com/mfaflow/mfaflow/services/status/internal/ratelimit"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
@@ -47,6 +48,14 @@ type Config struct {
 	// and each one's deadline (MFA_COMMAND_CONCURRENCY, MFA_COMMAND_TIMEOUT); zero fields take
 	// rpc's defaults.
 	Commands rpc.Limits
+	// SigningKey holds the PEM blocks of the ES256 keys that sign mfa_token (MFA_SIGNING_KEY):
+	// the first signs, all are published in the JWKS. Empty means an ephemeral key made at start
+	// (tests only: tokens then do not verify across replicas or restarts); ConfigFrom refuses it.
+	SigningKey string
+	// TokenIssuer is the `iss` of mfa_token; empty means "mfaflow".
+	TokenIssuer string
+	// VerificationTTL bounds an authentication (MFA_VERIFICATION_TTL); 0 means 5 minutes.
+	VerificationTTL time.Duration
 	// Clock is the time source; nil means time.Now.
 	Clock func() time.Time
 }
@@ -77,13 +86,19 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
+	signer, err := newSigner(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
 	live := &natsapi.Live{NC: nc, Log: log}
+	registry := &natsapi.Registry{NC: nc, Timeout: cfg.RegistryTimeout}
 	domain := &enrollment.Service{
-		Store:       store,
-		Registry:    &natsapi.Registry{NC: nc, Timeout: cfg.RegistryTimeout},
-		Now:         cfg.Clock,
-		MaxAttempts: cfg.MaxAttempts,
-		Notify:      live,
+		Store:         store,
+		Registry:      registry,
+		Authenticator: registry,
+		Now:           cfg.Clock,
+		MaxAttempts:   cfg.MaxAttempts,
+		Notify:        live,
 		OnActivateError: func(statusID string, err error) {
 			log.Warn("device registration after ENROLLED failed; the registry completes it from the event", "status_id", statusID, "err", err)
 		},
@@ -97,6 +112,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		api: &httpapi.API{
 			Service: domain, Verifier: cfg.Verifier, Log: log,
 			Live: live, Heartbeat: cfg.Heartbeat, PollLimit: limiter,
+			Tokens: signer, VerificationTTL: cfg.VerificationTTL,
 		},
 		cancel: cancel,
 		log:    log,
@@ -120,6 +136,31 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	s.goRun(func() { s.sweep(runCtx, domain, interval) })
 	return s, nil
 }
+
+// newSigner builds the mfa_token signer from cfg.SigningKey, or from an ephemeral key.
+func newSigner(cfg Config, log *slog.Logger) (*mfatoken.Signer, error) {
+	pemText := cfg.SigningKey
+	if pemText == "" {
+		log.Warn("no signing key configured: mfa_token is signed with an ephemeral key that no other replica or restart knows")
+		var err error
+		if pemText, err = mfatoken.GenerateKeyPEM(); err != nil {
+			return nil, err
+		}
+	}
+	keys, err := mfatoken.ParseKeys(pemText)
+	if err != nil {
+		return nil, fmt.Errorf("MFA_SIGNING_KEY: %w", err)
+	}
+	issuer := cfg.TokenIssuer
+	if issuer == "" {
+		issuer = "mfaflow"
+	}
+	return mfatoken.NewSigner(keys, issuer, cfg.Clock), nil
+}
+
+// GenerateSigningKey returns a new ES256 signing key as PEM, as MFA_SIGNING_KEY takes it (the
+// dev stack keeps one in its data dir).
+func GenerateSigningKey() (string, error) { return mfatoken.GenerateKeyPEM() }
 
 func (s *Service) goRun(f func()) {
 	s.wg.Add(1)

@@ -375,7 +375,8 @@ func (s *Service) LockStatus(ctx context.Context, sub string) (Lockout, error) {
 }
 
 func lockEvent(l Lockout, failures int, at time.Time) (outbox.Message, error) {
-	seed := l.Sub + "/locked/" + strconv.Itoa(l.Locks) + "/" + strconv.FormatInt(l.LockedUntil.UnixNano(), 10)
+	// The version read is part of the id: each lock is its own write of the record.
+	seed := l.Sub + "/locked/" + strconv.FormatUint(l.Version, 10)
 	env, err := events.New(uuid.NewSHA1(eventNamespace, []byte(seed)).String(),
 		events.SourceRegistry, events.VerificationLocked, l.Sub, at,
 		events.Lock{Sub: l.Sub, LockedUntil: l.LockedUntil.UTC(), Lock: l.Locks, FailedAttempts: failures})

@@ -4,6 +4,11 @@
 //	INITIATED → ENROLLED                 (code typed into the frontend)
 //	INITIATED | SCANNED → EXPIRED | CANCELLED | FAILED
 //
+// and the authentication (sign-in verification) state machine, on the same status object:
+//
+//	INITIATED → AUTHENTICATED
+//	INITIATED → EXPIRED | CANCELLED
+//
 // Terminal states never change. Every transition is a compare-and-set on the stored enrollment
 // and carries its CloudEvent in the same write (outbox), so the state and the fact that it
 // changed can never disagree. The package imports no transport.
@@ -25,15 +30,30 @@ const (
 	Expired   State = "EXPIRED"
 	Cancelled State = "CANCELLED"
 	Failed    State = "FAILED"
+	// Authenticated: an authentication's code was right.
+	Authenticated State = "AUTHENTICATED"
 )
 
 // Terminal reports whether s can never change again.
 func (s State) Terminal() bool {
-	return s == Enrolled || s == Expired || s == Cancelled || s == Failed
+	return s == Enrolled || s == Expired || s == Cancelled || s == Failed || s == Authenticated
 }
 
-// MethodTOTP is the only verification type so far.
-const MethodTOTP = "TOTP"
+// Kind says which state machine a status object follows.
+type Kind string
+
+// The kinds. The zero Kind is an enrollment, so documents written before authentications
+// existed read as what they are.
+const (
+	KindEnrollment     Kind = ""
+	KindAuthentication Kind = "authentication"
+)
+
+// Methods: TOTP enrolls and authenticates; BACKUPCODE (a recovery code) only authenticates.
+const (
+	MethodTOTP       = "TOTP"
+	MethodBackupCode = "BACKUPCODE"
+)
 
 // Domain errors. Transports map them to codes in one place each.
 var (
@@ -49,7 +69,26 @@ var (
 	ErrStale = errors.New("enrollment changed concurrently")
 	// ErrBadRequest: the request itself is malformed.
 	ErrBadRequest = errors.New("bad request")
+	// ErrReplayed: a right sign-in code that was already used once.
+	ErrReplayed = errors.New("code already used")
+	// ErrMalformedCode: the sign-in code cannot be right whatever the secret (not counted).
+	ErrMalformedCode = errors.New("malformed code")
+	// ErrNoFactor: the user has no usable factor of the method (no verified device, no
+	// recovery code left).
+	ErrNoFactor = errors.New("no usable factor")
+	// ErrLocked: the user's code checks are locked; the error in the chain is a *LockedError.
+	ErrLocked = errors.New("code checks locked")
 )
+
+// LockedError says until when a user's code checks are locked.
+type LockedError struct{ Until time.Time }
+
+func (e *LockedError) Error() string {
+	return "code checks locked until " + e.Until.UTC().Format(time.RFC3339)
+}
+
+// Is makes every LockedError match ErrLocked.
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 
 // Device is the authenticator device as the companion app describes it.
 type Device struct {
@@ -58,12 +97,14 @@ type Device struct {
 	Platform string
 }
 
-// Enrollment is one attempt of a user to enroll an authenticator.
+// Enrollment is one status object: an attempt of a user to enroll an authenticator or, with
+// Kind KindAuthentication, to prove a factor at sign-in.
 type Enrollment struct {
 	ID         string // status_id
 	ExchangeID string
 	Sub        string
 	Method     string
+	Kind       Kind
 	State      State
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
@@ -73,8 +114,18 @@ type Enrollment struct {
 	// DeviceID and PHID name the registered device once ENROLLED.
 	DeviceID string
 	PHID     string
-	// FailedAttempts counts wrong codes; MaxAttempts of them make the enrollment FAILED.
+	// FailedAttempts counts wrong codes; MaxAttempts of them make an enrollment FAILED (an
+	// authentication instead stays open until the user's lockout or its expiry).
 	FailedAttempts int
+	// Initiator is the subject of the token that started an authentication (the user, or the
+	// service acting for the user); it may read and finish it, and gets its mfa_token.
+	Initiator string
+	// ClientID is the relying app an authentication is for: the audience of its mfa_token.
+	ClientID string
+	// Context is what the relying app said about the sign-in (app, ip, user_agent, location).
+	Context map[string]string
+	// AuthTime is when an authentication became AUTHENTICATED.
+	AuthTime time.Time
 	// Version is the store's revision of this enrollment, for compare-and-set.
 	Version uint64
 	// Seq counts this enrollment's writes: 1 when created, one more with every
@@ -82,6 +133,12 @@ type Enrollment struct {
 	// stored document, and unlike UpdatedAt it does not depend on any replica's clock, so live
 	// streams and ETags order versions by it.
 	Seq uint64
+}
+
+// VisibleTo reports whether the caller with subject sub may see e: its user, or the initiator of
+// an authentication.
+func (e Enrollment) VisibleTo(sub string) bool {
+	return sub != "" && (e.Sub == sub || e.Kind == KindAuthentication && e.Initiator == sub)
 }
 
 // DueToExpire reports whether e is still open at or after its expiry time.

@@ -70,10 +70,12 @@ var eventNamespace = uuid.MustParse("5b0f1f4e-8a43-4d8e-9a39-0b8f3c1d2e7a")
 
 // Service applies the state machine.
 type Service struct {
-	Store       Store
-	Registry    Registry
-	Now         func() time.Time
-	MaxAttempts int
+	Store    Store
+	Registry Registry
+	// Authenticator checks sign-in codes (the registry); authentications need it.
+	Authenticator Authenticator
+	Now           func() time.Time
+	MaxAttempts   int
 	// Notify, when set, hears of every written change.
 	Notify Notifier
 	// OnActivateError, when set, hears of a device registration that failed after ENROLLED
@@ -126,7 +128,7 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: MethodTOTP,
 		State: Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: in.ExpiresAt.UTC(), Seq: 1,
 	}
-	msg, err := s.event(e, "", "", "")
+	msg, err := s.event(e, "", &change{})
 	if err != nil {
 		return Enrollment{}, err
 	}
@@ -149,7 +151,7 @@ func (s *Service) Get(ctx context.Context, id, sub string) (Enrollment, error) {
 	if err != nil {
 		return Enrollment{}, err
 	}
-	if e.Sub != sub {
+	if !e.VisibleTo(sub) {
 		return Enrollment{}, ErrNotFound
 	}
 	if e.DueToExpire(s.now()) {
@@ -170,6 +172,9 @@ func (s *Service) Scan(ctx context.Context, exchangeID string, dev Device) (Enro
 	e, err := s.Store.GetByExchangeID(ctx, exchangeID)
 	if err != nil {
 		return Enrollment{}, err
+	}
+	if e.Kind != KindEnrollment {
+		return Enrollment{}, ErrNotFound // an authentication's exchange id is no enrollment capability
 	}
 	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
 		switch e.State {
@@ -217,7 +222,7 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	if err != nil {
 		return Enrollment{}, err
 	}
-	if in.Sub != "" && e.Sub != in.Sub {
+	if e.Kind != KindEnrollment || in.Sub != "" && e.Sub != in.Sub {
 		return Enrollment{}, ErrNotFound
 	}
 	// Settle expiry and terminal states before asking the registry. A finished enrollment
@@ -308,7 +313,7 @@ func (s *Service) Cancel(ctx context.Context, id, sub string) (Enrollment, error
 	if err != nil {
 		return Enrollment{}, err
 	}
-	if e.Sub != sub {
+	if !e.VisibleTo(sub) {
 		return Enrollment{}, ErrNotFound
 	}
 	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
@@ -351,10 +356,15 @@ type change struct {
 	silent  bool
 	channel string
 	reason  string
+	// refused marks an authentication's refused code: the state stays, the event is
+	// mfa.verification.failed.
+	refused bool
 }
 
-// maxCASRetries bounds retries when concurrent writers keep winning.
-const maxCASRetries = 8
+// maxCASRetries bounds retries when concurrent writers keep winning. Each lost race means
+// another write succeeded, so this is the number of concurrent writers one write outlasts
+// (twenty submissions of codes for one authentication must not starve the right one).
+const maxCASRetries = 64
 
 // apply runs fn on e and writes the result with compare-and-set, re-reading and re-running fn
 // when another writer got there first. Before fn, an open enrollment past its expiry becomes
@@ -380,7 +390,7 @@ func (s *Service) apply(ctx context.Context, e Enrollment, fn func(Enrollment) (
 		next.Seq = e.Seq + 1
 		var msgs []outbox.Message
 		if !ch.silent {
-			msg, merr := s.event(next, e.State, ch.channel, ch.reason)
+			msg, merr := s.event(next, e.State, ch)
 			if merr != nil {
 				return e, merr
 			}
@@ -412,12 +422,15 @@ var stateEvents = map[State]events.Type{
 }
 
 // event builds the CloudEvent for e having entered its state from prev.
-func (s *Service) event(e Enrollment, prev State, channel, reason string) (outbox.Message, error) {
+func (s *Service) event(e Enrollment, prev State, ch *change) (outbox.Message, error) {
+	if e.Kind == KindAuthentication {
+		return verificationEvent(e, prev, ch)
+	}
 	typ := stateEvents[e.State]
 	data := events.Enrollment{
 		StatusID: e.ID, Sub: e.Sub, Method: e.Method, Status: string(e.State),
 		PreviousStatus: string(prev), ExpiresAt: e.ExpiresAt, DeviceID: e.Device.DeviceID,
-		Platform: e.Device.Platform, PHID: e.PHID, Channel: channel, Reason: reason,
+		Platform: e.Device.Platform, PHID: e.PHID, Channel: ch.channel, Reason: ch.reason,
 	}
 	if e.State == Failed {
 		data.FailedAttempts = e.FailedAttempts

@@ -18,6 +18,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
 	"github.com/mfaflow/mfaflow/services/status/internal/ratelimit"
 )
@@ -33,6 +34,10 @@ type API struct {
 	Heartbeat time.Duration
 	// PollLimit limits polls per user and enrollment; nil means unlimited.
 	PollLimit *ratelimit.Limiter
+	// Tokens signs the mfa_token of authentications and serves the JWKS; nil means none.
+	Tokens *mfatoken.Signer
+	// VerificationTTL bounds an authentication; 0 means DefaultVerificationTTL.
+	VerificationTTL time.Duration
 }
 
 // Routes registers the routes on rt.
@@ -42,6 +47,7 @@ func (a *API) Routes(rt *httpx.Router) {
 	rt.HandleFunc("POST /verification-srv/v2/setup/enroll/{type}", a.authed(a.enroll))
 	rt.HandleFunc("GET /verification-srv/verificationstatus/{status_id}/events", a.events)
 	rt.HandleFunc("GET /verification-srv/verificationstatus/{status_id}/ws", a.ws)
+	a.authenticationRoutes(rt)
 }
 
 // StatusDTO is the status object of the HTTP API (cidaas shape).
@@ -54,6 +60,8 @@ type StatusDTO struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	DeviceID  string    `json:"device_id,omitempty"`
 	PHID      string    `json:"ph_id,omitempty"`
+	// MFAToken is the mfa_token of an AUTHENTICATED authentication, for its initiator only.
+	MFAToken string `json:"mfa_token,omitempty"`
 	// Seq orders versions of the status object (the enrollment's write sequence); it is the
 	// SSE event id and part of the ETag, not a field of the body.
 	Seq uint64 `json:"-"`
@@ -123,7 +131,9 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, sub string) error {
 		w.WriteHeader(http.StatusNotModified)
 		return nil
 	}
-	httpx.WriteJSON(w, http.StatusOK, ToDTO(e))
+	d := ToDTO(e)
+	d.MFAToken = a.mfaToken(r, e, sub)
+	httpx.WriteJSON(w, http.StatusOK, d)
 	return nil
 }
 

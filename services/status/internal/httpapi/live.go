@@ -63,9 +63,17 @@ func (a *API) watch(ctx context.Context, r *http.Request, send func(StatusDTO) e
 			return nil
 		}
 		last = d
+		if d.Status == string(enrollment.Authenticated) && a.Tokens != nil && d.MFAToken == "" {
+			// The announcement does not say who started the authentication: read it.
+			if e, err := a.Service.Get(ctx, id, sub); err == nil {
+				d.MFAToken = a.mfaToken(r, e, sub)
+			}
+		}
 		return send(d)
 	}
-	if err := emit(ToDTO(e)); err != nil {
+	first := ToDTO(e)
+	first.MFAToken = a.mfaToken(r, e, sub)
+	if err := emit(first); err != nil {
 		return true, false, nil
 	}
 	ticker := time.NewTicker(a.heartbeat())

@@ -70,6 +70,9 @@ func ToReply(e enrollment.Enrollment) commands.EnrollmentReply {
 	if e.State == enrollment.Enrolled {
 		r.DeviceID, r.PHID = e.DeviceID, e.PHID
 	}
+	if e.State == enrollment.Authenticated {
+		r.PHID = e.PHID
+	}
 	return r
 }
 
@@ -96,6 +99,14 @@ func ToFault(err error) error {
 		return fault.New(fault.BadRequest, badRequestMessage(err))
 	case errors.Is(err, enrollment.ErrStale):
 		return fault.New(fault.Conflict, "the enrollment is changing concurrently; retry")
+	case errors.Is(err, enrollment.ErrReplayed):
+		return fault.New(fault.CodeReplayed, "this code was already used; wait for the next one")
+	case errors.Is(err, enrollment.ErrMalformedCode):
+		return fault.New(fault.InvalidCode, "invalid code: a TOTP code is 6 digits, a recovery code 10 characters (XXXXX-XXXXX)")
+	case errors.Is(err, enrollment.ErrLocked):
+		return fault.New(fault.Locked, "too many wrong codes: code checks are locked for a while (see Retry-After)")
+	case errors.Is(err, enrollment.ErrNoFactor):
+		return fault.New(fault.NoFactor, "the user has no usable factor of this method (enroll a device, or generate recovery codes)")
 	}
 	return err
 }
@@ -156,6 +167,45 @@ func (r *Registry) Activate(ctx context.Context, statusID, sub string, claim enr
 	return rpc.Call(ctx, r.NC, commands.RegistryActivateCredential, commands.ActivateCredentialRequest{
 		StatusID: statusID, Sub: sub, PHID: claim.PHID, DeviceID: claim.DeviceID,
 	}, nil)
+}
+
+var _ enrollment.Authenticator = (*Registry)(nil)
+
+// Ready implements enrollment.Authenticator.
+func (r *Registry) Ready(ctx context.Context, sub, method string) error {
+	_, err := r.factor(ctx, commands.RegistryFactorsReady, commands.FactorRequest{Sub: sub, Method: method})
+	return err
+}
+
+// CheckCode implements enrollment.Authenticator.
+func (r *Registry) CheckCode(ctx context.Context, sub, method, code, statusID string) (string, error) {
+	reply, err := r.factor(ctx, commands.RegistryFactorsCheck, commands.FactorRequest{Sub: sub, Method: method, Code: code, StatusID: statusID})
+	return reply.PHID, err
+}
+
+// factor calls a factors endpoint and turns its result into the domain's errors.
+func (r *Registry) factor(ctx context.Context, subject string, req commands.FactorRequest) (commands.FactorReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout())
+	defer cancel()
+	var reply commands.FactorReply
+	if err := rpc.Call(ctx, r.NC, subject, req, &reply); err != nil {
+		return reply, err
+	}
+	switch reply.Result {
+	case commands.FactorOK:
+		return reply, nil
+	case commands.FactorInvalid:
+		return reply, enrollment.ErrInvalidCode
+	case commands.FactorMalformed:
+		return reply, enrollment.ErrMalformedCode
+	case commands.FactorReplayed:
+		return reply, enrollment.ErrReplayed
+	case commands.FactorLocked:
+		return reply, &enrollment.LockedError{Until: reply.LockedUntil}
+	case commands.FactorNone:
+		return reply, enrollment.ErrNoFactor
+	}
+	return reply, fmt.Errorf("registry: unknown factor result %q", reply.Result)
 }
 
 func (r *Registry) timeout() time.Duration {

@@ -96,6 +96,12 @@ type doc struct {
 	PHID           string    `json:"ph_id,omitempty"`
 	FailedAttempts int       `json:"failed_attempts,omitempty"`
 	Seq            uint64    `json:"seq,omitempty"`
+	// Authentications only.
+	Kind      string            `json:"kind,omitempty"`
+	Initiator string            `json:"initiator,omitempty"`
+	ClientID  string            `json:"client_id,omitempty"`
+	Context   map[string]string `json:"context,omitempty"`
+	AuthTime  time.Time         `json:"auth_time,omitzero"`
 }
 
 func toDoc(e enrollment.Enrollment) doc {
@@ -104,6 +110,7 @@ func toDoc(e enrollment.Enrollment) doc {
 		CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, ExpiresAt: e.ExpiresAt,
 		DeviceID: e.Device.DeviceID, DeviceName: e.Device.Name, DevicePlatform: e.Device.Platform,
 		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts, Seq: e.Seq,
+		Kind: string(e.Kind), Initiator: e.Initiator, ClientID: e.ClientID, Context: e.Context, AuthTime: e.AuthTime,
 	}
 }
 
@@ -113,6 +120,7 @@ func toDomain(d doc, rev uint64) enrollment.Enrollment {
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt,
 		Device:   enrollment.Device{DeviceID: d.DeviceID, Name: d.DeviceName, Platform: d.DevicePlatform},
 		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: rev, Seq: d.Seq,
+		Kind: enrollment.Kind(d.Kind), Initiator: d.Initiator, ClientID: d.ClientID, Context: d.Context, AuthTime: d.AuthTime,
 	}
 }
 

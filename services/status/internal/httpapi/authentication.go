@@ -1,0 +1,226 @@
+package httpapi
+
+import (
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
+	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
+)
+
+// UsageMFA is the only usage_type of an authentication initiation (cidaas).
+const UsageMFA = "MULTIFACTOR_AUTHENTICATION"
+
+// Bounds of what a relying app may say about a sign-in.
+const (
+	maxSubBytes          = 256
+	maxContextValueRunes = 256
+)
+
+// contextKeys are the sign-in context fields kept; others are dropped, so nothing unexpected
+// (a code pasted into the wrong field) reaches the store or an event.
+var contextKeys = []string{"app", "ip", "user_agent", "location"}
+
+type initiationBody struct {
+	UsageType string            `json:"usage_type"`
+	Sub       string            `json:"sub"`
+	Context   map[string]string `json:"context"`
+}
+
+type exchangeDTO struct {
+	ExchangeID string    `json:"exchange_id"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+type initiationDTO struct {
+	ExchangeID exchangeDTO `json:"exchange_id"`
+	StatusID   string      `json:"status_id"`
+	Sub        string      `json:"sub"`
+}
+
+type verificationBody struct {
+	ExchangeID string `json:"exchange_id"`
+	PassCode   string `json:"pass_code"`
+}
+
+type verificationDTO struct {
+	Status   string `json:"status"`
+	StatusID string `json:"status_id"`
+	Sub      string `json:"sub"`
+	Method   string `json:"method"`
+	PHID     string `json:"ph_id,omitempty"`
+	MFAToken string `json:"mfa_token,omitempty"`
+}
+
+// authenticationRoutes registers sign-in verification and the JWKS.
+func (a *API) authenticationRoutes(rt *httpx.Router) {
+	rt.HandleFunc("POST /verification-srv/authentication/{method}/initiation", a.identified(a.initiateAuthentication))
+	rt.HandleFunc("POST /verification-srv/authentication/{method}/verification", a.identified(a.verifyAuthentication))
+	if a.Tokens != nil {
+		rt.Handle("GET /.well-known/jwks.json", a.Tokens.Handler())
+	}
+}
+
+type identifiedHandler func(w http.ResponseWriter, r *http.Request, id auth.Identity) error
+
+func (a *API) identified(h identifiedHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := auth.Identify(a.Verifier, r, false)
+		if err == nil {
+			err = h(w, r, id)
+		}
+		if err != nil {
+			var locked *enrollment.LockedError
+			if errors.As(err, &locked) {
+				secs := int(math.Ceil(locked.Until.Sub(a.Service.Time()).Seconds()))
+				w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+			}
+			httpx.WriteError(w, r, a.Log, natsapi.ToFault(err))
+		}
+	}
+}
+
+// authMethod maps the {method} of a route to the domain's method.
+func authMethod(r *http.Request) (string, error) {
+	switch strings.ToLower(r.PathValue("method")) {
+	case "totp":
+		return enrollment.MethodTOTP, nil
+	case "backupcode":
+		return enrollment.MethodBackupCode, nil
+	}
+	return "", fault.New(fault.NotFound, "unsupported method; use totp or backupcode")
+}
+
+func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	method, err := authMethod(r)
+	if err != nil {
+		return err
+	}
+	var body initiationBody
+	if err := httpx.DecodeJSON(w, r, &body, true); err != nil {
+		return err
+	}
+	if body.UsageType != "" && body.UsageType != UsageMFA {
+		return fault.New(fault.BadRequest, "usage_type must be "+UsageMFA)
+	}
+	body.Sub = strings.TrimSpace(body.Sub)
+	if len(body.Sub) > maxSubBytes {
+		return fault.New(fault.BadRequest, "sub must be at most 256 bytes")
+	}
+	sub, err := id.ActingFor(body.Sub)
+	if err != nil {
+		return err
+	}
+	sctx, err := signInContext(body.Context)
+	if err != nil {
+		return err
+	}
+	e, err := a.Service.StartAuthentication(r.Context(), enrollment.NewAuthentication{
+		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: sub, Initiator: id.Sub,
+		Method: method, ClientID: id.ClientID, Context: sctx, TTL: a.verificationTTL(),
+	})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpx.WriteJSON(w, http.StatusOK, initiationDTO{
+		ExchangeID: exchangeDTO{ExchangeID: e.ExchangeID, ExpiresAt: e.ExpiresAt},
+		StatusID:   e.ID, Sub: e.Sub,
+	})
+	return nil
+}
+
+func signInContext(in map[string]string) (map[string]string, error) {
+	var out map[string]string
+	for _, k := range contextKeys {
+		v, ok := in[k]
+		if !ok || v == "" {
+			continue
+		}
+		if utf8.RuneCountInString(v) > maxContextValueRunes || !utf8.ValidString(v) {
+			return nil, fault.New(fault.BadRequest, "context."+k+" must be valid text of at most 256 characters")
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (a *API) verifyAuthentication(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	method, err := authMethod(r)
+	if err != nil {
+		return err
+	}
+	var body verificationBody
+	if err := httpx.DecodeJSON(w, r, &body, false); err != nil {
+		return err
+	}
+	if body.ExchangeID == "" {
+		return fault.New(fault.BadRequest, "exchange_id is required")
+	}
+	if !natsapi.ValidID(body.ExchangeID) {
+		return fault.New(fault.NotFound, "no such authentication")
+	}
+	if strings.TrimSpace(body.PassCode) == "" {
+		return fault.New(fault.BadRequest, "pass_code is required")
+	}
+	e, err := a.Service.VerifyAuthentication(r.Context(), body.ExchangeID, method, id.Sub, body.PassCode)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpx.WriteJSON(w, http.StatusOK, verificationDTO{
+		Status: string(e.State), StatusID: e.ID, Sub: e.Sub, Method: e.Method, PHID: e.PHID,
+		MFAToken: a.mfaToken(r, e, id.Sub),
+	})
+	return nil
+}
+
+func (a *API) verificationTTL() time.Duration {
+	if a.VerificationTTL > 0 {
+		return a.VerificationTTL
+	}
+	return DefaultVerificationTTL
+}
+
+// DefaultVerificationTTL bounds an authentication when the configuration names no other.
+const DefaultVerificationTTL = 5 * time.Minute
+
+// jtiNamespace derives an authentication's token id from its status id, so a token re-minted
+// on a later poll has the same claims as the one the verification answered with.
+var jtiNamespace = uuid.MustParse("8f7d3f2e-4b8a-4c61-9d0e-2a7b5c3e1f90")
+
+// mfaToken is the mfa_token of an AUTHENTICATED authentication for the caller that started it,
+// or "" (not authenticated, another caller, no signer, or the token's lifetime is over).
+func (a *API) mfaToken(r *http.Request, e enrollment.Enrollment, caller string) string {
+	if a.Tokens == nil || e.Kind != enrollment.KindAuthentication || e.State != enrollment.Authenticated || caller != e.Initiator {
+		return ""
+	}
+	amr := []string{"otp"}
+	if e.Method == enrollment.MethodBackupCode {
+		amr = []string{"kba"} // RFC 8176: knowledge-based, a code written down in advance
+	}
+	tok, err := a.Tokens.Mint(mfatoken.Claims{
+		Sub: e.Sub, Audience: e.ClientID, StatusID: e.ID, AMR: amr, AuthTime: e.AuthTime,
+		JTI: uuid.NewSHA1(jtiNamespace, []byte(e.ID)).String(),
+	})
+	if err != nil {
+		if !errors.Is(err, mfatoken.ErrExpired) {
+			a.Log.Error("mint mfa_token", "status_id", e.ID, "err", err, "path", r.URL.Path)
+		}
+		return ""
+	}
+	return tok
+}
