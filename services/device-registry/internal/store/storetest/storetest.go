@@ -27,6 +27,58 @@ import (
 
 // Run runs every contract test against a fresh, empty store from newStore for each subtest.
 func Run(t *testing.T, newStore func(t *testing.T) device.Store) {
+	t.Run("LockoutRoundTripAndCAS", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		if _, err := s.GetLockout(ctx, "alice"); !errors.Is(err, device.ErrNotFound) {
+			t.Fatalf("GetLockout of a new user: %v, want ErrNotFound", err)
+		}
+		until := time.Date(2026, 3, 1, 12, 1, 0, 0, time.UTC)
+		created, err := s.PutLockout(ctx, device.Lockout{Sub: "alice", Failures: 2, Locks: 1, LockedUntil: until})
+		if err != nil || created.Version == 0 {
+			t.Fatalf("PutLockout create: %+v %v", created, err)
+		}
+		if _, err := s.PutLockout(ctx, device.Lockout{Sub: "alice", Failures: 9}); !errors.Is(err, device.ErrStale) {
+			t.Fatalf("second create: %v, want ErrStale", err)
+		}
+		got, err := s.GetLockout(ctx, "alice")
+		if err != nil || got.Failures != 2 || got.Locks != 1 || !got.LockedUntil.Equal(until) || got.Version != created.Version {
+			t.Fatalf("GetLockout = %+v %v", got, err)
+		}
+		got.Failures = 3
+		if _, err := s.PutLockout(ctx, got); err != nil {
+			t.Fatalf("PutLockout update: %v", err)
+		}
+		if _, err := s.PutLockout(ctx, created); !errors.Is(err, device.ErrStale) {
+			t.Fatalf("update from an old version: %v, want ErrStale", err)
+		}
+		if _, err := s.GetLockout(ctx, "bob"); !errors.Is(err, device.ErrNotFound) {
+			t.Fatalf("another user's lockout: %v", err)
+		}
+	})
+
+	t.Run("RecoverySetRoundTripAndCAS", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		if _, err := s.GetRecoverySet(ctx, "alice"); !errors.Is(err, device.ErrNotFound) {
+			t.Fatalf("GetRecoverySet of a new user: %v, want ErrNotFound", err)
+		}
+		set := device.RecoverySet{Sub: "alice", Hashes: [][]byte{bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)}, Used: []bool{false, true}, CreatedAt: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+		created, err := s.PutRecoverySet(ctx, set)
+		if err != nil {
+			t.Fatalf("PutRecoverySet: %v", err)
+		}
+		got, err := s.GetRecoverySet(ctx, "alice")
+		if err != nil || len(got.Hashes) != 2 || !bytes.Equal(got.Hashes[1], set.Hashes[1]) || !slices.Equal(got.Used, set.Used) || !got.CreatedAt.Equal(set.CreatedAt) {
+			t.Fatalf("GetRecoverySet = %+v %v", got, err)
+		}
+		got.Used[0] = true
+		if _, err := s.PutRecoverySet(ctx, got); err != nil {
+			t.Fatalf("update: %v", err)
+		}
+		if _, err := s.PutRecoverySet(ctx, created); !errors.Is(err, device.ErrStale) {
+			t.Fatalf("update from an old version: %v, want ErrStale", err)
+		}
+	})
+
 	t.Run("CreateGet", func(t *testing.T) {
 		s, ctx := newStore(t), t.Context()
 		want := Credential("alice")
