@@ -41,13 +41,24 @@ func (h HS256) now() time.Time {
 	return time.Now()
 }
 
+// leeway is how far past `exp` a token is still accepted (clock skew).
+const leeway = 30 * time.Second
+
 // Verify checks signature, expiry and issuer and returns `sub`.
 func (h HS256) Verify(token string) (string, error) {
+	claims, err := h.parse(token)
+	if err != nil {
+		return "", err
+	}
+	return claims.Subject, nil
+}
+
+func (h HS256) parse(token string) (*jwt.RegisteredClaims, error) {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
 		jwt.WithTimeFunc(h.now),
-		jwt.WithLeeway(30 * time.Second),
+		jwt.WithLeeway(leeway),
 	}
 	if h.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(h.Issuer))
@@ -55,12 +66,15 @@ func (h HS256) Verify(token string) (string, error) {
 	var claims jwt.RegisteredClaims
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return h.Key, nil }, opts...)
 	if err != nil {
-		return "", fmt.Errorf("verify token: %w", err)
+		return nil, fmt.Errorf("verify token: %w", err)
 	}
 	if claims.Subject == "" {
-		return "", errors.New("verify token: no sub claim")
+		return nil, errors.New("verify token: no sub claim")
 	}
-	return claims.Subject, nil
+	if claims.ExpiresAt == nil {
+		return nil, errors.New("verify token: no exp claim")
+	}
+	return &claims, nil
 }
 
 // Mint issues a token for sub valid for ttl. Only the dev stack and tests mint tokens.
