@@ -84,19 +84,41 @@ type claims struct {
 	AZP      string `json:"azp,omitempty"`
 }
 
+// leeway is how far past `exp` a token is still accepted (clock skew).
+const leeway = 30 * time.Second
+
 // Verify checks signature, expiry and issuer and returns `sub`.
 func (h HS256) Verify(token string) (string, error) {
-	id, err := h.VerifyIdentity(token)
-	return id.Sub, err
+	c, err := h.parse(token)
+	if err != nil {
+		return "", err
+	}
+	return c.Subject, nil
 }
 
 // VerifyIdentity checks the token as Verify does and returns its identity.
 func (h HS256) VerifyIdentity(token string) (Identity, error) {
+	c, err := h.parse(token)
+	if err != nil {
+		return Identity{}, err
+	}
+	return c.identity(), nil
+}
+
+func (c *claims) identity() Identity {
+	id := Identity{Sub: c.Subject, Scopes: strings.Fields(c.Scope), ClientID: c.ClientID}
+	if id.ClientID == "" {
+		id.ClientID = c.AZP
+	}
+	return id
+}
+
+func (h HS256) parse(token string) (*claims, error) {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
 		jwt.WithTimeFunc(h.now),
-		jwt.WithLeeway(30 * time.Second),
+		jwt.WithLeeway(leeway),
 	}
 	if h.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(h.Issuer))
@@ -104,16 +126,15 @@ func (h HS256) VerifyIdentity(token string) (Identity, error) {
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return h.Key, nil }, opts...)
 	if err != nil {
-		return Identity{}, fmt.Errorf("verify token: %w", err)
+		return nil, fmt.Errorf("verify token: %w", err)
 	}
 	if c.Subject == "" {
-		return Identity{}, errors.New("verify token: no sub claim")
+		return nil, errors.New("verify token: no sub claim")
 	}
-	id := Identity{Sub: c.Subject, Scopes: strings.Fields(c.Scope), ClientID: c.ClientID}
-	if id.ClientID == "" {
-		id.ClientID = c.AZP
+	if c.ExpiresAt == nil {
+		return nil, errors.New("verify token: no exp claim")
 	}
-	return id, nil
+	return &c, nil
 }
 
 // Mint issues a token for sub valid for ttl. Only the dev stack and tests mint tokens.

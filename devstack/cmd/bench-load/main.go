@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,6 +48,7 @@ var (
 	stored   = flag.Int("stored", 10000, "stored enrollments in the idle CPU phase")
 	idleWait = flag.Duration("idle-cpu", 5*time.Second, "idle CPU measuring window")
 	only     = flag.String("only", "", "run only the phases whose name contains this (e.g. poll, initiation, enrollment, SSE, memory, CPU)")
+	cpuProf  = flag.String("cpuprofile", "", "write a CPU profile of the whole run (client and dev stack share the process) to this file")
 	child    = flag.String("child", "", "internal: run as the idle-connection client (sse or ws)")
 )
 
@@ -60,6 +62,17 @@ func main() {
 		return
 	}
 	start := time.Now()
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-load: cpuprofile:", err)
+			os.Exit(1)
+		}
+		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-load:", err)
 		os.Exit(1)

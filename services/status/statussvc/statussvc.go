@@ -63,6 +63,7 @@ type Config struct {
 // Service is a running status service.
 type Service struct {
 	api    *httpapi.API
+	view   *kv.View
 	micro  micro.Service
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -91,9 +92,13 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	live := &natsapi.Live{NC: nc, Log: log}
+	// Polls are answered from a replica-local view kept current by a watch of the bucket and by
+	// this replica's own writes; misses read the bucket.
+	view := kv.NewView(store)
+	view.Now = cfg.Clock
 	registry := &natsapi.Registry{NC: nc, Timeout: cfg.RegistryTimeout}
 	domain := &enrollment.Service{
-		Store:         store,
+		Store:         view,
 		Registry:      registry,
 		Authenticator: registry,
 		Now:           cfg.Clock,
@@ -110,10 +115,12 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	runCtx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		api: &httpapi.API{
-			Service: domain, Verifier: cfg.Verifier, Log: log,
+			// Pollers send the same token many times a second: check its signature once.
+			Service: domain, Verifier: auth.NewCache(cfg.Verifier, 0), Log: log,
 			Live: live, Heartbeat: cfg.Heartbeat, PollLimit: limiter,
 			Tokens: signer, VerificationTTL: cfg.VerificationTTL,
 		},
+		view:   view,
 		cancel: cancel,
 		log:    log,
 	}
@@ -122,6 +129,14 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("status: %w", err)
+	}
+	viewReady := make(chan struct{})
+	s.goRun(func() { view.Run(runCtx, viewReady) })
+	select {
+	case <-viewReady:
+	case <-time.After(viewStartWait):
+		log.Warn("status view not watching yet; polls read the store until it is")
+	case <-ctx.Done():
 	}
 	relay := &kvdoc.Relay{KV: store.KV(), JS: js, Filter: kv.DocFilter, Log: log.With("component", "outbox-relay")}
 	s.goRun(func() {
@@ -185,6 +200,10 @@ func (s *Service) sweep(ctx context.Context, domain *enrollment.Service, every t
 	}
 }
 
+// ViewStats says how many enrollment reads this replica answered from its local view and how
+// many read the store.
+func (s *Service) ViewStats() (hits, misses uint64) { return s.view.Stats() }
+
 // Routes registers the status HTTP routes on rt.
 func (s *Service) Routes(rt *httpx.Router) { s.api.Routes(rt) }
 
@@ -201,6 +220,10 @@ func (s *Service) Close() error {
 	s.wg.Wait()
 	return err
 }
+
+// viewStartWait bounds how long New waits for the view's watch; until it runs, polls read the
+// store.
+const viewStartWait = 5 * time.Second
 
 // closeTimeout bounds the wait for commands in flight in Close (they see their context cancelled).
 const closeTimeout = 10 * time.Second

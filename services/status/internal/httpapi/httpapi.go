@@ -5,7 +5,6 @@ package httpapi
 
 import (
 	"crypto/sha256"
-	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
@@ -80,7 +79,15 @@ func replyToDTO(r commands.EnrollmentReply) StatusDTO {
 // ETag identifies one version of a status object, for conditional polls: the write sequence
 // changes with every write, whichever replica's clock stamped it.
 func ETag(e enrollment.Enrollment) string {
-	return fmt.Sprintf(`"%s-%s-%d"`, e.ID, e.State, e.Seq)
+	b := make([]byte, 0, len(e.ID)+len(e.State)+24)
+	b = append(b, '"')
+	b = append(b, e.ID...)
+	b = append(b, '-')
+	b = append(b, e.State...)
+	b = append(b, '-')
+	b = strconv.AppendUint(b, e.Seq, 10)
+	b = append(b, '"')
+	return string(b)
 }
 
 type authedHandler func(w http.ResponseWriter, r *http.Request, sub string) error
@@ -115,25 +122,28 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, sub string) error {
 	if err != nil {
 		return err
 	}
-	if ok, wait := a.PollLimit.Allow(pollKey(sub, id)); !ok {
-		secs := int(math.Ceil(wait.Seconds()))
-		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
-		return fault.New(fault.TooManyRequests, "polling too fast; wait for Retry-After or subscribe to /events")
+	if a.PollLimit != nil {
+		if ok, wait := a.PollLimit.Allow(pollKey(sub, id)); !ok {
+			secs := int(math.Ceil(wait.Seconds()))
+			w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+			return fault.New(fault.TooManyRequests, "polling too fast; wait for Retry-After or subscribe to /events")
+		}
 	}
 	e, err := a.Service.Get(r.Context(), id, sub)
 	if err != nil {
 		return err
 	}
 	tag := ETag(e)
-	w.Header().Set("ETag", tag)
+	h := w.Header()
+	h["Etag"] = []string{tag}
 	if match := r.Header.Get("If-None-Match"); match != "" && etagMatches(match, tag) {
-		w.Header().Set("Cache-Control", "no-store")
+		h["Cache-Control"] = []string{"no-store"}
 		w.WriteHeader(http.StatusNotModified)
 		return nil
 	}
 	d := ToDTO(e)
 	d.MFAToken = a.mfaToken(r, e, sub)
-	httpx.WriteJSON(w, http.StatusOK, d)
+	writeStatus(w, d)
 	return nil
 }
 
@@ -145,7 +155,10 @@ func pollKey(sub, id string) string {
 }
 
 func etagMatches(header, tag string) bool {
-	for _, t := range strings.Split(header, ",") {
+	if header == tag {
+		return true
+	}
+	for t := range strings.SplitSeq(header, ",") {
 		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
 		if t == tag || t == "*" {
 			return true

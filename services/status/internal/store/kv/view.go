@@ -1,0 +1,344 @@
+package kv
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/outbox"
+	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// View is a replica-local, bounded view of recent enrollments in front of a Store: it answers
+// Get from memory where that is safe and falls back to the bucket otherwise. It implements
+// enrollment.Store, so the state machine runs on it unchanged.
+//
+// It is kept current by a watch of the enrollment documents (updates only: it does not replay
+// the bucket at start) and by this replica's own reads and writes, which it records
+// synchronously, so a write made here is visible to the next read here at once
+// (read-your-writes). Another replica's write becomes visible here when the watch delivers it.
+//
+// Rules that keep it correct:
+//   - An entry only ever moves forward: a newer write sequence, or the same sequence at a newer
+//     revision (the outbox relay rewrites a document without changing its sequence). An older
+//     value, from a late watch message or a slow store read, is ignored.
+//   - Memory answers only while a watch is running and was started before the value was read;
+//     when the watch ends the view is emptied and every Get reads the bucket until a new watch
+//     runs. A value read from the bucket before the current watch started is not recorded.
+//   - A write that loses compare-and-set drops the entry, so the retry reads the bucket.
+//   - Unknown ids, evicted and expired entries read the bucket, which answers not-found as
+//     before.
+//
+// Memory is bounded: terminal enrollments are dropped KeepTerminal after they ended, open ones
+// once past their expiry (the bucket read then expires them), and at most Cap entries are held.
+type View struct {
+	store *Store
+	// Cap bounds the entries held; 0 means DefaultViewCap.
+	Cap int
+	// KeepTerminal is how long a terminal enrollment stays; 0 means DefaultKeepTerminal.
+	KeepTerminal time.Duration
+	// Now is the clock for expiry and eviction; nil means time.Now.
+	Now func() time.Time
+
+	mu      sync.RWMutex
+	gen     uint64 // changes whenever the watch starts or ends
+	synced  bool   // a watch is running
+	entries map[string]viewEntry
+
+	hits, misses atomic.Uint64
+}
+
+type viewEntry struct {
+	e enrollment.Enrollment
+	// endedAt is when this replica first saw the enrollment terminal (zero while open).
+	endedAt time.Time
+}
+
+// Defaults of View.
+const (
+	DefaultViewCap      = 100_000
+	DefaultKeepTerminal = 2 * time.Minute
+)
+
+var _ enrollment.Store = (*View)(nil)
+
+// NewView returns a view in front of s. It answers from memory only while Run runs.
+func NewView(s *Store) *View {
+	return &View{store: s, entries: map[string]viewEntry{}}
+}
+
+// Store is the store behind the view.
+func (v *View) Store() *Store { return v.store }
+
+func (v *View) now() time.Time {
+	if v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
+}
+
+func (v *View) capacity() int {
+	if v.Cap > 0 {
+		return v.Cap
+	}
+	return DefaultViewCap
+}
+
+func (v *View) keepTerminal() time.Duration {
+	if v.KeepTerminal > 0 {
+		return v.KeepTerminal
+	}
+	return DefaultKeepTerminal
+}
+
+// Run keeps the view current until ctx ends, restarting its watch with back-off when it ends.
+// ready, if not nil, is closed once the first watch runs.
+func (v *View) Run(ctx context.Context, ready chan<- struct{}) {
+	wait := 100 * time.Millisecond
+	prune := time.NewTicker(min(max(v.keepTerminal()/4, 100*time.Millisecond), 10*time.Second))
+	defer prune.Stop()
+	for {
+		err := v.watch(ctx, prune.C, ready)
+		ready = nil
+		if ctx.Err() != nil {
+			return
+		}
+		_ = err // the view reads the bucket meanwhile; nothing is lost but speed
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+func (v *View) watch(ctx context.Context, prune <-chan time.Time, ready chan<- struct{}) error {
+	w, err := v.store.kv.Watch(ctx, DocFilter, jetstream.UpdatesOnly())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	// The consumer exists now: every write after this point reaches the watch, and a bucket
+	// read that starts after this point is at least as new as the watch's starting point.
+	v.reset(true)
+	defer v.reset(false)
+	if ready != nil {
+		close(ready)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-prune:
+			v.Prune()
+		case entry, ok := <-w.Updates():
+			if !ok {
+				return errors.New("view: watch closed")
+			}
+			if entry != nil {
+				v.apply(entry)
+			}
+		}
+	}
+}
+
+// reset empties the view and starts a new generation: values read before it are not recorded.
+func (v *View) reset(synced bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.gen++
+	v.synced = synced
+	clear(v.entries)
+}
+
+// apply records one watched change.
+func (v *View) apply(entry jetstream.KeyValueEntry) {
+	id := entry.Key()[len("e."):]
+	if entry.Operation() != jetstream.KeyValuePut {
+		v.drop(id)
+		return
+	}
+	var rec struct {
+		Doc   doc  `json:"doc"`
+		Purge bool `json:"purge"`
+	}
+	if json.Unmarshal(entry.Value(), &rec) != nil || rec.Purge || rec.Doc.ID != id {
+		v.drop(id)
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.putLocked(toDomain(rec.Doc, entry.Revision()))
+}
+
+// Observe records e as the watch would; it is exported for tests that feed the view directly.
+func (v *View) Observe(e enrollment.Enrollment) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.synced {
+		v.putLocked(e)
+	}
+}
+
+// token is taken before a bucket read or write; record then keeps the result only if the same
+// watch is still running.
+func (v *View) token() uint64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if !v.synced {
+		return 0
+	}
+	return v.gen
+}
+
+func (v *View) record(tok uint64, e enrollment.Enrollment) {
+	if tok == 0 {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.synced && v.gen == tok {
+		v.putLocked(e)
+	}
+}
+
+// newer reports whether a is a later version of the enrollment than b.
+func newer(a, b enrollment.Enrollment) bool {
+	return a.Seq > b.Seq || a.Seq == b.Seq && a.Version > b.Version
+}
+
+func (v *View) putLocked(e enrollment.Enrollment) {
+	cur, ok := v.entries[e.ID]
+	if ok && !newer(e, cur.e) {
+		return
+	}
+	now := v.now()
+	if e.DueToExpire(now) {
+		delete(v.entries, e.ID) // the bucket read expires it
+		return
+	}
+	ent := viewEntry{e: e}
+	if e.State.Terminal() {
+		ent.endedAt = now
+		if ok && !cur.endedAt.IsZero() {
+			ent.endedAt = cur.endedAt
+		}
+	}
+	if !ok && len(v.entries) >= v.capacity() {
+		v.evictOneLocked()
+	}
+	v.entries[e.ID] = ent
+}
+
+// evictOneLocked drops one entry, a terminal one if one of the first few looked at is.
+func (v *View) evictOneLocked() {
+	victim, n := "", 0
+	for id, ent := range v.entries { // map order is randomised
+		if victim == "" || !ent.endedAt.IsZero() {
+			victim = id
+		}
+		if n++; !ent.endedAt.IsZero() || n >= 8 {
+			break
+		}
+	}
+	delete(v.entries, victim)
+}
+
+func (v *View) drop(id string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.entries, id)
+}
+
+// Prune drops terminal entries older than KeepTerminal and open ones past their expiry.
+func (v *View) Prune() {
+	now := v.now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for id, ent := range v.entries {
+		if ent.e.DueToExpire(now) || !ent.endedAt.IsZero() && now.Sub(ent.endedAt) >= v.keepTerminal() {
+			delete(v.entries, id)
+		}
+	}
+}
+
+// Len is the number of entries held.
+func (v *View) Len() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.entries)
+}
+
+// Stats returns how many Gets were answered from memory and how many read the bucket.
+func (v *View) Stats() (hits, misses uint64) { return v.hits.Load(), v.misses.Load() }
+
+// lookup returns the held entry for id if the view may answer with it.
+func (v *View) lookup(id string) (enrollment.Enrollment, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if !v.synced {
+		return enrollment.Enrollment{}, false
+	}
+	ent, ok := v.entries[id]
+	return ent.e, ok
+}
+
+// Get implements enrollment.Store: from memory when held, from the bucket otherwise.
+func (v *View) Get(ctx context.Context, id string) (enrollment.Enrollment, error) {
+	if e, ok := v.lookup(id); ok {
+		v.hits.Add(1)
+		return e, nil
+	}
+	v.misses.Add(1)
+	tok := v.token()
+	e, err := v.store.Get(ctx, id)
+	if err == nil {
+		v.record(tok, e)
+	}
+	return e, err
+}
+
+// GetByExchangeID implements enrollment.Store; it always reads the bucket (commands use it,
+// not polls) and records what it read.
+func (v *View) GetByExchangeID(ctx context.Context, exchangeID string) (enrollment.Enrollment, error) {
+	tok := v.token()
+	e, err := v.store.GetByExchangeID(ctx, exchangeID)
+	if err == nil {
+		v.record(tok, e)
+	}
+	return e, err
+}
+
+// Create implements enrollment.Store and records the created enrollment.
+func (v *View) Create(ctx context.Context, e enrollment.Enrollment, msgs ...outbox.Message) (enrollment.Enrollment, error) {
+	tok := v.token()
+	created, err := v.store.Create(ctx, e, msgs...)
+	if err == nil {
+		v.record(tok, created)
+	}
+	return created, err
+}
+
+// Update implements enrollment.Store. A successful write is recorded before Update returns
+// (read-your-writes); a lost compare-and-set drops the entry, so the retry reads the bucket.
+func (v *View) Update(ctx context.Context, e enrollment.Enrollment, msgs ...outbox.Message) (enrollment.Enrollment, error) {
+	tok := v.token()
+	written, err := v.store.Update(ctx, e, msgs...)
+	switch {
+	case err == nil:
+		v.record(tok, written)
+	case errors.Is(err, enrollment.ErrStale), errors.Is(err, enrollment.ErrNotFound):
+		v.drop(e.ID)
+	}
+	return written, err
+}
+
+// DueForExpiry implements enrollment.Store; it reads the bucket.
+func (v *View) DueForExpiry(ctx context.Context, now time.Time) ([]enrollment.Enrollment, error) {
+	return v.store.DueForExpiry(ctx, now)
+}

@@ -1,0 +1,261 @@
+package kv_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
+	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
+	"github.com/mfaflow/mfaflow/services/status/internal/store/storetest"
+)
+
+// runningView opens a store on a fresh server and a view in front of it whose watch runs.
+func runningView(t *testing.T, srv *natstest.Server) *kv.View {
+	t.Helper()
+	s, err := kv.Open(context.Background(), srv.JetStream(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := kv.NewView(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	ready := make(chan struct{})
+	go func() { defer close(done); v.Run(ctx, ready) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case <-time.After(5 * time.Second):
+		t.Fatal("view watch did not start")
+	}
+	return v
+}
+
+func newEnrollment(now time.Time) enrollment.Enrollment {
+	return enrollment.Enrollment{
+		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "alice", Method: "TOTP",
+		State: enrollment.Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour), Seq: 1,
+	}
+}
+
+// The view is a Store like any other.
+func TestViewConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) enrollment.Store { return runningView(t, natstest.Start(t)) })
+}
+
+// A write through the view is answered from memory by the very next read, with no waiting.
+func TestViewReadYourWrites(t *testing.T) {
+	ctx := context.Background()
+	v := runningView(t, natstest.Start(t))
+	e, err := v.Create(ctx, newEnrollment(time.Now().UTC()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(2); seq <= 4; seq++ {
+		next := e
+		next.Seq = seq
+		next.FailedAttempts = int(seq)
+		if e, err = v.Update(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+		hits, _ := v.Stats()
+		got, err := v.Get(ctx, e.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h, _ := v.Stats(); h != hits+1 {
+			t.Fatalf("read after write was not answered from the view (hits %d → %d)", hits, h)
+		}
+		if got.Seq != seq || got.Version != e.Version {
+			t.Fatalf("read after write: seq %d rev %d, want seq %d rev %d", got.Seq, got.Version, seq, e.Version)
+		}
+	}
+}
+
+// A write made behind the view's back (another replica) reaches it through the watch.
+func TestViewFollowsOtherWriters(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Start(t)
+	v := runningView(t, srv)
+	other, err := kv.Open(ctx, srv.JetStream(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := v.Create(ctx, newEnrollment(time.Now().UTC()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := e
+	next.State, next.Seq = enrollment.Cancelled, 2
+	if _, err := other.Update(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, func() error {
+		got, err := v.Get(ctx, e.ID)
+		if err != nil {
+			return err
+		}
+		if got.State != enrollment.Cancelled || got.Seq != 2 {
+			return errors.New("view still shows " + string(got.State))
+		}
+		return nil
+	})
+	if hits, _ := v.Stats(); hits == 0 {
+		t.Fatal("the view never answered from memory")
+	}
+}
+
+// An older version fed after a newer one (a late watch message, a slow read) is ignored.
+func TestViewNeverGoesBackwards(t *testing.T) {
+	ctx := context.Background()
+	v := runningView(t, natstest.Start(t))
+	e, err := v.Create(ctx, newEnrollment(time.Now().UTC()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := e
+	newer.State, newer.Seq, newer.Version = enrollment.Scanned, 5, e.Version+10
+	v.Observe(newer)
+	older := e
+	older.State, older.Seq, older.Version = enrollment.Initiated, 4, e.Version+20
+	v.Observe(older)
+	sameSeqOlderRev := newer
+	sameSeqOlderRev.Version, sameSeqOlderRev.State = e.Version+9, enrollment.Initiated
+	v.Observe(sameSeqOlderRev)
+	got, err := v.Get(ctx, e.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Seq != 5 || got.State != enrollment.Scanned || got.Version != newer.Version {
+		t.Fatalf("view went backwards: %+v", got)
+	}
+	// The same sequence at a newer revision (the relay cleared the outbox) is taken.
+	relayed := newer
+	relayed.Version++
+	v.Observe(relayed)
+	if got, _ := v.Get(ctx, e.ID); got.Version != relayed.Version {
+		t.Fatalf("same seq, newer revision not taken: rev %d", got.Version)
+	}
+}
+
+// A write that loses compare-and-set against a stale view entry drops it, so the retry reads
+// the bucket.
+func TestViewStaleEntryDroppedOnConflict(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Start(t)
+	v := runningView(t, srv)
+	e, err := v.Create(ctx, newEnrollment(time.Now().UTC()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Make the view's entry stale: it claims a revision the bucket does not have.
+	stale := e
+	stale.Seq, stale.Version = 1, e.Version+100
+	v.Observe(stale)
+	next := stale
+	next.Seq = 2
+	if _, err := v.Update(ctx, next); !errors.Is(err, enrollment.ErrStale) {
+		t.Fatalf("update from a stale entry: %v", err)
+	}
+	got, err := v.Get(ctx, e.ID)
+	if err != nil || got.Version != e.Version {
+		t.Fatalf("after a lost compare-and-set the view must read the bucket: %+v %v", got, err)
+	}
+}
+
+// Memory stays bounded: at most Cap entries; terminal ones go after KeepTerminal, open ones past
+// their expiry; whatever is not held is read from the bucket, and unknown ids stay not found.
+func TestViewBounded(t *testing.T) {
+	ctx := context.Background()
+	v := runningView(t, natstest.Start(t))
+	start := time.Now().UTC()
+	clock := testkit.NewClock(start)
+	v.Now, v.Cap, v.KeepTerminal = clock.Now, 3, time.Minute
+
+	var all []enrollment.Enrollment
+	for range 6 {
+		e, err := v.Create(ctx, newEnrollment(start))
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, e)
+		if n := v.Len(); n > 3 {
+			t.Fatalf("view holds %d entries, cap 3", n)
+		}
+	}
+	for _, e := range all {
+		if got, err := v.Get(ctx, e.ID); err != nil || got.ID != e.ID {
+			t.Fatalf("evicted enrollment not read from the bucket: %v", err)
+		}
+		if n := v.Len(); n > 3 {
+			t.Fatalf("view holds %d entries, cap 3", n)
+		}
+	}
+	if _, err := v.Get(ctx, uuid.NewString()); !errors.Is(err, enrollment.ErrNotFound) {
+		t.Fatalf("unknown id: %v", err)
+	}
+
+	v.Cap = 100
+	ended := all[0]
+	ended.State, ended.Seq = enrollment.Cancelled, 2
+	if _, err := v.Update(ctx, ended); err != nil {
+		t.Fatal(err)
+	}
+	open := all[1]
+	if _, err := v.Get(ctx, open.ID); err != nil {
+		t.Fatal(err)
+	}
+	if v.Len() < 2 {
+		t.Fatalf("view holds %d entries, want the ended and the open one", v.Len())
+	}
+	clock.Advance(59 * time.Second)
+	v.Prune()
+	hits, _ := v.Stats()
+	if _, err := v.Get(ctx, ended.ID); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := v.Stats(); h != hits+1 {
+		t.Fatal("terminal entry evicted before KeepTerminal")
+	}
+	clock.Advance(time.Second)
+	v.Prune()
+	_, misses := v.Stats()
+	if _, err := v.Get(ctx, ended.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, m := v.Stats(); m != misses+1 {
+		t.Fatal("terminal entry still held after KeepTerminal")
+	}
+	// Past expiry, open entries go too.
+	clock.Advance(time.Hour)
+	v.Prune()
+	if n := v.Len(); n != 0 {
+		t.Fatalf("view holds %d entries after every enrollment expired or ended long ago", n)
+	}
+}
+
+// A view whose watch is not running answers nothing from memory and records nothing.
+func TestViewWithoutWatchReadsTheBucket(t *testing.T) {
+	ctx := context.Background()
+	s, err := kv.Open(ctx, natstest.Start(t).JetStream(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := kv.NewView(s)
+	e, err := v.Create(ctx, newEnrollment(time.Now().UTC()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := v.Get(ctx, e.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hits, misses := v.Stats(); hits != 0 || misses != 2 || v.Len() != 0 {
+		t.Fatalf("unwatched view: hits %d misses %d len %d", hits, misses, v.Len())
+	}
+}
