@@ -28,6 +28,7 @@ import (
 
 	"github.com/mfaflow/mfaflow/events/apidoc"
 	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/tests/harness"
 )
@@ -606,8 +607,9 @@ func TestOpenAPIFaultCodes(t *testing.T) {
 	}
 	for _, code := range []fault.Code{
 		fault.BadRequest, fault.Unauthorized, fault.Forbidden, fault.NotFound, fault.Conflict,
-		fault.Expired, fault.InvalidCode, fault.PayloadTooLarge, fault.UnsupportedMethod,
-		fault.TooManyRequests, fault.Unavailable, fault.Internal,
+		fault.Expired, fault.InvalidCode, fault.CodeReplayed, fault.Locked, fault.NoFactor,
+		fault.PayloadTooLarge, fault.UnsupportedMethod, fault.TooManyRequests, fault.Unavailable,
+		fault.Internal,
 	} {
 		if !slices.Contains(codes, string(code)) {
 			t.Errorf("Problem.code does not list %s", code)
@@ -1132,6 +1134,9 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 			t.Logf("not exercised: %s (%s)", key, reason)
 			continue
 		}
+		if apiSignInOperations[key] {
+			continue // TestOpenAPISignIn checks these, on a stack with a test clock
+		}
 		success := false
 		var got []int
 		for code := range c.seen[key] {
@@ -1158,6 +1163,414 @@ func walkDoc(v any, p string, visit func(parent, key string, child any, path str
 		cp := jsonPtr(p, k)
 		if visit(p, k, child, cp) {
 			walkDoc(child, cp, visit)
+		}
+	}
+}
+
+// apiSignInOperations are the sign-in verification, JWKS, recovery-code and admin operations.
+// TestOpenAPISignIn exercises them on a stack with a test clock (so that it can move to the next
+// TOTP step instead of waiting for it) and requires a documented success of each;
+// TestOpenAPIMatchesResponses leaves them to it.
+var apiSignInOperations = map[string]bool{
+	"POST /verification-srv/authentication/{method}/initiation":   true,
+	"POST /verification-srv/authentication/{method}/verification": true,
+	"GET /.well-known/jwks.json":                                  true,
+	"POST /verification-srv/backupcodes":                          true,
+	"GET /verification-srv/backupcodes":                           true,
+	"GET /verification-srv/admin/users/{sub}/lockout":             true,
+	"DELETE /verification-srv/admin/users/{sub}/lockout":          true,
+}
+
+// TestOpenAPISignIn drives sign-in verification through the real dev stack and validates every
+// answer against the document: step-up with the user's own token and the identity-provider flow
+// with a service token (scope mfa:verify), each refusal code (invalid_code, code_replayed, locked
+// with Retry-After, no_factor, forbidden, conflict, expired), the AUTHENTICATED status object with
+// its mfa_token (polled and live), the JWKS, recovery codes and the admin lockout routes. The
+// mfa_token's payload is validated against MFATokenClaims and its signature against the JWKS.
+func TestOpenAPISignIn(t *testing.T) {
+	c := loadAPIContract(t)
+	// 10 s into a TOTP step, so ±1 step never straddles a boundary mid-test. The poll limiter
+	// runs on the wall clock; it is off here (TestOpenAPIMatchesResponses covers it).
+	clock := testkit.NewClock(time.Unix(1_800_000_000/30*30+10, 0).UTC())
+	st := harness.Start(t, harness.Options{Clock: clock.Now, SweepInterval: 50 * time.Millisecond},
+		map[string]string{"MFA_LOCKOUT_THRESHOLD": "3", "MFA_POLL_RATE": "0"})
+	si := &signIn{Stack: st, clock: clock}
+	do := func(t *testing.T, r apiRequest) apiExchange {
+		t.Helper()
+		x := sendAPI(t, st, r)
+		c.check(t, x)
+		return x
+	}
+	decode := func(t *testing.T, x apiExchange, want int, out any) {
+		t.Helper()
+		if x.Status != want {
+			t.Fatalf("%s %s: status %d, want %d: %s", x.Method, x.Path, x.Status, want, x.Body)
+		}
+		if out != nil {
+			if err := json.Unmarshal(x.Body, out); err != nil {
+				t.Fatalf("%s %s: %v", x.Method, x.Path, err)
+			}
+		}
+	}
+	problem := func(t *testing.T, x apiExchange, want int, code fault.Code) {
+		t.Helper()
+		var p struct{ Code string }
+		decode(t, x, want, &p)
+		if p.Code != string(code) {
+			t.Errorf("%s %s: code %s, want %s", x.Method, x.Path, p.Code, code)
+		}
+	}
+	const (
+		tokenPath     = "/dev/token"
+		initiatePath  = "/verification-srv/v2/setup/initiate/{type}"
+		enrollPath    = "/verification-srv/v2/setup/enroll/{type}"
+		statusPath    = "/verification-srv/verificationstatus/{status_id}"
+		eventsPath    = "/verification-srv/verificationstatus/{status_id}/events"
+		wsPath        = "/verification-srv/verificationstatus/{status_id}/ws"
+		authStartPath = "/verification-srv/authentication/{method}/initiation"
+		authCodePath  = "/verification-srv/authentication/{method}/verification"
+		jwksPath      = "/.well-known/jwks.json"
+		backupPath    = "/verification-srv/backupcodes"
+		lockoutPath   = "/verification-srv/admin/users/{sub}/lockout"
+	)
+	tokenFor := func(t *testing.T, sub, scope, clientID string) string {
+		t.Helper()
+		body := map[string]string{"sub": sub}
+		if scope != "" {
+			body["scope"] = scope
+		}
+		if clientID != "" {
+			body["client_id"] = clientID
+		}
+		var out struct{ Token string }
+		decode(t, do(t, apiRequest{Method: http.MethodPost, Template: tokenPath, Body: body}), http.StatusOK, &out)
+		return out.Token
+	}
+	// enrollDevice enrolls a TOTP device for the token's user with a typed code; it returns the
+	// secret and the code that enrolled it (spent: a sign-in refuses it as a replay).
+	enrollDevice := func(t *testing.T, token string) (secret, used string) {
+		t.Helper()
+		var in struct {
+			ExchangeID struct {
+				ExchangeID string `json:"exchange_id"`
+			} `json:"exchange_id"`
+			TOTPSecret string `json:"totp_secret"`
+		}
+		decode(t, do(t, apiRequest{Method: http.MethodPost, Template: initiatePath, Params: []string{"totp"}, Query: "qr=none", Token: token}), 200, &in)
+		used = si.code(t, in.TOTPSecret)
+		decode(t, do(t, apiRequest{Method: http.MethodPost, Template: enrollPath, Params: []string{"totp"}, Token: token,
+			Body: map[string]string{"exchange_id": in.ExchangeID.ExchangeID, "verification_code": used}}), 200, nil)
+		return in.TOTPSecret, used
+	}
+	type started struct {
+		ExchangeID struct {
+			ExchangeID string `json:"exchange_id"`
+		} `json:"exchange_id"`
+		StatusID string `json:"status_id"`
+		Sub      string `json:"sub"`
+	}
+	startAuth := func(t *testing.T, token, method string, body any) started {
+		t.Helper()
+		var in started
+		decode(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{method}, Token: token, Body: body}), 200, &in)
+		return in
+	}
+	verify := func(t *testing.T, token, method, exchangeID, code string) apiExchange {
+		t.Helper()
+		return do(t, apiRequest{Method: http.MethodPost, Template: authCodePath, Params: []string{method}, Token: token,
+			Body: map[string]string{"exchange_id": exchangeID, "pass_code": code}})
+	}
+	type result struct {
+		Status   string `json:"status"`
+		StatusID string `json:"status_id"`
+		Sub      string `json:"sub"`
+		Method   string `json:"method"`
+		PHID     string `json:"ph_id"`
+		MFAToken string `json:"mfa_token"`
+	}
+	type statusObj struct {
+		Status   string `json:"status"`
+		Type     string `json:"type"`
+		PHID     string `json:"ph_id"`
+		MFAToken string `json:"mfa_token"`
+	}
+	getStatus := func(t *testing.T, token, id string) statusObj {
+		t.Helper()
+		var s statusObj
+		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: statusPath, Params: []string{id}, Token: token}), 200, &s)
+		return s
+	}
+	// checkMFAToken validates the token's payload against MFATokenClaims and its signature with
+	// a stock JWT library against the JWKS, for the audience a relying app expects.
+	checkMFAToken := func(t *testing.T, tok, audience, amr string) {
+		t.Helper()
+		parts := strings.Split(tok, ".")
+		if len(parts) != 3 {
+			t.Fatalf("mfa_token %q is not a compact JWS", tok)
+		}
+		payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+		if err != nil {
+			t.Fatalf("mfa_token payload: %v", err)
+		}
+		c.validateJSON(t, "mfa_token payload", "#/components/schemas/MFATokenClaims", payload)
+		claims := si.verifyMFAToken(t, tok, audience)
+		if got := fmt.Sprint(claims["amr"]); got != amr {
+			t.Errorf("mfa_token amr %s, want %s", got, amr)
+		}
+	}
+
+	alice := tokenFor(t, "openapi-alice", "", "")
+	bob := tokenFor(t, "openapi-bob", "", "")
+	idp := tokenFor(t, "openapi-login-service", "openid mfa:verify", "shop-frontend")
+	admin := tokenFor(t, "openapi-ops", "mfa:admin", "")
+	secret, enrollCode := enrollDevice(t, alice)
+
+	t.Run("JWKS", func(t *testing.T) {
+		x := do(t, apiRequest{Method: http.MethodGet, Template: jwksPath})
+		decode(t, x, 200, nil)
+		if cc := x.Header.Get("Cache-Control"); cc != "public, max-age=300" {
+			t.Errorf("JWKS Cache-Control %q", cc)
+		}
+		do(t, apiRequest{Method: http.MethodGet, Template: jwksPath, Token: "not-a-jwt"}) // no token needed, a bad one ignored
+	})
+
+	t.Run("InitiationRefused", func(t *testing.T) {
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}}), 401, fault.Unauthorized)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: "not-a-jwt"}), 401, fault.Unauthorized)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"sms"}, Token: alice}), 404, fault.NotFound)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: alice,
+			Body: map[string]string{"usage_type": "PASSWORDLESS"}}), 400, fault.BadRequest)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: idp,
+			Body: map[string]string{"sub": strings.Repeat("x", 257)}}), 400, fault.BadRequest)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: alice,
+			Body: map[string]any{"context": map[string]string{"app": strings.Repeat("x", 257)}}}), 400, fault.BadRequest)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: alice, Body: `{"context":7}`}), 400, fault.BadRequest)
+		// A user token naming another sub.
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: bob,
+			Body: map[string]string{"sub": "openapi-alice"}}), 403, fault.Forbidden)
+		// No device; no recovery codes yet.
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: bob}), 409, fault.NoFactor)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"backupcode"}, Token: alice}), 409, fault.NoFactor)
+	})
+
+	var stepUp result
+	t.Run("StepUp", func(t *testing.T) {
+		in := startAuth(t, alice, "totp", map[string]string{"usage_type": "MULTIFACTOR_AUTHENTICATION"})
+		startAuth(t, alice, "TOTP", nil) // case-insensitive, empty body
+		if s := getStatus(t, alice, in.StatusID); s.Status != "INITIATED" || s.Type != "TOTP" {
+			t.Errorf("status after initiation %+v", s)
+		}
+		x := in.ExchangeID.ExchangeID
+		problem(t, verify(t, "", "totp", x, enrollCode), 401, fault.Unauthorized)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authCodePath, Params: []string{"totp"}, Token: alice,
+			Body: map[string]string{"exchange_id": x}}), 400, fault.BadRequest)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authCodePath, Params: []string{"totp"}, Token: alice, Body: "{"}), 400, fault.BadRequest)
+		problem(t, verify(t, alice, "sms", x, enrollCode), 404, fault.NotFound)
+		problem(t, verify(t, alice, "totp", "no-such-exchange", enrollCode), 404, fault.NotFound)
+		problem(t, verify(t, bob, "totp", x, enrollCode), 404, fault.NotFound)
+		// The code that enrolled the device is spent; so is nothing else yet.
+		problem(t, verify(t, alice, "totp", x, enrollCode), 400, fault.CodeReplayed)
+		si.nextStep()
+		code := si.code(t, secret)
+		problem(t, verify(t, alice, "totp", x, wrongCode(code)), 400, fault.InvalidCode) // Rackspace-style: retry the same exchange
+		problem(t, verify(t, alice, "totp", x, "12345"), 400, fault.InvalidCode)
+		decode(t, verify(t, alice, "totp", x, code), 200, &stepUp)
+		if stepUp.Status != "AUTHENTICATED" || stepUp.Method != "TOTP" || stepUp.PHID == "" || stepUp.StatusID != in.StatusID {
+			t.Fatalf("verification %+v", stepUp)
+		}
+		checkMFAToken(t, stepUp.MFAToken, "openapi-alice", "[otp]")
+		problem(t, verify(t, alice, "totp", x, code), 409, fault.Conflict)
+		if s := getStatus(t, alice, in.StatusID); s.Status != "AUTHENTICATED" || s.MFAToken == "" || s.PHID != stepUp.PHID {
+			t.Errorf("poll after verification %+v", s)
+		}
+		// Live status of an authentication: terminal, so each stream answers it once and ends.
+		ev := do(t, apiRequest{Method: http.MethodGet, Template: eventsPath, Params: []string{in.StatusID}, Query: "access_token=" + url.QueryEscape(alice)})
+		decode(t, ev, 200, nil)
+		if !bytes.Contains(ev.Body, []byte(`"AUTHENTICATED"`)) {
+			t.Errorf("SSE: %s", ev.Body)
+		}
+		ws := do(t, apiRequest{Method: http.MethodGet, Template: wsPath, Params: []string{in.StatusID}, Token: alice, Header: wsHandshake()})
+		decode(t, ws, http.StatusSwitchingProtocols, nil)
+		if len(ws.Messages) != 1 || !bytes.Contains(ws.Messages[0], []byte(`"mfa_token"`)) {
+			t.Errorf("ws messages %q, want the AUTHENTICATED status with its mfa_token", ws.Messages)
+		}
+		// A new authentication refuses the used code; cancelling ends it.
+		again := startAuth(t, alice, "totp", nil)
+		problem(t, verify(t, alice, "totp", again.ExchangeID.ExchangeID, code), 400, fault.CodeReplayed)
+		var cancelled statusObj
+		decode(t, do(t, apiRequest{Method: http.MethodDelete, Template: statusPath, Params: []string{again.StatusID}, Token: alice}), 200, &cancelled)
+		if cancelled.Status != "CANCELLED" {
+			t.Errorf("cancel %+v", cancelled)
+		}
+		problem(t, verify(t, alice, "totp", again.ExchangeID.ExchangeID, code), 409, fault.Conflict)
+		problem(t, do(t, apiRequest{Method: http.MethodDelete, Template: statusPath, Params: []string{in.StatusID}, Token: alice}), 409, fault.Conflict)
+	})
+
+	t.Run("IdentityProvider", func(t *testing.T) {
+		in := startAuth(t, idp, "totp", map[string]any{
+			"usage_type": "MULTIFACTOR_AUTHENTICATION", "sub": "openapi-alice",
+			"context": map[string]string{"app": "shop", "ip": "203.0.113.7", "user_agent": "Firefox", "other": "dropped"},
+		})
+		if in.Sub != "openapi-alice" {
+			t.Fatalf("initiation %+v", in)
+		}
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: idp,
+			Body: map[string]string{"sub": "openapi-nobody"}}), 409, fault.NoFactor)
+		si.nextStep()
+		code := si.code(t, secret)
+		problem(t, verify(t, idp, "totp", in.ExchangeID.ExchangeID, wrongCode(code)), 400, fault.InvalidCode)
+		var res result
+		decode(t, verify(t, idp, "totp", in.ExchangeID.ExchangeID, code), 200, &res)
+		checkMFAToken(t, res.MFAToken, "shop-frontend", "[otp]")
+		if s := getStatus(t, idp, in.StatusID); s.MFAToken == "" {
+			t.Errorf("the initiator's poll has no mfa_token: %+v", s)
+		}
+		if s := getStatus(t, alice, in.StatusID); s.Status != "AUTHENTICATED" || s.MFAToken != "" {
+			t.Errorf("the user's view of the login service's authentication %+v, want no mfa_token", s)
+		}
+	})
+
+	t.Run("RecoveryCodes", func(t *testing.T) {
+		var rs struct {
+			Remaining int        `json:"remaining"`
+			CreatedAt *time.Time `json:"created_at"`
+		}
+		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: backupPath, Token: alice}), 200, &rs)
+		if rs.Remaining != 0 || rs.CreatedAt != nil {
+			t.Errorf("before generating: %+v", rs)
+		}
+		problem(t, do(t, apiRequest{Method: http.MethodGet, Template: backupPath}), 401, fault.Unauthorized)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: backupPath}), 401, fault.Unauthorized)
+		var set struct{ Codes []string }
+		decode(t, do(t, apiRequest{Method: http.MethodPost, Template: backupPath, Token: alice}), 201, &set)
+		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: backupPath, Token: alice}), 200, &rs)
+		if rs.Remaining != len(set.Codes) || rs.CreatedAt == nil {
+			t.Errorf("after generating: %+v", rs)
+		}
+		in := startAuth(t, alice, "backupcode", nil)
+		problem(t, verify(t, alice, "totp", in.ExchangeID.ExchangeID, set.Codes[1]), 409, fault.Conflict) // the other method
+		problem(t, verify(t, alice, "backupcode", in.ExchangeID.ExchangeID, "not-a-code"), 400, fault.InvalidCode)
+		var res result
+		decode(t, verify(t, alice, "backupcode", in.ExchangeID.ExchangeID, strings.ToLower(set.Codes[0])), 200, &res)
+		if res.Method != "BACKUPCODE" || res.PHID != "" {
+			t.Errorf("recovery-code sign-in %+v", res)
+		}
+		checkMFAToken(t, res.MFAToken, "openapi-alice", "[kba]")
+		if s := getStatus(t, alice, in.StatusID); s.Type != "BACKUPCODE" || s.Status != "AUTHENTICATED" {
+			t.Errorf("status %+v", s)
+		}
+		again := startAuth(t, alice, "backupcode", nil)
+		problem(t, verify(t, alice, "backupcode", again.ExchangeID.ExchangeID, set.Codes[0]), 400, fault.CodeReplayed)
+		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: backupPath, Token: alice}), 200, &rs)
+		if rs.Remaining != len(set.Codes)-1 {
+			t.Errorf("remaining %d", rs.Remaining)
+		}
+	})
+
+	t.Run("Lockout", func(t *testing.T) {
+		carol := tokenFor(t, "openapi-carol", "", "")
+		carolSecret, _ := enrollDevice(t, carol)
+		var l struct {
+			Locked         bool       `json:"locked"`
+			LockedUntil    *time.Time `json:"locked_until"`
+			FailedAttempts int        `json:"failed_attempts"`
+		}
+		lock := func(token, sub string) apiExchange {
+			return do(t, apiRequest{Method: http.MethodGet, Template: lockoutPath, Params: []string{sub}, Token: token})
+		}
+		unlock := func(token, sub string) apiExchange {
+			return do(t, apiRequest{Method: http.MethodDelete, Template: lockoutPath, Params: []string{sub}, Token: token})
+		}
+		decode(t, lock(admin, "openapi-nobody"), 200, &l)
+		if l.Locked || l.FailedAttempts != 0 {
+			t.Errorf("lockout of a user without mistakes %+v", l)
+		}
+		si.nextStep()
+		right := si.code(t, carolSecret)
+		in := startAuth(t, carol, "totp", nil)
+		problem(t, verify(t, carol, "totp", in.ExchangeID.ExchangeID, wrongCode(right)), 400, fault.InvalidCode)
+		problem(t, verify(t, carol, "totp", in.ExchangeID.ExchangeID, wrongCode(right)), 400, fault.InvalidCode)
+		x := verify(t, carol, "totp", in.ExchangeID.ExchangeID, wrongCode(right))
+		problem(t, x, 429, fault.Locked)
+		if ra := x.Header.Get("Retry-After"); ra != "60" {
+			t.Errorf("Retry-After %q, want 60", ra)
+		}
+		problem(t, verify(t, carol, "totp", in.ExchangeID.ExchangeID, right), 429, fault.Locked) // a right code too
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: carol}), 429, fault.Locked)
+
+		decode(t, lock(admin, "openapi-carol"), 200, &l)
+		if !l.Locked || l.LockedUntil == nil {
+			t.Errorf("lockout %+v, want locked", l)
+		}
+		problem(t, lock(carol, "openapi-carol"), 403, fault.Forbidden)
+		problem(t, lock(idp, "openapi-carol"), 403, fault.Forbidden)
+		problem(t, lock("", "openapi-carol"), 401, fault.Unauthorized)
+		problem(t, lock(admin, strings.Repeat("x", 257)), 400, fault.BadRequest)
+		problem(t, unlock(carol, "openapi-carol"), 403, fault.Forbidden)
+		problem(t, unlock("", "openapi-carol"), 401, fault.Unauthorized)
+		problem(t, unlock(admin, strings.Repeat("x", 257)), 400, fault.BadRequest)
+		decode(t, unlock(admin, "openapi-carol"), 204, nil)
+		decode(t, unlock(admin, "openapi-carol"), 204, nil) // not locked: nothing changes
+		l.LockedUntil = nil
+		decode(t, lock(admin, "openapi-carol"), 200, &l)
+		if l.Locked || l.LockedUntil != nil || l.FailedAttempts != 0 {
+			t.Errorf("lockout after unlock %+v", l)
+		}
+		var res result
+		decode(t, verify(t, carol, "totp", in.ExchangeID.ExchangeID, right), 200, &res)
+	})
+
+	t.Run("Expired", func(t *testing.T) {
+		in := startAuth(t, alice, "totp", nil)
+		clock.Advance(5*time.Minute + time.Second)
+		if s := getStatus(t, alice, in.StatusID); s.Status != "EXPIRED" {
+			t.Errorf("status after MFA_VERIFICATION_TTL %+v", s)
+		}
+		problem(t, verify(t, alice, "totp", in.ExchangeID.ExchangeID, si.code(t, secret)), 410, fault.Expired)
+		problem(t, do(t, apiRequest{Method: http.MethodDelete, Template: statusPath, Params: []string{in.StatusID}, Token: alice}), 410, fault.Expired)
+		// Past the mfa_token's lifetime the status object no longer carries one.
+		if s := getStatus(t, alice, stepUp.StatusID); s.Status != "AUTHENTICATED" || s.MFAToken != "" {
+			t.Errorf("status 5 minutes after sign-in %+v, want no mfa_token", s)
+		}
+	})
+
+	t.Run("Router", func(t *testing.T) {
+		for _, r := range []apiRequest{
+			{Method: http.MethodGet, Template: authStartPath, Params: []string{"totp"}},
+			{Method: http.MethodPut, Template: authCodePath, Params: []string{"totp"}},
+			{Method: http.MethodPost, Template: jwksPath},
+			{Method: http.MethodDelete, Template: backupPath},
+			{Method: http.MethodPost, Template: lockoutPath, Params: []string{"openapi-carol"}},
+		} {
+			r.Token = admin
+			c.checkWrongMethod(t, sendAPI(t, st, r))
+		}
+		huge := `{"sub":"` + strings.Repeat("x", 1<<20) + `"}`
+		for _, r := range []apiRequest{
+			{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}},
+			{Method: http.MethodPost, Template: authCodePath, Params: []string{"totp"}},
+		} {
+			r.Token, r.Body = alice, huge
+			problem(t, do(t, r), 413, fault.PayloadTooLarge)
+		}
+	})
+
+	for key := range apiSignInOperations {
+		if _, ok := c.at(jsonPtr("#/paths", strings.SplitN(key, " ", 2)[1], strings.ToLower(strings.SplitN(key, " ", 2)[0]))); !ok {
+			t.Errorf("%s is not documented", key)
+			continue
+		}
+		var got []int
+		success := false
+		for code := range c.seen[key] {
+			got = append(got, code)
+			success = success || code/100 == 2
+		}
+		sort.Ints(got)
+		if !success {
+			t.Errorf("%s was never answered with a success (saw %v)", key, got)
+		} else {
+			t.Logf("%s: %v", key, got)
 		}
 	}
 }

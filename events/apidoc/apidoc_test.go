@@ -128,7 +128,7 @@ func TestDocument(t *testing.T) {
 	if info["title"] != "mfaflow" || info["version"] != "0.1.0" {
 		t.Errorf("info = %v %v, want mfaflow 0.1.0", info["title"], info["version"])
 	}
-	for _, must := range []string{"Bearer", "problem+json", "access_token", "Retry-After", "/events"} {
+	for _, must := range []string{"Bearer", "problem+json", "access_token", "Retry-After", "/events", "mfa:verify", "mfa:admin", "mfa_token", "jwks.json", "locked"} {
 		if d, _ := info["description"].(string); !strings.Contains(d, must) {
 			t.Errorf("info.description does not mention %s", must)
 		}
@@ -263,6 +263,7 @@ func TestResponseSchemasAreClosed(t *testing.T) {
 	open := map[string]bool{
 		// Request bodies: the server ignores unknown fields, so the schemas must allow them.
 		"InitiateRequest": true, "EnrollRequest": true, "RenameRequest": true, "TokenRequest": true,
+		"AuthInitiationRequest": true, "AuthVerificationRequest": true,
 		// The document itself grows with every route.
 		"OpenAPIDocument": true,
 	}
