@@ -7,12 +7,14 @@
 package kvdoc
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -205,24 +207,82 @@ func (r *Relay) watch(ctx context.Context) error {
 	}
 }
 
+// Markers of a record with work for the relay. Records are JSON written by this package, whose
+// outbox and purge fields are omitted when empty, so a value containing neither (most values the
+// relay sees: documents without events, and every value the relay's own clearing writes) is
+// skipped without being decoded. A document field that happens to contain the text only costs a
+// decode.
+var (
+	outboxMarker = []byte(`"outbox"`)
+	purgeMarker  = []byte(`"purge"`)
+)
+
 func (r *Relay) handle(ctx context.Context, e jetstream.KeyValueEntry, parked map[string]bool) {
-	var v pendingView
-	if err := json.Unmarshal(e.Value(), &v); err != nil {
+	if val := e.Value(); !bytes.Contains(val, outboxMarker) && !bytes.Contains(val, purgeMarker) {
+		return
+	}
+	raw, v, err := decodeRecord(e.Value())
+	if err != nil {
 		r.Log.Error("relay: undecodable record", "key", e.Key(), "err", err)
 		return
 	}
 	if len(v.Outbox) == 0 && !v.Purge {
 		return
 	}
-	if !r.flush(ctx, e, v) && ctx.Err() == nil {
+	if !r.flush(ctx, e, raw, v) && ctx.Err() == nil {
 		parked[e.Key()] = true
 	}
+}
+
+// decodeRecord decodes a record once: its fields stay raw, and only outbox and purge are read.
+func decodeRecord(val []byte) (map[string]json.RawMessage, pendingView, error) {
+	var raw map[string]json.RawMessage
+	var v pendingView
+	if err := json.Unmarshal(val, &raw); err != nil {
+		return nil, v, err
+	}
+	if b, ok := raw["outbox"]; ok {
+		if err := json.Unmarshal(b, &v.Outbox); err != nil {
+			return nil, v, err
+		}
+	}
+	if b, ok := raw["purge"]; ok {
+		if err := json.Unmarshal(b, &v.Purge); err != nil {
+			return nil, v, err
+		}
+	}
+	return raw, v, nil
+}
+
+// encodeRecord writes raw back as a JSON object with its values verbatim: they came from a
+// decoded record, so they are valid JSON and need no second pass through the encoder.
+func encodeRecord(raw map[string]json.RawMessage) ([]byte, error) {
+	keys := slices.Sorted(maps.Keys(raw))
+	n := 2
+	for _, k := range keys {
+		n += len(k) + len(raw[k]) + 4
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		qk, err := json.Marshal(k)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, qk...)
+		b = append(b, ':')
+		b = append(b, raw[k]...)
+	}
+	return append(b, '}'), nil
 }
 
 // flush publishes v's messages, retrying with back-off for up to ParkAfter, then clears them
 // from the key (or purges it). It reports false when a message could not be published, so the
 // caller parks the document.
-func (r *Relay) flush(ctx context.Context, entry jetstream.KeyValueEntry, v pendingView) bool {
+func (r *Relay) flush(ctx context.Context, entry jetstream.KeyValueEntry, raw map[string]json.RawMessage, v pendingView) bool {
 	key := entry.Key()
 	for _, m := range v.Outbox {
 		if !r.publish(ctx, m) {
@@ -246,10 +306,13 @@ func (r *Relay) flush(ctx context.Context, entry jetstream.KeyValueEntry, v pend
 				return true // deleted meanwhile, or a transient error: the next watch update retries
 			}
 		}
-		var raw map[string]json.RawMessage
-		var cur pendingView
-		if json.Unmarshal(e.Value(), &raw) != nil || json.Unmarshal(e.Value(), &cur) != nil {
-			return true
+		// The first attempt reuses the record handle decoded; a re-read is decoded once.
+		cur := v
+		if attempt > 0 {
+			var err error
+			if raw, cur, err = decodeRecord(e.Value()); err != nil {
+				return true
+			}
 		}
 		var err error
 		if cur.Purge {
@@ -258,7 +321,7 @@ func (r *Relay) flush(ctx context.Context, entry jetstream.KeyValueEntry, v pend
 			}
 			err = r.KV.Purge(ctx, key, jetstream.LastRevision(e.Revision()))
 		} else {
-			rest := slices.DeleteFunc(cur.Outbox, func(m outbox.Message) bool { return sent[m.ID] })
+			rest := slices.DeleteFunc(slices.Clone(cur.Outbox), func(m outbox.Message) bool { return sent[m.ID] })
 			if len(rest) == len(cur.Outbox) {
 				return true // already cleared by another relay
 			}
@@ -267,7 +330,7 @@ func (r *Relay) flush(ctx context.Context, entry jetstream.KeyValueEntry, v pend
 			} else if raw["outbox"], err = json.Marshal(rest); err != nil {
 				return true
 			}
-			data, merr := json.Marshal(raw)
+			data, merr := encodeRecord(raw)
 			if merr != nil {
 				return true
 			}

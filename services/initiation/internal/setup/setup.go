@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events/commands"
 )
 
 // MethodTOTP is the only verification type so far.
@@ -117,12 +118,14 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat)
 	if s.Now != nil {
 		now = s.Now
 	}
+	exchangeID := uuid.NewString()
 	in := Initiated{
-		ExchangeID: uuid.NewString(),
-		StatusID:   uuid.NewString(),
-		ExpiresAt:  now().UTC().Add(s.TTL).Truncate(time.Millisecond),
-		ClientID:   s.ClientID,
-		Sub:        sub,
+		ExchangeID: exchangeID,
+		// Named after the exchange id, the enrollment needs no exchange index in the status store.
+		StatusID:  commands.StatusIDFor(exchangeID),
+		ExpiresAt: now().UTC().Add(s.TTL).Truncate(time.Millisecond),
+		ClientID:  s.ClientID,
+		Sub:       sub,
 	}
 	// The URI must fit in a QR before anything is stored: a credential and an enrollment that
 	// nobody can scan would only linger until they expire.
