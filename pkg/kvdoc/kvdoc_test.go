@@ -251,3 +251,43 @@ func TestRelayParksARefusedMessage(t *testing.T) {
 		t.Fatalf("the refused message left its outbox: %s", e.Value())
 	}
 }
+
+// TestRelayKeepsTheDocumentVerbatim: clearing the outbox rewrites the record without decoding
+// the document, so a document survives byte for byte, even one whose text names the record's
+// own fields; a document written without events is left alone.
+func TestRelayKeepsTheDocumentVerbatim(t *testing.T) {
+	ctx := context.Background()
+	js, kv, s := setup(t)
+	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	startRelay(t, js, kv)
+	tricky := "\"outbox\":[], \"purge\":true, é \u2028 <&>"
+	if _, err := s.Create(ctx, "d.plain", doc{Name: tricky}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, "d.1", doc{Name: tricky}, msg("e1")); err != nil {
+		t.Fatal(err)
+	}
+	waitIDs(t, js, "e1")
+	want := `{"doc":{"name":"\"outbox\":[], \"purge\":true, é \u2028 \u003c\u0026\u003e"}}`
+	natstest.Eventually(t, 10*time.Second, func() error {
+		e, err := kv.Get(ctx, "d.1")
+		if err != nil {
+			return err
+		}
+		if string(e.Value()) != want {
+			return fmt.Errorf("value %s, want %s", e.Value(), want)
+		}
+		return nil
+	})
+	for _, key := range []string{"d.1", "d.plain"} {
+		got, _, err := s.Get(ctx, key)
+		if err != nil || got.Name != tricky {
+			t.Fatalf("Get %s = %+v, %v", key, got, err)
+		}
+	}
+	if e, err := kv.Get(ctx, "d.plain"); err != nil || e.Revision() != 1 {
+		t.Fatalf("document without events was rewritten: %v", err)
+	}
+}

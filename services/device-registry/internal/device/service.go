@@ -84,7 +84,7 @@ func (s *Service) CreatePending(ctx context.Context, statusID, sub string, expir
 	if err != nil {
 		return "", totp.Params{}, fmt.Errorf("create pending credential: %w", err)
 	}
-	phid := uuid.NewString()
+	phid := PHIDFor(statusID)
 	sealed, err := s.sealer.Seal([]byte(secret), []byte(phid))
 	if err != nil {
 		return "", totp.Params{}, fmt.Errorf("create pending credential: seal secret: %w", err)
@@ -103,6 +103,18 @@ func (s *Service) CreatePending(ctx context.Context, statusID, sub string, expir
 		return "", totp.Params{}, fmt.Errorf("create pending credential for %s: %w", statusID, err)
 	}
 	return secret, c.Params, nil
+}
+
+// phidNamespace derives the ph_id of an enrollment's credential from its status id.
+var phidNamespace = uuid.MustParse("5b1f0c9e-3d7a-4e62-9a1d-7c2e8f4b6a13")
+
+// PHIDFor is the ph_id of the credential that CreatePending makes for enrollment statusID: a
+// name-based UUID of the status id. One enrollment has one credential, so the ph_id is as unique
+// as the status id, and a store can find the credential of an enrollment without an index entry
+// of its own (and refuse a second create by the document's key alone). A ph_id is a handle, not
+// a capability: every device route checks the owner.
+func PHIDFor(statusID string) string {
+	return uuid.NewSHA1(phidNamespace, []byte(statusID)).String()
 }
 
 // Claim names the device an enrollment will register if its code is accepted: the credential's

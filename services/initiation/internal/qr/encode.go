@@ -3,6 +3,7 @@ package qr
 import (
 	"fmt"
 	"math/bits"
+	"sync"
 
 	"github.com/makiuchi-d/gozxing/qrcode/decoder"
 )
@@ -105,7 +106,7 @@ func (m matrix) dark(x, y int) bool { return m.mods[y*m.dim+x] != 0 }
 // scratch is the reusable working memory of encode.
 type scratch struct {
 	data, codewords, ec []byte
-	base, fn, trial     []byte
+	base, trial         []byte
 	lines               []line
 }
 
@@ -200,12 +201,45 @@ func encode(content string, s *scratch) (matrix, error) {
 		}
 	}
 
-	dim := 17 + 4*ver
+	l := layoutFor(ver)
+	dim := l.dim
 	s.base = grow(s.base, dim*dim)
-	s.fn = grow(s.fn, dim*dim)
-	base, fn := s.base, s.fn
-	clear(base)
-	clear(fn)
+	base := s.base
+	copy(base, l.base)
+	for bit, p := range l.pos[:len(cw)*8] {
+		base[p] = cw[bit>>3] >> (7 - bit&7) & 1
+	}
+	// Choose the mask with the lowest penalty, as gozxing (ZXing) does.
+	s.trial = grow(s.trial, dim*dim)
+	applyMask(s.trial, base, l.isData, dim, chooseMask(base, l, s))
+	return matrix{dim: dim, mods: s.trial}, nil
+}
+
+// layout is what every symbol of one version shares: the function patterns, which modules
+// hold data and in which order, and the data modules packed as the mask choice reads them.
+// It is computed once per version.
+type layout struct {
+	dim          int
+	base         []byte  // the function patterns (format area as for mask 0); data modules 0
+	isData       []byte  // 1 for the modules a mask applies to
+	pos          []int32 // the data modules in placement order
+	dataR, dataC []line  // isData packed by rows and by columns
+}
+
+var layouts [41]struct {
+	once sync.Once
+	l    *layout
+}
+
+func layoutFor(ver int) *layout {
+	e := &layouts[ver]
+	e.once.Do(func() { e.l = newLayout(ver) })
+	return e.l
+}
+
+func newLayout(ver int) *layout {
+	dim := 17 + 4*ver
+	base, fn := make([]byte, dim*dim), make([]byte, dim*dim)
 	set := func(x, y int, dark bool) {
 		v := byte(0)
 		if dark {
@@ -234,7 +268,7 @@ func encode(content string, s *scratch) (matrix, error) {
 	finder(3, 3)
 	finder(dim-4, 3)
 	finder(3, dim-4)
-	al := vi.align
+	al := versions[ver].align
 	for ai, ay := range al {
 		for aj, ax := range al {
 			last := len(al) - 1
@@ -264,8 +298,8 @@ func encode(content string, s *scratch) (matrix, error) {
 		}
 	}
 
-	// Data bits, in two-column strips from the right, alternately upwards and downwards.
-	bit, nbits := 0, len(cw)*8
+	// Data modules, in two-column strips from the right, alternately upwards and downwards.
+	var pos []int32
 	for right := dim - 1; right >= 1; right -= 2 {
 		if right == 6 {
 			right = 5
@@ -278,23 +312,22 @@ func encode(content string, s *scratch) (matrix, error) {
 			}
 			for j := range 2 {
 				x := right - j
-				p := y*dim + x
-				if fn[p] == 0 && bit < nbits {
-					base[p] = cw[bit>>3] >> (7 - bit&7) & 1
-					bit++
+				if p := y*dim + x; fn[p] == 0 {
+					pos = append(pos, int32(p))
 				}
 			}
 		}
 	}
-
-	// Choose the mask with the lowest penalty, as gozxing (ZXing) does.
 	// fn becomes the data module mask: 1 where a mask applies.
 	for i, f := range fn {
 		fn[i] = f ^ 1
 	}
-	s.trial = grow(s.trial, dim*dim)
-	applyMask(s.trial, base, fn, dim, chooseMask(base, fn, dim, s))
-	return matrix{dim: dim, mods: s.trial}, nil
+	l := &layout{dim: dim, base: base, isData: fn, pos: pos, dataR: make([]line, dim), dataC: make([]line, dim)}
+	for i := range dim {
+		l.dataR[i] = pack(fn[i*dim:], 1, dim)
+		l.dataC[i] = pack(fn[i:], dim, dim)
+	}
+	return l
 }
 
 func abs(x int) int {
@@ -422,18 +455,18 @@ var maskRows, maskCols = func() (r, c [8][12]line) {
 }()
 
 // chooseMask returns the mask with the lowest penalty, as gozxing (ZXing) chooses it. base is
-// the unmasked matrix, isData 1 for the modules a mask applies to.
-func chooseMask(base, isData []byte, dim int, s *scratch) int {
-	if cap(s.lines) < 6*dim {
-		s.lines = make([]line, 6*dim)
+// the unmasked matrix of layout l.
+func chooseMask(base []byte, l *layout, s *scratch) int {
+	dim := l.dim
+	if cap(s.lines) < 4*dim {
+		s.lines = make([]line, 4*dim)
 	}
-	ls := s.lines[:6*dim]
-	rows, cols, baseR, baseC, dataR, dataC := ls[:dim], ls[dim:2*dim], ls[2*dim:3*dim], ls[3*dim:4*dim], ls[4*dim:5*dim], ls[5*dim:]
+	ls := s.lines[:4*dim]
+	rows, cols, baseR, baseC := ls[:dim], ls[dim:2*dim], ls[2*dim:3*dim], ls[3*dim:]
+	dataR, dataC := l.dataR, l.dataC
 	for i := range dim {
 		baseR[i] = pack(base[i*dim:], 1, dim)
 		baseC[i] = pack(base[i:], dim, dim)
-		dataR[i] = pack(isData[i*dim:], 1, dim)
-		dataC[i] = pack(isData[i:], dim, dim)
 	}
 	best, bestPenalty := 0, int(^uint(0)>>1)
 	for mask := range 8 {

@@ -88,7 +88,7 @@ func TestMatchesGozxing(t *testing.T) {
 		got := make([]byte, m.dim*m.dim)
 		rows, cols := make([]line, m.dim), make([]line, m.dim)
 		for mask := range 8 {
-			applyMask(got, s.base, s.fn, m.dim, mask)
+			applyMask(got, s.base, layoutFor(ver).isData, m.dim, mask)
 			want := zxingMatrix(t, c, mask)
 			sameAs(t, fmt.Sprintf("%s, mask %d", name, mask), got, m.dim, want)
 			// And the penalty must be ZXing's, for the mask choice to be.

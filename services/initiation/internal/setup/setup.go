@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events/commands"
 )
 
 // MethodTOTP is the only verification type so far.
@@ -117,12 +118,14 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat)
 	if s.Now != nil {
 		now = s.Now
 	}
+	exchangeID := uuid.NewString()
 	in := Initiated{
-		ExchangeID: uuid.NewString(),
-		StatusID:   uuid.NewString(),
-		ExpiresAt:  now().UTC().Add(s.TTL).Truncate(time.Millisecond),
-		ClientID:   s.ClientID,
-		Sub:        sub,
+		ExchangeID: exchangeID,
+		// Named after the exchange id, the enrollment needs no exchange index in the status store.
+		StatusID:  commands.StatusIDFor(exchangeID),
+		ExpiresAt: now().UTC().Add(s.TTL).Truncate(time.Millisecond),
+		ClientID:  s.ClientID,
+		Sub:       sub,
 	}
 	// The URI must fit in a QR before anything is stored: a credential and an enrollment that
 	// nobody can scan would only linger until they expire.
@@ -173,18 +176,30 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat)
 // uri builds the otpauth URI: the Key Uri Format authenticator apps read
 // (otpauth://totp/ISSUER:ACCOUNT?secret=…&issuer=…&algorithm=…&digits=…&period=…) plus cidaas's
 // eid (exchange id), burl (where the companion reports back), cid, sub and t.
+//
+// It writes what url.Values.Encode and url.URL.String would (keys in sorted order, values
+// query-escaped, the label path-escaped) without their map and intermediate strings; the test
+// holds it to them.
 func (s *Service) uri(in Initiated, cred Credential) string {
-	q := url.Values{}
-	q.Set("secret", cred.Secret)
-	q.Set("issuer", s.Issuer)
-	q.Set("algorithm", cred.Algorithm)
-	q.Set("digits", strconv.Itoa(cred.Digits))
-	q.Set("period", strconv.Itoa(cred.Period))
-	q.Set("eid", in.ExchangeID)
-	q.Set("burl", s.PublicURL)
-	q.Set("cid", s.ClientID)
-	q.Set("sub", in.Sub)
-	q.Set("t", "totp")
-	u := url.URL{Scheme: "otpauth", Host: "totp", Path: "/" + s.Issuer + ":" + in.Sub, RawQuery: q.Encode()}
-	return u.String()
+	var b strings.Builder
+	b.Grow(200 + 3*(2*len(s.Issuer)+2*len(in.Sub)+len(s.PublicURL)+len(cred.Secret)+len(s.ClientID)+len(in.ExchangeID)))
+	b.WriteString("otpauth://totp")
+	b.WriteString((&url.URL{Path: "/" + s.Issuer + ":" + in.Sub}).EscapedPath())
+	param := func(sep byte, k, v string) {
+		b.WriteByte(sep)
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(url.QueryEscape(v))
+	}
+	param('?', "algorithm", cred.Algorithm)
+	param('&', "burl", s.PublicURL)
+	param('&', "cid", s.ClientID)
+	param('&', "digits", strconv.Itoa(cred.Digits))
+	param('&', "eid", in.ExchangeID)
+	param('&', "issuer", s.Issuer)
+	param('&', "period", strconv.Itoa(cred.Period))
+	param('&', "secret", cred.Secret)
+	param('&', "sub", in.Sub)
+	param('&', "t", "totp")
+	return b.String()
 }

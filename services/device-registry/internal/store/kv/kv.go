@@ -4,10 +4,16 @@
 // Keys in the bucket:
 //
 //	c.<ph_id>                       the credential document (pkg/kvdoc: document + outbox)
-//	s.<status_id>                   → ph_id: finds the credential of an enrollment
+//	s.<status_id>                   → ph_id: finds the credential of an enrollment, only for
+//	                                  credentials whose ph_id is not device.PHIDFor(status_id)
 //	u.<sha256(sub)[:32 hex]>.<ph_id> → ph_id: lists a user's credentials
 //
-// JetStream writes one key atomically, so a create touches three keys in an order that leaves
+// A credential whose ph_id is device.PHIDFor(status_id) (every one the registry makes now) needs
+// no status index: its document key follows from the status id, and the document's Create
+// refuses a second credential for the enrollment. Credentials with other ph_ids (made before,
+// or by tests) keep the s. entry, and GetByStatusID falls back to it.
+//
+// JetStream writes one key atomically, so a create touches up to three keys in an order that leaves
 // only harmless leftovers after a crash: the index entries come first, and readers check that
 // an index entry points to a document that agrees with it. The sub is hashed because it is
 // free text chosen by an identity provider and key tokens are not.
@@ -71,28 +77,40 @@ func subPrefix(sub string) string {
 }
 func subKey(sub, phid string) string { return subPrefix(sub) + "." + phid }
 
-// Create claims the enrollment's index first, so that of two creates for one enrollment the
-// second fails before writing anything.
+// Create claims the enrollment first, so that of two creates for one enrollment the second fails
+// before writing a document: by the document's key when the ph_id derives from the status id,
+// otherwise by the status index.
 func (s *Store) Create(ctx context.Context, c device.Credential) (device.Credential, error) {
 	if !validToken(c.PHID) || !validToken(c.StatusID) {
 		return device.Credential{}, fmt.Errorf("kv create: ph_id and status_id must be key tokens: %w", device.ErrInvalid)
 	}
-	if _, err := s.kv.Create(ctx, statusKey(c.StatusID), []byte(c.PHID)); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return device.Credential{}, fmt.Errorf("kv create: status %s: %w", c.StatusID, device.ErrConflict)
+	indexed := c.PHID != device.PHIDFor(c.StatusID)
+	if indexed {
+		if _, err := s.kv.Create(ctx, statusKey(c.StatusID), []byte(c.PHID)); err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				return device.Credential{}, fmt.Errorf("kv create: status %s: %w", c.StatusID, device.ErrConflict)
+			}
+			return device.Credential{}, fmt.Errorf("kv create: index status %s: %w", c.StatusID, err)
 		}
-		return device.Credential{}, fmt.Errorf("kv create: index status %s: %w", c.StatusID, err)
 	}
 	// The user index is written before the document, so no document is ever unlisted; an
 	// entry left without a document (a crash, a duplicate ph_id) is skipped by ListBySub.
+	// Writing it again for a derived ph_id that already exists rewrites the same value.
 	if _, err := s.kv.Put(ctx, subKey(c.Sub, c.PHID), []byte(c.PHID)); err != nil {
-		s.release(ctx, c.StatusID)
+		if indexed {
+			s.release(ctx, c.StatusID)
+		}
 		return device.Credential{}, fmt.Errorf("kv create: index sub: %w", err)
 	}
 	rev, err := s.docs.Create(ctx, docKey(c.PHID), toDoc(c))
 	if err != nil {
-		s.release(ctx, c.StatusID)
+		if indexed {
+			s.release(ctx, c.StatusID)
+		}
 		if errors.Is(err, kvdoc.ErrExists) {
+			if !indexed {
+				return device.Credential{}, fmt.Errorf("kv create: status %s: %w", c.StatusID, device.ErrConflict)
+			}
 			return device.Credential{}, fmt.Errorf("kv create: ph_id %s: %w", c.PHID, device.ErrConflict)
 		}
 		return device.Credential{}, fmt.Errorf("kv create: %w", err)
@@ -119,10 +137,18 @@ func (s *Store) Get(ctx context.Context, phid string) (device.Credential, error)
 	return toDomain(d, rev), nil
 }
 
-// GetByStatusID follows the status index and checks that the document agrees with it.
+// GetByStatusID reads the document at the ph_id derived from the status id, else follows the
+// status index, and checks that the document agrees.
 func (s *Store) GetByStatusID(ctx context.Context, statusID string) (device.Credential, error) {
 	if !validToken(statusID) {
 		return device.Credential{}, fmt.Errorf("kv get status %q: %w", statusID, device.ErrNotFound)
+	}
+	c, err := s.Get(ctx, device.PHIDFor(statusID))
+	if err == nil && c.StatusID == statusID {
+		return c, nil
+	}
+	if err != nil && !errors.Is(err, device.ErrNotFound) {
+		return device.Credential{}, err
 	}
 	e, err := s.kv.Get(ctx, statusKey(statusID))
 	if err != nil {
@@ -131,7 +157,7 @@ func (s *Store) GetByStatusID(ctx context.Context, statusID string) (device.Cred
 		}
 		return device.Credential{}, fmt.Errorf("kv get status %s: %w", statusID, err)
 	}
-	c, err := s.Get(ctx, string(e.Value()))
+	c, err = s.Get(ctx, string(e.Value()))
 	if err != nil {
 		return device.Credential{}, err
 	}
@@ -199,7 +225,7 @@ func (s *Store) Remove(ctx context.Context, c device.Credential, msgs ...outbox.
 	// The document is already gone for every reader, so failing here would only make the
 	// caller retry a removal that happened. Leftover entries are skipped by readers.
 	_ = s.kv.Delete(ctx, subKey(c.Sub, c.PHID))
-	if validToken(c.StatusID) {
+	if validToken(c.StatusID) && c.PHID != device.PHIDFor(c.StatusID) {
 		// Only the entry that names this credential: never another one's claim on the id.
 		if e, err := s.kv.Get(ctx, statusKey(c.StatusID)); err == nil && string(e.Value()) == c.PHID {
 			_ = s.kv.Delete(ctx, statusKey(c.StatusID), jetstream.LastRevision(e.Revision()))

@@ -163,6 +163,47 @@ func Run(t *testing.T, newStore func(t *testing.T) device.Store) {
 		}
 	})
 
+	// The registry names a pending credential device.PHIDFor(status_id); a backend may find it by
+	// that name instead of an index, but the contract is the same as for any other ph_id.
+	t.Run("DerivedPHID", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		want := Derived(Credential("alice"))
+		other := MustCreate(t, s, Credential("alice"))
+		created := MustCreate(t, s, want)
+		got, err := s.GetByStatusID(ctx, want.StatusID)
+		if err != nil {
+			t.Fatalf("GetByStatusID: %v", err)
+		}
+		assertEqual(t, got, created)
+		if got, err := s.GetByStatusID(ctx, other.StatusID); err != nil || got.PHID != other.PHID {
+			t.Fatalf("GetByStatusID of a credential with another ph_id: %v, %v", got.PHID, err)
+		}
+		// A second credential for the enrollment is refused, whoever asks, and changes nothing.
+		for _, sub := range []string{"alice", "bob"} {
+			again := Derived(Credential(sub))
+			again.StatusID = want.StatusID
+			again.PHID = device.PHIDFor(want.StatusID)
+			if _, err := s.Create(ctx, again); !errors.Is(err, device.ErrConflict) {
+				t.Fatalf("second Create for the enrollment by %s: %v, want ErrConflict", sub, err)
+			}
+		}
+		assertPHIDs(t, mustList(t, s, "alice"), other.PHID, created.PHID)
+		assertPHIDs(t, mustList(t, s, "bob"))
+		if got, err := s.GetByStatusID(ctx, want.StatusID); err != nil || got.Sub != "alice" || got.Version != created.Version {
+			t.Fatalf("after refused creates: %+v, %v", got, err)
+		}
+		if err := s.Remove(ctx, created); err != nil {
+			t.Fatalf("Remove: %v", err)
+		}
+		if _, err := s.GetByStatusID(ctx, want.StatusID); !errors.Is(err, device.ErrNotFound) {
+			t.Errorf("GetByStatusID after Remove: %v, want ErrNotFound", err)
+		}
+		assertPHIDs(t, mustList(t, s, "alice"), other.PHID)
+		if _, err := s.GetByStatusID(ctx, uuid.NewString()); !errors.Is(err, device.ErrNotFound) {
+			t.Errorf("GetByStatusID of an unknown enrollment: %v, want ErrNotFound", err)
+		}
+	})
+
 	t.Run("ListBySubIsolatesUsers", func(t *testing.T) {
 		s, ctx := newStore(t), t.Context()
 		a1 := MustCreate(t, s, Credential("alice"))
@@ -294,6 +335,12 @@ func Credential(sub string) device.Credential {
 		CreatedAt:    now,
 		ExpiresAt:    now.Add(10 * time.Minute),
 	}
+}
+
+// Derived returns c named as the registry names pending credentials: device.PHIDFor(c.StatusID).
+func Derived(c device.Credential) device.Credential {
+	c.PHID = device.PHIDFor(c.StatusID)
+	return c
 }
 
 // Verified returns c as it is after activation, with every optional field set.

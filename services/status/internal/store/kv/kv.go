@@ -3,7 +3,10 @@
 // Keys in the bucket:
 //
 //	e.<status_id>              the enrollment document (with its outbox, see pkg/kvdoc)
-//	x.<exchange_id>            → status_id, so the companion can find an enrollment by exchange id
+//	x.<exchange_id>            → status_id, so the companion can find an enrollment by exchange id;
+//	                           not written when status_id is commands.StatusIDFor(exchange_id)
+//	                           (what initiation sends), since the key then follows from the
+//	                           exchange id
 //	o.<unix_expiry>.<status_id> an index of open enrollments, so the expiry sweep lists keys
 //	                           instead of reading every enrollment ever made
 package kv
@@ -18,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
@@ -138,11 +142,27 @@ func (s *Store) Create(ctx context.Context, e enrollment.Enrollment, msgs ...out
 	if !validID(e.ID) || !validID(e.ExchangeID) {
 		return e, fmt.Errorf("create enrollment: %w: malformed id", enrollment.ErrBadRequest)
 	}
-	if _, err := s.kv.Create(ctx, exchangeKey(e.ExchangeID), []byte(e.ID)); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return e, fmt.Errorf("create enrollment: %w: exchange id taken", enrollment.ErrConflict)
+	// An enrollment named after its exchange id needs no exchange index: a second one with the
+	// exchange id would have the same status id, which the document's Create refuses.
+	// Otherwise (an id from an older initiation) the exchange index claims the exchange id, and
+	// an enrollment named after it must not hold it already. The reverse order (an indexed
+	// enrollment first, then one named after the same exchange id) is not checked, to keep the
+	// common create at two writes: exchange ids are random UUIDs from initiation, so only a
+	// caller that reuses one could meet it.
+	if derived := commands.StatusIDFor(e.ExchangeID); e.ID != derived {
+		if _, err := s.kv.Create(ctx, exchangeKey(e.ExchangeID), []byte(e.ID)); err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				return e, fmt.Errorf("create enrollment: %w: exchange id taken", enrollment.ErrConflict)
+			}
+			return e, fmt.Errorf("create enrollment: %w", err)
 		}
-		return e, fmt.Errorf("create enrollment: %w", err)
+		if _, _, err := s.docs.Get(ctx, docKey(derived)); !errors.Is(err, kvdoc.ErrNotFound) {
+			_ = s.kv.Delete(ctx, exchangeKey(e.ExchangeID))
+			if err == nil {
+				return e, fmt.Errorf("create enrollment: %w: exchange id taken", enrollment.ErrConflict)
+			}
+			return e, fmt.Errorf("create enrollment: %w", err)
+		}
 	}
 	rev, err := s.docs.Create(ctx, docKey(e.ID), toDoc(e), msgs...)
 	if err != nil {
@@ -177,6 +197,13 @@ func (s *Store) Get(ctx context.Context, id string) (enrollment.Enrollment, erro
 func (s *Store) GetByExchangeID(ctx context.Context, exchangeID string) (enrollment.Enrollment, error) {
 	if !validID(exchangeID) {
 		return enrollment.Enrollment{}, enrollment.ErrNotFound
+	}
+	e, err := s.Get(ctx, commands.StatusIDFor(exchangeID))
+	if err == nil && e.ExchangeID == exchangeID {
+		return e, nil
+	}
+	if err != nil && !errors.Is(err, enrollment.ErrNotFound) {
+		return enrollment.Enrollment{}, err
 	}
 	entry, err := s.kv.Get(ctx, exchangeKey(exchangeID))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 )
@@ -76,6 +77,48 @@ func Run(t *testing.T, newStore func(t *testing.T) enrollment.Store) {
 		sameID.ID = e.ID
 		if _, err := s.Create(ctx, sameID); !errors.Is(err, enrollment.ErrConflict) {
 			t.Fatalf("same status id: %v", err)
+		}
+	})
+	// Initiation names enrollments commands.StatusIDFor(exchange_id); a backend may find them by
+	// that name instead of an index, but the contract is the same as for any other status id.
+	t.Run("NamedAfterExchangeID", func(t *testing.T) {
+		s := newStore(t)
+		e := fresh(now.Add(time.Minute))
+		e.ID = commands.StatusIDFor(e.ExchangeID)
+		created, err := s.Create(ctx, e, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := s.Create(ctx, fresh(now.Add(time.Minute)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []enrollment.Enrollment{created, other} {
+			got, err := s.GetByExchangeID(ctx, want.ExchangeID)
+			if err != nil || got.ID != want.ID || got.Version != want.Version {
+				t.Fatalf("GetByExchangeID(%s): %+v, %v; want %s", want.ExchangeID, got, err, want.ID)
+			}
+		}
+		// The exchange id belongs to one enrollment, however the second is named.
+		again := fresh(now.Add(time.Minute))
+		again.ExchangeID, again.ID = e.ExchangeID, e.ID
+		if _, err := s.Create(ctx, again); !errors.Is(err, enrollment.ErrConflict) {
+			t.Fatalf("same exchange id and status id: %v", err)
+		}
+		sameExchange := fresh(now.Add(time.Minute))
+		sameExchange.ExchangeID = e.ExchangeID
+		if _, err := s.Create(ctx, sameExchange); !errors.Is(err, enrollment.ErrConflict) {
+			t.Fatalf("same exchange id, another status id: %v", err)
+		}
+		if _, err := s.Get(ctx, sameExchange.ID); !errors.Is(err, enrollment.ErrNotFound) {
+			t.Fatalf("refused create left an enrollment: %v", err)
+		}
+		if got, err := s.GetByExchangeID(ctx, e.ExchangeID); err != nil || got.ID != e.ID {
+			t.Fatalf("after refused creates: %+v, %v", got, err)
+		}
+		// A status id that merely looks derived finds nothing by an unknown exchange id.
+		if _, err := s.GetByExchangeID(ctx, uuid.NewString()); !errors.Is(err, enrollment.ErrNotFound) {
+			t.Fatalf("unknown exchange id: %v", err)
 		}
 	})
 	t.Run("UpdateIsCompareAndSet", func(t *testing.T) {

@@ -1,0 +1,106 @@
+package tests_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/protocol"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/tests/harness"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestInitiationWrites holds an initiation to the keys it needs: the registry's credential and
+// user index, the status service's enrollment and open index, and no status or exchange index
+// (the ids are derived: status_id = commands.StatusIDFor(exchange_id), ph_id from status_id).
+// Then the relay publishes the initiated event and clears the outbox.
+func TestInitiationWrites(t *testing.T) {
+	st := harness.Start(t, harness.Options{}, nil)
+	rec := st.RecordEvents(t)
+	token := st.Token(t, "writes@example.com")
+	const n = 3
+	var statusIDs, exchangeIDs []string
+	for range n {
+		in := initiate(t, st, token, "?qr=none")
+		if want := commands.StatusIDFor(in.ExchangeID.ExchangeID); in.StatusID != want {
+			t.Fatalf("status_id %s, want StatusIDFor(exchange_id) = %s", in.StatusID, want)
+		}
+		statusIDs = append(statusIDs, in.StatusID)
+		exchangeIDs = append(exchangeIDs, in.ExchangeID.ExchangeID)
+	}
+	nc, err := nats.Connect(st.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	keys := func(bucket string) map[string][]string {
+		kv, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks, err := kv.Keys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byPrefix := map[string][]string{}
+		for _, k := range ks {
+			p, rest, _ := strings.Cut(k, ".")
+			byPrefix[p] = append(byPrefix[p], rest)
+		}
+		return byPrefix
+	}
+	reg := keys("mfa_devices")
+	if len(reg["c"]) != n || len(reg["u"]) != n || len(reg) != 2 {
+		t.Errorf("registry keys %v: want %d credentials and %d user index entries, nothing else", reg, n, n)
+	}
+	stat := keys("mfa_enrollments")
+	if len(stat["e"]) != n || len(stat["o"]) != n || len(stat) != 2 {
+		t.Errorf("status keys %v: want %d enrollments and %d open index entries, nothing else", stat, n, n)
+	}
+	for _, id := range statusIDs {
+		if !slices.Contains(stat["e"], id) {
+			t.Errorf("no enrollment e.%s", id)
+		}
+	}
+	for _, id := range statusIDs {
+		rec.WaitTypes(t, id, events.EnrollmentInitiated)
+	}
+	kv, err := js.KeyValue(ctx, "mfa_enrollments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		for _, id := range statusIDs {
+			e, err := kv.Get(ctx, "e."+id)
+			if err != nil {
+				return err
+			}
+			if strings.Contains(string(e.Value()), `"outbox"`) {
+				return fmt.Errorf("e.%s still holds its outbox: %s", id, e.Value())
+			}
+		}
+		return nil
+	})
+	// The companion finds each enrollment by its exchange id, without an index.
+	phone := dial(t, st)
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for i, x := range exchangeIDs {
+		ack, err := phone.Scan(sctx, x, protocol.Device{DeviceID: fmt.Sprintf("writes-phone-%d", i)})
+		if err != nil || ack.Status != "SCANNED" || ack.StatusID != statusIDs[i] {
+			t.Fatalf("scan %s = %+v, %v; want SCANNED %s", x, ack, err, statusIDs[i])
+		}
+	}
+}
