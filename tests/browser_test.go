@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/tests/harness"
 )
@@ -27,19 +29,35 @@ const artifactsDir = "artifacts"
 
 // TestDemoPage drives the dev stack's demo page in headless Chromium as a person would: start an
 // enrollment, watch the status go INITIATED → SCANNED → ENROLLED live while the reference
-// companion plays the phone, then rename and remove the device — all without a reload.
+// companion plays the phone, save the recovery codes shown once, sign in with a later TOTP code
+// and with a recovery code (AUTHENTICATED live, the mfa_token decoded), get locked by wrong codes
+// and see the countdown end, then rename and remove the device — all without a reload.
+//
+// The stack runs on a test clock close to the real one, so the test moves to the next TOTP step
+// instead of waiting 30 seconds for it.
 func TestDemoPage(t *testing.T) {
 	chromium := findChromium()
 	if chromium == "" {
 		t.Skip("chromium not installed (apt-get install chromium); browser test skipped")
 	}
-	st := harness.Start(t, harness.Options{}, nil)
-	demoPage(t, chromium, st, st.URL+"/")
+	// 10 s into a TOTP step, so ±1 step never straddles a boundary mid-test.
+	clock := testkit.NewClock(time.Now().UTC().Truncate(30 * time.Second).Add(10 * time.Second))
+	st := harness.Start(t, harness.Options{Clock: clock.Now, SweepInterval: 50 * time.Millisecond}, map[string]string{
+		"MFA_LOCKOUT_THRESHOLD": "3",
+		"MFA_LOCKOUT_DURATION":  "3s",
+	})
+	demoPage(t, chromium, st, st.URL+"/", clock)
 }
 
 // demoPage runs the browser flow against the page at pageURL, served by (or in front of) st.
-func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+// With the stack's test clock (see TestDemoPage) it also runs the sign-in part, which needs a
+// later TOTP step than the enrollment's; without one, only enrollment, recovery codes and devices.
+func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, clock ...*testkit.Clock) {
+	now := time.Now
+	if len(clock) > 0 && clock[0] != nil {
+		now = clock[0].Now
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
 		chromedp.ExecPath(chromium),
@@ -148,7 +166,7 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string) 
 	do("see SCANNED live", chromedp.WaitVisible(chromedp.CSS(`#status[data-status="SCANNED"]`)))
 
 	// 4. The companion proves the code: the page shows ENROLLED and lists the device.
-	code, err := totp.Code(enr.Secret, time.Now(), enr.Params)
+	code, err := totp.Code(enr.Secret, now(), enr.Params)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,6 +199,31 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string) 
 	name, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(device+` .device-name`)))
 	if err != nil || name != dev.Name {
 		t.Errorf("device name on the page %q, want %q (%v)", name, dev.Name, err)
+	}
+
+	// 4b. The first enrollment brings a set of recovery codes, shown once; they can be copied
+	// and downloaded, and are gone from the page once dismissed.
+	codes := demoRecoveryCodes(t, ctx, do, eval, console)
+	screenshot("demo-recovery-codes.png")
+	do("dismiss the recovery codes",
+		chromedp.Click(chromedp.ID("codes-dismiss")),
+		chromedp.WaitNotVisible(chromedp.ID("codes-panel")),
+		chromedp.WaitVisible(chromedp.ID("codes-regen")),
+	)
+	var leftover struct {
+		Items    int
+		InPage   bool
+		Selected string
+	}
+	eval("look for the dismissed codes", fmt.Sprintf(`({Items: document.querySelectorAll('#recovery-codes li').length,
+		InPage: document.documentElement.outerHTML.includes(%q), Selected: String(getSelection())})`, codes[0]), &leftover)
+	if leftover.Items != 0 || leftover.InPage || strings.Contains(leftover.Selected, codes[0]) {
+		t.Errorf("recovery codes still in the page after dismissing: %+v", leftover)
+	}
+	pollText(t, ctx, console, "#codes-remaining", fmt.Sprintf("%d remaining", len(codes)))
+
+	if len(clock) > 0 && clock[0] != nil {
+		demoSignIn(t, ctx, do, eval, console, screenshot, clock[0], user, enr, code, codes)
 	}
 
 	// 5. Rename the device in the page; the page and the API both show the new name.
@@ -220,7 +263,8 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string) 
 	}
 	screenshot("demo-end.png")
 
-	if bad := console.problems(); len(bad) > 0 {
+	// The wrong codes and the lock are 400 and 429 answers, which the browser logs; nothing else.
+	if bad := console.problems(http.StatusBadRequest, http.StatusTooManyRequests); len(bad) > 0 {
 		t.Errorf("the page logged errors (CSP violations or exceptions):\n%s", strings.Join(bad, "\n"))
 	}
 }
@@ -269,14 +313,214 @@ func (c *consoleLog) dump() string {
 }
 
 // problems lists exceptions and errors the page logged. A CSP violation is a console error.
-func (c *consoleLog) problems() []string {
+// The browser's network log entries for the given answer statuses are expected, not problems.
+func (c *consoleLog) problems(expected ...int) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []string
 	for _, m := range c.msgs {
+		if m.Source == "network" && slices.ContainsFunc(expected, func(status int) bool {
+			return strings.Contains(m.Text, fmt.Sprintf("status of %d ", status))
+		}) {
+			continue
+		}
 		if m.IsException() || m.Type == chromedp.ConsoleError {
 			out = append(out, fmt.Sprintf("%s: %s (%s:%d)", m.Type, m.Text, m.URL, m.Line+1))
 		}
 	}
 	return out
+}
+
+type (
+	doFunc   func(what string, steps ...chromedp.Action[chromedp.Void])
+	evalFunc func(what, expr string, out any)
+)
+
+// recoveryCodeShape is how the registry prints a recovery code: two groups of five symbols.
+var recoveryCodeShape = regexp.MustCompile(`^[0-9A-Z]{5}-[0-9A-Z]{5}$`)
+
+// demoRecoveryCodes checks the recovery codes the page shows after the first enrollment, copies
+// and downloads them, and returns them.
+func demoRecoveryCodes(t *testing.T, ctx context.Context, do doFunc, eval evalFunc, console *consoleLog) []string {
+	t.Helper()
+	do("see the recovery codes",
+		chromedp.WaitVisible(chromedp.ID("codes-panel")),
+		chromedp.WaitVisible(chromedp.CSS(`#recovery-codes li:nth-child(10) code`)),
+	)
+	var codes []string
+	eval("read the recovery codes", `Array.from(document.querySelectorAll('#recovery-codes li code'), c => c.textContent)`, &codes)
+	if len(codes) < 10 {
+		t.Fatalf("%d recovery codes on the page, want at least 10: %v", len(codes), codes)
+	}
+	for _, c := range codes {
+		if !recoveryCodeShape.MatchString(c) {
+			t.Errorf("recovery code %q is not XXXXX-XXXXX", c)
+		}
+	}
+	pollText(t, ctx, console, "#codes-remaining", fmt.Sprintf("%d remaining", len(codes)))
+
+	// Copy: the clipboard when the browser allows it, else the codes are selected for Ctrl+C.
+	do("copy the recovery codes", chromedp.Click(chromedp.ID("codes-copy")))
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('codes-copy').textContent === 'Copied' ||
+		document.getElementById('codes-announce').textContent.includes('Ctrl+C')`, chromedp.WithPollingTimeout(5*time.Second))); err != nil {
+		t.Fatalf("copy gave no feedback: %v\nbrowser console:\n%s", err, console.dump())
+	}
+	// Download: the page builds a text file as a Blob; catch the blob to read what it holds.
+	do("download the recovery codes",
+		chromedp.Evaluate[chromedp.Void](`(() => { const create = URL.createObjectURL.bind(URL);
+			URL.createObjectURL = (b) => { b.text().then(t => { window.__download = t; }); return create(b); }; })()`),
+		chromedp.Click(chromedp.ID("codes-download")),
+	)
+	file, err := chromedp.Run(ctx, chromedp.Poll[string](`window.__download`, chromedp.WithPollingTimeout(5*time.Second)))
+	if err != nil {
+		t.Fatalf("download built no file: %v\nbrowser console:\n%s", err, console.dump())
+	}
+	for _, c := range codes {
+		if !strings.Contains(file, c+"\n") {
+			t.Errorf("downloaded file lacks %s:\n%s", c, file)
+		}
+	}
+	return codes
+}
+
+// demoSignIn signs in on the page: TOTP (the enrollment code is refused as already used, the next
+// step's code authenticates live), then a recovery code, then wrong codes until the lock, whose
+// countdown re-enables the form.
+func demoSignIn(t *testing.T, ctx context.Context, do doFunc, eval evalFunc, console *consoleLog, screenshot func(string),
+	clock *testkit.Clock, user string, enr companion.Enrollment, enrollCode string, codes []string) {
+	t.Helper()
+	attempts := 0
+	start := func(what, method string) {
+		t.Helper()
+		do(what,
+			chromedp.Click(chromedp.ID("method-"+method)),
+			chromedp.Click(chromedp.ID("signin-start")),
+			chromedp.WaitVisible(chromedp.CSS(`#signin-status[data-status="INITIATED"]`)),
+			chromedp.WaitNotVisible(chromedp.ID("signin-done")),
+		)
+		// The live stream is open before any code is typed, so AUTHENTICATED comes from it.
+		pollText(t, ctx, console, "#signin-transport", "Live updates: server-sent events")
+		attempts = 0 // the page counts the answers per sign-in
+	}
+	submit := func(what, code string) {
+		t.Helper()
+		attempts++
+		do(what,
+			chromedp.WaitEnabled(chromedp.ID("signin-submit")),
+			chromedp.SetValue(chromedp.ID("signin-code"), code),
+			chromedp.Click(chromedp.ID("signin-submit")),
+		)
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`document.getElementById('signin-form').dataset.attempts === '%d'`, attempts),
+			chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+			t.Fatalf("%s: no answer on the page: %v\nbrowser console:\n%s", what, err, console.dump())
+		}
+	}
+	type jwtParts struct{ Header, Payload map[string]any }
+	claims := func(what string) jwtParts {
+		t.Helper()
+		do(what,
+			chromedp.WaitVisible(chromedp.CSS(`#signin-status[data-status="AUTHENTICATED"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#signin-done[data-source="live"] #claims-payload`)),
+		)
+		var raw struct{ Header, Payload, Success, JWKS string }
+		eval("read the decoded mfa_token", `({Header: document.getElementById('claims-header').textContent,
+			Payload: document.getElementById('claims-payload').textContent,
+			Success: document.getElementById('signin-success').textContent,
+			JWKS: document.getElementById('jwks-link').getAttribute('href')})`, &raw)
+		var out jwtParts
+		if err := json.Unmarshal([]byte(raw.Header), &out.Header); err != nil {
+			t.Fatalf("decoded header %q: %v", raw.Header, err)
+		}
+		if err := json.Unmarshal([]byte(raw.Payload), &out.Payload); err != nil {
+			t.Fatalf("decoded payload %q: %v", raw.Payload, err)
+		}
+		if !strings.HasPrefix(raw.Success, "Authenticated") || raw.JWKS != "/.well-known/jwks.json" {
+			t.Errorf("success line %q, JWKS link %q", raw.Success, raw.JWKS)
+		}
+		if out.Header["alg"] != "ES256" || out.Header["kid"] == nil || out.Payload["sub"] != user {
+			t.Errorf("decoded mfa_token header %v, payload %v; want ES256 with a kid, for %s", out.Header, out.Payload, user)
+		}
+		return out
+	}
+
+	// 7. TOTP: the enrollment's code was used already; the next step's code authenticates.
+	start("start a TOTP sign-in", "totp")
+	submit("submit the enrollment code again", enrollCode)
+	do("see the replay refused",
+		chromedp.WaitVisible(chromedp.CSS(`#signin-error[data-code="code_replayed"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#signin-status[data-status="INITIATED"]`)),
+	)
+	if msg, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("signin-error"))); err != nil || !strings.Contains(msg, "already used, wait for the next") {
+		t.Errorf("replay message %q (%v)", msg, err)
+	}
+	clock.Advance(30 * time.Second)
+	next, err := totp.Code(enr.Secret, clock.Now(), enr.Params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit("submit the next code", next)
+	jwt := claims("see AUTHENTICATED live")
+	if fmt.Sprint(jwt.Payload["amr"]) != "[otp]" || jwt.Payload["status_id"] == nil || jwt.Payload["exp"] == nil {
+		t.Errorf("TOTP mfa_token claims %v, want amr [otp], status_id and exp", jwt.Payload)
+	}
+	if txt, _ := chromedp.Run(ctx, chromedp.TextContent(chromedp.ID("signin-announce"))); !strings.Contains(txt, "AUTHENTICATED") {
+		t.Errorf("sign-in live region says %q, want the AUTHENTICATED announcement", txt)
+	}
+	screenshot("demo-signed-in.png")
+
+	// 8. A recovery code works once, and the count goes down.
+	start("start a recovery-code sign-in", "backupcode")
+	submit("submit a recovery code", codes[0])
+	if jwt := claims("see AUTHENTICATED live with a recovery code"); fmt.Sprint(jwt.Payload["amr"]) != "[kba]" {
+		t.Errorf("recovery-code mfa_token amr %v, want [kba]", jwt.Payload["amr"])
+	}
+	pollText(t, ctx, console, "#codes-remaining", fmt.Sprintf("%d remaining", len(codes)-1))
+
+	// 9. Wrong codes until the lock: the lock shows with a countdown from Retry-After, the form
+	// is off, and when the countdown reaches 0 the form works again.
+	start("start a TOTP sign-in to fail", "totp")
+	for i := 0; ; i++ {
+		if i == 10 {
+			t.Fatal("10 wrong codes and no lock on the page")
+		}
+		submit(fmt.Sprintf("submit wrong code %d", i+1), wrongCode(next))
+		var lockShown bool
+		eval("is the lock shown", `!document.getElementById('lock').hidden`, &lockShown)
+		if lockShown {
+			break
+		}
+		do("see the wrong code refused", chromedp.WaitVisible(chromedp.CSS(`#signin-error[data-code="invalid_code"]`)))
+	}
+	var lock struct {
+		Seconds, Text, DateTimeOK         string
+		Submit, Start, Input, ErrorHidden bool
+	}
+	eval("read the lock", `(() => { const c = document.getElementById('lock-countdown'); return {Seconds: c.dataset.seconds, Text: c.textContent,
+		Submit: document.getElementById('signin-submit').disabled, Start: document.getElementById('signin-start').disabled,
+		Input: document.getElementById('signin-code').disabled, ErrorHidden: document.getElementById('signin-error').hidden,
+		DateTimeOK: String(/^PT\d+S$/.test(c.dateTime))}; })()`, &lock)
+	if lock.Seconds == "" || lock.Seconds == "0" || !strings.HasPrefix(lock.Text, "0:0") || !lock.Submit || !lock.Start || !lock.Input ||
+		!lock.ErrorHidden || lock.DateTimeOK != "true" {
+		t.Errorf("lock on the page = %+v, want a running countdown, the form off and no other error", lock)
+	}
+	screenshot("demo-locked.png")
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('lock').hidden && !document.getElementById('signin-submit').disabled &&
+		!document.getElementById('signin-code').disabled && !document.getElementById('signin-start').disabled`, chromedp.WithPollingTimeout(15*time.Second))); err != nil {
+		t.Fatalf("the lock countdown never re-enabled the form: %v\nbrowser console:\n%s", err, console.dump())
+	}
+	if txt, _ := chromedp.Run(ctx, chromedp.TextContent(chromedp.ID("signin-announce"))); !strings.Contains(txt, "lock is over") {
+		t.Errorf("sign-in live region after the lock says %q", txt)
+	}
+}
+
+// pollText waits until the element sel shows exactly want.
+func pollText(t *testing.T, ctx context.Context, console *consoleLog, sel, want string) {
+	t.Helper()
+	s, _ := json.Marshal(sel)
+	w, _ := json.Marshal(want)
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`document.querySelector(%s)?.textContent === %s`, s, w),
+		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		got, _ := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
+		t.Fatalf("%s shows %q, want %q: %v\nbrowser console:\n%s", sel, got, want, err, console.dump())
+	}
 }

@@ -121,3 +121,23 @@ func TestMountOnRouter(t *testing.T) {
 		}
 	}
 }
+
+// TestPageHasSignInAndRecovery: the page carries the recovery-code and sign-in sections, each
+// with its own polite live region, and the script decodes the mfa_token in the browser.
+func TestPageHasSignInAndRecovery(t *testing.T) {
+	h := web.Handler()
+	_, page := get(t, h, http.MethodGet, "/")
+	for _, want := range []string{`id="recovery"`, `id="codes-announce" class="visually-hidden" aria-live="polite"`,
+		`id="signin"`, `id="signin-announce" class="visually-hidden" aria-live="polite"`, `for="signin-code"`,
+		`id="lock-countdown"`, `href="/.well-known/jwks.json"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("index.html lacks %s", want)
+		}
+	}
+	_, js := get(t, h, http.MethodGet, "/static/app.js")
+	for _, want := range []string{"/verification-srv/authentication/", "/verification-srv/backupcodes", "new TextDecoder()", "URL.createObjectURL(new Blob(", "Retry-After"} {
+		if !strings.Contains(js, want) {
+			t.Errorf("app.js lacks %s", want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 // mfaflow demo page: a plain client of the public HTTP API (no framework, no build step).
 // Flow: dev token → initiate → QR + live status (SSE, polling as fallback) → typed code or
-// companion CLI → devices (list, rename, remove).
+// companion CLI → recovery codes (shown once) → devices (list, rename, remove); and sign-in with
+// a TOTP or recovery code: initiation → live status → code → AUTHENTICATED + decoded mfa_token.
 
 const $ = (id) => document.getElementById(id);
 
@@ -40,10 +41,11 @@ const state = {
 // ---- HTTP ---------------------------------------------------------------------------------
 
 class Problem extends Error {
-  constructor(status, body = {}) {
+  constructor(status, body = {}, retryAfter = 0) {
     super(body.detail || body.title || `HTTP ${status}`);
     this.status = status;
     this.code = body.code || '';
+    this.retryAfter = retryAfter; // seconds, from a 429's Retry-After
   }
 }
 
@@ -71,7 +73,7 @@ async function api(method, path, body, token = state.token) {
   const data = await res.json().catch(() => ({}));
   if (!res.ok) {
     if (res.status === 401 && token === state.token) state.token = '';
-    throw new Problem(res.status, data);
+    throw new Problem(res.status, data, parseInt(res.headers.get('Retry-After'), 10) || 0);
   }
   return data;
 }
@@ -213,6 +215,7 @@ function apply(s) {
     $('done').hidden = false;
     $('done').textContent = 'Done! The device is registered; you can rename or remove it below.';
     loadDevices({ sub: enr.sub, token: enr.token });
+    loadRecovery({ sub: enr.sub, token: enr.token }, true);
   }
 }
 
@@ -363,6 +366,7 @@ async function loadDevices(owner) {
   showError('devices-error', null);
   try {
     state.owner = owner || await ensureToken();
+    if (!owner) loadRecovery(state.owner, false);
     const list = await api('GET', '/device-srv/devices', undefined, state.owner.token);
     $('devices').replaceChildren(...list.map(deviceItem));
     $('devices').dataset.count = String(list.length);
@@ -413,4 +417,384 @@ function deviceItem(d) {
   };
   show();
   return li;
+}
+
+// ---- recovery codes -----------------------------------------------------------------------
+// After the first enrollment the page generates a set and shows it once; dismissing removes the
+// codes from the DOM (and from memory). The count of unused codes comes from GET.
+
+const recovery = { owner: null, codes: null };
+
+function codesAnnounce(msg) { $('codes-announce').textContent = msg; }
+
+function setRemaining(n) {
+  const b = $('codes-remaining');
+  b.dataset.remaining = String(n);
+  b.textContent = n === null ? 'no set yet' : `${n} remaining`;
+}
+
+// loadRecovery shows the recovery state of owner; with generate, a user without any set gets one.
+async function loadRecovery(owner, generate) {
+  showError('codes-error', null);
+  recovery.owner = owner;
+  $('recovery').hidden = false;
+  try {
+    const st = await api('GET', '/verification-srv/backupcodes', undefined, owner.token);
+    if (recovery.owner !== owner) return;
+    if (!st.created_at && generate) return await generateCodes(owner);
+    if (!recovery.codes) setRemaining(st.created_at ? st.remaining : null);
+  } catch (e) { showError('codes-error', e); }
+}
+
+async function generateCodes(owner) {
+  const set = await api('POST', '/verification-srv/backupcodes', undefined, owner.token);
+  if (recovery.owner !== owner) return;
+  recovery.codes = set.codes;
+  $('recovery-codes').replaceChildren(...set.codes.map((c) => h('li', {}, h('code', {}, c))));
+  $('codes-panel').hidden = false;
+  $('codes-regen-row').hidden = true;
+  setRemaining(set.codes.length);
+  $('h-recovery').focus();
+  codesAnnounce(`${set.codes.length} recovery codes generated. Save them now; they are shown only once.`);
+}
+
+function codesText() {
+  return [`mfaflow recovery codes for ${recovery.owner.sub}`, `generated ${new Date().toISOString()}`,
+    'Each code works once.', '', ...recovery.codes, ''].join('\n');
+}
+
+$('codes-copy').addEventListener('click', async () => {
+  const b = $('codes-copy');
+  let done = false;
+  try {
+    await navigator.clipboard.writeText(recovery.codes.join('\n'));
+    done = true;
+  } catch {
+    // No clipboard API (insecure context, denied permission): select the list instead, and try
+    // the old copy command on the selection.
+    const range = document.createRange();
+    range.selectNodeContents($('recovery-codes'));
+    const sel = getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    try { done = document.execCommand('copy'); } catch { done = false; }
+  }
+  if (!done) return codesAnnounce('The codes are selected; press Ctrl+C to copy them.');
+  b.textContent = 'Copied';
+  codesAnnounce('Recovery codes copied to the clipboard.');
+  setTimeout(() => { b.textContent = 'Copy'; }, 1500);
+});
+
+$('codes-download').addEventListener('click', () => {
+  const url = URL.createObjectURL(new Blob([codesText()], { type: 'text/plain' }));
+  const a = h('a', { href: url, download: `mfaflow-recovery-codes-${recovery.owner.sub.replace(/[^\w.-]+/g, '_')}.txt`, hidden: '' });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 30000);
+  codesAnnounce('Recovery codes downloaded as a text file.');
+});
+
+$('codes-dismiss').addEventListener('click', () => {
+  recovery.codes = null;
+  $('recovery-codes').replaceChildren(); // gone from the page, not just hidden
+  $('codes-panel').hidden = true;
+  $('codes-regen-row').hidden = false;
+  codesAnnounce('Recovery codes hidden. They cannot be shown again; generate a new set if you lose them.');
+  $('h-recovery').focus();
+  loadRecovery(recovery.owner, false);
+});
+
+$('codes-regen').addEventListener('click', () => {
+  $('codes-confirm').hidden = false;
+  $('codes-regen-row').hidden = true;
+  $('codes-confirm-yes').focus();
+});
+
+$('codes-confirm-no').addEventListener('click', () => {
+  $('codes-confirm').hidden = true;
+  $('codes-regen-row').hidden = false;
+  $('codes-regen').focus();
+});
+
+$('codes-confirm-yes').addEventListener('click', () => busy($('codes-confirm-yes'), async () => {
+  showError('codes-error', null);
+  try {
+    await generateCodes(recovery.owner);
+    $('codes-confirm').hidden = true;
+  } catch (e) { showError('codes-error', e); }
+}));
+
+// ---- sign-in with a code ------------------------------------------------------------------
+
+const AUTH_TERMINAL = new Set(['AUTHENTICATED', 'DENIED', 'EXPIRED', 'CANCELLED', 'FAILED']);
+const AUTH_TEXT = {
+  INITIATED: 'Waiting for your code.',
+  AUTHENTICATED: 'Authenticated.',
+  EXPIRED: 'This sign-in expired before a code was accepted. Start again.',
+  CANCELLED: 'This sign-in was cancelled. Start again.',
+  FAILED: 'This sign-in failed. Start again.',
+  DENIED: 'This sign-in was denied.',
+};
+const SIGNIN_HINT = {
+  invalid_code: 'Wrong code. Check the code and try again.',
+  code_replayed: 'This code was already used, wait for the next one.',
+  no_factor: 'Nothing to sign in with for this user yet.',
+  expired: 'This sign-in has expired; start a new one.',
+  conflict: 'This sign-in is already finished, or does not take this kind of code; start a new one.',
+  locked: 'Locked: too many wrong codes.',
+};
+const NO_FACTOR = {
+  totp: 'This user has no authenticator app enrolled: enroll one above first.',
+  backupcode: 'This user has no recovery codes: they are generated after the first enrollment.',
+};
+
+const auth = {
+  cur: null, // {statusId, exchangeId, method, sub, token, mfaToken}
+  status: '', es: null, pollTimer: 0, fallbackTimer: 0, lockTimer: 0, lockUntil: 0, attempts: 0,
+};
+
+function signinAnnounce(msg) { $('signin-announce').textContent = msg; }
+function signinTransport(msg) { $('signin-transport').textContent = msg; }
+
+function signinError(err) {
+  const p = $('signin-error');
+  if (!err) {
+    p.hidden = true;
+    delete p.dataset.code;
+    return p.replaceChildren();
+  }
+  p.dataset.code = err.code || '';
+  const hint = err.code === 'no_factor' ? NO_FACTOR[auth.cur?.method || methodChoice()] : SIGNIN_HINT[err.code];
+  if (hint) {
+    // The stable code picks the message; the server's detail is the fine print.
+    p.replaceChildren(h('strong', {}, hint), ' ', h('span', { class: 'detail' }, err.message), ' (', h('code', { class: 'code-tag' }, err.code), ')');
+  } else showError('signin-error', err);
+  p.hidden = false;
+}
+
+const methodChoice = () => document.querySelector('input[name="signin-method"]:checked').value;
+
+function setCodeInput(method) {
+  const input = $('signin-code');
+  input.value = '';
+  input.removeAttribute('aria-invalid');
+  if (method === 'backupcode') {
+    $('signin-code-label').textContent = 'Recovery code (XXXXX-XXXXX)';
+    input.inputMode = 'text';
+    input.autocomplete = 'off';
+    input.maxLength = 16;
+    input.classList.add('recovery-input');
+    $('signin-code-hint').textContent = 'Each recovery code works once; it is spent when accepted.';
+  } else {
+    $('signin-code-label').textContent = '6-digit code from the app';
+    input.inputMode = 'numeric';
+    input.autocomplete = 'one-time-code';
+    input.maxLength = 6;
+    input.classList.remove('recovery-input');
+    $('signin-code-hint').textContent = 'Each code works once: after using one, wait for the next.';
+  }
+}
+
+function stopAuthWatching() {
+  if (auth.es) auth.es.close();
+  auth.es = null;
+  clearTimeout(auth.pollTimer);
+  clearTimeout(auth.fallbackTimer);
+  auth.pollTimer = 0;
+}
+
+function locked() { return auth.lockUntil > Date.now(); }
+
+// setSigninEnabled turns the sign-in controls on or off: off while locked, and the code form
+// only while an authentication is pending.
+function setSigninEnabled() {
+  const lock = locked();
+  $('signin-start').disabled = lock;
+  const pending = !!auth.cur && !AUTH_TERMINAL.has(auth.status);
+  for (const e of $('signin-form').elements) e.disabled = lock || !pending;
+  // A finished sign-in takes no more codes: its form goes, as the enrollment's does.
+  $('signin-form').hidden = $('signin-code-hint').hidden = !pending;
+}
+
+$('signin-start-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  if (locked()) return;
+  signinError(null);
+  busy($('signin-start'), async () => {
+    const method = methodChoice();
+    try {
+      const { sub, token } = await ensureToken();
+      const res = await api('POST', `/verification-srv/authentication/${method}/initiation`, { usage_type: 'MULTIFACTOR_AUTHENTICATION' }, token);
+      beginAuth(res, method, sub, token);
+    } catch (e) {
+      if (e.code === 'locked') lockFor(e.retryAfter); // the lock panel says it all
+      else signinError(e);
+    }
+  }).then(setSigninEnabled);
+});
+
+function beginAuth(res, method, sub, token) {
+  stopAuthWatching();
+  auth.cur = { statusId: res.status_id, exchangeId: res.exchange_id.exchange_id, method, sub: res.sub || sub, token, mfaToken: '' };
+  auth.status = '';
+  auth.attempts = 0;
+  $('signin-form').dataset.attempts = '0';
+  $('signin-done').hidden = true;
+  $('claims-header').textContent = $('claims-payload').textContent = '';
+  setCodeInput(method);
+  $('signin-flow').hidden = false;
+  $('signin-start').textContent = 'Start a new sign-in';
+  applyAuth({ status: 'INITIATED', id: res.status_id }, 'initiation');
+  watchAuth();
+  $('signin-code').focus();
+}
+
+// applyAuth shows a status of the authentication on screen; source says where it came from
+// ("live" for the event stream, "poll" for the fallback).
+function applyAuth(s, source) {
+  const cur = auth.cur;
+  if (!cur || (s.id && s.id !== cur.statusId)) return;
+  if (s.mfa_token) cur.mfaToken = s.mfa_token;
+  if (s.status === auth.status || AUTH_TERMINAL.has(auth.status)) return;
+  auth.status = s.status;
+  const badge = $('signin-status');
+  badge.dataset.status = s.status;
+  badge.textContent = s.status;
+  $('signin-status-text').textContent = AUTH_TEXT[s.status] || '';
+  signinAnnounce(`Sign-in ${s.status}. ${AUTH_TEXT[s.status] || ''}`);
+  setSigninEnabled();
+  if (!AUTH_TERMINAL.has(s.status)) return;
+  stopAuthWatching();
+  if (s.status !== 'AUTHENTICATED') return;
+  signinError(null);
+  const done = $('signin-done');
+  done.dataset.source = source;
+  $('signin-success').textContent = `Authenticated as ${s.sub || cur.sub} with ${cur.method === 'backupcode' ? 'a recovery code' : 'an authenticator code'}${source === 'live' ? ' (seen live)' : ''}.`;
+  showClaims(cur.mfaToken);
+  done.hidden = false;
+  if (cur.method === 'backupcode' && recovery.owner && recovery.owner.sub === cur.sub) loadRecovery(recovery.owner, false);
+}
+
+function watchAuth() {
+  const cur = auth.cur;
+  if (forcePoll || !('EventSource' in window)) return pollAuth();
+  const es = new EventSource(`/verification-srv/verificationstatus/${path(cur.statusId)}/events?access_token=${encodeURIComponent(cur.token)}`);
+  auth.es = es;
+  signinTransport('Live updates: server-sent events (connecting…)');
+  es.onopen = () => signinTransport('Live updates: server-sent events');
+  es.addEventListener('status', (e) => { if (auth.es === es) applyAuth(JSON.parse(e.data), 'live'); });
+  es.onerror = () => {
+    if (auth.es !== es) return;
+    if (es.readyState === EventSource.CLOSED) {
+      es.close();
+      auth.es = null;
+      signinTransport(`Polling every ${POLL_MS / 1000} s (the event stream is unavailable)`);
+      pollAuth();
+    } else signinTransport('Live updates: reconnecting…');
+  };
+}
+
+// pollAuth reads the status once and, while polling is the transport, schedules the next read.
+async function pollAuth(once = false) {
+  const cur = auth.cur;
+  if (!cur) return;
+  try {
+    const s = await api('GET', `/verification-srv/verificationstatus/${path(cur.statusId)}`, undefined, cur.token);
+    if (cur === auth.cur) applyAuth(s, 'poll');
+  } catch (e) {
+    if (cur === auth.cur && e.code !== 'too_many_requests') signinTransport(`Status check failed: ${e.message}`);
+  }
+  if (!once && !auth.es && cur === auth.cur && !AUTH_TERMINAL.has(auth.status)) auth.pollTimer = setTimeout(() => pollAuth(), POLL_MS);
+}
+
+$('signin-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const cur = auth.cur;
+  const input = $('signin-code');
+  if (!cur || locked()) return;
+  let code = input.value.trim();
+  if (cur.method === 'totp') code = code.replace(/\s/g, '');
+  if (cur.method === 'totp' ? !/^\d{6}$/.test(code) : !code) {
+    input.setAttribute('aria-invalid', 'true');
+    signinError(null);
+    showError('signin-error', cur.method === 'totp' ? 'Enter the 6 digits your authenticator app shows.' : 'Enter one of your recovery codes.');
+    return input.focus();
+  }
+  busy($('signin-submit'), async () => {
+    try {
+      const res = await api('POST', `/verification-srv/authentication/${cur.method}/verification`, { exchange_id: cur.exchangeId, pass_code: code }, cur.token);
+      if (cur !== auth.cur) return;
+      if (res.mfa_token) cur.mfaToken = res.mfa_token;
+      input.removeAttribute('aria-invalid');
+      signinError(null);
+      if (!AUTH_TERMINAL.has(auth.status)) {
+        $('signin-status-text').textContent = 'Code accepted; waiting for the live status…';
+        // The stream normally says AUTHENTICATED within milliseconds; if it does not, ask once.
+        clearTimeout(auth.fallbackTimer);
+        auth.fallbackTimer = setTimeout(() => { if (cur === auth.cur && !AUTH_TERMINAL.has(auth.status)) pollAuth(true); }, 3000);
+      }
+    } catch (e) {
+      if (cur !== auth.cur) return;
+      input.setAttribute('aria-invalid', 'true');
+      if (e.code === 'locked') lockFor(e.retryAfter); // the lock panel says it all
+      else signinError(e);
+      if (e.code === 'expired' || e.code === 'conflict') pollAuth(true);
+      input.select();
+    } finally {
+      $('signin-form').dataset.attempts = String(++auth.attempts);
+    }
+  }).then(setSigninEnabled);
+});
+
+// lockFor shows the lock and counts down from Retry-After; at 0 the form works again.
+function lockFor(seconds) {
+  auth.lockUntil = Date.now() + Math.max(1, seconds || 60) * 1000;
+  clearInterval(auth.lockTimer);
+  signinError(null);
+  $('lock').hidden = false;
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((auth.lockUntil - Date.now()) / 1000));
+    const t = $('lock-countdown');
+    t.textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')}`;
+    t.dateTime = `PT${left}S`;
+    t.dataset.seconds = String(left);
+    if (left > 0) return;
+    clearInterval(auth.lockTimer);
+    auth.lockUntil = 0;
+    $('lock').hidden = true;
+    signinError(null);
+    setSigninEnabled();
+    signinAnnounce('The lock is over: you can try a code again.');
+    if (!$('signin-code').disabled) $('signin-code').focus();
+    else $('signin-start').focus();
+  };
+  tick();
+  auth.lockTimer = setInterval(tick, 250);
+  setSigninEnabled();
+  signinAnnounce(`Locked after too many wrong codes. Try again in ${Math.ceil((auth.lockUntil - Date.now()) / 1000)} seconds.`);
+}
+
+// ---- mfa_token display --------------------------------------------------------------------
+
+// b64urlJSON decodes one base64url part of a JWT into an object (UTF-8 JSON).
+function b64urlJSON(part) {
+  const b64 = part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '=');
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  return JSON.parse(new TextDecoder().decode(bytes));
+}
+
+function showClaims(token) {
+  const parts = String(token || '').split('.');
+  if (parts.length !== 3) {
+    $('claims-header').textContent = '';
+    $('claims-payload').textContent = token ? 'The mfa_token is not a JWT.' : 'No mfa_token was returned to this caller.';
+    return;
+  }
+  try {
+    $('claims-header').textContent = JSON.stringify(b64urlJSON(parts[0]), null, 2);
+    $('claims-payload').textContent = JSON.stringify(b64urlJSON(parts[1]), null, 2);
+  } catch {
+    $('claims-payload').textContent = 'The mfa_token could not be decoded.';
+  }
 }
