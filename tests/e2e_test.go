@@ -129,7 +129,7 @@ func TestEndToEnd(t *testing.T) {
 
 	var methods []map[string]any
 	st.MustJSON(t, http.MethodGet, "/verification-srv/config/list", alice, nil, http.StatusOK, &methods)
-	if len(methods) != 1 || methods[0]["verificationType"] != "TOTP" || methods[0]["active"] != true {
+	if len(methods) != 2 || methods[0]["verificationType"] != "TOTP" || methods[0]["active"] != true || methods[1]["verificationType"] != "BACKUPCODE" {
 		t.Fatalf("methods = %v", methods)
 	}
 

@@ -91,7 +91,7 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 	}
 	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format)
 	if errors.Is(err, setup.ErrUnsupportedMethod) {
-		err = fault.New(fault.NotFound, "unsupported verification type; see /verification-srv/config/list")
+		err = fault.New(fault.NotFound, "unsupported verification type: only totp is enrolled here (recovery codes come from POST /verification-srv/backupcodes)")
 	}
 	if errors.Is(err, setup.ErrSubTooLong) {
 		err = fault.New(fault.BadRequest, "the user id (sub claim) is too long to fit in a QR code")

@@ -16,8 +16,11 @@ import (
 	"github.com/mfaflow/mfaflow/events/commands"
 )
 
-// MethodTOTP is the only verification type so far.
-const MethodTOTP = "TOTP"
+// Verification types. Only TOTP is enrolled through Initiate.
+const (
+	MethodTOTP       = "TOTP"
+	MethodBackupCode = "BACKUPCODE"
+)
 
 // ErrUnsupportedMethod: the verification type is not offered.
 var ErrUnsupportedMethod = errors.New("unsupported verification type")
@@ -94,7 +97,13 @@ type Method struct {
 }
 
 // Methods lists the verification types mfaflow offers.
-func (s *Service) Methods() []Method { return []Method{{Type: MethodTOTP, Active: true}} }
+//
+// TOTP is enrolled through Initiate; BACKUPCODE (recovery codes) is generated with
+// POST /verification-srv/backupcodes instead, and both sign in through
+// /verification-srv/authentication/{method}.
+func (s *Service) Methods() []Method {
+	return []Method{{Type: MethodTOTP, Active: true}, {Type: MethodBackupCode, Active: true}}
+}
 
 // Initiated is a started enrollment, with everything the user needs to scan it.
 type Initiated struct {
