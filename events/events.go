@@ -63,8 +63,17 @@ const (
 	VerificationLocked Type = "mfa.verification.locked"
 	// VerificationExpired: the authentication reached expires_at before it succeeded.
 	VerificationExpired Type = "mfa.verification.expired"
-	// VerificationCancelled: the caller cancelled the authentication.
+	// VerificationCancelled: the caller cancelled the authentication (or a newer push replaced it).
 	VerificationCancelled Type = "mfa.verification.cancelled"
+	// VerificationDenied: the user denied a push sign-in, or answered it with the wrong number.
+	VerificationDenied Type = "mfa.verification.denied"
+
+	// Push events have the authentication's status id as CloudEvent subject.
+
+	// PushSent: a push challenge went out to the user's push-capable devices.
+	PushSent Type = "mfa.push.sent"
+	// PushAcknowledged: the challenge reached a logged-in device.
+	PushAcknowledged Type = "mfa.push.acknowledged"
 
 	// Recovery events have the user as CloudEvent subject.
 
@@ -79,7 +88,8 @@ var Types = []Type{
 	EnrollmentInitiated, EnrollmentScanned, EnrollmentEnrolled, EnrollmentExpired,
 	EnrollmentCancelled, EnrollmentFailed, DeviceRegistered, DeviceRenamed, DeviceRemoved,
 	VerificationInitiated, VerificationSucceeded, VerificationFailed, VerificationLocked,
-	VerificationExpired, VerificationCancelled, RecoveryGenerated, RecoveryUsed,
+	VerificationExpired, VerificationCancelled, VerificationDenied, RecoveryGenerated, RecoveryUsed,
+	PushSent, PushAcknowledged,
 }
 
 // Subject is the NATS subject an event of type t is published on.
@@ -180,7 +190,7 @@ type Verification struct {
 	StatusID string `json:"status_id"`
 	// Sub is the user being authenticated.
 	Sub string `json:"sub"`
-	// Method is the factor: "TOTP" or "BACKUPCODE".
+	// Method is the factor: "TOTP", "BACKUPCODE" or "PUSH".
 	Method string `json:"type"`
 	// Status is the state the authentication entered (failed: the state it stays in).
 	Status string `json:"status"`
@@ -190,9 +200,11 @@ type Verification struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	// ClientID is the relying app that started the authentication (the mfa_token audience).
 	ClientID string `json:"client_id,omitempty"`
-	// PHID is the device whose code matched (succeeded with TOTP only).
+	// PHID is the device whose code matched or that answered the push (succeeded with TOTP or
+	// PUSH, denied).
 	PHID string `json:"ph_id,omitempty"`
-	// Reason says why a code was refused: "invalid_code" or "code_replayed" (failed only).
+	// Reason says why a code was refused: "invalid_code" or "code_replayed" (failed), or why a
+	// push was denied: "denied", "not_me" or "wrong_number" (denied).
 	Reason string `json:"reason,omitempty"`
 	// FailedAttempts counts the refused codes of this authentication so far (failed only).
 	FailedAttempts int `json:"failed_attempts,omitempty"`
@@ -222,4 +234,19 @@ type Recovery struct {
 	CreatedAt time.Time `json:"created_at"`
 	// StatusID is the authentication that spent the code (used only).
 	StatusID string `json:"status_id,omitempty"`
+}
+
+// Push is the data of mfa.push.sent and mfa.push.acknowledged. It never carries the number or
+// the candidates.
+type Push struct {
+	// StatusID identifies the authentication (also the CloudEvent subject).
+	StatusID string `json:"status_id"`
+	// Sub is the user asked to approve.
+	Sub string `json:"sub"`
+	// ExpiresAt is when the challenge (and the authentication) expires.
+	ExpiresAt time.Time `json:"expires_at"`
+	// Devices is how many push-capable devices the challenge went to (sent only).
+	Devices int `json:"devices,omitempty"`
+	// PHID is the device that received it (acknowledged only).
+	PHID string `json:"ph_id,omitempty"`
 }

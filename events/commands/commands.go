@@ -26,7 +26,73 @@ const (
 	StatusScan = StatusGroup + ".scan"
 	// StatusEnroll completes an enrollment with a code from the companion.
 	StatusEnroll = StatusGroup + ".enroll"
+	// StatusPushPending lists the open push challenges of a logged-in device's user.
+	StatusPushPending = StatusGroup + ".push.pending"
+	// StatusPushAck reports that a challenge reached a device (INITIATED → PUSH_ACKNOWLEDGED).
+	StatusPushAck = StatusGroup + ".push.ack"
+	// StatusPushRespond carries a device's verified answer to a challenge.
+	StatusPushRespond = StatusGroup + ".push.respond"
 )
+
+// BridgeDevicePrefix + ph_id is the core NATS subject on which the bridge replica that holds a
+// device's session takes requests for it: a PushChallenge to deliver, answered with a
+// PushDelivery once the frame is written. No responder means the device is not connected.
+const BridgeDevicePrefix = "mfa.bridge.v1.device."
+
+// BridgeSessionPrefix + ph_id announces a new session of a device (a SessionStarted), so the
+// replica holding an older one closes it: one live session per device.
+const BridgeSessionPrefix = "mfa.bridge.v1.session."
+
+// PushChallenge is a challenge as the status service hands it to the bridge. Numbers are the
+// three candidates (one right); the right one is never sent to the device as such.
+type PushChallenge struct {
+	ChallengeID string            `json:"challenge_id"`
+	StatusID    string            `json:"status_id"`
+	Sub         string            `json:"sub"`
+	Numbers     []string          `json:"numbers"`
+	Context     map[string]string `json:"context,omitempty"`
+	ExpiresAt   time.Time         `json:"expires_at"`
+}
+
+// PushDelivery answers a delivery request.
+type PushDelivery struct {
+	Delivered bool `json:"delivered"`
+}
+
+// SessionStarted announces a device session on a bridge replica.
+type SessionStarted struct {
+	PHID      string `json:"ph_id"`
+	SessionID string `json:"session_id"`
+}
+
+// PushPendingRequest asks for the open challenges of a device's user.
+type PushPendingRequest struct {
+	PHID string `json:"ph_id"`
+	Sub  string `json:"sub"`
+}
+
+// PushPendingReply lists them, oldest first.
+type PushPendingReply struct {
+	Challenges []PushChallenge `json:"challenges"`
+}
+
+// PushAckRequest reports a delivered challenge.
+type PushAckRequest struct {
+	ChallengeID string `json:"challenge_id"`
+	PHID        string `json:"ph_id"`
+	Sub         string `json:"sub"`
+}
+
+// PushRespondRequest is a device's answer; the bridge has verified its signature with the
+// device key of the session.
+type PushRespondRequest struct {
+	ChallengeID string `json:"challenge_id"`
+	PHID        string `json:"ph_id"`
+	Sub         string `json:"sub"`
+	Decision    string `json:"decision"`
+	Number      string `json:"number"`
+	Reason      string `json:"reason,omitempty"`
+}
 
 // Registry service endpoints (group "mfa.registry.v1").
 const (
@@ -47,12 +113,46 @@ const (
 	// RegistryFactorsCheck checks a sign-in code (TOTP or recovery code) of a user, counting
 	// wrong codes towards the user's lockout.
 	RegistryFactorsCheck = RegistryGroup + ".factors.check"
+	// RegistryFactorsFailure counts a failed factor use that is not a code (a push answered with
+	// the wrong number) towards the user's lockout.
+	RegistryFactorsFailure = RegistryGroup + ".factors.failure"
+	// RegistryDeviceGet returns a registered device's owner and push key (bridge login).
+	RegistryDeviceGet = RegistryGroup + ".devices.get"
+	// RegistryPushDevices lists a user's push-capable devices.
+	RegistryPushDevices = RegistryGroup + ".devices.push"
 )
+
+// DeviceRequest names a device, or a user's devices.
+type DeviceRequest struct {
+	PHID string `json:"ph_id,omitempty"`
+	Sub  string `json:"sub,omitempty"`
+}
+
+// DeviceKey is a device's push key as a JWK (EC P-256).
+type DeviceKey struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+}
+
+// DeviceInfo is a registered device as the bridge and the status service need it.
+type DeviceInfo struct {
+	PHID string     `json:"ph_id"`
+	Sub  string     `json:"sub"`
+	Key  *DeviceKey `json:"push_key,omitempty"`
+}
+
+// PushDevicesReply lists a user's push-capable devices.
+type PushDevicesReply struct {
+	Devices []DeviceInfo `json:"devices"`
+}
 
 // Factor methods of FactorRequest.
 const (
 	FactorTOTP       = "TOTP"
 	FactorBackupCode = "BACKUPCODE"
+	FactorPush       = "PUSH"
 )
 
 // FactorRequest names a user's factor, and for a check the code and the authentication it is for.
@@ -90,6 +190,8 @@ type Device struct {
 	DeviceID string `json:"device_id,omitempty"`
 	Name     string `json:"name,omitempty"`
 	Platform string `json:"platform,omitempty"`
+	// Key makes the device push-capable (enroll only).
+	Key *DeviceKey `json:"device_key,omitempty"`
 }
 
 // CreateCredentialRequest asks the registry for a pending credential for an enrollment.

@@ -1,6 +1,10 @@
 package registrysvc_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -285,3 +289,68 @@ func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+func TestPushCapableDevices(t *testing.T) {
+	e := start(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var xy [64]byte
+	key.PublicKey.X.FillBytes(xy[:32])
+	key.PublicKey.Y.FillBytes(xy[32:])
+	jwk := &commands.DeviceKey{Kty: "EC", Crv: "P-256", X: base64.RawURLEncoding.EncodeToString(xy[:32]), Y: base64.RawURLEncoding.EncodeToString(xy[32:])}
+
+	// A key that is not a point on the curve is refused at enrollment.
+	statusID := "bad-key-enrollment"
+	secret := e.create(t, statusID, "alice")
+	bad := *jwk
+	bad.Y = bad.X
+	_, err = e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now()), Device: commands.Device{Key: &bad}})
+	assertCode(t, err, "bad_request")
+
+	if r := e.ready(t, "alice", commands.FactorPush); r.Result != commands.FactorNone {
+		t.Fatalf("ready for push without a push device: %+v", r)
+	}
+	plain, _ := e.enroll(t, "alice", commands.Device{Name: "TOTP only"})
+	pushy, _ := e.enroll(t, "alice", commands.Device{Name: "Companion", Key: jwk})
+	if r := e.ready(t, "alice", commands.FactorPush); r.Result != commands.FactorOK {
+		t.Fatalf("ready for push: %+v", r)
+	}
+	var devs commands.PushDevicesReply
+	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryPushDevices, commands.DeviceRequest{Sub: "alice"}, &devs); err != nil {
+		t.Fatal(err)
+	}
+	if len(devs.Devices) != 1 || devs.Devices[0].PHID != pushy.PHID || devs.Devices[0].Key == nil || *devs.Devices[0].Key != *jwk {
+		t.Fatalf("push devices = %+v", devs)
+	}
+	var info commands.DeviceInfo
+	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryDeviceGet, commands.DeviceRequest{PHID: pushy.PHID}, &info); err != nil || info.Sub != "alice" || info.Key == nil {
+		t.Fatalf("device get = %+v %v", info, err)
+	}
+	listed := map[string]bool{}
+	for _, d := range e.list(t, "alice") {
+		listed[d.PHID] = d.Push
+	}
+	if listed[pushy.PHID] != true || listed[plain.PHID] != false {
+		t.Fatalf("device list push flags = %v", listed)
+	}
+	// A removed device can no longer be found for a login.
+	resp, body := e.do(t, "alice", http.MethodDelete, "/device-srv/devices/"+pushy.PHID, "")
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("remove: %d %s", resp.StatusCode, body)
+	}
+	err = rpc.Call(ctxT(t), e.nc, commands.RegistryDeviceGet, commands.DeviceRequest{PHID: pushy.PHID}, &info)
+	assertCode(t, err, "not_found")
+	// A wrong push number counts like a wrong code.
+	for i := 1; i <= 4; i++ {
+		var r commands.FactorReply
+		if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsFailure, commands.FactorRequest{Sub: "alice"}, &r); err != nil || r.Result != commands.FactorOK {
+			t.Fatalf("failure %d: %+v %v", i, r, err)
+		}
+	}
+	var r commands.FactorReply
+	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsFailure, commands.FactorRequest{Sub: "alice"}, &r); err != nil || r.Result != commands.FactorLocked {
+		t.Fatalf("5th failure: %+v %v", r, err)
+	}
+}

@@ -357,6 +357,7 @@ type deviceJSON struct {
 	CreatedAt    time.Time  `json:"created_at"`
 	LastUsedAt   *time.Time `json:"last_used_at"`
 	Platform     string     `json:"platform"`
+	Push         bool       `json:"push"`
 }
 
 func (e *env) list(t *testing.T, sub string) []deviceJSON {

@@ -17,6 +17,7 @@ import (
 const (
 	FactorTOTP       = "TOTP"
 	FactorBackupCode = "BACKUPCODE"
+	FactorPush       = "PUSH"
 )
 
 // More domain errors of sign-in checks.
@@ -124,6 +125,8 @@ func (s *Service) Ready(ctx context.Context, sub, method string) error {
 			}
 		}
 		return fmt.Errorf("ready: %w", ErrNoFactor)
+	case FactorPush:
+		return s.readyPush(ctx, sub)
 	case FactorBackupCode:
 		set, err := s.store.GetRecoverySet(ctx, sub)
 		if errors.Is(err, ErrNotFound) || err == nil && set.Remaining() == 0 {

@@ -101,6 +101,9 @@ type Credential struct {
 	VerifiedAt time.Time
 	// LastUsedAt is when a code was last accepted after activation; zero if never.
 	LastUsedAt time.Time
+	// PushKey is the companion's public key (EC P-256), when it sent one at enrollment: the
+	// device can then log in on the bridge and answer push challenges. Not a secret.
+	PushKey *PushKey
 	// Version is the store's revision of this credential, for compare-and-set. Stores set it.
 	Version uint64
 }
@@ -168,4 +171,9 @@ type NewDevice struct {
 	DeviceID string
 	Name     string
 	Platform string
+	// Key, when set, makes the device push-capable.
+	Key *PushKey
 }
+
+// PushKey is an EC P-256 public key: its coordinates, base64url without padding (as in a JWK).
+type PushKey struct{ X, Y string }

@@ -175,6 +175,12 @@ func (s *Service) VerifyPending(ctx context.Context, statusID, sub, code string,
 				}
 			}
 		}
+		if dev.Key != nil {
+			if err := validPushKey(*dev.Key); err != nil {
+				return Claim{}, err
+			}
+			c.PushKey = dev.Key
+		}
 		if n := sanitise(dev.Name); n != "" {
 			c.FriendlyName = n
 		}

@@ -17,6 +17,8 @@ type deviceDTO struct {
 	CreatedAt    time.Time  `json:"created_at"`
 	LastUsedAt   *time.Time `json:"last_used_at,omitempty"`
 	Platform     string     `json:"platform,omitempty"`
+	// Push says the device can approve push sign-ins (it sent a device key at enrollment).
+	Push bool `json:"push"`
 }
 
 // renameRequest is the PATCH body. The name is a pointer so that a missing field is told apart
@@ -34,6 +36,7 @@ func toDTO(c device.Credential) deviceDTO {
 		Verified:     c.Verified,
 		CreatedAt:    c.CreatedAt.UTC(),
 		Platform:     c.Platform,
+		Push:         c.PushKey != nil,
 	}
 	if !c.LastUsedAt.IsZero() {
 		t := c.LastUsedAt.UTC()

@@ -34,6 +34,9 @@ type Registry interface {
 	DiscardPending(ctx context.Context, statusID string) error
 	Ready(ctx context.Context, sub, method string) error
 	Authenticate(ctx context.Context, sub, method, code, statusID string) (device.Authenticated, error)
+	CountFailure(ctx context.Context, sub string) error
+	Device(ctx context.Context, phid string) (device.Credential, error)
+	PushDevices(ctx context.Context, sub string) ([]device.Credential, error)
 }
 
 var _ Registry = (*device.Service)(nil)
@@ -61,6 +64,9 @@ func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Lo
 		{"credentials-discard", commands.RegistryDiscardCredential, rpc.Endpoint(ctx, log, h.discard)},
 		{"factors-ready", commands.RegistryFactorsReady, rpc.Endpoint(ctx, log, h.ready)},
 		{"factors-check", commands.RegistryFactorsCheck, rpc.Endpoint(ctx, log, h.check)},
+		{"factors-failure", commands.RegistryFactorsFailure, rpc.Endpoint(ctx, log, h.failure)},
+		{"devices-get", commands.RegistryDeviceGet, rpc.Endpoint(ctx, log, h.deviceGet)},
+		{"devices-push", commands.RegistryPushDevices, rpc.Endpoint(ctx, log, h.pushDevices)},
 	}
 	for _, e := range endpoints {
 		// The group adds its prefix; the commands package spells the full subject.
@@ -91,11 +97,18 @@ func (h handlers) create(ctx context.Context, req commands.CreateCredentialReque
 }
 
 func (h handlers) verify(ctx context.Context, req commands.VerifyCredentialRequest) (commands.CredentialClaim, error) {
-	cl, err := h.reg.VerifyPending(ctx, req.StatusID, req.Sub, req.Code, device.NewDevice{
+	dev := device.NewDevice{
 		DeviceID: req.Device.DeviceID,
 		Name:     req.Device.Name,
 		Platform: req.Device.Platform,
-	})
+	}
+	if k := req.Device.Key; k != nil {
+		if k.Kty != "EC" || k.Crv != "P-256" {
+			return commands.CredentialClaim{}, fault.New(fault.BadRequest, "device_key must be an EC P-256 JWK")
+		}
+		dev.Key = &device.PushKey{X: k.X, Y: k.Y}
+	}
+	cl, err := h.reg.VerifyPending(ctx, req.StatusID, req.Sub, req.Code, dev)
 	if err != nil {
 		return commands.CredentialClaim{}, toFault(err)
 	}
@@ -126,6 +139,38 @@ func (h handlers) ready(ctx context.Context, req commands.FactorRequest) (comman
 
 func (h handlers) check(ctx context.Context, req commands.FactorRequest) (commands.FactorReply, error) {
 	return factorReply(h.reg.Authenticate(ctx, req.Sub, req.Method, req.Code, req.StatusID))
+}
+
+func (h handlers) failure(ctx context.Context, req commands.FactorRequest) (commands.FactorReply, error) {
+	return factorReply(device.Authenticated{}, h.reg.CountFailure(ctx, req.Sub))
+}
+
+func (h handlers) deviceGet(ctx context.Context, req commands.DeviceRequest) (commands.DeviceInfo, error) {
+	c, err := h.reg.Device(ctx, req.PHID)
+	if err != nil {
+		return commands.DeviceInfo{}, toFault(err)
+	}
+	return deviceInfo(c), nil
+}
+
+func (h handlers) pushDevices(ctx context.Context, req commands.DeviceRequest) (commands.PushDevicesReply, error) {
+	cs, err := h.reg.PushDevices(ctx, req.Sub)
+	if err != nil {
+		return commands.PushDevicesReply{}, toFault(err)
+	}
+	out := commands.PushDevicesReply{Devices: []commands.DeviceInfo{}}
+	for _, c := range cs {
+		out.Devices = append(out.Devices, deviceInfo(c))
+	}
+	return out, nil
+}
+
+func deviceInfo(c device.Credential) commands.DeviceInfo {
+	d := commands.DeviceInfo{PHID: c.PHID, Sub: c.Sub}
+	if c.PushKey != nil {
+		d.Key = &commands.DeviceKey{Kty: "EC", Crv: "P-256", X: c.PushKey.X, Y: c.PushKey.Y}
+	}
+	return d
 }
 
 // factorReply turns the outcomes a user causes into results; other errors stay errors.

@@ -95,7 +95,12 @@ type Device struct {
 	DeviceID string
 	Name     string
 	Platform string
+	// Key is the public key of a push-capable companion (enroll only); the registry checks it.
+	Key *DeviceKey
 }
+
+// DeviceKey is a companion's public key as a JWK (EC P-256).
+type DeviceKey struct{ Kty, Crv, X, Y string }
 
 // Enrollment is one status object: an attempt of a user to enroll an authenticator or, with
 // Kind KindAuthentication, to prove a factor at sign-in.

@@ -43,11 +43,11 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, log *slo
 		return ToReply(e), ToFault(err)
 	}))
 	add("scan", commands.StatusScan, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.ScanRequest) (commands.EnrollmentReply, error) {
-		e, err := svc.Scan(ctx, r.ExchangeID, enrollment.Device(r.Device))
+		e, err := svc.Scan(ctx, r.ExchangeID, toDevice(r.Device))
 		return ToReply(e), ToFault(err)
 	}))
 	add("enroll", commands.StatusEnroll, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.EnrollRequest) (commands.EnrollmentReply, error) {
-		e, err := svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: r.ExchangeID, Code: r.Code, Device: enrollment.Device(r.Device), Channel: enrollment.ChannelCompanion})
+		e, err := svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: r.ExchangeID, Code: r.Code, Device: toDevice(r.Device), Channel: enrollment.ChannelCompanion})
 		return ToReply(e), ToFault(err)
 	}))
 	if err == nil {
@@ -139,7 +139,7 @@ func (r *Registry) Verify(ctx context.Context, statusID, sub, code string, dev e
 	defer cancel()
 	var reply commands.CredentialClaim
 	err := rpc.Call(ctx, r.NC, commands.RegistryVerifyCredential, commands.VerifyCredentialRequest{
-		StatusID: statusID, Sub: sub, Code: code, Device: commands.Device(dev),
+		StatusID: statusID, Sub: sub, Code: code, Device: fromDevice(dev),
 	}, &reply)
 	switch fault.CodeOf(err) {
 	case "":
@@ -213,4 +213,20 @@ func (r *Registry) timeout() time.Duration {
 		return r.Timeout
 	}
 	return 5 * time.Second
+}
+
+func toDevice(d commands.Device) enrollment.Device {
+	out := enrollment.Device{DeviceID: d.DeviceID, Name: d.Name, Platform: d.Platform}
+	if d.Key != nil {
+		out.Key = &enrollment.DeviceKey{Kty: d.Key.Kty, Crv: d.Key.Crv, X: d.Key.X, Y: d.Key.Y}
+	}
+	return out
+}
+
+func fromDevice(d enrollment.Device) commands.Device {
+	out := commands.Device{DeviceID: d.DeviceID, Name: d.Name, Platform: d.Platform}
+	if d.Key != nil {
+		out.Key = &commands.DeviceKey{Kty: d.Key.Kty, Crv: d.Key.Crv, X: d.Key.X, Y: d.Key.Y}
+	}
+	return out
 }

@@ -29,6 +29,13 @@ type credentialDoc struct {
 	ExpiresAt    time.Time `json:"expires_at,omitzero"`
 	VerifiedAt   time.Time `json:"verified_at,omitzero"`
 	LastUsedAt   time.Time `json:"last_used_at,omitzero"`
+	PushKey      *pushKey  `json:"push_key,omitempty"`
+}
+
+// pushKey is a device's EC P-256 public key (JWK coordinates).
+type pushKey struct {
+	X string `json:"x"`
+	Y string `json:"y"`
 }
 
 func toDoc(c device.Credential) credentialDoc {
@@ -50,7 +57,15 @@ func toDoc(c device.Credential) credentialDoc {
 		ExpiresAt:    c.ExpiresAt,
 		VerifiedAt:   c.VerifiedAt,
 		LastUsedAt:   c.LastUsedAt,
+		PushKey:      toPushKeyDoc(c.PushKey),
 	}
+}
+
+func toPushKeyDoc(k *device.PushKey) *pushKey {
+	if k == nil {
+		return nil
+	}
+	return &pushKey{X: k.X, Y: k.Y}
 }
 
 func toDomain(d credentialDoc, version uint64) device.Credential {
@@ -71,7 +86,15 @@ func toDomain(d credentialDoc, version uint64) device.Credential {
 		VerifiedAt:   d.VerifiedAt,
 		LastUsedAt:   d.LastUsedAt,
 		Version:      version,
+		PushKey:      toPushKey(d.PushKey),
 	}
+}
+
+func toPushKey(k *pushKey) *device.PushKey {
+	if k == nil {
+		return nil
+	}
+	return &device.PushKey{X: k.X, Y: k.Y}
 }
 
 // tombstone is what a removed credential leaves until the relay purges it: enough to say whose
@@ -80,5 +103,6 @@ func tombstone(c device.Credential) credentialDoc {
 	d := toDoc(c)
 	d.SealedSecret = nil
 	d.LastStep = 0
+	d.PushKey = nil
 	return d
 }
