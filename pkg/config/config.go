@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -54,6 +55,12 @@ type Config struct {
 	LockoutThreshold   int           // MFA_LOCKOUT_THRESHOLD
 	LockoutDuration    time.Duration // MFA_LOCKOUT_DURATION
 	LockoutMaxDuration time.Duration // MFA_LOCKOUT_MAX_DURATION
+	// PushWebhookURL, when set, receives a wake-up signed with PushWebhookSecret for each push
+	// challenge to a device that is not connected; empty turns wake-ups off.
+	PushWebhookURL    string // MFA_PUSH_WEBHOOK_URL
+	PushWebhookSecret string // MFA_PUSH_WEBHOOK_SECRET
+	// PushRate bounds the push sign-ins one user may start per PushRateWindow.
+	PushRate int // MFA_PUSH_RATE
 }
 
 // MaxEnrollmentTTL bounds MFA_ENROLLMENT_TTL: an enrollment is a QR on a screen, and the status
@@ -81,6 +88,17 @@ const MaxBridgeConnections = 1_000_000
 // MaxBridgeFrameBurst bounds MFA_BRIDGE_FRAME_BURST; companion apps send a handful of frames.
 const MaxBridgeFrameBurst = 10_000
 
+// MinPushWebhookSecretBytes is the shortest MFA_PUSH_WEBHOOK_SECRET: an HMAC-SHA256 key should
+// be as long as the hash.
+const MinPushWebhookSecretBytes = 32
+
+// PushRateWindow is the window of MFA_PUSH_RATE, and MaxPushRate its bound: more push prompts
+// than that are a user being flooded into approving one.
+const (
+	PushRateWindow = 10 * time.Minute
+	MaxPushRate    = 100
+)
+
 // Variable describes one setting, for docs and --help.
 type Variable struct {
 	Name, Default, Description string
@@ -106,6 +124,9 @@ var Variables = []Variable{
 	{"MFA_LOCKOUT_DURATION", "1m", "length of a user's first lock; each further lock in a row doubles it"},
 	{"MFA_LOCKOUT_MAX_DURATION", "15m", "longest lock (at most 24h)"},
 	{"MFA_SIGNING_KEY", "(dev stack: generated into MFA_DATA_DIR/signing.key)", "PEM EC P-256 private key(s) that sign mfa_tokens (ES256): the first signs, all are published in the JWKS; `\\n` may stand for newlines; required by the status service"},
+	{"MFA_PUSH_WEBHOOK_URL", "", "absolute http(s) URL that receives a signed wake-up {ph_id, challenge_id, expires_at} for each push challenge to a device that is not connected; empty = off"},
+	{"MFA_PUSH_WEBHOOK_SECRET", "", "HMAC-SHA256 key (at least 32 bytes) that signs wake-ups; required when MFA_PUSH_WEBHOOK_URL is set"},
+	{"MFA_PUSH_RATE", "5", "push sign-ins one user may start per 10 minutes (1 to 100)"},
 	{"MFA_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"MFA_POLL_RATE", "1", "status polls per second one user may make of one enrollment (0 = unlimited); faster polls get 429"},
 	{"MFA_POLL_BURST", "5", "polls allowed at once before MFA_POLL_RATE applies"},
@@ -146,7 +167,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		JWTSecret:        get("MFA_JWT_SECRET"),
 		JWTIssuer:        get("MFA_JWT_ISSUER"),
 		// A PEM in a one-line env var (a Kubernetes secret, a .env file) has its newlines as `\n`.
-		SigningKey: strings.ReplaceAll(get("MFA_SIGNING_KEY"), `\n`, "\n"),
+		SigningKey:        strings.ReplaceAll(get("MFA_SIGNING_KEY"), `\n`, "\n"),
+		PushWebhookURL:    get("MFA_PUSH_WEBHOOK_URL"),
+		PushWebhookSecret: get("MFA_PUSH_WEBHOOK_SECRET"),
 	}
 	var errs []error
 	ttl, err := time.ParseDuration(get("MFA_ENROLLMENT_TTL"))
@@ -169,6 +192,18 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.SigningKey != "" && !strings.Contains(c.SigningKey, "-----BEGIN ") {
 		// Only the shape: the status service parses the keys (mfatoken.ParseKeys). Never echo the value.
 		errs = append(errs, errors.New("MFA_SIGNING_KEY: want PEM text (-----BEGIN PRIVATE KEY----- …), one or more EC P-256 private keys"))
+	}
+	if c.PushWebhookURL != "" {
+		// Never echo the URL: its path or query may hold the adapter's token.
+		if u, err := url.Parse(c.PushWebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, errors.New("MFA_PUSH_WEBHOOK_URL: want an absolute http or https URL such as https://push.example.com/wake"))
+		}
+		if len(c.PushWebhookSecret) < MinPushWebhookSecretBytes {
+			errs = append(errs, fmt.Errorf("MFA_PUSH_WEBHOOK_SECRET: want at least %d bytes when MFA_PUSH_WEBHOOK_URL is set", MinPushWebhookSecretBytes))
+		}
+	}
+	if c.PushRate, err = strconv.Atoi(get("MFA_PUSH_RATE")); err != nil || c.PushRate < 1 || c.PushRate > MaxPushRate {
+		errs = append(errs, fmt.Errorf("MFA_PUSH_RATE: want a whole number between 1 and %d, got %q", MaxPushRate, get("MFA_PUSH_RATE")))
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(get("MFA_LOG_LEVEL"))); err != nil {
 		errs = append(errs, fmt.Errorf("MFA_LOG_LEVEL: %w", err))
@@ -229,6 +264,13 @@ func (c Config) LogValue() slog.Value {
 		}
 		return "********"
 	}
+	// Scheme and host only: the path or query of a webhook URL may be a credential.
+	webhook := ""
+	if u, err := url.Parse(c.PushWebhookURL); err == nil && u.Host != "" {
+		webhook = u.Scheme + "://" + u.Host
+	} else if c.PushWebhookURL != "" {
+		webhook = "********"
+	}
 	mongo := c.MongoURI
 	if i := strings.Index(mongo, "@"); i > 0 {
 		mongo = "mongodb://********" + mongo[i:]
@@ -245,6 +287,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("command_concurrency", c.CommandConcurrency), slog.Duration("command_timeout", c.CommandTimeout),
 		slog.Int("bridge_max_connections", c.BridgeMaxConnections), slog.Float64("bridge_frame_rate", c.BridgeFrameRate),
 		slog.Int("bridge_frame_burst", c.BridgeFrameBurst),
+		slog.String("push_webhook_url", webhook), slog.String("push_webhook_secret", mask(c.PushWebhookSecret)),
+		slog.Int("push_rate", c.PushRate),
 	)
 }
 

@@ -83,6 +83,49 @@ func TestSigningKey(t *testing.T) {
 	})
 }
 
+const pushSecret = "push-secret-push-secret-push-secret!"
+
+func TestPushSettings(t *testing.T) {
+	c, err := config.FromEnv(env(nil))
+	if err != nil || c.PushWebhookURL != "" || c.PushWebhookSecret != "" || c.PushRate != 5 {
+		t.Fatalf("defaults: %q %q %d %v", c.PushWebhookURL, c.PushWebhookSecret, c.PushRate, err)
+	}
+	t.Run("Set", func(t *testing.T) {
+		c, err := config.FromEnv(env(map[string]string{
+			"MFA_PUSH_WEBHOOK_URL": " https://push.example.com/wake?token=t ", "MFA_PUSH_WEBHOOK_SECRET": pushSecret, "MFA_PUSH_RATE": "100",
+		}))
+		if err != nil || c.PushWebhookURL != "https://push.example.com/wake?token=t" || c.PushWebhookSecret != pushSecret || c.PushRate != 100 {
+			t.Fatalf("%q %q %d %v", c.PushWebhookURL, c.PushWebhookSecret, c.PushRate, err)
+		}
+	})
+	t.Run("PlainHTTP", func(t *testing.T) {
+		c, err := config.FromEnv(env(map[string]string{"MFA_PUSH_WEBHOOK_URL": "http://push-adapter:8080/", "MFA_PUSH_WEBHOOK_SECRET": pushSecret, "MFA_PUSH_RATE": "1"}))
+		if err != nil || c.PushWebhookURL != "http://push-adapter:8080/" || c.PushRate != 1 {
+			t.Fatalf("%q %d %v", c.PushWebhookURL, c.PushRate, err)
+		}
+	})
+	t.Run("SecretWithoutURL", func(t *testing.T) {
+		// Unused but harmless: an operator may stage the secret before the adapter.
+		if _, err := config.FromEnv(env(map[string]string{"MFA_PUSH_WEBHOOK_SECRET": "short"})); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("ErrURL", func(t *testing.T) {
+		for _, u := range []string{"/wake", "push.example.com/wake", "https:///wake", "ftp://push.example.com/", "https://push example.com/%zz"} {
+			_, err := config.FromEnv(env(map[string]string{"MFA_PUSH_WEBHOOK_URL": u, "MFA_PUSH_WEBHOOK_SECRET": pushSecret}))
+			if err == nil || !strings.Contains(err.Error(), "MFA_PUSH_WEBHOOK_URL") {
+				t.Fatalf("%q: %v", u, err)
+			}
+		}
+	})
+	t.Run("ErrorsDoNotEchoTheURL", func(t *testing.T) {
+		_, err := config.FromEnv(env(map[string]string{"MFA_PUSH_WEBHOOK_URL": "push.example.com/wake?token=url-token", "MFA_PUSH_WEBHOOK_SECRET": "too-short-secret"}))
+		if err == nil || strings.Contains(err.Error(), "url-token") || strings.Contains(err.Error(), "too-short-secret") {
+			t.Fatalf("%v", err)
+		}
+	})
+}
+
 func TestPublicURLFollowsTheListenAddress(t *testing.T) {
 	c, err := config.FromEnv(env(map[string]string{"MFA_HTTP_ADDR": "127.0.0.1:9000"}))
 	if err != nil || c.PublicURL != "http://127.0.0.1:9000" {
@@ -124,6 +167,11 @@ func TestErrors(t *testing.T) {
 		"InfBridgeFrameRate":       {"MFA_BRIDGE_FRAME_RATE": "+Inf"},
 		"BridgeFrameBurst":         {"MFA_BRIDGE_FRAME_BURST": "0"},
 		"HugeBridgeFrameBurst":     {"MFA_BRIDGE_FRAME_BURST": "100000"},
+		"PushWebhookSecretMissing": {"MFA_PUSH_WEBHOOK_URL": "https://push.example.com/wake"},
+		"PushWebhookSecretShort":   {"MFA_PUSH_WEBHOOK_URL": "https://push.example.com/wake", "MFA_PUSH_WEBHOOK_SECRET": strings.Repeat("s", 31)},
+		"PushRate":                 {"MFA_PUSH_RATE": "five"},
+		"ZeroPushRate":             {"MFA_PUSH_RATE": "0"},
+		"HugePushRate":             {"MFA_PUSH_RATE": "101"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := config.FromEnv(env(vars))
@@ -135,8 +183,10 @@ func TestErrors(t *testing.T) {
 					t.Fatalf("error %q does not name %s", err, k)
 				}
 			}
-			if v := vars["MFA_SIGNING_KEY"]; v != "" && strings.Contains(err.Error(), v) {
-				t.Fatalf("error %q echoes the signing key", err)
+			for _, k := range []string{"MFA_SIGNING_KEY", "MFA_PUSH_WEBHOOK_SECRET"} {
+				if v := vars[k]; v != "" && strings.Contains(err.Error(), v) {
+					t.Fatalf("error %q echoes %s", err, k)
+				}
 			}
 		})
 	}
@@ -146,19 +196,24 @@ func TestLogValueMasksSecrets(t *testing.T) {
 	c, err := config.FromEnv(env(map[string]string{
 		"MFA_SECRET_KEY": "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk=", "MFA_JWT_SECRET": "jwt-secret-jwt-secret-jwt-secret-jwt",
 		"MFA_MONGODB_URI": "mongodb://admin:hunter2@db:27017", "MFA_SIGNING_KEY": pemText,
+		"MFA_PUSH_WEBHOOK_URL": "https://user:pw-in-url@push.example.com/wake?token=url-token", "MFA_PUSH_WEBHOOK_SECRET": pushSecret,
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
 	slog.New(slog.NewTextHandler(&buf, nil)).Info("start", "config", c)
-	for _, secret := range []string{"c2VjcmV0", "jwt-secret", "hunter2", "TUZBLVNJR05J", "PRIVATE KEY"} {
+	for _, secret := range []string{"c2VjcmV0", "jwt-secret", "hunter2", "TUZBLVNJR05J", "PRIVATE KEY", "push-secret", "pw-in-url", "url-token", "/wake"} {
 		if strings.Contains(buf.String(), secret) {
 			t.Fatalf("log holds %q: %s", secret, buf.String())
 		}
 	}
 	if !strings.Contains(buf.String(), "signing_key=********") || !strings.Contains(buf.String(), "verification_ttl=5m0s") {
 		t.Fatalf("signing key or verification TTL missing from %s", buf.String())
+	}
+	if !strings.Contains(buf.String(), "push_webhook_url=https://push.example.com ") || !strings.Contains(buf.String(), "push_webhook_secret=********") ||
+		!strings.Contains(buf.String(), "push_rate=5") {
+		t.Fatalf("push settings missing from %s", buf.String())
 	}
 	if !strings.Contains(buf.String(), "db:27017") {
 		t.Fatalf("mongo host missing from %s", buf.String())
