@@ -126,6 +126,12 @@ func sample(typ events.Type) (source, subject string, data any) {
 		ver.Status, ver.PreviousStatus = "EXPIRED", "INITIATED"
 	case events.VerificationCancelled:
 		ver.Status, ver.PreviousStatus = "CANCELLED", "INITIATED"
+	case events.VerificationDenied:
+		ver.Method, ver.Status, ver.PreviousStatus, ver.PHID, ver.Reason = "PUSH", "DENIED", "PUSH_ACKNOWLEDGED", phID, "denied"
+	case events.PushSent:
+		return events.SourceStatus, authID, events.Push{StatusID: authID, Sub: "alice", ExpiresAt: expires, Devices: 2}
+	case events.PushAcknowledged:
+		return events.SourceStatus, authID, events.Push{StatusID: authID, Sub: "alice", ExpiresAt: expires, PHID: phID}
 	case events.RecoveryGenerated:
 		return events.SourceRegistry, "alice", events.Recovery{Sub: "alice", Remaining: 10, CreatedAt: at}
 	case events.RecoveryUsed:
@@ -188,8 +194,12 @@ func TestSubjects(t *testing.T) {
 		events.VerificationLocked:    "mfa.events.verification.locked",
 		events.VerificationExpired:   "mfa.events.verification.expired",
 		events.VerificationCancelled: "mfa.events.verification.cancelled",
+		events.VerificationDenied:    "mfa.events.verification.denied",
 		events.RecoveryGenerated:     "mfa.events.recovery.generated",
 		events.RecoveryUsed:          "mfa.events.recovery.used",
+
+		events.PushSent:         "mfa.events.push.sent",
+		events.PushAcknowledged: "mfa.events.push.acknowledged",
 	}
 	if len(events.Types) != len(want) {
 		t.Errorf("events.Types has %d types, want %d", len(events.Types), len(want))
@@ -237,13 +247,14 @@ func TestEveryTypeHasASchemaFile(t *testing.T) {
 }
 
 // TestSchemasMatchGoTypes keeps defs.json and the Go payload types in step: every JSON field of
-// every payload type (Enrollment, Device, Verification, Lock, Recovery) is declared in its schema
+// every payload type (Enrollment, Device, Verification, Lock, Recovery, Push) is declared in its schema
 // and nothing else is, and the schema requires exactly the fields Go always writes.
 func TestSchemasMatchGoTypes(t *testing.T) {
 	defs := readSchema(t, events.DefsSchemaFile)["$defs"].(map[string]any)
 	for name, v := range map[string]any{
 		"enrollment": events.Enrollment{}, "device": events.Device{},
 		"verification": events.Verification{}, "lock": events.Lock{}, "recovery": events.Recovery{},
+		"push": events.Push{},
 	} {
 		def := defs[name].(map[string]any)
 		if def["additionalProperties"] != false {
@@ -329,6 +340,33 @@ func TestValidEnvelopes(t *testing.T) {
 			ExpiresAt: expires}},
 		{"third lock in a row", events.VerificationLocked, events.Lock{
 			Sub: "alice", LockedUntil: at.Add(20 * time.Minute), Lock: 3, FailedAttempts: 5}},
+		{"push verification initiated", events.VerificationInitiated, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "PUSH", Status: "INITIATED", ExpiresAt: expires, ClientID: clientID,
+			Context: signIn}},
+		{"succeeded with a push (ph_id of the approving device)", events.VerificationSucceeded, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "PUSH", Status: "AUTHENTICATED", PreviousStatus: "ALLOWED",
+			ExpiresAt: expires, ClientID: clientID, PHID: phID, Context: signIn}},
+		{"push denied as not me", events.VerificationDenied, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "PUSH", Status: "DENIED", PreviousStatus: "PUSH_ACKNOWLEDGED",
+			ExpiresAt: expires, ClientID: clientID, PHID: phID, Reason: "not_me", Context: signIn}},
+		{"push answered with the wrong number", events.VerificationDenied, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "PUSH", Status: "DENIED", PreviousStatus: "PUSH_ACKNOWLEDGED",
+			ExpiresAt: expires, PHID: phID, Reason: "wrong_number"}},
+		{"push denied before the acknowledgement was recorded", events.VerificationDenied, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "PUSH", Status: "DENIED", PreviousStatus: "INITIATED",
+			ExpiresAt: expires, PHID: phID, Reason: "denied"}},
+		{"acknowledged push expired", events.VerificationExpired, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "PUSH", Status: "EXPIRED", PreviousStatus: "PUSH_ACKNOWLEDGED",
+			ExpiresAt: expires}},
+		{"acknowledged push replaced by a newer push", events.VerificationCancelled, events.Verification{
+			StatusID: authID, Sub: "alice", Method: "PUSH", Status: "CANCELLED", PreviousStatus: "PUSH_ACKNOWLEDGED",
+			ExpiresAt: expires, ClientID: clientID}},
+		{"push sent to one device", events.PushSent, events.Push{
+			StatusID: authID, Sub: "alice", ExpiresAt: expires, Devices: 1}},
+		{"push sent while no device is push-capable (devices 0, absent)", events.PushSent, events.Push{
+			StatusID: authID, Sub: "alice", ExpiresAt: expires}},
+		{"push acknowledged", events.PushAcknowledged, events.Push{
+			StatusID: authID, Sub: "alice", ExpiresAt: expires, PHID: deviceID}},
 		{"last recovery code used", events.RecoveryUsed, events.Recovery{
 			Sub: "alice", Remaining: 0, CreatedAt: setCreated, StatusID: authID}},
 	}
@@ -349,7 +387,8 @@ func TestValidEnvelopes(t *testing.T) {
 func TestLeakedSecretsRejected(t *testing.T) {
 	schemas := compileAll(t)
 	leaks := []string{"secret", "code", "totp_secret", "exchange_id", "verification_code", "otpauth_uri", "qr_code",
-		"pass_code", "mfa_token", "codes", "recovery_code", "backup_code", "token", "number"}
+		"pass_code", "mfa_token", "codes", "recovery_code", "backup_code", "token", "number", "numbers", "candidates",
+		"challenge_id", "sig", "signature", "device_key"}
 	for _, typ := range events.Types {
 		for _, field := range leaks {
 			env := envelope(t, typ)
@@ -372,8 +411,8 @@ func TestLeakedSecretsRejected(t *testing.T) {
 	}
 	// The sign-in context of verification events is closed too: a code cannot ride in it.
 	for _, typ := range []events.Type{events.VerificationInitiated, events.VerificationSucceeded, events.VerificationFailed,
-		events.VerificationExpired, events.VerificationCancelled} {
-		for _, field := range []string{"code", "pass_code", "mfa_token", "exchange_id"} {
+		events.VerificationExpired, events.VerificationCancelled, events.VerificationDenied} {
+		for _, field := range []string{"code", "pass_code", "mfa_token", "exchange_id", "number", "numbers", "sig"} {
 			env := envelope(t, typ)
 			dataOf(env)["context"].(map[string]any)[field] = "123456"
 			if err := schemas[typ].Validate(env); err == nil {
@@ -472,7 +511,6 @@ func TestPerTypeDataConstraints(t *testing.T) {
 		{"verification initiated with a ph_id", events.VerificationInitiated, func(d map[string]any) { d["ph_id"] = phID }},
 		{"verification initiated with a reason", events.VerificationInitiated, func(d map[string]any) { d["reason"] = "invalid_code" }},
 		{"verification initiated of type SMS", events.VerificationInitiated, func(d map[string]any) { d["type"] = "SMS" }},
-		{"verification initiated of type PUSH", events.VerificationInitiated, func(d map[string]any) { d["type"] = "PUSH" }},
 		{"verification with an enrollment status", events.VerificationInitiated, func(d map[string]any) { d["status"] = "SCANNED" }},
 		{"verification without status_id", events.VerificationInitiated, func(d map[string]any) { delete(d, "status_id") }},
 		{"verification without sub", events.VerificationInitiated, func(d map[string]any) { delete(d, "sub") }},
@@ -501,6 +539,52 @@ func TestPerTypeDataConstraints(t *testing.T) {
 		{"verification cancelled with status EXPIRED", events.VerificationCancelled, func(d map[string]any) { d["status"] = "EXPIRED" }},
 		{"verification cancelled from AUTHENTICATED", events.VerificationCancelled, func(d map[string]any) { d["previous_status"] = "AUTHENTICATED" }},
 		{"verification cancelled with a reason", events.VerificationCancelled, func(d map[string]any) { d["reason"] = "code_replayed" }},
+		{"verification failed of type PUSH", events.VerificationFailed, func(d map[string]any) { d["type"] = "PUSH" }},
+		{"verification failed with a push reason", events.VerificationFailed, func(d map[string]any) { d["reason"] = "wrong_number" }},
+		{"succeeded with a push but no ph_id", events.VerificationSucceeded, func(d map[string]any) { d["type"] = "PUSH"; delete(d, "ph_id") }},
+		{"succeeded with TOTP from PUSH_ACKNOWLEDGED", events.VerificationSucceeded, func(d map[string]any) { d["previous_status"] = "PUSH_ACKNOWLEDGED" }},
+		{"succeeded with a push from DENIED", events.VerificationSucceeded, func(d map[string]any) {
+			d["type"], d["previous_status"] = "PUSH", "DENIED"
+		}},
+		{"succeeded with a push and the number", events.VerificationSucceeded, func(d map[string]any) { d["type"], d["number"] = "PUSH", "07" }},
+		{"verification expired with TOTP from PUSH_ACKNOWLEDGED", events.VerificationExpired, func(d map[string]any) { d["previous_status"] = "PUSH_ACKNOWLEDGED" }},
+		{"verification expired from ALLOWED", events.VerificationExpired, func(d map[string]any) {
+			d["type"], d["previous_status"] = "PUSH", "ALLOWED"
+		}},
+		{"verification cancelled with BACKUPCODE from PUSH_ACKNOWLEDGED", events.VerificationCancelled, func(d map[string]any) {
+			d["type"], d["previous_status"] = "BACKUPCODE", "PUSH_ACKNOWLEDGED"
+		}},
+		{"verification cancelled from DENIED", events.VerificationCancelled, func(d map[string]any) {
+			d["type"], d["previous_status"] = "PUSH", "DENIED"
+		}},
+		{"denied with reason invalid_code", events.VerificationDenied, func(d map[string]any) { d["reason"] = "invalid_code" }},
+		{"denied with a free-text reason", events.VerificationDenied, func(d map[string]any) { d["reason"] = "picked 42" }},
+		{"denied without reason", events.VerificationDenied, func(d map[string]any) { delete(d, "reason") }},
+		{"denied without ph_id", events.VerificationDenied, func(d map[string]any) { delete(d, "ph_id") }},
+		{"denied of type TOTP", events.VerificationDenied, func(d map[string]any) { d["type"] = "TOTP" }},
+		{"denied with status CANCELLED", events.VerificationDenied, func(d map[string]any) { d["status"] = "CANCELLED" }},
+		{"denied from ALLOWED", events.VerificationDenied, func(d map[string]any) { d["previous_status"] = "ALLOWED" }},
+		{"denied from AUTHENTICATED", events.VerificationDenied, func(d map[string]any) { d["previous_status"] = "AUTHENTICATED" }},
+		{"denied with failed_attempts", events.VerificationDenied, func(d map[string]any) { d["failed_attempts"] = 1 }},
+		{"denied with the number answered", events.VerificationDenied, func(d map[string]any) { d["number"] = "42" }},
+		{"denied with the device signature", events.VerificationDenied, func(d map[string]any) { d["sig"] = "MEUCIQ" }},
+		{"push sent with the number", events.PushSent, func(d map[string]any) { d["number"] = "07" }},
+		{"push sent with the candidates", events.PushSent, func(d map[string]any) { d["numbers"] = []any{"07", "42", "93"} }},
+		{"push sent with the challenge id", events.PushSent, func(d map[string]any) { d["challenge_id"] = "c-1" }},
+		{"push sent with a ph_id", events.PushSent, func(d map[string]any) { d["ph_id"] = phID }},
+		{"push sent with negative devices", events.PushSent, func(d map[string]any) { d["devices"] = -1 }},
+		{"push sent with fractional devices", events.PushSent, func(d map[string]any) { d["devices"] = 1.5 }},
+		{"push sent without status_id", events.PushSent, func(d map[string]any) { delete(d, "status_id") }},
+		{"push sent without sub", events.PushSent, func(d map[string]any) { delete(d, "sub") }},
+		{"push sent without expires_at", events.PushSent, func(d map[string]any) { delete(d, "expires_at") }},
+		{"push sent with a bad expires_at", events.PushSent, func(d map[string]any) { d["expires_at"] = "soon" }},
+		{"push sent with a status", events.PushSent, func(d map[string]any) { d["status"] = "INITIATED" }},
+		{"push sent with a context", events.PushSent, func(d map[string]any) { d["context"] = map[string]any{"ip": "203.0.113.7"} }},
+		{"push acknowledged without ph_id", events.PushAcknowledged, func(d map[string]any) { delete(d, "ph_id") }},
+		{"push acknowledged with an empty ph_id", events.PushAcknowledged, func(d map[string]any) { d["ph_id"] = "" }},
+		{"push acknowledged with devices", events.PushAcknowledged, func(d map[string]any) { d["devices"] = 2 }},
+		{"push acknowledged with the candidates", events.PushAcknowledged, func(d map[string]any) { d["numbers"] = []any{"07", "42", "93"} }},
+		{"push acknowledged with the device signature", events.PushAcknowledged, func(d map[string]any) { d["signature"] = "MEUCIQ" }},
 		{"lock without locked_until", events.VerificationLocked, func(d map[string]any) { delete(d, "locked_until") }},
 		{"lock with a bad locked_until", events.VerificationLocked, func(d map[string]any) { d["locked_until"] = "later" }},
 		{"lock without lock", events.VerificationLocked, func(d map[string]any) { delete(d, "lock") }},

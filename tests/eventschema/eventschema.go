@@ -69,8 +69,8 @@ func load() {
 // Validate checks one event: raw is a structured-mode CloudEvent as published on the stream (the
 // NATS message body). It picks the schema by the event's `type` and validates the whole event,
 // envelope and data; an unknown type is an error. Because JSON Schema cannot compare two values,
-// it also checks what the schemas cannot: `subject` equals data.status_id for enrollment and
-// verification events, data.sub for locks and recovery events and data.ph_id for device events. It is safe for concurrent use.
+// it also checks what the schemas cannot: `subject` equals data.status_id for enrollment,
+// verification and push events, data.sub for locks and recovery events and data.ph_id for device events. It is safe for concurrent use.
 func Validate(raw []byte) error {
 	once.Do(load)
 	if loadErr != nil {
@@ -96,7 +96,8 @@ func Validate(raw []byte) error {
 	switch {
 	case typ == string(events.VerificationLocked), strings.HasPrefix(typ, "mfa.recovery."):
 		key = "sub" // about the user
-	case strings.HasPrefix(typ, "mfa.enrollment."), strings.HasPrefix(typ, "mfa.verification."):
+	case strings.HasPrefix(typ, "mfa.enrollment."), strings.HasPrefix(typ, "mfa.verification."),
+		strings.HasPrefix(typ, "mfa.push."):
 		key = "status_id"
 	}
 	data := obj["data"].(map[string]any) // the schema guarantees an object

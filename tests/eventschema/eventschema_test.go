@@ -14,7 +14,10 @@ import (
 func event(t *testing.T, typ events.Type, subject string, data any) []byte {
 	t.Helper()
 	source := events.SourceRegistry
-	if strings.HasPrefix(string(typ), "mfa.enrollment.") {
+	switch {
+	case typ == events.VerificationLocked:
+	case strings.HasPrefix(string(typ), "mfa.enrollment."), strings.HasPrefix(string(typ), "mfa.verification."),
+		strings.HasPrefix(string(typ), "mfa.push."):
 		source = events.SourceStatus
 	}
 	env, err := events.New("evt-1", source, typ, subject, time.Now(), data)
@@ -35,9 +38,13 @@ func initiated(statusID string) events.Enrollment {
 
 func TestValidate(t *testing.T) {
 	dev := events.Device{PHID: "ph-1", DeviceID: "dev-1", Sub: "alice", Method: "TOTP", StatusID: "st-1"}
+	sent := events.Push{StatusID: "st-1", Sub: "alice", ExpiresAt: time.Now().Add(5 * time.Minute), Devices: 1}
+	ack := events.Push{StatusID: "st-1", Sub: "alice", ExpiresAt: time.Now().Add(5 * time.Minute), PHID: "ph-1"}
 	valid := map[string][]byte{
 		"initiated":  event(t, events.EnrollmentInitiated, "st-1", initiated("st-1")),
 		"registered": event(t, events.DeviceRegistered, "ph-1", dev),
+		"push sent":  event(t, events.PushSent, "st-1", sent),
+		"push ack":   event(t, events.PushAcknowledged, "st-1", ack),
 	}
 	for name, raw := range valid {
 		if err := eventschema.Validate(raw); err != nil {
@@ -50,14 +57,16 @@ func TestValidate(t *testing.T) {
 		Secret string `json:"totp_secret"`
 	}{initiated("st-1"), "JBSWY3DPEHPK3PXP"})
 	invalid := map[string][]byte{
-		"not JSON":         []byte("{"),
-		"not an object":    []byte(`"mfa.enrollment.initiated"`),
-		"trailing data":    append(event(t, events.EnrollmentInitiated, "st-1", initiated("st-1")), "{}"...),
-		"unknown type":     event(t, "mfa.enrollment.paused", "st-1", initiated("st-1")),
-		"leaked secret":    leak,
-		"wrong payload":    event(t, events.DeviceRemoved, "st-1", initiated("st-1")),
-		"enrollment subj.": event(t, events.EnrollmentInitiated, "st-2", initiated("st-1")),
-		"device subject":   event(t, events.DeviceRegistered, "st-1", dev),
+		"not JSON":          []byte("{"),
+		"not an object":     []byte(`"mfa.enrollment.initiated"`),
+		"trailing data":     append(event(t, events.EnrollmentInitiated, "st-1", initiated("st-1")), "{}"...),
+		"unknown type":      event(t, "mfa.enrollment.paused", "st-1", initiated("st-1")),
+		"leaked secret":     leak,
+		"wrong payload":     event(t, events.DeviceRemoved, "st-1", initiated("st-1")),
+		"enrollment subj.":  event(t, events.EnrollmentInitiated, "st-2", initiated("st-1")),
+		"device subject":    event(t, events.DeviceRegistered, "st-1", dev),
+		"push subject":      event(t, events.PushSent, "st-2", sent),
+		"push ack by ph_id": event(t, events.PushAcknowledged, "ph-1", ack),
 	}
 	for name, raw := range invalid {
 		if err := eventschema.Validate(raw); err == nil {
