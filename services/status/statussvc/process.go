@@ -27,6 +27,7 @@ func ConfigFrom(env config.Config) (Config, error) {
 		Verifier: verifier, Commands: env.CommandLimits(),
 		PollRate: env.PollRate, PollBurst: env.PollBurst,
 		SigningKey: env.SigningKey, TokenIssuer: env.PublicURL, VerificationTTL: env.VerificationTTL,
+		MaxPushes: env.PushRate, PushWebhookURL: env.PushWebhookURL, PushWebhookSecret: []byte(env.PushWebhookSecret),
 	}, nil
 }
 

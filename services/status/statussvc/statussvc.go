@@ -22,6 +22,7 @@ import (
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
 	"github.com/mfaflow/mfaflow/services/status/internal/ratelimit"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
+	"github.com/mfaflow/mfaflow/services/status/internal/webhook"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -56,12 +57,20 @@ type Config struct {
 	TokenIssuer string
 	// VerificationTTL bounds an authentication (MFA_VERIFICATION_TTL); 0 means 5 minutes.
 	VerificationTTL time.Duration
+	// MaxPushes bounds push sign-ins per user in 10 minutes (MFA_PUSH_RATE); 0 means 5.
+	MaxPushes int
+	// PushWebhookURL, when set, receives a signed wake-up for every push challenge that did not
+	// reach a connected device (MFA_PUSH_WEBHOOK_URL, signed with MFA_PUSH_WEBHOOK_SECRET).
+	PushWebhookURL    string
+	PushWebhookSecret []byte
 	// Clock is the time source; nil means time.Now.
 	Clock func() time.Time
 }
 
 // Service is a running status service.
 type Service struct {
+	push   *natsapi.PushSender
+	hook   *webhook.Notifier
 	api    *httpapi.API
 	view   *kv.View
 	micro  micro.Service
@@ -97,10 +106,18 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	view := kv.NewView(store)
 	view.Now = cfg.Clock
 	registry := &natsapi.Registry{NC: nc, Timeout: cfg.RegistryTimeout}
+	hook := webhook.New(webhook.Config{URL: cfg.PushWebhookURL, Secret: cfg.PushWebhookSecret, Now: cfg.Clock}, log.With("component", "push-webhook"))
+	pushSender := &natsapi.PushSender{NC: nc, Log: log.With("component", "push"), WakeUp: func(phid, challengeID string, expiresAt time.Time) {
+		hook.Notify(webhook.WakeUp{PHID: phid, ChallengeID: challengeID, ExpiresAt: expiresAt})
+	}}
 	domain := &enrollment.Service{
 		Store:         view,
 		Registry:      registry,
 		Authenticator: registry,
+		Push:          registry,
+		PushLedger:    store,
+		PushSender:    pushSender,
+		MaxPushes:     cfg.MaxPushes,
 		Now:           cfg.Clock,
 		MaxAttempts:   cfg.MaxAttempts,
 		Notify:        live,
@@ -114,6 +131,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s := &Service{
+		push: pushSender,
+		hook: hook,
 		api: &httpapi.API{
 			// Pollers send the same token many times a second: check its signature once.
 			Service: domain, Verifier: auth.NewCache(cfg.Verifier, 0), Log: log,
@@ -218,6 +237,8 @@ func (s *Service) Close() error {
 		err = errors.Join(err, werr)
 	}
 	s.wg.Wait()
+	s.push.Wait()
+	s.hook.Close()
 	return err
 }
 

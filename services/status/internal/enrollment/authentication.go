@@ -46,6 +46,9 @@ func (s *Service) StartAuthentication(ctx context.Context, in NewAuthentication)
 	if in.ID == "" || in.ExchangeID == "" || in.Sub == "" || in.Initiator == "" {
 		return Enrollment{}, fmt.Errorf("%w: id, exchange id, sub and initiator are required", ErrBadRequest)
 	}
+	if in.Method == MethodPush {
+		return s.StartPush(ctx, in)
+	}
 	if in.Method != MethodTOTP && in.Method != MethodBackupCode {
 		return Enrollment{}, fmt.Errorf("%w: unsupported method %q", ErrBadRequest, in.Method)
 	}
@@ -100,6 +103,9 @@ func (s *Service) VerifyAuthentication(ctx context.Context, exchangeID, method, 
 	}
 	if e.Method != method {
 		return Enrollment{}, fmt.Errorf("%w: this authentication is for method %s", ErrConflict, e.Method)
+	}
+	if e.Method == MethodPush {
+		return Enrollment{}, fmt.Errorf("%w: a push sign-in is answered on the device, not with a code", ErrConflict)
 	}
 	e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
 		switch e.State {
@@ -156,10 +162,14 @@ var verificationEvents = map[State]events.Type{
 	Authenticated: events.VerificationSucceeded,
 	Expired:       events.VerificationExpired,
 	Cancelled:     events.VerificationCancelled,
+	Denied:        events.VerificationDenied,
 }
 
 // verificationEvent builds the mfa.verification.* event of an authentication's write.
 func verificationEvent(e Enrollment, prev State, ch *change) (outbox.Message, error) {
+	if e.State == PushAcknowledged && !ch.refused {
+		return pushEvent(events.PushAcknowledged, e, e.PHID, 0)
+	}
 	typ, ok := verificationEvents[e.State]
 	data := events.Verification{
 		StatusID: e.ID, Sub: e.Sub, Method: e.Method, Status: string(e.State),
@@ -175,6 +185,8 @@ func verificationEvent(e Enrollment, prev State, ch *change) (outbox.Message, er
 		data.PreviousStatus = ""
 	case e.State == Authenticated:
 		data.PHID = e.PHID
+	case e.State == Denied:
+		data.PHID, data.Reason = e.PHID, ch.reason
 	}
 	if !ok {
 		return outbox.Message{}, fmt.Errorf("no verification event for state %s", e.State)

@@ -36,7 +36,7 @@ const (
 
 // Terminal reports whether s can never change again.
 func (s State) Terminal() bool {
-	return s == Enrolled || s == Expired || s == Cancelled || s == Failed || s == Authenticated
+	return s == Enrolled || s == Expired || s == Cancelled || s == Failed || s == Authenticated || s == Denied
 }
 
 // Kind says which state machine a status object follows.
@@ -131,6 +131,10 @@ type Enrollment struct {
 	Context map[string]string
 	// AuthTime is when an authentication became AUTHENTICATED.
 	AuthTime time.Time
+	// Number is the two-digit number a push authentication's frontend shows; Candidates are the
+	// three the device offers (Number among them). Neither is ever in an event.
+	Number     string
+	Candidates []string
 	// Version is the store's revision of this enrollment, for compare-and-set.
 	Version uint64
 	// Seq counts this enrollment's writes: 1 when created, one more with every

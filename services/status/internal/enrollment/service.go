@@ -74,6 +74,12 @@ type Service struct {
 	Registry Registry
 	// Authenticator checks sign-in codes (the registry); authentications need it.
 	Authenticator Authenticator
+	// Push, PushLedger and PushSender make push sign-in work; MaxPushes bounds pushes per user
+	// in PushWindow (0 means DefaultMaxPushes).
+	Push       PushDirectory
+	PushLedger PushLedger
+	PushSender PushSender
+	MaxPushes  int
 	Now           func() time.Time
 	MaxAttempts   int
 	// Notify, when set, hears of every written change.
@@ -318,7 +324,7 @@ func (s *Service) Cancel(ctx context.Context, id, sub string) (Enrollment, error
 	}
 	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
 		switch e.State {
-		case Initiated, Scanned:
+		case Initiated, Scanned, PushAcknowledged:
 			e.State = Cancelled
 			return e, &change{channel: ChannelFrontend}, nil
 		case Cancelled:

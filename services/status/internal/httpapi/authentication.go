@@ -46,6 +46,9 @@ type initiationDTO struct {
 	ExchangeID exchangeDTO `json:"exchange_id"`
 	StatusID   string      `json:"status_id"`
 	Sub        string      `json:"sub"`
+	// Number is the two-digit number a push sign-in's frontend shows (push only): the user
+	// picks it among the three the device offers.
+	Number string `json:"number,omitempty"`
 }
 
 type verificationBody struct {
@@ -80,9 +83,19 @@ func (a *API) identified(h identifiedHandler) http.HandlerFunc {
 			err = h(w, r, id)
 		}
 		if err != nil {
-			var locked *enrollment.LockedError
-			if errors.As(err, &locked) {
-				secs := int(math.Ceil(locked.Until.Sub(a.Service.Time()).Seconds()))
+			var (
+				locked *enrollment.LockedError
+				pushes *enrollment.TooManyPushesError
+				until  time.Time
+			)
+			switch {
+			case errors.As(err, &locked):
+				until = locked.Until
+			case errors.As(err, &pushes):
+				until = pushes.RetryAt
+			}
+			if !until.IsZero() {
+				secs := int(math.Ceil(until.Sub(a.Service.Time()).Seconds()))
 				w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 			}
 			httpx.WriteError(w, r, a.Log, natsapi.ToFault(err))
@@ -97,8 +110,10 @@ func authMethod(r *http.Request) (string, error) {
 		return enrollment.MethodTOTP, nil
 	case "backupcode":
 		return enrollment.MethodBackupCode, nil
+	case "push":
+		return enrollment.MethodPush, nil
 	}
-	return "", fault.New(fault.NotFound, "unsupported method; use totp or backupcode")
+	return "", fault.New(fault.NotFound, "unsupported method; use totp, backupcode or push")
 }
 
 func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
@@ -135,7 +150,7 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	w.Header().Set("Cache-Control", "no-store")
 	httpx.WriteJSON(w, http.StatusOK, initiationDTO{
 		ExchangeID: exchangeDTO{ExchangeID: e.ExchangeID, ExpiresAt: e.ExpiresAt},
-		StatusID:   e.ID, Sub: e.Sub,
+		StatusID:   e.ID, Sub: e.Sub, Number: e.Number,
 	})
 	return nil
 }
@@ -209,8 +224,11 @@ func (a *API) mfaToken(r *http.Request, e enrollment.Enrollment, caller string) 
 		return ""
 	}
 	amr := []string{"otp"}
-	if e.Method == enrollment.MethodBackupCode {
+	switch e.Method {
+	case enrollment.MethodBackupCode:
 		amr = []string{"kba"} // RFC 8176: knowledge-based, a code written down in advance
+	case enrollment.MethodPush:
+		amr = []string{"swk", "user"} // a software-secured key signed it; the user picked the number
 	}
 	tok, err := a.Tokens.Mint(mfatoken.Claims{
 		Sub: e.Sub, Audience: e.ClientID, StatusID: e.ID, AMR: amr, AuthTime: e.AuthTime,

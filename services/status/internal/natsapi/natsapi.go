@@ -50,6 +50,20 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, log *slo
 		e, err := svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: r.ExchangeID, Code: r.Code, Device: toDevice(r.Device), Channel: enrollment.ChannelCompanion})
 		return ToReply(e), ToFault(err)
 	}))
+	add("push-pending", commands.StatusPushPending, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushPendingRequest) (commands.PushPendingReply, error) {
+		cs, err := svc.PendingChallenges(ctx, r.PHID, r.Sub)
+		return commands.PushPendingReply{Challenges: toCommandChallenges(cs)}, ToFault(err)
+	}))
+	add("push-ack", commands.StatusPushAck, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushAckRequest) (commands.EnrollmentReply, error) {
+		e, err := svc.AcknowledgePush(ctx, r.ChallengeID, r.PHID, r.Sub)
+		return ToReply(e), ToFault(err)
+	}))
+	add("push-respond", commands.StatusPushRespond, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushRespondRequest) (commands.EnrollmentReply, error) {
+		e, err := svc.RespondPush(ctx, enrollment.PushResponse{
+			ChallengeID: r.ChallengeID, PHID: r.PHID, Sub: r.Sub, Decision: r.Decision, Number: r.Number, Reason: r.Reason,
+		})
+		return ToReply(e), ToFault(err)
+	}))
 	if err == nil {
 		// Make sure the server has the subscriptions before anyone is told we are up.
 		err = nc.Flush()
@@ -70,7 +84,7 @@ func ToReply(e enrollment.Enrollment) commands.EnrollmentReply {
 	if e.State == enrollment.Enrolled {
 		r.DeviceID, r.PHID = e.DeviceID, e.PHID
 	}
-	if e.State == enrollment.Authenticated {
+	if e.State == enrollment.Authenticated || e.State == enrollment.Denied || e.State == enrollment.PushAcknowledged {
 		r.PHID = e.PHID
 	}
 	return r
@@ -105,6 +119,8 @@ func ToFault(err error) error {
 		return fault.New(fault.InvalidCode, "invalid code: a TOTP code is 6 digits, a recovery code 10 characters (XXXXX-XXXXX)")
 	case errors.Is(err, enrollment.ErrLocked):
 		return fault.New(fault.Locked, "too many wrong codes: code checks are locked for a while (see Retry-After)")
+	case errors.Is(err, enrollment.ErrTooManyPushes):
+		return fault.New(fault.TooManyRequests, "too many push sign-ins for this user; wait for Retry-After")
 	case errors.Is(err, enrollment.ErrNoFactor):
 		return fault.New(fault.NoFactor, "the user has no usable factor of this method (enroll a device, or generate recovery codes)")
 	}
