@@ -76,12 +76,12 @@ type Service struct {
 	Authenticator Authenticator
 	// Push, PushLedger and PushSender make push sign-in work; MaxPushes bounds pushes per user
 	// in PushWindow (0 means DefaultMaxPushes).
-	Push       PushDirectory
-	PushLedger PushLedger
-	PushSender PushSender
-	MaxPushes  int
-	Now           func() time.Time
-	MaxAttempts   int
+	Push        PushDirectory
+	PushLedger  PushLedger
+	PushSender  PushSender
+	MaxPushes   int
+	Now         func() time.Time
+	MaxAttempts int
 	// Notify, when set, hears of every written change.
 	Notify Notifier
 	// OnActivateError, when set, hears of a device registration that failed after ENROLLED
