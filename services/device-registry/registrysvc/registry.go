@@ -118,7 +118,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Service{log: log, cancel: cancel, http: httpapi.New(svc, svc, cfg.Verifier, log)}
+	s := &Service{log: log, cancel: cancel, http: httpapi.New(svc, svc, auth.NewCache(cfg.Verifier, 0), log)}
 
 	relay := &kvdoc.Relay{KV: bucket, JS: js, Filter: kv.RelayFilter, Log: log.With("component", "outbox-relay")}
 	s.wg.Go(func() {

@@ -70,7 +70,8 @@ func New(_ context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Servi
 			Issuer: cfg.Issuer, PublicURL: strings.TrimRight(cfg.PublicURL, "/"), ClientID: cfg.ClientID,
 			TTL: cfg.EnrollmentTTL, Now: cfg.Clock,
 		},
-		Verifier: cfg.Verifier,
+		// A frontend sends the same token with every request: check its signature once.
+		Verifier: auth.NewCache(cfg.Verifier, 0),
 		Log:      log,
 	}}, nil
 }

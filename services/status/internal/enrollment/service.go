@@ -138,10 +138,9 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 	if err != nil {
 		return Enrollment{}, err
 	}
+	// No live announcement: nobody can be watching an enrollment whose status id the
+	// initiation has not answered yet.
 	created, err := s.Store.Create(ctx, e, msg)
-	if err == nil {
-		s.changed(created)
-	}
 	if errors.Is(err, ErrConflict) {
 		if old, gerr := s.Store.Get(ctx, in.ID); gerr == nil && old.ExchangeID == in.ExchangeID && old.Sub == in.Sub {
 			return old, nil

@@ -163,6 +163,14 @@ func (v *View) apply(entry jetstream.KeyValueEntry) {
 		v.drop(id)
 		return
 	}
+	// This replica's own writes are recorded with their revision before the watch brings them
+	// back: skip decoding a value the view already holds (most values, in a busy replica).
+	v.mu.RLock()
+	cur, ok := v.entries[id]
+	v.mu.RUnlock()
+	if ok && cur.e.Version >= entry.Revision() {
+		return
+	}
 	var rec struct {
 		Doc   doc  `json:"doc"`
 		Purge bool `json:"purge"`
