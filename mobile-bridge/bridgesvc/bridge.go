@@ -125,8 +125,13 @@ type Service struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// inbox feeds the dispatcher with the messages of every device session's subscriptions.
+	inbox chan *nats.Msg
+
 	mu    sync.Mutex
 	conns map[*conn]struct{}
+	// sessions finds the device session of a subscription.
+	sessions map[*nats.Subscription]*session
 	// slots counts connections that hold a place under MaxConnections: those in conns and
 	// those still being upgraded.
 	slots  int
@@ -144,7 +149,11 @@ func New(_ context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Servi
 		ctx:    ctx,
 		cancel: cancel,
 		conns:  map[*conn]struct{}{},
+
+		inbox:    make(chan *nats.Msg, inboxSize),
+		sessions: map[*nats.Subscription]*session{},
 	}
+	go s.dispatch()
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		WriteBufferSize:  writeBufferSize,

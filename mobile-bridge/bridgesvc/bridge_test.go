@@ -34,6 +34,12 @@ type frame struct {
 	PHID     string `json:"ph_id"`
 	Code     string `json:"code"`
 	Message  string `json:"message"`
+
+	Nonce       string            `json:"nonce"`
+	ChallengeID string            `json:"challenge_id"`
+	Numbers     []string          `json:"numbers"`
+	Context     map[string]string `json:"context"`
+	ExpiresAt   time.Time         `json:"expires_at"`
 }
 
 func dial(t *testing.T, env *bridgetest.Env, subprotocols ...string) *websocket.Conn {
@@ -45,7 +51,22 @@ func dial(t *testing.T, env *bridgetest.Env, subprotocols ...string) *websocket.
 	}
 	_ = resp.Body.Close()
 	t.Cleanup(func() { _ = ws.Close() })
+	readHello(t, ws)
 	return ws
+}
+
+// readHello reads the hello every connection starts with and returns its nonce. It leaves no
+// read deadline behind, for tests that read in the background.
+func readHello(t *testing.T, ws *websocket.Conn) string {
+	t.Helper()
+	f := read(t, ws)
+	if f.Type != protocol.TypeHello || len(f.Nonce) < 22 {
+		t.Fatalf("first frame %+v, want a hello with a nonce of 16+ bytes", f)
+	}
+	if err := ws.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	return f.Nonce
 }
 
 func sendRaw(t *testing.T, ws *websocket.Conn, kind int, data []byte) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -38,6 +39,16 @@ type conn struct {
 	// frames is the frame rate limit; excess is the flood allowance spent by frames over it.
 	// Only the read loop touches them.
 	frames, excess bucket
+
+	// nonce is the unspent nonce of the latest hello, sess the device session once logged in,
+	// and after what the read loop does once the current answer is written (a fresh hello after
+	// a refused login, pending challenges after a login). Only the read loop touches them.
+	nonce string
+	sess  *session
+	after func() error
+
+	// replaced is set when a newer session of the device took over; the read loop then stops.
+	replaced atomic.Bool
 }
 
 func newConn(s *Service, ws *websocket.Conn, remote string) *conn {
@@ -84,8 +95,22 @@ func (c *conn) serve() {
 		c.pingMu.Unlock()
 	}()
 
+	defer func() {
+		if c.sess != nil {
+			c.s.endSession(c.sess)
+		}
+	}()
+
 	c.log.Debug("bridge connection opened", "subprotocol", c.ws.Subprotocol())
+	c.nonce = newNonce()
+	if err := c.write(protocol.Hello{Type: protocol.TypeHello, Nonce: c.nonce}); err != nil {
+		c.logEnd(err)
+		return
+	}
 	for {
+		if c.replaced.Load() {
+			return
+		}
 		// Set before every read rather than after it: a request may take up to RequestTimeout,
 		// and the peer's pongs are only seen while reading.
 		if err := c.ws.SetReadDeadline(time.Now().Add(2 * ping)); err != nil {
@@ -124,6 +149,13 @@ func (c *conn) serve() {
 		if err := c.write(answer); err != nil {
 			c.logEnd(err)
 			return
+		}
+		if after := c.after; after != nil {
+			c.after = nil
+			if err := after(); err != nil {
+				c.logEnd(err)
+				return
+			}
 		}
 	}
 }

@@ -27,6 +27,12 @@ func (c *conn) handle(data []byte) any {
 
 	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
 	defer cancel()
+	switch req.Type {
+	case protocol.TypeLogin:
+		return c.login(ctx, req)
+	case protocol.TypePushResponse:
+		return c.pushResponse(ctx, req)
+	}
 	var (
 		reply commands.EnrollmentReply
 		err   error
@@ -65,7 +71,15 @@ func (c *conn) enroll(ctx context.Context, req protocol.Request) (commands.Enrol
 	if !validCode(req.Code) {
 		return reply, fault.New(fault.BadRequest, "code must be 6 to 8 digits")
 	}
-	cmd := commands.EnrollRequest{ExchangeID: req.ExchangeID, Code: req.Code, Device: toCommandDevice(req.Device)}
+	dev := toCommandDevice(req.Device)
+	if req.DeviceKey != nil {
+		k := &commands.DeviceKey{Kty: req.DeviceKey.Kty, Crv: req.DeviceKey.Crv, X: req.DeviceKey.X, Y: req.DeviceKey.Y}
+		if _, err := parseDeviceKey(k); err != nil {
+			return reply, fault.New(fault.BadRequest, `device_key must be a JWK {"kty":"EC","crv":"P-256","x","y"} of a point on the curve`)
+		}
+		dev.Key = k
+	}
+	cmd := commands.EnrollRequest{ExchangeID: req.ExchangeID, Code: req.Code, Device: dev}
 	err := rpc.Call(ctx, c.s.nc, commands.StatusEnroll, cmd, &reply)
 	return reply, err
 }

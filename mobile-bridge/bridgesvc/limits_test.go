@@ -184,6 +184,7 @@ func TestIdleConnectionCost(t *testing.T) {
 		}
 		_ = resp.Body.Close()
 		conns = append(conns, ws)
+		readHello(t, ws)
 		// One round trip proves the server side is in its read loop.
 		sendRaw(t, ws, websocket.BinaryMessage, []byte{1})
 		wantError(t, read(t, ws), "", fault.BadRequest)

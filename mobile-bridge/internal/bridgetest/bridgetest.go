@@ -1,6 +1,6 @@
-// Package bridgetest boots a real bridge for tests: an embedded NATS server, a scripted stand-in
-// for the status service answering the bridge's commands, and the bridge behind an httptest
-// server.
+// Package bridgetest boots a real bridge for tests: an embedded NATS server, scripted stand-ins
+// for the status service and the device registry answering the bridge's commands, and the
+// bridge behind an httptest server.
 //
 // The stand-in exists because the real status service lives in another module and brings its
 // own store; tests of the bridge and of the companion client care about the wire contract
@@ -61,6 +61,11 @@ type Status struct {
 	byEID   map[string]*record
 	scans   []commands.ScanRequest
 	enrolls []commands.EnrollRequest
+
+	challenges   []*challenge
+	pushPendings []commands.PushPendingRequest
+	pushAcks     []commands.PushAckRequest
+	pushResponds []commands.PushRespondRequest
 }
 
 // StartStatus registers the stand-in as a micro service on nc; it stops when the test ends.
@@ -79,6 +84,7 @@ func StartStatus(tb testing.TB, nc *nats.Conn) *Status {
 	if err := svc.AddEndpoint("enroll", rpc.Endpoint(ctx, log, s.enroll), micro.WithEndpointSubject(commands.StatusEnroll)); err != nil {
 		tb.Fatalf("add enroll endpoint: %v", err)
 	}
+	s.addPushEndpoints(tb, svc, log)
 	// The server must have seen the subscriptions before another connection sends a command,
 	// or that command meets "no responders"; a flush is the round trip that guarantees it.
 	if err := nc.Flush(); err != nil {
@@ -202,9 +208,10 @@ func (s *Status) reply(rec *record) commands.EnrollmentReply {
 
 // Env is a running bridge with its dependencies.
 type Env struct {
-	NATS   *natstest.Server
-	Status *Status // nil for StartBridge
-	Bridge *bridgesvc.Service
+	NATS     *natstest.Server
+	Status   *Status   // nil for StartBridge
+	Registry *Registry // nil for StartBridge
+	Bridge   *bridgesvc.Service
 	// URL is the base URL of the HTTP server (what an otpauth URI carries as burl).
 	URL string
 	// WSURL is the bridge endpoint as a ws:// URL.
@@ -218,9 +225,18 @@ func Start(tb testing.TB, cfg bridgesvc.Config) *Env {
 	tb.Helper()
 	ns := natstest.Start(tb)
 	status := StartStatus(tb, ns.Connect(tb))
+	registry := StartRegistry(tb, ns.Connect(tb))
 	env := StartBridge(tb, ns.Connect(tb), cfg)
-	env.NATS, env.Status = ns, status
+	env.NATS, env.Status, env.Registry = ns, status, registry
 	return env
+}
+
+// Replica boots another bridge replica on the same NATS server, sharing the stand-ins.
+func (e *Env) Replica(tb testing.TB, cfg bridgesvc.Config) *Env {
+	tb.Helper()
+	r := StartBridge(tb, e.NATS.Connect(tb), cfg)
+	r.NATS, r.Status, r.Registry = e.NATS, e.Status, e.Registry
+	return r
 }
 
 // StartBridge boots only the bridge, on nc, so a test can choose what answers (or nothing).
