@@ -84,7 +84,7 @@ func ToReply(e enrollment.Enrollment) commands.EnrollmentReply {
 	if e.State == enrollment.Enrolled {
 		r.DeviceID, r.PHID = e.DeviceID, e.PHID
 	}
-	if e.State == enrollment.Authenticated || e.State == enrollment.Denied || e.State == enrollment.PushAcknowledged {
+	if e.State == enrollment.Authenticated || e.State == enrollment.Denied {
 		r.PHID = e.PHID
 	}
 	return r
