@@ -1,6 +1,7 @@
 // Package companion is the reference companion client for the mobile bridge: it reads the QR
 // code of an enrollment, parses its otpauth URI, and reports the scan and a proof-of-possession
-// code over the mfa-bridge.v1 websocket protocol.
+// code over the mfa-bridge.v1 websocket protocol. A push-capable companion also holds a device
+// key, logs in with it and answers push challenges (see Login, Challenges, Respond).
 //
 // It is what cmd/companion is built on and what companion-app developers can read next to
 // PROTOCOL.md; the end-to-end tests use it to play the phone.
@@ -8,6 +9,7 @@ package companion
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,7 +70,22 @@ type Client struct {
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when the read loop has ended
+
+	// hello holds the nonce of the latest hello not yet spent by a Login.
+	hello chan string
+	// challenges queues push challenges for the app (see Challenges).
+	challenges chan protocol.PushChallenge
+	// key and phID are the logged-in device (under mu).
+	key  *ecdsa.PrivateKey
+	phID string
 }
+
+// ChallengeBuffer is how many push challenges a Client queues for a reader that is not keeping
+// up; more are dropped (the bridge delivers open challenges again on the next login).
+const ChallengeBuffer = 64
+
+// ErrNotLoggedIn is returned by Respond before a successful Login.
+var ErrNotLoggedIn = errors.New("companion: not logged in as a device")
 
 // Dial connects to the bridge of the mfaflow deployment at baseURL (the burl of an otpauth
 // URI): http becomes ws and https becomes wss, and protocol.Path is appended. It offers the
@@ -109,7 +126,10 @@ func Dial(ctx context.Context, baseURL string) (*Client, error) {
 		return nil, fmt.Errorf("companion: %s did not select sub-protocol %s", u.Redacted(), protocol.Subprotocol)
 	}
 	ws.SetReadLimit(maxAnswerBytes)
-	c := &Client{ws: ws, pending: map[uint64]chan result{}, done: make(chan struct{})}
+	c := &Client{
+		ws: ws, pending: map[uint64]chan result{}, done: make(chan struct{}),
+		hello: make(chan string, 1), challenges: make(chan protocol.PushChallenge, ChallengeBuffer),
+	}
 	go c.readLoop()
 	return c, nil
 }
@@ -124,6 +144,74 @@ func (c *Client) Scan(ctx context.Context, exchangeID string, dev protocol.Devic
 // status ENROLLED, the device id and the ph_id of the registered device.
 func (c *Client) Enroll(ctx context.Context, exchangeID, code string) (protocol.Ack, error) {
 	return c.call(ctx, protocol.Request{Type: protocol.TypeEnroll, ExchangeID: exchangeID, Code: code})
+}
+
+// EnrollWithKey is Enroll for a push-capable device: key is the public half of the device key
+// (see NewDeviceKey and PublicJWK), registered with the device.
+func (c *Client) EnrollWithKey(ctx context.Context, exchangeID, code string, key *protocol.JWK) (protocol.Ack, error) {
+	return c.call(ctx, protocol.Request{Type: protocol.TypeEnroll, ExchangeID: exchangeID, Code: code, DeviceKey: key})
+}
+
+// Login starts the session of device phID on this connection: it signs the nonce of the
+// bridge's latest hello with key. After the ack the bridge sends the device's open challenges
+// and every new one to Challenges. A refused login spends the nonce; the bridge then sends a
+// fresh hello, so Login may simply be called again.
+func (c *Client) Login(ctx context.Context, phID string, key *ecdsa.PrivateKey) (protocol.Ack, error) {
+	var nonce string
+	select {
+	case nonce = <-c.hello:
+	case <-c.done:
+		return protocol.Ack{}, c.Err()
+	case <-ctx.Done():
+		return protocol.Ack{}, ctx.Err()
+	}
+	sig, err := SignLogin(key, nonce, phID)
+	if err != nil {
+		return protocol.Ack{}, err
+	}
+	ack, err := c.call(ctx, protocol.Request{Type: protocol.TypeLogin, PHID: phID, Sig: sig})
+	if err != nil {
+		return ack, err
+	}
+	c.mu.Lock()
+	c.key, c.phID = key, phID
+	c.mu.Unlock()
+	return ack, nil
+}
+
+// Challenges delivers the push challenges the bridge sends to the logged-in device, pending ones
+// first. The same challenge may come more than once (a re-login, a retry): key on its id. The
+// channel is never closed; watch Done for the end of the connection.
+func (c *Client) Challenges() <-chan protocol.PushChallenge { return c.challenges }
+
+// Respond answers a challenge: decision is protocol.DecisionApprove with the number the user
+// picked, or protocol.DecisionDeny (number may be empty; reason "" or protocol.ReasonNotMe).
+// The ack's status is the sign-in's status after the answer (AUTHENTICATED, DENIED).
+func (c *Client) Respond(ctx context.Context, challengeID, decision, number, reason string) (protocol.Ack, error) {
+	c.mu.Lock()
+	key := c.key
+	c.mu.Unlock()
+	if key == nil {
+		return protocol.Ack{}, ErrNotLoggedIn
+	}
+	sig, err := SignPush(key, challengeID, decision, number)
+	if err != nil {
+		return protocol.Ack{}, err
+	}
+	return c.call(ctx, protocol.Request{Type: protocol.TypePushResponse, ChallengeID: challengeID,
+		Decision: decision, Number: number, Reason: reason, Sig: sig})
+}
+
+// Done is closed when the connection has ended, by Close or by the bridge or network.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err says why the connection ended (ErrClosed, or an error wrapping ErrConnectionLost whose
+// chain holds the websocket close error, e.g. close 4000 when another session of the device
+// started); nil while it is open.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // Close ends the connection with a normal close handshake and releases its goroutine. Calls
@@ -204,6 +292,12 @@ type answer struct {
 	PHID     string `json:"ph_id"`
 	Code     string `json:"code"`
 	Message  string `json:"message"`
+
+	Nonce       string            `json:"nonce"`
+	ChallengeID string            `json:"challenge_id"`
+	Numbers     []string          `json:"numbers"`
+	Context     map[string]string `json:"context"`
+	ExpiresAt   time.Time         `json:"expires_at"`
 }
 
 func (c *Client) readLoop() {
@@ -226,6 +320,21 @@ func (c *Client) readLoop() {
 			r.ack = protocol.Ack{Type: a.Type, ID: a.ID, Status: a.Status, StatusID: a.StatusID, DeviceID: a.DeviceID, PHID: a.PHID}
 		case protocol.TypeError:
 			r.err = &BridgeError{Code: a.Code, Message: a.Message}
+		case protocol.TypeHello:
+			// Only the latest nonce counts: drop an unspent older one.
+			select {
+			case <-c.hello:
+			default:
+			}
+			c.hello <- a.Nonce
+			continue
+		case protocol.TypePushChallenge:
+			select {
+			case c.challenges <- protocol.PushChallenge{Type: a.Type, ChallengeID: a.ChallengeID,
+				Numbers: a.Numbers, Context: a.Context, ExpiresAt: a.ExpiresAt}:
+			default: // the app is not reading; the next login delivers it again
+			}
+			continue
 		default:
 			continue // frame types from later protocol versions (e.g. push challenges)
 		}

@@ -5,13 +5,15 @@
 //
 // Usage:
 //
-//	companion enroll (--qr FILE.png | --uri URI) [--name NAME] [--device-id ID] [--platform P] [--json]
+//	companion enroll (--qr FILE.png | --uri URI) [--name NAME] [--device-id ID] [--platform P] [--json] [--device FILE]
+//	companion listen --device FILE [--approve N | --deny [--not-me]] [--once]
 //	companion code (--qr FILE.png | --uri URI)
 //	companion help
 package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -35,13 +37,16 @@ const usage = `companion is the mfaflow reference companion app.
 Usage:
   companion enroll (--qr FILE | --uri URI) [flags]
         scan the enrollment QR, report it to the bridge, prove the code, enroll
+        (with --device FILE: as a push-capable device, its key kept in FILE)
+  companion listen --device FILE [--approve N | --deny [--not-me]] [--once]
+        keep a device session and answer push sign-in challenges
   companion code (--qr FILE | --uri URI)
         print the current code for the secret in the QR or URI
   companion help
         show this help
 
 FILE is a PNG, JPEG or GIF image, a text file holding a data: URI, or - for stdin.
-Run "companion enroll -h" for the enroll flags.
+Run "companion enroll -h" or "companion listen -h" for the flags.
 
 Exit status: 0 on success, 1 when enrollment fails (the reason is printed to
 stderr as "error: <code>: <message>"), 2 on a usage error.
@@ -67,6 +72,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runEnroll(ctx, args[1:], stdin, stdout, stderr)
 	case "code":
 		return runCode(args[1:], stdin, stdout, stderr)
+	case "listen":
+		return runListen(ctx, args[1:], stdin, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -121,6 +128,7 @@ func runEnroll(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		dev     protocol.Device
 		asJSON  bool
 		timeout time.Duration
+		devFile string
 	)
 	src.register(fs)
 	fs.StringVar(&dev.Name, "name", "mfaflow companion", "device `NAME` shown in the user's device list")
@@ -128,11 +136,27 @@ func runEnroll(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&dev.Platform, "platform", "cli", "device `PLATFORM`")
 	fs.BoolVar(&asJSON, "json", false, "print the final ack as JSON instead of text")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
+	fs.StringVar(&devFile, "device", "", "enroll as a push-capable device and keep its key in `FILE` (mode 0600)")
 	if err := fs.Parse(args); err != nil {
 		return exitParse(err)
 	}
 	if fs.NArg() > 0 {
 		return fail(stderr, errUsage("unexpected argument "+fs.Arg(0)))
+	}
+	var (
+		key *ecdsa.PrivateKey
+		jwk *protocol.JWK
+	)
+	if devFile != "" {
+		k, err := companion.NewDeviceKey()
+		if err != nil {
+			return fail(stderr, err)
+		}
+		pub, err := companion.PublicJWK(&k.PublicKey)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		key, jwk = k, &pub
 	}
 	uri, err := src.read(stdin)
 	if err != nil {
@@ -168,9 +192,19 @@ func runEnroll(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return fail(stderr, err)
 	}
-	ack, err := c.Enroll(ctx, e.ExchangeID, code)
+	ack, err := c.EnrollWithKey(ctx, e.ExchangeID, code, jwk)
 	if err != nil {
 		return fail(stderr, err)
+	}
+	if key != nil {
+		d, err := companion.NewDeviceFile(ack.PHID, ack.DeviceID, dev.Name, e.BaseURL, key)
+		if err == nil {
+			err = companion.SaveDeviceFile(devFile, d)
+		}
+		if err != nil {
+			// Enrolled, but the key is lost: the device works for codes, not for push.
+			return fail(stderr, err)
+		}
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -181,6 +215,9 @@ func runEnroll(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return 0
 	}
 	fmt.Fprintf(stdout, "enrolled: ph_id %s device_id %s\n", ack.PHID, ack.DeviceID)
+	if key != nil {
+		fmt.Fprintf(stdout, "device: push-capable, key saved to %s\n", devFile)
+	}
 	return 0
 }
 

@@ -16,8 +16,10 @@ import (
 
 	"github.com/boombuler/barcode"
 	"github.com/boombuler/barcode/qr"
+	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/mobile-bridge/bridgesvc"
+	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
 	"github.com/mfaflow/mfaflow/mobile-bridge/internal/bridgetest"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/totp"
@@ -199,4 +201,97 @@ func TestUsage(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestEnrollDevice(t *testing.T) {
+	env := startEnv(t, bridgetest.Enrollment{StatusID: "st-1", Secret: secret})
+	path := filepath.Join(t.TempDir(), "device.json")
+	r := runCLI(t, "", "enroll", "--uri", enrollURI(env.URL, "eid-1"), "--device-id", "dev-42", "--device", path)
+	want := "scanned: status SCANNED (status_id st-1)\nenrolled: ph_id ph-st-1 device_id dev-42\ndevice: push-capable, key saved to " + path + "\n"
+	if r.status != 0 || r.stdout != want {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want %q", r.status, r.stdout, r.stderr, want)
+	}
+	info, err := os.Stat(path)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("device file: %v, %v; want mode 0600", info, err)
+	}
+	d, err := companion.LoadDeviceFile(path)
+	if err != nil || d.PHID != "ph-st-1" || d.DeviceID != "dev-42" || d.BridgeURL != env.URL {
+		t.Fatalf("device file %+v, %v", d, err)
+	}
+	key, _ := d.Key()
+	jwk, _ := companion.PublicJWK(&key.PublicKey)
+	enrolls := env.Status.Enrolls()
+	if len(enrolls) != 1 || enrolls[0].Device.Key == nil || enrolls[0].Device.Key.X != jwk.X || enrolls[0].Device.Key.Y != jwk.Y {
+		t.Fatalf("status got %+v, want the key of the device file", enrolls)
+	}
+}
+
+func TestListen(t *testing.T) {
+	setup := func(t *testing.T) (*bridgetest.Env, string) {
+		env := bridgetest.Start(t, bridgesvc.Config{})
+		key, err := companion.NewDeviceKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		jwk, _ := companion.PublicJWK(&key.PublicKey)
+		env.Registry.Add(commands.DeviceInfo{PHID: "ph-1", Sub: "alice",
+			Key: &commands.DeviceKey{Kty: jwk.Kty, Crv: jwk.Crv, X: jwk.X, Y: jwk.Y}})
+		d, err := companion.NewDeviceFile("ph-1", "dev-1", "laptop", env.URL, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "device.json")
+		if err := companion.SaveDeviceFile(path, d); err != nil {
+			t.Fatal(err)
+		}
+		env.Status.AddChallenge(bridgetest.Challenge{
+			PushChallenge: commands.PushChallenge{ChallengeID: "ch-1", StatusID: "st-9", Sub: "alice",
+				Numbers: []string{"12", "42", "77"}, Context: map[string]string{"app": "ACME"}, ExpiresAt: time.Now().Add(time.Minute)},
+			Right: "42",
+		})
+		return env, path
+	}
+	t.Run("ApproveOnce", func(t *testing.T) {
+		env, path := setup(t)
+		r := runCLI(t, "", "listen", "--device", path, "--approve", "42", "--once")
+		if r.status != 0 || !strings.Contains(r.stdout, "challenge ch-1: numbers 12 42 77 app=\"ACME\"") ||
+			!strings.Contains(r.stdout, "answered approve: status AUTHENTICATED") {
+			t.Fatalf("exit %d, stdout %q, stderr %q", r.status, r.stdout, r.stderr)
+		}
+		want := commands.PushRespondRequest{ChallengeID: "ch-1", PHID: "ph-1", Sub: "alice", Decision: "approve", Number: "42"}
+		if got := env.Status.PushResponds(); len(got) != 1 || got[0] != want {
+			t.Fatalf("status got %+v, want [%+v]", got, want)
+		}
+	})
+	t.Run("Interactive", func(t *testing.T) {
+		env, path := setup(t)
+		r := runCLI(t, "77\n", "listen", "--device", path, "--once")
+		if r.status != 0 || !strings.Contains(r.stdout, "answered approve: status DENIED") {
+			t.Fatalf("exit %d, stdout %q, stderr %q", r.status, r.stdout, r.stderr)
+		}
+		if got := env.Status.PushResponds(); len(got) != 1 || got[0].Number != "77" {
+			t.Fatalf("status got %+v", got)
+		}
+	})
+	t.Run("DenyNotMe", func(t *testing.T) {
+		env, path := setup(t)
+		r := runCLI(t, "", "listen", "--device", path, "--deny", "--not-me", "--once")
+		if got := env.Status.PushResponds(); r.status != 0 || len(got) != 1 || got[0].Decision != "deny" || got[0].Reason != "not_me" {
+			t.Fatalf("exit %d, stderr %q, status got %+v", r.status, r.stderr, got)
+		}
+	})
+	t.Run("ErrUnknownDevice", func(t *testing.T) {
+		env, path := setup(t)
+		env.Registry.Remove("ph-1")
+		r := runCLI(t, "", "listen", "--device", path, "--once")
+		if r.status != 1 || !strings.HasPrefix(r.stderr, "error: unauthorized: ") {
+			t.Fatalf("exit %d, stderr %q; want 1 and unauthorized", r.status, r.stderr)
+		}
+	})
+	t.Run("ErrUsage", func(t *testing.T) {
+		if r := runCLI(t, "", "listen", "--approve", "42"); r.status != 2 {
+			t.Fatalf("exit %d without --device, want 2", r.status)
+		}
+	})
 }
