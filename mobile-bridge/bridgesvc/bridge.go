@@ -164,8 +164,9 @@ func New(_ context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Servi
 		// Origin checks defend cookie-authenticated browser sessions against cross-site
 		// websocket hijacking. The bridge has no cookies or ambient credentials to steal:
 		// companion apps are not browsers and often send no Origin at all, and the only
-		// authority a connection ever uses is the exchange_id it presents in each frame,
-		// which a cross-site page could not know. So every origin is allowed.
+		// authority a connection ever uses is the exchange_id it presents in each frame or a
+		// device-key signature over this connection's nonce, neither of which a cross-site
+		// page could produce. So every origin is allowed.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			// gorilla's reasons are about the handshake headers, safe and useful to show.

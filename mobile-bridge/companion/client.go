@@ -40,7 +40,7 @@ const writeWait = 10 * time.Second
 
 // BridgeError is an error frame from the bridge. Code is one of the stable codes in PROTOCOL.md
 // (not_found, expired, invalid_code, conflict, bad_request, payload_too_large, unavailable,
-// internal); switch on it, not on Message.
+// too_many_requests, unauthorized, internal); switch on it, not on Message.
 type BridgeError struct {
 	Code    string
 	Message string
