@@ -237,6 +237,18 @@ func (s *Service) RespondPush(ctx context.Context, r PushResponse) (Enrollment, 
 	} else if !ok {
 		return Enrollment{}, ErrNotFound // a removed device answers nothing
 	}
+	// An answer proves the challenge reached the device, even if the bridge's acknowledgement
+	// is still on its way: record it first, so every push passes PUSH_ACKNOWLEDGED (and its
+	// event) before its outcome, and the late acknowledgement changes nothing.
+	if e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+		if e.State != Initiated {
+			return e, nil, nil
+		}
+		e.State, e.PHID = PushAcknowledged, r.PHID
+		return e, &change{}, nil
+	}); err != nil {
+		return e, err
+	}
 	reason := ""
 	switch {
 	case r.Decision == DecisionDeny && r.Reason == "not_me":
