@@ -425,6 +425,42 @@ func (r apiRequest) path(t *testing.T) string {
 
 // sendAPI performs r against st with a deadline; a websocket upgrade (101) is kept open only to
 // read its messages (up to the close frame) and is then closed.
+// apiDriver sends requests to a stack and checks every answer against the contract.
+type apiDriver struct {
+	c  *apiContract
+	st *harness.Stack
+}
+
+func (d *apiDriver) do(t *testing.T, r apiRequest) apiExchange {
+	t.Helper()
+	x := sendAPI(t, d.st, r)
+	d.c.check(t, x)
+	return x
+}
+
+// decodeAPI requires status want and decodes the body into out (when not nil).
+func decodeAPI(t *testing.T, x apiExchange, want int, out any) {
+	t.Helper()
+	if x.Status != want {
+		t.Fatalf("%s %s: status %d, want %d: %s", x.Method, x.Path, x.Status, want, x.Body)
+	}
+	if out != nil {
+		if err := json.Unmarshal(x.Body, out); err != nil {
+			t.Fatalf("%s %s: %v", x.Method, x.Path, err)
+		}
+	}
+}
+
+// problemAPI requires a problem with status want and code.
+func problemAPI(t *testing.T, x apiExchange, want int, code fault.Code) {
+	t.Helper()
+	var p struct{ Code string }
+	decodeAPI(t, x, want, &p)
+	if p.Code != string(code) {
+		t.Errorf("%s %s: code %s, want %s", x.Method, x.Path, p.Code, code)
+	}
+}
+
 func sendAPI(t *testing.T, st *harness.Stack, r apiRequest) apiExchange {
 	t.Helper()
 	var body io.Reader
@@ -755,31 +791,7 @@ var apiNotExercised = map[string]string{}
 func TestOpenAPIMatchesResponses(t *testing.T) {
 	c := loadAPIContract(t)
 	st := harness.Start(t, harness.Options{}, nil)
-	do := func(t *testing.T, r apiRequest) apiExchange {
-		t.Helper()
-		x := sendAPI(t, st, r)
-		c.check(t, x)
-		return x
-	}
-	decode := func(t *testing.T, x apiExchange, want int, out any) {
-		t.Helper()
-		if x.Status != want {
-			t.Fatalf("%s %s: status %d, want %d: %s", x.Method, x.Path, x.Status, want, x.Body)
-		}
-		if out != nil {
-			if err := json.Unmarshal(x.Body, out); err != nil {
-				t.Fatalf("%s %s: %v", x.Method, x.Path, err)
-			}
-		}
-	}
-	problem := func(t *testing.T, x apiExchange, want int, code fault.Code) {
-		t.Helper()
-		var p struct{ Code string }
-		decode(t, x, want, &p)
-		if p.Code != string(code) {
-			t.Errorf("%s %s: code %s, want %s", x.Method, x.Path, p.Code, code)
-		}
-	}
+	do, decode, problem := (&apiDriver{c: c, st: st}).do, decodeAPI, problemAPI
 	const (
 		tokenPath    = "/dev/token"
 		methodsPath  = "/verification-srv/config/list"
@@ -1195,31 +1207,7 @@ func TestOpenAPISignIn(t *testing.T) {
 	st := harness.Start(t, harness.Options{Clock: clock.Now, SweepInterval: 50 * time.Millisecond},
 		map[string]string{"MFA_LOCKOUT_THRESHOLD": "3", "MFA_POLL_RATE": "0"})
 	si := &signIn{Stack: st, clock: clock}
-	do := func(t *testing.T, r apiRequest) apiExchange {
-		t.Helper()
-		x := sendAPI(t, st, r)
-		c.check(t, x)
-		return x
-	}
-	decode := func(t *testing.T, x apiExchange, want int, out any) {
-		t.Helper()
-		if x.Status != want {
-			t.Fatalf("%s %s: status %d, want %d: %s", x.Method, x.Path, x.Status, want, x.Body)
-		}
-		if out != nil {
-			if err := json.Unmarshal(x.Body, out); err != nil {
-				t.Fatalf("%s %s: %v", x.Method, x.Path, err)
-			}
-		}
-	}
-	problem := func(t *testing.T, x apiExchange, want int, code fault.Code) {
-		t.Helper()
-		var p struct{ Code string }
-		decode(t, x, want, &p)
-		if p.Code != string(code) {
-			t.Errorf("%s %s: code %s, want %s", x.Method, x.Path, p.Code, code)
-		}
-	}
+	do, decode, problem := (&apiDriver{c: c, st: st}).do, decodeAPI, problemAPI
 	const (
 		tokenPath     = "/dev/token"
 		initiatePath  = "/verification-srv/v2/setup/initiate/{type}"
