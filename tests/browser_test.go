@@ -31,7 +31,8 @@ const artifactsDir = "artifacts"
 // enrollment, watch the status go INITIATED → SCANNED → ENROLLED live while the reference
 // companion plays the phone, save the recovery codes shown once, sign in with a later TOTP code
 // and with a recovery code (AUTHENTICATED live, the mfa_token decoded), get locked by wrong codes
-// and see the countdown end, then rename and remove the device — all without a reload.
+// and see the countdown end, enroll a push-capable device and sign in with push (number
+// matching, approve and deny), then rename and remove the device — all without a reload.
 //
 // The stack runs on a test clock close to the real one, so the test moves to the next TOTP step
 // instead of waiting 30 seconds for it.
@@ -138,7 +139,7 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, 
 		t.Fatalf("otpauth URI field: %q, %v", uri, err)
 	}
 	cmd, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("companion-cmd")))
-	if err != nil || cmd != "go run ./mobile-bridge/cmd/companion enroll --uri '"+uri+"'" {
+	if err != nil || cmd != "go run ./mobile-bridge/cmd/companion enroll --uri '"+uri+"' --device "+user+".device" {
 		t.Fatalf("companion command field: %q, %v", cmd, err)
 	}
 	enr, err := companion.ParseURI(uri)
@@ -224,6 +225,7 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, 
 
 	if len(clock) > 0 && clock[0] != nil {
 		demoSignIn(t, ctx, do, eval, console, screenshot, clock[0], user, enr, code, codes)
+		demoPush(t, ctx, do, eval, console, screenshot, clock[0], user, uri)
 	}
 
 	// 5. Rename the device in the page; the page and the API both show the new name.
@@ -523,4 +525,202 @@ func pollText(t *testing.T, ctx context.Context, console *consoleLog, sel, want 
 		got, _ := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
 		t.Fatalf("%s shows %q, want %q: %v\nbrowser console:\n%s", sel, got, want, err, console.dump())
 	}
+}
+
+// demoPush enrolls a second, push-capable device for user on the page (the companion library
+// with a device key, as `companion enroll --device` does), keeps a companion session logged in,
+// and signs in with push: the page shows the number, the companion gets the challenge with that
+// number among its candidates and approves it (PUSH_ACKNOWLEDGED, then AUTHENTICATED live with an
+// mfa_token whose amr is swk, user); a second push is denied (not_me) and the page says Denied.
+// At the end the push device is removed again on the page, which turns the push button off.
+func demoPush(t *testing.T, ctx context.Context, do doFunc, eval evalFunc, console *consoleLog, screenshot func(string),
+	clock *testkit.Clock, user, firstURI string) {
+	t.Helper()
+	poll := func(what, expr string) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+			t.Fatalf("%s: %v\nbrowser console:\n%s", what, err, console.dump())
+		}
+	}
+	file := user + ".device"
+	// The page's lock countdown ran in real time; the stack's lock runs on the test clock.
+	clock.Advance(5 * time.Second)
+
+	// 10. Only a TOTP device so far: push is off, and the page says how to get a push device.
+	poll("push off without a push-capable device", `document.getElementById('push-start').disabled &&
+		document.getElementById('push-availability').dataset.available === 'false' && !document.getElementById('push-help').hidden`)
+	var cmds struct{ Enroll, Listen string }
+	eval("read the push commands", `({Enroll: document.getElementById('push-enroll-cmd').value, Listen: document.getElementById('push-listen-cmd').value})`, &cmds)
+	if cmds.Enroll != "go run ./mobile-bridge/cmd/companion enroll --qr qr.png --device "+file ||
+		cmds.Listen != "go run ./mobile-bridge/cmd/companion listen --device "+file {
+		t.Errorf("push commands on the page: %+v", cmds)
+	}
+
+	// 11. A second enrollment on the page, finished by a companion with a device key.
+	first, _ := json.Marshal(firstURI)
+	do("start a second enrollment", chromedp.Click(chromedp.ID("start")))
+	poll("see the second enrollment", fmt.Sprintf(`document.getElementById('otpauth-uri').value !== %s &&
+		document.getElementById('status').dataset.status === 'INITIATED'`, first))
+	uri, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("otpauth-uri")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("companion-cmd"))); err != nil || !strings.HasSuffix(cmd, "' --device "+file) {
+		t.Errorf("companion command %q (%v), want it to enroll with --device %s", cmd, err, file)
+	}
+	enr, err := companion.ParseURI(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := companion.NewDeviceKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk, err := companion.PublicJWK(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enroller, err := companion.Dial(ctx, enr.BaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enroller.Close()
+	if _, err := enroller.Scan(ctx, enr.ExchangeID, protocol.Device{DeviceID: "browser-push-phone", Name: "Push phone", Platform: "test"}); err != nil {
+		t.Fatalf("scan: %v", err)
+	}
+	code, err := totp.Code(enr.Secret, clock.Now(), enr.Params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := enroller.EnrollWithKey(ctx, enr.ExchangeID, code, &jwk)
+	if err != nil || ack.Status != "ENROLLED" || ack.PHID == "" {
+		t.Fatalf("enroll with a device key: %+v %v", ack, err)
+	}
+	pushDev := fmt.Sprintf(`#devices li[data-ph-id=%q]`, ack.PHID)
+	do("see the push-capable device and the push button on",
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-status="ENROLLED"]`)),
+		chromedp.WaitVisible(chromedp.CSS(pushDev+`[data-push="true"] .push-tag`)),
+		chromedp.WaitEnabled(chromedp.ID("push-start")),
+	)
+	if !strings.Contains(mustText(t, ctx, "#push-availability"), "Push phone") {
+		t.Errorf("push availability line: %q", mustText(t, ctx, "#push-availability"))
+	}
+
+	// The phone: a companion session logged in with the device key (`companion listen`).
+	phone, err := companion.Dial(ctx, enr.BaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+	if got, err := phone.Login(ctx, ack.PHID, key); err != nil || got.PHID != ack.PHID {
+		t.Fatalf("login: %+v %v", got, err)
+	}
+	seen := map[string]bool{}
+	challenge := func(number string) protocol.PushChallenge {
+		t.Helper()
+		for {
+			ch := nextChallenge(t, phone)
+			if seen[ch.ChallengeID] { // a repeated delivery of an answered one
+				continue
+			}
+			seen[ch.ChallengeID] = true
+			if len(ch.Numbers) != 3 || !slices.Contains(ch.Numbers, number) || ch.Context["app"] != "mfaflow demo page" {
+				t.Fatalf("challenge %+v, want three candidates with the page's %s and the page's context", ch, number)
+			}
+			return ch
+		}
+	}
+	startPush := func(what string) string {
+		t.Helper()
+		do(what, chromedp.Click(chromedp.ID("push-start")))
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`!document.getElementById('push-flow').hidden || !document.getElementById('push-error').hidden`,
+			chromedp.WithPollingTimeout(10*time.Second))); err == nil && mustText(t, ctx, "#push-error") != "" {
+			t.Fatalf("%s: the page says %q", what, mustText(t, ctx, "#push-error"))
+		}
+		poll(what+": the number shows", `/^\d\d$/.test(document.getElementById('push-number').textContent) &&
+			!document.getElementById('push-prompt').hidden && document.getElementById('push-outcome').hidden &&
+			document.getElementById('push-start').disabled`)
+		return mustText(t, ctx, "#push-number")
+	}
+
+	// 12. Approve with the number the page shows.
+	number := startPush("sign in with push")
+	ch := challenge(number)
+	do("see that the phone got it", chromedp.WaitVisible(chromedp.CSS(`#push-status[data-status="PUSH_ACKNOWLEDGED"]`)))
+	if txt := mustText(t, ctx, "#push-status-text"); !strings.Contains(txt, "pick "+number) {
+		t.Errorf("status text while the phone has it: %q", txt)
+	}
+	screenshot("demo-push-number.png")
+	if got, err := phone.Respond(ctx, ch.ChallengeID, protocol.DecisionApprove, number, ""); err != nil || got.Status != "AUTHENTICATED" {
+		t.Fatalf("approve: %+v %v", got, err)
+	}
+	do("see AUTHENTICATED live with the claims",
+		chromedp.WaitVisible(chromedp.CSS(`#push-status[data-status="AUTHENTICATED"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#push-done[data-source="live"] #push-claims-payload`)),
+	)
+	var raw struct {
+		Header, Payload, Outcome, Announce string
+		PromptHidden                       bool
+		Steps                              []string
+	}
+	eval("read the push outcome", `({Header: document.getElementById('push-claims-header').textContent,
+		Payload: document.getElementById('push-claims-payload').textContent,
+		Outcome: document.getElementById('push-outcome').textContent,
+		Announce: document.getElementById('push-announce').textContent,
+		PromptHidden: document.getElementById('push-prompt').hidden,
+		Steps: Array.from(document.querySelectorAll('#push-steps li'), li => li.dataset.state)})`, &raw)
+	var header, payload map[string]any
+	if err := json.Unmarshal([]byte(raw.Header), &header); err != nil {
+		t.Fatalf("decoded header %q: %v", raw.Header, err)
+	}
+	if err := json.Unmarshal([]byte(raw.Payload), &payload); err != nil {
+		t.Fatalf("decoded payload %q: %v", raw.Payload, err)
+	}
+	if header["alg"] != "ES256" || payload["sub"] != user || fmt.Sprint(payload["amr"]) != "[swk user]" || payload["status_id"] == nil {
+		t.Errorf("push mfa_token header %v, payload %v; want ES256, sub %s, amr [swk user]", header, payload, user)
+	}
+	if !strings.HasPrefix(raw.Outcome, "Authenticated as "+user) || !strings.HasPrefix(raw.Announce, "Authenticated") || !raw.PromptHidden {
+		t.Errorf("push outcome %q, announcement %q, number still shown %v", raw.Outcome, raw.Announce, !raw.PromptHidden)
+	}
+	if len(raw.Steps) != 4 || raw.Steps[0] != "done" || raw.Steps[1] != "done" || raw.Steps[3] != "done" || (raw.Steps[2] != "done" && raw.Steps[2] != "skipped") {
+		t.Errorf("push steps %v, want all passed", raw.Steps)
+	}
+	screenshot("demo-push-signed-in.png")
+
+	// 13. Deny (not me): the page says Denied and shows no token.
+	number = startPush("send a second push")
+	ch = challenge(number)
+	if got, err := phone.Respond(ctx, ch.ChallengeID, protocol.DecisionDeny, "", protocol.ReasonNotMe); err != nil || got.Status != "DENIED" {
+		t.Fatalf("deny: %+v %v", got, err)
+	}
+	do("see Denied", chromedp.WaitVisible(chromedp.CSS(`#push-outcome[data-status="DENIED"]`)))
+	if out := mustText(t, ctx, "#push-outcome"); !strings.HasPrefix(out, "Denied") {
+		t.Errorf("deny outcome %q", out)
+	}
+	var denied struct{ Badge, Done bool }
+	eval("read the denied push", `({Badge: document.getElementById('push-status').dataset.status === 'DENIED',
+		Done: !document.getElementById('push-done').hidden})`, &denied)
+	if !denied.Badge || denied.Done {
+		t.Errorf("denied push on the page: %+v, want the DENIED badge and no claims", denied)
+	}
+	screenshot("demo-push-denied.png")
+
+	// 14. Remove the push device on the page: push is off again.
+	do("remove the push device",
+		chromedp.Click(chromedp.CSS(pushDev+` button.remove`)),
+		chromedp.Click(chromedp.CSS(pushDev+` button.confirm-remove`)),
+		chromedp.WaitNotPresent(chromedp.CSS(pushDev)),
+	)
+	poll("push off after removing the device", `document.getElementById('push-start').disabled &&
+		document.getElementById('push-availability').dataset.available === 'false'`)
+}
+
+// mustText returns the text content of the element sel.
+func mustText(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	txt, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("read %s: %v", sel, err)
+	}
+	return txt
 }

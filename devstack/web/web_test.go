@@ -141,3 +141,23 @@ func TestPageHasSignInAndRecovery(t *testing.T) {
 		}
 	}
 }
+
+// TestPageHasPushSignIn: the page carries the push sign-in with its own polite live region, the
+// companion commands for a push-capable device, and the script starts push sign-ins.
+func TestPageHasPushSignIn(t *testing.T) {
+	h := web.Handler()
+	_, page := get(t, h, http.MethodGet, "/")
+	for _, want := range []string{`id="push"`, `id="push-start"`, `id="push-number"`,
+		`id="push-announce" class="visually-hidden" aria-live="polite"`,
+		`companion enroll --qr qr.png --device alice.device`, `companion listen --device alice.device`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("index.html lacks %s", want)
+		}
+	}
+	_, js := get(t, h, http.MethodGet, "/static/app.js")
+	for _, want := range []string{"/verification-srv/authentication/push/initiation", "PUSH_ACKNOWLEDGED", "--device ${deviceFile(sub)}"} {
+		if !strings.Contains(js, want) {
+			t.Errorf("app.js lacks %s", want)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 // mfaflow demo page: a plain client of the public HTTP API (no framework, no build step).
 // Flow: dev token → initiate → QR + live status (SSE, polling as fallback) → typed code or
-// companion CLI → recovery codes (shown once) → devices (list, rename, remove); and sign-in with
-// a TOTP or recovery code: initiation → live status → code → AUTHENTICATED + decoded mfa_token.
+// companion CLI → recovery codes (shown once) → devices (list, rename, remove); sign-in with
+// a TOTP or recovery code: initiation → live status → code → AUTHENTICATED + decoded mfa_token;
+// and sign-in with push: initiation → the number to pick on the phone → live status
+// (INITIATED → PUSH_ACKNOWLEDGED → ALLOWED → AUTHENTICATED, or DENIED/EXPIRED/CANCELLED).
 
 const $ = (id) => document.getElementById(id);
 
@@ -123,6 +125,8 @@ const fmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle:
 const when = (iso) => h('time', { datetime: iso }, fmt.format(new Date(iso)));
 const shellQuote = (s) => `'${s.replaceAll("'", `'\\''`)}'`;
 const path = (...parts) => parts.map(encodeURIComponent).join('/');
+// deviceFile names the companion's device file for a user: safe in a shell without quotes.
+const deviceFile = (sub) => `${sub.replace(/[^\w.-]+/g, '_').replace(/^[.-]+/, '') || 'phone'}.device`;
 
 // ---- enrollment ---------------------------------------------------------------------------
 
@@ -160,7 +164,8 @@ function begin(res, sub, token) {
   $('otpauth-uri').value = res.otpauth_uri;
   $('secret').value = res.totp_secret.replace(/(.{4})(?=.)/g, '$1 ');
   document.querySelector('[data-copy="secret"]').dataset.copyValue = res.totp_secret;
-  $('companion-cmd').value = `go run ./mobile-bridge/cmd/companion enroll --uri ${shellQuote(res.otpauth_uri)}`;
+  // --device makes the companion push-capable: it keeps a device key that signs push answers.
+  $('companion-cmd').value = `go run ./mobile-bridge/cmd/companion enroll --uri ${shellQuote(res.otpauth_uri)} --device ${deviceFile(sub)}`;
   $('code').value = '';
   $('code').removeAttribute('aria-invalid');
   showError('verify-error', null);
@@ -195,15 +200,7 @@ function apply(s) {
   badge.textContent = s.status;
   $('status-text').textContent = TEXT[s.status] || '';
   const terminal = TERMINAL.has(s.status);
-  for (const li of $('steps').children) {
-    const i = STEPS.indexOf(li.dataset.step);
-    if (i <= state.reached) li.dataset.state = state.seen.has(li.dataset.step) ? 'done' : 'skipped';
-    else li.dataset.state = i === state.reached + 1 && !terminal ? 'current' : 'todo';
-    if (li.dataset.state === 'current') li.setAttribute('aria-current', 'step');
-    else li.removeAttribute('aria-current');
-    li.querySelector('.visually-hidden')?.remove(); // the state in words, for screen readers
-    if (li.dataset.state !== 'todo') li.append(h('span', { class: 'visually-hidden' }, ` (${li.dataset.state === 'current' ? 'next' : li.dataset.state})`));
-  }
+  renderSteps($('steps'), STEPS, state.reached, state.seen, terminal);
   const time = new Date(s.updated_at || Date.now());
   $('status-history').append(h('li', { 'data-status': s.status },
     h('time', { datetime: time.toISOString() }, time.toLocaleTimeString()), ' ', s.status));
@@ -216,6 +213,20 @@ function apply(s) {
     $('done').textContent = 'Done! The device is registered; you can rename or remove it below.';
     loadDevices({ sub: enr.sub, token: enr.token });
     loadRecovery({ sub: enr.sub, token: enr.token }, true);
+  }
+}
+
+// renderSteps marks the items of a step indicator (li[data-step]) done, skipped (passed without
+// being seen), current (next) or todo, with the state in words for screen readers.
+function renderSteps(ol, steps, reached, seen, terminal) {
+  for (const li of ol.children) {
+    const i = steps.indexOf(li.dataset.step);
+    if (i <= reached) li.dataset.state = seen.has(li.dataset.step) ? 'done' : 'skipped';
+    else li.dataset.state = i === reached + 1 && !terminal ? 'current' : 'todo';
+    if (li.dataset.state === 'current') li.setAttribute('aria-current', 'step');
+    else li.removeAttribute('aria-current');
+    li.querySelector('.visually-hidden')?.remove();
+    if (li.dataset.state !== 'todo') li.append(h('span', { class: 'visually-hidden' }, ` (${li.dataset.state === 'current' ? 'next' : li.dataset.state})`));
   }
 }
 
@@ -373,12 +384,13 @@ async function loadDevices(owner) {
     $('devices-empty').hidden = list.length > 0;
     $('devices-empty').textContent = `${state.owner.sub} has no devices yet.`;
     $('h-devices').textContent = `Devices of ${state.owner.sub}`;
+    setPushDevices(state.owner.sub, list.filter((d) => d.push));
   } catch (e) { showError('devices-error', e); }
 }
 
 function deviceItem(d) {
   const name = d.friendly_name || 'Unnamed device';
-  const li = h('li', { 'data-ph-id': d.ph_id });
+  const li = h('li', { 'data-ph-id': d.ph_id, 'data-push': String(!!d.push) });
   const url = `/device-srv/devices/${path(d.ph_id)}`;
   const act = async (button, fn) => {
     await busy(button, async () => {
@@ -390,6 +402,7 @@ function deviceItem(d) {
     li.replaceChildren(
       h('div', { class: 'device-main' },
         h('span', { class: 'device-name' }, name),
+        d.push ? h('span', { class: 'push-tag' }, 'Push', h('span', { class: 'visually-hidden' }, ': can approve sign-ins')) : '',
         h('span', { class: 'meta' }, 'Added ', when(d.created_at), ' · last used ', d.last_used_at ? when(d.last_used_at) : 'never')),
       h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'secondary rename', 'aria-label': `Rename ${name}`, onclick: renaming }, 'Rename'),
@@ -671,7 +684,7 @@ function applyAuth(s, source) {
   const done = $('signin-done');
   done.dataset.source = source;
   $('signin-success').textContent = `Authenticated as ${s.sub || cur.sub} with ${cur.method === 'backupcode' ? 'a recovery code' : 'an authenticator code'}${source === 'live' ? ' (seen live)' : ''}.`;
-  showClaims(cur.mfaToken);
+  showClaims(cur.mfaToken, '');
   done.hidden = false;
   if (cur.method === 'backupcode' && recovery.owner && recovery.owner.sub === cur.sub) loadRecovery(recovery.owner, false);
 }
@@ -775,6 +788,246 @@ function lockFor(seconds) {
   signinAnnounce(`Locked after too many wrong codes. Try again in ${Math.ceil((auth.lockUntil - Date.now()) / 1000)} seconds.`);
 }
 
+// ---- sign-in with push --------------------------------------------------------------------
+// The page starts a push sign-in and shows the two-digit number; the phone (a push-capable
+// device: the companion enrolled with --device and kept running with `listen`) shows three
+// candidates and the user picks the same one. The status is followed live like any other.
+
+const PUSH_STEPS = ['INITIATED', 'PUSH_ACKNOWLEDGED', 'ALLOWED', 'AUTHENTICATED'];
+const PUSH_LABEL = {
+  INITIATED: 'Waiting for the phone', PUSH_ACKNOWLEDGED: 'The phone got it', ALLOWED: 'Approved',
+  AUTHENTICATED: 'Authenticated', DENIED: 'Denied', EXPIRED: 'Expired', CANCELLED: 'Cancelled', FAILED: 'Failed',
+};
+const pushText = (status, n) => ({
+  INITIATED: 'Waiting for the phone: is the companion listening?',
+  PUSH_ACKNOWLEDGED: `The phone got it: pick ${n} there and approve.`,
+  ALLOWED: 'Approved on the phone; finishing the sign-in…',
+  AUTHENTICATED: 'Authenticated.',
+  DENIED: 'Denied on the phone.',
+  EXPIRED: 'Expired: the phone did not answer in time.',
+  CANCELLED: 'Cancelled.',
+  FAILED: 'Failed.',
+}[status] || '');
+const PUSH_OUTCOME = {
+  DENIED: 'Denied: the sign-in was refused on the phone, or another number was picked there. Nobody is signed in. If you did not start it, choosing “not me” on the phone reports it.',
+  EXPIRED: 'Expired: nobody answered on the phone in time. Is the companion listening? Send a new push to try again.',
+  CANCELLED: 'Cancelled: a newer push replaced this one (only one push per user is pending at a time), or it was cancelled here.',
+  FAILED: 'Failed: this sign-in cannot finish. Send a new push to try again.',
+};
+const PUSH_HINT = {
+  no_factor: 'This user has no push-capable device: enroll one with the companion and --device (see above).',
+  locked: 'Locked: too many wrong codes or numbers for this user.',
+  too_many_requests: 'Too many pushes for this user in the last 10 minutes (a defence against prompt bombing).',
+};
+
+const push = {
+  cur: null, // {statusId, sub, token, number, mfaToken}
+  status: '', reached: -1, seen: new Set(), stop: null,
+  devices: null, // {sub, list}: the push-capable devices of the last device list
+  retryUntil: 0, retryTimer: 0,
+};
+
+function pushAnnounce(msg) { $('push-announce').textContent = msg; }
+const pushPending = () => !!push.cur && !AUTH_TERMINAL.has(push.status);
+
+// setPushDevices records which devices of sub can take a push (from the device list).
+function setPushDevices(sub, list) {
+  push.devices = { sub, list };
+  updatePushControls();
+}
+
+// updatePushControls enables "Sign in with push" only for a user known to have a push-capable
+// device, with no push pending and no Retry-After running, and keeps the commands in step with
+// the user name.
+function updatePushControls() {
+  const sub = $('user').value.trim();
+  const file = deviceFile(sub || 'alice');
+  $('push-enroll-cmd').value = `go run ./mobile-bridge/cmd/companion enroll --qr qr.png --device ${file}`;
+  $('push-listen-cmd').value = `go run ./mobile-bridge/cmd/companion listen --device ${file}`;
+  const known = push.devices && push.devices.sub === sub ? push.devices.list : null;
+  const avail = $('push-availability');
+  avail.dataset.available = known ? String(known.length > 0) : 'unknown';
+  if (!known) {
+    avail.replaceChildren(h('strong', {}, `Push-capable devices of ${sub || 'this user'} are not known yet.`),
+      ' Press Refresh under “Your devices”, or enroll one as below.');
+  } else if (!known.length) {
+    avail.replaceChildren(h('strong', {}, `${sub} has no push-capable device yet.`), ' Enroll one as below.');
+  } else {
+    const names = known.map((d) => d.friendly_name || 'Unnamed device');
+    avail.replaceChildren(`${sub} has a push-capable device: `, h('strong', {}, names.join(', ')),
+      '. Keep its companion listening, then sign in with push.');
+  }
+  $('push-help').hidden = !!known && known.length > 0;
+  $('push-start').disabled = !known?.length || pushPending() || push.retryUntil > Date.now();
+  $('push-cancel').hidden = !pushPending();
+}
+
+$('user').addEventListener('input', updatePushControls);
+
+function pushError(err) {
+  const p = $('push-error');
+  if (!err) {
+    p.hidden = true;
+    delete p.dataset.code;
+    return p.replaceChildren();
+  }
+  p.dataset.code = err.code || '';
+  const hint = PUSH_HINT[err.code];
+  if (!hint) return showError('push-error', err);
+  const kids = [h('strong', {}, hint), ' ', h('span', { class: 'detail' }, err.message), ' (', h('code', { class: 'code-tag' }, err.code), ')'];
+  if (err.retryAfter) kids.push(` Try again in ${waitText(err.retryAfter)}.`);
+  p.replaceChildren(...kids);
+  p.hidden = false;
+}
+
+const waitText = (s) => (s >= 120 ? `${Math.ceil(s / 60)} minutes` : `${s} seconds`);
+
+// retryAfter keeps the push button off for a 429's Retry-After.
+function retryAfter(seconds) {
+  push.retryUntil = Date.now() + seconds * 1000;
+  clearTimeout(push.retryTimer);
+  push.retryTimer = setTimeout(() => {
+    push.retryUntil = 0;
+    updatePushControls();
+    pushAnnounce('You can send a push again.');
+  }, seconds * 1000);
+}
+
+$('push-start').addEventListener('click', () => {
+  if (pushPending()) return; // one push at a time (a new one would cancel it on the server anyway)
+  pushError(null);
+  busy($('push-start'), async () => {
+    let sub = '';
+    try {
+      const t = await ensureToken();
+      sub = t.sub;
+      // The context is what the phone shows the user next to the candidates.
+      const res = await api('POST', '/verification-srv/authentication/push/initiation',
+        { usage_type: 'MULTIFACTOR_AUTHENTICATION', context: { app: 'mfaflow demo page' } }, t.token);
+      beginPush(res, t.sub, t.token);
+    } catch (e) {
+      if (e.code === 'no_factor' && sub) push.devices = { sub, list: [] };
+      if (e.status === 429 && e.retryAfter) retryAfter(e.retryAfter);
+      pushError(e);
+      pushAnnounce(`Push not sent. ${PUSH_HINT[e.code] || e.message}`);
+    }
+  }).then(updatePushControls);
+});
+
+$('push-cancel').addEventListener('click', () => {
+  const cur = push.cur;
+  if (!pushPending()) return;
+  busy($('push-cancel'), async () => {
+    try { applyPush(await api('DELETE', `/verification-srv/verificationstatus/${path(cur.statusId)}`, undefined, cur.token), 'cancel'); }
+    catch (e) { pushError(e); }
+  }).then(updatePushControls);
+});
+
+function stopPush() {
+  if (push.stop) push.stop();
+  push.stop = null;
+}
+
+function beginPush(res, sub, token) {
+  stopPush();
+  const cur = { statusId: res.status_id, sub: res.sub || sub, token, number: String(res.number || ''), mfaToken: '' };
+  Object.assign(push, { cur, status: '', reached: -1, seen: new Set() });
+  $('push-number').textContent = cur.number;
+  $('push-prompt').hidden = false;
+  $('push-outcome').hidden = true;
+  $('push-done').hidden = true;
+  $('push-claims-header').textContent = $('push-claims-payload').textContent = '';
+  $('push-flow').hidden = false;
+  $('push-start').textContent = 'Send a new push';
+  applyPush({ status: 'INITIATED', id: res.status_id }, 'initiation');
+  pushAnnounce(`Push sent. Pick ${cur.number} on your phone.`);
+  push.stop = follow(cur.statusId, token,
+    (s, source) => { if (cur === push.cur) applyPush(s, source); },
+    (msg) => { if (cur === push.cur) $('push-transport').textContent = msg; });
+  $('h-push').focus();
+}
+
+// applyPush shows a status of the push sign-in; terminal states never change.
+function applyPush(s, source) {
+  const cur = push.cur;
+  if (!cur || (s.id && s.id !== cur.statusId)) return;
+  if (s.mfa_token) cur.mfaToken = s.mfa_token;
+  if (s.status === push.status || AUTH_TERMINAL.has(push.status)) return;
+  push.status = s.status;
+  push.seen.add(s.status);
+  push.reached = Math.max(push.reached, PUSH_STEPS.indexOf(s.status));
+  const terminal = AUTH_TERMINAL.has(s.status);
+  const badge = $('push-status');
+  badge.dataset.status = s.status;
+  badge.textContent = s.status;
+  $('push-status-text').textContent = pushText(s.status, cur.number);
+  renderSteps($('push-steps'), PUSH_STEPS, push.reached, push.seen, terminal);
+  if (s.status !== 'INITIATED') pushAnnounce(`Push sign-in: ${PUSH_LABEL[s.status] || s.status}. ${pushText(s.status, cur.number)}`);
+  updatePushControls();
+  if (!terminal) return;
+  stopPush();
+  $('push-prompt').hidden = true; // the number has done its job
+  const out = $('push-outcome');
+  out.dataset.status = s.status;
+  if (s.status === 'AUTHENTICATED') {
+    out.className = 'outcome success';
+    out.textContent = `Authenticated as ${s.sub || cur.sub} with a push approved on the phone${source === 'live' ? ' (seen live)' : ''}.`;
+    showClaims(cur.mfaToken, 'push-');
+    $('push-done').dataset.source = source;
+    $('push-done').hidden = false;
+  } else {
+    out.className = 'outcome failure';
+    out.textContent = PUSH_OUTCOME[s.status] || `${s.status}.`;
+  }
+  out.hidden = false;
+  pushAnnounce(out.textContent);
+  if (!$('push-start').disabled) $('push-start').focus();
+}
+
+// follow watches a status object live: server-sent events, or polling every 2 s when the stream
+// cannot be opened (or with ?live=poll). It returns the function that stops watching.
+function follow(statusId, token, onStatus, onTransport) {
+  const url = `/verification-srv/verificationstatus/${path(statusId)}`;
+  let es = null;
+  let timer = 0;
+  let stopped = false;
+  const pollOnce = async () => {
+    try {
+      const s = await api('GET', url, undefined, token);
+      if (!stopped) onStatus(s, 'poll');
+    } catch (e) {
+      if (!stopped && e.code !== 'too_many_requests') onTransport(`Status check failed: ${e.message}; retrying`);
+    }
+    if (!stopped) timer = setTimeout(pollOnce, POLL_MS);
+  };
+  const startPolling = (why) => {
+    onTransport(`Polling every ${POLL_MS / 1000} s${why ? ` (${why})` : ''}`);
+    pollOnce();
+  };
+  if (forcePoll || !('EventSource' in window)) startPolling();
+  else {
+    es = new EventSource(`${url}/events?access_token=${encodeURIComponent(token)}`);
+    onTransport('Live updates: server-sent events (connecting…)');
+    es.onopen = () => { if (!stopped) onTransport('Live updates: server-sent events'); };
+    es.addEventListener('status', (e) => { if (!stopped) onStatus(JSON.parse(e.data), 'live'); });
+    es.onerror = () => {
+      if (stopped) return;
+      if (es.readyState === EventSource.CLOSED) {
+        es.close();
+        es = null;
+        startPolling('the event stream is unavailable');
+      } else onTransport('Live updates: reconnecting…');
+    };
+  }
+  return () => {
+    stopped = true;
+    if (es) es.close();
+    clearTimeout(timer);
+  };
+}
+
+updatePushControls();
+
 // ---- mfa_token display --------------------------------------------------------------------
 
 // b64urlJSON decodes one base64url part of a JWT into an object (UTF-8 JSON).
@@ -784,17 +1037,21 @@ function b64urlJSON(part) {
   return JSON.parse(new TextDecoder().decode(bytes));
 }
 
-function showClaims(token) {
+// showClaims shows the header and the claims of an mfa_token in #{prefix}claims-header and
+// #{prefix}claims-payload (prefix '' for the code sign-in, 'push-' for push).
+function showClaims(token, prefix) {
+  const header = $(`${prefix}claims-header`);
+  const payload = $(`${prefix}claims-payload`);
   const parts = String(token || '').split('.');
   if (parts.length !== 3) {
-    $('claims-header').textContent = '';
-    $('claims-payload').textContent = token ? 'The mfa_token is not a JWT.' : 'No mfa_token was returned to this caller.';
+    header.textContent = '';
+    payload.textContent = token ? 'The mfa_token is not a JWT.' : 'No mfa_token was returned to this caller.';
     return;
   }
   try {
-    $('claims-header').textContent = JSON.stringify(b64urlJSON(parts[0]), null, 2);
-    $('claims-payload').textContent = JSON.stringify(b64urlJSON(parts[1]), null, 2);
+    header.textContent = JSON.stringify(b64urlJSON(parts[0]), null, 2);
+    payload.textContent = JSON.stringify(b64urlJSON(parts[1]), null, 2);
   } catch {
-    $('claims-payload').textContent = 'The mfa_token could not be decoded.';
+    payload.textContent = 'The mfa_token could not be decoded.';
   }
 }
