@@ -236,7 +236,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		if c.MongoURI == "" {
 			errs = append(errs, errors.New("MFA_STORE=mongo needs MFA_MONGODB_URI (mongodb://host:27017/mfaflow)"))
 		} else if !strings.HasPrefix(c.MongoURI, "mongodb://") && !strings.HasPrefix(c.MongoURI, "mongodb+srv://") {
-			errs = append(errs, errors.New("MFA_MONGODB_URI: want a mongodb:// or mongodb+srv:// connection string"))
+			errs = append(errs, errors.New("MFA_MONGODB_URI (MFA_STORE=mongo): want a mongodb:// or mongodb+srv:// connection string"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("MFA_STORE: want nats or mongo, got %q", c.Store))
