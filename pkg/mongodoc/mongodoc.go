@@ -11,8 +11,15 @@
 // v is the compare-and-set version: every write filters on the version it read and sets the
 // next one. pending is present exactly while the outbox holds events or the document waits to
 // be purged; the relay finds its work through an index on it, so its cost follows the pending
-// documents, not the collection. A single-document update is atomic on every MongoDB (and on
-// FerretDB), so no transaction is needed.
+// documents, not the collection. A filtered single-document update is atomic on MongoDB, so no
+// transaction is needed.
+//
+// FerretDB (the tests' server) evaluates an update's filter and writes the document in two
+// steps, so two writers from one version may both match. On FerretDB every write therefore
+// first claims its version in a side collection (<name>_cas, _id = "<id>@<version>") whose
+// unique _id only one writer gets, and drops the claim once written. A claim left by a writer
+// that died in between is taken over after ClaimTimeout. Where the server is MongoDB no claim
+// is made.
 package mongodoc
 
 import (
@@ -20,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/outbox"
@@ -81,9 +89,14 @@ func Connect(ctx context.Context, uri string) (*mongo.Client, *mongo.Database, e
 // through a Store on it wake the relay of this process at once, so a local write is relayed
 // without waiting for the next poll.
 type Collection struct {
-	Coll *mongo.Collection
-	wake chan struct{}
+	Coll   *mongo.Collection
+	claims *mongo.Collection // nil where filtered updates are atomic
+	wake   chan struct{}
 }
+
+// ClaimTimeout is how old a version claim must be before another writer takes it over (see
+// the package comment); a write takes milliseconds.
+const ClaimTimeout = 30 * time.Second
 
 // Open returns the collection name of db with the relay's pending index and the given indexes,
 // created if missing (creating an existing index again is a no-op, so every replica may call
@@ -94,7 +107,54 @@ func Open(ctx context.Context, db *mongo.Database, name string, indexes ...mongo
 	if _, err := coll.Indexes().CreateMany(ctx, models); err != nil {
 		return nil, fmt.Errorf("mongodb indexes of %s: %w", name, err)
 	}
-	return &Collection{Coll: coll, wake: make(chan struct{}, 1)}, nil
+	c := &Collection{Coll: coll, wake: make(chan struct{}, 1)}
+	ferret, err := IsFerretDB(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	if ferret {
+		c.claims = db.Collection(name + "_cas")
+	}
+	return c, nil
+}
+
+// IsFerretDB reports whether db is served by FerretDB (its buildInfo says so).
+func IsFerretDB(ctx context.Context, db *mongo.Database) (bool, error) {
+	raw, err := db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Raw()
+	if err != nil {
+		return false, fmt.Errorf("mongodb buildInfo: %w", err)
+	}
+	_, err = raw.LookupErr("ferretdbVersion")
+	return err == nil, nil
+}
+
+type claim struct {
+	ID string    `bson:"_id"`
+	At time.Time `bson:"at"`
+}
+
+// lock claims version next of document id (see the package comment); ErrStale if another
+// writer holds it. unlock drops the claim.
+func (c *Collection) lock(ctx context.Context, id string, next int64) (unlock func(), err error) {
+	if c.claims == nil {
+		return func() {}, nil
+	}
+	key := id + "@" + strconv.FormatInt(next, 10)
+	for attempt := 0; ; attempt++ {
+		_, err := c.claims.InsertOne(ctx, claim{ID: key, At: time.Now()})
+		if err == nil {
+			return func() { _, _ = c.claims.DeleteOne(context.WithoutCancel(ctx), bson.D{{Key: fieldID, Value: key}}) }, nil
+		}
+		if !mongo.IsDuplicateKeyError(err) {
+			return nil, fmt.Errorf("mongodb claim %s: %w", key, err)
+		}
+		var held claim
+		if attempt > 0 || c.claims.FindOne(ctx, bson.D{{Key: fieldID, Value: key}}).Decode(&held) != nil || time.Since(held.At) < ClaimTimeout {
+			return nil, ErrStale
+		}
+		// Left by a writer that died: take it over.
+		_, _ = c.claims.DeleteOne(ctx, bson.D{{Key: fieldID, Value: key}, {Key: "at", Value: held.At}})
+	}
 }
 
 // Wake tells the relay that there may be new events.
@@ -233,7 +293,12 @@ func (s *Store[T]) write(ctx context.Context, id string, version uint64, doc T, 
 		update = append(update, bson.E{Key: "$push", Value: bson.D{{Key: fieldOutbox, Value: bson.D{{Key: "$each", Value: toMessages(msgs)}}}}})
 	}
 	filter := bson.D{{Key: fieldID, Value: id}, {Key: fieldVersion, Value: int64(version)}, notPurged}
+	unlock, err := s.C.lock(ctx, id, int64(version)+1)
+	if err != nil {
+		return 0, err
+	}
 	res, err := s.C.Coll.UpdateOne(ctx, filter, update)
+	unlock()
 	if err != nil {
 		if mongo.IsDuplicateKeyError(err) {
 			return 0, ErrExists

@@ -3,6 +3,7 @@ package mongodoc
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -208,8 +209,21 @@ func (r *Relay) relay(ctx context.Context, d pendingDoc) error {
 			return fmt.Errorf("publish %s (%s): %w", m.ID, m.Subject, err)
 		}
 	}
+	// Published events are cleared even when ctx ends now, so a stopping relay leaves no
+	// duplicate for the next one.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	filter := bson.D{{Key: fieldID, Value: d.ID}, {Key: fieldVersion, Value: d.V}}
-	var err error
+	// The clear keeps the version, but takes the next one's claim so that no writer's update
+	// interleaves with it where updates are not atomic (a writer then sees ErrStale and retries).
+	unlock, err := r.C.lock(ctx, d.ID, d.V+1)
+	if errors.Is(err, ErrStale) {
+		return nil // a writer is on it; the next pass sees its version
+	}
+	if err != nil {
+		return fmt.Errorf("clear outbox: %w", err)
+	}
+	defer unlock()
 	if d.Purge {
 		_, err = r.C.Coll.DeleteOne(ctx, filter)
 	} else {

@@ -1,22 +1,37 @@
 // Package storetest is the conformance suite every enrollment.Store backend must pass. The KV
-// backend runs it against an embedded NATS server; a MongoDB backend will run it when
-// MFA_MONGODB_URI is set.
+// backend runs it against an embedded NATS server, the MongoDB backend against the server of
+// MFA_MONGODB_URI or an embedded FerretDB (pkg/mongotest).
 package storetest
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Run runs the suite; newStore must return an empty store for each call.
-func Run(t *testing.T, newStore func(t *testing.T) enrollment.Store) {
+// Backend is a store under test and its outbox relay.
+type Backend struct {
+	Store enrollment.Store
+	// Relay runs the backend's outbox relay, publishing to js, until ctx ends. Nil only for
+	// wrappers of a backend that runs the suite itself (the outbox subtests then skip, loudly).
+	Relay func(ctx context.Context, js jetstream.JetStream)
+}
+
+// Run runs the suite; newBackend must return an empty store for each call.
+func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
+	newStore := func(t *testing.T) enrollment.Store { return newBackend(t).Store }
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	fresh := func(expires time.Time) enrollment.Enrollment {
@@ -174,5 +189,186 @@ func Run(t *testing.T, newStore func(t *testing.T) enrollment.Store) {
 		if len(due) != 1 || due[0].ID != past.ID {
 			t.Fatalf("due = %+v, want only %s", due, past.ID)
 		}
+	})
+	// Every write's events are stored with the write and relayed exactly once: events written
+	// while no relay runs are published once it starts; a refused (stale) write's events never
+	// are; a relay started again publishes only what was written since.
+	t.Run("OutboxRelayedExactlyOnce", func(t *testing.T) {
+		b := newBackend(t)
+		if b.Relay == nil {
+			t.Skip("this store wraps a backend; its relay is checked on the backend")
+		}
+		s := b.Store
+		srv := natstest.Start(t)
+		js := srv.JetStream(t)
+		if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
+			t.Fatal(err)
+		}
+		published := countPublishes(t, srv.Connect(t))
+		ev := func() outbox.Message {
+			return outbox.Message{ID: uuid.NewString(), Subject: "mfa.events.test", Data: []byte(`{}`)}
+		}
+		var want []string
+		for range 3 {
+			created, updated := ev(), ev()
+			e, err := s.Create(ctx, fresh(now.Add(time.Hour)), created)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.State = enrollment.Scanned
+			if _, err := s.Update(ctx, e); err != nil { // a write without events in between
+				t.Fatal(err)
+			}
+			if e, err = s.Get(ctx, e.ID); err != nil {
+				t.Fatal(err)
+			}
+			e.State = enrollment.Cancelled
+			if _, err := s.Update(ctx, e, updated); err != nil {
+				t.Fatal(err)
+			}
+			stale := ev()
+			if _, err := s.Update(ctx, e, stale); !errors.Is(err, enrollment.ErrStale) {
+				t.Fatalf("stale update: %v", err)
+			}
+			defer func() {
+				if n := published.get(stale.ID); n != 0 {
+					t.Errorf("event of a refused write published %d times", n)
+				}
+			}()
+			want = append(want, created.ID, updated.ID)
+		}
+		stop := runRelay(t, b.Relay, js)
+		waitPublished(t, published, want...)
+		stop()
+		late := ev()
+		if _, err := s.Create(ctx, fresh(now.Add(time.Hour)), late); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, late.ID)
+		stop = runRelay(t, b.Relay, js)
+		waitPublished(t, published, late.ID)
+		stop()
+		published.sync(t, js.Conn())
+		for _, id := range want {
+			if n := published.get(id); n != 1 {
+				t.Errorf("event %s published %d times, want exactly once", id, n)
+			}
+		}
+	})
+	// Of writers racing from the same version, exactly one wins; the others get ErrStale and
+	// leave neither their state nor their events behind.
+	t.Run("ConcurrentCompareAndSetOneWinner", func(t *testing.T) {
+		s := newStore(t)
+		e, err := s.Create(ctx, fresh(now.Add(time.Hour)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		const writers = 6
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			winners []string
+			stale   int
+		)
+		start := make(chan struct{})
+		for i := range writers {
+			wg.Go(func() {
+				w := e
+				w.State = enrollment.Scanned
+				w.Device = enrollment.Device{DeviceID: fmt.Sprintf("d%d", i)}
+				<-start
+				_, err := s.Update(ctx, w)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					winners = append(winners, w.Device.DeviceID)
+				case errors.Is(err, enrollment.ErrStale):
+					stale++
+				default:
+					t.Errorf("writer %d: %v", i, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if len(winners) != 1 || stale != writers-1 {
+			t.Fatalf("winners %v, stale %d; want one winner and %d stale", winners, stale, writers-1)
+		}
+		got, err := s.Get(ctx, e.ID)
+		if err != nil || got.Device.DeviceID != winners[0] {
+			t.Fatalf("stored %+v %v, want the winner %s", got.Device, err, winners[0])
+		}
+	})
+}
+
+// runRelay runs relay on js and returns a function that stops it and waits for it.
+func runRelay(t *testing.T, relay func(context.Context, jetstream.JetStream), js jetstream.JetStream) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); relay(ctx, js) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// publishCounter counts every publish on mfa.events.> by Nats-Msg-Id, duplicates included
+// (the stream's dedupe hides those, a core subscription does not).
+type publishCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func countPublishes(t *testing.T, nc *nats.Conn) *publishCounter {
+	t.Helper()
+	c := &publishCounter{counts: map[string]int{}}
+	sub, err := nc.Subscribe("mfa.events.>", func(m *nats.Msg) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.counts[m.Header.Get(jetstream.MsgIDHeader)]++
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (c *publishCounter) get(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[id]
+}
+
+// sync waits until a marker published on nc after everything else has been counted.
+func (c *publishCounter) sync(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	marker := uuid.NewString()
+	m := &nats.Msg{Subject: "mfa.events.marker", Header: nats.Header{}}
+	m.Header.Set(jetstream.MsgIDHeader, marker)
+	if err := nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if c.get(marker) == 0 {
+			return errors.New("marker not yet counted")
+		}
+		return nil
+	})
+}
+
+func waitPublished(t *testing.T, c *publishCounter, ids ...string) {
+	t.Helper()
+	natstest.Eventually(t, 30*time.Second, func() error {
+		for _, id := range ids {
+			if c.get(id) == 0 {
+				return fmt.Errorf("event %s not published yet", id)
+			}
+		}
+		return nil
 	})
 }
