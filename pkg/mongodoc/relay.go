@@ -83,6 +83,9 @@ func (r *Relay) Depth(ctx context.Context) (int64, error) {
 
 // Run relays until ctx ends. Errors of a pass are logged and the pass is tried again.
 func (r *Relay) Run(ctx context.Context) error {
+	if r.Log == nil {
+		r.Log = slog.New(slog.DiscardHandler)
+	}
 	poll := time.NewTicker(cmp.Or(r.Poll, DefaultPoll))
 	defer poll.Stop()
 	depth := time.NewTicker(cmp.Or(r.DepthEvery, time.Minute))

@@ -17,7 +17,6 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -204,7 +203,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
 			t.Fatal(err)
 		}
-		published := countPublishes(t, srv.Connect(t))
+		published := natstest.CountPublishes(t, srv.Connect(t), "mfa.events.>")
 		ev := func() outbox.Message {
 			return outbox.Message{ID: uuid.NewString(), Subject: "mfa.events.test", Data: []byte(`{}`)}
 		}
@@ -231,14 +230,14 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 				t.Fatalf("stale update: %v", err)
 			}
 			defer func() {
-				if n := published.get(stale.ID); n != 0 {
+				if n := published.Count(stale.ID); n != 0 {
 					t.Errorf("event of a refused write published %d times", n)
 				}
 			}()
 			want = append(want, created.ID, updated.ID)
 		}
 		stop := runRelay(t, b.Relay, js)
-		waitPublished(t, published, want...)
+		published.Wait(t, 30*time.Second, want...)
 		stop()
 		late := ev()
 		if _, err := s.Create(ctx, fresh(now.Add(time.Hour)), late); err != nil {
@@ -246,11 +245,11 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		}
 		want = append(want, late.ID)
 		stop = runRelay(t, b.Relay, js)
-		waitPublished(t, published, late.ID)
+		published.Wait(t, 30*time.Second, late.ID)
 		stop()
-		published.sync(t, js.Conn())
+		published.Sync(t, js.Conn(), "mfa.events.marker")
 		for _, id := range want {
-			if n := published.get(id); n != 1 {
+			if n := published.Count(id); n != 1 {
 				t.Errorf("event %s published %d times, want exactly once", id, n)
 			}
 		}
@@ -311,64 +310,4 @@ func runRelay(t *testing.T, relay func(context.Context, jetstream.JetStream), js
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	return stop
-}
-
-// publishCounter counts every publish on mfa.events.> by Nats-Msg-Id, duplicates included
-// (the stream's dedupe hides those, a core subscription does not).
-type publishCounter struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-func countPublishes(t *testing.T, nc *nats.Conn) *publishCounter {
-	t.Helper()
-	c := &publishCounter{counts: map[string]int{}}
-	sub, err := nc.Subscribe("mfa.events.>", func(m *nats.Msg) {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.counts[m.Header.Get(jetstream.MsgIDHeader)]++
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func (c *publishCounter) get(id string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.counts[id]
-}
-
-// sync waits until a marker published on nc after everything else has been counted.
-func (c *publishCounter) sync(t *testing.T, nc *nats.Conn) {
-	t.Helper()
-	marker := uuid.NewString()
-	m := &nats.Msg{Subject: "mfa.events.marker", Header: nats.Header{}}
-	m.Header.Set(jetstream.MsgIDHeader, marker)
-	if err := nc.PublishMsg(m); err != nil {
-		t.Fatal(err)
-	}
-	natstest.Eventually(t, 10*time.Second, func() error {
-		if c.get(marker) == 0 {
-			return errors.New("marker not yet counted")
-		}
-		return nil
-	})
-}
-
-func waitPublished(t *testing.T, c *publishCounter, ids ...string) {
-	t.Helper()
-	natstest.Eventually(t, 30*time.Second, func() error {
-		for _, id := range ids {
-			if c.get(id) == 0 {
-				return fmt.Errorf("event %s not published yet", id)
-			}
-		}
-		return nil
-	})
 }
