@@ -13,7 +13,7 @@ TESTFLAGS ?=
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-run: ## build and start the dev stack (all services, embedded NATS + JetStream, KV storage)
+run: ## build and start the dev stack (all services, embedded NATS + JetStream; KV storage, or MongoDB with MFA_STORE=mongo MFA_MONGODB_URI=…)
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/mfaflow-dev ./devstack
 	./$(BIN)/mfaflow-dev
