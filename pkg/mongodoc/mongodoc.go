@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/outbox"
@@ -330,6 +331,9 @@ type Expiry struct {
 	ttl   bool
 }
 
+// ttlFallbackLogged makes the fallback one log line per process, not one per collection.
+var ttlFallbackLogged sync.Once
+
 // EnsureExpiry creates a TTL index on field of c, or falls back to a periodic delete and says
 // so once in the log.
 func EnsureExpiry(ctx context.Context, c *Collection, field string, log *slog.Logger) (*Expiry, error) {
@@ -345,8 +349,10 @@ func EnsureExpiry(ctx context.Context, c *Collection, field string, log *slog.Lo
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("mongodb ttl index of %s: %w", c.Coll.Name(), err)
 	}
-	log.Info("mongodb: no TTL index on this server; expired documents are deleted periodically instead",
-		"collection", c.Coll.Name(), "field", field, "every", e.Every, "reason", err)
+	ttlFallbackLogged.Do(func() {
+		log.Info("mongodb: no TTL indexes on this server; expired documents are deleted periodically instead",
+			"first_collection", c.Coll.Name(), "field", field, "every", e.Every, "reason", err)
+	})
 	if _, err := c.Coll.Indexes().CreateOne(ctx, mongo.IndexModel{
 		Keys: bson.D{{Key: field, Value: 1}}, Options: options.Index().SetName("gc_" + field),
 	}); err != nil {
