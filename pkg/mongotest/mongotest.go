@@ -23,6 +23,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 )
 
+// never is never closed: a goroutine waiting on it holds the helper's stdin for the process.
+var never chan struct{}
+
 var (
 	startOnce sync.Once
 	started   string
@@ -119,7 +122,12 @@ func startFerretDB() (string, error) {
 	if err := cmd.Start(); err != nil {
 		return "", err
 	}
-	keep = stdin // open for the life of the process; its close stops the server
+	// Open for the life of the process (a collected pipe would be closed by its finalizer);
+	// its close, when this process exits, stops the server.
+	go func() {
+		<-never
+		_ = stdin.Close()
+	}()
 	lines := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -139,8 +147,6 @@ func startFerretDB() (string, error) {
 		return "", errors.New("tools/ferretdb did not start within 2 minutes")
 	}
 }
-
-var keep any // the helper's stdin pipe, referenced so it stays open
 
 func repoRoot() (string, error) {
 	dir, err := os.Getwd()
