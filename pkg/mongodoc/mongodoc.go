@@ -67,7 +67,7 @@ const DefaultDatabase = "mfaflow"
 func Connect(ctx context.Context, uri string) (*mongo.Client, *mongo.Database, error) {
 	cs, err := connstring.Parse(uri)
 	if err != nil {
-		return nil, nil, errors.New("mongodb: malformed MFA_MONGODB_URI") // never echo: it may hold a password
+		return nil, nil, errors.New("mongodb: malformed connection string") // never echo it: it may hold a password
 	}
 	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetAppName("mfaflow"))
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -45,35 +44,6 @@ func runRelay(t *testing.T, r *mongodoc.Relay) (stop func()) {
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	return stop
-}
-
-// counter counts every publish on mfa.events.> by Nats-Msg-Id, duplicates included.
-type counter struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-func count(t *testing.T, nc *nats.Conn) *counter {
-	c := &counter{counts: map[string]int{}}
-	sub, err := nc.Subscribe("mfa.events.>", func(m *nats.Msg) {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.counts[m.Header.Get(jetstream.MsgIDHeader)]++
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func (c *counter) get(id string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.counts[id]
 }
 
 func TestStoreCompareAndSet(t *testing.T) {
@@ -114,7 +84,7 @@ func TestRelay(t *testing.T) {
 	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
 		t.Fatal(err)
 	}
-	published := count(t, srv.Connect(t))
+	published := natstest.CountPublishes(t, srv.Connect(t), "mfa.events.>")
 	c := open(t)
 	s := mongodoc.New[doc](c)
 	var want []string
@@ -154,17 +124,9 @@ func TestRelay(t *testing.T) {
 		return nil
 	})
 	stop()
-	if err := js.Conn().Publish("mfa.events.marker", nil); err != nil {
-		t.Fatal(err)
-	}
-	natstest.Eventually(t, 5*time.Second, func() error {
-		if published.get("") == 0 {
-			return errors.New("marker not delivered")
-		}
-		return nil
-	})
+	published.Sync(t, js.Conn(), "mfa.events.marker")
 	for _, id := range want {
-		if n := published.get(id); n != 1 {
+		if n := published.Count(id); n != 1 {
 			t.Errorf("%s published %d times, want 1", id, n)
 		}
 	}
@@ -202,6 +164,85 @@ func TestExpirySweep(t *testing.T) {
 	for id, want := range map[string]error{"old": mongodoc.ErrNotFound, "old-pending": nil, "new": nil} {
 		if _, _, err := s.Get(ctx, id); !errors.Is(err, want) {
 			t.Errorf("Get(%s) = %v, want %v", id, err, want)
+		}
+	}
+}
+
+// TestRelayWokenByLocalWrite: with a poll interval far beyond the test, a write through a Store
+// on the relay's collection is still relayed at once.
+func TestRelayWokenByLocalWrite(t *testing.T) {
+	ctx := t.Context()
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	published := natstest.CountPublishes(t, srv.Connect(t), "mfa.events.>")
+	c := open(t)
+	r := &mongodoc.Relay{C: c, JS: js, Log: slog.New(slog.DiscardHandler), Poll: time.Hour}
+	runRelay(t, r)
+	if _, err := mongodoc.New[doc](c).Create(ctx, "a", doc{}, msg("woken")); err != nil {
+		t.Fatal(err)
+	}
+	published.Wait(t, 10*time.Second, "woken")
+}
+
+// TestWritesWhileRelaying: a document written again and again while the relay clears its
+// outbox loses neither a write nor an event, and every event is published in write order.
+func TestWritesWhileRelaying(t *testing.T) {
+	ctx := t.Context()
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	c := open(t)
+	s := mongodoc.New[doc](c)
+	r := &mongodoc.Relay{C: c, JS: js, Log: slog.New(slog.DiscardHandler), Poll: 5 * time.Millisecond}
+	runRelay(t, r)
+	const writes = 15
+	if _, err := s.Create(ctx, "a", doc{Name: "0"}, msg("w0")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= writes; i++ {
+		for {
+			_, v, err := s.Get(ctx, "a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.Update(ctx, "a", v, doc{Name: fmt.Sprint(i)}, msg(fmt.Sprintf("w%d", i)))
+			if errors.Is(err, mongodoc.ErrStale) {
+				continue // the relay's clear was in between: read again
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	natstest.Eventually(t, 20*time.Second, func() error {
+		n, err := r.Depth(ctx)
+		if err != nil || n != 0 {
+			return fmt.Errorf("outbox depth %d, %v", n, err)
+		}
+		return nil
+	})
+	got, _, err := s.Get(ctx, "a")
+	if err != nil || got.Name != fmt.Sprint(writes) {
+		t.Fatalf("document = %+v, %v; want the last write", got, err)
+	}
+	// The stream holds every event once (dedupe), in write order.
+	cons, err := js.OrderedConsumer(ctx, "MFA_EVENTS", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"mfa.events.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i <= writes; i++ {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if id := m.Headers().Get(jetstream.MsgIDHeader); id != fmt.Sprintf("w%d", i) {
+			t.Fatalf("event %d is %s, want w%d", i, id, i)
 		}
 	}
 }
