@@ -35,6 +35,8 @@ type Backend struct {
 	Store device.Store
 	// Relay runs the backend's outbox relay(s), publishing to js, until ctx ends.
 	Relay func(ctx context.Context, js jetstream.JetStream)
+	// Pending counts the documents whose events are not yet relayed (the outbox depth).
+	Pending func(ctx context.Context) (int, error)
 }
 
 // Run runs every contract test against a fresh, empty store from newBackend for each subtest.
@@ -380,6 +382,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		}
 		stop := runRelay(t, b.Relay, js)
 		published.Wait(t, 30*time.Second, want...)
+		waitDrained(t, b.Pending)
 		stop()
 		c2 := MustCreate(t, s, Credential("bob"))
 		if _, err := s.Update(ctx, c2, ev(&want, c2.PHID)); err != nil {
@@ -387,6 +390,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		}
 		stop = runRelay(t, b.Relay, js)
 		published.Wait(t, 30*time.Second, want[len(want)-1])
+		waitDrained(t, b.Pending)
 		stop()
 		published.Sync(t, js.Conn(), "mfa.events.marker")
 		for _, id := range want {
@@ -443,6 +447,22 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		if err != nil || got.FriendlyName != winners[0] {
 			t.Fatalf("stored %q %v, want the winner %q", got.FriendlyName, err, winners[0])
 		}
+	})
+}
+
+// waitDrained waits until the backend's outbox is empty: the relay has cleared what it
+// published, so a relay started later must publish none of it again.
+func waitDrained(t *testing.T, pending func(context.Context) (int, error)) {
+	t.Helper()
+	natstest.Eventually(t, 30*time.Second, func() error {
+		n, err := pending(context.Background())
+		if err != nil {
+			return err
+		}
+		if n != 0 {
+			return fmt.Errorf("%d documents with events not yet relayed", n)
+		}
+		return nil
 	})
 }
 

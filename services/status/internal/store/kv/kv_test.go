@@ -1,7 +1,9 @@
 package kv_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 
@@ -22,6 +24,31 @@ func TestConformance(t *testing.T) {
 		return storetest.Backend{Store: s, Relay: func(ctx context.Context, js jetstream.JetStream) {
 			r := &kvdoc.Relay{KV: s.KV(), JS: js, Filter: kv.DocFilter, Log: slog.New(slog.DiscardHandler)}
 			_ = r.Run(ctx)
-		}}
+		}, Pending: func(ctx context.Context) (int, error) { return pendingIn(ctx, s.KV(), kv.DocFilter) }}
 	})
+}
+
+// pendingIn counts the values under filter that still carry an outbox or a purge mark.
+func pendingIn(ctx context.Context, bucket jetstream.KeyValue, filter string) (int, error) {
+	lister, err := bucket.ListKeysFiltered(ctx, filter)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for key := range lister.Keys() {
+		e, err := bucket.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if bytes.Contains(e.Value(), []byte(`"outbox"`)) || bytes.Contains(e.Value(), []byte(`"purge"`)) {
+			n++
+		}
+	}
+	return n, nil
 }

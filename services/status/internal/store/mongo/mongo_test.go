@@ -27,6 +27,16 @@ func TestConformance(t *testing.T) {
 				wg.Go(func() { _ = r.Run(ctx) })
 			}
 			wg.Wait()
+		}, Pending: func(ctx context.Context) (int, error) {
+			total := 0
+			for _, r := range s.Relays(nil, nil) {
+				n, err := r.Depth(ctx)
+				if err != nil {
+					return 0, err
+				}
+				total += int(n)
+			}
+			return total, nil
 		}}
 	})
 }

@@ -26,6 +26,9 @@ type Backend struct {
 	// Relay runs the backend's outbox relay, publishing to js, until ctx ends. Nil only for
 	// wrappers of a backend that runs the suite itself (the outbox subtests then skip, loudly).
 	Relay func(ctx context.Context, js jetstream.JetStream)
+	// Pending counts the documents whose events are not yet relayed (the outbox depth);
+	// required with Relay.
+	Pending func(ctx context.Context) (int, error)
 }
 
 // Run runs the suite; newBackend must return an empty store for each call.
@@ -238,6 +241,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		}
 		stop := runRelay(t, b.Relay, js)
 		published.Wait(t, 30*time.Second, want...)
+		waitDrained(t, b.Pending)
 		stop()
 		late := ev()
 		if _, err := s.Create(ctx, fresh(now.Add(time.Hour)), late); err != nil {
@@ -246,6 +250,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		want = append(want, late.ID)
 		stop = runRelay(t, b.Relay, js)
 		published.Wait(t, 30*time.Second, late.ID)
+		waitDrained(t, b.Pending)
 		stop()
 		published.Sync(t, js.Conn(), "mfa.events.marker")
 		for _, id := range want {
@@ -298,6 +303,22 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		if err != nil || got.Device.DeviceID != winners[0] {
 			t.Fatalf("stored %+v %v, want the winner %s", got.Device, err, winners[0])
 		}
+	})
+}
+
+// waitDrained waits until the backend's outbox is empty: the relay has cleared what it
+// published, so a relay started later must publish none of it again.
+func waitDrained(t *testing.T, pending func(context.Context) (int, error)) {
+	t.Helper()
+	natstest.Eventually(t, 30*time.Second, func() error {
+		n, err := pending(context.Background())
+		if err != nil {
+			return err
+		}
+		if n != 0 {
+			return fmt.Errorf("%d documents with events not yet relayed", n)
+		}
+		return nil
 	})
 }
 
