@@ -13,7 +13,7 @@ TESTFLAGS ?=
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-run: ## build and start the dev stack (all services, embedded NATS + JetStream, KV storage)
+run: ## build and start the dev stack (all services, embedded NATS + JetStream; KV storage, or MongoDB with MFA_STORE=mongo MFA_MONGODB_URI=…)
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/mfaflow-dev ./devstack
 	./$(BIN)/mfaflow-dev
@@ -27,8 +27,17 @@ build: ## build every binary into bin/
 	$(GO) build -o $(BIN)/mobile-bridge ./mobile-bridge
 	$(GO) build -o $(BIN)/companion ./mobile-bridge/cmd/companion
 
-test: ## run every module's tests with -race
+test: ## run every module's tests with -race (MongoDB tests on MFA_MONGODB_URI, else on an embedded FerretDB)
 	@set -o pipefail; log=$$(mktemp); status=0; \
+	if [ -z "$$MFA_MONGODB_URI" ]; then \
+		mkdir -p $(BIN) && (cd tools/ferretdb && GOWORK=off $(GO) build -o ../../$(BIN)/ferretdb .) || exit 1; \
+		urifile=$$(mktemp -u); ./$(BIN)/ferretdb -uri-file $$urifile >/dev/null & fpid=$$!; \
+		trap 'kill $$fpid 2>/dev/null; wait $$fpid 2>/dev/null; rm -f $$urifile' EXIT; \
+		for i in $$(seq 600); do [ -s $$urifile ] && break; kill -0 $$fpid 2>/dev/null || break; sleep 0.05; done; \
+		[ -s $$urifile ] || { echo "tools/ferretdb did not start"; exit 1; }; \
+		export MFA_MONGODB_URI=$$(cat $$urifile); \
+		echo "== MongoDB tests on FerretDB (tools/ferretdb, SQLite) at $$MFA_MONGODB_URI"; \
+	else echo "== MongoDB tests on MFA_MONGODB_URI from the environment"; fi; \
 	for m in $(MODULES); do \
 		echo "== $$m"; \
 		(cd $$m && $(GO) test -race -count=1 $(TESTFLAGS) ./...) 2>&1 | tee -a $$log || status=1; \

@@ -232,9 +232,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	switch c.Store {
 	case "nats":
 	case "mongo":
-		// The variable is part of the contract; the backend is not. Refuse rather than
-		// silently store in NATS when an operator asked for MongoDB.
-		errs = append(errs, errors.New("MFA_STORE=mongo: the MongoDB backend is not in this build yet; use nats"))
+		// Never echo the URI: it may hold a password.
+		if c.MongoURI == "" {
+			errs = append(errs, errors.New("MFA_STORE=mongo needs MFA_MONGODB_URI (mongodb://host:27017/mfaflow)"))
+		} else if !strings.HasPrefix(c.MongoURI, "mongodb://") && !strings.HasPrefix(c.MongoURI, "mongodb+srv://") {
+			errs = append(errs, errors.New("MFA_MONGODB_URI (MFA_STORE=mongo): want a mongodb:// or mongodb+srv:// connection string"))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("MFA_STORE: want nats or mongo, got %q", c.Store))
 	}

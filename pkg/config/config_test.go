@@ -148,7 +148,8 @@ func TestErrors(t *testing.T) {
 		"HugeVerificationTTL":      {"MFA_VERIFICATION_TTL": "61m"},
 		"SigningKey":               {"MFA_SIGNING_KEY": "not-a-pem-secret-value"},
 		"Store":                    {"MFA_STORE": "redis"},
-		"Mongo":                    {"MFA_STORE": "mongo"},
+		"MongoWithoutURI":          {"MFA_STORE": "mongo"},
+		"MongoURI":                 {"MFA_STORE": "mongo", "MFA_MONGODB_URI": "db:27017"},
 		"LogLevel":                 {"MFA_LOG_LEVEL": "loud"},
 		"PollRate":                 {"MFA_POLL_RATE": "fast"},
 		"PollBurst":                {"MFA_POLL_BURST": "0"},
@@ -217,5 +218,12 @@ func TestLogValueMasksSecrets(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), "db:27017") {
 		t.Fatalf("mongo host missing from %s", buf.String())
+	}
+}
+
+func TestMongoStore(t *testing.T) {
+	c, err := config.FromEnv(env(map[string]string{"MFA_STORE": "mongo", "MFA_MONGODB_URI": "mongodb://db:27017/mfaflow"}))
+	if err != nil || c.Store != "mongo" || c.MongoURI != "mongodb://db:27017/mfaflow" {
+		t.Fatalf("MFA_STORE=mongo with a URI: %+v %v", c.Store, err)
 	}
 }

@@ -8,11 +8,17 @@ require (
 	github.com/mfaflow/mfaflow/events v0.0.0
 	github.com/mfaflow/mfaflow/pkg v0.0.0
 	github.com/nats-io/nats.go v1.55.0
+	go.mongodb.org/mongo-driver/v2 v2.10.0
 )
 
 require (
 	github.com/boombuler/barcode v1.1.0 // indirect
 	github.com/pquerna/otp v1.5.0 // indirect
+	github.com/xdg-go/scram v1.4.0 // indirect
+	github.com/xdg-go/stringprep v1.0.4 // indirect
+	github.com/youmark/pkcs8 v0.0.0-20240726163527-a2c0da244d78 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 )
 
 require (

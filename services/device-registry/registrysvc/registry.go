@@ -1,5 +1,5 @@
-// Package registrysvc wires the device registry together: the domain service on a JetStream KV
-// store with secrets sealed by internal/secretbox, the NATS micro service, the outbox relay, the
+// Package registrysvc wires the device registry together: the domain service on its store
+// (JetStream KV by default, MongoDB with Store "mongo") with secrets sealed by internal/secretbox, the NATS micro service, the outbox relay, the
 // enrollment-endings consumer and the HTTP routes.
 //
 // It is the one entry point of the module: the service's main and the dev stack both boot the
@@ -18,7 +18,6 @@ import (
 
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
-	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
@@ -29,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // DefaultBucket is the KV bucket used when Config.Bucket is empty.
@@ -44,6 +44,11 @@ type Config struct {
 	Verifier auth.Verifier
 	// Bucket is the KV bucket of credentials; empty means DefaultBucket.
 	Bucket string
+	// Store is the backend: "" or "nats" (JetStream KV), or "mongo" (MFA_STORE).
+	Store string
+	// MongoURI is the MongoDB connection string when Store is "mongo" (MFA_MONGODB_URI); its
+	// path names the database, else "mfaflow".
+	MongoURI string
 	// Commands bounds the commands each endpoint of the registry's micro service runs at once and
 	// each one's deadline (MFA_COMMAND_CONCURRENCY, MFA_COMMAND_TIMEOUT); zero fields take rpc's
 	// defaults.
@@ -76,6 +81,7 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	cmds   rpc.Group // commands in flight
+	mongo  *mongodrv.Client
 
 	closeOnce sync.Once
 	closeErr  error
@@ -109,24 +115,22 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	bucket, err := natsx.EnsureKV(ctx, js, kv.BucketConfig(cfg.Bucket))
+	store, relays, client, err := openStore(ctx, js, cfg, log.With("component", "outbox-relay"))
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	svc := device.NewService(kv.New(bucket), box, clock,
+	svc := device.NewService(store, box, clock,
 		device.WithLockout(cfg.Lockout), device.WithRecoveryKey(recoveryKey(cfg.SecretKey)))
-
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Service{log: log, cancel: cancel, http: httpapi.New(svc, svc, auth.NewCache(cfg.Verifier, 0), log)}
-
-	relay := &kvdoc.Relay{KV: bucket, JS: js, Filter: kv.RelayFilter, Log: log.With("component", "outbox-relay")}
-	s.wg.Go(func() {
-		if err := relay.Run(runCtx); err != nil {
-			log.Error("outbox relay stopped", "err", err)
-		}
-	})
-
+	s := &Service{log: log, cancel: cancel, mongo: client, http: httpapi.New(svc, svc, auth.NewCache(cfg.Verifier, 0), log)}
+	for _, relay := range relays {
+		s.wg.Go(func() {
+			if err := relay(runCtx); err != nil {
+				log.Error("outbox relay stopped", "err", err)
+			}
+		})
+	}
 	cmdCtx := rpc.ContextWithOptions(runCtx, rpc.WithLimits(cfg.Commands), rpc.WithGroup(&s.cmds))
 	if s.micro, err = natsapi.StartService(cmdCtx, nc, svc, log); err != nil {
 		_ = s.Close()
@@ -170,6 +174,11 @@ func (s *Service) Close() error {
 			}
 		}
 		s.wg.Wait()
+		if s.mongo != nil {
+			if err := s.mongo.Disconnect(wctx); err != nil {
+				errs = append(errs, fmt.Errorf("mongodb disconnect: %w", err))
+			}
+		}
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr

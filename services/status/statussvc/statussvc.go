@@ -13,7 +13,6 @@ import (
 
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
-	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
@@ -26,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // Config configures the status service.
@@ -33,6 +33,11 @@ type Config struct {
 	Verifier auth.Verifier
 	// Bucket is the KV bucket of enrollments; empty means kv.DefaultBucket.
 	Bucket string
+	// Store is the backend: "" or "nats" (JetStream KV), or "mongo" (MFA_STORE).
+	Store string
+	// MongoURI is the MongoDB connection string when Store is "mongo" (MFA_MONGODB_URI); its
+	// path names the database, else "mfaflow".
+	MongoURI string
 	// MaxAttempts wrong codes fail an enrollment; 0 means 5.
 	MaxAttempts int
 	// SweepInterval is how often expired enrollments are looked for; 0 means 1s.
@@ -72,7 +77,8 @@ type Service struct {
 	push   *natsapi.PushSender
 	hook   *webhook.Notifier
 	api    *httpapi.API
-	view   *kv.View
+	view   *kv.View // nil on MongoDB
+	mongo  *mongodrv.Client
 	micro  micro.Service
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -92,30 +98,27 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	store, err := kv.Open(ctx, js, cfg.Bucket)
+	st, err := openStore(ctx, js, cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	signer, err := newSigner(cfg, log)
 	if err != nil {
+		st.close()
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	live := &natsapi.Live{NC: nc, Log: log}
-	// Polls are answered from a replica-local view kept current by a watch of the bucket and by
-	// this replica's own writes; misses read the bucket.
-	view := kv.NewView(store)
-	view.Now = cfg.Clock
 	registry := &natsapi.Registry{NC: nc, Timeout: cfg.RegistryTimeout}
 	hook := webhook.New(webhook.Config{URL: cfg.PushWebhookURL, Secret: cfg.PushWebhookSecret, Now: cfg.Clock}, log.With("component", "push-webhook"))
 	pushSender := &natsapi.PushSender{NC: nc, Log: log.With("component", "push"), WakeUp: func(phid, challengeID string, expiresAt time.Time) {
 		hook.Notify(webhook.WakeUp{PHID: phid, ChallengeID: challengeID, ExpiresAt: expiresAt})
 	}}
 	domain := &enrollment.Service{
-		Store:         view,
+		Store:         st.store,
 		Registry:      registry,
 		Authenticator: registry,
 		Push:          registry,
-		PushLedger:    store,
+		PushLedger:    st.ledger,
 		PushSender:    pushSender,
 		MaxPushes:     cfg.MaxPushes,
 		Now:           cfg.Clock,
@@ -139,7 +142,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 			Live: live, Heartbeat: cfg.Heartbeat, PollLimit: limiter,
 			Tokens: signer, VerificationTTL: cfg.VerificationTTL,
 		},
-		view:   view,
+		view:   st.view,
+		mongo:  st.client,
 		cancel: cancel,
 		log:    log,
 	}
@@ -147,22 +151,22 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	s.micro, err = natsapi.Serve(cmdCtx, nc, domain, log)
 	if err != nil {
 		cancel()
+		st.close()
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	viewReady := make(chan struct{})
-	s.goRun(func() { view.Run(runCtx, viewReady) })
-	select {
-	case <-viewReady:
-	case <-time.After(viewStartWait):
-		log.Warn("status view not watching yet; polls read the store until it is")
-	case <-ctx.Done():
-	}
-	relay := &kvdoc.Relay{KV: store.KV(), JS: js, Filter: kv.DocFilter, Log: log.With("component", "outbox-relay")}
-	s.goRun(func() {
-		if err := relay.Run(runCtx); err != nil {
-			log.Error("outbox relay stopped", "err", err)
+	if st.view != nil {
+		viewReady := make(chan struct{})
+		s.goRun(func() { st.view.Run(runCtx, viewReady) })
+		select {
+		case <-viewReady:
+		case <-time.After(viewStartWait):
+			log.Warn("status view not watching yet; polls read the store until it is")
+		case <-ctx.Done():
 		}
-	})
+	}
+	for _, run := range st.background {
+		s.goRun(func() { run(runCtx) })
+	}
 	interval := cfg.SweepInterval
 	if interval <= 0 {
 		interval = time.Second
@@ -221,7 +225,13 @@ func (s *Service) sweep(ctx context.Context, domain *enrollment.Service, every t
 
 // ViewStats says how many enrollment reads this replica answered from its local view and how
 // many read the store.
-func (s *Service) ViewStats() (hits, misses uint64) { return s.view.Stats() }
+// On MongoDB there is no view (it follows the KV bucket's watch): every poll reads the store.
+func (s *Service) ViewStats() (hits, misses uint64) {
+	if s.view == nil {
+		return 0, 0
+	}
+	return s.view.Stats()
+}
 
 // Routes registers the status HTTP routes on rt.
 func (s *Service) Routes(rt *httpx.Router) { s.api.Routes(rt) }
@@ -239,6 +249,11 @@ func (s *Service) Close() error {
 	s.wg.Wait()
 	s.push.Wait()
 	s.hook.Close()
+	if s.mongo != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		err = errors.Join(err, s.mongo.Disconnect(dctx))
+	}
 	return err
 }
 

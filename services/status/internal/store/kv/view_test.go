@@ -44,7 +44,9 @@ func newEnrollment(now time.Time) enrollment.Enrollment {
 
 // The view is a Store like any other.
 func TestViewConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) enrollment.Store { return runningView(t, natstest.Start(t)) })
+	storetest.Run(t, func(t *testing.T) storetest.Backend {
+		return storetest.Backend{Store: runningView(t, natstest.Start(t))}
+	})
 }
 
 // A write through the view is answered from memory by the very next read, with no waiting.

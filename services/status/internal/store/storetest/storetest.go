@@ -1,22 +1,39 @@
 // Package storetest is the conformance suite every enrollment.Store backend must pass. The KV
-// backend runs it against an embedded NATS server; a MongoDB backend will run it when
-// MFA_MONGODB_URI is set.
+// backend runs it against an embedded NATS server, the MongoDB backend against the server of
+// MFA_MONGODB_URI or an embedded FerretDB (pkg/mongotest).
 package storetest
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Run runs the suite; newStore must return an empty store for each call.
-func Run(t *testing.T, newStore func(t *testing.T) enrollment.Store) {
+// Backend is a store under test and its outbox relay.
+type Backend struct {
+	Store enrollment.Store
+	// Relay runs the backend's outbox relay, publishing to js, until ctx ends. Nil only for
+	// wrappers of a backend that runs the suite itself (the outbox subtests then skip, loudly).
+	Relay func(ctx context.Context, js jetstream.JetStream)
+	// Pending counts the documents whose events are not yet relayed (the outbox depth);
+	// required with Relay.
+	Pending func(ctx context.Context) (int, error)
+}
+
+// Run runs the suite; newBackend must return an empty store for each call.
+func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
+	newStore := func(t *testing.T) enrollment.Store { return newBackend(t).Store }
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	fresh := func(expires time.Time) enrollment.Enrollment {
@@ -175,4 +192,143 @@ func Run(t *testing.T, newStore func(t *testing.T) enrollment.Store) {
 			t.Fatalf("due = %+v, want only %s", due, past.ID)
 		}
 	})
+	// Every write's events are stored with the write and relayed exactly once: events written
+	// while no relay runs are published once it starts; a refused (stale) write's events never
+	// are; a relay started again publishes only what was written since.
+	t.Run("OutboxRelayedExactlyOnce", func(t *testing.T) {
+		b := newBackend(t)
+		if b.Relay == nil {
+			t.Skip("this store wraps a backend; its relay is checked on the backend")
+		}
+		s := b.Store
+		srv := natstest.Start(t)
+		js := srv.JetStream(t)
+		if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
+			t.Fatal(err)
+		}
+		published := natstest.CountPublishes(t, srv.Connect(t), "mfa.events.>")
+		ev := func() outbox.Message {
+			return outbox.Message{ID: uuid.NewString(), Subject: "mfa.events.test", Data: []byte(`{}`)}
+		}
+		var want []string
+		for range 3 {
+			created, updated := ev(), ev()
+			e, err := s.Create(ctx, fresh(now.Add(time.Hour)), created)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.State = enrollment.Scanned
+			if _, err := s.Update(ctx, e); err != nil { // a write without events in between
+				t.Fatal(err)
+			}
+			if e, err = s.Get(ctx, e.ID); err != nil {
+				t.Fatal(err)
+			}
+			e.State = enrollment.Cancelled
+			if _, err := s.Update(ctx, e, updated); err != nil {
+				t.Fatal(err)
+			}
+			stale := ev()
+			if _, err := s.Update(ctx, e, stale); !errors.Is(err, enrollment.ErrStale) {
+				t.Fatalf("stale update: %v", err)
+			}
+			defer func() {
+				if n := published.Count(stale.ID); n != 0 {
+					t.Errorf("event of a refused write published %d times", n)
+				}
+			}()
+			want = append(want, created.ID, updated.ID)
+		}
+		stop := runRelay(t, b.Relay, js)
+		published.Wait(t, 30*time.Second, want...)
+		waitDrained(t, b.Pending)
+		stop()
+		late := ev()
+		if _, err := s.Create(ctx, fresh(now.Add(time.Hour)), late); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, late.ID)
+		stop = runRelay(t, b.Relay, js)
+		published.Wait(t, 30*time.Second, late.ID)
+		waitDrained(t, b.Pending)
+		stop()
+		published.Sync(t, js.Conn(), "mfa.events.marker")
+		for _, id := range want {
+			if n := published.Count(id); n != 1 {
+				t.Errorf("event %s published %d times, want exactly once", id, n)
+			}
+		}
+	})
+	// Of writers racing from the same version, exactly one wins; the others get ErrStale and
+	// leave neither their state nor their events behind.
+	t.Run("ConcurrentCompareAndSetOneWinner", func(t *testing.T) {
+		s := newStore(t)
+		e, err := s.Create(ctx, fresh(now.Add(time.Hour)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		const writers = 6
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			winners []string
+			stale   int
+		)
+		start := make(chan struct{})
+		for i := range writers {
+			wg.Go(func() {
+				w := e
+				w.State = enrollment.Scanned
+				w.Device = enrollment.Device{DeviceID: fmt.Sprintf("d%d", i)}
+				<-start
+				_, err := s.Update(ctx, w)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					winners = append(winners, w.Device.DeviceID)
+				case errors.Is(err, enrollment.ErrStale):
+					stale++
+				default:
+					t.Errorf("writer %d: %v", i, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if len(winners) != 1 || stale != writers-1 {
+			t.Fatalf("winners %v, stale %d; want one winner and %d stale", winners, stale, writers-1)
+		}
+		got, err := s.Get(ctx, e.ID)
+		if err != nil || got.Device.DeviceID != winners[0] {
+			t.Fatalf("stored %+v %v, want the winner %s", got.Device, err, winners[0])
+		}
+	})
+}
+
+// waitDrained waits until the backend's outbox is empty: the relay has cleared what it
+// published, so a relay started later must publish none of it again.
+func waitDrained(t *testing.T, pending func(context.Context) (int, error)) {
+	t.Helper()
+	natstest.Eventually(t, 30*time.Second, func() error {
+		n, err := pending(context.Background())
+		if err != nil {
+			return err
+		}
+		if n != 0 {
+			return fmt.Errorf("%d documents with events not yet relayed", n)
+		}
+		return nil
+	})
+}
+
+// runRelay runs relay on js and returns a function that stops it and waits for it.
+func runRelay(t *testing.T, relay func(context.Context, jetstream.JetStream), js jetstream.JetStream) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); relay(ctx, js) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
 }

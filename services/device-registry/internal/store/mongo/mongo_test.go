@@ -1,0 +1,43 @@
+package mongo_test
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/mongotest"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/store/mongo"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/store/storetest"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestStore runs the device.Store suite on a fresh database per subtest, on the server of
+// MFA_MONGODB_URI or an embedded FerretDB.
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Backend {
+		s, err := mongo.Open(t.Context(), mongotest.Database(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return storetest.Backend{Store: s, Relay: func(ctx context.Context, js jetstream.JetStream) {
+			var wg sync.WaitGroup
+			for _, r := range s.Relays(js, slog.New(slog.DiscardHandler)) {
+				r.Poll = 20 * time.Millisecond
+				wg.Go(func() { _ = r.Run(ctx) })
+			}
+			wg.Wait()
+		}, Pending: func(ctx context.Context) (int, error) {
+			total := 0
+			for _, r := range s.Relays(nil, nil) {
+				n, err := r.Depth(ctx)
+				if err != nil {
+					return 0, err
+				}
+				total += int(n)
+			}
+			return total, nil
+		}}
+	})
+}

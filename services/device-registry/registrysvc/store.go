@@ -1,0 +1,47 @@
+package registrysvc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/mfaflow/mfaflow/pkg/kvdoc"
+	"github.com/mfaflow/mfaflow/pkg/mongodoc"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/store/kv"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/store/mongo"
+	"github.com/nats-io/nats.go/jetstream"
+	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// openStore opens the backend cfg.Store names and returns it with its outbox relays (and the
+// MongoDB client to disconnect on Close, if any).
+func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, relayLog *slog.Logger) (device.Store, []func(context.Context) error, *mongodrv.Client, error) {
+	switch cfg.Store {
+	case "", "nats":
+		bucket, err := natsx.EnsureKV(ctx, js, kv.BucketConfig(cfg.Bucket))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		relay := &kvdoc.Relay{KV: bucket, JS: js, Filter: kv.RelayFilter, Log: relayLog}
+		return kv.New(bucket), []func(context.Context) error{relay.Run}, nil, nil
+	case "mongo":
+		client, db, err := mongodoc.Connect(ctx, cfg.MongoURI)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		store, err := mongo.Open(ctx, db)
+		if err != nil {
+			_ = client.Disconnect(context.Background())
+			return nil, nil, nil, err
+		}
+		var relays []func(context.Context) error
+		for _, r := range store.Relays(js, relayLog) {
+			relays = append(relays, r.Run)
+		}
+		return store, relays, client, nil
+	default:
+		return nil, nil, nil, fmt.Errorf("unknown store %q (want nats or mongo)", cfg.Store)
+	}
+}
