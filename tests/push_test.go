@@ -258,6 +258,13 @@ func TestPushSignIn(t *testing.T) {
 		if claims := w.verifyMFAToken(t, polled.MFAToken, "alice"); fmt.Sprint(claims["amr"]) != "[swk user]" {
 			t.Fatalf("amr = %v", claims["amr"])
 		}
+		var used []struct {
+			LastUsedAt *time.Time `json:"last_used_at"`
+		}
+		w.MustJSON(t, http.MethodGet, "/device-srv/devices", alice, nil, http.StatusOK, &used)
+		if len(used) != 1 || used[0].LastUsedAt == nil {
+			t.Fatalf("the approving device's last_used_at is not set: %+v", used)
+		}
 		// One answer per challenge.
 		if _, err := phone.Respond(testCtx(t), ch.ChallengeID, protocol.DecisionApprove, number, ""); bridgeCode(err) != "conflict" {
 			t.Fatalf("second answer: %v, want conflict", err)

@@ -5,9 +5,7 @@ import (
 	"crypto/elliptic"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math/big"
 	"net/http"
 	"strconv"
 	"sync"
@@ -118,7 +116,11 @@ func (s *signIn) jwks(t *testing.T) map[string]*ecdsa.PublicKey {
 		if k.Kty != "EC" || k.Crv != "P-256" || k.Alg != "ES256" || errX != nil || errY != nil {
 			t.Fatalf("unexpected JWK %+v", k)
 		}
-		keys[k.Kid] = &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
+		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+		if err != nil {
+			t.Fatalf("JWK %s is not a P-256 point: %v", k.Kid, err)
+		}
+		keys[k.Kid] = pub
 	}
 	if len(keys) == 0 {
 		t.Fatal("empty JWKS")
@@ -450,7 +452,7 @@ func waitEvents(t *testing.T, rec *harness.Recorder, typ events.Type, subject st
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal(errors.New(fmt.Sprintf("%d %s events about %s, want %d", got, typ, subject, n)))
+			t.Fatalf("%d %s events about %s, want %d", got, typ, subject, n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

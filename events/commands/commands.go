@@ -120,6 +120,8 @@ const (
 	RegistryDeviceGet = RegistryGroup + ".devices.get"
 	// RegistryPushDevices lists a user's push-capable devices.
 	RegistryPushDevices = RegistryGroup + ".devices.push"
+	// RegistryDeviceUsed records that a device approved a sign-in (its last_used_at).
+	RegistryDeviceUsed = RegistryGroup + ".devices.used"
 )
 
 // DeviceRequest names a device, or a user's devices.

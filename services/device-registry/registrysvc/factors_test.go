@@ -296,10 +296,11 @@ func TestPushCapableDevices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var xy [64]byte
-	key.PublicKey.X.FillBytes(xy[:32])
-	key.PublicKey.Y.FillBytes(xy[32:])
-	jwk := &commands.DeviceKey{Kty: "EC", Crv: "P-256", X: base64.RawURLEncoding.EncodeToString(xy[:32]), Y: base64.RawURLEncoding.EncodeToString(xy[32:])}
+	raw, err := key.PublicKey.Bytes() // 0x04 ‖ x ‖ y
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk := &commands.DeviceKey{Kty: "EC", Crv: "P-256", X: base64.RawURLEncoding.EncodeToString(raw[1:33]), Y: base64.RawURLEncoding.EncodeToString(raw[33:])}
 
 	// A key that is not a point on the curve is refused at enrollment.
 	statusID := "bad-key-enrollment"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdh"
 	"encoding/base64"
+	"errors"
 	"fmt"
 )
 
@@ -75,4 +76,23 @@ func (s *Service) readyPush(ctx context.Context, sub string) error {
 		return fmt.Errorf("ready: %w", ErrNoFactor)
 	}
 	return nil
+}
+
+// MarkUsed records that sub's device phid just approved a sign-in (last_used_at), as a right
+// code does for the device it matched.
+func (s *Service) MarkUsed(ctx context.Context, phid, sub string) error {
+	for range maxAttempts {
+		c, err := s.owned(ctx, sub, phid)
+		if err != nil {
+			return fmt.Errorf("mark used %s: %w", phid, err)
+		}
+		c.LastUsedAt = s.clock.Now().UTC()
+		if _, err := s.store.Update(ctx, c); errors.Is(err, ErrStale) {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("mark used %s: %w", phid, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("mark used %s: %w", phid, ErrStale)
 }

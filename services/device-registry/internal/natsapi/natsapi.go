@@ -37,6 +37,7 @@ type Registry interface {
 	CountFailure(ctx context.Context, sub string) error
 	Device(ctx context.Context, phid string) (device.Credential, error)
 	PushDevices(ctx context.Context, sub string) ([]device.Credential, error)
+	MarkUsed(ctx context.Context, phid, sub string) error
 }
 
 var _ Registry = (*device.Service)(nil)
@@ -67,6 +68,7 @@ func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Lo
 		{"factors-failure", commands.RegistryFactorsFailure, rpc.Endpoint(ctx, log, h.failure)},
 		{"devices-get", commands.RegistryDeviceGet, rpc.Endpoint(ctx, log, h.deviceGet)},
 		{"devices-push", commands.RegistryPushDevices, rpc.Endpoint(ctx, log, h.pushDevices)},
+		{"devices-used", commands.RegistryDeviceUsed, rpc.Endpoint(ctx, log, h.deviceUsed)},
 	}
 	for _, e := range endpoints {
 		// The group adds its prefix; the commands package spells the full subject.
@@ -163,6 +165,13 @@ func (h handlers) pushDevices(ctx context.Context, req commands.DeviceRequest) (
 		out.Devices = append(out.Devices, deviceInfo(c))
 	}
 	return out, nil
+}
+
+func (h handlers) deviceUsed(ctx context.Context, req commands.DeviceRequest) (discardReply, error) {
+	if err := h.reg.MarkUsed(ctx, req.PHID, req.Sub); err != nil {
+		return discardReply{}, toFault(err)
+	}
+	return discardReply{}, nil
 }
 
 func deviceInfo(c device.Credential) commands.DeviceInfo {

@@ -63,6 +63,8 @@ type PushDirectory interface {
 	DeviceOf(ctx context.Context, phid, sub string) (bool, error)
 	// CountFailure counts a wrong push number like a wrong code (a *LockedError if it locks).
 	CountFailure(ctx context.Context, sub string) error
+	// MarkUsed records that device phid approved a sign-in (its last_used_at).
+	MarkUsed(ctx context.Context, phid, sub string) error
 }
 
 // PushSender delivers a challenge to devices; it works in the background (devices that are not
@@ -286,13 +288,18 @@ func (s *Service) RespondPush(ctx context.Context, r PushResponse) (Enrollment, 
 	if e.State != Allowed {
 		return e, nil
 	}
-	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+	e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
 		if e.State != Allowed {
 			return e, nil, nil // AUTHENTICATED by a concurrent call already
 		}
 		e.State, e.AuthTime = Authenticated, s.now()
 		return e, &change{}, nil
 	})
+	if err == nil && e.State == Authenticated {
+		// Best effort, like a device list detail: the sign-in stands either way.
+		_ = s.Push.MarkUsed(ctx, r.PHID, r.Sub)
+	}
+	return e, err
 }
 
 func (s *Service) pushByChallenge(ctx context.Context, challengeID, sub string) (Enrollment, error) {

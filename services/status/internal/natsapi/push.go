@@ -57,6 +57,13 @@ func (r *Registry) CountFailure(ctx context.Context, sub string) error {
 	return err
 }
 
+// MarkUsed implements enrollment.PushDirectory.
+func (r *Registry) MarkUsed(ctx context.Context, phid, sub string) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout())
+	defer cancel()
+	return rpc.Call(ctx, r.NC, commands.RegistryDeviceUsed, commands.DeviceRequest{PHID: phid, Sub: sub}, nil)
+}
+
 // PushSender delivers challenges to the bridge replica that holds each device's session, over
 // core NATS request/reply; a device without a session (no responder) gets it when it logs in,
 // and WakeUp, when set, is told so it can nudge a sleeping app.
