@@ -258,22 +258,22 @@ func (s *Store) DueForExpiry(ctx context.Context, now time.Time) ([]enrollment.E
 		}
 	}
 	var due []string
-	for _, filter := range filters {
-		keys, err := s.listKeys(ctx, filter)
-		if err != nil {
-			return nil, err
+	// One listing (one ephemeral consumer) for all the seconds: an idle replica's sweep costs
+	// one consumer a second, not one per second listed.
+	keys, err := s.listKeys(ctx, filters...)
+	if err != nil {
+		return nil, err
+	}
+	for _, key := range keys {
+		parts := strings.SplitN(key, ".", 3)
+		if len(parts) != 3 {
+			continue
 		}
-		for _, key := range keys {
-			parts := strings.SplitN(key, ".", 3)
-			if len(parts) != 3 {
-				continue
-			}
-			unix, err := strconv.ParseInt(parts[1], 10, 64)
-			if err != nil || unix > nowSec {
-				continue
-			}
-			due = append(due, key)
+		unix, err := strconv.ParseInt(parts[1], 10, 64)
+		if err != nil || unix > nowSec {
+			continue
 		}
+		due = append(due, key)
 	}
 	var out []enrollment.Enrollment
 	for _, key := range due {
@@ -295,8 +295,8 @@ func (s *Store) DueForExpiry(ctx context.Context, now time.Time) ([]enrollment.E
 }
 
 // listKeys lists the keys matching filter; none is not an error.
-func (s *Store) listKeys(ctx context.Context, filter string) ([]string, error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, filter)
+func (s *Store) listKeys(ctx context.Context, filters ...string) ([]string, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, filters...)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, nil
 	}
