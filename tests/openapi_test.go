@@ -851,6 +851,11 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 		}
 		var h struct{ Status string }
 		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: "/healthz"}), http.StatusOK, &h)
+		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: "/readyz"}), http.StatusOK, &h)
+		if h.Status != "ready" {
+			t.Errorf("/readyz status %q", h.Status)
+		}
+		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: "/metrics"}), http.StatusOK, nil)
 	})
 
 	t.Run("DemoPage", func(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/config"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/serve"
 	"github.com/mfaflow/mfaflow/services/device-registry/registrysvc"
@@ -182,6 +183,12 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 	rt.HandleFunc("POST /dev/token", s.devToken)
 	rt.Handle("GET /openapi.json", apidoc.Handler())
 	rt.HandleFunc("GET /healthz", serve.Healthz(s.conns...))
+	components := make([]any, len(s.services))
+	for i, c := range s.services {
+		components[i] = c
+	}
+	rt.HandleFunc("GET /readyz", serve.Readyz(s.conns, components...))
+	rt.Handle("GET /metrics", metrics.Handler())
 	page := web.Handler()
 	rt.Handle("GET /{$}", page)
 	rt.Handle("GET /static/", page)

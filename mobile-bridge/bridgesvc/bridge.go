@@ -19,6 +19,7 @@ import (
 	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/nats-io/nats.go"
 )
 
@@ -280,6 +281,7 @@ func (s *Service) track(c *conn) bool {
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
+	metrics.BridgeConnections.Inc()
 	return true
 }
 
@@ -289,5 +291,6 @@ func (s *Service) untrack(c *conn) {
 	delete(s.conns, c)
 	s.slots--
 	s.mu.Unlock()
+	metrics.BridgeConnections.Dec()
 	s.wg.Done()
 }

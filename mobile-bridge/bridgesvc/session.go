@@ -16,6 +16,7 @@ import (
 	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/ids"
+	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -197,6 +198,7 @@ func (s *Service) startSession(ctx context.Context, c *conn, phID, sub string, k
 	sess.subs = []*nats.Subscription{ann, dev}
 	s.sessions[ann], s.sessions[dev] = sess, sess
 	s.mu.Unlock()
+	metrics.BridgeSessions.Inc()
 
 	body, _ := json.Marshal(commands.SessionStarted{PHID: phID, SessionID: sess.id})
 	if err := s.nc.Publish(commands.BridgeSessionPrefix+phID, body); err != nil {
@@ -222,6 +224,7 @@ func (s *Service) endSession(sess *session) {
 		delete(s.sessions, sub)
 	}
 	s.mu.Unlock()
+	metrics.BridgeSessions.Dec()
 	for _, sub := range sess.subs {
 		_ = sub.Unsubscribe()
 	}

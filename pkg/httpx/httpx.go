@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/metrics"
 )
 
 // MaxBodyBytes bounds every request body (1 MiB).
@@ -131,6 +132,7 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) er
 // Allow) and whose unmatched paths answer a not_found problem.
 type Router struct {
 	mux     *http.ServeMux
+	handler http.Handler // mux, instrumented
 	mu      sync.Mutex
 	methods map[string][]string // path pattern -> allowed methods
 }
@@ -138,6 +140,7 @@ type Router struct {
 // NewRouter returns an empty router.
 func NewRouter() *Router {
 	rt := &Router{mux: http.NewServeMux(), methods: map[string][]string{}}
+	rt.handler = metrics.Instrument(rt.mux)
 	rt.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteProblem(w, r, fault.New(fault.NotFound, "no such route"))
 	})
@@ -174,4 +177,5 @@ func (rt *Router) Handle(pattern string, h http.Handler) {
 func (rt *Router) HandleFunc(pattern string, h http.HandlerFunc) { rt.Handle(pattern, h) }
 
 // ServeHTTP dispatches to the registered routes.
-func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.mux.ServeHTTP(w, r) }
+// Every request is counted and timed by route pattern (package metrics).
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.handler.ServeHTTP(w, r) }

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -200,11 +201,12 @@ type checkpoint struct {
 
 // job is one revision of one document with pending events.
 type job struct {
-	key    string
-	rev    uint64
-	value  []byte
-	view   pendingView
-	parked bool // came from the parked set, its revision is not counted in open
+	key     string
+	rev     uint64
+	written time.Time // when the watched value was written (relay lag)
+	value   []byte
+	view    pendingView
+	parked  bool // came from the parked set, its revision is not counted in open
 
 	failedSince time.Time // first failure of this job's publishes, zero if none
 	wait        time.Duration
@@ -427,7 +429,7 @@ func (p *pipeline) entry(e jetstream.KeyValueEntry) {
 		}
 		return
 	}
-	j := &job{key: key, rev: rev, value: e.Value(), view: v}
+	j := &job{key: key, rev: rev, written: e.Created(), value: e.Value(), view: v}
 	p.open[rev] = struct{}{}
 	if isBusy {
 		if next != nil {
@@ -454,12 +456,20 @@ func (p *pipeline) dispatch(ctx context.Context) {
 }
 
 func (p *pipeline) settle(rs []result) {
+	store := p.r.KV.Bucket()
+	defer func() { metrics.OutboxPending.WithLabelValues(store).Set(float64(len(p.open) + len(p.st.parked))) }()
 	for _, res := range rs {
 		j := res.j
 		switch res.out {
 		case outAbandon:
 			// Its revision stays open, so the checkpoint stays below it.
 		case outDone:
+			if n := len(j.view.Outbox); n > 0 {
+				metrics.OutboxRelayed.WithLabelValues(store).Add(float64(n))
+				if !j.written.IsZero() {
+					metrics.RelayLag.WithLabelValues(store).Observe(time.Since(j.written).Seconds())
+				}
+			}
 			p.done(j)
 			delete(p.st.parked, j.key)
 		case outRetry:

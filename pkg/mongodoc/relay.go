@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"log/slog"
 	"sync"
 	"time"
@@ -110,6 +111,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-r.C.wake:
 		case <-poll.C:
 		case <-depth.C:
+			if n, err := r.Depth(ctx); err == nil {
+				metrics.OutboxPending.WithLabelValues(r.C.Coll.Name()).Set(float64(n))
+			}
 			if n, err := r.Depth(ctx); err == nil && n > 0 {
 				r.Log.Info("relay: outbox depth", "collection", r.C.Coll.Name(), "pending_documents", n, "parked", countParked(holds))
 			}
@@ -236,5 +240,6 @@ func (r *Relay) relay(ctx context.Context, d pendingDoc) error {
 	if err != nil {
 		return fmt.Errorf("clear outbox: %w", err)
 	}
+	metrics.OutboxRelayed.WithLabelValues(r.C.Coll.Name()).Add(float64(len(d.Outbox)))
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -227,8 +228,14 @@ func Endpoint[Req, Resp any](ctx context.Context, log *slog.Logger, h Handler[Re
 
 // run decodes r, runs h under its deadline and answers.
 func run[Req, Resp any](ctx context.Context, log *slog.Logger, timeout time.Duration, h Handler[Req, Resp], r micro.Request) {
+	start, outcome := time.Now(), "ok"
+	defer func() {
+		metrics.Commands.WithLabelValues(r.Subject(), outcome).Inc()
+		metrics.CommandDuration.WithLabelValues(r.Subject()).Observe(time.Since(start).Seconds())
+	}()
 	var req Req
 	if err := json.Unmarshal(r.Data(), &req); err != nil {
+		outcome = string(fault.BadRequest)
 		respondError(r, fault.New(fault.BadRequest, "malformed request"))
 		return
 	}
@@ -248,6 +255,7 @@ func run[Req, Resp any](ctx context.Context, log *slog.Logger, timeout time.Dura
 				log.Error("command failed", "subject", r.Subject(), "err", err)
 			}
 		}
+		outcome = string(fe.Code)
 		respondError(r, fe)
 		return
 	}

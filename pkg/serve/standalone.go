@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/config"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/nats-io/nats.go"
 )
@@ -65,8 +67,41 @@ func Standalone(ctx context.Context, cfg config.Config, name string, wire func(n
 	rt := httpx.NewRouter()
 	svc.Routes(rt)
 	rt.HandleFunc("GET /healthz", Healthz(nc))
+	rt.HandleFunc("GET /readyz", Readyz([]*nats.Conn{nc}, svc))
+	rt.Handle("GET /metrics", metrics.Handler())
 	log.Info("serving", "addr", ln.Addr().String(), "config", cfg)
 	return HTTP(ctx, NewServer(rt), ln)
+}
+
+// Readier is a component that can say whether it can do its work now (its store reachable,
+// its relay running).
+type Readier interface {
+	Ready(ctx context.Context) error
+}
+
+// Readyz answers 200 {"status":"ready"} while every connection is up and every component that
+// is a Readier is ready, and 503 unavailable otherwise: a load balancer sends traffic only to a
+// process that can serve it. /healthz stays the liveness check (connected to NATS at all).
+func Readyz(conns []*nats.Conn, components ...any) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for _, nc := range conns {
+			if !nc.IsConnected() {
+				httpx.WriteProblem(w, r, fault.New(fault.Unavailable, "not connected to NATS"))
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		for _, c := range components {
+			if rd, ok := c.(Readier); ok {
+				if err := rd.Ready(ctx); err != nil {
+					httpx.WriteProblem(w, r, fault.New(fault.Unavailable, "not ready: "+err.Error()))
+					return
+				}
+			}
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
 }
 
 // Healthz answers 200 {"status":"ok"} while every connection is up, and 503 unavailable while

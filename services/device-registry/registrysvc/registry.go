@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/auth"
@@ -82,6 +83,9 @@ type Service struct {
 	wg     sync.WaitGroup
 	cmds   rpc.Group // commands in flight
 	mongo  *mongodrv.Client
+	store  device.Store
+	// relays counts the outbox relays still running; fewer than started makes it not ready.
+	relays, relaysStarted atomic.Int32
 
 	closeOnce sync.Once
 	closeErr  error
@@ -123,9 +127,12 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		device.WithLockout(cfg.Lockout), device.WithRecoveryKey(recoveryKey(cfg.SecretKey)))
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Service{log: log, cancel: cancel, mongo: client, http: httpapi.New(svc, svc, auth.NewCache(cfg.Verifier, 0), log)}
+	s := &Service{log: log, cancel: cancel, mongo: client, store: store, http: httpapi.New(svc, svc, auth.NewCache(cfg.Verifier, 0), log)}
 	for _, relay := range relays {
+		s.relaysStarted.Add(1)
+		s.relays.Add(1)
 		s.wg.Go(func() {
+			defer s.relays.Add(-1)
 			if err := relay(runCtx); err != nil {
 				log.Error("outbox relay stopped", "err", err)
 			}
@@ -141,6 +148,17 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	return s, nil
+}
+
+// Ready implements serve.Readier: the store answers and the outbox relays run.
+func (s *Service) Ready(ctx context.Context) error {
+	if n, want := s.relays.Load(), s.relaysStarted.Load(); n < want {
+		return fmt.Errorf("%d of %d outbox relays stopped", want-n, want)
+	}
+	if _, err := s.store.Get(ctx, "readyz-probe"); err != nil && !errors.Is(err, device.ErrNotFound) {
+		return errors.New("the store does not answer")
+	}
+	return nil
 }
 
 // Routes registers the registry's HTTP routes (/device-srv/devices…) on rt.

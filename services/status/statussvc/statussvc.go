@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
@@ -84,6 +86,10 @@ type Service struct {
 	wg     sync.WaitGroup
 	cmds   rpc.Group // commands in flight
 	log    *slog.Logger
+	store  enrollment.Store
+	// started and running count the background goroutines (relays, sweep, view): one that
+	// stopped before Close makes the service not ready.
+	started, running atomic.Int32
 }
 
 // New starts the status service on nc. Close stops it.
@@ -124,6 +130,13 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		Now:           cfg.Clock,
 		MaxAttempts:   cfg.MaxAttempts,
 		Notify:        live,
+		OnTransition: func(e enrollment.Enrollment, _ enrollment.State) {
+			kind := "enrollment"
+			if e.Kind == enrollment.KindAuthentication {
+				kind = "authentication"
+			}
+			metrics.Transitions.WithLabelValues(kind, e.Method, string(e.State)).Inc()
+		},
 		OnActivateError: func(statusID string, err error) {
 			log.Warn("device registration after ENROLLED failed; the registry completes it from the event", "status_id", statusID, "err", err)
 		},
@@ -134,8 +147,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s := &Service{
-		push: pushSender,
-		hook: hook,
+		store: st.store,
+		push:  pushSender,
+		hook:  hook,
 		api: &httpapi.API{
 			// Pollers send the same token many times a second: check its signature once.
 			Service: domain, Verifier: auth.NewCache(cfg.Verifier, 0), Log: log,
@@ -202,7 +216,21 @@ func GenerateSigningKey() (string, error) { return mfatoken.GenerateKeyPEM() }
 
 func (s *Service) goRun(f func()) {
 	s.wg.Add(1)
-	go func() { defer s.wg.Done(); f() }()
+	s.started.Add(1)
+	s.running.Add(1)
+	go func() { defer s.wg.Done(); defer s.running.Add(-1); f() }()
+}
+
+// Ready implements serve.Readier: the store answers and the background work (outbox relay,
+// expiry sweep, poll view) runs.
+func (s *Service) Ready(ctx context.Context) error {
+	if n, want := s.running.Load(), s.started.Load(); n < want {
+		return fmt.Errorf("%d of %d background tasks stopped", want-n, want)
+	}
+	if _, err := s.store.Get(ctx, "readyz-probe"); err != nil && !errors.Is(err, enrollment.ErrNotFound) {
+		return errors.New("the store does not answer")
+	}
+	return nil
 }
 
 // sweep expires overdue enrollments, so EXPIRED and its event happen even when nobody polls.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
@@ -140,11 +141,32 @@ func (h handlers) ready(ctx context.Context, req commands.FactorRequest) (comman
 }
 
 func (h handlers) check(ctx context.Context, req commands.FactorRequest) (commands.FactorReply, error) {
-	return factorReply(h.reg.Authenticate(ctx, req.Sub, req.Method, req.Code, req.StatusID))
+	reply, err := factorReply(h.reg.Authenticate(ctx, req.Sub, req.Method, req.Code, req.StatusID))
+	if err == nil {
+		metrics.FactorChecks.WithLabelValues(methodLabel(req.Method), reply.Result).Inc()
+	}
+	return reply, err
+}
+
+// methodLabel bounds the method label to the known factors.
+func methodLabel(m string) string {
+	switch m {
+	case commands.FactorTOTP, commands.FactorBackupCode, commands.FactorPush:
+		return m
+	}
+	return "other"
 }
 
 func (h handlers) failure(ctx context.Context, req commands.FactorRequest) (commands.FactorReply, error) {
-	return factorReply(device.Authenticated{}, h.reg.CountFailure(ctx, req.Sub))
+	reply, err := factorReply(device.Authenticated{}, h.reg.CountFailure(ctx, req.Sub))
+	if err == nil {
+		result := "wrong_number"
+		if reply.Result == commands.FactorLocked {
+			result = commands.FactorLocked
+		}
+		metrics.FactorChecks.WithLabelValues(commands.FactorPush, result).Inc()
+	}
+	return reply, err
 }
 
 func (h handlers) deviceGet(ctx context.Context, req commands.DeviceRequest) (commands.DeviceInfo, error) {

@@ -79,6 +79,7 @@ func (s *Service) StartAuthentication(ctx context.Context, in NewAuthentication)
 		return Enrollment{}, err
 	}
 	s.changed(created)
+	s.entered(created, "")
 	return created, nil
 }
 

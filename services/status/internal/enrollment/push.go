@@ -150,6 +150,7 @@ func (s *Service) StartPush(ctx context.Context, in NewAuthentication) (Enrollme
 		return Enrollment{}, err
 	}
 	s.changed(created)
+	s.entered(created, "")
 	if previous != "" && previous != created.ID {
 		s.cancelReplaced(ctx, previous)
 	}

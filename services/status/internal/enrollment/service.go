@@ -84,9 +84,18 @@ type Service struct {
 	MaxAttempts int
 	// Notify, when set, hears of every written change.
 	Notify Notifier
+	// OnTransition, when set, hears of every state an enrollment or authentication enters
+	// (prev is "" for a new one), after the write; for metrics.
+	OnTransition func(e Enrollment, prev State)
 	// OnActivateError, when set, hears of a device registration that failed after ENROLLED
 	// was committed (the registry completes it from the event; this is for logs).
 	OnActivateError func(statusID string, err error)
+}
+
+func (s *Service) entered(e Enrollment, prev State) {
+	if s.OnTransition != nil && e.State != prev {
+		s.OnTransition(e, prev)
+	}
 }
 
 func (s *Service) changed(e Enrollment) {
@@ -141,6 +150,9 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 	// No live announcement: nobody can be watching an enrollment whose status id the
 	// initiation has not answered yet.
 	created, err := s.Store.Create(ctx, e, msg)
+	if err == nil {
+		s.entered(created, "")
+	}
 	if errors.Is(err, ErrConflict) {
 		if old, gerr := s.Store.Get(ctx, in.ID); gerr == nil && old.ExchangeID == in.ExchangeID && old.Sub == in.Sub {
 			return old, nil
@@ -412,6 +424,7 @@ func (s *Service) apply(ctx context.Context, e Enrollment, fn func(Enrollment) (
 			return e, werr
 		}
 		s.changed(written)
+		s.entered(written, e.State)
 		return written, err
 	}
 	return e, fmt.Errorf("%w: gave up after %d attempts", ErrStale, maxCASRetries)

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/nats-io/nats.go"
 )
@@ -76,8 +77,9 @@ func (l *Live) Subscribe(statusID string) (<-chan commands.EnrollmentReply, func
 		l.streams[statusID] = set
 	}
 	set[out] = struct{}{}
+	metrics.LiveSubscribers.Inc()
 	var once sync.Once
-	return out, func() { once.Do(func() { l.remove(statusID, out) }) }, nil
+	return out, func() { once.Do(func() { l.remove(statusID, out); metrics.LiveSubscribers.Dec() }) }, nil
 }
 
 func (l *Live) remove(statusID string, out chan commands.EnrollmentReply) {
