@@ -62,6 +62,8 @@ type HS256 struct {
 	Key []byte
 	// Issuer, when set, is required in the `iss` claim and put there by Mint.
 	Issuer string
+	// Audience, when set, is required in the `aud` claim and put there by Mint.
+	Audience string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -79,7 +81,8 @@ func (h HS256) now() time.Time {
 // claims are the token claims mfaflow reads.
 type claims struct {
 	jwt.RegisteredClaims
-	Scope    string `json:"scope,omitempty"`
+	// Scope is a space-separated string or an array of strings: providers differ.
+	Scope    any    `json:"scope,omitempty"`
 	ClientID string `json:"client_id,omitempty"`
 	AZP      string `json:"azp,omitempty"`
 }
@@ -106,7 +109,7 @@ func (h HS256) VerifyIdentity(token string) (Identity, error) {
 }
 
 func (c *claims) identity() Identity {
-	id := Identity{Sub: c.Subject, Scopes: strings.Fields(c.Scope), ClientID: c.ClientID}
+	id := Identity{Sub: c.Subject, Scopes: scopes(c.Scope), ClientID: c.ClientID}
 	if id.ClientID == "" {
 		id.ClientID = c.AZP
 	}
@@ -122,6 +125,9 @@ func (h HS256) parse(token string) (*claims, error) {
 	}
 	if h.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(h.Issuer))
+	}
+	if h.Audience != "" {
+		opts = append(opts, jwt.WithAudience(h.Audience))
 	}
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return h.Key, nil }, opts...)
@@ -150,11 +156,14 @@ func (h HS256) MintScoped(sub string, ttl time.Duration, scope, clientID string)
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   sub,
 			Issuer:    h.Issuer,
+			Audience:  audience(h.Audience),
 			IssuedAt:  jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 		},
-		Scope:    scope,
 		ClientID: clientID,
+	}
+	if scope != "" {
+		c.Scope = scope
 	}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(h.Key)
 }
@@ -234,4 +243,11 @@ func Authenticate(v Verifier, r *http.Request, allowQuery bool) (string, error) 
 		return "", fault.New(fault.Unauthorized, "the Bearer token is invalid or expired")
 	}
 	return sub, nil
+}
+
+func audience(a string) jwt.ClaimStrings {
+	if a == "" {
+		return nil
+	}
+	return jwt.ClaimStrings{a}
 }

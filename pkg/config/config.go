@@ -35,6 +35,10 @@ type Config struct {
 	SecretKey       string        // MFA_SECRET_KEY
 	JWTSecret       string        // MFA_JWT_SECRET
 	JWTIssuer       string        // MFA_JWT_ISSUER
+	// JWKSURL, when set, verifies Bearer tokens of an identity provider against its JWKS (RS256,
+	// ES256, ES384, EdDSA) instead of the shared HS256 secret; JWTAudience is then required in `aud`.
+	JWKSURL     string // MFA_JWT_JWKS_URL
+	JWTAudience string // MFA_JWT_AUDIENCE
 	// SigningKey is PEM text: one or more EC P-256 private keys that sign mfa_tokens, the
 	// first one signing, all published in the JWKS. Literal `\n` in the variable are newlines.
 	SigningKey string     // MFA_SIGNING_KEY
@@ -120,6 +124,8 @@ var Variables = []Variable{
 	{"MFA_SECRET_KEY", "(dev stack: generated in MFA_DATA_DIR)", "32-byte key (base64 or hex) that encrypts TOTP secrets at rest"},
 	{"MFA_JWT_SECRET", "(dev stack: generated in MFA_DATA_DIR)", "HS256 key that verifies Bearer tokens (at least 32 bytes)"},
 	{"MFA_JWT_ISSUER", "", "required `iss` of Bearer tokens, when set"},
+	{"MFA_JWT_JWKS_URL", "", "the identity provider's JWKS URL: Bearer tokens (RS256, ES256, ES384, EdDSA) are verified against its keys, refreshed on an unknown kid; excludes MFA_JWT_SECRET"},
+	{"MFA_JWT_AUDIENCE", "", "required `aud` of Bearer tokens, when set"},
 	{"MFA_LOCKOUT_THRESHOLD", "5", "wrong sign-in codes in a row that lock a user's code checks (1 to 100)"},
 	{"MFA_LOCKOUT_DURATION", "1m", "length of a user's first lock; each further lock in a row doubles it"},
 	{"MFA_LOCKOUT_MAX_DURATION", "15m", "longest lock (at most 24h)"},
@@ -166,6 +172,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		SecretKey:        get("MFA_SECRET_KEY"),
 		JWTSecret:        get("MFA_JWT_SECRET"),
 		JWTIssuer:        get("MFA_JWT_ISSUER"),
+		JWKSURL:          get("MFA_JWT_JWKS_URL"),
+		JWTAudience:      get("MFA_JWT_AUDIENCE"),
 		// A PEM in a one-line env var (a Kubernetes secret, a .env file) has its newlines as `\n`.
 		SigningKey:        strings.ReplaceAll(get("MFA_SIGNING_KEY"), `\n`, "\n"),
 		PushWebhookURL:    get("MFA_PUSH_WEBHOOK_URL"),
@@ -188,6 +196,14 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.LockoutMaxDuration, err = time.ParseDuration(get("MFA_LOCKOUT_MAX_DURATION")); err != nil || c.LockoutMaxDuration < c.LockoutDuration || c.LockoutMaxDuration > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("MFA_LOCKOUT_MAX_DURATION: want a Go duration between MFA_LOCKOUT_DURATION and 24h such as 15m, got %q", get("MFA_LOCKOUT_MAX_DURATION")))
+	}
+	if c.JWKSURL != "" {
+		if u, err := url.Parse(c.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, errors.New("MFA_JWT_JWKS_URL: want an absolute http(s) URL"))
+		}
+		if c.JWTSecret != "" {
+			errs = append(errs, errors.New("MFA_JWT_JWKS_URL and MFA_JWT_SECRET exclude each other: tokens come from the identity provider or from a shared secret, not both"))
+		}
 	}
 	if c.SigningKey != "" && !strings.Contains(c.SigningKey, "-----BEGIN ") {
 		// Only the shape: the status service parses the keys (mfatoken.ParseKeys). Never echo the value.
@@ -300,12 +316,21 @@ func (c Config) Logger() *slog.Logger {
 	return newLogger(c.LogLevel)
 }
 
+// Verifier returns the verifier of Bearer tokens: the identity provider's JWKS when
+// MFA_JWT_JWKS_URL is set, else HS256 with MFA_JWT_SECRET.
+func (c Config) Verifier() (auth.Verifier, error) {
+	if c.JWKSURL != "" {
+		return &auth.JWKS{URL: c.JWKSURL, Issuer: c.JWTIssuer, Audience: c.JWTAudience}, nil
+	}
+	return c.TokenVerifier()
+}
+
 // TokenVerifier returns the HS256 verifier of Bearer tokens from MFA_JWT_SECRET.
 func (c Config) TokenVerifier() (auth.HS256, error) {
 	if len(c.JWTSecret) < auth.MinKeyBytes {
 		return auth.HS256{}, fmt.Errorf("MFA_JWT_SECRET: want at least %d bytes", auth.MinKeyBytes)
 	}
-	return auth.HS256{Key: []byte(c.JWTSecret), Issuer: c.JWTIssuer}, nil
+	return auth.HS256{Key: []byte(c.JWTSecret), Issuer: c.JWTIssuer, Audience: c.JWTAudience}, nil
 }
 
 // CommandLimits are the bounds of every service's NATS command endpoints

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/config"
 )
 
@@ -225,5 +226,34 @@ func TestMongoStore(t *testing.T) {
 	c, err := config.FromEnv(env(map[string]string{"MFA_STORE": "mongo", "MFA_MONGODB_URI": "mongodb://db:27017/mfaflow"}))
 	if err != nil || c.Store != "mongo" || c.MongoURI != "mongodb://db:27017/mfaflow" {
 		t.Fatalf("MFA_STORE=mongo with a URI: %+v %v", c.Store, err)
+	}
+}
+
+func TestIdentityProviderTokens(t *testing.T) {
+	c, err := config.FromEnv(env(map[string]string{"MFA_JWT_JWKS_URL": "https://idp.example/.well-known/jwks.json", "MFA_JWT_AUDIENCE": "mfaflow", "MFA_JWT_ISSUER": "https://idp.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := c.Verifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, ok := v.(*auth.JWKS); !ok || j.URL != c.JWKSURL || j.Audience != "mfaflow" || j.Issuer != "https://idp.example" {
+		t.Fatalf("verifier = %#v, want the JWKS verifier with audience and issuer", v)
+	}
+	if _, err := config.FromEnv(env(map[string]string{"MFA_JWT_JWKS_URL": "https://idp.example/jwks", "MFA_JWT_SECRET": strings.Repeat("k", 32)})); err == nil || !strings.Contains(err.Error(), "exclude each other") {
+		t.Fatalf("JWKS URL with a shared secret: %v, want refused", err)
+	}
+	if _, err := config.FromEnv(env(map[string]string{"MFA_JWT_JWKS_URL": "not a url"})); err == nil {
+		t.Fatal("a JWKS URL that is not absolute is accepted")
+	}
+	c, err = config.FromEnv(env(map[string]string{"MFA_JWT_SECRET": strings.Repeat("k", 32)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Verifier(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := v.(auth.HS256); !ok {
+		t.Fatalf("without a JWKS URL the verifier is %T, want HS256", v)
 	}
 }

@@ -26,7 +26,7 @@ func ConfigFrom(env config.Config) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("MFA_SECRET_KEY: %w", err)
 	}
-	verifier, err := env.TokenVerifier()
+	verifier, err := env.Verifier()
 	if err != nil {
 		return Config{}, err
 	}

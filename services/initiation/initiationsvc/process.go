@@ -15,7 +15,7 @@ const Name = "initiation"
 // ConfigFrom maps the process configuration (the MFA_* environment) to this service's Config.
 // The service's main and the dev stack both call it, so the environment is wired once.
 func ConfigFrom(env config.Config) (Config, error) {
-	verifier, err := env.TokenVerifier()
+	verifier, err := env.Verifier()
 	if err != nil {
 		return Config{}, err
 	}
