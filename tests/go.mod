@@ -10,7 +10,10 @@ require (
 	github.com/mfaflow/mfaflow/events v0.0.0
 	github.com/mfaflow/mfaflow/mobile-bridge v0.0.0
 	github.com/mfaflow/mfaflow/pkg v0.0.0
+	github.com/mfaflow/mfaflow/services/device-registry v0.0.0
+	github.com/mfaflow/mfaflow/services/initiation v0.0.0
 	github.com/mfaflow/mfaflow/services/status v0.0.0
+	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
 	go.mongodb.org/mongo-driver/v2 v2.10.0
@@ -27,12 +30,9 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/makiuchi-d/gozxing v0.1.1 // indirect
-	github.com/mfaflow/mfaflow/services/device-registry v0.0.0 // indirect
-	github.com/mfaflow/mfaflow/services/initiation v0.0.0 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
-	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/pquerna/otp v1.5.0 // indirect

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
+	"github.com/nats-io/nats.go"
 )
 
 // Config is every setting of every mfaflow process. Each process uses the part it needs.
@@ -39,6 +41,13 @@ type Config struct {
 	// ES256, ES384, EdDSA) instead of the shared HS256 secret; JWTAudience is then required in `aud`.
 	JWKSURL     string // MFA_JWT_JWKS_URL
 	JWTAudience string // MFA_JWT_AUDIENCE
+	// NATS credentials beyond the URL: a .creds file (user JWT and NKey seed), an NKey seed
+	// file, and TLS client certificates with the CA that signed the server's.
+	NATSCreds   string // MFA_NATS_CREDS
+	NATSNKey    string // MFA_NATS_NKEY
+	NATSTLSCert string // MFA_NATS_TLS_CERT
+	NATSTLSKey  string // MFA_NATS_TLS_KEY
+	NATSTLSCA   string // MFA_NATS_TLS_CA
 	// SigningKey is PEM text: one or more EC P-256 private keys that sign mfa_tokens, the
 	// first one signing, all published in the JWKS. Literal `\n` in the variable are newlines.
 	SigningKey string     // MFA_SIGNING_KEY
@@ -126,6 +135,11 @@ var Variables = []Variable{
 	{"MFA_JWT_ISSUER", "", "required `iss` of Bearer tokens, when set"},
 	{"MFA_JWT_JWKS_URL", "", "the identity provider's JWKS URL: Bearer tokens (RS256, ES256, ES384, EdDSA) are verified against its keys, refreshed on an unknown kid; excludes MFA_JWT_SECRET"},
 	{"MFA_JWT_AUDIENCE", "", "required `aud` of Bearer tokens, when set"},
+	{"MFA_NATS_CREDS", "", "path of a NATS .creds file (user JWT and NKey seed) to connect with"},
+	{"MFA_NATS_NKEY", "", "path of a file holding an NKey seed (SU…) to connect with"},
+	{"MFA_NATS_TLS_CERT", "", "path of a PEM client certificate for NATS (with MFA_NATS_TLS_KEY)"},
+	{"MFA_NATS_TLS_KEY", "", "path of the PEM private key of MFA_NATS_TLS_CERT"},
+	{"MFA_NATS_TLS_CA", "", "path of the PEM CA certificate(s) that signed the NATS server's certificate"},
 	{"MFA_LOCKOUT_THRESHOLD", "5", "wrong sign-in codes in a row that lock a user's code checks (1 to 100)"},
 	{"MFA_LOCKOUT_DURATION", "1m", "length of a user's first lock; each further lock in a row doubles it"},
 	{"MFA_LOCKOUT_MAX_DURATION", "15m", "longest lock (at most 24h)"},
@@ -173,6 +187,11 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		JWTSecret:        get("MFA_JWT_SECRET"),
 		JWTIssuer:        get("MFA_JWT_ISSUER"),
 		JWKSURL:          get("MFA_JWT_JWKS_URL"),
+		NATSCreds:        get("MFA_NATS_CREDS"),
+		NATSNKey:         get("MFA_NATS_NKEY"),
+		NATSTLSCert:      get("MFA_NATS_TLS_CERT"),
+		NATSTLSKey:       get("MFA_NATS_TLS_KEY"),
+		NATSTLSCA:        get("MFA_NATS_TLS_CA"),
 		JWTAudience:      get("MFA_JWT_AUDIENCE"),
 		// A PEM in a one-line env var (a Kubernetes secret, a .env file) has its newlines as `\n`.
 		SigningKey:        strings.ReplaceAll(get("MFA_SIGNING_KEY"), `\n`, "\n"),
@@ -196,6 +215,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.LockoutMaxDuration, err = time.ParseDuration(get("MFA_LOCKOUT_MAX_DURATION")); err != nil || c.LockoutMaxDuration < c.LockoutDuration || c.LockoutMaxDuration > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("MFA_LOCKOUT_MAX_DURATION: want a Go duration between MFA_LOCKOUT_DURATION and 24h such as 15m, got %q", get("MFA_LOCKOUT_MAX_DURATION")))
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		errs = append(errs, errors.New("MFA_NATS_TLS_CERT and MFA_NATS_TLS_KEY go together"))
+	}
+	if c.NATSCreds != "" && c.NATSNKey != "" {
+		errs = append(errs, errors.New("MFA_NATS_CREDS and MFA_NATS_NKEY exclude each other (a .creds file holds its own seed)"))
 	}
 	if c.JWKSURL != "" {
 		if u, err := url.Parse(c.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
@@ -296,7 +321,7 @@ func (c Config) LogValue() slog.Value {
 	}
 	return slog.GroupValue(
 		slog.String("http_addr", c.HTTPAddr), slog.String("public_url", c.PublicURL),
-		slog.String("nats_url", c.NATSURL), slog.String("embedded_nats_addr", c.EmbeddedNATSAddr),
+		slog.String("nats_url", natsx.Redact(c.NATSURL)), slog.String("embedded_nats_addr", c.EmbeddedNATSAddr),
 		slog.String("data_dir", c.DataDir), slog.String("store", c.Store), slog.String("mongodb_uri", mongo),
 		slog.Duration("enrollment_ttl", c.EnrollmentTTL), slog.Duration("verification_ttl", c.VerificationTTL),
 		slog.String("issuer", c.Issuer),
@@ -314,6 +339,28 @@ func (c Config) LogValue() slog.Value {
 // Logger returns the process logger: JSON on stderr at the configured level.
 func (c Config) Logger() *slog.Logger {
 	return newLogger(c.LogLevel)
+}
+
+// NATSOptions are the connection options of MFA_NATS_CREDS, MFA_NATS_NKEY and MFA_NATS_TLS_*.
+func (c Config) NATSOptions() ([]nats.Option, error) {
+	var opts []nats.Option
+	if c.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(c.NATSCreds))
+	}
+	if c.NATSNKey != "" {
+		o, err := nats.NkeyOptionFromSeed(c.NATSNKey)
+		if err != nil {
+			return nil, fmt.Errorf("MFA_NATS_NKEY: %w", err)
+		}
+		opts = append(opts, o)
+	}
+	if c.NATSTLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.NATSTLSCert, c.NATSTLSKey))
+	}
+	if c.NATSTLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.NATSTLSCA))
+	}
+	return opts, nil
 }
 
 // Verifier returns the verifier of Bearer tokens: the identity provider's JWKS when
@@ -338,3 +385,4 @@ func (c Config) TokenVerifier() (auth.HS256, error) {
 func (c Config) CommandLimits() rpc.Limits {
 	return rpc.Limits{MaxInFlight: c.CommandConcurrency, Timeout: c.CommandTimeout}
 }
+

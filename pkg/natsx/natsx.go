@@ -3,6 +3,8 @@
 package natsx
 
 import (
+	neturl "net/url"
+	"strings"
 	"context"
 	"errors"
 	"fmt"
@@ -81,9 +83,22 @@ func Connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
 		nats.RetryOnFailedConnect(false),
 	}, opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+		return nil, fmt.Errorf("connect to nats %s: %w", Redact(url), err)
 	}
 	return nc, nil
+}
+
+// Redact drops the user and password (or token) of every URL in a NATS URL list, so it can be
+// logged.
+func Redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // EventStreamConfig is the MFA_EVENTS stream. The dedupe window is what makes a publish retried

@@ -42,7 +42,11 @@ func Standalone(ctx context.Context, cfg config.Config, name string, wire func(n
 	if cfg.NATSURL == "" {
 		return errors.New("MFA_NATS_URL is required")
 	}
-	nc, err := natsx.Connect(cfg.NATSURL, "mfaflow-"+name)
+	natsOpts, err := cfg.NATSOptions()
+	if err != nil {
+		return err
+	}
+	nc, err := natsx.Connect(cfg.NATSURL, "mfaflow-"+name, natsOpts...)
 	if err != nil {
 		return err
 	}
