@@ -385,4 +385,3 @@ func (c Config) TokenVerifier() (auth.HS256, error) {
 func (c Config) CommandLimits() rpc.Limits {
 	return rpc.Limits{MaxInFlight: c.CommandConcurrency, Timeout: c.CommandTimeout}
 }
-

@@ -3,13 +3,13 @@
 package natsx
 
 import (
-	neturl "net/url"
-	"strings"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	neturl "net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
