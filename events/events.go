@@ -46,12 +46,13 @@ const (
 	DeviceRegistered Type = "mfa.device.registered"
 	// DeviceRenamed: the user gave a device a new friendly name.
 	DeviceRenamed Type = "mfa.device.renamed"
-	// DeviceRemoved: the user removed a device; its secret was destroyed.
+	// DeviceRemoved: the user (or an administrator, then data.actor) removed a device; its
+	// secret was destroyed.
 	DeviceRemoved Type = "mfa.device.removed"
 
 	// Verification events have the authentication's status id as CloudEvent subject, except
-	// mfa.verification.locked, whose subject is the user (a lock is about the user, not one
-	// authentication).
+	// mfa.verification.locked and mfa.verification.unlocked, whose subject is the user (a lock
+	// is about the user, not one authentication).
 
 	// VerificationInitiated: a relying app started an authentication for a user.
 	VerificationInitiated Type = "mfa.verification.initiated"
@@ -61,6 +62,8 @@ const (
 	VerificationFailed Type = "mfa.verification.failed"
 	// VerificationLocked: too many wrong codes; the user's code checks are locked until locked_until.
 	VerificationLocked Type = "mfa.verification.locked"
+	// VerificationUnlocked: an administrator lifted the user's lock and forgot the wrong codes.
+	VerificationUnlocked Type = "mfa.verification.unlocked"
 	// VerificationExpired: the authentication reached expires_at before it succeeded.
 	VerificationExpired Type = "mfa.verification.expired"
 	// VerificationCancelled: the caller cancelled the authentication (or a newer push replaced it).
@@ -81,6 +84,12 @@ const (
 	RecoveryGenerated Type = "mfa.recovery.generated"
 	// RecoveryUsed: a recovery code was spent as a second factor.
 	RecoveryUsed Type = "mfa.recovery.used"
+
+	// Factors events have the user as CloudEvent subject.
+
+	// FactorsReset: an administrator reset all of the user's factors (Okta's reset_factors):
+	// every device removed, the recovery codes deleted, the lockout cleared.
+	FactorsReset Type = "mfa.factors.reset"
 )
 
 // Types lists every event type in the catalogue.
@@ -89,7 +98,7 @@ var Types = []Type{
 	EnrollmentCancelled, EnrollmentFailed, DeviceRegistered, DeviceRenamed, DeviceRemoved,
 	VerificationInitiated, VerificationSucceeded, VerificationFailed, VerificationLocked,
 	VerificationExpired, VerificationCancelled, VerificationDenied, RecoveryGenerated, RecoveryUsed,
-	PushSent, PushAcknowledged,
+	PushSent, PushAcknowledged, VerificationUnlocked, FactorsReset,
 }
 
 // Subject is the NATS subject an event of type t is published on.
@@ -181,6 +190,9 @@ type Device struct {
 	FriendlyName string `json:"friendly_name,omitempty"`
 	// StatusID is the enrollment that registered the device.
 	StatusID string `json:"status_id,omitempty"`
+	// Actor is the administrator (the admin token's sub) who removed the device for the user;
+	// empty when the user acted (removed only).
+	Actor string `json:"actor,omitempty"`
 }
 
 // Verification is the data of mfa.verification.initiated, succeeded, failed, expired and
@@ -222,6 +234,26 @@ type Lock struct {
 	Lock int `json:"lock"`
 	// FailedAttempts is how many wrong codes in a row caused it.
 	FailedAttempts int `json:"failed_attempts"`
+}
+
+// Unlock is the data of mfa.verification.unlocked.
+type Unlock struct {
+	// Sub is the unlocked user (also the CloudEvent subject).
+	Sub string `json:"sub"`
+	// Actor is the administrator who unlocked the user (the admin token's sub).
+	Actor string `json:"actor"`
+}
+
+// Reset is the data of mfa.factors.reset.
+type Reset struct {
+	// Sub is the user whose factors were reset (also the CloudEvent subject).
+	Sub string `json:"sub"`
+	// DevicesRemoved is how many devices the reset removed (each also has mfa.device.removed).
+	DevicesRemoved int `json:"devices_removed"`
+	// RecoveryCodesRemoved says whether the reset deleted a set of recovery codes.
+	RecoveryCodesRemoved bool `json:"recovery_codes_removed"`
+	// Actor is the administrator who reset the factors (the admin token's sub).
+	Actor string `json:"actor"`
 }
 
 // Recovery is the data of mfa.recovery.generated and mfa.recovery.used. It never carries a code.

@@ -136,6 +136,10 @@ func sample(typ events.Type) (source, subject string, data any) {
 		return events.SourceRegistry, "alice", events.Recovery{Sub: "alice", Remaining: 10, CreatedAt: at}
 	case events.RecoveryUsed:
 		return events.SourceRegistry, "alice", events.Recovery{Sub: "alice", Remaining: 9, CreatedAt: setCreated, StatusID: authID}
+	case events.VerificationUnlocked:
+		return events.SourceRegistry, "alice", events.Unlock{Sub: "alice", Actor: "ops-admin"}
+	case events.FactorsReset:
+		return events.SourceRegistry, "alice", events.Reset{Sub: "alice", DevicesRemoved: 2, RecoveryCodesRemoved: true, Actor: "ops-admin"}
 	default:
 		panic("no sample for " + string(typ))
 	}
@@ -200,6 +204,9 @@ func TestSubjects(t *testing.T) {
 
 		events.PushSent:         "mfa.events.push.sent",
 		events.PushAcknowledged: "mfa.events.push.acknowledged",
+
+		events.VerificationUnlocked: "mfa.events.verification.unlocked",
+		events.FactorsReset:         "mfa.events.factors.reset",
 	}
 	if len(events.Types) != len(want) {
 		t.Errorf("events.Types has %d types, want %d", len(events.Types), len(want))
@@ -254,7 +261,7 @@ func TestSchemasMatchGoTypes(t *testing.T) {
 	for name, v := range map[string]any{
 		"enrollment": events.Enrollment{}, "device": events.Device{},
 		"verification": events.Verification{}, "lock": events.Lock{}, "recovery": events.Recovery{},
-		"push": events.Push{},
+		"push": events.Push{}, "unlock": events.Unlock{}, "reset": events.Reset{},
 	} {
 		def := defs[name].(map[string]any)
 		if def["additionalProperties"] != false {
@@ -369,6 +376,10 @@ func TestValidEnvelopes(t *testing.T) {
 			StatusID: authID, Sub: "alice", ExpiresAt: expires, PHID: deviceID}},
 		{"last recovery code used", events.RecoveryUsed, events.Recovery{
 			Sub: "alice", Remaining: 0, CreatedAt: setCreated, StatusID: authID}},
+		{"device removed by an administrator", events.DeviceRemoved, events.Device{
+			PHID: phID, DeviceID: deviceID, Sub: "alice", Method: "TOTP", FriendlyName: "Alice's iPhone", Actor: "ops-admin"}},
+		{"reset of a user without factors", events.FactorsReset, events.Reset{Sub: "alice", Actor: "ops-admin"}},
+		{"reset that removed only recovery codes", events.FactorsReset, events.Reset{Sub: "alice", RecoveryCodesRemoved: true, Actor: "ops-admin"}},
 	}
 	for _, v := range variants {
 		source, subject, _ := sample(v.typ)
@@ -602,6 +613,22 @@ func TestPerTypeDataConstraints(t *testing.T) {
 		{"recovery with negative remaining", events.RecoveryUsed, func(d map[string]any) { d["remaining"] = -1 }},
 		{"recovery without created_at", events.RecoveryUsed, func(d map[string]any) { delete(d, "created_at") }},
 		{"recovery without sub", events.RecoveryGenerated, func(d map[string]any) { delete(d, "sub") }},
+		{"registered device with an actor", events.DeviceRegistered, func(d map[string]any) { d["actor"] = "ops-admin" }},
+		{"renamed device with an actor", events.DeviceRenamed, func(d map[string]any) { d["actor"] = "ops-admin" }},
+		{"removed device with an empty actor", events.DeviceRemoved, func(d map[string]any) { d["actor"] = "" }},
+		{"unlock without actor", events.VerificationUnlocked, func(d map[string]any) { delete(d, "actor") }},
+		{"unlock with an empty actor", events.VerificationUnlocked, func(d map[string]any) { d["actor"] = "" }},
+		{"unlock without sub", events.VerificationUnlocked, func(d map[string]any) { delete(d, "sub") }},
+		{"unlock with locked_until", events.VerificationUnlocked, func(d map[string]any) { d["locked_until"] = "2026-03-14T09:28:53Z" }},
+		{"unlock with failed_attempts", events.VerificationUnlocked, func(d map[string]any) { d["failed_attempts"] = 3 }},
+		{"reset without actor", events.FactorsReset, func(d map[string]any) { delete(d, "actor") }},
+		{"reset without sub", events.FactorsReset, func(d map[string]any) { delete(d, "sub") }},
+		{"reset without devices_removed", events.FactorsReset, func(d map[string]any) { delete(d, "devices_removed") }},
+		{"reset with negative devices_removed", events.FactorsReset, func(d map[string]any) { d["devices_removed"] = -1 }},
+		{"reset with fractional devices_removed", events.FactorsReset, func(d map[string]any) { d["devices_removed"] = 1.5 }},
+		{"reset without recovery_codes_removed", events.FactorsReset, func(d map[string]any) { delete(d, "recovery_codes_removed") }},
+		{"reset with a count of recovery codes", events.FactorsReset, func(d map[string]any) { d["recovery_codes_removed"] = 10 }},
+		{"reset naming the removed devices", events.FactorsReset, func(d map[string]any) { d["ph_ids"] = []any{phID} }},
 	}
 	for _, c := range cases {
 		env := envelope(t, c.typ)

@@ -336,34 +336,6 @@ func (s *Service) resetFailures(ctx context.Context, sub string) error {
 	return fmt.Errorf("reset failures: %w", ErrStale)
 }
 
-// Unlock lifts sub's lock and forgets its wrong codes (an administrator's action). Unlocking a
-// user who is not locked changes nothing.
-func (s *Service) Unlock(ctx context.Context, sub string) error {
-	if sub == "" {
-		return invalid("sub is missing")
-	}
-	for range maxAttempts {
-		l, err := s.store.GetLockout(ctx, sub)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("unlock: %w", err)
-		}
-		if l.Failures == 0 && l.Locks == 0 && l.LockedUntil.IsZero() {
-			return nil
-		}
-		l.Failures, l.Locks, l.LockedUntil = 0, 0, time.Time{}
-		if _, err := s.store.PutLockout(ctx, l); errors.Is(err, ErrStale) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("unlock: %w", err)
-		}
-		return nil
-	}
-	return fmt.Errorf("unlock: %w", ErrStale)
-}
-
 // LockStatus returns sub's lockout record (a zero one for a user without mistakes), with
 // LockedUntil zero unless the user is locked now.
 func (s *Service) LockStatus(ctx context.Context, sub string) (Lockout, error) {

@@ -104,11 +104,15 @@ func (s *Service) GenerateRecoveryCodes(ctx context.Context, sub string) ([]stri
 	return nil, RecoverySet{}, fmt.Errorf("generate recovery codes: %w", ErrStale)
 }
 
-// RecoveryStatus returns sub's current set without its hashes; ErrNotFound if there is none.
+// RecoveryStatus returns sub's current set without its hashes; ErrNotFound if there is none
+// (never generated, or deleted by ResetFactors).
 func (s *Service) RecoveryStatus(ctx context.Context, sub string) (RecoverySet, error) {
 	r, err := s.store.GetRecoverySet(ctx, sub)
 	if err != nil {
 		return RecoverySet{}, err
+	}
+	if len(r.Hashes) == 0 {
+		return RecoverySet{}, ErrNotFound // deleted by a reset: no set
 	}
 	return publicSet(r), nil
 }

@@ -230,7 +230,7 @@ func (s *Service) Activate(ctx context.Context, statusID, sub string, claim Clai
 		if c.FriendlyName == "" {
 			c.FriendlyName = DefaultName
 		}
-		msg, err := deviceEvent(events.DeviceRegistered, c.PHID+"/"+string(events.DeviceRegistered), c, now)
+		msg, err := deviceEvent(events.DeviceRegistered, c.PHID+"/"+string(events.DeviceRegistered), c, "", now)
 		if err != nil {
 			return Credential{}, fmt.Errorf("activate %s: %w", statusID, err)
 		}
@@ -339,7 +339,7 @@ func (s *Service) Rename(ctx context.Context, sub, phid, name string) (Credentia
 		// the same write (same version) is the same fact.
 		id := phid + "/renamed/" + strconv.FormatUint(c.Version, 10)
 		c.FriendlyName = name
-		msg, err := deviceEvent(events.DeviceRenamed, id, c, s.clock.Now())
+		msg, err := deviceEvent(events.DeviceRenamed, id, c, "", s.clock.Now())
 		if err != nil {
 			return Credential{}, fmt.Errorf("rename %s: %w", phid, err)
 		}
@@ -358,26 +358,42 @@ func (s *Service) Rename(ctx context.Context, sub, phid, name string) (Credentia
 // Remove deletes sub's device phid, destroying its secret at once, and emits
 // mfa.device.removed in the same write.
 func (s *Service) Remove(ctx context.Context, sub, phid string) error {
+	return s.remove(ctx, sub, phid, "")
+}
+
+// RemoveAsAdmin is Remove done by administrator actor for the user: the event names the actor.
+func (s *Service) RemoveAsAdmin(ctx context.Context, sub, phid, actor string) error {
+	if actor == "" {
+		return invalid("actor is missing")
+	}
+	return s.remove(ctx, sub, phid, actor)
+}
+
+func (s *Service) remove(ctx context.Context, sub, phid, actor string) error {
 	for range maxAttempts {
 		c, err := s.owned(ctx, sub, phid)
 		if err != nil {
 			return fmt.Errorf("remove %s: %w", phid, err)
 		}
-		msg, err := deviceEvent(events.DeviceRemoved, phid+"/"+string(events.DeviceRemoved), c, s.clock.Now())
-		if err != nil {
-			return fmt.Errorf("remove %s: %w", phid, err)
-		}
-		c.SealedSecret = nil
-		err = s.store.Remove(ctx, c, msg)
-		if errors.Is(err, ErrStale) {
+		if err := s.removeCredential(ctx, c, actor); errors.Is(err, ErrStale) {
 			continue
-		}
-		if err != nil {
+		} else if err != nil {
 			return fmt.Errorf("remove %s: %w", phid, err)
 		}
 		return nil
 	}
 	return fmt.Errorf("remove %s: %w", phid, ErrStale)
+}
+
+// removeCredential deletes the verified credential c as read, with its mfa.device.removed event
+// (naming actor, if any); ErrStale if it changed since.
+func (s *Service) removeCredential(ctx context.Context, c Credential, actor string) error {
+	msg, err := deviceEvent(events.DeviceRemoved, c.PHID+"/"+string(events.DeviceRemoved), c, actor, s.clock.Now())
+	if err != nil {
+		return err
+	}
+	c.SealedSecret = nil
+	return s.store.Remove(ctx, c, msg)
 }
 
 // owned returns the verified credential phid if it belongs to sub. Someone else's device and a
@@ -398,7 +414,7 @@ func (s *Service) owned(ctx context.Context, sub, phid string) (Credential, erro
 
 // deviceEvent builds an mfa.device.* event about c as an outbox message. The payload is built
 // field by field from c so that no secret can slip into it.
-func deviceEvent(t events.Type, idSeed string, c Credential, at time.Time) (outbox.Message, error) {
+func deviceEvent(t events.Type, idSeed string, c Credential, actor string, at time.Time) (outbox.Message, error) {
 	env, err := events.New(
 		uuid.NewSHA1(eventNamespace, []byte(idSeed)).String(),
 		events.SourceRegistry, t, c.PHID, at,
@@ -409,6 +425,7 @@ func deviceEvent(t events.Type, idSeed string, c Credential, at time.Time) (outb
 			Method:       c.Method,
 			FriendlyName: c.FriendlyName,
 			StatusID:     c.StatusID,
+			Actor:        actor,
 		})
 	if err != nil {
 		return outbox.Message{}, fmt.Errorf("build %s event: %w", t, err)

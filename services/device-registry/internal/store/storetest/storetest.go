@@ -94,6 +94,35 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		}
 	})
 
+	// A reset deletes a user's recovery codes by writing an empty set (device.ResetFactors):
+	// no hashes, no marks, no creation time, read back as such, and a new set replaces it.
+	t.Run("RecoverySetEmptiedAndRefilled", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		set := device.RecoverySet{Sub: "alice", Hashes: [][]byte{bytes.Repeat([]byte{1}, 32)}, Used: []bool{false}, CreatedAt: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+		created, err := s.PutRecoverySet(ctx, set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		emptied, err := s.PutRecoverySet(ctx, device.RecoverySet{Sub: "alice", Version: created.Version}, Message(t, "alice"))
+		if err != nil {
+			t.Fatalf("empty the set: %v", err)
+		}
+		got, err := s.GetRecoverySet(ctx, "alice")
+		if err != nil || len(got.Hashes) != 0 || got.Remaining() != 0 || !got.CreatedAt.IsZero() || got.Version != emptied.Version {
+			t.Fatalf("emptied set = %+v %v", got, err)
+		}
+		if _, err := s.PutRecoverySet(ctx, created); !errors.Is(err, device.ErrStale) {
+			t.Fatalf("write from before the emptying: %v, want ErrStale", err)
+		}
+		set.Version = got.Version
+		if _, err := s.PutRecoverySet(ctx, set); err != nil {
+			t.Fatalf("refill: %v", err)
+		}
+		if got, err := s.GetRecoverySet(ctx, "alice"); err != nil || got.Remaining() != 1 {
+			t.Fatalf("refilled set = %+v %v", got, err)
+		}
+	})
+
 	t.Run("CreateGet", func(t *testing.T) {
 		s, ctx := newStore(t), t.Context()
 		want := Credential("alice")
