@@ -1196,6 +1196,9 @@ var apiSignInOperations = map[string]bool{
 	"GET /verification-srv/backupcodes":                           true,
 	"GET /verification-srv/admin/users/{sub}/lockout":             true,
 	"DELETE /verification-srv/admin/users/{sub}/lockout":          true,
+	"GET /verification-srv/admin/users/{sub}/factors":             true,
+	"DELETE /verification-srv/admin/users/{sub}/factors":          true,
+	"DELETE /verification-srv/admin/users/{sub}/factors/{ph_id}":  true,
 }
 
 // TestOpenAPISignIn drives sign-in verification through the real dev stack and validates every
@@ -1511,6 +1514,31 @@ func TestOpenAPISignIn(t *testing.T) {
 		}
 		var res result
 		decode(t, verify(t, carol, "totp", in.ExchangeID.ExchangeID, right), 200, &res)
+
+		// The factors routes: list, remove one, reset all.
+		const factorsPath, factorPath = "/verification-srv/admin/users/{sub}/factors", "/verification-srv/admin/users/{sub}/factors/{ph_id}"
+		var f struct {
+			Devices []struct {
+				PHID string `json:"ph_id"`
+			} `json:"devices"`
+		}
+		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: factorsPath, Params: []string{"openapi-carol"}, Token: admin}), 200, &f)
+		if len(f.Devices) != 1 {
+			t.Fatalf("factors of openapi-carol %+v", f)
+		}
+		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: factorsPath, Params: []string{"openapi-nobody"}, Token: admin}), 200, nil)
+		problem(t, do(t, apiRequest{Method: http.MethodGet, Template: factorsPath, Params: []string{"openapi-carol"}, Token: carol}), 403, fault.Forbidden)
+		problem(t, do(t, apiRequest{Method: http.MethodGet, Template: factorsPath, Params: []string{"openapi-carol"}}), 401, fault.Unauthorized)
+		problem(t, do(t, apiRequest{Method: http.MethodGet, Template: factorsPath, Params: []string{strings.Repeat("x", 257)}, Token: admin}), 400, fault.BadRequest)
+		problem(t, do(t, apiRequest{Method: http.MethodDelete, Template: factorPath, Params: []string{"openapi-nobody", f.Devices[0].PHID}, Token: admin}), 404, fault.NotFound)
+		problem(t, do(t, apiRequest{Method: http.MethodDelete, Template: factorPath, Params: []string{"openapi-carol", f.Devices[0].PHID}, Token: carol}), 403, fault.Forbidden)
+		problem(t, do(t, apiRequest{Method: http.MethodDelete, Template: factorsPath, Params: []string{"openapi-carol"}, Token: carol}), 403, fault.Forbidden)
+		problem(t, do(t, apiRequest{Method: http.MethodDelete, Template: factorsPath, Params: []string{"openapi-carol"}}), 401, fault.Unauthorized)
+		decode(t, do(t, apiRequest{Method: http.MethodDelete, Template: factorPath, Params: []string{"openapi-carol", f.Devices[0].PHID}, Token: admin}), 204, nil)
+		problem(t, do(t, apiRequest{Method: http.MethodDelete, Template: factorPath, Params: []string{"openapi-carol", f.Devices[0].PHID}, Token: admin}), 404, fault.NotFound)
+		decode(t, do(t, apiRequest{Method: http.MethodDelete, Template: factorsPath, Params: []string{"openapi-carol"}, Token: admin}), 204, nil)
+		decode(t, do(t, apiRequest{Method: http.MethodDelete, Template: factorsPath, Params: []string{"openapi-carol"}, Token: admin}), 204, nil)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: carol}), 409, fault.NoFactor)
 	})
 
 	t.Run("Expired", func(t *testing.T) {

@@ -94,7 +94,8 @@ func Validate(raw []byte) error {
 	}
 	key := "ph_id"
 	switch {
-	case typ == string(events.VerificationLocked), strings.HasPrefix(typ, "mfa.recovery."):
+	case typ == string(events.VerificationLocked), typ == string(events.VerificationUnlocked),
+		strings.HasPrefix(typ, "mfa.recovery."), strings.HasPrefix(typ, "mfa.factors."):
 		key = "sub" // about the user
 	case strings.HasPrefix(typ, "mfa.enrollment."), strings.HasPrefix(typ, "mfa.verification."),
 		strings.HasPrefix(typ, "mfa.push."):
