@@ -1,7 +1,7 @@
 # mfaflow — one workspace, one module per deployable and shared part.
 # `make run` starts the dev stack; `make test` runs every module's tests with the race detector.
 
-MODULES := pkg events services/initiation services/status services/device-registry mobile-bridge devstack tests
+MODULES := pkg events services/initiation services/status services/device-registry mobile-bridge devstack deploy tests
 SHELL   := /bin/bash
 GO      ?= go
 BIN     := bin
@@ -26,6 +26,7 @@ build: ## build every binary into bin/
 	$(GO) build -o $(BIN)/device-registry ./services/device-registry
 	$(GO) build -o $(BIN)/mobile-bridge ./mobile-bridge
 	$(GO) build -o $(BIN)/companion ./mobile-bridge/cmd/companion
+	$(GO) build -o $(BIN)/healthcheck ./deploy/healthcheck
 
 test: ## run every module's tests with -race (MongoDB tests on MFA_MONGODB_URI, else on an embedded FerretDB)
 	@set -o pipefail; log=$$(mktemp); status=0; \
