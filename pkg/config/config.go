@@ -35,6 +35,8 @@ type Config struct {
 	Issuer          string        // MFA_ISSUER
 	ClientID        string        // MFA_CLIENT_ID
 	SecretKey       string        // MFA_SECRET_KEY
+	// SecretKeys is a key ring for rotating SecretKey: "id:key,id:key", the current key first.
+	SecretKeys string // MFA_SECRET_KEYS
 	JWTSecret       string        // MFA_JWT_SECRET
 	JWTIssuer       string        // MFA_JWT_ISSUER
 	// JWKSURL, when set, verifies Bearer tokens of an identity provider against its JWKS (RS256,
@@ -131,6 +133,7 @@ var Variables = []Variable{
 	{"MFA_ISSUER", "mfaflow", "issuer shown in authenticator apps"},
 	{"MFA_CLIENT_ID", "(derived from MFA_ISSUER)", "authenticator client id (`cid` in the QR)"},
 	{"MFA_SECRET_KEY", "(dev stack: generated in MFA_DATA_DIR)", "32-byte key (base64 or hex) that encrypts TOTP secrets at rest"},
+	{"MFA_SECRET_KEYS", "", "key ring for rotating MFA_SECRET_KEY without downtime: id:key,id:key (ids 1 to 255), the current key first; replaces MFA_SECRET_KEY"},
 	{"MFA_JWT_SECRET", "(dev stack: generated in MFA_DATA_DIR)", "HS256 key that verifies Bearer tokens (at least 32 bytes)"},
 	{"MFA_JWT_ISSUER", "", "required `iss` of Bearer tokens, when set"},
 	{"MFA_JWT_JWKS_URL", "", "the identity provider's JWKS URL: Bearer tokens (RS256, ES256, ES384, EdDSA) are verified against its keys, refreshed on an unknown kid; excludes MFA_JWT_SECRET"},
@@ -184,6 +187,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		Issuer:           get("MFA_ISSUER"),
 		ClientID:         get("MFA_CLIENT_ID"),
 		SecretKey:        get("MFA_SECRET_KEY"),
+		SecretKeys:       get("MFA_SECRET_KEYS"),
 		JWTSecret:        get("MFA_JWT_SECRET"),
 		JWTIssuer:        get("MFA_JWT_ISSUER"),
 		JWKSURL:          get("MFA_JWT_JWKS_URL"),
@@ -325,7 +329,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("data_dir", c.DataDir), slog.String("store", c.Store), slog.String("mongodb_uri", mongo),
 		slog.Duration("enrollment_ttl", c.EnrollmentTTL), slog.Duration("verification_ttl", c.VerificationTTL),
 		slog.String("issuer", c.Issuer),
-		slog.String("secret_key", mask(c.SecretKey)), slog.String("jwt_secret", mask(c.JWTSecret)),
+		slog.String("secret_key", mask(c.SecretKey)), slog.String("secret_keys", mask(c.SecretKeys)), slog.String("jwt_secret", mask(c.JWTSecret)),
 		slog.String("signing_key", mask(c.SigningKey)),
 		slog.String("jwt_issuer", c.JWTIssuer), slog.String("log_level", c.LogLevel.String()),
 		slog.Int("command_concurrency", c.CommandConcurrency), slog.Duration("command_timeout", c.CommandTimeout),

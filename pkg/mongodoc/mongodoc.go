@@ -225,7 +225,8 @@ func (s *Store[T]) Get(ctx context.Context, id string) (T, uint64, error) {
 // fields with DocField. Documents marked for purge are left out.
 func (s *Store[T]) Find(ctx context.Context, filter bson.D, limit int64) ([]Versioned[T], error) {
 	f := append(bson.D{notPurged}, filter...)
-	opts := options.Find()
+	// In id order, so a walk in pages (limit, then ids after the last) is resumable.
+	opts := options.Find().SetSort(bson.D{{Key: "_id", Value: 1}})
 	if limit > 0 {
 		opts.SetLimit(limit)
 	}

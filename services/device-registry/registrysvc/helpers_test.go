@@ -47,6 +47,7 @@ type env struct {
 	tokens auth.HS256
 	bucket string
 	logs   *testkit.LogBuffer
+	key    []byte
 }
 
 func start(t *testing.T) *env {
@@ -68,6 +69,7 @@ func start(t *testing.T) *env {
 		tokens: auth.HS256{Key: bytes.Repeat([]byte("k"), auth.MinKeyBytes)},
 		bucket: "devices_" + strings.ReplaceAll(uuid.NewString()[:8], "-", ""),
 		logs:   &testkit.LogBuffer{},
+		key:    key,
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.svc, err = registrysvc.New(t.Context(), nc, registrysvc.Config{

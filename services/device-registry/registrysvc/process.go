@@ -19,19 +19,30 @@ const Name = "device-registry"
 // ConfigFrom maps the process configuration (the MFA_* environment) to this service's Config.
 // The service's main and the dev stack both call it, so the environment is wired once.
 func ConfigFrom(env config.Config) (Config, error) {
-	if env.SecretKey == "" {
-		return Config{}, errors.New("MFA_SECRET_KEY is required (32 bytes, base64 or hex)")
-	}
-	key, err := secretbox.ParseKey(env.SecretKey)
-	if err != nil {
-		return Config{}, fmt.Errorf("MFA_SECRET_KEY: %w", err)
+	var (
+		key     []byte
+		ring    map[byte][]byte
+		current byte
+		err     error
+	)
+	switch {
+	case env.SecretKeys != "":
+		if current, ring, err = secretbox.ParseKeyRing(env.SecretKeys); err != nil {
+			return Config{}, fmt.Errorf("MFA_SECRET_KEYS: %w", err)
+		}
+	case env.SecretKey == "":
+		return Config{}, errors.New("MFA_SECRET_KEY (32 bytes, base64 or hex) or MFA_SECRET_KEYS (id:key,… current first) is required")
+	default:
+		if key, err = secretbox.ParseKey(env.SecretKey); err != nil {
+			return Config{}, fmt.Errorf("MFA_SECRET_KEY: %w", err)
+		}
 	}
 	verifier, err := env.Verifier()
 	if err != nil {
 		return Config{}, err
 	}
 	return Config{
-		SecretKey: key, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI,
+		SecretKey: key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI,
 		Lockout: device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
 	}, nil
 }

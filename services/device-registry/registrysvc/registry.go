@@ -41,6 +41,11 @@ type Config struct {
 	// SecretKey is the 32-byte AES-256 key that seals TOTP secrets at rest (MFA_SECRET_KEY,
 	// parsed with secretbox.ParseKey). Losing it makes every registered device unusable.
 	SecretKey []byte
+	// SecretKeys, when set, is a key ring for rotation (MFA_SECRET_KEYS): key id → key, with
+	// CurrentKey the id new seals use; SecretKey is then ignored. Without it, SecretKey is the
+	// ring's only key, id 1.
+	SecretKeys map[byte][]byte
+	CurrentKey byte
 	// Verifier authenticates the Bearer tokens of HTTP callers.
 	Verifier auth.Verifier
 	// Bucket is the KV bucket of credentials; empty means DefaultBucket.
@@ -91,7 +96,7 @@ type Service struct {
 	closeErr  error
 }
 
-var _ device.Sealer = (*secretbox.Box)(nil)
+var _ device.KeyRing = (*secretbox.Ring)(nil)
 
 // New ensures the MFA_EVENTS stream and the credentials bucket exist, then starts the micro
 // service, the outbox relay and the enrollment-endings consumer. ctx bounds start-up only;
@@ -103,9 +108,19 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if cfg.Verifier == nil {
 		return nil, errors.New("registry: Config.Verifier is required")
 	}
-	box, err := secretbox.New(cfg.SecretKey)
+	keys, current := cfg.SecretKeys, cfg.CurrentKey
+	if len(keys) == 0 {
+		keys, current = map[byte][]byte{1: cfg.SecretKey}, 1
+	}
+	box, err := secretbox.NewRing(current, keys)
 	if err != nil {
 		return nil, fmt.Errorf("registry: secret key: %w", err)
+	}
+	var olderRecovery [][]byte
+	for id, k := range keys {
+		if id != current {
+			olderRecovery = append(olderRecovery, recoveryKey(k))
+		}
 	}
 	clock := device.Clock(device.ClockFunc(time.Now))
 	if cfg.Clock != nil {
@@ -124,7 +139,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	svc := device.NewService(store, box, clock,
-		device.WithLockout(cfg.Lockout), device.WithRecoveryKey(recoveryKey(cfg.SecretKey)))
+		device.WithLockout(cfg.Lockout), device.WithRecoveryKey(recoveryKey(keys[current])), device.WithOlderRecoveryKeys(olderRecovery...))
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Service{log: log, cancel: cancel, mongo: client, store: store, http: httpapi.New(svc, svc, auth.NewCache(cfg.Verifier, 0), log)}

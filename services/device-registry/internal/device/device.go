@@ -127,6 +127,9 @@ type Store interface {
 	GetByStatusID(ctx context.Context, statusID string) (Credential, error)
 	// ListBySub returns every credential of sub, pending or verified, in no particular order.
 	ListBySub(ctx context.Context, sub string) ([]Credential, error)
+	// ListCredentials returns up to limit credentials whose ph_id sorts after `after`, in
+	// ph_id order (a resumable walk of every credential, for rekeying).
+	ListCredentials(ctx context.Context, after string, limit int) ([]Credential, error)
 	// Update replaces the credential if it is still at c.Version, together with msgs (published
 	// afterwards by the backend's outbox relay), and returns it with the new Version.
 	// ErrStale if it changed meanwhile, ErrNotFound if it is gone.
@@ -145,6 +148,13 @@ type Store interface {
 	GetRecoverySet(ctx context.Context, sub string) (RecoverySet, error)
 	// PutRecoverySet writes r together with msgs, create or compare-and-set as PutLockout.
 	PutRecoverySet(ctx context.Context, r RecoverySet, msgs ...outbox.Message) (RecoverySet, error)
+}
+
+// KeyRing is a Sealer with several keys; Current says whether a value is sealed with the key new
+// seals use, so Rekey knows what to re-seal.
+type KeyRing interface {
+	Sealer
+	Current(sealed []byte) bool
 }
 
 // Sealer encrypts secrets at rest. Associated data binds a sealed secret to its credential, so

@@ -128,7 +128,8 @@ func (s *Service) useRecoveryCode(ctx context.Context, sub, code, statusID strin
 	if !ok {
 		return Authenticated{}, fmt.Errorf("use recovery code: %w", ErrMalformedCode)
 	}
-	h := s.recoveryHash(norm)
+	// A set made before a key rotation is hashed under an older key: compare with each.
+	hs := s.recoveryHashes(norm)
 	for range maxAttempts {
 		set, err := s.store.GetRecoverySet(ctx, sub)
 		if errors.Is(err, ErrNotFound) {
@@ -139,8 +140,10 @@ func (s *Service) useRecoveryCode(ctx context.Context, sub, code, statusID strin
 		}
 		idx := -1
 		for i, want := range set.Hashes {
-			if subtle.ConstantTimeCompare(want, h) == 1 {
-				idx = i
+			for _, h := range hs {
+				if subtle.ConstantTimeCompare(want, h) == 1 {
+					idx = i
+				}
 			}
 		}
 		if idx < 0 {
@@ -180,7 +183,20 @@ func (s *Service) useRecoveryCode(ctx context.Context, sub, code, statusID strin
 // every check; the key, which is not in the store, is what stops an offline search of a stolen
 // store.
 func (s *Service) recoveryHash(normalised string) []byte {
-	m := hmac.New(sha256.New, s.recoveryKey)
+	return recoveryHashWith(s.recoveryKey, normalised)
+}
+
+// recoveryHashes are the code's hashes under the current and every older recovery key.
+func (s *Service) recoveryHashes(normalised string) [][]byte {
+	out := [][]byte{s.recoveryHash(normalised)}
+	for _, k := range s.olderRecoveryKeys {
+		out = append(out, recoveryHashWith(k, normalised))
+	}
+	return out
+}
+
+func recoveryHashWith(key []byte, normalised string) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(normalised))
 	return m.Sum(nil)
 }

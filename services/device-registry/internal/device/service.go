@@ -42,6 +42,8 @@ type Service struct {
 	clock       Clock
 	lockout     LockoutPolicy
 	recoveryKey []byte
+	// olderRecoveryKeys check recovery sets hashed before a key rotation.
+	olderRecoveryKeys [][]byte
 }
 
 // Option configures a Service.
@@ -55,6 +57,12 @@ func WithLockout(p LockoutPolicy) Option { return func(s *Service) { s.lockout =
 // as. Without one, recovery codes cannot be generated or used.
 func WithRecoveryKey(key []byte) Option {
 	return func(s *Service) { s.recoveryKey = append([]byte(nil), key...) }
+}
+
+// WithOlderRecoveryKeys adds the recovery keys of retired-but-kept secret keys, so recovery
+// codes generated before a rotation keep working until their key leaves the ring.
+func WithOlderRecoveryKeys(keys ...[]byte) Option {
+	return func(s *Service) { s.olderRecoveryKeys = keys }
 }
 
 // NewService returns a Service. A nil clock means the system clock.

@@ -20,6 +20,7 @@ type Factors interface {
 	LockStatus(ctx context.Context, sub string) (device.Lockout, error)
 	RemoveAsAdmin(ctx context.Context, sub, phid, actor string) error
 	ResetFactors(ctx context.Context, sub, actor string) (device.Reset, error)
+	Rekey(ctx context.Context, after string, limit int) (device.RekeyResult, error)
 }
 
 var _ Factors = (*device.Service)(nil)
@@ -67,6 +68,45 @@ func (a *API) factorRoutes(rt *httpx.Router) {
 	rt.HandleFunc("GET /verification-srv/admin/users/{sub}/factors", a.listFactors)
 	rt.HandleFunc("DELETE /verification-srv/admin/users/{sub}/factors", a.resetFactors)
 	rt.HandleFunc("DELETE /verification-srv/admin/users/{sub}/factors/{ph_id}", a.removeFactor)
+	rt.HandleFunc("POST /verification-srv/admin/secrets/rekey", a.rekey)
+}
+
+type rekeyBody struct {
+	After string `json:"after"`
+	Limit int    `json:"limit"`
+}
+
+type rekeyDTO struct {
+	Scanned int    `json:"scanned"`
+	Rekeyed int    `json:"rekeyed"`
+	Next    string `json:"next,omitempty"`
+}
+
+// rekey re-seals one page of credentials with the current secret key (MFA_SECRET_KEYS
+// rotation); call again with "after": next until next is absent.
+func (a *API) rekey(w http.ResponseWriter, r *http.Request) {
+	id, err := auth.Identify(a.verifier, r, false)
+	if err == nil && !id.HasScope(auth.ScopeAdmin) {
+		err = fault.New(fault.Forbidden, "this route needs scope "+auth.ScopeAdmin)
+	}
+	var body rekeyBody
+	if err == nil {
+		err = httpx.DecodeJSON(w, r, &body, true)
+	}
+	if err == nil && (len(body.After) > 128 || body.Limit < 0 || body.Limit > 1000) {
+		err = fault.New(fault.BadRequest, "after is a ph_id (at most 128 characters) and limit 0 to 1000")
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	res, err := a.factors.Rekey(r.Context(), body.After, body.Limit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpx.WriteJSON(w, http.StatusOK, rekeyDTO{Scanned: res.Scanned, Rekeyed: res.Rekeyed, Next: res.Next})
 }
 
 func (a *API) generateRecoveryCodes(w http.ResponseWriter, r *http.Request) {

@@ -121,3 +121,109 @@ func (b *Box) Open(sealed, associatedData []byte) ([]byte, error) {
 	}
 	return pt, nil
 }
+
+// version2 marks AES-256-GCM under a key of a Ring: 0x02 || key id || nonce || ciphertext+tag.
+const version2 byte = 0x02
+
+// Ring is a set of keys for rotation without downtime: it seals with its current key, writing
+// the key's id into the sealed value, and opens with whichever key the value names. Values of
+// version 1 (sealed by a single-key Box, before rings) name no key and are opened by trying each.
+// It is safe for concurrent use.
+type Ring struct {
+	current byte
+	boxes   map[byte]*Box
+	order   []byte // ids, current first
+}
+
+// NewRing returns a ring whose current key is keys[current].
+func NewRing(current byte, keys map[byte][]byte) (*Ring, error) {
+	if _, ok := keys[current]; !ok {
+		return nil, fmt.Errorf("secretbox: the current key %d is not in the ring", current)
+	}
+	r := &Ring{current: current, boxes: map[byte]*Box{}, order: []byte{current}}
+	for id, k := range keys {
+		b, err := New(k)
+		if err != nil {
+			return nil, fmt.Errorf("secretbox: key %d: %w", id, err)
+		}
+		r.boxes[id] = b
+		if id != current {
+			r.order = append(r.order, id)
+		}
+	}
+	return r, nil
+}
+
+// Seal encrypts plaintext with the current key.
+func (r *Ring) Seal(plaintext, associatedData []byte) ([]byte, error) {
+	b := r.boxes[r.current]
+	out := make([]byte, 2+nonceSize, Overhead+1+len(plaintext))
+	out[0], out[1] = version2, r.current
+	if _, err := rand.Read(out[2 : 2+nonceSize]); err != nil {
+		return nil, fmt.Errorf("secretbox: reading nonce: %w", err)
+	}
+	return b.aead.Seal(out, out[2:2+nonceSize], plaintext, associatedData), nil
+}
+
+// Open decrypts a value sealed by the ring (any of its keys) or by a Box with one of its keys.
+func (r *Ring) Open(sealed, associatedData []byte) ([]byte, error) {
+	if len(sealed) > 0 && sealed[0] == version1 {
+		for _, id := range r.order {
+			if pt, err := r.boxes[id].Open(sealed, associatedData); err == nil {
+				return pt, nil
+			}
+		}
+		return nil, ErrOpen
+	}
+	if len(sealed) < Overhead+1 || sealed[0] != version2 {
+		return nil, ErrOpen
+	}
+	b, ok := r.boxes[sealed[1]]
+	if !ok {
+		return nil, fmt.Errorf("secretbox: sealed with key %d, which is not in the ring (retired too early?)", sealed[1])
+	}
+	pt, err := b.aead.Open(nil, sealed[2:2+nonceSize], sealed[2+nonceSize:], associatedData)
+	if err != nil {
+		return nil, ErrOpen
+	}
+	return pt, nil
+}
+
+// Current reports whether sealed was sealed with the ring's current key (nothing to rekey).
+func (r *Ring) Current(sealed []byte) bool {
+	return len(sealed) > 1 && sealed[0] == version2 && sealed[1] == r.current
+}
+
+// Keys returns the raw keys, current first (for keys derived from them).
+func (r *Ring) Keys(raw map[byte][]byte) [][]byte {
+	out := make([][]byte, 0, len(r.order))
+	for _, id := range r.order {
+		out = append(out, raw[id])
+	}
+	return out
+}
+
+// ParseKeyRing decodes MFA_SECRET_KEYS: comma-separated "id:key" entries (id 1 to 255, key as
+// ParseKey takes it), the current key first. The error never echoes a key.
+func ParseKeyRing(s string) (current byte, keys map[byte][]byte, err error) {
+	keys = map[byte][]byte{}
+	for i, entry := range strings.Split(s, ",") {
+		idText, keyText, ok := strings.Cut(strings.TrimSpace(entry), ":")
+		var id int
+		if _, serr := fmt.Sscanf(idText, "%d", &id); !ok || serr != nil || id < 1 || id > 255 {
+			return 0, nil, fmt.Errorf("secretbox: entry %d: want id:key with an id from 1 to 255", i+1)
+		}
+		if _, dup := keys[byte(id)]; dup {
+			return 0, nil, fmt.Errorf("secretbox: key id %d appears twice", id)
+		}
+		k, kerr := ParseKey(keyText)
+		if kerr != nil {
+			return 0, nil, fmt.Errorf("secretbox: key %d: %w", id, kerr)
+		}
+		keys[byte(id)] = k
+		if i == 0 {
+			current = byte(id)
+		}
+	}
+	return current, keys, nil
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/secretbox"
@@ -181,4 +182,46 @@ func upper(s string) string {
 		}
 	}
 	return string(b)
+}
+
+func TestRingRotation(t *testing.T) {
+	k1, _ := secretbox.GenerateKey()
+	k2, _ := secretbox.GenerateKey()
+	old, err := secretbox.New(k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1, _ := old.Seal([]byte("secret"), []byte("ph-1"))
+	ring, err := secretbox.NewRing(2, map[byte][]byte{2: k2, 1: k1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := ring.Open(v1, []byte("ph-1")); err != nil || string(pt) != "secret" {
+		t.Fatalf("ring opens a single-key value: %q %v", pt, err)
+	}
+	if ring.Current(v1) {
+		t.Fatal("a single-key value counts as current")
+	}
+	v2, err := ring.Seal([]byte("secret"), []byte("ph-1"))
+	if err != nil || !ring.Current(v2) {
+		t.Fatalf("seal with the current key: %v", err)
+	}
+	if _, err := ring.Open(v2, []byte("ph-2")); err == nil {
+		t.Fatal("opened with the wrong associated data")
+	}
+	only1, _ := secretbox.NewRing(1, map[byte][]byte{1: k1})
+	if _, err := only1.Open(v2, []byte("ph-1")); err == nil || !strings.Contains(err.Error(), "not in the ring") {
+		t.Fatalf("a value of a key not in the ring: %v", err)
+	}
+	cur, keys, err := secretbox.ParseKeyRing("2:" + base64.StdEncoding.EncodeToString(k2) + ", 1:" + hex.EncodeToString(k1))
+	if err != nil || cur != 2 || len(keys) != 2 || !bytes.Equal(keys[1], k1) {
+		t.Fatalf("ParseKeyRing: %d %v %v", cur, len(keys), err)
+	}
+	for _, bad := range []string{"", "x:abc", "0:" + hex.EncodeToString(k1), "1:" + hex.EncodeToString(k1) + ",1:" + hex.EncodeToString(k2), "1:short"} {
+		if _, _, err := secretbox.ParseKeyRing(bad); err == nil {
+			t.Errorf("ParseKeyRing(%q) accepted", bad)
+		} else if strings.Contains(err.Error(), hex.EncodeToString(k1)) {
+			t.Errorf("error echoes a key: %v", err)
+		}
+	}
 }

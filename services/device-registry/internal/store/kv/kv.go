@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/mfaflow/mfaflow/pkg/ids"
+	"slices"
 	"strings"
 
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
@@ -196,6 +197,44 @@ func (s *Store) ListBySub(ctx context.Context, sub string) ([]device.Credential,
 		if c.Sub == sub {
 			out = append(out, c)
 		}
+	}
+	return out, nil
+}
+
+// ListCredentials implements device.Store. It lists the credential keys (c.<ph_id>; the
+// per-user documents have two tokens after "c.") and reads the page after `after`: every page
+// lists all keys, which is fine for an administrator's walk, not for a hot path.
+func (s *Store) ListCredentials(ctx context.Context, after string, limit int) ([]device.Credential, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, "c.*")
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kv list credentials: %w", err)
+	}
+	var phids []string
+	for k := range lister.Keys() {
+		if id := strings.TrimPrefix(k, "c."); id > after {
+			phids = append(phids, id)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("kv list credentials: %w", err)
+	}
+	slices.Sort(phids)
+	out := make([]device.Credential, 0, min(limit, len(phids)))
+	for _, phid := range phids {
+		if len(out) == limit {
+			break
+		}
+		c, err := s.Get(ctx, phid)
+		if errors.Is(err, device.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
 	}
 	return out, nil
 }

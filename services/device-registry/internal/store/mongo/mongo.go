@@ -130,6 +130,19 @@ func (s *Store) ListBySub(ctx context.Context, sub string) ([]device.Credential,
 	return out, nil
 }
 
+// ListCredentials implements device.Store: ph_id order, after `after`.
+func (s *Store) ListCredentials(ctx context.Context, after string, limit int) ([]device.Credential, error) {
+	found, err := s.docs.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gt", Value: after}}}}, int64(limit))
+	if err != nil {
+		return nil, fmt.Errorf("mongodb list credentials: %w", err)
+	}
+	out := make([]device.Credential, 0, len(found))
+	for _, f := range found {
+		out = append(out, toDomain(f.Doc, f.Version))
+	}
+	return out, nil
+}
+
 // Update writes c if the stored document is still at c.Version.
 func (s *Store) Update(ctx context.Context, c device.Credential, msgs ...outbox.Message) (device.Credential, error) {
 	if !ids.Valid(c.PHID) {

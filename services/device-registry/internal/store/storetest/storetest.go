@@ -123,6 +123,37 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		}
 	})
 
+	t.Run("ListCredentialsInPages", func(t *testing.T) {
+		s, ctx := newStore(t), t.Context()
+		var want []string
+		for _, sub := range []string{"alice", "bob", "carol"} {
+			want = append(want, MustCreate(t, s, Credential(sub)).PHID)
+		}
+		// Per-user documents are no credentials.
+		if _, err := s.PutLockout(ctx, device.Lockout{Sub: "alice", Failures: 1}); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(want)
+		var got []string
+		after := ""
+		for range 5 {
+			page, err := s.ListCredentials(ctx, after, 2)
+			if err != nil {
+				t.Fatalf("ListCredentials: %v", err)
+			}
+			for _, c := range page {
+				got = append(got, c.PHID)
+			}
+			if len(page) < 2 {
+				break
+			}
+			after = page[len(page)-1].PHID
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("walk = %v, want %v in ph_id order", got, want)
+		}
+	})
+
 	t.Run("CreateGet", func(t *testing.T) {
 		s, ctx := newStore(t), t.Context()
 		want := Credential("alice")
