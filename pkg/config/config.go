@@ -37,8 +37,8 @@ type Config struct {
 	SecretKey       string        // MFA_SECRET_KEY
 	// SecretKeys is a key ring for rotating SecretKey: "id:key,id:key", the current key first.
 	SecretKeys string // MFA_SECRET_KEYS
-	JWTSecret       string        // MFA_JWT_SECRET
-	JWTIssuer       string        // MFA_JWT_ISSUER
+	JWTSecret  string // MFA_JWT_SECRET
+	JWTIssuer  string // MFA_JWT_ISSUER
 	// JWKSURL, when set, verifies Bearer tokens of an identity provider against its JWKS (RS256,
 	// ES256, ES384, EdDSA) instead of the shared HS256 secret; JWTAudience is then required in `aud`.
 	JWKSURL     string // MFA_JWT_JWKS_URL
