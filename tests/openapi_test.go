@@ -1199,6 +1199,7 @@ var apiSignInOperations = map[string]bool{
 	"GET /verification-srv/admin/users/{sub}/factors":             true,
 	"DELETE /verification-srv/admin/users/{sub}/factors":          true,
 	"DELETE /verification-srv/admin/users/{sub}/factors/{ph_id}":  true,
+	"POST /verification-srv/admin/secrets/rekey":                  true,
 }
 
 // TestOpenAPISignIn drives sign-in verification through the real dev stack and validates every
@@ -1539,6 +1540,13 @@ func TestOpenAPISignIn(t *testing.T) {
 		decode(t, do(t, apiRequest{Method: http.MethodDelete, Template: factorsPath, Params: []string{"openapi-carol"}, Token: admin}), 204, nil)
 		decode(t, do(t, apiRequest{Method: http.MethodDelete, Template: factorsPath, Params: []string{"openapi-carol"}, Token: admin}), 204, nil)
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: carol}), 409, fault.NoFactor)
+
+		// Secret-key rotation, one page at a time.
+		const rekeyPath = "/verification-srv/admin/secrets/rekey"
+		decode(t, do(t, apiRequest{Method: http.MethodPost, Template: rekeyPath, Token: admin, Body: `{"limit":1}`}), 200, nil)
+		decode(t, do(t, apiRequest{Method: http.MethodPost, Template: rekeyPath, Token: admin}), 200, nil)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: rekeyPath, Token: carol}), 403, fault.Forbidden)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: rekeyPath, Token: admin, Body: `{"limit":5000}`}), 400, fault.BadRequest)
 	})
 
 	t.Run("Expired", func(t *testing.T) {
