@@ -373,7 +373,8 @@ func TestSecretSealedAtRest(t *testing.T) {
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.Doc.SealedSecret) == 0 || rec.Doc.SealedSecret[0] != 0x01 {
+	// Format version 2 of the key ring, under key 1 (the only key of MFA_SECRET_KEY).
+	if len(rec.Doc.SealedSecret) < 2 || rec.Doc.SealedSecret[0] != 0x02 || rec.Doc.SealedSecret[1] != 1 {
 		t.Fatalf("stored secret is not a sealed value: %s", raw)
 	}
 

@@ -1,8 +1,9 @@
 // Package secretbox seals secrets at rest with AES-256-GCM, so that a copy of a store (a KV
 // bucket backup, a MongoDB dump) does not hand out the TOTP secrets of every user.
 //
-// A sealed value is versioned and self-contained: 0x01 || nonce (12 bytes) || ciphertext+tag.
-// The version byte leaves room for a key rotation or another cipher later without guessing.
+// A sealed value is versioned and self-contained: 0x01 || nonce (12 bytes) || ciphertext+tag for a
+// single-key Box, 0x02 || key id || nonce || ciphertext+tag for a Ring (key rotation).
+// The version byte leaves room for another cipher later without guessing.
 // Associated data binds a sealed value to the record it belongs to (mfaflow uses the ph_id), so
 // whoever can write the store still cannot move one user's secret into another user's record.
 package secretbox
