@@ -20,7 +20,7 @@ import (
 func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, relayLog *slog.Logger) (device.Store, []func(context.Context) error, *mongodrv.Client, error) {
 	switch cfg.Store {
 	case "", "nats":
-		bucket, err := natsx.EnsureKV(ctx, js, kv.BucketConfig(cfg.Bucket))
+		bucket, err := natsx.EnsureKV(ctx, js, kv.BucketConfig(cfg.Bucket), natsx.WithReplicas(cfg.Replicas), natsx.WithLogger(relayLog))
 		if err != nil {
 			return nil, nil, nil, err
 		}

@@ -1,0 +1,150 @@
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// EnsureOption tunes EnsureEventStream and EnsureKV.
+type EnsureOption func(*ensureOptions)
+
+type ensureOptions struct {
+	replicas int
+	log      *slog.Logger
+}
+
+// WithReplicas is the replica count of a stream or bucket that has to be created
+// (MFA_NATS_REPLICAS); values below 1 mean 1. An existing one keeps its own.
+func WithReplicas(n int) EnsureOption { return func(o *ensureOptions) { o.replicas = n } }
+
+// WithLogger receives the warning when an existing stream or bucket differs from what mfaflow
+// would create; nil means slog.Default.
+func WithLogger(log *slog.Logger) EnsureOption { return func(o *ensureOptions) { o.log = log } }
+
+func ensureOpts(opts []EnsureOption) ensureOptions {
+	o := ensureOptions{replicas: 1}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.replicas < 1 {
+		o.replicas = 1
+	}
+	if o.log == nil {
+		o.log = slog.Default()
+	}
+	return o
+}
+
+// EnsureEventStream returns the MFA_EVENTS stream, creating it (EventStreamConfig with the
+// replicas of WithReplicas) when it is missing. An existing stream is left as the operator
+// configured it — replicas, limits and the dedupe window are theirs to change — and a drift from
+// what mfaflow would create is logged as a warning, not reset. Every publisher calls it at
+// start-up so no service depends on another having run first.
+func EnsureEventStream(ctx context.Context, js jetstream.JetStream, opts ...EnsureOption) (jetstream.Stream, error) {
+	o := ensureOpts(opts)
+	want := EventStreamConfig()
+	want.Replicas = o.replicas
+	st, err := ensureStream(ctx, js, want)
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", events.Stream, err)
+	}
+	warnDrift(o.log, "stream", want.Name, streamDrift(want, st.CachedInfo().Config))
+	return st, nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	st, err := js.Stream(ctx, want.Name)
+	if err == nil {
+		return st, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, err
+	}
+	st, err = js.CreateStream(ctx, want)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		// Another replica created it a moment ago, perhaps differently configured.
+		return js.Stream(ctx, want.Name)
+	}
+	return st, err
+}
+
+// EnsureKV returns the key-value bucket, creating it with cfg (and the replicas of
+// WithReplicas) when it is missing. An existing bucket is left as it is, with a warning when its
+// replicas, history, TTL or storage differ from cfg.
+func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, opts ...EnsureOption) (jetstream.KeyValue, error) {
+	o := ensureOpts(opts)
+	cfg.Replicas = o.replicas
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ensure kv bucket %s: %w", cfg.Bucket, err)
+	}
+	status, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ensure kv bucket %s: status: %w", cfg.Bucket, err)
+	}
+	if bs, ok := status.(*jetstream.KeyValueBucketStatus); ok {
+		warnDrift(o.log, "kv bucket", cfg.Bucket, kvDrift(cfg, bs.StreamInfo().Config))
+	}
+	return kv, nil
+}
+
+// drift is one setting that differs: what mfaflow would create and what the server has.
+type drift struct {
+	setting    string
+	want, have any
+}
+
+func streamDrift(want, have jetstream.StreamConfig) []drift {
+	var d []drift
+	add := func(setting string, w, h any, differ bool) {
+		if differ {
+			d = append(d, drift{setting, w, h})
+		}
+	}
+	add("replicas", want.Replicas, have.Replicas, want.Replicas != max(have.Replicas, 1))
+	add("subjects", want.Subjects, have.Subjects, !slices.Equal(want.Subjects, have.Subjects))
+	add("storage", want.Storage.String(), have.Storage.String(), want.Storage != have.Storage)
+	add("retention", want.Retention.String(), have.Retention.String(), want.Retention != have.Retention)
+	add("max_age", want.MaxAge.String(), have.MaxAge.String(), want.MaxAge != have.MaxAge)
+	add("duplicates", want.Duplicates.String(), have.Duplicates.String(), want.Duplicates != have.Duplicates)
+	return d
+}
+
+func kvDrift(want jetstream.KeyValueConfig, have jetstream.StreamConfig) []drift {
+	var d []drift
+	add := func(setting string, w, h any, differ bool) {
+		if differ {
+			d = append(d, drift{setting, w, h})
+		}
+	}
+	history := int64(max(want.History, 1))
+	add("replicas", want.Replicas, have.Replicas, want.Replicas != max(have.Replicas, 1))
+	add("history", history, have.MaxMsgsPerSubject, history != have.MaxMsgsPerSubject)
+	add("ttl", want.TTL.String(), have.MaxAge.String(), want.TTL != have.MaxAge)
+	add("storage", want.Storage.String(), have.Storage.String(), want.Storage != have.Storage)
+	add("limit_marker_ttl", want.LimitMarkerTTL.String(), have.SubjectDeleteMarkerTTL.String(), want.LimitMarkerTTL != have.SubjectDeleteMarkerTTL)
+	return d
+}
+
+func warnDrift(log *slog.Logger, kind, name string, d []drift) {
+	if len(d) == 0 {
+		return
+	}
+	attrs := []any{kind, name}
+	for _, x := range d {
+		attrs = append(attrs, slog.Group(x.setting, "want", x.want, "have", x.have))
+	}
+	log.Warn(kind+" differs from mfaflow's configuration; left as it is (change it with the nats CLI if that was not meant)", attrs...)
+}
