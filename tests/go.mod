@@ -11,6 +11,7 @@ require (
 	github.com/mfaflow/mfaflow/mobile-bridge v0.0.0
 	github.com/mfaflow/mfaflow/pkg v0.0.0
 	github.com/mfaflow/mfaflow/services/status v0.0.0
+	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
 	go.mongodb.org/mongo-driver/v2 v2.10.0
@@ -29,7 +30,6 @@ require (
 	github.com/mfaflow/mfaflow/services/initiation v0.0.0 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
-	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/pquerna/otp v1.5.0 // indirect

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -50,7 +52,11 @@ func EnsureEventStream(ctx context.Context, js jetstream.JetStream, opts ...Ensu
 	o := ensureOpts(opts)
 	want := EventStreamConfig()
 	want.Replicas = o.replicas
-	st, err := ensureStream(ctx, js, want)
+	var st jetstream.Stream
+	err := retryTransient(ctx, o.log, "stream "+want.Name, func() (err error) {
+		st, err = ensureStream(ctx, js, want)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", events.Stream, err)
 	}
@@ -80,17 +86,22 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, opts ...EnsureOption) (jetstream.KeyValue, error) {
 	o := ensureOpts(opts)
 	cfg.Replicas = o.replicas
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, cfg.Bucket)
+	var kv jetstream.KeyValue
+	var status jetstream.KeyValueStatus
+	err := retryTransient(ctx, o.log, "kv bucket "+cfg.Bucket, func() (err error) {
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, cfg)
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = js.KeyValue(ctx, cfg.Bucket)
+			}
 		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ensure kv bucket %s: %w", cfg.Bucket, err)
-	}
-	status, err := kv.Status(ctx)
+		if err != nil {
+			return err
+		}
+		status, err = kv.Status(ctx)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure kv bucket %s: status: %w", cfg.Bucket, err)
 	}
@@ -98,6 +109,30 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 		warnDrift(o.log, "kv bucket", cfg.Bucket, kvDrift(cfg, bs.StreamInfo().Config))
 	}
 	return kv, nil
+}
+
+// retryTransient runs f until it succeeds, fails for another reason than a NATS outage, or ctx
+// ends: a service started while a NATS node is down or a stream leader is being elected waits
+// for the cluster instead of exiting.
+func retryTransient(ctx context.Context, log *slog.Logger, what string, f func() error) error {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || !IsTransient(err) || ctx.Err() != nil {
+			return err
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			log.Warn("NATS unavailable at start-up; retrying", "what", what, "attempt", attempt, "err", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
 
 // drift is one setting that differs: what mfaflow would create and what the server has.
@@ -147,4 +182,28 @@ func warnDrift(log *slog.Logger, kind, name string, d []drift) {
 		attrs = append(attrs, slog.Group(x.setting, "want", x.want, "have", x.have))
 	}
 	log.Warn(kind+" differs from mfaflow's configuration; left as it is (change it with the nats CLI if that was not meant)", attrs...)
+}
+
+// IsTransient reports whether err is NATS or JetStream being out of reach for a moment: a
+// connection that is reconnecting to another node, a stream or bucket without a leader during an
+// election (no response from stream, 503 API errors), a request nobody answered in time. Such a
+// failure is `unavailable` (retry), never `internal`.
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Code == 503 {
+		return true
+	}
+	for _, t := range []error{
+		jetstream.ErrNoStreamResponse, jetstream.ErrNoHeartbeat, nats.ErrNoStreamResponse,
+		nats.ErrNoResponders, nats.ErrTimeout, nats.ErrConnectionClosed, nats.ErrConnectionDraining,
+		nats.ErrConnectionReconnecting, nats.ErrDisconnected, context.DeadlineExceeded,
+	} {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
 }
