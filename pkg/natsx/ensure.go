@@ -83,6 +83,14 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 // EnsureKV returns the key-value bucket, creating it with cfg (and the replicas of
 // WithReplicas) when it is missing. An existing bucket is left as it is, with a warning when its
 // replicas, history, TTL or storage differ from cfg.
+//
+// A replicated bucket is created without direct gets: a direct get may be answered by any
+// replica, and a follower that has not applied the latest write yet (or a node catching up after
+// a restart) answers a key written a moment ago as missing — an enrollment just initiated read as
+// "no such enrollment". Reads then go to the stream leader, which has every acknowledged write.
+// The bucket's creator makes that change right after creating it, and a replica that opens the
+// bucket within directGetGrace of its creation makes it too, so a concurrent start cannot keep
+// a handle that reads directly.
 func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, opts ...EnsureOption) (jetstream.KeyValue, error) {
 	o := ensureOpts(opts)
 	cfg.Replicas = o.replicas
@@ -99,6 +107,9 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 		if err != nil {
 			return err
 		}
+		if kv, err = noDirectGet(ctx, js, kv, cfg.Bucket); err != nil {
+			return err
+		}
 		status, err = kv.Status(ctx)
 		return err
 	})
@@ -109,6 +120,29 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 		warnDrift(o.log, "kv bucket", cfg.Bucket, kvDrift(cfg, bs.StreamInfo().Config))
 	}
 	return kv, nil
+}
+
+// directGetGrace is how long after a bucket's creation EnsureKV still treats direct gets on it as
+// its creator's unfinished work rather than the operator's choice.
+const directGetGrace = time.Minute
+
+// noDirectGet turns direct gets off on a replicated bucket made within directGetGrace (by this
+// call or a peer starting at the same time) and returns a handle that reads from the leader.
+func noDirectGet(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, bucket string) (jetstream.KeyValue, error) {
+	st, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return nil, err
+	}
+	info := st.CachedInfo()
+	if info.Config.Replicas <= 1 || !info.Config.AllowDirect || time.Since(info.Created) > directGetGrace {
+		return kv, nil
+	}
+	cfg := info.Config
+	cfg.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("turn off direct gets: %w", err)
+	}
+	return js.KeyValue(ctx, bucket)
 }
 
 // retryTransient runs f until it succeeds, fails for another reason than a NATS outage, or ctx
@@ -169,6 +203,7 @@ func kvDrift(want jetstream.KeyValueConfig, have jetstream.StreamConfig) []drift
 	add("history", history, have.MaxMsgsPerSubject, history != have.MaxMsgsPerSubject)
 	add("ttl", want.TTL.String(), have.MaxAge.String(), want.TTL != have.MaxAge)
 	add("storage", want.Storage.String(), have.Storage.String(), want.Storage != have.Storage)
+	add("allow_direct", false, have.AllowDirect, have.Replicas > 1 && have.AllowDirect)
 	add("limit_marker_ttl", want.LimitMarkerTTL.String(), have.SubjectDeleteMarkerTTL.String(), want.LimitMarkerTTL != have.SubjectDeleteMarkerTTL)
 	return d
 }

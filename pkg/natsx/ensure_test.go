@@ -171,8 +171,8 @@ func TestEnsureReplicated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := kst.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas; r != 3 {
-		t.Fatalf("bucket replicas = %d, want 3", r)
+	if c := kst.(*jetstream.KeyValueBucketStatus).StreamInfo().Config; c.Replicas != 3 || c.AllowDirect {
+		t.Fatalf("bucket replicas = %d, allow direct %v; want 3 replicas that read from the leader", c.Replicas, c.AllowDirect)
 	}
 	natstest.Eventually(t, 10*time.Second, func() error {
 		info, err := st.Info(ctx)
