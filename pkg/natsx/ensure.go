@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/mfaflow/mfaflow/events"
@@ -53,7 +54,7 @@ func EnsureEventStream(ctx context.Context, js jetstream.JetStream, opts ...Ensu
 	want := EventStreamConfig()
 	want.Replicas = o.replicas
 	var st jetstream.Stream
-	err := retryTransient(ctx, o.log, "stream "+want.Name, func() (err error) {
+	err := RetryTransient(ctx, o.log, "stream "+want.Name, func() (err error) {
 		st, err = ensureStream(ctx, js, want)
 		return err
 	})
@@ -96,7 +97,7 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 	cfg.Replicas = o.replicas
 	var kv jetstream.KeyValue
 	var status jetstream.KeyValueStatus
-	err := retryTransient(ctx, o.log, "kv bucket "+cfg.Bucket, func() (err error) {
+	err := RetryTransient(ctx, o.log, "kv bucket "+cfg.Bucket, func() (err error) {
 		kv, err = js.KeyValue(ctx, cfg.Bucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			kv, err = js.CreateKeyValue(ctx, cfg)
@@ -145,10 +146,10 @@ func noDirectGet(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyVa
 	return js.KeyValue(ctx, bucket)
 }
 
-// retryTransient runs f until it succeeds, fails for another reason than a NATS outage, or ctx
-// ends: a service started while a NATS node is down or a stream leader is being elected waits
-// for the cluster instead of exiting.
-func retryTransient(ctx context.Context, log *slog.Logger, what string, f func() error) error {
+// RetryTransient runs f until it succeeds, fails for another reason than a NATS outage
+// (IsTransient), or ctx ends: a service started while a NATS node is down or a stream leader is
+// being elected waits for the cluster instead of exiting. log receives a warning now and then.
+func RetryTransient(ctx context.Context, log *slog.Logger, what string, f func() error) error {
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := f()
@@ -241,4 +242,42 @@ func IsTransient(err error) bool {
 		}
 	}
 	return false
+}
+
+// KeysFromLeader lists the keys of bucket under filter (a KV key filter such as "u.abc.*") by
+// walking the bucket's stream with next-by-subject gets, which the stream leader answers on a
+// bucket without direct gets. A KV lister (ListKeysFiltered) reads through an ephemeral consumer
+// that may sit on a follower, and a follower catching up after its node restarted lists keys
+// written seconds ago as missing. One request per key: for short lists such as a user's devices.
+func KeysFromLeader(ctx context.Context, js jetstream.JetStream, bucket, filter string) ([]string, error) {
+	st, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return nil, err
+	}
+	prefix := "$KV." + bucket + "."
+	alive := map[string]bool{}
+	var order []string
+	for seq := uint64(1); ; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(prefix+filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		key := strings.TrimPrefix(m.Subject, prefix)
+		if _, seen := alive[key]; !seen {
+			order = append(order, key)
+		}
+		// A delete or purge is a marker message with this header; a put has none.
+		alive[key] = m.Header.Get("KV-Operation") == ""
+		seq = m.Sequence + 1
+	}
+	keys := make([]string, 0, len(order))
+	for _, k := range order {
+		if alive[k] {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
 }
