@@ -8,7 +8,7 @@ BIN     := bin
 # Extra flags for go test, e.g. make test TESTFLAGS='-run TestEndToEnd -v'
 TESTFLAGS ?=
 
-.PHONY: run build test lint bench bench-load tidy clean help
+.PHONY: run build test soak lint bench bench-load tidy clean help
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ test: ## run every module's tests with -race (MongoDB tests on MFA_MONGODB_URI, 
 	done; \
 	echo "packages: $$(grep -c '^ok ' $$log) passed, $$(grep -c '^FAIL[[:space:]]' $$log) failed"; \
 	rm -f $$log; exit $$status
+
+soak: ## fault test across processes: 3-node NATS cluster, 2 replicas of every service, 400 enrollments + sign-ins, two rounds of kill -9 (MFA_SOAK_FLOWS=n to change; make test runs a short one)
+	cd tests && MFA_SOAK=long $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 20m .
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 

@@ -22,9 +22,12 @@ import (
 
 // Config is every setting of every mfaflow process. Each process uses the part it needs.
 type Config struct {
-	HTTPAddr         string        // MFA_HTTP_ADDR
-	PublicURL        string        // MFA_PUBLIC_URL
-	NATSURL          string        // MFA_NATS_URL
+	HTTPAddr  string // MFA_HTTP_ADDR
+	PublicURL string // MFA_PUBLIC_URL
+	NATSURL   string // MFA_NATS_URL
+	// NATSReplicas is the replica count of the MFA_EVENTS stream and the KV buckets a service
+	// creates when they are missing; existing ones keep what the operator configured.
+	NATSReplicas     int           // MFA_NATS_REPLICAS
 	EmbeddedNATSAddr string        // MFA_EMBEDDED_NATS_ADDR
 	DataDir          string        // MFA_DATA_DIR
 	Store            string        // MFA_STORE
@@ -114,6 +117,9 @@ const (
 	MaxPushRate    = 100
 )
 
+// MaxNATSReplicas bounds MFA_NATS_REPLICAS: JetStream keeps at most 5 replicas of a stream.
+const MaxNATSReplicas = 5
+
 // Variable describes one setting, for docs and --help.
 type Variable struct {
 	Name, Default, Description string
@@ -124,6 +130,7 @@ var Variables = []Variable{
 	{"MFA_HTTP_ADDR", ":8080", "HTTP listen address"},
 	{"MFA_PUBLIC_URL", "(http://localhost:<port of MFA_HTTP_ADDR>)", "public base URL, put in the QR (`burl`) so the companion app can connect back"},
 	{"MFA_NATS_URL", "(unset: the dev stack embeds NATS; services require it)", "NATS server URL(s), comma-separated"},
+	{"MFA_NATS_REPLICAS", "1", "replicas of the MFA_EVENTS stream and the KV buckets a service creates when they are missing (1 to 5; 3 on a NATS cluster); an existing stream or bucket is left as configured, with a warning when it differs"},
 	{"MFA_EMBEDDED_NATS_ADDR", "127.0.0.1:4222", "where the dev stack's embedded NATS listens, so downstream consumers can connect"},
 	{"MFA_DATA_DIR", ".mfaflow", "dev stack data: JetStream store, generated keys"},
 	{"MFA_STORE", "nats", "storage backend: nats (JetStream KV) or mongo"},
@@ -210,6 +217,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	c.EnrollmentTTL = ttl
 	if c.VerificationTTL, err = time.ParseDuration(get("MFA_VERIFICATION_TTL")); err != nil || c.VerificationTTL < MinVerificationTTL || c.VerificationTTL > MaxVerificationTTL {
 		errs = append(errs, fmt.Errorf("MFA_VERIFICATION_TTL: want a Go duration between %v and %v such as 5m, got %q", MinVerificationTTL, MaxVerificationTTL, get("MFA_VERIFICATION_TTL")))
+	}
+	if c.NATSReplicas, err = strconv.Atoi(get("MFA_NATS_REPLICAS")); err != nil || c.NATSReplicas < 1 || c.NATSReplicas > MaxNATSReplicas {
+		errs = append(errs, fmt.Errorf("MFA_NATS_REPLICAS: want a whole number between 1 and %d, got %q", MaxNATSReplicas, get("MFA_NATS_REPLICAS")))
 	}
 	if c.LockoutThreshold, err = strconv.Atoi(get("MFA_LOCKOUT_THRESHOLD")); err != nil || c.LockoutThreshold < 1 || c.LockoutThreshold > 100 {
 		errs = append(errs, fmt.Errorf("MFA_LOCKOUT_THRESHOLD: want a whole number between 1 and 100, got %q", get("MFA_LOCKOUT_THRESHOLD")))
@@ -325,7 +335,7 @@ func (c Config) LogValue() slog.Value {
 	}
 	return slog.GroupValue(
 		slog.String("http_addr", c.HTTPAddr), slog.String("public_url", c.PublicURL),
-		slog.String("nats_url", natsx.Redact(c.NATSURL)), slog.String("embedded_nats_addr", c.EmbeddedNATSAddr),
+		slog.String("nats_url", natsx.Redact(c.NATSURL)), slog.Int("nats_replicas", c.NATSReplicas), slog.String("embedded_nats_addr", c.EmbeddedNATSAddr),
 		slog.String("data_dir", c.DataDir), slog.String("store", c.Store), slog.String("mongodb_uri", mongo),
 		slog.Duration("enrollment_ttl", c.EnrollmentTTL), slog.Duration("verification_ttl", c.VerificationTTL),
 		slog.String("issuer", c.Issuer),

@@ -35,6 +35,17 @@ func TestCommandLimits(t *testing.T) {
 	}
 }
 
+func TestNATSReplicas(t *testing.T) {
+	c, err := config.FromEnv(env(nil))
+	if err != nil || c.NATSReplicas != 1 {
+		t.Fatalf("default: %d %v", c.NATSReplicas, err)
+	}
+	c, err = config.FromEnv(env(map[string]string{"MFA_NATS_REPLICAS": " 3 "}))
+	if err != nil || c.NATSReplicas != 3 {
+		t.Fatalf("set: %d %v", c.NATSReplicas, err)
+	}
+}
+
 func TestBridgeLimits(t *testing.T) {
 	c, err := config.FromEnv(env(nil))
 	if err != nil || c.BridgeMaxConnections != 10000 || c.BridgeFrameRate != 10 || c.BridgeFrameBurst != 20 {
@@ -174,6 +185,9 @@ func TestErrors(t *testing.T) {
 		"PushRate":                 {"MFA_PUSH_RATE": "five"},
 		"ZeroPushRate":             {"MFA_PUSH_RATE": "0"},
 		"HugePushRate":             {"MFA_PUSH_RATE": "101"},
+		"NATSReplicas":             {"MFA_NATS_REPLICAS": "three"},
+		"ZeroNATSReplicas":         {"MFA_NATS_REPLICAS": "0"},
+		"HugeNATSReplicas":         {"MFA_NATS_REPLICAS": "6"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := config.FromEnv(env(vars))

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/metrics"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -478,7 +479,13 @@ func (p *pipeline) settle(rs []result) {
 				j.failedSince, j.wait = now, 50*time.Millisecond
 			}
 			if now.Sub(j.failedSince) >= cmp.Or(p.r.ParkAfter, DefaultParkAfter) {
-				p.r.Log.Error("relay: document parked; its events wait, the others go on", "key", j.key, "err", res.err)
+				level := slog.LevelError
+				if natsx.IsTransient(res.err) {
+					// The stream is out of reach (a node down, a leader election), not refusing
+					// this message: every document waits alike and goes out when it is back.
+					level = slog.LevelWarn
+				}
+				p.r.Log.Log(context.Background(), level, "relay: document parked; its events wait, the others go on", "key", j.key, "err", res.err)
 				if !j.parked {
 					delete(p.open, j.rev)
 				}
@@ -591,7 +598,7 @@ func (r *Relay) runBatch(ctx context.Context, batch []*job) []result {
 				failed[pf.i] = fmt.Errorf("publish %s (%s): %w", m.ID, m.Subject, err)
 			case <-timeout.C:
 				timeout.Reset(0)
-				failed[pf.i] = fmt.Errorf("publish %s (%s): no ack within %v", m.ID, m.Subject, ackTimeout)
+				failed[pf.i] = fmt.Errorf("publish %s (%s): no ack within %v: %w", m.ID, m.Subject, ackTimeout, context.DeadlineExceeded)
 			case <-ctx.Done():
 				failed[pf.i] = ctx.Err()
 			}

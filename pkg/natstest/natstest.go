@@ -3,6 +3,10 @@
 package natstest
 
 import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,4 +76,62 @@ func Eventually(tb testing.TB, deadline time.Duration, check func() error) {
 			wait *= 2
 		}
 	}
+}
+
+// Cluster is a JetStream cluster of embedded servers on loopback, for replicated streams.
+type Cluster struct {
+	Servers []*server.Server
+	// URL lists every node's client URL, comma-separated, as MFA_NATS_URL does.
+	URL string
+}
+
+// StartCluster runs an n-node JetStream cluster (routes on random loopback ports, a store
+// directory each) and waits until it has a JetStream meta leader that knows every peer; it is shut down when the test
+// ends. A 3-node cluster comes up in about a second.
+func StartCluster(tb testing.TB, n int) *Cluster {
+	tb.Helper()
+	ports := make([]int, n)
+	routes := make([]string, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		_ = ln.Close()
+		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", ports[i])
+	}
+	c := &Cluster{}
+	var urls []string
+	for i := range n {
+		s, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: server.RANDOM_PORT,
+			JetStream: true, StoreDir: tb.TempDir(), NoSigs: true, NoLog: true,
+			Cluster: server.ClusterOpts{Name: "mfaflow-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
+		})
+		if err != nil {
+			tb.Fatalf("cluster node %d: %v", i+1, err)
+		}
+		go s.Start()
+		tb.Cleanup(func() {
+			s.Shutdown()
+			s.WaitForShutdown()
+		})
+		if !s.ReadyForConnections(10 * time.Second) {
+			tb.Fatalf("cluster node %d not ready", i+1)
+		}
+		c.Servers = append(c.Servers, s)
+		urls = append(urls, s.ClientURL())
+	}
+	c.URL = strings.Join(urls, ",")
+	Eventually(tb, 20*time.Second, func() error {
+		for _, s := range c.Servers {
+			if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == n {
+				return nil
+			}
+		}
+		return errors.New("no JetStream meta leader with every peer yet")
+	})
+	return c
 }

@@ -3,7 +3,6 @@
 package natsx
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -113,25 +112,6 @@ func EventStreamConfig() jetstream.StreamConfig {
 		MaxAge:      7 * 24 * time.Hour,
 		Duplicates:  2 * time.Minute,
 	}
-}
-
-// EnsureEventStream creates the MFA_EVENTS stream, or updates it to the current config.
-// Every publisher calls it at start-up so no service depends on another having run first.
-func EnsureEventStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	st, err := js.CreateOrUpdateStream(ctx, EventStreamConfig())
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", events.Stream, err)
-	}
-	return st, nil
-}
-
-// EnsureKV creates the key-value bucket, or returns the existing one.
-func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("ensure kv bucket %s: %w", cfg.Bucket, err)
-	}
-	return kv, nil
 }
 
 // Drain drains nc (subscriptions finish the messages they hold, pending publishes are flushed)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/metrics"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -32,8 +33,7 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 	}
 	msg, err := nc.RequestWithContext(ctx, subject, body)
 	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-			errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) || errors.Is(err, nats.ErrDisconnected) {
+		if natsx.IsTransient(err) {
 			return fault.New(fault.Unavailable, "a backing service did not answer; try again")
 		}
 		return fmt.Errorf("request %s: %w", subject, err)
@@ -167,6 +167,8 @@ const (
 	MsgBusy     = "too many commands in flight on this replica; try again"
 	MsgTimedOut = "the command timed out; try again"
 	MsgStopping = "the service is stopping; try again"
+	// MsgUnavailable answers a command that failed because NATS or JetStream was out of reach.
+	MsgUnavailable = "the event store is briefly unavailable; try again"
 )
 
 // Endpoint adapts h to a micro handler: it bounds and decodes the request, runs h with a context
@@ -251,6 +253,11 @@ func run[Req, Resp any](ctx context.Context, log *slog.Logger, timeout time.Dura
 				fe = fault.New(fault.Unavailable, MsgTimedOut)
 			case ctx.Err() != nil:
 				fe = fault.New(fault.Unavailable, MsgStopping)
+			case natsx.IsTransient(err):
+				// NATS or a JetStream stream was out of reach (a node down, a leader election):
+				// the caller may retry, as for a timeout.
+				log.Warn("command hit a NATS outage", "subject", r.Subject(), "err", err)
+				fe = fault.New(fault.Unavailable, MsgUnavailable)
 			default:
 				log.Error("command failed", "subject", r.Subject(), "err", err)
 			}

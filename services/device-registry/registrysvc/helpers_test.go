@@ -168,7 +168,7 @@ func assertCode(t *testing.T, err error, want fault.Code) {
 // store opens the registry's bucket through the KV backend, to read what is stored.
 func (e *env) store(t *testing.T) *kvstore.Store {
 	t.Helper()
-	return kvstore.New(e.kv(t))
+	return kvstore.New(e.kv(t), e.js)
 }
 
 func (e *env) kv(t *testing.T) jetstream.KeyValue {

@@ -42,7 +42,7 @@ func ConfigFrom(env config.Config) (Config, error) {
 		return Config{}, err
 	}
 	return Config{
-		SecretKey: key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI,
+		SecretKey: key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
 		Lockout: device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
 	}, nil
 }

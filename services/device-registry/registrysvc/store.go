@@ -20,12 +20,12 @@ import (
 func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, relayLog *slog.Logger) (device.Store, []func(context.Context) error, *mongodrv.Client, error) {
 	switch cfg.Store {
 	case "", "nats":
-		bucket, err := natsx.EnsureKV(ctx, js, kv.BucketConfig(cfg.Bucket))
+		bucket, err := natsx.EnsureKV(ctx, js, kv.BucketConfig(cfg.Bucket), natsx.WithReplicas(cfg.Replicas), natsx.WithLogger(relayLog))
 		if err != nil {
 			return nil, nil, nil, err
 		}
 		relay := &kvdoc.Relay{KV: bucket, JS: js, Filter: kv.RelayFilter, Log: relayLog}
-		return kv.New(bucket), []func(context.Context) error{relay.Run}, nil, nil
+		return kv.New(bucket, js), []func(context.Context) error{relay.Run}, nil, nil
 	case "mongo":
 		client, db, err := mongodoc.Connect(ctx, cfg.MongoURI)
 		if err != nil {

@@ -24,7 +24,7 @@ func ConfigFrom(env config.Config) (Config, error) {
 		return Config{}, errors.New("MFA_SIGNING_KEY is required (PEM of an EC P-256 private key; it signs mfa_token)")
 	}
 	return Config{
-		Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI,
+		Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
 		PollRate: env.PollRate, PollBurst: env.PollBurst,
 		SigningKey: env.SigningKey, TokenIssuer: env.PublicURL, VerificationTTL: env.VerificationTTL,
 		MaxPushes: env.PushRate, PushWebhookURL: env.PushWebhookURL, PushWebhookSecret: []byte(env.PushWebhookSecret),

@@ -35,6 +35,9 @@ type Config struct {
 	Verifier auth.Verifier
 	// Bucket is the KV bucket of enrollments; empty means kv.DefaultBucket.
 	Bucket string
+	// Replicas is the replica count of the MFA_EVENTS stream and the bucket when they have to be
+	// created (MFA_NATS_REPLICAS); 0 means 1.
+	Replicas int
 	// Store is the backend: "" or "nats" (JetStream KV), or "mongo" (MFA_STORE).
 	Store string
 	// MongoURI is the MongoDB connection string when Store is "mongo" (MFA_MONGODB_URI); its
@@ -101,7 +104,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if err != nil {
 		return nil, fmt.Errorf("status: jetstream: %w", err)
 	}
-	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
+	if _, err := natsx.EnsureEventStream(ctx, js, natsx.WithReplicas(cfg.Replicas), natsx.WithLogger(log)); err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	st, err := openStore(ctx, js, cfg, log)

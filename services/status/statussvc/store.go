@@ -7,6 +7,7 @@ import (
 
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/mongodoc"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/mongo"
@@ -34,7 +35,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, log *slo
 	relayLog := log.With("component", "outbox-relay")
 	switch cfg.Store {
 	case "", "nats":
-		store, err := kv.Open(ctx, js, cfg.Bucket)
+		store, err := kv.Open(ctx, js, cfg.Bucket, natsx.WithReplicas(cfg.Replicas), natsx.WithLogger(log))
 		if err != nil {
 			return backend{}, err
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -58,7 +59,11 @@ func ConsumerConfig() jetstream.ConsumerConfig {
 // call was lost, because the ENROLLED write and its event are one). Stop the returned
 // ConsumeContext to end it.
 func ConsumeEnrollmentEndings(ctx context.Context, js jetstream.JetStream, d Discarder, log *slog.Logger) (jetstream.ConsumeContext, error) {
-	cons, err := js.CreateOrUpdateConsumer(ctx, events.Stream, ConsumerConfig())
+	var cons jetstream.Consumer
+	err := natsx.RetryTransient(ctx, log, "consumer "+ConsumerName, func() (err error) {
+		cons, err = js.CreateOrUpdateConsumer(ctx, events.Stream, ConsumerConfig())
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure consumer %s: %w", ConsumerName, err)
 	}

@@ -30,6 +30,7 @@ import (
 	"strings"
 
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,14 +61,17 @@ func BucketConfig(bucket string) jetstream.KeyValueConfig {
 // Store is device.Store on a JetStream key-value bucket.
 type Store struct {
 	kv   jetstream.KeyValue
+	js   jetstream.JetStream // nil: list through a KV lister
 	docs *kvdoc.Store[credentialDoc]
 }
 
 var _ device.Store = (*Store)(nil)
 
-// New returns a Store on bucket kv (see BucketConfig).
-func New(kv jetstream.KeyValue) *Store {
-	return &Store{kv: kv, docs: kvdoc.New[credentialDoc](kv)}
+// New returns a Store on bucket kv (see BucketConfig). With js, a user's credentials are listed
+// from the bucket stream's leader (natsx.KeysFromLeader), so a replicated bucket lists a device
+// registered a moment ago even while a follower catches up; nil lists through a KV lister.
+func New(kv jetstream.KeyValue, js jetstream.JetStream) *Store {
+	return &Store{kv: kv, js: js, docs: kvdoc.New[credentialDoc](kv)}
 }
 
 func docKey(phid string) string        { return "c." + phid }
@@ -168,22 +172,41 @@ func (s *Store) GetByStatusID(ctx context.Context, statusID string) (device.Cred
 	return c, nil
 }
 
-// ListBySub reads the user's index and the documents it names. Entries whose document is gone
-// or belongs to another sub (a leftover, a hash collision) are skipped.
-func (s *Store) ListBySub(ctx context.Context, sub string) ([]device.Credential, error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, subPrefix(sub)+".*")
+func (s *Store) listKeys(ctx context.Context, filter string) ([]string, error) {
+	if s.js != nil {
+		keys, err := natsx.KeysFromLeader(ctx, s.js, s.kv.Bucket(), filter)
+		if err != nil {
+			return nil, fmt.Errorf("kv list: %w", err)
+		}
+		return keys, nil
+	}
+	lister, err := s.kv.ListKeysFiltered(ctx, filter)
 	if err != nil {
 		return nil, fmt.Errorf("kv list: %w", err)
 	}
 	// The lister stops its watcher itself once it has sent every key; stopping it again is
 	// only for an early return, and then its error says nothing.
 	defer func() { _ = lister.Stop() }()
-	var phids []string
+	var keys []string
 	for k := range lister.Keys() {
-		phids = append(phids, k[strings.LastIndexByte(k, '.')+1:])
+		keys = append(keys, k)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("kv list: %w", err) // the key channel closed early, the list is partial
+	}
+	return keys, nil
+}
+
+// ListBySub reads the user's index and the documents it names. Entries whose document is gone
+// or belongs to another sub (a leftover, a hash collision) are skipped.
+func (s *Store) ListBySub(ctx context.Context, sub string) ([]device.Credential, error) {
+	keys, err := s.listKeys(ctx, subPrefix(sub)+".*")
+	if err != nil {
+		return nil, err
+	}
+	var phids []string
+	for _, k := range keys {
+		phids = append(phids, k[strings.LastIndexByte(k, '.')+1:])
 	}
 	out := make([]device.Credential, 0, len(phids))
 	for _, phid := range phids {

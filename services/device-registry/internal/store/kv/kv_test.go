@@ -25,7 +25,7 @@ func TestStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return storetest.Backend{Store: kv.New(bucket), Relay: func(ctx context.Context, js jetstream.JetStream) {
+		return storetest.Backend{Store: kv.New(bucket, js), Relay: func(ctx context.Context, js jetstream.JetStream) {
 			r := &kvdoc.Relay{KV: bucket, JS: js, Filter: kv.RelayFilter, Log: slog.New(slog.DiscardHandler)}
 			_ = r.Run(ctx)
 		}, Pending: func(ctx context.Context) (int, error) { return pendingIn(ctx, bucket, kv.RelayFilter) }}

@@ -62,8 +62,8 @@ const maxIncrementalSeconds = 120
 
 var _ enrollment.Store = (*Store)(nil)
 
-// Open ensures the bucket exists and returns a store on it.
-func Open(ctx context.Context, js jetstream.JetStream, bucket string) (*Store, error) {
+// Open ensures the bucket exists (see natsx.EnsureKV for opts) and returns a store on it.
+func Open(ctx context.Context, js jetstream.JetStream, bucket string, opts ...natsx.EnsureOption) (*Store, error) {
 	if bucket == "" {
 		bucket = DefaultBucket
 	}
@@ -73,7 +73,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string) (*Store, e
 		History:     1,
 		TTL:         Retention,
 		Storage:     jetstream.FileStorage,
-	})
+	}, opts...)
 	if err != nil {
 		return nil, err
 	}

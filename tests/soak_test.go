@@ -1,0 +1,965 @@
+package tests_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/protocol"
+	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
+	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/totp"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The soak: a 3-node NATS JetStream cluster and two replicas of every service, each a process
+// of its own, N users enrolling through the companion protocol and signing in with TOTP, while
+// one replica of every service and one NATS node are killed with SIGKILL and started again.
+// `make test` runs a short version; `make soak` (MFA_SOAK=long) a longer one with two rounds of
+// kills. MFA_SOAK_FLOWS overrides the number of flows.
+
+// soakPlan is the shape of one run.
+type soakPlan struct {
+	flows, workers, rounds int
+}
+
+func soakPlanFromEnv(t *testing.T) soakPlan {
+	p := soakPlan{flows: 24, workers: 8, rounds: 1}
+	if os.Getenv("MFA_SOAK") == "long" {
+		p = soakPlan{flows: 400, workers: 24, rounds: 2}
+	}
+	if s := os.Getenv("MFA_SOAK_FLOWS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 4 {
+			t.Fatalf("MFA_SOAK_FLOWS=%q: want a whole number >= 4", s)
+		}
+		p.flows = n
+	}
+	return p
+}
+
+// proc is one process of the soak, started again on the same arguments after a kill. Its
+// stdout and stderr go to one log file across restarts.
+type proc struct {
+	name   string
+	path   string
+	args   []string
+	env    []string
+	log    string
+	health string // URL answering 200 when the process is ready
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func (p *proc) start(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(p.path, p.args...)
+	cmd.Env = p.env
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		t.Fatalf("start %s: %v", p.name, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(exited)
+	}()
+	p.mu.Lock()
+	p.cmd, p.exited = cmd, exited
+	p.mu.Unlock()
+}
+
+// kill sends SIGKILL and waits until the process is gone.
+func (p *proc) kill(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Errorf("kill %s: %v", p.name, err)
+	}
+	<-exited
+}
+
+// waitReady polls the health URL until it answers 200, at most d.
+func (p *proc) waitReady(d time.Duration) error {
+	end := time.Now().Add(d)
+	c := &http.Client{Timeout: time.Second}
+	var last error
+	for time.Now().Before(end) {
+		resp, err := c.Get(p.health)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s: %d", p.health, resp.StatusCode)
+		}
+		last = err
+		p.mu.Lock()
+		exited := p.exited
+		p.mu.Unlock()
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(p.log)
+			return fmt.Errorf("%s exited before it was ready; its log ends:\n%s", p.name, b[max(0, len(b)-3000):])
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready within %v: %v", p.name, d, last)
+}
+
+// soakStats are the figures of a run, shared by every worker.
+type soakStats struct {
+	mu           sync.Mutex
+	retries      map[string]int // by reason
+	undocumented []string
+	codes        []string
+	secrets      []string
+	maxLag       time.Duration
+	replays      map[string]int // authentication status id → codes refused as replays
+}
+
+func (s *soakStats) retry(reason string) {
+	s.mu.Lock()
+	s.retries[reason]++
+	s.mu.Unlock()
+}
+
+// lag records how long a poll took to show a state a client had been answered.
+func (s *soakStats) lag(d time.Duration) {
+	s.mu.Lock()
+	s.maxLag = max(s.maxLag, d)
+	s.mu.Unlock()
+}
+
+// replayed records an authentication whose retried code was refused as a replay.
+func (s *soakStats) replayed(statusID string) {
+	s.mu.Lock()
+	s.replays[statusID]++
+	s.mu.Unlock()
+}
+
+func (s *soakStats) bad(format string, a ...any) {
+	s.mu.Lock()
+	s.undocumented = append(s.undocumented, fmt.Sprintf(format, a...))
+	s.mu.Unlock()
+}
+
+func (s *soakStats) remember(secret string, codes ...string) {
+	s.mu.Lock()
+	if secret != "" {
+		s.secrets = append(s.secrets, secret)
+	}
+	s.codes = append(s.codes, codes...)
+	s.mu.Unlock()
+}
+
+// errRetry marks an answer the API documents as "retry": 503 unavailable, 429 with
+// Retry-After, a connection error, a bridge `unavailable` frame or a lost connection.
+type errRetry struct{ reason string }
+
+func (e errRetry) Error() string { return "retry: " + e.reason }
+
+// soakWorld is the running topology.
+type soakWorld struct {
+	nats, initiation, status, registry, bridge []*proc
+	jwtKey                                     []byte
+	stats                                      *soakStats
+	http                                       *http.Client
+}
+
+func pick(ps []*proc) *proc { return ps[rand.IntN(len(ps))] }
+
+func baseURL(p *proc) string { return strings.TrimSuffix(p.health, "/healthz") }
+
+// call makes one HTTP request and sorts the outcome: nil with the status and body for an answer
+// the caller handles, errRetry for a documented transient failure, an error otherwise.
+func (w *soakWorld) call(ctx context.Context, method, url, token string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := w.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, nil, ctx.Err()
+		}
+		return 0, nil, errRetry{"http connection error"}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, nil, errRetry{"http connection error"}
+	}
+	var problem struct {
+		Code string `json:"code"`
+	}
+	_ = json.Unmarshal(b, &problem)
+	switch {
+	case resp.StatusCode == http.StatusServiceUnavailable && problem.Code == "unavailable":
+		return 0, nil, errRetry{"http 503 unavailable"}
+	case resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") != "":
+		return 0, nil, errRetry{"http 429 " + problem.Code}
+	case resp.StatusCode >= 500:
+		w.stats.bad("%s %s: %d %s", method, url, resp.StatusCode, b)
+		return 0, nil, fmt.Errorf("%s %s: undocumented %d %s", method, url, resp.StatusCode, b)
+	}
+	return resp.StatusCode, b, nil
+}
+
+// retrying runs step until it succeeds, fails for good, or ctx ends; it backs off between
+// documented transient failures.
+func (w *soakWorld) retrying(ctx context.Context, step string, f func() error) error {
+	wait := 25 * time.Millisecond
+	for {
+		err := f()
+		var r errRetry
+		if !errors.As(err, &r) {
+			if err != nil {
+				return fmt.Errorf("%s: %w", step, err)
+			}
+			return nil
+		}
+		w.stats.retry(step + ": " + r.reason)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: gave up: %w (last: %v)", step, ctx.Err(), err)
+		case <-time.After(wait + rand.N(wait)):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// bridgeErr sorts a companion error: retry for a documented transient one.
+func (w *soakWorld) bridgeErr(err error) error {
+	var be *companion.BridgeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &be) && be.Code == "unavailable":
+		return errRetry{"bridge unavailable"}
+	case errors.As(err, &be):
+		if be.Code == "internal" {
+			w.stats.bad("bridge answered internal: %v", err)
+		}
+		return err
+	case errors.Is(err, companion.ErrConnectionLost):
+		return errRetry{"bridge connection lost"}
+	default:
+		// A failed dial (a killed bridge refuses connections) or a write on a dead socket.
+		var ne net.Error
+		if errors.As(err, &ne) || strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "dial") ||
+			errors.Is(err, io.EOF) || errors.Is(err, companion.ErrClosed) || strings.Contains(err.Error(), "broken pipe") ||
+			strings.Contains(err.Error(), "connection reset") {
+			return errRetry{"bridge connection error"}
+		}
+		return err
+	}
+}
+
+// flowResult is what one user's enrollment and sign-in ended in.
+type flowResult struct {
+	sub, enrollStatusID, phid, authStatusID string
+	enrolled, authenticated                 string // final states as the status service says
+	err                                     error
+}
+
+func (w *soakWorld) token(sub string) string {
+	tok, err := auth.HS256{Key: w.jwtKey}.Mint(sub, 10*time.Minute)
+	if err != nil {
+		panic(err)
+	}
+	return tok
+}
+
+// pollState reads a status object from either status replica.
+func (w *soakWorld) pollState(ctx context.Context, tok, statusID string) (statusResponse, error) {
+	var s statusResponse
+	err := w.retrying(ctx, "poll", func() error {
+		code, b, err := w.call(ctx, http.MethodGet, baseURL(pick(w.status))+"/verification-srv/verificationstatus/"+statusID, tok, nil)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("poll %s: %d %s", statusID, code, b)
+		}
+		return json.Unmarshal(b, &s)
+	})
+	return s, err
+}
+
+// flow enrolls user i through the companion protocol and signs in with the next TOTP step.
+func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
+	res := flowResult{sub: fmt.Sprintf("soak-user-%03d", i)}
+	tok := w.token(res.sub)
+	fail := func(err error) flowResult { res.err = err; return res }
+
+	// 1. Initiate over HTTP against either initiation replica.
+	var in initiateResponse
+	if err := w.retrying(ctx, "initiate", func() error {
+		code, b, err := w.call(ctx, http.MethodPost, baseURL(pick(w.initiation))+"/verification-srv/v2/setup/initiate/totp?qr=none", tok, nil)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("%d %s", code, b)
+		}
+		return json.Unmarshal(b, &in)
+	}); err != nil {
+		return fail(err)
+	}
+	res.enrollStatusID = in.StatusID
+	w.stats.remember(in.TOTPSecret)
+	e, err := companion.ParseURI(in.OTPAuthURI)
+	if err != nil {
+		return fail(err)
+	}
+
+	// 2. Scan and enroll over either bridge replica, dialling again after a lost connection.
+	dev := protocol.Device{DeviceID: fmt.Sprintf("soak-phone-%03d", i), Name: "Soak phone", Platform: "ios"}
+	var ack protocol.Ack
+	tries := 0
+	if err := w.retrying(ctx, "enroll", func() error {
+		tries++
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		c, err := companion.Dial(dctx, baseURL(pick(w.bridge)))
+		if err != nil {
+			return w.bridgeErr(err)
+		}
+		defer c.Close()
+		if _, err := c.Scan(dctx, e.ExchangeID, dev); err != nil {
+			var be *companion.BridgeError
+			if tries > 1 && errors.As(err, &be) && be.Code == "conflict" {
+				// An earlier attempt may have enrolled before its answer was lost.
+				if s, perr := w.pollState(ctx, tok, in.StatusID); perr == nil && s.Status == "ENROLLED" {
+					ack = protocol.Ack{Status: s.Status, PHID: s.PHID}
+					return nil
+				}
+			}
+			return w.bridgeErr(err)
+		}
+		code, err := totp.Code(e.Secret, time.Now(), e.Params)
+		if err != nil {
+			return err
+		}
+		w.stats.remember("", code)
+		ack, err = c.Enroll(dctx, e.ExchangeID, code)
+		if err := w.bridgeErr(err); err != nil {
+			var be *companion.BridgeError
+			if tries > 1 && errors.As(err, &be) && (be.Code == "conflict" || be.Code == "invalid_code") {
+				// An earlier attempt may have enrolled before its answer was lost.
+				s, perr := w.pollState(ctx, tok, in.StatusID)
+				if perr == nil && s.Status == "ENROLLED" {
+					ack = protocol.Ack{Status: s.Status, PHID: s.PHID}
+					return nil
+				}
+			}
+			return err
+		}
+		return nil
+	}); err != nil {
+		return fail(err)
+	}
+	if ack.Status != "ENROLLED" || ack.PHID == "" {
+		return fail(fmt.Errorf("enroll ack %+v", ack))
+	}
+	res.phid = ack.PHID
+
+	// 3. The device is in the registry (through either replica) before the sign-in uses it.
+	if err := w.retrying(ctx, "device listed", func() error {
+		code, b, err := w.call(ctx, http.MethodGet, baseURL(pick(w.registry))+"/device-srv/devices", tok, nil)
+		if err != nil {
+			return err
+		}
+		var devices []struct {
+			PHID string `json:"ph_id"`
+		}
+		if code != http.StatusOK || json.Unmarshal(b, &devices) != nil {
+			return fmt.Errorf("devices: %d %s", code, b)
+		}
+		if len(devices) == 0 {
+			return errRetry{"device not registered yet"}
+		}
+		if len(devices) != 1 || devices[0].PHID != res.phid {
+			return fmt.Errorf("devices = %s, want only %s", b, res.phid)
+		}
+		return nil
+	}); err != nil {
+		return fail(err)
+	}
+
+	// 4. Sign in: start an authentication on either status replica, verify with the code of the
+	// next TOTP step (one step ahead is accepted, and it is later than the enrollment's).
+	var ai authInitiation
+	if err := w.retrying(ctx, "sign-in initiation", func() error {
+		code, b, err := w.call(ctx, http.MethodPost, baseURL(pick(w.status))+"/verification-srv/authentication/totp/initiation", tok,
+			map[string]string{"usage_type": "MULTIFACTOR_AUTHENTICATION"})
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("%d %s", code, b)
+		}
+		return json.Unmarshal(b, &ai)
+	}); err != nil {
+		return fail(err)
+	}
+	res.authStatusID = ai.StatusID
+	tries = 0
+	var consumed int64 // a TOTP step a lost attempt may have used up
+	if err := w.retrying(ctx, "sign-in verification", func() error {
+		tries++
+		if consumed > 0 {
+			// A code is valid one step either side: wait (at most one step) until a step after
+			// the consumed one is within reach.
+			until := time.Unix(consumed*30, 0)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Until(until)):
+			}
+		}
+		at := time.Now().Add(30 * time.Second)
+		pass, err := totp.Code(e.Secret, at, e.Params)
+		if err != nil {
+			return err
+		}
+		w.stats.remember("", pass)
+		code, b, err := w.call(ctx, http.MethodPost, baseURL(pick(w.status))+"/verification-srv/authentication/totp/verification", tok,
+			map[string]string{"exchange_id": ai.ExchangeID.ExchangeID, "pass_code": pass})
+		if err != nil {
+			return err
+		}
+		if code == http.StatusOK {
+			return nil
+		}
+		if tries > 1 && (code == http.StatusConflict || code == http.StatusBadRequest) {
+			// An earlier attempt may have authenticated before its answer was lost.
+			s, perr := w.pollState(ctx, tok, ai.StatusID)
+			if perr == nil && s.Status == "AUTHENTICATED" {
+				return nil
+			}
+			// Or it got as far as the registry, which used the code up, and no further: the
+			// retry is refused as a replay (a verification.failed event), and the documented
+			// answer is to wait for the next code.
+			if perr == nil && s.Status == "INITIATED" && bytes.Contains(b, []byte(`"code_replayed"`)) {
+				consumed = at.Unix() / 30
+				w.stats.replayed(ai.StatusID)
+				return errRetry{"code used up by a lost attempt (next step)"}
+			}
+		}
+		return fmt.Errorf("%d %s", code, b)
+	}); err != nil {
+		return fail(err)
+	}
+
+	// 5. Both status objects say where the flow ended, on whichever status replica answers. A
+	// replica answers polls from a view that follows the bucket, so it may lag its peer's write
+	// for a moment: poll until the state arrives, a bounded wait whose length is reported.
+	var err2 error
+	if res.enrolled, err2 = w.settled(ctx, tok, res.enrollStatusID, "ENROLLED"); err2 != nil {
+		return fail(err2)
+	}
+	if res.authenticated, err2 = w.settled(ctx, tok, res.authStatusID, "AUTHENTICATED"); err2 != nil {
+		return fail(err2)
+	}
+	return res
+}
+
+// settled polls statusID until it is want or 15 s have passed, and returns the last state.
+func (w *soakWorld) settled(ctx context.Context, tok, statusID, want string) (string, error) {
+	start := time.Now()
+	for {
+		s, err := w.pollState(ctx, tok, statusID)
+		if err != nil {
+			return "", err
+		}
+		if s.Status == want || time.Since(start) > 15*time.Second {
+			if lag := time.Since(start); s.Status == want && lag > 0 {
+				w.stats.lag(lag)
+			}
+			return s.Status, nil
+		}
+		w.stats.retry("poll: stale view (state not arrived yet)")
+		select {
+		case <-ctx.Done():
+			return s.Status, nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestSoak: see the comment at the top of this file.
+func TestSoak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("soak: not in -short")
+	}
+	plan := soakPlanFromEnv(t)
+	began := time.Now()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	build := exec.Command("go", "build", "-o", bin+"/", "./services/initiation", "./services/status",
+		"./services/device-registry", "./mobile-bridge", "./tests/cmd/natsnode")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	built := time.Now()
+
+	// Three NATS nodes with routes to each other.
+	const nodes = 3
+	var clientURLs, routes []string
+	type nodeAddrs struct{ client, cluster, monitor string }
+	na := make([]nodeAddrs, nodes)
+	for i := range na {
+		na[i] = nodeAddrs{freeAddr(t), freeAddr(t), freeAddr(t)}
+		clientURLs = append(clientURLs, "nats://"+na[i].client)
+		routes = append(routes, "nats-route://"+na[i].cluster)
+	}
+	w := &soakWorld{
+		jwtKey: []byte("soak-test-jwt-key-0123456789abcdef0123"),
+		stats:  &soakStats{retries: map[string]int{}, replays: map[string]int{}},
+		http:   &http.Client{Timeout: 20 * time.Second},
+	}
+	for i, a := range na {
+		w.nats = append(w.nats, &proc{
+			name: fmt.Sprintf("nats-%d", i+1), path: filepath.Join(bin, "natsnode"),
+			args: []string{"-name", fmt.Sprintf("n%d", i+1), "-addr", a.client, "-cluster", a.cluster,
+				"-routes", strings.Join(routes, ","), "-http", a.monitor, "-store", filepath.Join(dir, fmt.Sprintf("js-%d", i+1))},
+			env: os.Environ(), log: filepath.Join(dir, fmt.Sprintf("nats-%d.log", i+1)),
+			health: "http://" + a.monitor + "/healthz",
+		})
+	}
+	t.Cleanup(func() {
+		for _, group := range [][]*proc{w.initiation, w.status, w.registry, w.bridge, w.nats} {
+			for _, p := range group {
+				p.mu.Lock()
+				cmd, exited := p.cmd, p.exited
+				p.mu.Unlock()
+				if cmd != nil {
+					_ = cmd.Process.Kill()
+					<-exited
+				}
+			}
+		}
+	})
+	for _, p := range w.nats {
+		p.start(t)
+	}
+	for _, p := range w.nats {
+		if err := p.waitReady(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Two replicas of every service, each given every NATS node.
+	secretKey := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	signingKey := strings.ReplaceAll(signingKeyPEM(t), "\n", `\n`)
+	addr := map[string][]string{}
+	for _, svc := range []string{"initiation", "status", "device-registry", "mobile-bridge"} {
+		addr[svc] = []string{freeAddr(t), freeAddr(t)}
+	}
+	env := append(os.Environ(),
+		"MFA_NATS_URL="+strings.Join(clientURLs, ","), "MFA_NATS_REPLICAS=3", "MFA_JWT_SECRET="+string(w.jwtKey),
+		"MFA_SECRET_KEY="+secretKey, "MFA_SIGNING_KEY="+signingKey, "MFA_PUBLIC_URL=http://"+addr["mobile-bridge"][0],
+		"MFA_POLL_RATE=0", "MFA_COMMAND_TIMEOUT=5s", "MFA_LOG_LEVEL=info")
+	for _, svc := range []string{"initiation", "status", "device-registry", "mobile-bridge"} {
+		for r, a := range addr[svc] {
+			p := &proc{
+				name: fmt.Sprintf("%s-%d", svc, r+1), path: filepath.Join(bin, svc), env: append(slices.Clone(env), "MFA_HTTP_ADDR="+a),
+				log: filepath.Join(dir, fmt.Sprintf("%s-%d.log", svc, r+1)), health: "http://" + a + "/healthz",
+			}
+			switch svc {
+			case "initiation":
+				w.initiation = append(w.initiation, p)
+			case "status":
+				w.status = append(w.status, p)
+			case "device-registry":
+				w.registry = append(w.registry, p)
+			case "mobile-bridge":
+				w.bridge = append(w.bridge, p)
+			}
+		}
+	}
+	services := slices.Concat(w.initiation, w.status, w.registry, w.bridge)
+	for _, p := range services {
+		p.start(t)
+	}
+	for _, p := range services {
+		if err := p.waitReady(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	up := time.Now()
+
+	// The run: workers take flows in order; at fixed points of progress the chaos kills one
+	// replica of each service and one NATS node, and later starts them again, while the other
+	// workers keep going.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	results := make([]flowResult, plan.flows)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range plan.workers {
+		wg.Go(func() {
+			for i := range next {
+				fctx, fcancel := context.WithTimeout(ctx, 90*time.Second)
+				results[i] = w.flow(fctx, i)
+				fcancel()
+			}
+		})
+	}
+	var kills atomic.Int32
+	var chaos []string
+	segments := 2*plan.rounds + 1
+	var restarted []*proc
+	for i := range plan.flows {
+		for r := range plan.rounds {
+			killAt := plan.flows * (2*r + 1) / (segments + 1)
+			restartAt := plan.flows * (2*r + 2) / (segments + 1)
+			switch i {
+			case killAt:
+				// What the last round started again must be up before this round kills.
+				for _, p := range restarted {
+					if err := p.waitReady(60 * time.Second); err != nil {
+						t.Fatal(err)
+					}
+				}
+				victims := []*proc{w.initiation[r%2], w.status[r%2], w.registry[r%2], w.bridge[r%2], w.nats[r%nodes]}
+				for _, p := range victims {
+					p.kill(t)
+					kills.Add(1)
+				}
+				chaos = append(chaos, fmt.Sprintf("flow %d: kill -9 %s", i, names(victims)))
+				restarted = victims
+			case restartAt:
+				for _, p := range restarted {
+					p.start(t)
+				}
+				chaos = append(chaos, fmt.Sprintf("flow %d: restart %s", i, names(restarted)))
+			}
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, p := range restarted {
+		if err := p.waitReady(60 * time.Second); err != nil {
+			t.Error(err)
+		}
+	}
+	flowsDone := time.Now()
+
+	// Every flow ends in its right state.
+	enrolled, authenticated := 0, 0
+	want := map[events.Type]map[string]bool{}
+	expect := func(typ events.Type, subject string) {
+		if want[typ] == nil {
+			want[typ] = map[string]bool{}
+		}
+		want[typ][subject] = true
+	}
+	for _, r := range results {
+		if r.err != nil {
+			t.Errorf("%s: %v", r.sub, r.err)
+			if r.enrollStatusID != "" {
+				expect(events.EnrollmentInitiated, r.enrollStatusID)
+			}
+			continue
+		}
+		if r.enrolled == "ENROLLED" {
+			enrolled++
+		} else {
+			t.Errorf("%s: enrollment %s is %s, want ENROLLED", r.sub, r.enrollStatusID, r.enrolled)
+		}
+		if r.authenticated == "AUTHENTICATED" {
+			authenticated++
+		} else {
+			t.Errorf("%s: authentication %s is %s, want AUTHENTICATED", r.sub, r.authStatusID, r.authenticated)
+		}
+		expect(events.EnrollmentInitiated, r.enrollStatusID)
+		expect(events.EnrollmentScanned, r.enrollStatusID)
+		expect(events.EnrollmentEnrolled, r.enrollStatusID)
+		expect(events.DeviceRegistered, r.phid)
+		expect(events.VerificationInitiated, r.authStatusID)
+		expect(events.VerificationSucceeded, r.authStatusID)
+	}
+
+	// Every fact's event is on MFA_EVENTS exactly once: wait until each expected one has
+	// arrived (the outbox relays publish after the answer), then count.
+	nc, err := natsx.Connect(strings.Join(clientURLs, ","), "soak-check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []soakEvent
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		all, err = readAllEvents(ctx, js)
+		missing := 0
+		if err == nil {
+			have := map[events.Type]map[string]bool{}
+			for _, e := range all {
+				if have[e.Type] == nil {
+					have[e.Type] = map[string]bool{}
+				}
+				have[e.Type][e.subject()] = true
+			}
+			for typ, subjects := range want {
+				for s := range subjects {
+					if !have[typ][s] {
+						missing++
+					}
+				}
+			}
+		}
+		if err == nil && missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("events: %d expected facts missing from MFA_EVENTS after 60s (read error: %v)", missing, err)
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // a bounded wait for the relays, not synchronisation
+	}
+	byID := map[string]int{}
+	byFact := map[string]int{}
+	byType := map[events.Type]int{}
+	for _, e := range all {
+		byID[e.ID]++
+		byFact[string(e.Type)+" "+e.subject()]++
+		byType[e.Type]++
+	}
+	// Facts no flow asked for: an initiation retried after its answer was lost makes another
+	// enrollment (the API has no idempotency key), which is reported, not an error.
+	extra := map[events.Type]int{}
+	for _, e := range all {
+		if !want[e.Type][e.subject()] && e.Type != events.VerificationFailed {
+			extra[e.Type]++
+		}
+	}
+	for id, n := range byID {
+		if n > 1 {
+			t.Errorf("event id %s is on MFA_EVENTS %d times", id, n)
+		}
+	}
+	for typ, subjects := range want {
+		for s := range subjects {
+			if n := byFact[string(typ)+" "+s]; n != 1 {
+				t.Errorf("%s for %s: %d events, want exactly 1", typ, s, n)
+			}
+		}
+	}
+	// A failed verification is only the refused replay of a code a lost attempt used up.
+	failed := map[string]int{}
+	for _, e := range all {
+		if e.Type == events.VerificationFailed {
+			failed[e.Subject]++
+		}
+	}
+	for id, n := range failed {
+		if n != w.stats.replays[id] {
+			t.Errorf("%d verification.failed events for %s, want %d (its refused replays)", n, id, w.stats.replays[id])
+		}
+	}
+	for _, typ := range []events.Type{events.EnrollmentFailed, events.EnrollmentExpired, events.VerificationLocked} {
+		if byType[typ] > 0 {
+			t.Errorf("%d %s events, want none", byType[typ], typ)
+		}
+	}
+
+	// Clients saw only documented errors.
+	for _, u := range w.stats.undocumented {
+		t.Errorf("undocumented answer: %s", u)
+	}
+
+	// No secret in any process log.
+	logs := slices.Concat(w.nats, services)
+	logBytes, errorLines := 0, 0
+	for _, p := range logs {
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logBytes += len(b)
+		s := string(b)
+		for _, secret := range w.stats.secrets {
+			if strings.Contains(s, secret) {
+				t.Errorf("%s log holds a TOTP secret", p.name)
+			}
+		}
+		for _, c := range w.stats.codes {
+			if strings.Contains(s, `"`+c+`"`) || strings.Contains(s, "="+c) || strings.Contains(s, ": "+c) {
+				t.Errorf("%s log holds a TOTP code", p.name)
+			}
+		}
+		for _, k := range []string{string(w.jwtKey), secretKey} {
+			if strings.Contains(s, k) {
+				t.Errorf("%s log holds a configured key", p.name)
+			}
+		}
+		for _, line := range strings.Split(s, "\n") {
+			if strings.Contains(line, "level=ERROR") {
+				errorLines++
+				if errorLines <= 20 {
+					t.Logf("%s: %s", p.name, line)
+				}
+			}
+		}
+		if os.Getenv("MFA_SOAK_LOGS") != "" {
+			t.Logf("---- %s\n%s", p.name, s)
+		}
+	}
+
+	// The figures.
+	var f strings.Builder
+	fmt.Fprintf(&f, "soak: %d flows by %d workers: %d ENROLLED, %d AUTHENTICATED\n", plan.flows, plan.workers, enrolled, authenticated)
+	fmt.Fprintf(&f, "  kills: %d (SIGKILL) in %d round(s):\n", kills.Load(), plan.rounds)
+	for _, c := range chaos {
+		fmt.Fprintf(&f, "    %s\n", c)
+	}
+	fmt.Fprintf(&f, "  events on MFA_EVENTS: %d, %d distinct ids\n", len(all), len(byID))
+	var types []string
+	for typ := range byType {
+		types = append(types, string(typ))
+	}
+	sort.Strings(types)
+	for _, typ := range types {
+		fmt.Fprintf(&f, "    %-28s %d\n", typ, byType[events.Type(typ)])
+	}
+	fmt.Fprintf(&f, "  events for facts no flow reported (abandoned retries): %v\n", extra)
+	total := 0
+	var reasons []string
+	for r := range w.stats.retries {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		total += w.stats.retries[r]
+	}
+	fmt.Fprintf(&f, "  client retries: %d (longest wait for a poll to show the answered state: %v)\n", total, w.stats.maxLag.Round(time.Millisecond))
+	for _, r := range reasons {
+		fmt.Fprintf(&f, "    %-60s %d\n", r, w.stats.retries[r])
+	}
+	fmt.Fprintf(&f, "  undocumented answers: %d; ERROR log lines: %d; no secret in %d KB of logs of %d processes\n",
+		len(w.stats.undocumented), errorLines, logBytes/1024, len(logs))
+	fmt.Fprintf(&f, "  time: build %v, start-up %v, flows %v, total %v\n", built.Sub(began).Round(time.Millisecond),
+		up.Sub(built).Round(time.Millisecond), flowsDone.Sub(up).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+	t.Log("\n" + f.String())
+}
+
+func names(ps []*proc) string {
+	var n []string
+	for _, p := range ps {
+		n = append(n, p.name)
+	}
+	return strings.Join(n, ", ")
+}
+
+// soakEvent is the part of a CloudEvent the soak counts.
+type soakEvent struct {
+	events.Envelope
+}
+
+// subject is the fact an event is about: the CloudEvent subject, or for a device event the
+// ph_id of its data.
+func (e soakEvent) subject() string {
+	if e.Type == events.DeviceRegistered {
+		var d struct {
+			PHID string `json:"ph_id"`
+		}
+		if json.Unmarshal(e.Data, &d) == nil && d.PHID != "" {
+			return d.PHID
+		}
+	}
+	return e.Subject
+}
+
+// readAllEvents reads MFA_EVENTS from its first message to its last.
+func readAllEvents(ctx context.Context, js jetstream.JetStream) ([]soakEvent, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.Stream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	last := info.State.LastSeq
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	var out []soakEvent
+	for seq := uint64(0); seq < last; {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			seq = md.Sequence.Stream
+			var e soakEvent
+			if err := json.Unmarshal(m.Data(), &e.Envelope); err != nil {
+				return nil, fmt.Errorf("event %d: %w", seq, err)
+			}
+			out = append(out, e)
+		}
+		if batch.Error() != nil {
+			return nil, batch.Error()
+		}
+		if n == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return out, nil
+}
