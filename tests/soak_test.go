@@ -530,7 +530,7 @@ func (w *soakWorld) settled(ctx context.Context, tok, statusID, want string) (st
 // TestSoak: see the comment at the top of this file.
 func TestSoak(t *testing.T) {
 	if testing.Short() {
-		t.Skip("soak: not in -short")
+		t.Skip("soak: skipped with -short (it builds and starts 11 processes); make test runs its short version and make soak the full one")
 	}
 	plan := soakPlanFromEnv(t)
 	began := time.Now()
