@@ -3,6 +3,7 @@ package tests_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -111,8 +112,12 @@ func TestServicesRunWithTheirNATSPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// With an Idempotency-Key, so that the keyed path's command is inside the permissions too.
+	r := web.Do(t, http.MethodPost, "/verification-srv/v2/setup/initiate/totp?qr=none", alice, nil, "Idempotency-Key", "natsperm-1")
 	var in initiateResponse
-	web.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/initiate/totp?qr=none", alice, nil, http.StatusOK, &in)
+	if err := json.Unmarshal(r.Body, &in); r.Status != http.StatusOK || err != nil {
+		t.Fatalf("initiate: %d %s", r.Status, r.Body)
+	}
 	dk, _ := companion.NewDeviceKey()
 	jwk, _ := companion.PublicJWK(&dk.PublicKey)
 	c, err := companion.Dial(testCtx(t), srv.URL)

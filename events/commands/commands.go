@@ -32,6 +32,9 @@ const (
 	StatusPushAck = StatusGroup + ".push.ack"
 	// StatusPushRespond carries a device's verified answer to a challenge.
 	StatusPushRespond = StatusGroup + ".push.respond"
+	// StatusKeyedIDs derives the ids of an initiation sent with an Idempotency-Key and reports
+	// the enrollment they name, if one is stored already.
+	StatusKeyedIDs = StatusGroup + ".keyed-ids"
 )
 
 // BridgeDevicePrefix + ph_id is the core NATS subject on which the bridge replica that holds a
@@ -201,6 +204,10 @@ type CreateCredentialRequest struct {
 	StatusID  string    `json:"status_id"`
 	Sub       string    `json:"sub"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Reissue: if the enrollment already has a pending credential (a retried initiation with
+	// the same Idempotency-Key), give it a new secret instead of answering conflict. Only a
+	// credential of the same user that no code has claimed yet is reissued.
+	Reissue bool `json:"reissue,omitempty"`
 }
 
 // CreateCredentialReply carries the new secret. It is the only message that ever holds a secret,
@@ -249,6 +256,20 @@ type CreateEnrollmentRequest struct {
 	Sub        string    `json:"sub"`
 	Method     string    `json:"type"`
 	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// KeyedIDsRequest asks for the ids of sub's enrollment initiated with Idempotency-Key Key.
+type KeyedIDsRequest struct {
+	Sub string `json:"sub"`
+	Key string `json:"key"`
+}
+
+// KeyedIDsReply carries the derived ids (StatusID is StatusIDFor(ExchangeID)) and the
+// enrollment already stored under them, if any.
+type KeyedIDsReply struct {
+	StatusID   string           `json:"status_id"`
+	ExchangeID string           `json:"exchange_id"`
+	Existing   *EnrollmentReply `json:"existing,omitempty"`
 }
 
 // ScanRequest reports a scan by a companion app.

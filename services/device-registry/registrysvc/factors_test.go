@@ -7,8 +7,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/google/uuid"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,12 +22,18 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 )
 
-// check sends a sign-in code check as the status service does.
+// check sends a sign-in code check as the status service does, each for a new authentication.
 func (e *env) check(t *testing.T, sub, method, code string) commands.FactorReply {
+	t.Helper()
+	return e.checkFor(t, sub, method, code, uuid.NewString())
+}
+
+// checkFor sends a code check for the authentication statusID.
+func (e *env) checkFor(t *testing.T, sub, method, code, statusID string) commands.FactorReply {
 	t.Helper()
 	var reply commands.FactorReply
 	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsCheck,
-		commands.FactorRequest{Sub: sub, Method: method, Code: code, StatusID: "auth-1"}, &reply); err != nil {
+		commands.FactorRequest{Sub: sub, Method: method, Code: code, StatusID: statusID}, &reply); err != nil {
 		t.Fatalf("check: %v", err)
 	}
 	return reply
@@ -50,11 +58,16 @@ func TestSignInCodeIsAcceptedOnceAndNeverTheEnrollmentCode(t *testing.T) {
 	}
 	e.clock.Advance(30 * time.Second)
 	right := code(t, secret, e.clock.Now())
-	if r := e.check(t, "alice", commands.FactorTOTP, right); r.Result != commands.FactorOK || r.PHID != claim.PHID {
+	auth := uuid.NewString()
+	if r := e.checkFor(t, "alice", commands.FactorTOTP, right, auth); r.Result != commands.FactorOK || r.PHID != claim.PHID {
 		t.Fatalf("right code: %+v, want ok for %s", r, claim.PHID)
 	}
 	if r := e.check(t, "alice", commands.FactorTOTP, right); r.Result != commands.FactorReplayed {
 		t.Fatalf("same code again: %+v, want code_replayed", r)
+	}
+	// The same authentication asking again (its first answer lost) gets the same answer.
+	if r := e.checkFor(t, "alice", commands.FactorTOTP, right, auth); r.Result != commands.FactorOK || r.PHID != claim.PHID {
+		t.Fatalf("same code, same authentication: %+v, want ok", r)
 	}
 	// A code of the step before the accepted one is within the window but older: refused too.
 	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now().Add(-30*time.Second))); r.Result != commands.FactorReplayed {
@@ -242,14 +255,14 @@ func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
 	if n := e.remaining(t, "alice"); n != len(first)-1 {
 		t.Fatalf("remaining = %d", n)
 	}
-	// Two concurrent uses of one code: one success.
+	// Two concurrent uses of one code by two authentications: one success.
 	var wg sync.WaitGroup
 	results := make([]string, 2)
 	for i := range results {
 		wg.Go(func() {
 			var reply commands.FactorReply
 			if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsCheck,
-				commands.FactorRequest{Sub: "alice", Method: commands.FactorBackupCode, Code: first[1], StatusID: "auth-2"}, &reply); err != nil {
+				commands.FactorRequest{Sub: "alice", Method: commands.FactorBackupCode, Code: first[1], StatusID: "auth-2-" + strconv.Itoa(i)}, &reply); err != nil {
 				results[i] = err.Error()
 				return
 			}

@@ -116,6 +116,11 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		st.close()
 		return nil, fmt.Errorf("status: %w", err)
 	}
+	keySecret, err := signer.DerivedSecret("idempotency-key")
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("status: %w", err)
+	}
 	live := &natsapi.Live{NC: nc, Log: log}
 	registry := &natsapi.Registry{NC: nc, Timeout: cfg.RegistryTimeout}
 	hook := webhook.New(webhook.Config{URL: cfg.PushWebhookURL, Secret: cfg.PushWebhookSecret, Now: cfg.Clock}, log.With("component", "push-webhook"))
@@ -132,7 +137,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		MaxPushes:     cfg.MaxPushes,
 		Now:           cfg.Clock,
 		MaxAttempts:   cfg.MaxAttempts,
-		Notify:        live,
+		// Keyed ids follow the signing key, which every replica shares (MFA_SIGNING_KEY).
+		KeySecret: keySecret,
+		Notify:    live,
 		OnTransition: func(e enrollment.Enrollment, _ enrollment.State) {
 			kind := "enrollment"
 			if e.Kind == enrollment.KindAuthentication {

@@ -167,7 +167,7 @@ func (s *Service) Authenticate(ctx context.Context, sub, method, code, statusID 
 	)
 	switch method {
 	case FactorTOTP:
-		res, err = s.authenticateTOTP(ctx, sub, normaliseCode(code))
+		res, err = s.authenticateTOTP(ctx, sub, normaliseCode(code), statusID)
 	case FactorBackupCode:
 		res, err = s.useRecoveryCode(ctx, sub, code, statusID)
 	default:
@@ -184,7 +184,7 @@ func (s *Service) Authenticate(ctx context.Context, sub, method, code, statusID 
 	return Authenticated{}, err
 }
 
-func (s *Service) authenticateTOTP(ctx context.Context, sub, code string) (Authenticated, error) {
+func (s *Service) authenticateTOTP(ctx context.Context, sub, code, statusID string) (Authenticated, error) {
 	if len(code) != totp.Default.Digits || !allDigits(code) {
 		return Authenticated{}, fmt.Errorf("authenticate: %w", ErrMalformedCode)
 	}
@@ -198,6 +198,7 @@ func (s *Service) authenticateTOTP(ctx context.Context, sub, code string) (Authe
 			match    Credential
 			step     int64
 			replayed bool
+			retried  Credential
 			usable   int
 		)
 		// Every device is checked, whatever matched before it, so timing does not tell which
@@ -215,6 +216,9 @@ func (s *Service) authenticateTOTP(ctx context.Context, sub, code string) (Authe
 				return Authenticated{}, fmt.Errorf("authenticate: %w", err)
 			}
 			if st <= c.LastStep {
+				if st == c.LastStep && statusID != "" && c.LastStepFor == statusID && retried.PHID == "" {
+					retried = c // this authentication's own code, sent again
+				}
 				replayed = true
 				continue
 			}
@@ -225,12 +229,18 @@ func (s *Service) authenticateTOTP(ctx context.Context, sub, code string) (Authe
 		switch {
 		case usable == 0:
 			return Authenticated{}, fmt.Errorf("authenticate: %w", ErrNoFactor)
+		case match.PHID == "" && retried.PHID != "":
+			// The code was accepted for this very authentication and its answer was lost (a
+			// replica or node died before the authentication was written): the same answer
+			// again. It still cannot complete any other authentication.
+			return Authenticated{Method: FactorTOTP, PHID: retried.PHID}, nil
 		case match.PHID == "" && replayed:
 			return Authenticated{}, fmt.Errorf("authenticate: %w", ErrReplayed)
 		case match.PHID == "":
 			return Authenticated{}, fmt.Errorf("authenticate: %w", ErrInvalidCode)
 		}
 		match.LastStep = step
+		match.LastStepFor = statusID
 		match.LastUsedAt = now
 		updated, err := s.store.Update(ctx, match)
 		if errors.Is(err, ErrStale) {

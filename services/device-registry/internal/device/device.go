@@ -92,6 +92,10 @@ type Credential struct {
 	// LastStep is the TOTP time step of the last accepted code; codes at or below it are
 	// refused, so no code works twice.
 	LastStep int64
+	// LastStepFor is the status id of the authentication that LastStep's code completed. A
+	// retry of that same authentication with the same code (its first answer lost) is
+	// accepted again; any other use of the code is still a replay.
+	LastStepFor string
 	// CreatedAt is when the pending credential was created.
 	CreatedAt time.Time
 	// ExpiresAt is when a pending credential stops being activatable (its enrollment's

@@ -34,7 +34,10 @@ type RecoverySet struct {
 	// Hashes are HMAC-SHA256(recovery key, normalised code), one per code.
 	Hashes [][]byte
 	// Used marks the codes already spent, by index.
-	Used      []bool
+	Used []bool
+	// UsedFor is the status id of the authentication each spent code completed, by index, so
+	// that a retry of that authentication with the same code (its answer lost) succeeds again.
+	UsedFor   []string
 	CreatedAt time.Time
 	Version   uint64
 }
@@ -155,10 +158,18 @@ func (s *Service) useRecoveryCode(ctx context.Context, sub, code, statusID strin
 		for len(set.Used) < len(set.Hashes) {
 			set.Used = append(set.Used, false)
 		}
+		for len(set.UsedFor) < len(set.Hashes) {
+			set.UsedFor = append(set.UsedFor, "")
+		}
 		if set.Used[idx] {
+			if statusID != "" && set.UsedFor[idx] == statusID {
+				// Spent on this very authentication, whose answer was lost: the same answer.
+				return Authenticated{Method: FactorBackupCode, Remaining: set.Remaining()}, nil
+			}
 			return Authenticated{}, fmt.Errorf("use recovery code: %w", ErrReplayed)
 		}
 		set.Used[idx] = true
+		set.UsedFor[idx] = statusID
 		now := s.clock.Now().UTC()
 		// The spent code's hash names the fact: unique per code of every set, and one-way.
 		seed := sub + "/recovery/used/" + hex.EncodeToString(set.Hashes[idx])

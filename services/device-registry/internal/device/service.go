@@ -81,12 +81,24 @@ func NewService(store Store, sealer Sealer, clock Clock, opts ...Option) *Servic
 // CreatePending creates the credential of a new enrollment and returns its secret, the only
 // time the secret leaves the registry. A second call for the same enrollment is ErrConflict:
 // handing out a second secret would leave the user's app with one that never activates.
-func (s *Service) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (string, totp.Params, error) {
+//
+// With reissue, an existing pending credential of the enrollment gets a new secret instead (a
+// retried initiation with the same Idempotency-Key, whose first answer may never have reached
+// the user): the earlier secret stops working. Only a credential of the same user that no code
+// has claimed is reissued; any other is ErrConflict, since its secret may already be in an app.
+func (s *Service) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, reissue bool) (string, totp.Params, error) {
 	if !validID(statusID) {
 		return "", totp.Params{}, invalid("status_id is missing or malformed")
 	}
 	if sub == "" {
 		return "", totp.Params{}, invalid("sub is missing")
+	}
+	if reissue {
+		secret, params, err := s.reissue(ctx, statusID, sub, expiresAt)
+		if !errors.Is(err, ErrNotFound) {
+			return secret, params, err
+		}
+		// The first attempt never stored its credential: create it now.
 	}
 	secret, err := totp.NewSecret()
 	if err != nil {
@@ -108,9 +120,46 @@ func (s *Service) CreatePending(ctx context.Context, statusID, sub string, expir
 		ExpiresAt:    expiresAt.UTC(),
 	}
 	if _, err := s.store.Create(ctx, c); err != nil {
+		if reissue && errors.Is(err, ErrConflict) {
+			// A concurrent attempt with the same key created it first: the later answer wins.
+			return s.reissue(ctx, statusID, sub, expiresAt)
+		}
 		return "", totp.Params{}, fmt.Errorf("create pending credential for %s: %w", statusID, err)
 	}
 	return secret, c.Params, nil
+}
+
+// reissue gives the unclaimed pending credential of enrollment statusID a new secret.
+func (s *Service) reissue(ctx context.Context, statusID, sub string, expiresAt time.Time) (string, totp.Params, error) {
+	for range maxAttempts {
+		c, err := s.store.GetByStatusID(ctx, statusID)
+		if err != nil {
+			return "", totp.Params{}, fmt.Errorf("reissue %s: %w", statusID, err)
+		}
+		if c.Sub != sub || c.Verified || c.LastStep != 0 || c.DeviceID != "" {
+			return "", totp.Params{}, fmt.Errorf("reissue %s: not an unclaimed pending credential of this user: %w", statusID, ErrConflict)
+		}
+		if !c.ExpiresAt.IsZero() && !s.clock.Now().Before(c.ExpiresAt) {
+			return "", totp.Params{}, fmt.Errorf("reissue %s: %w", statusID, ErrExpired)
+		}
+		secret, err := totp.NewSecret()
+		if err != nil {
+			return "", totp.Params{}, fmt.Errorf("reissue %s: %w", statusID, err)
+		}
+		if c.SealedSecret, err = s.sealer.Seal([]byte(secret), []byte(c.PHID)); err != nil {
+			return "", totp.Params{}, fmt.Errorf("reissue %s: seal secret: %w", statusID, err)
+		}
+		if !expiresAt.IsZero() {
+			c.ExpiresAt = expiresAt.UTC()
+		}
+		if _, err := s.store.Update(ctx, c); errors.Is(err, ErrStale) {
+			continue // a concurrent verify, discard or reissue: look again
+		} else if err != nil {
+			return "", totp.Params{}, fmt.Errorf("reissue %s: %w", statusID, err)
+		}
+		return secret, c.Params, nil
+	}
+	return "", totp.Params{}, fmt.Errorf("reissue %s: %w", statusID, ErrStale)
 }
 
 // phidNamespace derives the ph_id of an enrollment's credential from its status id.

@@ -29,7 +29,7 @@ const Version = "0.1.0"
 
 // Registry is what the NATS adapter needs of the domain.
 type Registry interface {
-	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (string, totp.Params, error)
+	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, reissue bool) (string, totp.Params, error)
 	VerifyPending(ctx context.Context, statusID, sub, code string, dev device.NewDevice) (device.Claim, error)
 	Activate(ctx context.Context, statusID, sub string, claim device.Claim) (device.Credential, error)
 	DiscardPending(ctx context.Context, statusID string) error
@@ -92,7 +92,7 @@ type handlers struct {
 }
 
 func (h handlers) create(ctx context.Context, req commands.CreateCredentialRequest) (commands.CreateCredentialReply, error) {
-	secret, p, err := h.reg.CreatePending(ctx, req.StatusID, req.Sub, req.ExpiresAt)
+	secret, p, err := h.reg.CreatePending(ctx, req.StatusID, req.Sub, req.ExpiresAt, req.Reissue)
 	if err != nil {
 		return commands.CreateCredentialReply{}, toFault(err)
 	}

@@ -89,7 +89,16 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, a.Log, err)
 		return
 	}
-	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format)
+	key, _, err := httpx.IdempotencyKey(r)
+	if err != nil {
+		httpx.WriteError(w, r, a.Log, err)
+		return
+	}
+	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format, key)
+	if reused, ok := errors.AsType[*setup.ErrKeyReused](err); ok {
+		w.Header().Set("Location", "/verification-srv/verificationstatus/"+reused.StatusID)
+		err = fault.New(fault.Conflict, "this Idempotency-Key already started enrollment "+reused.StatusID+", which is now "+reused.State+"; start a new enrollment with a new key")
+	}
 	if errors.Is(err, setup.ErrUnsupportedMethod) {
 		err = fault.New(fault.NotFound, "unsupported verification type: only totp is enrolled here (recovery codes come from POST /verification-srv/backupcodes)")
 	}

@@ -31,11 +31,11 @@ func (c *Clients) ctx(ctx context.Context) (context.Context, context.CancelFunc)
 }
 
 // CreatePending implements setup.Registry.
-func (c *Clients) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (setup.Credential, error) {
+func (c *Clients) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, reissue bool) (setup.Credential, error) {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
 	var r commands.CreateCredentialReply
-	err := rpc.Call(ctx, c.NC, commands.RegistryCreateCredential, commands.CreateCredentialRequest{StatusID: statusID, Sub: sub, ExpiresAt: expiresAt}, &r)
+	err := rpc.Call(ctx, c.NC, commands.RegistryCreateCredential, commands.CreateCredentialRequest{StatusID: statusID, Sub: sub, ExpiresAt: expiresAt, Reissue: reissue}, &r)
 	return setup.Credential{Secret: r.Secret, Algorithm: r.Algorithm, Digits: r.Digits, Period: r.Period}, err
 }
 
@@ -53,4 +53,19 @@ func (c *Clients) Create(ctx context.Context, statusID, exchangeID, sub, method 
 	return rpc.Call(ctx, c.NC, commands.StatusCreate, commands.CreateEnrollmentRequest{
 		StatusID: statusID, ExchangeID: exchangeID, Sub: sub, Method: method, ExpiresAt: expiresAt,
 	}, nil)
+}
+
+// KeyedIDs implements setup.Status.
+func (c *Clients) KeyedIDs(ctx context.Context, sub, key string) (string, string, *setup.Existing, error) {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	var r commands.KeyedIDsReply
+	if err := rpc.Call(ctx, c.NC, commands.StatusKeyedIDs, commands.KeyedIDsRequest{Sub: sub, Key: key}, &r); err != nil {
+		return "", "", nil, err
+	}
+	var existing *setup.Existing
+	if r.Existing != nil {
+		existing = &setup.Existing{State: r.Existing.Status, ExpiresAt: r.Existing.ExpiresAt}
+	}
+	return r.StatusID, r.ExchangeID, existing, nil
 }

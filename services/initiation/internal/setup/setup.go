@@ -58,7 +58,9 @@ type Credential struct {
 
 // Registry creates pending credentials (the device registry, over NATS).
 type Registry interface {
-	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (Credential, error)
+	// With reissue, an unclaimed pending credential of the enrollment gets a new secret
+	// instead of a conflict (a retried keyed initiation).
+	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, reissue bool) (Credential, error)
 	// Discard destroys a pending credential whose enrollment could not be recorded.
 	Discard(ctx context.Context, statusID string) error
 }
@@ -66,6 +68,26 @@ type Registry interface {
 // Status records enrollments (the status service, over NATS).
 type Status interface {
 	Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time) error
+	// KeyedIDs derives the ids of sub's enrollment initiated with Idempotency-Key key, and
+	// returns the enrollment already stored under them, if any.
+	KeyedIDs(ctx context.Context, sub, key string) (statusID, exchangeID string, existing *Existing, err error)
+}
+
+// Existing is what a retried keyed initiation finds of the first attempt's enrollment.
+type Existing struct {
+	State     string
+	ExpiresAt time.Time
+}
+
+// ErrKeyReused: the Idempotency-Key started an enrollment that has moved on (scanned, enrolled,
+// cancelled or expired), so its secret can no longer be handed out again.
+type ErrKeyReused struct {
+	StatusID string
+	State    string
+}
+
+func (e *ErrKeyReused) Error() string {
+	return "the Idempotency-Key already started enrollment " + e.StatusID + ", which is " + e.State
 }
 
 // QR renders QR codes.
@@ -119,7 +141,13 @@ type Initiated struct {
 }
 
 // Initiate starts an enrollment of method for sub.
-func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat) (Initiated, error) {
+//
+// With an idempotency key (the Idempotency-Key header; "" for none) a retry finds the first
+// attempt's enrollment: its ids are derived from the key by the status service, every step is
+// repeated idempotently, and an enrollment still INITIATED is answered again with a new secret
+// (the first answer may never have arrived; its secret stops working). One that has moved on is
+// *ErrKeyReused. The enrollment's expiry is the first attempt's.
+func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat, key string) (Initiated, error) {
 	if !strings.EqualFold(method, MethodTOTP) {
 		return Initiated{}, ErrUnsupportedMethod
 	}
@@ -136,6 +164,20 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat)
 		ClientID:  s.ClientID,
 		Sub:       sub,
 	}
+	keyed := key != ""
+	var existing *Existing
+	if keyed {
+		var err error
+		if in.StatusID, in.ExchangeID, existing, err = s.Status.KeyedIDs(ctx, sub, key); err != nil {
+			return Initiated{}, fmt.Errorf("keyed ids: %w", err)
+		}
+		if existing != nil {
+			if existing.State != "INITIATED" {
+				return Initiated{}, &ErrKeyReused{StatusID: in.StatusID, State: existing.State}
+			}
+			in.ExpiresAt = existing.ExpiresAt
+		}
+	}
 	// The URI must fit in a QR before anything is stored: a credential and an enrollment that
 	// nobody can scan would only linger until they expire.
 	if len(s.uri(in, worstCredential)) > MaxURIBytes {
@@ -144,7 +186,7 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat)
 		}
 		return Initiated{}, ErrSubTooLong
 	}
-	cred, err := s.Registry.CreatePending(ctx, in.StatusID, sub, in.ExpiresAt)
+	cred, err := s.Registry.CreatePending(ctx, in.StatusID, sub, in.ExpiresAt, keyed)
 	if err != nil {
 		return Initiated{}, fmt.Errorf("create credential: %w", err)
 	}
@@ -153,13 +195,22 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat)
 		// The registry made a longer credential than worstCredential: a bug, but nothing is
 		// recorded yet, so the secret can still be destroyed.
 		err := fmt.Errorf("otpauth URI of %d bytes does not fit in a QR", len(in.URI))
+		if keyed {
+			return Initiated{}, err // the credential may be a retry's; its enrollment's end discards it
+		}
 		if derr := s.Registry.Discard(context.WithoutCancel(ctx), in.StatusID); derr != nil {
 			err = errors.Join(err, fmt.Errorf("discard pending credential: %w", derr))
 		}
 		return Initiated{}, err
 	}
-	// The status is recorded before we answer, so a poll right after initiation finds it.
+	// The status is recorded before we answer, so a poll right after initiation finds it. A
+	// keyed retry creates it again: the status service answers an identical create with the
+	// stored enrollment, and if the first attempt stopped before it, this one completes it.
 	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, sub, MethodTOTP, in.ExpiresAt); err != nil {
+		if keyed {
+			// Not discarded: the credential is the retried enrollment's, which may exist.
+			return Initiated{}, fmt.Errorf("record enrollment: %w", err)
+		}
 		// No enrollment will ever end for this credential, so no event will discard it:
 		// destroy the secret now. If that fails too, it can no longer be activated after
 		// expires_at, which the registry enforces.

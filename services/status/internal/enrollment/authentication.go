@@ -37,6 +37,9 @@ type NewAuthentication struct {
 	// Context is what the relying app says about the sign-in; the caller bounds its size.
 	Context map[string]string
 	TTL     time.Duration
+	// Keyed says ID and ExchangeID are KeyedIDs of an Idempotency-Key: an authentication
+	// already stored under ID is the answer, whatever its state.
+	Keyed bool
 }
 
 // StartAuthentication opens an authentication of sub (INITIATED) with its
@@ -45,6 +48,13 @@ type NewAuthentication struct {
 func (s *Service) StartAuthentication(ctx context.Context, in NewAuthentication) (Enrollment, error) {
 	if in.ID == "" || in.ExchangeID == "" || in.Sub == "" || in.Initiator == "" {
 		return Enrollment{}, fmt.Errorf("%w: id, exchange id, sub and initiator are required", ErrBadRequest)
+	}
+	if in.Keyed {
+		// A retry: the first attempt's authentication is the answer, and neither the factor
+		// check nor a second push happens again.
+		if e, ok, err := s.Keyed(ctx, in.ID, in.Sub, KindAuthentication); err != nil || ok {
+			return e, err
+		}
 	}
 	if in.Method == MethodPush {
 		return s.StartPush(ctx, in)
@@ -76,11 +86,22 @@ func (s *Service) StartAuthentication(ctx context.Context, in NewAuthentication)
 	}
 	created, err := s.Store.Create(ctx, e, msg)
 	if err != nil {
-		return Enrollment{}, err
+		return s.keyedRace(ctx, in, err)
 	}
 	s.changed(created)
 	s.entered(created, "")
 	return created, nil
+}
+
+// keyedRace answers a keyed authentication whose create lost to a concurrent attempt with the
+// same Idempotency-Key with that attempt's authentication; any other error stays.
+func (s *Service) keyedRace(ctx context.Context, in NewAuthentication, err error) (Enrollment, error) {
+	if in.Keyed && errors.Is(err, ErrConflict) {
+		if e, ok, kerr := s.Keyed(ctx, in.ID, in.Sub, KindAuthentication); kerr == nil && ok {
+			return e, nil
+		}
+	}
+	return Enrollment{}, err
 }
 
 // VerifyAuthentication finishes the authentication with exchange id exchangeID with a code:

@@ -147,7 +147,7 @@ func (s *Service) StartPush(ctx context.Context, in NewAuthentication) (Enrollme
 	}
 	created, err := s.Store.Create(ctx, e, initiated, sent)
 	if err != nil {
-		return Enrollment{}, err
+		return s.keyedRace(ctx, in, err)
 	}
 	s.changed(created)
 	s.entered(created, "")

@@ -87,6 +87,9 @@ type Service struct {
 	// OnTransition, when set, hears of every state an enrollment or authentication enters
 	// (prev is "" for a new one), after the write; for metrics.
 	OnTransition func(e Enrollment, prev State)
+	// KeySecret keys the ids of initiations sent with an Idempotency-Key (see KeyedIDs); without
+	// it keyed initiations are refused with ErrKeyedUnavailable.
+	KeySecret []byte
 	// OnActivateError, when set, hears of a device registration that failed after ENROLLED
 	// was committed (the registry completes it from the event; this is for logs).
 	OnActivateError func(statusID string, err error)

@@ -140,10 +140,19 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	if err != nil {
 		return err
 	}
-	e, err := a.Service.StartAuthentication(r.Context(), enrollment.NewAuthentication{
+	in := enrollment.NewAuthentication{
 		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: sub, Initiator: id.Sub,
 		Method: method, ClientID: id.ClientID, Context: sctx, TTL: a.verificationTTL(),
-	})
+	}
+	if key, keyed, err := httpx.IdempotencyKey(r); err != nil {
+		return err
+	} else if keyed {
+		if in.ID, in.ExchangeID, err = a.Service.KeyedIDs(enrollment.KeyScopeAuthentication(method), sub, key); err != nil {
+			return err
+		}
+		in.Keyed = true
+	}
+	e, err := a.Service.StartAuthentication(r.Context(), in)
 	if err != nil {
 		return err
 	}

@@ -205,3 +205,17 @@ func (k Keys) LogValue() slog.Value {
 	}
 	return slog.GroupValue(slog.String("signing_kid", kids[0]), slog.Any("kids", kids))
 }
+
+// DerivedSecret is a 32-byte secret derived from the signing key (the first key) for purpose,
+// so that one configured key can also key other HMACs of the status service (the ids of
+// initiations sent with an Idempotency-Key). It changes when the signing key rotates.
+func (k *Keys) DerivedSecret(purpose string) ([]byte, error) {
+	b, err := k.keys[0].priv.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("mfatoken: derive a secret: %w", err)
+	}
+	h := sha256.New()
+	h.Write([]byte("mfaflow derived secret v1\x00" + purpose + "\x00"))
+	h.Write(b)
+	return h.Sum(nil), nil
+}

@@ -143,6 +143,9 @@ func (s *Signer) check(c Claims) error {
 // It is computed once; the caller must not modify it.
 func (s *Signer) JWKS() []byte { return s.jwks }
 
+// DerivedSecret is Keys.DerivedSecret of the signer's keys.
+func (s *Signer) DerivedSecret(purpose string) ([]byte, error) { return s.keys.DerivedSecret(purpose) }
+
 // Handler serves the JWKS (GET /.well-known/jwks.json), cacheable for JWKSMaxAge.
 func (s *Signer) Handler() http.Handler {
 	cacheControl := fmt.Sprintf("public, max-age=%d", int(JWKSMaxAge/time.Second))

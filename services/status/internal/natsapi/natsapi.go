@@ -42,6 +42,19 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, log *slo
 		e, err := svc.Create(ctx, enrollment.NewEnrollment{ID: r.StatusID, ExchangeID: r.ExchangeID, Sub: r.Sub, Method: r.Method, ExpiresAt: r.ExpiresAt})
 		return ToReply(e), ToFault(err)
 	}))
+	add("keyed-ids", commands.StatusKeyedIDs, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.KeyedIDsRequest) (commands.KeyedIDsReply, error) {
+		id, exchangeID, err := svc.KeyedIDs(enrollment.KeyScopeEnrollment, r.Sub, r.Key)
+		if err != nil {
+			return commands.KeyedIDsReply{}, ToFault(err)
+		}
+		reply := commands.KeyedIDsReply{StatusID: id, ExchangeID: exchangeID}
+		e, ok, err := svc.Keyed(ctx, id, r.Sub, enrollment.KindEnrollment)
+		if ok {
+			existing := ToReply(e)
+			reply.Existing = &existing
+		}
+		return reply, ToFault(err)
+	}))
 	add("scan", commands.StatusScan, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.ScanRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.Scan(ctx, r.ExchangeID, toDevice(r.Device))
 		return ToReply(e), ToFault(err)

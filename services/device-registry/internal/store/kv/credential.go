@@ -25,6 +25,7 @@ type credentialDoc struct {
 	FriendlyName string    `json:"friendly_name,omitempty"`
 	Platform     string    `json:"platform,omitempty"`
 	LastStep     int64     `json:"last_step,omitempty"`
+	LastStepFor  string    `json:"last_step_for,omitempty"`
 	CreatedAt    time.Time `json:"created_at"`
 	ExpiresAt    time.Time `json:"expires_at,omitzero"`
 	VerifiedAt   time.Time `json:"verified_at,omitzero"`
@@ -53,6 +54,7 @@ func toDoc(c device.Credential) credentialDoc {
 		FriendlyName: c.FriendlyName,
 		Platform:     c.Platform,
 		LastStep:     c.LastStep,
+		LastStepFor:  c.LastStepFor,
 		CreatedAt:    c.CreatedAt,
 		ExpiresAt:    c.ExpiresAt,
 		VerifiedAt:   c.VerifiedAt,
@@ -81,6 +83,7 @@ func toDomain(d credentialDoc, version uint64) device.Credential {
 		FriendlyName: d.FriendlyName,
 		Platform:     d.Platform,
 		LastStep:     d.LastStep,
+		LastStepFor:  d.LastStepFor,
 		CreatedAt:    d.CreatedAt,
 		ExpiresAt:    d.ExpiresAt,
 		VerifiedAt:   d.VerifiedAt,
@@ -103,6 +106,7 @@ func tombstone(c device.Credential) credentialDoc {
 	d := toDoc(c)
 	d.SealedSecret = nil
 	d.LastStep = 0
+	d.LastStepFor = ""
 	d.PushKey = nil
 	return d
 }

@@ -41,6 +41,7 @@ type recoveryDoc struct {
 	// Hashes are hex HMAC-SHA256 values, never codes.
 	Hashes    []string  `json:"hashes"`
 	Used      []bool    `json:"used"`
+	UsedFor   []string  `json:"used_for,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -76,7 +77,7 @@ func (s *Store) GetRecoverySet(ctx context.Context, sub string) (device.Recovery
 	if d.Sub != sub {
 		return device.RecoverySet{}, fmt.Errorf("kv get recovery set: hash collision: %w", device.ErrNotFound)
 	}
-	r := device.RecoverySet{Sub: d.Sub, Used: d.Used, CreatedAt: d.CreatedAt, Version: rev}
+	r := device.RecoverySet{Sub: d.Sub, Used: d.Used, UsedFor: d.UsedFor, CreatedAt: d.CreatedAt, Version: rev}
 	for _, h := range d.Hashes {
 		b, err := hex.DecodeString(h)
 		if err != nil {
@@ -89,7 +90,7 @@ func (s *Store) GetRecoverySet(ctx context.Context, sub string) (device.Recovery
 
 // PutRecoverySet creates or compare-and-sets sub's recovery codes.
 func (s *Store) PutRecoverySet(ctx context.Context, r device.RecoverySet, msgs ...outbox.Message) (device.RecoverySet, error) {
-	d := recoveryDoc{Sub: r.Sub, Used: r.Used, CreatedAt: r.CreatedAt}
+	d := recoveryDoc{Sub: r.Sub, Used: r.Used, UsedFor: r.UsedFor, CreatedAt: r.CreatedAt}
 	for _, h := range r.Hashes {
 		d.Hashes = append(d.Hashes, hex.EncodeToString(h))
 	}

@@ -179,6 +179,7 @@ type recoveryDoc struct {
 	// Hashes are hex HMAC-SHA256 values, never codes.
 	Hashes    []string  `bson:"hashes"`
 	Used      []bool    `bson:"used"`
+	UsedFor   []string  `bson:"used_for,omitempty"`
 	CreatedAt time.Time `bson:"created_at"`
 }
 
@@ -208,7 +209,7 @@ func (s *Store) GetRecoverySet(ctx context.Context, sub string) (device.Recovery
 	if err != nil {
 		return device.RecoverySet{}, fmt.Errorf("mongodb get recovery set: %w", translate(err))
 	}
-	r := device.RecoverySet{Sub: d.Sub, Used: d.Used, CreatedAt: d.CreatedAt, Version: v}
+	r := device.RecoverySet{Sub: d.Sub, Used: d.Used, UsedFor: d.UsedFor, CreatedAt: d.CreatedAt, Version: v}
 	for _, h := range d.Hashes {
 		b, err := hex.DecodeString(h)
 		if err != nil {
@@ -221,7 +222,7 @@ func (s *Store) GetRecoverySet(ctx context.Context, sub string) (device.Recovery
 
 // PutRecoverySet creates or compare-and-sets sub's recovery codes.
 func (s *Store) PutRecoverySet(ctx context.Context, r device.RecoverySet, msgs ...outbox.Message) (device.RecoverySet, error) {
-	d := recoveryDoc{Sub: r.Sub, Used: r.Used, CreatedAt: r.CreatedAt}
+	d := recoveryDoc{Sub: r.Sub, Used: r.Used, UsedFor: r.UsedFor, CreatedAt: r.CreatedAt}
 	for _, h := range r.Hashes {
 		d.Hashes = append(d.Hashes, hex.EncodeToString(h))
 	}

@@ -76,13 +76,13 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		if _, err := s.GetRecoverySet(ctx, "alice"); !errors.Is(err, device.ErrNotFound) {
 			t.Fatalf("GetRecoverySet of a new user: %v, want ErrNotFound", err)
 		}
-		set := device.RecoverySet{Sub: "alice", Hashes: [][]byte{bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)}, Used: []bool{false, true}, CreatedAt: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+		set := device.RecoverySet{Sub: "alice", Hashes: [][]byte{bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)}, Used: []bool{false, true}, UsedFor: []string{"", "0d7c3f7e-5b1a-4c61-9f0e-2a8b6d4c1e93"}, CreatedAt: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 		created, err := s.PutRecoverySet(ctx, set)
 		if err != nil {
 			t.Fatalf("PutRecoverySet: %v", err)
 		}
 		got, err := s.GetRecoverySet(ctx, "alice")
-		if err != nil || len(got.Hashes) != 2 || !bytes.Equal(got.Hashes[1], set.Hashes[1]) || !slices.Equal(got.Used, set.Used) || !got.CreatedAt.Equal(set.CreatedAt) {
+		if err != nil || len(got.Hashes) != 2 || !bytes.Equal(got.Hashes[1], set.Hashes[1]) || !slices.Equal(got.Used, set.Used) || !slices.Equal(got.UsedFor, set.UsedFor) || !got.CreatedAt.Equal(set.CreatedAt) {
 			t.Fatalf("GetRecoverySet = %+v %v", got, err)
 		}
 		got.Used[0] = true
@@ -568,6 +568,7 @@ func Verified(c device.Credential) device.Credential {
 	c.FriendlyName = "Pixel 8 ✓"
 	c.Platform = "android"
 	c.LastStep = at.Unix() / 30
+	c.LastStepFor = "0d7c3f7e-5b1a-4c61-9f0e-2a8b6d4c1e93"
 	c.VerifiedAt = at
 	c.LastUsedAt = at.Add(time.Hour)
 	return c
@@ -639,6 +640,7 @@ func assertEqual(tb testing.TB, got, want device.Credential) {
 		{"FriendlyName", got.FriendlyName, want.FriendlyName},
 		{"Platform", got.Platform, want.Platform},
 		{"LastStep", got.LastStep, want.LastStep},
+		{"LastStepFor", got.LastStepFor, want.LastStepFor},
 		{"Version", got.Version, want.Version},
 	}
 	for _, f := range fields {
