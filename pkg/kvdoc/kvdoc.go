@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -630,18 +631,66 @@ func (r *Relay) runBatch(ctx context.Context, batch []*job) []result {
 // clear removes j's published events from its document (or purges a document marked for
 // purge) by compare-and-set on the revision the watch delivered. Losing the race is done: the
 // newer revision is on its way through the watch.
+// ClearedOf reports the revision whose outbox a record's value was cleared from, if it is a
+// value the relay wrote to clear one: its document is that revision's, unchanged, so a reader
+// that holds that revision's document need not decode this one (the status poll view).
+func ClearedOf(value []byte) (rev uint64, ok bool) {
+	if !bytes.HasPrefix(value, clearedPrefix) {
+		return 0, false
+	}
+	rest := value[len(clearedPrefix):]
+	i := bytes.IndexAny(rest, ",}")
+	if i <= 0 {
+		return 0, false
+	}
+	rev, err := strconv.ParseUint(string(rest[:i]), 10, 64)
+	return rev, err == nil
+}
+
+// clearedPrefix starts a cleared record: {"cleared":<rev>,"doc":…}. Decoders of record[T]
+// ignore the member.
+var clearedPrefix = []byte(`{"cleared":`)
+
+// Cleared is the value of record value (at revision rev) without its outbox, marked with rev
+// (see ClearedOf). Records written by Store are {"doc":…,"outbox":[…]} in that order (Go
+// marshals struct fields in order, purge is omitted when false), so the document's bytes are
+// kept as they are rather than decoded and encoded again; ",\"outbox\":[" cannot occur inside
+// the document, whose member names are its own and whose strings escape quotes. Any other shape
+// is decoded generically. ok is false for a value that is not a record.
+func Cleared(value []byte, rev uint64) ([]byte, bool) {
+	if bytes.HasPrefix(value, docPrefix) && bytes.HasSuffix(value, []byte("]}")) {
+		if i := bytes.Index(value, outboxMember); i > 0 {
+			out := make([]byte, 0, len(clearedPrefix)+20+i)
+			out = append(out, clearedPrefix...)
+			out = strconv.AppendUint(out, rev, 10)
+			out = append(out, ',')
+			out = append(out, value[1:i]...)
+			return append(out, '}'), true
+		}
+	}
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(value, &raw) != nil {
+		return nil, false
+	}
+	delete(raw, "outbox")
+	// Map keys marshal sorted, so "cleared" comes first, where ClearedOf looks for it.
+	raw["cleared"] = strconv.AppendUint(nil, rev, 10)
+	data, err := json.Marshal(raw)
+	return data, err == nil
+}
+
+var (
+	docPrefix    = []byte(`{"doc":`)
+	outboxMember = []byte(`,"outbox":[`)
+)
+
 func (r *Relay) clear(ctx context.Context, j *job) (outcome, error) {
 	var err error
 	if j.view.Purge {
 		err = r.KV.Purge(ctx, j.key, jetstream.LastRevision(j.rev))
 	} else {
-		var raw map[string]json.RawMessage
-		if json.Unmarshal(j.value, &raw) != nil {
-			return outDone, nil
-		}
-		delete(raw, "outbox")
-		data, merr := json.Marshal(raw)
-		if merr != nil {
+		data, ok := Cleared(j.value, j.rev)
+		if !ok {
 			return outDone, nil
 		}
 		_, err = r.KV.Update(ctx, j.key, data, j.rev)
