@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
@@ -25,9 +26,10 @@ type Live struct {
 	NC  *nats.Conn
 	Log *slog.Logger
 
-	mu      sync.Mutex
-	shared  *nats.Subscription
-	streams map[string]map[chan commands.EnrollmentReply]struct{}
+	mu     sync.Mutex
+	shared *nats.Subscription
+	// streams are the channels of each watched enrollment: nearly always one, so a slice.
+	streams map[string][]chan *commands.EnrollmentReply
 }
 
 var _ enrollment.Notifier = (*Live)(nil)
@@ -45,9 +47,11 @@ func (l *Live) Changed(e enrollment.Enrollment) {
 
 // Subscribe delivers announcements for one enrollment until cancel is called. The channel
 // holds a few; a slow subscriber drops announcements and catches up by re-reading the store.
+// Every subscriber of an enrollment receives the same decoded announcement, which it must not
+// modify; pointers keep an idle subscriber's channel small.
 // An id that cannot exist (see ValidID) is refused with ErrInvalidID: it never reaches the
 // server, where an oversized subject would close the whole connection.
-func (l *Live) Subscribe(statusID string) (<-chan commands.EnrollmentReply, func(), error) {
+func (l *Live) Subscribe(statusID string) (<-chan *commands.EnrollmentReply, func(), error) {
 	if !ValidID(statusID) {
 		return nil, nil, fmt.Errorf("subscribe: %w", ErrInvalidID)
 	}
@@ -68,27 +72,23 @@ func (l *Live) Subscribe(statusID string) (<-chan commands.EnrollmentReply, func
 		// streams must not have the shared subscription cut off as a slow consumer.
 		_ = sub.SetPendingLimits(-1, 64<<20)
 		l.shared = sub
-		l.streams = map[string]map[chan commands.EnrollmentReply]struct{}{}
+		l.streams = map[string][]chan *commands.EnrollmentReply{}
 	}
-	out := make(chan commands.EnrollmentReply, 8)
-	set := l.streams[statusID]
-	if set == nil {
-		set = map[chan commands.EnrollmentReply]struct{}{}
-		l.streams[statusID] = set
-	}
-	set[out] = struct{}{}
+	out := make(chan *commands.EnrollmentReply, 4)
+	l.streams[statusID] = append(l.streams[statusID], out)
 	metrics.LiveSubscribers.Inc()
 	var once sync.Once
 	return out, func() { once.Do(func() { l.remove(statusID, out); metrics.LiveSubscribers.Dec() }) }, nil
 }
 
-func (l *Live) remove(statusID string, out chan commands.EnrollmentReply) {
+func (l *Live) remove(statusID string, out chan *commands.EnrollmentReply) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	set := l.streams[statusID]
-	delete(set, out)
+	set := slices.DeleteFunc(l.streams[statusID], func(c chan *commands.EnrollmentReply) bool { return c == out })
 	if len(set) == 0 {
 		delete(l.streams, statusID)
+	} else {
+		l.streams[statusID] = set
 	}
 }
 
@@ -101,11 +101,11 @@ func (l *Live) deliver(m *nats.Msg) {
 	if len(set) == 0 {
 		return
 	}
-	var r commands.EnrollmentReply
-	if json.Unmarshal(m.Data, &r) != nil || r.ID != id {
+	r := new(commands.EnrollmentReply)
+	if json.Unmarshal(m.Data, r) != nil || r.ID != id {
 		return
 	}
-	for out := range set {
+	for _, out := range set {
 		select {
 		case out <- r:
 		default:

@@ -23,7 +23,7 @@ func TestLiveSharesOneSubscription(t *testing.T) {
 	const n = 1000
 	ids := make([]string, n)
 	cancels := make([]func(), n)
-	chans := make([]<-chan commands.EnrollmentReply, n)
+	chans := make([]<-chan *commands.EnrollmentReply, n)
 	for i := range n {
 		ids[i] = uuid.NewString()
 		ch, cancel, err := live.Subscribe(ids[i])
