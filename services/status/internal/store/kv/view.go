@@ -30,6 +30,12 @@ import (
 //   - Memory answers only while a watch is running and was started before the value was read;
 //     when the watch ends the view is emptied and every Get reads the bucket until a new watch
 //     runs. A value read from the bucket before the current watch started is not recorded.
+//   - Memory answers only while the watch is known to be current: every MaxLag/4 the view asks
+//     the bucket for its newest document revision and, once the watch has delivered it, knows
+//     that every write made before it asked is applied. Answers from memory are then at most
+//     MaxLag stale. A watch that stalls without ending (its NATS node or the bucket's leader
+//     died, and the ordered consumer has not noticed yet) stops confirming, and Gets read the
+//     bucket until it recovers, instead of serving a peer's old state for seconds.
 //   - A write that loses compare-and-set drops the entry, so the retry reads the bucket.
 //   - Unknown ids, evicted and expired entries read the bucket, which answers not-found as
 //     before.
@@ -44,13 +50,30 @@ type View struct {
 	KeepTerminal time.Duration
 	// Now is the clock for expiry and eviction; nil means time.Now.
 	Now func() time.Time
+	// MaxLag bounds how stale an answer from memory may be; 0 means DefaultMaxLag.
+	MaxLag time.Duration
+	// pause, in tests, holds the watch's deliveries back (a stalled watch).
+	pause atomic.Bool
 
 	mu      sync.RWMutex
 	gen     uint64 // changes whenever the watch starts or ends
 	synced  bool   // a watch is running
 	entries map[string]viewEntry
 
+	// applied is the newest revision the watch has delivered (or, at its start, the newest
+	// revision before it, which it never delivers and which held values already include).
+	applied atomic.Uint64
+	// confirmed is the wall time (unix ns) before which every document write is applied.
+	confirmed atomic.Int64
+	// probe is the freshness question in flight: once applied reaches seq, confirmed is at.
+	probe atomic.Pointer[freshnessProbe]
+
 	hits, misses atomic.Uint64
+}
+
+type freshnessProbe struct {
+	seq uint64
+	at  int64
 }
 
 type viewEntry struct {
@@ -63,6 +86,7 @@ type viewEntry struct {
 const (
 	DefaultViewCap      = 100_000
 	DefaultKeepTerminal = 2 * time.Minute
+	DefaultMaxLag       = time.Second
 )
 
 var _ enrollment.Store = (*View)(nil)
@@ -87,6 +111,13 @@ func (v *View) capacity() int {
 		return v.Cap
 	}
 	return DefaultViewCap
+}
+
+func (v *View) maxLag() time.Duration {
+	if v.MaxLag > 0 {
+		return v.MaxLag
+	}
+	return DefaultMaxLag
 }
 
 func (v *View) keepTerminal() time.Duration {
@@ -119,18 +150,36 @@ func (v *View) Run(ctx context.Context, ready chan<- struct{}) {
 }
 
 func (v *View) watch(ctx context.Context, prune <-chan time.Time, ready chan<- struct{}) error {
-	w, err := v.store.kv.Watch(ctx, DocFilter, jetstream.UpdatesOnly())
+	// The watch starts right after the newest document write: it delivers every later one, and
+	// the earlier ones are in whatever a bucket read after this point returns.
+	qctx, cancel := context.WithTimeout(ctx, v.maxLag())
+	start, err := v.store.lastDocRevision(qctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	opt := jetstream.UpdatesOnly()
+	if start > 0 {
+		opt = jetstream.ResumeFromRevision(start + 1)
+	}
+	w, err := v.store.kv.Watch(ctx, DocFilter, opt)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = w.Stop() }()
-	// The consumer exists now: every write after this point reaches the watch, and a bucket
-	// read that starts after this point is at least as new as the watch's starting point.
+	// The consumer exists now: every write after start reaches the watch, and a bucket read
+	// that starts after this point is at least as new as start.
 	v.reset(true)
 	defer v.reset(false)
+	v.applied.Store(start)
+	v.probe.Store(nil)
+	v.confirmed.Store(time.Now().UnixNano())
 	if ready != nil {
 		close(ready)
 	}
+	pctx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	go v.probeFreshness(pctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,10 +191,64 @@ func (v *View) watch(ctx context.Context, prune <-chan time.Time, ready chan<- s
 				return errors.New("view: watch closed")
 			}
 			if entry != nil {
+				for v.pause.Load() && ctx.Err() == nil {
+					time.Sleep(time.Millisecond) // tests only: a stalled watch
+				}
 				v.apply(entry)
+				v.advance(entry.Revision())
 			}
 		}
 	}
+}
+
+// probeFreshness asks, every MaxLag/4, for the bucket's newest document revision; the watch
+// confirms the view current as of the question once it has delivered that revision.
+func (v *View) probeFreshness(ctx context.Context) {
+	t := time.NewTicker(v.maxLag() / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		at := time.Now().UnixNano()
+		qctx, cancel := context.WithTimeout(ctx, v.maxLag())
+		seq, err := v.store.lastDocRevision(qctx)
+		cancel()
+		if err != nil {
+			continue // no confirmation: memory stops answering once MaxLag has passed
+		}
+		p := &freshnessProbe{seq: seq, at: at}
+		v.probe.Store(p)
+		if v.applied.Load() >= seq && v.probe.CompareAndSwap(p, nil) {
+			v.confirm(at)
+		}
+	}
+}
+
+// advance records that the watch delivered revision rev.
+func (v *View) advance(rev uint64) {
+	if rev > v.applied.Load() {
+		v.applied.Store(rev) // only the watch goroutine writes it
+	}
+	if p := v.probe.Load(); p != nil && rev >= p.seq && v.probe.CompareAndSwap(p, nil) {
+		v.confirm(p.at)
+	}
+}
+
+func (v *View) confirm(at int64) {
+	for {
+		cur := v.confirmed.Load()
+		if at <= cur || v.confirmed.CompareAndSwap(cur, at) {
+			return
+		}
+	}
+}
+
+// current reports whether the view is confirmed current within MaxLag.
+func (v *View) current() bool {
+	return time.Now().UnixNano()-v.confirmed.Load() <= int64(v.maxLag())
 }
 
 // reset empties the view and starts a new generation: values read before it are not recorded.
@@ -301,7 +404,7 @@ func (v *View) Stats() (hits, misses uint64) { return v.hits.Load(), v.misses.Lo
 func (v *View) lookup(id string) (enrollment.Enrollment, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	if !v.synced {
+	if !v.synced || !v.current() {
 		return enrollment.Enrollment{}, false
 	}
 	ent, ok := v.entries[id]

@@ -19,13 +19,16 @@ import (
 )
 
 // runningView opens a store on a fresh server and a view in front of it whose watch runs.
-func runningView(t *testing.T, srv *natstest.Server) *kv.View {
+func runningView(t *testing.T, srv *natstest.Server, tune ...func(*kv.View)) *kv.View {
 	t.Helper()
 	s, err := kv.Open(context.Background(), srv.JetStream(t), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	v := kv.NewView(s)
+	for _, f := range tune {
+		f(v)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	ready := make(chan struct{})
@@ -320,4 +323,56 @@ func TestViewFollowsTheRelaysClear(t *testing.T) {
 	if _, err := v.Update(ctx, got); err != nil {
 		t.Fatalf("a write at the view's revision after the clear: %v", err)
 	}
+}
+
+// A watch that stalls without ending (its node died and the ordered consumer has not noticed)
+// must not leave the view answering a peer's old state: once it cannot confirm that it is
+// current for MaxLag, Gets read the bucket; when the watch delivers again, memory answers again.
+func TestViewStopsAnsweringFromAStalledWatch(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Start(t)
+	const maxLag = 200 * time.Millisecond
+	v := runningView(t, srv, func(v *kv.View) { v.MaxLag = maxLag })
+	other, err := kv.Open(ctx, srv.JetStream(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := v.Create(ctx, newEnrollment(time.Now().UTC()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.PauseWatch(true)
+	next := e
+	next.State, next.Seq = enrollment.Cancelled, 2
+	if _, err := other.Update(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	written := time.Now()
+	natstest.Eventually(t, 5*time.Second, func() error {
+		got, err := v.Get(ctx, e.ID)
+		if err != nil {
+			return err
+		}
+		if got.State != enrollment.Cancelled {
+			return errors.New("the stalled view still answers " + string(got.State))
+		}
+		return nil
+	})
+	// Bounded by MaxLag plus a probe interval and scheduling, not by the consumer's own
+	// heartbeat timeout (seconds).
+	if lag := time.Since(written); lag > 4*maxLag+time.Second {
+		t.Fatalf("the stalled view answered the old state for %v", lag)
+	}
+	v.PauseWatch(false)
+	natstest.Eventually(t, 5*time.Second, func() error {
+		hits, _ := v.Stats()
+		got, err := v.Get(ctx, e.ID)
+		if err != nil {
+			return err
+		}
+		if h, _ := v.Stats(); h != hits+1 || got.State != enrollment.Cancelled {
+			return errors.New("memory does not answer again after the watch recovered")
+		}
+		return nil
+	})
 }
