@@ -518,3 +518,43 @@ func natsEventually(t *testing.T, f func() error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestPushKeyedRetry: a push sign-in retried with the same Idempotency-Key on the other status
+// replica answers the same authentication and number; the phone gets one challenge, and the
+// authentication's events are those of one push.
+func TestPushKeyedRetry(t *testing.T) {
+	w := startPushWorld(t, nil)
+	alice := w.token(t, "alice", "", "")
+	dev := w.enrollPushDevice(t, alice)
+	phone := login(t, w.bridge2, dev)
+	type pushStart struct {
+		authInitiation
+		Number string `json:"number"`
+	}
+	start := func(st *harness.Stack) pushStart {
+		r := st.Do(t, http.MethodPost, "/verification-srv/authentication/push/initiation", alice, nil, "Idempotency-Key", "push-retry-1")
+		var out pushStart
+		if err := json.Unmarshal(r.Body, &out); r.Status != http.StatusOK || err != nil {
+			t.Fatalf("keyed push initiation: %d %s", r.Status, r.Body)
+		}
+		return out
+	}
+	first := start(&harness.Stack{URL: w.status2})
+	retry := start(w.Stack)
+	if retry.StatusID != first.StatusID || retry.Number != first.Number || len(first.Number) != 2 {
+		t.Fatalf("retry on the other replica: %+v, first %+v", retry, first)
+	}
+	ch := nextChallenge(t, phone)
+	if ch.ChallengeID != first.ExchangeID.ExchangeID {
+		t.Fatalf("challenge %s, want %s", ch.ChallengeID, first.ExchangeID.ExchangeID)
+	}
+	if ack, err := phone.Respond(testCtx(t), ch.ChallengeID, protocol.DecisionApprove, first.Number, ""); err != nil || ack.Status != "AUTHENTICATED" {
+		t.Fatalf("approve: %+v %v", ack, err)
+	}
+	w.rec.WaitTypes(t, first.StatusID, events.VerificationInitiated, events.PushSent, events.PushAcknowledged, events.VerificationSucceeded)
+	select {
+	case extra := <-phone.Challenges():
+		t.Fatalf("a second challenge reached the phone: %+v (first %s)", extra, first.ExchangeID.ExchangeID)
+	default:
+	}
+}

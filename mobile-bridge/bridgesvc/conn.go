@@ -49,6 +49,13 @@ type conn struct {
 
 	// replaced is set when a newer session of the device took over; the read loop then stops.
 	replaced atomic.Bool
+
+	// pushed are the last challenges written to this connection, so that one that reaches it
+	// twice (the status service sent it live while the login's pending lookup also found it) is
+	// written once.
+	pushedMu sync.Mutex
+	pushed   [8]string
+	pushedAt int
 }
 
 func newConn(s *Service, ws *websocket.Conn, remote string) *conn {

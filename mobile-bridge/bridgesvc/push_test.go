@@ -234,6 +234,27 @@ func TestPushDelivery(t *testing.T) {
 			t.Fatalf("deliver without a session: %v, want unavailable", err)
 		}
 	})
+	t.Run("OnceWhenPendingAndLive", func(t *testing.T) {
+		// A challenge created while the device logs in reaches the connection twice, from the
+		// login's pending lookup and live; the device gets it once. A later one still arrives.
+		env := bridgetest.Start(t, bridgesvc.Config{})
+		key := device(t, env, phID)
+		ch := challenge("ch-1")
+		env.Status.AddChallenge(ch)
+		ws := dialLogin(t, env, key, phID)
+		wantChallenge(t, read(t, ws), ch) // from the pending lookup
+		ctx, cancel := context.WithTimeout(context.Background(), readWait)
+		defer cancel()
+		nc := env.NATS.Connect(t)
+		if d, err := bridgetest.Deliver(ctx, nc, phID, ch.PushChallenge); err != nil || !d.Delivered {
+			t.Fatalf("live delivery of the same challenge: %+v, %v", d, err)
+		}
+		next := challenge("ch-2")
+		if d, err := bridgetest.Deliver(ctx, nc, phID, next.PushChallenge); err != nil || !d.Delivered {
+			t.Fatalf("deliver: %+v, %v", d, err)
+		}
+		wantChallenge(t, read(t, ws), next) // not ch-1 again
+	})
 	t.Run("PendingOnLogin", func(t *testing.T) {
 		env := bridgetest.Start(t, bridgesvc.Config{})
 		key := device(t, env, phID)

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -335,6 +336,14 @@ func (c *conn) deliverPending(sess *session) {
 }
 
 func (c *conn) push(ch commands.PushChallenge) error {
+	c.pushedMu.Lock()
+	if slices.Contains(c.pushed[:], ch.ChallengeID) {
+		c.pushedMu.Unlock()
+		return nil // already on the device
+	}
+	c.pushed[c.pushedAt] = ch.ChallengeID
+	c.pushedAt = (c.pushedAt + 1) % len(c.pushed)
+	c.pushedMu.Unlock()
 	return c.write(protocol.PushChallenge{
 		Type: protocol.TypePushChallenge, ChallengeID: ch.ChallengeID,
 		Numbers: ch.Numbers, Context: ch.Context, ExpiresAt: ch.ExpiresAt,
