@@ -101,12 +101,17 @@ const ClaimTimeout = 30 * time.Second
 
 // Open returns the collection name of db with the relay's pending index and the given indexes,
 // created if missing (creating an existing index again is a no-op, so every replica may call
-// it at start-up).
+// it at start-up, and a restarted one again).
 func Open(ctx context.Context, db *mongo.Database, name string, indexes ...mongo.IndexModel) (*Collection, error) {
 	coll := db.Collection(name)
 	models := append([]mongo.IndexModel{{Keys: bson.D{{Key: fieldPending, Value: 1}}, Options: options.Index().SetName("pending")}}, indexes...)
-	if _, err := coll.Indexes().CreateMany(ctx, models); err != nil {
-		return nil, fmt.Errorf("mongodb indexes of %s: %w", name, err)
+	// One index per command: FerretDB v1 drops the connection (a panic in its handler) on a
+	// createIndexes that names two or more indexes which all exist already, i.e. on every start
+	// after the first.
+	for _, m := range models {
+		if _, err := coll.Indexes().CreateOne(ctx, m); err != nil {
+			return nil, fmt.Errorf("mongodb indexes of %s: %w", name, err)
+		}
 	}
 	c := &Collection{Coll: coll, wake: make(chan struct{}, 1)}
 	ferret, err := IsFerretDB(ctx, db)

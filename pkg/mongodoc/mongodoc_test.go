@@ -15,6 +15,9 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 type doc struct {
@@ -44,6 +47,23 @@ func runRelay(t *testing.T, r *mongodoc.Relay) (stop func()) {
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	return stop
+}
+
+// TestOpenAgain: a replica that starts again opens the collection and its existing indexes
+// again (FerretDB v1 used to drop the connection when one command re-created several).
+func TestOpenAgain(t *testing.T) {
+	db := mongotest.Database(t)
+	unique := mongo.IndexModel{Keys: bson.D{{Key: mongodoc.DocField("name"), Value: 1}}, Options: options.Index().SetName("name").SetUnique(true)}
+	plain := mongo.IndexModel{Keys: bson.D{{Key: mongodoc.DocField("gc_at"), Value: 1}}, Options: options.Index().SetName("gc_at")}
+	for i := range 3 {
+		c, err := mongodoc.Open(t.Context(), db, "docs", unique, plain)
+		if err != nil {
+			t.Fatalf("open %d: %v", i+1, err)
+		}
+		if _, err := mongodoc.New[doc](c).Create(t.Context(), fmt.Sprint(i), doc{Name: fmt.Sprint(i)}); err != nil {
+			t.Fatalf("create after open %d: %v", i+1, err)
+		}
+	}
 }
 
 func TestStoreCompareAndSet(t *testing.T) {
