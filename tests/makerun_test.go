@@ -9,10 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 )
 
 // TestMakeRunOnMongo runs `MFA_STORE=mongo make run` as a developer does, without
@@ -85,9 +86,9 @@ func TestMakeRunOnMongo(t *testing.T) {
 			t.Fatalf("second run: the first run's enrollment = %d %s, want INITIATED", code, b)
 		}
 		out.interrupt(t)
-		t.Logf("run %d of make run:\n%s", run, out)
+		t.Logf("run %d of make run:\n%s", run, out.String())
 		if !strings.Contains(out.String(), "FerretDB (tools/ferretdb") {
-			t.Errorf("run %d: make run did not say it started FerretDB:\n%s", run, out)
+			t.Errorf("run %d: make run did not say it started FerretDB:\n%s", run, out.String())
 		}
 		if pids := processesWith(filepath.Join(dataDir, "ferretdb")); len(pids) > 0 {
 			t.Fatalf("run %d: ferretdb still running after Ctrl-C: pids %v", run, pids)
@@ -98,24 +99,11 @@ func TestMakeRunOnMongo(t *testing.T) {
 	}
 }
 
-// makeRunProc is a running `make run`.
+// makeRunProc is a running `make run` with its output.
 type makeRunProc struct {
+	testkit.LogBuffer
 	cmd  *exec.Cmd
 	done chan struct{}
-	mu   sync.Mutex
-	buf  bytes.Buffer
-}
-
-func (p *makeRunProc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.buf.Write(b)
-}
-
-func (p *makeRunProc) String() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.buf.String()
 }
 
 // makeRun starts `make run` in its own process group and waits until the stack answers.
@@ -125,7 +113,7 @@ func makeRun(t *testing.T, env []string, base string) *makeRunProc {
 	p.cmd = exec.Command("make", "--no-print-directory", "run")
 	p.cmd.Dir = ".."
 	p.cmd.Env = env
-	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.Stdout, p.cmd.Stderr = &p.LogBuffer, &p.LogBuffer
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -146,11 +134,11 @@ func makeRun(t *testing.T, env []string, base string) *makeRunProc {
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("make run exited before the stack was up:\n%s", p)
+			t.Fatalf("make run exited before the stack was up:\n%s", p.String())
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(end) {
-			t.Fatalf("make run: no healthy stack within 5 min:\n%s", p)
+			t.Fatalf("make run: no healthy stack within 5 min:\n%s", p.String())
 		}
 	}
 }
@@ -165,7 +153,7 @@ func (p *makeRunProc) interrupt(t *testing.T) {
 	select {
 	case <-p.done:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("make run still running 30 s after Ctrl-C:\n%s", p)
+		t.Fatalf("make run still running 30 s after Ctrl-C:\n%s", p.String())
 	}
 }
 
