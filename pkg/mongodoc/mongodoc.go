@@ -23,6 +23,7 @@
 package mongodoc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -90,9 +91,10 @@ func Connect(ctx context.Context, uri string) (*mongo.Client, *mongo.Database, e
 // through a Store on it wake the relay of this process at once, so a local write is relayed
 // without waiting for the next poll.
 type Collection struct {
-	Coll   *mongo.Collection
-	claims *mongo.Collection // nil where filtered updates are atomic
-	wake   chan struct{}
+	Coll         *mongo.Collection
+	claims       *mongo.Collection // nil where filtered updates are atomic
+	claimTimeout time.Duration     // 0: ClaimTimeout
+	wake         chan struct{}
 }
 
 // ClaimTimeout is how old a version claim must be before another writer takes it over (see
@@ -155,7 +157,7 @@ func (c *Collection) lock(ctx context.Context, id string, next int64) (unlock fu
 			return nil, fmt.Errorf("mongodb claim %s: %w", key, err)
 		}
 		var held claim
-		if attempt > 0 || c.claims.FindOne(ctx, bson.D{{Key: fieldID, Value: key}}).Decode(&held) != nil || time.Since(held.At) < ClaimTimeout {
+		if attempt > 0 || c.claims.FindOne(ctx, bson.D{{Key: fieldID, Value: key}}).Decode(&held) != nil || time.Since(held.At) < cmp.Or(c.claimTimeout, ClaimTimeout) {
 			return nil, ErrStale
 		}
 		// Left by a writer that died: take it over.
@@ -171,17 +173,20 @@ func (c *Collection) Wake() {
 	}
 }
 
-// message is an outbox entry as stored.
+// message is an outbox entry as stored. At is when it was written, by the writer's clock, for
+// the relay lag metric (absent in entries written before it existed).
 type message struct {
-	ID      string `bson:"id"`
-	Subject string `bson:"subject"`
-	Data    []byte `bson:"data"`
+	ID      string    `bson:"id"`
+	Subject string    `bson:"subject"`
+	Data    []byte    `bson:"data"`
+	At      time.Time `bson:"at,omitempty"`
 }
 
 func toMessages(msgs []outbox.Message) []message {
+	now := time.Now()
 	out := make([]message, len(msgs))
 	for i, m := range msgs {
-		out[i] = message{ID: m.ID, Subject: m.Subject, Data: m.Data}
+		out[i] = message{ID: m.ID, Subject: m.Subject, Data: m.Data, At: now}
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,6 +18,13 @@ import (
 )
 
 // Relay publishes the outbox of every pending document of a collection to JetStream.
+//
+// Every replica runs one per collection, and one of them relays at a time: the holder of the
+// collection's lease (see LeaseCollection), renewed every LeaseTTL/3 and taken over by another
+// replica when it has not moved for LeaseTTL (a killed holder) or at once when its holder let it
+// go (a clean stop). The others only watch the lease. A holder that cannot renew stops relaying
+// after LeaseTTL/2, before anyone can take over; passes in flight at a takeover may still overlap
+// the new holder's, and the stream's dedupe stores such events once.
 //
 // It finds its work through the index on the pending field (FerretDB has no change streams,
 // and polling an index is cheap where there is little to do): a pass reads up to a batch of
@@ -28,8 +36,8 @@ import (
 // else wait for the poll interval or a wake-up from a local write.
 //
 // A message the stream keeps refusing parks its document for ParkRetry once it has failed for
-// ParkAfter, so it delays only its own document. Several replicas may relay the same
-// collection: they publish some events twice, which the stream's dedupe absorbs.
+// ParkAfter, so it delays only its own document. A write through another replica wakes that
+// replica's relay, not the holder: the holder finds it at its next poll.
 type Relay struct {
 	C   *Collection
 	JS  jetstream.JetStream
@@ -42,7 +50,16 @@ type Relay struct {
 	ParkRetry time.Duration
 	// DepthEvery is how often the outbox depth is logged while it is not zero; 0 means 1 min.
 	DepthEvery time.Duration
+	// LeaseTTL as in the type comment; 0 means DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// Owner names this relay in the lease; "" means host, pid and a random part.
+	Owner string
+
+	relayed atomic.Int64
 }
+
+// Relayed is the number of events this relay has published.
+func (r *Relay) Relayed() int64 { return r.relayed.Load() }
 
 // Defaults of Relay.
 const (
@@ -82,11 +99,16 @@ func (r *Relay) Depth(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Run relays until ctx ends. Errors of a pass are logged and the pass is tried again.
+// Run relays, while this replica holds the collection's lease, until ctx ends; then it lets the
+// lease go. Errors of a pass are logged and the pass is tried again.
 func (r *Relay) Run(ctx context.Context) error {
 	if r.Log == nil {
 		r.Log = slog.New(slog.DiscardHandler)
 	}
+	l := newLease(r.C, cmp.Or(r.Owner, newOwner()), cmp.Or(r.LeaseTTL, DefaultLeaseTTL))
+	kept := make(chan struct{})
+	go func() { defer close(kept); r.keep(ctx, l) }()
+	defer func() { <-kept; l.release() }()
 	poll := time.NewTicker(cmp.Or(r.Poll, DefaultPoll))
 	defer poll.Stop()
 	depth := time.NewTicker(cmp.Or(r.DepthEvery, time.Minute))
@@ -94,16 +116,18 @@ func (r *Relay) Run(ctx context.Context) error {
 	holds := map[string]*hold{}
 	failing := false
 	for {
-		more, err := r.pass(ctx, holds)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil && !failing {
-			r.Log.Warn("relay: reading pending documents failed; retrying", "collection", r.C.Coll.Name(), "err", err)
-		}
-		failing = err != nil
-		if more && err == nil {
-			continue
+		if l.held(time.Now()) {
+			more, err := r.pass(ctx, holds)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil && !failing {
+				r.Log.Warn("relay: reading pending documents failed; retrying", "collection", r.C.Coll.Name(), "err", err)
+			}
+			failing = err != nil
+			if more && err == nil {
+				continue
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -111,10 +135,16 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-r.C.wake:
 		case <-poll.C:
 		case <-depth.C:
-			if n, err := r.Depth(ctx); err == nil {
-				metrics.OutboxPending.WithLabelValues(r.C.Coll.Name()).Set(float64(n))
+			// The holder reports the depth and the others 0, so a sum over replicas is the depth.
+			var n int64
+			if l.held(time.Now()) {
+				var err error
+				if n, err = r.Depth(ctx); err != nil {
+					continue
+				}
 			}
-			if n, err := r.Depth(ctx); err == nil && n > 0 {
+			metrics.OutboxPending.WithLabelValues(r.C.Coll.Name()).Set(float64(n))
+			if n > 0 {
 				r.Log.Info("relay: outbox depth", "collection", r.C.Coll.Name(), "pending_documents", n, "parked", countParked(holds))
 			}
 		}
@@ -214,6 +244,10 @@ func (r *Relay) relay(ctx context.Context, d pendingDoc) error {
 		cancel()
 		if err != nil {
 			return fmt.Errorf("publish %s (%s): %w", m.ID, m.Subject, err)
+		}
+		r.relayed.Add(1)
+		if !m.At.IsZero() {
+			metrics.RelayLag.WithLabelValues(r.C.Coll.Name()).Observe(time.Since(m.At).Seconds())
 		}
 	}
 	// Published events are cleared even when ctx ends now, so a stopping relay leaves no
