@@ -389,3 +389,48 @@ func gathered(t *testing.T, name string) float64 {
 	}
 	return 0
 }
+
+// TestRelayChangeStream: where the server has change streams (a MongoDB replica set in
+// MFA_MONGODB_URI), a write of another replica, which does not wake this relay, is relayed at
+// once although the relay polls once an hour; where it has none (FerretDB) the relay says it
+// polls, and relays such a write at its next poll.
+func TestRelayChangeStream(t *testing.T) {
+	ctx := t.Context()
+	js, published := eventStream(t)
+	db := mongotest.Database(t)
+	c, err := mongodoc.Open(ctx, db, "docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ferret, err := mongodoc.IsFerretDB(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll := time.Hour
+	if ferret {
+		poll = 50 * time.Millisecond
+	}
+	r := &mongodoc.Relay{C: c, JS: js, Log: slog.New(slog.DiscardHandler), Poll: poll}
+	runRelay(t, r)
+	var open bool
+	natstest.Eventually(t, 10*time.Second, func() error {
+		var known bool
+		if open, known = r.ChangeStream(); !known {
+			return errors.New("the relay has not tried a change stream yet")
+		}
+		return nil
+	})
+	if ferret && open {
+		t.Fatal("a change stream is open on FerretDB, which has none")
+	}
+	t.Logf("server: FerretDB %v, change stream open %v", ferret, open)
+	// Another replica's handle on the same collection: its write wakes only its own relay.
+	other, err := mongodoc.Open(ctx, db, "docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mongodoc.New[doc](other).Create(ctx, "elsewhere", doc{}, msg("elsewhere")); err != nil {
+		t.Fatal(err)
+	}
+	published.Wait(t, 10*time.Second, "elsewhere")
+}

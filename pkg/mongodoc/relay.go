@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
@@ -26,8 +27,10 @@ import (
 // after LeaseTTL/2, before anyone can take over; passes in flight at a takeover may still overlap
 // the new holder's, and the stream's dedupe stores such events once.
 //
-// It finds its work through the index on the pending field (FerretDB has no change streams,
-// and polling an index is cheap where there is little to do): a pass reads up to a batch of
+// It finds its work through the index on the pending field, polled (cheap where there is little
+// to do) and, where the server has change streams (a MongoDB replica set; not FerretDB), also
+// woken by a change stream on the collection, so that other replicas' writes go out at once
+// rather than at the next poll: a pass reads up to a batch of
 // pending documents, publishes each document's events in order with Nats-Msg-Id = event id
 // (so a repeated publish is stored once), then clears the outbox by compare-and-set on the
 // version it read, without bumping it. A clear that loses to a newer write drops nothing: the
@@ -56,6 +59,21 @@ type Relay struct {
 	Owner string
 
 	relayed atomic.Int64
+	stream  atomic.Int32 // streamUnknown, streamOpen or streamNone
+}
+
+// States of a relay's change stream.
+const (
+	streamUnknown = iota
+	streamOpen
+	streamNone
+)
+
+// ChangeStream reports whether the relay is woken by a change stream (true) or polls alone
+// (false, the server refused one); ok is false while it does not know yet.
+func (r *Relay) ChangeStream() (open, ok bool) {
+	st := r.stream.Load()
+	return st == streamOpen, st != streamUnknown
 }
 
 // Relayed is the number of events this relay has published.
@@ -106,9 +124,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		r.Log = slog.New(slog.DiscardHandler)
 	}
 	l := newLease(r.C, cmp.Or(r.Owner, newOwner()), cmp.Or(r.LeaseTTL, DefaultLeaseTTL))
-	kept := make(chan struct{})
+	kept, watched := make(chan struct{}), make(chan struct{})
 	go func() { defer close(kept); r.keep(ctx, l) }()
-	defer func() { <-kept; l.release() }()
+	go func() { defer close(watched); r.watch(ctx) }()
+	defer func() { <-watched; <-kept; l.release() }()
 	poll := time.NewTicker(cmp.Or(r.Poll, DefaultPoll))
 	defer poll.Stop()
 	depth := time.NewTicker(cmp.Or(r.DepthEvery, time.Minute))
@@ -147,6 +166,62 @@ func (r *Relay) Run(ctx context.Context) error {
 			if n > 0 {
 				r.Log.Info("relay: outbox depth", "collection", r.C.Coll.Name(), "pending_documents", n, "parked", countParked(holds))
 			}
+		}
+	}
+}
+
+// changeStreamsOff makes the polling fallback one log line per process, not one per collection.
+var changeStreamsOff sync.Once
+
+// watch wakes the relay on every insert, update or replace in the collection through a change
+// stream, until ctx ends. A server that answers the first one with an error (FerretDB has none,
+// a standalone mongod neither) leaves the relay to its polling, said once per process. A stream
+// that breaks later, or a first one that fails on the network, is opened again with back-off.
+func (r *Relay) watch(ctx context.Context) {
+	match := mongo.Pipeline{{{Key: "$match", Value: bson.D{{Key: "operationType", Value: bson.D{{Key: "$in", Value: bson.A{"insert", "update", "replace"}}}}}}}}
+	wait := 100 * time.Millisecond
+	backoff := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+		return true
+	}
+	for {
+		cs, err := r.C.Coll.Watch(ctx, match)
+		var refused mongo.ServerError
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && errors.As(err, &refused) && r.stream.Load() != streamOpen:
+			r.stream.Store(streamNone)
+			changeStreamsOff.Do(func() {
+				r.Log.Info("mongodb: no change streams on this server; the outbox relays poll their pending index",
+					"first_collection", r.C.Coll.Name(), "every", cmp.Or(r.Poll, DefaultPoll), "reason", err)
+			})
+			return
+		case err != nil:
+			r.Log.Warn("relay: opening a change stream failed; polling meanwhile", "collection", r.C.Coll.Name(), "err", err, "in", wait)
+			if !backoff() {
+				return
+			}
+			continue
+		}
+		r.stream.Store(streamOpen)
+		for cs.Next(ctx) {
+			r.C.Wake()
+			wait = 100 * time.Millisecond
+		}
+		err = cs.Err()
+		_ = cs.Close(context.WithoutCancel(ctx))
+		if ctx.Err() != nil {
+			return
+		}
+		r.Log.Warn("relay: change stream ended; opening another, polling meanwhile", "collection", r.C.Coll.Name(), "err", err, "in", wait)
+		if !backoff() {
+			return
 		}
 	}
 }
