@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/mfaflow/mfaflow/pkg/metrics"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -288,7 +289,13 @@ func (r *Relay) pass(ctx context.Context, holds map[string]*hold) (more bool, er
 		}
 		if !h.parked && now.Sub(h.failedSince) >= cmp.Or(r.ParkAfter, DefaultParkAfter) {
 			h.parked = true
-			r.Log.Error("relay: document parked; its events wait, the others go on", "collection", r.C.Coll.Name(), "id", d.ID, "err", errs[i])
+			level := slog.LevelError
+			if natsx.IsTransient(errs[i]) {
+				// The stream is out of reach (a node down, a leader election), not refusing this
+				// message: every document waits alike and goes out when it is back (as pkg/kvdoc).
+				level = slog.LevelWarn
+			}
+			r.Log.Log(ctx, level, "relay: document parked; its events wait, the others go on", "collection", r.C.Coll.Name(), "id", d.ID, "err", errs[i])
 		}
 		if h.parked {
 			h.until = now.Add(cmp.Or(r.ParkRetry, DefaultParkRetry))
