@@ -32,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -154,7 +155,7 @@ func (c *Collection) lock(ctx context.Context, id string, next int64) (unlock fu
 			return func() { _, _ = c.claims.DeleteOne(context.WithoutCancel(ctx), bson.D{{Key: fieldID, Value: key}}) }, nil
 		}
 		if !mongo.IsDuplicateKeyError(err) {
-			return nil, fmt.Errorf("mongodb claim %s: %w", key, err)
+			return nil, transient(fmt.Errorf("mongodb claim %s: %w", key, err))
 		}
 		var held claim
 		if attempt > 0 || c.claims.FindOne(ctx, bson.D{{Key: fieldID, Value: key}}).Decode(&held) != nil || time.Since(held.At) < cmp.Or(c.claimTimeout, ClaimTimeout) {
@@ -163,6 +164,16 @@ func (c *Collection) lock(ctx context.Context, id string, next int64) (unlock fu
 		// Left by a writer that died: take it over.
 		_, _ = c.claims.DeleteOne(ctx, bson.D{{Key: fieldID, Value: key}, {Key: "at", Value: held.At}})
 	}
+}
+
+// transient marks err with fault.ErrTransient when the driver says the server was out of reach
+// for a moment (a timeout, a lost connection, no server to select), so that transports answer
+// `unavailable` (retry) rather than `internal`.
+func transient(err error) error {
+	if mongo.IsTimeout(err) || mongo.IsNetworkError(err) {
+		return fmt.Errorf("%w: %w", fault.ErrTransient, err)
+	}
+	return err
 }
 
 // Wake tells the relay that there may be new events.
@@ -226,7 +237,7 @@ func (s *Store[T]) Get(ctx context.Context, id string) (T, uint64, error) {
 		return rec.Doc, 0, ErrNotFound
 	}
 	if err != nil {
-		return rec.Doc, 0, fmt.Errorf("mongodb get %s: %w", id, err)
+		return rec.Doc, 0, transient(fmt.Errorf("mongodb get %s: %w", id, err))
 	}
 	return rec.Doc, uint64(rec.V), nil
 }
@@ -242,7 +253,7 @@ func (s *Store[T]) Find(ctx context.Context, filter bson.D, limit int64) ([]Vers
 	}
 	cur, err := s.C.Coll.Find(ctx, f, opts)
 	if err != nil {
-		return nil, fmt.Errorf("mongodb find: %w", err)
+		return nil, transient(fmt.Errorf("mongodb find: %w", err))
 	}
 	defer func() { _ = cur.Close(context.WithoutCancel(ctx)) }()
 	var out []Versioned[T]
@@ -254,7 +265,7 @@ func (s *Store[T]) Find(ctx context.Context, filter bson.D, limit int64) ([]Vers
 		out = append(out, Versioned[T]{ID: rec.ID, Version: uint64(rec.V), Doc: rec.Doc})
 	}
 	if err := cur.Err(); err != nil {
-		return nil, fmt.Errorf("mongodb find: %w", err)
+		return nil, transient(fmt.Errorf("mongodb find: %w", err))
 	}
 	return out, nil
 }
@@ -270,7 +281,7 @@ func (s *Store[T]) Create(ctx context.Context, id string, doc T, msgs ...outbox.
 		if mongo.IsDuplicateKeyError(err) {
 			return 0, ErrExists
 		}
-		return 0, fmt.Errorf("mongodb insert %s: %w", id, err)
+		return 0, transient(fmt.Errorf("mongodb insert %s: %w", id, err))
 	}
 	if rec.Pending {
 		s.C.Wake()
@@ -315,7 +326,7 @@ func (s *Store[T]) write(ctx context.Context, id string, version uint64, doc T, 
 		if mongo.IsDuplicateKeyError(err) {
 			return 0, ErrExists
 		}
-		return 0, fmt.Errorf("mongodb update %s: %w", id, err)
+		return 0, transient(fmt.Errorf("mongodb update %s: %w", id, err))
 	}
 	if res.MatchedCount == 0 {
 		// The cold path: say whether it is gone or changed.

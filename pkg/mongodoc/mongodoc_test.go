@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/mongodoc"
 	"github.com/mfaflow/mfaflow/pkg/mongotest"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
@@ -75,6 +76,24 @@ func TestOpenAgain(t *testing.T) {
 		if _, err := mongodoc.New[doc](c).Create(t.Context(), fmt.Sprint(i), doc{Name: fmt.Sprint(i)}); err != nil {
 			t.Fatalf("create after open %d: %v", i+1, err)
 		}
+	}
+}
+
+// TestTransientErrors: a driver error that says the server was out of reach for a moment (here a
+// deadline) carries fault.ErrTransient, so transports answer unavailable; a refusal does not.
+func TestTransientErrors(t *testing.T) {
+	s := mongodoc.New[doc](open(t))
+	ctx, cancel := context.WithTimeout(t.Context(), time.Nanosecond)
+	defer cancel()
+	<-ctx.Done()
+	if _, _, err := s.Get(ctx, "a"); !errors.Is(err, fault.ErrTransient) {
+		t.Fatalf("Get past its deadline: %v, want fault.ErrTransient in the chain", err)
+	}
+	if _, err := s.Create(ctx, "a", doc{}); !errors.Is(err, fault.ErrTransient) {
+		t.Fatalf("Create past its deadline: %v, want fault.ErrTransient in the chain", err)
+	}
+	if _, err := s.Update(t.Context(), "missing", 1, doc{}); errors.Is(err, fault.ErrTransient) || !errors.Is(err, mongodoc.ErrNotFound) {
+		t.Fatalf("Update of a missing document: %v, want ErrNotFound only", err)
 	}
 }
 
