@@ -3,6 +3,8 @@ package tests_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -27,26 +29,60 @@ import (
 	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
 	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/mongotest"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The soak: a 3-node NATS JetStream cluster and two replicas of every service, each a process
-// of its own, N users enrolling through the companion protocol and signing in with TOTP, while
-// one replica of every service and one NATS node are killed with SIGKILL and started again.
-// `make test` runs a short version; `make soak` (MFA_SOAK=long) a longer one with two rounds of
-// kills. MFA_SOAK_FLOWS overrides the number of flows.
+// of its own, N users enrolling a push-capable device through the companion protocol, signing
+// in with TOTP and then by push, while one replica of every service and one NATS node are killed
+// with SIGKILL and started again. It runs once per storage backend: the JetStream KV buckets,
+// and MongoDB (MFA_STORE=mongo on MFA_MONGODB_URI, a fresh database per run, else an embedded
+// FerretDB, as in tests/mongo_test.go). `make test` runs a short version; `make soak`
+// (MFA_SOAK=long) a longer one with two rounds of kills. MFA_SOAK_FLOWS overrides the number of
+// flows of both backends.
 
 // soakPlan is the shape of one run.
 type soakPlan struct {
 	flows, workers, rounds int
+	runFor                 time.Duration // bound of the flows' phase
 }
 
-func soakPlanFromEnv(t *testing.T) soakPlan {
-	p := soakPlan{flows: 24, workers: 8, rounds: 1}
+// soakBackend is a storage backend the soak runs on.
+type soakBackend struct {
+	name string
+	// env gives the services' variables for it; called once per run.
+	env func(t *testing.T) []string
+}
+
+var soakBackends = []soakBackend{
+	{name: "KV", env: func(*testing.T) []string { return []string{"MFA_STORE=nats"} }},
+	{name: "Mongo", env: func(t *testing.T) []string {
+		// A fresh database per run (dropped at its end) on the server tests/mongo_test.go uses.
+		return []string{"MFA_STORE=mongo", "MFA_MONGODB_URI=" + mongotest.DatabaseURI(t)}
+	}},
+}
+
+// soakPlanFromEnv sizes the run of one backend. The short run on MongoDB is half the KV one:
+// FerretDB on SQLite serialises writes and makes `make test` slower per flow.
+func soakPlanFromEnv(t *testing.T, backend string) soakPlan {
+	p := soakPlan{flows: 24, workers: 8, rounds: 1, runFor: 5 * time.Minute}
+	if backend == "Mongo" {
+		p.flows, p.workers = 12, 6
+	}
 	if os.Getenv("MFA_SOAK") == "long" {
-		p = soakPlan{flows: 400, workers: 24, rounds: 2}
+		p = soakPlan{flows: 400, workers: 24, rounds: 2, runFor: 15 * time.Minute}
+		if backend == "Mongo" {
+			// FerretDB v1 on SQLite (the test server) pushes only a filter on _id alone down to
+			// SQLite and applies any other ({_id, v}, pending, exchange_id) in Go over a scan of
+			// the collection, so a flow costs more the more flows came before, and it serialises
+			// writes: 400 flows at 24 at once queued commands past their 5 s deadline
+			// and 400 at 8 at once took 10.6 min with FerretDB saturating both cores. 150 flows at
+			// 8 at once keep the same topology and kills, and its figures a measure of the code.
+			p.flows, p.workers = 150, 8
+		}
 	}
 	if s := os.Getenv("MFA_SOAK_FLOWS"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -202,7 +238,7 @@ func baseURL(p *proc) string { return strings.TrimSuffix(p.health, "/healthz") }
 
 // call makes one HTTP request and sorts the outcome: nil with the status and body for an answer
 // the caller handles, errRetry for a documented transient failure, an error otherwise.
-func (w *soakWorld) call(ctx context.Context, method, url, token string, body any) (int, []byte, error) {
+func (w *soakWorld) call(ctx context.Context, method, url, token, idemKey string, body any) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -213,6 +249,9 @@ func (w *soakWorld) call(ctx context.Context, method, url, token string, body an
 		return 0, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
+	if idemKey != "" {
+		req.Header.Set("Idempotency-Key", idemKey)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -267,6 +306,24 @@ func (w *soakWorld) retrying(ctx context.Context, step string, f func() error) e
 	}
 }
 
+// initiate POSTs body to path on either of replicas until it is answered 200, decoded into
+// out. Every attempt carries the same fresh Idempotency-Key, as a client that retries an
+// initiation whose answer it did not get should: the retry answers the same enrollment or
+// authentication.
+func (w *soakWorld) initiate(ctx context.Context, step string, replicas []*proc, path, tok string, body, out any) error {
+	key := crand.Text()
+	return w.retrying(ctx, step, func() error {
+		code, b, err := w.call(ctx, http.MethodPost, baseURL(pick(replicas))+path, tok, key, body)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("%d %s", code, b)
+		}
+		return json.Unmarshal(b, out)
+	})
+}
+
 // bridgeErr sorts a companion error: retry for a documented transient one.
 func (w *soakWorld) bridgeErr(err error) error {
 	var be *companion.BridgeError
@@ -296,9 +353,9 @@ func (w *soakWorld) bridgeErr(err error) error {
 
 // flowResult is what one user's enrollment and sign-in ended in.
 type flowResult struct {
-	sub, enrollStatusID, phid, authStatusID string
-	enrolled, authenticated                 string // final states as the status service says
-	err                                     error
+	sub, enrollStatusID, phid, authStatusID, pushStatusID string
+	enrolled, authenticated, pushed                       string // final states as the status service says
+	err                                                   error
 }
 
 func (w *soakWorld) token(sub string) string {
@@ -313,7 +370,7 @@ func (w *soakWorld) token(sub string) string {
 func (w *soakWorld) pollState(ctx context.Context, tok, statusID string) (statusResponse, error) {
 	var s statusResponse
 	err := w.retrying(ctx, "poll", func() error {
-		code, b, err := w.call(ctx, http.MethodGet, baseURL(pick(w.status))+"/verification-srv/verificationstatus/"+statusID, tok, nil)
+		code, b, err := w.call(ctx, http.MethodGet, baseURL(pick(w.status))+"/verification-srv/verificationstatus/"+statusID, tok, "", nil)
 		if err != nil {
 			return err
 		}
@@ -331,18 +388,10 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 	tok := w.token(res.sub)
 	fail := func(err error) flowResult { res.err = err; return res }
 
-	// 1. Initiate over HTTP against either initiation replica.
+	// 1. Initiate over HTTP against either initiation replica, with one idempotency key for
+	// every attempt.
 	var in initiateResponse
-	if err := w.retrying(ctx, "initiate", func() error {
-		code, b, err := w.call(ctx, http.MethodPost, baseURL(pick(w.initiation))+"/verification-srv/v2/setup/initiate/totp?qr=none", tok, nil)
-		if err != nil {
-			return err
-		}
-		if code != http.StatusOK {
-			return fmt.Errorf("%d %s", code, b)
-		}
-		return json.Unmarshal(b, &in)
-	}); err != nil {
+	if err := w.initiate(ctx, "initiate", w.initiation, "/verification-srv/v2/setup/initiate/totp?qr=none", tok, nil, &in); err != nil {
 		return fail(err)
 	}
 	res.enrollStatusID = in.StatusID
@@ -352,7 +401,16 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 		return fail(err)
 	}
 
-	// 2. Scan and enroll over either bridge replica, dialling again after a lost connection.
+	// 2. Scan and enroll over either bridge replica with a device key (push-capable), dialling
+	// again after a lost connection.
+	key, err := companion.NewDeviceKey()
+	if err != nil {
+		return fail(err)
+	}
+	jwk, err := companion.PublicJWK(&key.PublicKey)
+	if err != nil {
+		return fail(err)
+	}
 	dev := protocol.Device{DeviceID: fmt.Sprintf("soak-phone-%03d", i), Name: "Soak phone", Platform: "ios"}
 	var ack protocol.Ack
 	tries := 0
@@ -367,12 +425,12 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 		defer c.Close()
 		if _, err := c.Scan(dctx, e.ExchangeID, dev); err != nil {
 			var be *companion.BridgeError
-			if tries > 1 && errors.As(err, &be) && be.Code == "conflict" {
-				// An earlier attempt may have enrolled before its answer was lost.
-				if s, perr := w.pollState(ctx, tok, in.StatusID); perr == nil && s.Status == "ENROLLED" {
+			if errors.As(err, &be) && be.Code == "conflict" {
+				s, done, err := w.afterConflict(ctx, tok, in.StatusID, "ENROLLED", err)
+				if done {
 					ack = protocol.Ack{Status: s.Status, PHID: s.PHID}
-					return nil
 				}
+				return err
 			}
 			return w.bridgeErr(err)
 		}
@@ -381,10 +439,17 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 			return err
 		}
 		w.stats.remember("", code)
-		ack, err = c.Enroll(dctx, e.ExchangeID, code)
+		ack, err = c.EnrollWithKey(dctx, e.ExchangeID, code, &jwk)
 		if err := w.bridgeErr(err); err != nil {
 			var be *companion.BridgeError
-			if tries > 1 && errors.As(err, &be) && (be.Code == "conflict" || be.Code == "invalid_code") {
+			if errors.As(err, &be) && be.Code == "conflict" {
+				s, done, err := w.afterConflict(ctx, tok, in.StatusID, "ENROLLED", err)
+				if done {
+					ack = protocol.Ack{Status: s.Status, PHID: s.PHID}
+				}
+				return err
+			}
+			if tries > 1 && errors.As(err, &be) && be.Code == "invalid_code" {
 				// An earlier attempt may have enrolled before its answer was lost.
 				s, perr := w.pollState(ctx, tok, in.StatusID)
 				if perr == nil && s.Status == "ENROLLED" {
@@ -405,12 +470,13 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 
 	// 3. The device is in the registry (through either replica) before the sign-in uses it.
 	if err := w.retrying(ctx, "device listed", func() error {
-		code, b, err := w.call(ctx, http.MethodGet, baseURL(pick(w.registry))+"/device-srv/devices", tok, nil)
+		code, b, err := w.call(ctx, http.MethodGet, baseURL(pick(w.registry))+"/device-srv/devices", tok, "", nil)
 		if err != nil {
 			return err
 		}
 		var devices []struct {
 			PHID string `json:"ph_id"`
+			Push bool   `json:"push"`
 		}
 		if code != http.StatusOK || json.Unmarshal(b, &devices) != nil {
 			return fmt.Errorf("devices: %d %s", code, b)
@@ -418,8 +484,8 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 		if len(devices) == 0 {
 			return errRetry{"device not registered yet"}
 		}
-		if len(devices) != 1 || devices[0].PHID != res.phid {
-			return fmt.Errorf("devices = %s, want only %s", b, res.phid)
+		if len(devices) != 1 || devices[0].PHID != res.phid || !devices[0].Push {
+			return fmt.Errorf("devices = %s, want only %s, push-capable", b, res.phid)
 		}
 		return nil
 	}); err != nil {
@@ -429,17 +495,8 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 	// 4. Sign in: start an authentication on either status replica, verify with the code of the
 	// next TOTP step (one step ahead is accepted, and it is later than the enrollment's).
 	var ai authInitiation
-	if err := w.retrying(ctx, "sign-in initiation", func() error {
-		code, b, err := w.call(ctx, http.MethodPost, baseURL(pick(w.status))+"/verification-srv/authentication/totp/initiation", tok,
-			map[string]string{"usage_type": "MULTIFACTOR_AUTHENTICATION"})
-		if err != nil {
-			return err
-		}
-		if code != http.StatusOK {
-			return fmt.Errorf("%d %s", code, b)
-		}
-		return json.Unmarshal(b, &ai)
-	}); err != nil {
+	if err := w.initiate(ctx, "sign-in initiation", w.status, "/verification-srv/authentication/totp/initiation", tok,
+		map[string]string{"usage_type": "MULTIFACTOR_AUTHENTICATION"}, &ai); err != nil {
 		return fail(err)
 	}
 	res.authStatusID = ai.StatusID
@@ -463,7 +520,7 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 			return err
 		}
 		w.stats.remember("", pass)
-		code, b, err := w.call(ctx, http.MethodPost, baseURL(pick(w.status))+"/verification-srv/authentication/totp/verification", tok,
+		code, b, err := w.call(ctx, http.MethodPost, baseURL(pick(w.status))+"/verification-srv/authentication/totp/verification", tok, "",
 			map[string]string{"exchange_id": ai.ExchangeID.ExchangeID, "pass_code": pass})
 		if err != nil {
 			return err
@@ -471,7 +528,11 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 		if code == http.StatusOK {
 			return nil
 		}
-		if tries > 1 && (code == http.StatusConflict || code == http.StatusBadRequest) {
+		if code == http.StatusConflict {
+			_, _, err := w.afterConflict(ctx, tok, ai.StatusID, "AUTHENTICATED", fmt.Errorf("%d %s", code, b))
+			return err
+		}
+		if tries > 1 && code == http.StatusBadRequest {
 			// An earlier attempt may have authenticated before its answer was lost.
 			s, perr := w.pollState(ctx, tok, ai.StatusID)
 			if perr == nil && s.Status == "AUTHENTICATED" {
@@ -491,7 +552,12 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 		return fail(err)
 	}
 
-	// 5. Both status objects say where the flow ended, on whichever status replica answers. A
+	// 5. Sign in again, by push.
+	if err := w.pushSignIn(ctx, tok, soakDevice{phid: res.phid, key: key}, &res); err != nil {
+		return fail(err)
+	}
+
+	// 6. The status objects say where the flow ended, on whichever status replica answers. A
 	// replica answers polls from a view that follows the bucket, so it may lag its peer's write
 	// for a moment: poll until the state arrives, a bounded wait whose length is reported.
 	var err2 error
@@ -501,10 +567,186 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 	if res.authenticated, err2 = w.settled(ctx, tok, res.authStatusID, "AUTHENTICATED"); err2 != nil {
 		return fail(err2)
 	}
+	if res.pushed, err2 = w.settled(ctx, tok, res.pushStatusID, "AUTHENTICATED"); err2 != nil {
+		return fail(err2)
+	}
 	return res
 }
 
-// settled polls statusID until it is want or 15 s have passed, and returns the last state.
+// soakDevice is an enrolled push-capable companion.
+type soakDevice struct {
+	phid string
+	key  *ecdsa.PrivateKey
+}
+
+// challengeWait is how long a logged-in companion waits for a challenge it expects before it
+// logs in again on a new connection. A challenge can miss a live session: when it went out while
+// the session's bridge replica had lost its NATS node, or its bridge replica died. The bridge
+// sends a device's open challenges at every login (PROTOCOL.md §10), so logging in again gets it.
+const challengeWait = 5 * time.Second
+
+// soakCompanion plays a push-capable companion app: it keeps one logged-in session on a bridge
+// replica and, as PROTOCOL.md §10 asks, dials again (any replica) and logs in again whenever the
+// connection is lost.
+type soakCompanion struct {
+	w    *soakWorld
+	dev  soakDevice
+	c    *companion.Client // nil while not logged in
+	seen map[string]protocol.PushChallenge
+}
+
+// session returns the logged-in connection, dialling and logging in first if there is none.
+func (s *soakCompanion) session(ctx context.Context) (*companion.Client, error) {
+	if s.c != nil {
+		select {
+		case <-s.c.Done():
+			s.drop()
+		default:
+			return s.c, nil
+		}
+	}
+	err := s.w.retrying(ctx, "push login", func() error {
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		c, err := companion.Dial(dctx, baseURL(pick(s.w.bridge)))
+		if err != nil {
+			return s.w.bridgeErr(err)
+		}
+		ack, err := c.Login(dctx, s.dev.phid, s.dev.key)
+		if err != nil {
+			_ = c.Close()
+			return s.w.bridgeErr(err)
+		}
+		if ack.PHID != s.dev.phid {
+			_ = c.Close()
+			return fmt.Errorf("login ack %+v", ack)
+		}
+		s.c = c
+		return nil
+	})
+	return s.c, err
+}
+
+// drop closes the session; the next call logs in again.
+func (s *soakCompanion) drop() {
+	if s.c != nil {
+		_ = s.c.Close()
+		s.c = nil
+	}
+}
+
+// challenge returns the challenge with id once it has arrived. When the connection ends, or the
+// challenge has not come within challengeWait, it drops the session and answers errRetry: the
+// next attempt logs in again, and the login delivers the open challenges.
+func (s *soakCompanion) challenge(ctx context.Context, id string) (protocol.PushChallenge, error) {
+	if ch, ok := s.seen[id]; ok {
+		return ch, nil
+	}
+	c, err := s.session(ctx)
+	if err != nil {
+		return protocol.PushChallenge{}, err
+	}
+	timer := time.NewTimer(challengeWait)
+	defer timer.Stop()
+	for {
+		select {
+		case ch := <-c.Challenges():
+			s.seen[ch.ChallengeID] = ch
+			if ch.ChallengeID == id {
+				return ch, nil
+			}
+		case <-c.Done():
+			s.drop()
+			return protocol.PushChallenge{}, errRetry{"bridge connection lost (log in again)"}
+		case <-timer.C:
+			s.drop()
+			return protocol.PushChallenge{}, errRetry{fmt.Sprintf("no challenge within %v (log in again for the open ones)", challengeWait)}
+		case <-ctx.Done():
+			return protocol.PushChallenge{}, ctx.Err()
+		}
+	}
+}
+
+// pushSignIn signs the user in by push: the companion logs in on either bridge replica, the
+// sign-in starts on either status replica (one idempotency key for every attempt), and the
+// companion approves it with the number the sign-in page shows.
+func (w *soakWorld) pushSignIn(ctx context.Context, tok string, dev soakDevice, res *flowResult) error {
+	phone := &soakCompanion{w: w, dev: dev, seen: map[string]protocol.PushChallenge{}}
+	defer phone.drop()
+	// A companion app keeps its session; the challenge then arrives live.
+	if _, err := phone.session(ctx); err != nil {
+		return err
+	}
+	var in struct {
+		authInitiation
+		Number string `json:"number"`
+	}
+	if err := w.initiate(ctx, "push initiation", w.status, "/verification-srv/authentication/push/initiation", tok,
+		map[string]any{"context": map[string]string{"app": "soak"}}, &in); err != nil {
+		return err
+	}
+	res.pushStatusID = in.StatusID
+	return w.retrying(ctx, "push answer", func() error {
+		ch, err := phone.challenge(ctx, in.ExchangeID.ExchangeID)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(ch.Numbers, in.Number) {
+			return fmt.Errorf("challenge numbers %v do not hold the page's %s", ch.Numbers, in.Number)
+		}
+		c, err := phone.session(ctx)
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		ack, err := c.Respond(rctx, ch.ChallengeID, protocol.DecisionApprove, in.Number, "")
+		if err == nil {
+			if ack.Status != "AUTHENTICATED" {
+				return fmt.Errorf("push answer ack %+v", ack)
+			}
+			return nil
+		}
+		var be *companion.BridgeError
+		if errors.As(err, &be) && be.Code == "conflict" {
+			_, _, err := w.afterConflict(ctx, tok, in.StatusID, "AUTHENTICATED", err)
+			return err
+		}
+		if c.Err() != nil {
+			phone.drop()
+		}
+		return w.bridgeErr(err)
+	})
+}
+
+// openStates are the states an enrollment or authentication can still leave.
+var openStates = map[string]bool{"INITIATED": true, "SCANNED": true, "PUSH_ACKNOWLEDGED": true, "ALLOWED": true}
+
+// afterConflict does what the API documents for a conflict: read the status. done says the flow
+// got there (an earlier attempt went through before its answer was lost); a status still open
+// means the write lost a race that did not change the outcome (on FerretDB, a version claim that
+// a killed replica left holds the document's next version for a while), so the attempt is
+// retried; anything else is err, the conflict itself.
+func (w *soakWorld) afterConflict(ctx context.Context, tok, statusID, done string, err error) (statusResponse, bool, error) {
+	s, perr := w.pollState(ctx, tok, statusID)
+	switch {
+	case perr != nil:
+		return s, false, err
+	case s.Status == done:
+		return s, true, nil
+	case openStates[s.Status]:
+		return s, false, errRetry{"conflict while the status is open (read it, retry)"}
+	}
+	return s, false, err
+}
+
+// settledWait bounds how long a poll may lag an answered state. A KV poll view whose watch
+// stalled after its NATS node died once lagged 14.7 s; it now reads the bucket when it cannot
+// confirm it is current within a second, and what remains is the bucket's own leader election.
+// The longest lag is reported.
+const settledWait = 15 * time.Second
+
+// settled polls statusID until it is want or settledWait has passed, and returns the last state.
 func (w *soakWorld) settled(ctx context.Context, tok, statusID, want string) (string, error) {
 	start := time.Now()
 	for {
@@ -512,7 +754,7 @@ func (w *soakWorld) settled(ctx context.Context, tok, statusID, want string) (st
 		if err != nil {
 			return "", err
 		}
-		if s.Status == want || time.Since(start) > 15*time.Second {
+		if s.Status == want || time.Since(start) > settledWait {
 			if lag := time.Since(start); s.Status == want && lag > 0 {
 				w.stats.lag(lag)
 			}
@@ -530,19 +772,27 @@ func (w *soakWorld) settled(ctx context.Context, tok, statusID, want string) (st
 // TestSoak: see the comment at the top of this file.
 func TestSoak(t *testing.T) {
 	if testing.Short() {
-		t.Skip("soak: skipped with -short (it builds and starts 11 processes); make test runs its short version and make soak the full one")
+		t.Skip("soak: skipped with -short (it builds and starts 11 processes per backend); make test runs its short version and make soak the full one")
 	}
-	plan := soakPlanFromEnv(t)
 	began := time.Now()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
+	bin := filepath.Join(t.TempDir(), "bin")
 	build := exec.Command("go", "build", "-o", bin+"/", "./services/initiation", "./services/status",
 		"./services/device-registry", "./mobile-bridge", "./tests/cmd/natsnode")
 	build.Dir = ".."
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	built := time.Now()
+	t.Logf("soak: build %v", time.Since(began).Round(time.Millisecond))
+	for _, b := range soakBackends {
+		t.Run(b.name, func(t *testing.T) { runSoak(t, bin, b, soakPlanFromEnv(t, b.name)) })
+	}
+}
+
+// runSoak runs the topology of the binaries in bin on backend b and checks the outcome.
+func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
+	began := time.Now()
+	dir := t.TempDir()
+	storeEnv := b.env(t) // before the processes' cleanup, so the database goes after them
 
 	// Three NATS nodes with routes to each other.
 	const nodes = 3
@@ -601,6 +851,7 @@ func TestSoak(t *testing.T) {
 		"MFA_NATS_URL="+strings.Join(clientURLs, ","), "MFA_NATS_REPLICAS=3", "MFA_JWT_SECRET="+string(w.jwtKey),
 		"MFA_SECRET_KEY="+secretKey, "MFA_SIGNING_KEY="+signingKey, "MFA_PUBLIC_URL=http://"+addr["mobile-bridge"][0],
 		"MFA_POLL_RATE=0", "MFA_COMMAND_TIMEOUT=5s", "MFA_LOG_LEVEL=info")
+	env = append(env, storeEnv...)
 	for _, svc := range []string{"initiation", "status", "device-registry", "mobile-bridge"} {
 		for r, a := range addr[svc] {
 			p := &proc{
@@ -633,7 +884,7 @@ func TestSoak(t *testing.T) {
 	// The run: workers take flows in order; at fixed points of progress the chaos kills one
 	// replica of each service and one NATS node, and later starts them again, while the other
 	// workers keep going.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), plan.runFor)
 	defer cancel()
 	results := make([]flowResult, plan.flows)
 	next := make(chan int)
@@ -689,7 +940,7 @@ func TestSoak(t *testing.T) {
 	flowsDone := time.Now()
 
 	// Every flow ends in its right state.
-	enrolled, authenticated := 0, 0
+	enrolled, authenticated, pushed := 0, 0, 0
 	want := map[events.Type]map[string]bool{}
 	expect := func(typ events.Type, subject string) {
 		if want[typ] == nil {
@@ -715,12 +966,20 @@ func TestSoak(t *testing.T) {
 		} else {
 			t.Errorf("%s: authentication %s is %s, want AUTHENTICATED", r.sub, r.authStatusID, r.authenticated)
 		}
+		if r.pushed == "AUTHENTICATED" {
+			pushed++
+		} else {
+			t.Errorf("%s: push authentication %s is %s, want AUTHENTICATED", r.sub, r.pushStatusID, r.pushed)
+		}
 		expect(events.EnrollmentInitiated, r.enrollStatusID)
 		expect(events.EnrollmentScanned, r.enrollStatusID)
 		expect(events.EnrollmentEnrolled, r.enrollStatusID)
 		expect(events.DeviceRegistered, r.phid)
 		expect(events.VerificationInitiated, r.authStatusID)
 		expect(events.VerificationSucceeded, r.authStatusID)
+		for _, typ := range []events.Type{events.VerificationInitiated, events.PushSent, events.PushAcknowledged, events.VerificationSucceeded} {
+			expect(typ, r.pushStatusID)
+		}
 	}
 
 	// Every fact's event is on MFA_EVENTS exactly once: wait until each expected one has
@@ -772,13 +1031,25 @@ func TestSoak(t *testing.T) {
 		byFact[string(e.Type)+" "+e.subject()]++
 		byType[e.Type]++
 	}
-	// Facts no flow asked for: an initiation retried after its answer was lost makes another
-	// enrollment (the API has no idempotency key), which is reported, not an error.
+	// Facts no flow asked for: an initiation retried after its answer was lost would make
+	// another enrollment or authentication without the idempotency key (and a second push
+	// cancels the first).
 	extra := map[events.Type]int{}
 	for _, e := range all {
 		if !want[e.Type][e.subject()] && e.Type != events.VerificationFailed {
 			extra[e.Type]++
 		}
+	}
+	// Every initiation carries an Idempotency-Key, reused on its retries: exactly one
+	// enrollment per flow and one authentication per sign-in, however many answers were lost.
+	if len(extra) > 0 {
+		t.Errorf("events for facts no flow asked for: %v, want none (initiations are idempotent)", extra)
+	}
+	if n := byType[events.EnrollmentInitiated]; n != plan.flows {
+		t.Errorf("%d %s events, want %d (one per flow)", n, events.EnrollmentInitiated, plan.flows)
+	}
+	if n := byType[events.VerificationInitiated]; n != 2*plan.flows {
+		t.Errorf("%d %s events, want %d (a TOTP and a push sign-in per flow)", n, events.VerificationInitiated, 2*plan.flows)
 	}
 	for id, n := range byID {
 		if n > 1 {
@@ -831,7 +1102,7 @@ func TestSoak(t *testing.T) {
 			}
 		}
 		for _, c := range w.stats.codes {
-			if strings.Contains(s, `"`+c+`"`) || strings.Contains(s, "="+c) || strings.Contains(s, ": "+c) {
+			if logHoldsCode(s, c) {
 				t.Errorf("%s log holds a TOTP code", p.name)
 			}
 		}
@@ -855,7 +1126,8 @@ func TestSoak(t *testing.T) {
 
 	// The figures.
 	var f strings.Builder
-	fmt.Fprintf(&f, "soak: %d flows by %d workers: %d ENROLLED, %d AUTHENTICATED\n", plan.flows, plan.workers, enrolled, authenticated)
+	fmt.Fprintf(&f, "soak on %s: %d flows by %d workers: %d ENROLLED, %d AUTHENTICATED by TOTP, %d AUTHENTICATED by push\n",
+		b.name, plan.flows, plan.workers, enrolled, authenticated, pushed)
 	fmt.Fprintf(&f, "  kills: %d (SIGKILL) in %d round(s):\n", kills.Load(), plan.rounds)
 	for _, c := range chaos {
 		fmt.Fprintf(&f, "    %s\n", c)
@@ -885,9 +1157,28 @@ func TestSoak(t *testing.T) {
 	}
 	fmt.Fprintf(&f, "  undocumented answers: %d; ERROR log lines: %d; no secret in %d KB of logs of %d processes\n",
 		len(w.stats.undocumented), errorLines, logBytes/1024, len(logs))
-	fmt.Fprintf(&f, "  time: build %v, start-up %v, flows %v, total %v\n", built.Sub(began).Round(time.Millisecond),
-		up.Sub(built).Round(time.Millisecond), flowsDone.Sub(up).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+	fmt.Fprintf(&f, "  time: start-up %v, flows %v, total %v (without the build)\n",
+		up.Sub(began).Round(time.Millisecond), flowsDone.Sub(up).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 	t.Log("\n" + f.String())
+}
+
+// logHoldsCode reports whether log holds code as a value: quoted, or after "=" or ": " and not
+// followed by more of a word (the six digits that start a UUID such as conn=123456ab-… are not
+// the code).
+func logHoldsCode(log, code string) bool {
+	for _, prefix := range []string{`"`, "=", ": "} {
+		for rest := log; ; {
+			i := strings.Index(rest, prefix+code)
+			if i < 0 {
+				break
+			}
+			rest = rest[i+len(prefix)+len(code):]
+			if rest == "" || !strings.ContainsAny(rest[:1], "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func names(ps []*proc) string {
@@ -962,4 +1253,20 @@ func readAllEvents(ctx context.Context, js jetstream.JetStream) ([]soakEvent, er
 		}
 	}
 	return out, nil
+}
+
+func TestLogHoldsCode(t *testing.T) {
+	for log, want := range map[string]bool{
+		`msg=x code=123456 next=1`:        true,
+		`{"code":"123456"}`:               true,
+		`err: 123456`:                     true,
+		`msg=x code=123456`:               true,
+		`conn=123456ab-0000-4000-8000-00`: false,
+		`id=1234567`:                      false,
+		`remote=127.0.0.1:123456`:         false,
+	} {
+		if got := logHoldsCode(log, "123456"); got != want {
+			t.Errorf("logHoldsCode(%q) = %v, want %v", log, got, want)
+		}
+	}
 }

@@ -61,6 +61,11 @@ func (c Code) Status() int {
 // Known reports whether c is one of the codes above.
 func (c Code) Known() bool { _, ok := statuses[c]; return ok }
 
+// ErrTransient marks the error of a dependency that was out of reach for a moment (a store's
+// timeout or lost connection) rather than refusing: transports answer it Unavailable (retry),
+// never Internal. Stores wrap their driver's error with it; pkg/natsx.IsTransient is NATS's own.
+var ErrTransient = errors.New("out of reach for a moment")
+
 // Error is an error with a stable code and a message safe to show a client.
 type Error struct {
 	Code    Code

@@ -64,8 +64,8 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, fe *fault.Error) {
 // server fault: it is logged at debug level, not as an error or warning.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	fe := fault.From(err)
-	if fe.Code == fault.Internal && natsx.IsTransient(err) {
-		// A store on JetStream with a node down or a leader being elected: retry, not a bug.
+	if fe.Code == fault.Internal && (natsx.IsTransient(err) || errors.Is(err, fault.ErrTransient)) {
+		// A store with a node down, a leader being elected or a lost connection: retry, not a bug.
 		fe = fault.New(fault.Unavailable, "a backing service did not answer; try again")
 	}
 	if fe.Code == fault.Internal || fe.Code == fault.Unavailable {

@@ -105,3 +105,17 @@ func TestWriteErrorInternal(t *testing.T) {
 		t.Fatalf("fault: %d, log %q", rec.Code, buf2.String())
 	}
 }
+
+// TestWriteErrorTransient: a store that was out of reach (fault.ErrTransient in the chain, as
+// pkg/mongodoc marks a driver timeout or lost connection) is answered 503 unavailable, not 500.
+func TestWriteErrorTransient(t *testing.T) {
+	log, _ := newLog()
+	rec := httptest.NewRecorder()
+	err := fmt.Errorf("create credential: %w", fmt.Errorf("mongodb insert x: %w: %w", fault.ErrTransient, errors.New("connection closed")))
+	httpx.WriteError(rec, httptest.NewRequest(http.MethodPost, "/x", nil), log, err)
+	body, _ := io.ReadAll(rec.Result().Body)
+	var p httpx.Problem
+	if json.Unmarshal(body, &p) != nil || rec.Code != http.StatusServiceUnavailable || p.Code != string(fault.Unavailable) || strings.Contains(string(body), "mongodb") {
+		t.Fatalf("answer %d %s", rec.Code, body)
+	}
+}

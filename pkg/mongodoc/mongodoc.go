@@ -23,6 +23,7 @@
 package mongodoc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -90,9 +92,10 @@ func Connect(ctx context.Context, uri string) (*mongo.Client, *mongo.Database, e
 // through a Store on it wake the relay of this process at once, so a local write is relayed
 // without waiting for the next poll.
 type Collection struct {
-	Coll   *mongo.Collection
-	claims *mongo.Collection // nil where filtered updates are atomic
-	wake   chan struct{}
+	Coll         *mongo.Collection
+	claims       *mongo.Collection // nil where filtered updates are atomic
+	claimTimeout time.Duration     // 0: ClaimTimeout
+	wake         chan struct{}
 }
 
 // ClaimTimeout is how old a version claim must be before another writer takes it over (see
@@ -101,12 +104,17 @@ const ClaimTimeout = 30 * time.Second
 
 // Open returns the collection name of db with the relay's pending index and the given indexes,
 // created if missing (creating an existing index again is a no-op, so every replica may call
-// it at start-up).
+// it at start-up, and a restarted one again).
 func Open(ctx context.Context, db *mongo.Database, name string, indexes ...mongo.IndexModel) (*Collection, error) {
 	coll := db.Collection(name)
 	models := append([]mongo.IndexModel{{Keys: bson.D{{Key: fieldPending, Value: 1}}, Options: options.Index().SetName("pending")}}, indexes...)
-	if _, err := coll.Indexes().CreateMany(ctx, models); err != nil {
-		return nil, fmt.Errorf("mongodb indexes of %s: %w", name, err)
+	// One index per command: FerretDB v1 drops the connection (a panic in its handler) on a
+	// createIndexes that names two or more indexes which all exist already, i.e. on every start
+	// after the first.
+	for _, m := range models {
+		if _, err := coll.Indexes().CreateOne(ctx, m); err != nil {
+			return nil, fmt.Errorf("mongodb indexes of %s: %w", name, err)
+		}
 	}
 	c := &Collection{Coll: coll, wake: make(chan struct{}, 1)}
 	ferret, err := IsFerretDB(ctx, db)
@@ -147,15 +155,25 @@ func (c *Collection) lock(ctx context.Context, id string, next int64) (unlock fu
 			return func() { _, _ = c.claims.DeleteOne(context.WithoutCancel(ctx), bson.D{{Key: fieldID, Value: key}}) }, nil
 		}
 		if !mongo.IsDuplicateKeyError(err) {
-			return nil, fmt.Errorf("mongodb claim %s: %w", key, err)
+			return nil, transient(fmt.Errorf("mongodb claim %s: %w", key, err))
 		}
 		var held claim
-		if attempt > 0 || c.claims.FindOne(ctx, bson.D{{Key: fieldID, Value: key}}).Decode(&held) != nil || time.Since(held.At) < ClaimTimeout {
+		if attempt > 0 || c.claims.FindOne(ctx, bson.D{{Key: fieldID, Value: key}}).Decode(&held) != nil || time.Since(held.At) < cmp.Or(c.claimTimeout, ClaimTimeout) {
 			return nil, ErrStale
 		}
 		// Left by a writer that died: take it over.
 		_, _ = c.claims.DeleteOne(ctx, bson.D{{Key: fieldID, Value: key}, {Key: "at", Value: held.At}})
 	}
+}
+
+// transient marks err with fault.ErrTransient when the driver says the server was out of reach
+// for a moment (a timeout, a lost connection, no server to select), so that transports answer
+// `unavailable` (retry) rather than `internal`.
+func transient(err error) error {
+	if mongo.IsTimeout(err) || mongo.IsNetworkError(err) {
+		return fmt.Errorf("%w: %w", fault.ErrTransient, err)
+	}
+	return err
 }
 
 // Wake tells the relay that there may be new events.
@@ -166,17 +184,20 @@ func (c *Collection) Wake() {
 	}
 }
 
-// message is an outbox entry as stored.
+// message is an outbox entry as stored. At is when it was written, by the writer's clock, for
+// the relay lag metric (absent in entries written before it existed).
 type message struct {
-	ID      string `bson:"id"`
-	Subject string `bson:"subject"`
-	Data    []byte `bson:"data"`
+	ID      string    `bson:"id"`
+	Subject string    `bson:"subject"`
+	Data    []byte    `bson:"data"`
+	At      time.Time `bson:"at,omitempty"`
 }
 
 func toMessages(msgs []outbox.Message) []message {
+	now := time.Now()
 	out := make([]message, len(msgs))
 	for i, m := range msgs {
-		out[i] = message{ID: m.ID, Subject: m.Subject, Data: m.Data}
+		out[i] = message{ID: m.ID, Subject: m.Subject, Data: m.Data, At: now}
 	}
 	return out
 }
@@ -216,7 +237,7 @@ func (s *Store[T]) Get(ctx context.Context, id string) (T, uint64, error) {
 		return rec.Doc, 0, ErrNotFound
 	}
 	if err != nil {
-		return rec.Doc, 0, fmt.Errorf("mongodb get %s: %w", id, err)
+		return rec.Doc, 0, transient(fmt.Errorf("mongodb get %s: %w", id, err))
 	}
 	return rec.Doc, uint64(rec.V), nil
 }
@@ -232,7 +253,7 @@ func (s *Store[T]) Find(ctx context.Context, filter bson.D, limit int64) ([]Vers
 	}
 	cur, err := s.C.Coll.Find(ctx, f, opts)
 	if err != nil {
-		return nil, fmt.Errorf("mongodb find: %w", err)
+		return nil, transient(fmt.Errorf("mongodb find: %w", err))
 	}
 	defer func() { _ = cur.Close(context.WithoutCancel(ctx)) }()
 	var out []Versioned[T]
@@ -244,7 +265,7 @@ func (s *Store[T]) Find(ctx context.Context, filter bson.D, limit int64) ([]Vers
 		out = append(out, Versioned[T]{ID: rec.ID, Version: uint64(rec.V), Doc: rec.Doc})
 	}
 	if err := cur.Err(); err != nil {
-		return nil, fmt.Errorf("mongodb find: %w", err)
+		return nil, transient(fmt.Errorf("mongodb find: %w", err))
 	}
 	return out, nil
 }
@@ -260,7 +281,7 @@ func (s *Store[T]) Create(ctx context.Context, id string, doc T, msgs ...outbox.
 		if mongo.IsDuplicateKeyError(err) {
 			return 0, ErrExists
 		}
-		return 0, fmt.Errorf("mongodb insert %s: %w", id, err)
+		return 0, transient(fmt.Errorf("mongodb insert %s: %w", id, err))
 	}
 	if rec.Pending {
 		s.C.Wake()
@@ -305,7 +326,7 @@ func (s *Store[T]) write(ctx context.Context, id string, version uint64, doc T, 
 		if mongo.IsDuplicateKeyError(err) {
 			return 0, ErrExists
 		}
-		return 0, fmt.Errorf("mongodb update %s: %w", id, err)
+		return 0, transient(fmt.Errorf("mongodb update %s: %w", id, err))
 	}
 	if res.MatchedCount == 0 {
 		// The cold path: say whether it is gone or changed.

@@ -9,12 +9,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/mongodoc"
 	"github.com/mfaflow/mfaflow/pkg/mongotest"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 type doc struct {
@@ -35,6 +40,17 @@ func open(t *testing.T) *mongodoc.Collection {
 	return c
 }
 
+// eventStream starts a NATS server with MFA_EVENTS and counts what is published to it.
+func eventStream(t *testing.T) (jetstream.JetStream, *natstest.Publishes) {
+	t.Helper()
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	if _, err := natsx.EnsureEventStream(t.Context(), js); err != nil {
+		t.Fatal(err)
+	}
+	return js, natstest.CountPublishes(t, srv.Connect(t), "mfa.events.>")
+}
+
 func runRelay(t *testing.T, r *mongodoc.Relay) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -44,6 +60,41 @@ func runRelay(t *testing.T, r *mongodoc.Relay) (stop func()) {
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	return stop
+}
+
+// TestOpenAgain: a replica that starts again opens the collection and its existing indexes
+// again (FerretDB v1 used to drop the connection when one command re-created several).
+func TestOpenAgain(t *testing.T) {
+	db := mongotest.Database(t)
+	unique := mongo.IndexModel{Keys: bson.D{{Key: mongodoc.DocField("name"), Value: 1}}, Options: options.Index().SetName("name").SetUnique(true)}
+	plain := mongo.IndexModel{Keys: bson.D{{Key: mongodoc.DocField("gc_at"), Value: 1}}, Options: options.Index().SetName("gc_at")}
+	for i := range 3 {
+		c, err := mongodoc.Open(t.Context(), db, "docs", unique, plain)
+		if err != nil {
+			t.Fatalf("open %d: %v", i+1, err)
+		}
+		if _, err := mongodoc.New[doc](c).Create(t.Context(), fmt.Sprint(i), doc{Name: fmt.Sprint(i)}); err != nil {
+			t.Fatalf("create after open %d: %v", i+1, err)
+		}
+	}
+}
+
+// TestTransientErrors: a driver error that says the server was out of reach for a moment (here a
+// deadline) carries fault.ErrTransient, so transports answer unavailable; a refusal does not.
+func TestTransientErrors(t *testing.T) {
+	s := mongodoc.New[doc](open(t))
+	ctx, cancel := context.WithTimeout(t.Context(), time.Nanosecond)
+	defer cancel()
+	<-ctx.Done()
+	if _, _, err := s.Get(ctx, "a"); !errors.Is(err, fault.ErrTransient) {
+		t.Fatalf("Get past its deadline: %v, want fault.ErrTransient in the chain", err)
+	}
+	if _, err := s.Create(ctx, "a", doc{}); !errors.Is(err, fault.ErrTransient) {
+		t.Fatalf("Create past its deadline: %v, want fault.ErrTransient in the chain", err)
+	}
+	if _, err := s.Update(t.Context(), "missing", 1, doc{}); errors.Is(err, fault.ErrTransient) || !errors.Is(err, mongodoc.ErrNotFound) {
+		t.Fatalf("Update of a missing document: %v, want ErrNotFound only", err)
+	}
 }
 
 func TestStoreCompareAndSet(t *testing.T) {
@@ -79,12 +130,7 @@ func TestStoreCompareAndSet(t *testing.T) {
 // holding up the others.
 func TestRelay(t *testing.T) {
 	ctx := t.Context()
-	srv := natstest.Start(t)
-	js := srv.JetStream(t)
-	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	published := natstest.CountPublishes(t, srv.Connect(t), "mfa.events.>")
+	js, published := eventStream(t)
 	c := open(t)
 	s := mongodoc.New[doc](c)
 	var want []string
@@ -111,7 +157,8 @@ func TestRelay(t *testing.T) {
 	if _, err := s.Create(ctx, "refused", doc{}, outbox.Message{ID: "refused", Subject: "nowhere.test", Data: []byte(`{}`)}); err != nil {
 		t.Fatal(err)
 	}
-	r := &mongodoc.Relay{C: c, JS: js, Log: slog.New(slog.DiscardHandler), Poll: 20 * time.Millisecond, ParkAfter: 50 * time.Millisecond, ParkRetry: time.Hour}
+	r := &mongodoc.Relay{C: c, JS: js, Log: slog.New(slog.DiscardHandler), Poll: 20 * time.Millisecond, ParkAfter: 50 * time.Millisecond, ParkRetry: time.Hour,
+		DepthEvery: 20 * time.Millisecond}
 	stop := runRelay(t, r)
 	natstest.Eventually(t, 20*time.Second, func() error {
 		n, err := r.Depth(ctx)
@@ -120,6 +167,13 @@ func TestRelay(t *testing.T) {
 		}
 		if n != 1 {
 			return fmt.Errorf("outbox depth %d, want 1 (the refused one)", n)
+		}
+		// The holder of the lease reports the depth and the relay lag.
+		if g := gathered(t, "mfa_outbox_pending_documents"); g != 1 {
+			return fmt.Errorf("mfa_outbox_pending_documents = %v, want 1", g)
+		}
+		if n := gathered(t, "mfa_outbox_relay_lag_seconds"); n < float64(len(want)) {
+			return fmt.Errorf("mfa_outbox_relay_lag_seconds has %v samples, want at least %d", n, len(want))
 		}
 		return nil
 	})
@@ -172,12 +226,7 @@ func TestExpirySweep(t *testing.T) {
 // on the relay's collection is still relayed at once.
 func TestRelayWokenByLocalWrite(t *testing.T) {
 	ctx := t.Context()
-	srv := natstest.Start(t)
-	js := srv.JetStream(t)
-	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	published := natstest.CountPublishes(t, srv.Connect(t), "mfa.events.>")
+	js, published := eventStream(t)
 	c := open(t)
 	r := &mongodoc.Relay{C: c, JS: js, Log: slog.New(slog.DiscardHandler), Poll: time.Hour}
 	runRelay(t, r)
@@ -191,11 +240,7 @@ func TestRelayWokenByLocalWrite(t *testing.T) {
 // outbox loses neither a write nor an event, and every event is published in write order.
 func TestWritesWhileRelaying(t *testing.T) {
 	ctx := t.Context()
-	srv := natstest.Start(t)
-	js := srv.JetStream(t)
-	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	js, _ := eventStream(t)
 	c := open(t)
 	s := mongodoc.New[doc](c)
 	r := &mongodoc.Relay{C: c, JS: js, Log: slog.New(slog.DiscardHandler), Poll: 5 * time.Millisecond}
@@ -245,4 +290,166 @@ func TestWritesWhileRelaying(t *testing.T) {
 			t.Fatalf("event %d is %s, want w%d", i, id, i)
 		}
 	}
+}
+
+// TestRelayLease: two relays on one collection, each a replica of its own (its own client):
+// one relays everything and the other nothing, every event is published once; when the holder
+// dies (its client gone, so it cannot let the lease go) the other takes over within a few
+// seconds and relays what is pending; a holder that stops cleanly hands over at once.
+func TestRelayLease(t *testing.T) {
+	ctx := t.Context()
+	js, published := eventStream(t)
+	uri := mongotest.DatabaseURI(t)
+	replica := func(name string) (*mongo.Client, *mongodoc.Store[doc], *mongodoc.Relay) {
+		client, db, err := mongodoc.Connect(ctx, uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+		c, err := mongodoc.Open(ctx, db, "docs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return client, mongodoc.New[doc](c), &mongodoc.Relay{C: c, JS: js, Log: slog.New(slog.DiscardHandler),
+			Poll: 20 * time.Millisecond, LeaseTTL: time.Second, Owner: name}
+	}
+	write := func(s *mongodoc.Store[doc], prefix string, n int) []string {
+		var ids []string
+		for i := range n {
+			id := fmt.Sprintf("%s%d", prefix, i)
+			if _, err := s.Create(ctx, id, doc{Name: id}, msg(id)); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	once := func(ids []string) {
+		t.Helper()
+		published.Wait(t, 20*time.Second, ids...)
+		published.Sync(t, js.Conn(), "mfa.events.marker")
+		for _, id := range ids {
+			if n := published.Count(id); n != 1 {
+				t.Errorf("%s published %d times, want 1", id, n)
+			}
+		}
+	}
+
+	clientA, storeA, relayA := replica("a")
+	_, storeB, relayB := replica("b")
+	stopA := runRelay(t, relayA)
+	// a holds the lease before b starts (its first refresh creates it).
+	first := write(storeA, "first-", 1)
+	published.Wait(t, 10*time.Second, first...)
+	stopB := runRelay(t, relayB)
+	ids := append(first, append(write(storeA, "a-", 20), write(storeB, "b-", 20)...)...)
+	once(ids)
+	if relayA.Relayed() != int64(len(ids)) || relayB.Relayed() != 0 {
+		t.Fatalf("relayed: a %d, b %d; want a %d, b 0", relayA.Relayed(), relayB.Relayed(), len(ids))
+	}
+
+	// a dies once its clears are done (a death between a publish and its clear makes the next
+	// holder publish that event again, which the stream's dedupe stores once): its client goes
+	// first, so its stop cannot hand the lease over.
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if n, err := relayA.Depth(ctx); err != nil || n != 0 {
+			return fmt.Errorf("outbox depth %d, %v", n, err)
+		}
+		return nil
+	})
+	if err := clientA.Disconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopA()
+	died := time.Now()
+	pending := write(storeB, "after-a-", 10)
+	once(pending)
+	if took := time.Since(died); took > 5*time.Second {
+		t.Errorf("b relayed %v after a died, want within a few seconds (lease TTL 1 s)", took)
+	}
+	if relayB.Relayed() != int64(len(pending)) {
+		t.Fatalf("b relayed %d, want %d", relayB.Relayed(), len(pending))
+	}
+
+	// b stops cleanly and lets the lease go: c takes it at its first refresh, not a TTL later.
+	_, storeC, relayC := replica("c")
+	relayC.LeaseTTL = time.Hour // only a handover can give it the lease within the test
+	runRelay(t, relayC)
+	stopB()
+	handed := write(storeC, "after-b-", 5)
+	once(handed)
+	if relayC.Relayed() != int64(len(handed)) {
+		t.Fatalf("c relayed %d, want %d", relayC.Relayed(), len(handed))
+	}
+}
+
+// gathered reads a metric of the collection "docs" from the default registry: a gauge's value or
+// a histogram's sample count.
+func gathered(t *testing.T, name string) float64 {
+	t.Helper()
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "store" && l.GetValue() == "docs" {
+					if h := m.GetHistogram(); h != nil {
+						return float64(h.GetSampleCount())
+					}
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// TestRelayChangeStream: where the server has change streams (a MongoDB replica set in
+// MFA_MONGODB_URI), a write of another replica, which does not wake this relay, is relayed at
+// once although the relay polls once an hour; where it has none (FerretDB) the relay says it
+// polls, and relays such a write at its next poll.
+func TestRelayChangeStream(t *testing.T) {
+	ctx := t.Context()
+	js, published := eventStream(t)
+	db := mongotest.Database(t)
+	c, err := mongodoc.Open(ctx, db, "docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ferret, err := mongodoc.IsFerretDB(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll := time.Hour
+	if ferret {
+		poll = 50 * time.Millisecond
+	}
+	r := &mongodoc.Relay{C: c, JS: js, Log: slog.New(slog.DiscardHandler), Poll: poll}
+	runRelay(t, r)
+	var open bool
+	natstest.Eventually(t, 10*time.Second, func() error {
+		var known bool
+		if open, known = r.ChangeStream(); !known {
+			return errors.New("the relay has not tried a change stream yet")
+		}
+		return nil
+	})
+	if ferret && open {
+		t.Fatal("a change stream is open on FerretDB, which has none")
+	}
+	t.Logf("server: FerretDB %v, change stream open %v", ferret, open)
+	// Another replica's handle on the same collection: its write wakes only its own relay.
+	other, err := mongodoc.Open(ctx, db, "docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mongodoc.New[doc](other).Create(ctx, "elsewhere", doc{}, msg("elsewhere")); err != nil {
+		t.Fatal(err)
+	}
+	published.Wait(t, 10*time.Second, "elsewhere")
 }

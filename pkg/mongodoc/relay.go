@@ -6,20 +6,32 @@ import (
 	"errors"
 	"fmt"
 	"github.com/mfaflow/mfaflow/pkg/metrics"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // Relay publishes the outbox of every pending document of a collection to JetStream.
 //
-// It finds its work through the index on the pending field (FerretDB has no change streams,
-// and polling an index is cheap where there is little to do): a pass reads up to a batch of
+// Every replica runs one per collection, and one of them relays at a time: the holder of the
+// collection's lease (see LeaseCollection), renewed every LeaseTTL/3 and taken over by another
+// replica when it has not moved for LeaseTTL (a killed holder) or at once when its holder let it
+// go (a clean stop). The others only watch the lease. A holder that cannot renew stops relaying
+// after LeaseTTL/2, before anyone can take over; passes in flight at a takeover may still overlap
+// the new holder's, and the stream's dedupe stores such events once.
+//
+// It finds its work through the index on the pending field, polled (cheap where there is little
+// to do) and, where the server has change streams (a MongoDB replica set; not FerretDB), also
+// woken by a change stream on the collection, so that other replicas' writes go out at once
+// rather than at the next poll: a pass reads up to a batch of
 // pending documents, publishes each document's events in order with Nats-Msg-Id = event id
 // (so a repeated publish is stored once), then clears the outbox by compare-and-set on the
 // version it read, without bumping it. A clear that loses to a newer write drops nothing: the
@@ -28,8 +40,8 @@ import (
 // else wait for the poll interval or a wake-up from a local write.
 //
 // A message the stream keeps refusing parks its document for ParkRetry once it has failed for
-// ParkAfter, so it delays only its own document. Several replicas may relay the same
-// collection: they publish some events twice, which the stream's dedupe absorbs.
+// ParkAfter, so it delays only its own document. A write through another replica wakes that
+// replica's relay, not the holder: the holder finds it at its next poll.
 type Relay struct {
 	C   *Collection
 	JS  jetstream.JetStream
@@ -42,7 +54,31 @@ type Relay struct {
 	ParkRetry time.Duration
 	// DepthEvery is how often the outbox depth is logged while it is not zero; 0 means 1 min.
 	DepthEvery time.Duration
+	// LeaseTTL as in the type comment; 0 means DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// Owner names this relay in the lease; "" means host, pid and a random part.
+	Owner string
+
+	relayed atomic.Int64
+	stream  atomic.Int32 // streamUnknown, streamOpen or streamNone
 }
+
+// States of a relay's change stream.
+const (
+	streamUnknown = iota
+	streamOpen
+	streamNone
+)
+
+// ChangeStream reports whether the relay is woken by a change stream (true) or polls alone
+// (false, the server refused one); ok is false while it does not know yet.
+func (r *Relay) ChangeStream() (open, ok bool) {
+	st := r.stream.Load()
+	return st == streamOpen, st != streamUnknown
+}
+
+// Relayed is the number of events this relay has published.
+func (r *Relay) Relayed() int64 { return r.relayed.Load() }
 
 // Defaults of Relay.
 const (
@@ -82,11 +118,17 @@ func (r *Relay) Depth(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Run relays until ctx ends. Errors of a pass are logged and the pass is tried again.
+// Run relays, while this replica holds the collection's lease, until ctx ends; then it lets the
+// lease go. Errors of a pass are logged and the pass is tried again.
 func (r *Relay) Run(ctx context.Context) error {
 	if r.Log == nil {
 		r.Log = slog.New(slog.DiscardHandler)
 	}
+	l := newLease(r.C, cmp.Or(r.Owner, newOwner()), cmp.Or(r.LeaseTTL, DefaultLeaseTTL))
+	kept, watched := make(chan struct{}), make(chan struct{})
+	go func() { defer close(kept); r.keep(ctx, l) }()
+	go func() { defer close(watched); r.watch(ctx) }()
+	defer func() { <-watched; <-kept; l.release() }()
 	poll := time.NewTicker(cmp.Or(r.Poll, DefaultPoll))
 	defer poll.Stop()
 	depth := time.NewTicker(cmp.Or(r.DepthEvery, time.Minute))
@@ -94,16 +136,18 @@ func (r *Relay) Run(ctx context.Context) error {
 	holds := map[string]*hold{}
 	failing := false
 	for {
-		more, err := r.pass(ctx, holds)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil && !failing {
-			r.Log.Warn("relay: reading pending documents failed; retrying", "collection", r.C.Coll.Name(), "err", err)
-		}
-		failing = err != nil
-		if more && err == nil {
-			continue
+		if l.held(time.Now()) {
+			more, err := r.pass(ctx, holds)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil && !failing {
+				r.Log.Warn("relay: reading pending documents failed; retrying", "collection", r.C.Coll.Name(), "err", err)
+			}
+			failing = err != nil
+			if more && err == nil {
+				continue
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -111,12 +155,74 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-r.C.wake:
 		case <-poll.C:
 		case <-depth.C:
-			if n, err := r.Depth(ctx); err == nil {
-				metrics.OutboxPending.WithLabelValues(r.C.Coll.Name()).Set(float64(n))
+			// The holder reports the depth and the others 0, so a sum over replicas is the depth.
+			var n int64
+			if l.held(time.Now()) {
+				var err error
+				if n, err = r.Depth(ctx); err != nil {
+					continue
+				}
 			}
-			if n, err := r.Depth(ctx); err == nil && n > 0 {
+			metrics.OutboxPending.WithLabelValues(r.C.Coll.Name()).Set(float64(n))
+			if n > 0 {
 				r.Log.Info("relay: outbox depth", "collection", r.C.Coll.Name(), "pending_documents", n, "parked", countParked(holds))
 			}
+		}
+	}
+}
+
+// changeStreamsOff makes the polling fallback one log line per process, not one per collection.
+var changeStreamsOff sync.Once
+
+// watch wakes the relay on every insert, update or replace in the collection through a change
+// stream, until ctx ends. A server that answers the first one with an error (FerretDB has none,
+// a standalone mongod neither) leaves the relay to its polling, said once per process. A stream
+// that breaks later, or a first one that fails on the network, is opened again with back-off.
+func (r *Relay) watch(ctx context.Context) {
+	match := mongo.Pipeline{{{Key: "$match", Value: bson.D{{Key: "operationType", Value: bson.D{{Key: "$in", Value: bson.A{"insert", "update", "replace"}}}}}}}}
+	wait := 100 * time.Millisecond
+	backoff := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+		return true
+	}
+	for {
+		cs, err := r.C.Coll.Watch(ctx, match)
+		var refused mongo.ServerError
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && errors.As(err, &refused) && r.stream.Load() != streamOpen:
+			r.stream.Store(streamNone)
+			changeStreamsOff.Do(func() {
+				r.Log.Info("mongodb: no change streams on this server; the outbox relays poll their pending index",
+					"first_collection", r.C.Coll.Name(), "every", cmp.Or(r.Poll, DefaultPoll), "reason", err)
+			})
+			return
+		case err != nil:
+			r.Log.Warn("relay: opening a change stream failed; polling meanwhile", "collection", r.C.Coll.Name(), "err", err, "in", wait)
+			if !backoff() {
+				return
+			}
+			continue
+		}
+		r.stream.Store(streamOpen)
+		for cs.Next(ctx) {
+			r.C.Wake()
+			wait = 100 * time.Millisecond
+		}
+		err = cs.Err()
+		_ = cs.Close(context.WithoutCancel(ctx))
+		if ctx.Err() != nil {
+			return
+		}
+		r.Log.Warn("relay: change stream ended; opening another, polling meanwhile", "collection", r.C.Coll.Name(), "err", err, "in", wait)
+		if !backoff() {
+			return
 		}
 	}
 }
@@ -183,7 +289,13 @@ func (r *Relay) pass(ctx context.Context, holds map[string]*hold) (more bool, er
 		}
 		if !h.parked && now.Sub(h.failedSince) >= cmp.Or(r.ParkAfter, DefaultParkAfter) {
 			h.parked = true
-			r.Log.Error("relay: document parked; its events wait, the others go on", "collection", r.C.Coll.Name(), "id", d.ID, "err", errs[i])
+			level := slog.LevelError
+			if natsx.IsTransient(errs[i]) {
+				// The stream is out of reach (a node down, a leader election), not refusing this
+				// message: every document waits alike and goes out when it is back (as pkg/kvdoc).
+				level = slog.LevelWarn
+			}
+			r.Log.Log(ctx, level, "relay: document parked; its events wait, the others go on", "collection", r.C.Coll.Name(), "id", d.ID, "err", errs[i])
 		}
 		if h.parked {
 			h.until = now.Add(cmp.Or(r.ParkRetry, DefaultParkRetry))
@@ -214,6 +326,10 @@ func (r *Relay) relay(ctx context.Context, d pendingDoc) error {
 		cancel()
 		if err != nil {
 			return fmt.Errorf("publish %s (%s): %w", m.ID, m.Subject, err)
+		}
+		r.relayed.Add(1)
+		if !m.At.IsZero() {
+			metrics.RelayLag.WithLabelValues(r.C.Coll.Name()).Observe(time.Since(m.At).Seconds())
 		}
 	}
 	// Published events are cleared even when ctx ends now, so a stopping relay leaves no

@@ -253,10 +253,10 @@ func run[Req, Resp any](ctx context.Context, log *slog.Logger, timeout time.Dura
 				fe = fault.New(fault.Unavailable, MsgTimedOut)
 			case ctx.Err() != nil:
 				fe = fault.New(fault.Unavailable, MsgStopping)
-			case natsx.IsTransient(err):
-				// NATS or a JetStream stream was out of reach (a node down, a leader election):
-				// the caller may retry, as for a timeout.
-				log.Warn("command hit a NATS outage", "subject", r.Subject(), "err", err)
+			case natsx.IsTransient(err) || errors.Is(err, fault.ErrTransient):
+				// NATS, a JetStream stream or the store was out of reach (a node down, a leader
+				// election, a lost connection): the caller may retry, as for a timeout.
+				log.Warn("command hit an outage of NATS or the store", "subject", r.Subject(), "err", err)
 				fe = fault.New(fault.Unavailable, MsgUnavailable)
 			default:
 				log.Error("command failed", "subject", r.Subject(), "err", err)

@@ -226,7 +226,8 @@ type PushResponse struct {
 // RespondPush applies a device's answer: approve with the right number → ALLOWED →
 // AUTHENTICATED; deny → DENIED (reason "not_me" when the user says so); approve with a wrong
 // number → DENIED ("wrong_number"), counted like a wrong code. A challenge takes one answer: a
-// second is ErrConflict, one after expiry ErrExpired.
+// second is ErrConflict, one after expiry ErrExpired; only the same device's approval, sent
+// again while the first is ALLOWED and not yet AUTHENTICATED, completes it.
 func (s *Service) RespondPush(ctx context.Context, r PushResponse) (Enrollment, error) {
 	if r.Decision != DecisionApprove && r.Decision != DecisionDeny {
 		return Enrollment{}, fmt.Errorf("%w: decision must be approve or deny", ErrBadRequest)
@@ -266,6 +267,13 @@ func (s *Service) RespondPush(ctx context.Context, r PushResponse) (Enrollment, 
 		case Initiated, PushAcknowledged:
 		case Expired:
 			return e, nil, ErrExpired
+		case Allowed:
+			if reason == "" && e.PHID == r.PHID {
+				// This device's approval was recorded by an attempt that did not get to
+				// AUTHENTICATED (its replica died, or that write failed): the retry finishes it.
+				return e, nil, nil
+			}
+			return e, nil, fmt.Errorf("%w: this challenge was already answered or ended (%s)", ErrConflict, e.State)
 		default:
 			return e, nil, fmt.Errorf("%w: this challenge was already answered or ended (%s)", ErrConflict, e.State)
 		}

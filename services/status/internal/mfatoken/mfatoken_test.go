@@ -525,11 +525,17 @@ func TestKeysNeverPrintKeyMaterial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The kids are printed by design; a random kid may well hold "0x" (the probe for a pointer or
+	// a number printed in hex), so the probes look at the output without them.
+	probed := out
+	for _, kid := range keys.KIDs() {
+		probed = strings.ReplaceAll(probed, kid, "")
+	}
 	for _, secret := range []string{
 		new(big.Int).SetBytes(dBytes).String(), base64.RawURLEncoding.EncodeToString(dBytes), fmt.Sprintf("%x", dBytes),
 		strings.Split(good, "\n")[1][:16], "PRIVATE", "0x",
 	} {
-		if strings.Contains(out, secret) {
+		if strings.Contains(probed, secret) {
 			t.Fatalf("output holds %q: %s", secret, out)
 		}
 	}

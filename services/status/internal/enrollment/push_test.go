@@ -1,0 +1,92 @@
+package enrollment_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/outbox"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
+	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
+)
+
+// pushDirectory is the registry as push sees it: one push device, ph-1, of every user.
+type pushDirectory struct{}
+
+func (pushDirectory) Ready(context.Context, string, string) error { return nil }
+func (pushDirectory) CheckCode(context.Context, string, string, string, string) (string, error) {
+	return "", errors.New("no codes here")
+}
+func (pushDirectory) PushDevices(context.Context, string) ([]string, error) {
+	return []string{"ph-1"}, nil
+}
+func (pushDirectory) DeviceOf(_ context.Context, phid, _ string) (bool, error) {
+	return phid == "ph-1", nil
+}
+func (pushDirectory) CountFailure(context.Context, string) error     { return nil }
+func (pushDirectory) MarkUsed(context.Context, string, string) error { return nil }
+
+type noSender struct{}
+
+func (noSender) Send(enrollment.Challenge, []string) {}
+
+// failingAuthenticated fails the first write that would make an authentication AUTHENTICATED,
+// as a NATS node that dies (or a replica killed) between the approval and its completion does.
+type failingAuthenticated struct {
+	*kv.Store
+	failed atomic.Bool
+}
+
+func (s *failingAuthenticated) Update(ctx context.Context, e enrollment.Enrollment, msgs ...outbox.Message) (enrollment.Enrollment, error) {
+	if e.State == enrollment.Authenticated && s.failed.CompareAndSwap(false, true) {
+		return enrollment.Enrollment{}, errors.New("nats: no response from stream")
+	}
+	return s.Store.Update(ctx, e, msgs...)
+}
+
+// TestApprovalRetriedAfterItsCompletionFailed: an approval recorded as ALLOWED whose
+// completion to AUTHENTICATED failed is finished by the device's retry of the same answer
+// instead of being refused as already answered; another device, or a deny, still gets conflict.
+func TestApprovalRetriedAfterItsCompletionFailed(t *testing.T) {
+	ctx := context.Background()
+	store, err := kv.Open(ctx, natstest.Start(t).JetStream(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := testkit.NewClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	dir := pushDirectory{}
+	svc := &enrollment.Service{Store: &failingAuthenticated{Store: store}, Now: clock.Now,
+		Authenticator: dir, Push: dir, PushLedger: store, PushSender: noSender{}}
+	e, err := svc.StartAuthentication(ctx, enrollment.NewAuthentication{
+		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "alice", Initiator: "alice",
+		Method: enrollment.MethodPush, TTL: 5 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve := enrollment.PushResponse{ChallengeID: e.ExchangeID, PHID: "ph-1", Sub: "alice",
+		Decision: enrollment.DecisionApprove, Number: e.Number}
+	if _, err := svc.RespondPush(ctx, approve); err == nil {
+		t.Fatal("the first answer succeeded; the store was to fail its completion")
+	}
+	if got, err := store.Get(ctx, e.ID); err != nil || got.State != enrollment.Allowed {
+		t.Fatalf("after the failed completion: %s %v, want ALLOWED", got.State, err)
+	}
+	deny := approve
+	deny.Decision, deny.Number = enrollment.DecisionDeny, ""
+	if _, err := svc.RespondPush(ctx, deny); !errors.Is(err, enrollment.ErrConflict) {
+		t.Fatalf("a deny after the approval: %v, want ErrConflict", err)
+	}
+	got, err := svc.RespondPush(ctx, approve)
+	if err != nil || got.State != enrollment.Authenticated {
+		t.Fatalf("the retried approval: %s %v, want AUTHENTICATED", got.State, err)
+	}
+	if _, err := svc.RespondPush(ctx, approve); !errors.Is(err, enrollment.ErrConflict) {
+		t.Fatalf("an approval after AUTHENTICATED: %v, want ErrConflict", err)
+	}
+}
