@@ -101,12 +101,18 @@ const ClaimTimeout = 30 * time.Second
 
 // Open returns the collection name of db with the relay's pending index and the given indexes,
 // created if missing (creating an existing index again is a no-op, so every replica may call
-// it at start-up).
+// it at start-up, and a restart may too).
+//
+// The indexes are created one at a time: FerretDB (v1.24, the test server) panics on a
+// createIndexes of two or more indexes that exist already, which made every second start on
+// the same database fail; one index per command it handles.
 func Open(ctx context.Context, db *mongo.Database, name string, indexes ...mongo.IndexModel) (*Collection, error) {
 	coll := db.Collection(name)
 	models := append([]mongo.IndexModel{{Keys: bson.D{{Key: fieldPending, Value: 1}}, Options: options.Index().SetName("pending")}}, indexes...)
-	if _, err := coll.Indexes().CreateMany(ctx, models); err != nil {
-		return nil, fmt.Errorf("mongodb indexes of %s: %w", name, err)
+	for _, m := range models {
+		if _, err := coll.Indexes().CreateOne(ctx, m); err != nil {
+			return nil, fmt.Errorf("mongodb indexes of %s: %w", name, err)
+		}
 	}
 	c := &Collection{Coll: coll, wake: make(chan struct{}, 1)}
 	ferret, err := IsFerretDB(ctx, db)

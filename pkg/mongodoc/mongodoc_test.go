@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,9 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 type doc struct {
@@ -33,6 +37,33 @@ func open(t *testing.T) *mongodoc.Collection {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestOpenAgain: a collection with several indexes opens again on the same database, as every
+// restart and every further replica does.
+func TestOpenAgain(t *testing.T) {
+	db := mongotest.Database(t)
+	indexes := []mongo.IndexModel{
+		{Keys: bson.D{{Key: mongodoc.DocField("a"), Value: 1}}, Options: options.Index().SetName("a").SetUnique(true)},
+		{Keys: bson.D{{Key: mongodoc.DocField("b"), Value: 1}}, Options: options.Index().SetName("b")},
+	}
+	for i := range 2 {
+		if _, err := mongodoc.Open(t.Context(), db, "docs", indexes...); err != nil {
+			t.Fatalf("open %d: %v", i+1, err)
+		}
+	}
+	specs, err := db.Collection("docs").Indexes().ListSpecifications(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range specs {
+		names = append(names, s.Name)
+	}
+	slices.Sort(names)
+	if fmt.Sprint(names) != "[_id_ a b pending]" {
+		t.Fatalf("indexes = %v, want _id_, a, b and pending", names)
+	}
 }
 
 func runRelay(t *testing.T, r *mongodoc.Relay) (stop func()) {
