@@ -104,3 +104,21 @@ func TestServiceOverTLSWithCreds(t *testing.T) {
 		t.Fatal("the registry did not stop within 15 s")
 	}
 }
+
+// TestDevStackOnSecuredNATS runs the dev stack against an outside NATS server (MFA_NATS_URL)
+// that wants a .creds user and a client certificate: the stack's services log in with
+// MFA_NATS_CREDS and MFA_NATS_TLS_* as the standalone services do, and an enrollment starts.
+func TestDevStackOnSecuredNATS(t *testing.T) {
+	op, pki := natstest.NewOperator(t), natstest.NewPKI(t)
+	creds, _ := op.User("devstack")
+	ns := natstest.StartWith(t, op.Configure, pki.Configure)
+	st := harness.Start(t, harness.Options{}, map[string]string{
+		"MFA_NATS_URL": strings.Replace(ns.URL, "nats://", "tls://", 1), "MFA_NATS_CREDS": creds,
+		"MFA_NATS_TLS_CERT": pki.ClientCert, "MFA_NATS_TLS_KEY": pki.ClientKey, "MFA_NATS_TLS_CA": pki.CA,
+	})
+	alice := st.Token(t, "alice")
+	in := initiate(t, st, alice, "?qr=none")
+	if s := poll(t, st, alice, in.StatusID); s.Status != "INITIATED" {
+		t.Fatalf("status = %+v", s)
+	}
+}

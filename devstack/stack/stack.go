@@ -100,14 +100,17 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 		}
 		s.natsURL = s.ns.ClientURL()
 	}
-	var inProcess []nats.Option
+	var natsOpts []nats.Option
 	if s.ns != nil {
 		// The services talk to their own embedded server through in-process pipes instead of
 		// loopback TCP (measured +23 % to +57 % throughput); outside clients still use the port.
-		inProcess = append(inProcess, nats.InProcessServer(s.ns))
+		natsOpts = append(natsOpts, nats.InProcessServer(s.ns))
+	} else if natsOpts, err = cfg.NATSOptions(); err != nil {
+		// An outside server: log in as the services do (MFA_NATS_CREDS, _NKEY, _TLS_*).
+		return nil, err
 	}
 	connect := func(name string) (*nats.Conn, error) {
-		nc, err := natsx.Connect(s.natsURL, "mfaflow-"+name, inProcess...)
+		nc, err := natsx.Connect(s.natsURL, "mfaflow-"+name, natsOpts...)
 		if err == nil {
 			s.conns = append(s.conns, nc)
 		}
