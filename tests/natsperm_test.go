@@ -373,7 +373,8 @@ func runWithPermissions(t *testing.T, url string, replicas int, servers ...*serv
 	}
 }
 
-// publishTrace is a nats-server logger that keeps, per client name, every subject published.
+// publishTrace is a nats-server logger that keeps, per client name, every subject published,
+// folded into the patterns the permission file uses.
 type publishTrace struct {
 	mu       sync.Mutex
 	subjects map[string]map[string]bool
@@ -381,20 +382,37 @@ type publishTrace struct {
 
 var tracedPub = regexp.MustCompile(`"[^"]*:mfaflow-([a-z-]+)"[^<]* <<- \[H?PUB ([^ \]]+)`)
 
+// traceFolds keep the first tokens of subjects that carry ids, keys or generated names.
+var traceFolds = []struct {
+	prefix string
+	keep   int
+}{
+	{"_INBOX.", 1}, {"$KV.", 2}, {"$JS.ACK.", 4}, {"$JS.API.DIRECT.GET.", 5},
+	{"$JS.API.CONSUMER.CREATE.KV_", 5}, {"$JS.API.CONSUMER.DELETE.KV_", 5},
+	{"mfa.status.v1.changed.", 4}, {"mfa.bridge.v1.device.", 4}, {"mfa.bridge.v1.session.", 4},
+}
+
+func foldSubject(subject string) string {
+	for _, f := range traceFolds {
+		if tokens := strings.Split(subject, "."); strings.HasPrefix(subject, f.prefix) && len(tokens) > f.keep {
+			return strings.Join(tokens[:f.keep], ".") + ".>"
+		}
+	}
+	return subject
+}
+
 // Tracef records a PUB or HPUB from a client named mfaflow-<user>.
 func (p *publishTrace) Tracef(format string, v ...any) {
 	m := tracedPub.FindStringSubmatch(fmt.Sprintf(format, v...))
 	if m == nil {
 		return
 	}
-	// Inboxes and per-message ids say nothing about permissions.
-	subject := regexp.MustCompile(`\.[A-Za-z0-9]{22}(\.|$)`).ReplaceAllString(m[2], ".<id>$1")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.subjects[m[1]] == nil {
 		p.subjects[m[1]] = map[string]bool{}
 	}
-	p.subjects[m[1]][subject] = true
+	p.subjects[m[1]][foldSubject(m[2])] = true
 }
 
 func (p *publishTrace) String() string {
