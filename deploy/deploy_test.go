@@ -7,6 +7,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 )
 
@@ -532,15 +535,38 @@ func compareRoutes(t *testing.T, what string, got, want map[string]string) {
 	}
 }
 
-// checkNetworkPolicies: a default deny for the mfaflow pods, and ingress only from selected peers.
+// egressPolicies are the egress NetworkPolicies that must select each service's pods, besides
+// the default deny, and no others: DNS and NATS for all, MongoDB for the two with a store, the
+// push wake-up webhook for the status service.
+var egressPolicies = map[string][]string{
+	"initiation":      {"mfaflow-allow-egress-dns", "mfaflow-allow-egress-nats"},
+	"mobile-bridge":   {"mfaflow-allow-egress-dns", "mfaflow-allow-egress-nats"},
+	"device-registry": {"mfaflow-allow-egress-dns", "mfaflow-allow-egress-mongodb", "mfaflow-allow-egress-nats"},
+	"status":          {"mfaflow-allow-egress-dns", "mfaflow-allow-egress-mongodb", "mfaflow-allow-egress-nats", "mfaflow-allow-egress-push-webhook"},
+}
+
+// selectsPod reports whether a policy's pod selector selects a pod with labels.
+func selectsPod(t *testing.T, np *networkingv1.NetworkPolicy, labels map[string]string) bool {
+	t.Helper()
+	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	if err != nil {
+		t.Errorf("NetworkPolicy %s: pod selector: %v", np.Name, err)
+		return false
+	}
+	return sel.Matches(k8slabels.Set(labels))
+}
+
+// checkNetworkPolicies: a default deny for every mfaflow pod, ingress only from selected peers,
+// egress only to named peers on named ports, and each Deployment's pods selected by exactly the
+// egress policies its service needs (egressPolicies).
 func checkNetworkPolicies(t *testing.T, r rendered) {
 	t.Helper()
-	deny := false
+	var deny []*networkingv1.NetworkPolicy
 	for _, np := range r.policies {
 		if len(np.Spec.Ingress) == 0 && len(np.Spec.Egress) == 0 &&
 			slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) &&
 			slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) {
-			deny = true
+			deny = append(deny, np)
 		}
 		for _, in := range np.Spec.Ingress {
 			if len(in.From) == 0 {
@@ -552,10 +578,68 @@ func checkNetworkPolicies(t *testing.T, r rendered) {
 				}
 			}
 		}
+		for _, out := range np.Spec.Egress {
+			if len(out.To) == 0 {
+				t.Errorf("NetworkPolicy %s: an egress rule to anywhere", np.Name)
+			}
+			if len(out.Ports) == 0 {
+				t.Errorf("NetworkPolicy %s: an egress rule to every port", np.Name)
+			}
+			for _, peer := range out.To {
+				switch {
+				case peer.IPBlock != nil:
+					if prefixLen(t, np.Name, peer.IPBlock.CIDR) == 0 {
+						t.Errorf("NetworkPolicy %s: egress to %s, every address", np.Name, peer.IPBlock.CIDR)
+					}
+				case peer.PodSelector == nil && peer.NamespaceSelector == nil:
+					t.Errorf("NetworkPolicy %s: egress to an unselected peer", np.Name)
+				}
+			}
+		}
 	}
-	if !deny {
+	if len(deny) == 0 {
 		t.Error("no default-deny NetworkPolicy (Ingress and Egress, no rules)")
 	}
+	for _, d := range r.deployments {
+		labels := d.Spec.Template.Labels
+		if !slices.ContainsFunc(deny, func(np *networkingv1.NetworkPolicy) bool { return selectsPod(t, np, labels) }) {
+			t.Errorf("Deployment %s: no default-deny NetworkPolicy selects its pods", d.Name)
+		}
+		var got []string
+		for _, np := range r.policies {
+			if len(np.Spec.Egress) > 0 && slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) && selectsPod(t, np, labels) {
+				got = append(got, np.Name)
+			}
+		}
+		slices.Sort(got)
+		if len(got) == 0 {
+			t.Errorf("Deployment %s: no egress NetworkPolicy selects its pods: they reach nothing, not even DNS", d.Name)
+			continue
+		}
+		svc := ""
+		if len(d.Spec.Template.Spec.Containers) > 0 && len(d.Spec.Template.Spec.Containers[0].Command) > 0 {
+			svc = strings.TrimPrefix(d.Spec.Template.Spec.Containers[0].Command[0], "/usr/local/bin/")
+		}
+		want, ok := egressPolicies[svc]
+		if !ok {
+			t.Errorf("Deployment %s runs %q, which egressPolicies does not know", d.Name, svc)
+			continue
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("Deployment %s (%s): egress allowed by %v, want %v", d.Name, svc, got, want)
+		}
+	}
+}
+
+// prefixLen is the prefix length of a CIDR (-1 when it does not parse, which is reported).
+func prefixLen(t *testing.T, policy, cidr string) int {
+	t.Helper()
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		t.Errorf("NetworkPolicy %s: ipBlock %q: %v", policy, cidr, err)
+		return -1
+	}
+	return p.Bits()
 }
 
 // TestSecretTemplateNotInKustomizations: the Secret template is documentation, never rendered.

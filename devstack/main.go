@@ -21,16 +21,20 @@ func run(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	defer s.Close()
+	tokens := fmt.Sprintf(`curl -s -X POST %s/dev/token -d '{"sub":"alice"}'`, s.URL())
+	if cfg.JWKSURL != "" {
+		tokens = "from the identity provider (MFA_JWT_JWKS_URL); POST /dev/token is off"
+	}
 	fmt.Printf(`
 mfaflow dev stack is up
   Demo page     %[1]s/
   HTTP API      %[1]s   (reference: %[1]s/openapi.json)
   Companion     go run ./mobile-bridge/cmd/companion enroll --qr qr.png   (bridge: %[1]s/mobile-bridge/v1/connect)
   NATS          %[2]s   (events: stream MFA_EVENTS, subjects mfa.events.>; watch: go run ./devstack/cmd/events)
-  Dev token     curl -s -X POST %[1]s/dev/token -d '{"sub":"alice"}'
+  Tokens        %[4]s
   Data dir      %[3]s
 Press Ctrl-C to stop.
-`, s.URL(), s.NATSURL(), cfg.DataDir)
+`, s.URL(), s.NATSURL(), cfg.DataDir, tokens)
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")

@@ -645,7 +645,7 @@ func TestOpenAPIFaultCodes(t *testing.T) {
 		fault.BadRequest, fault.Unauthorized, fault.Forbidden, fault.NotFound, fault.Conflict,
 		fault.Expired, fault.InvalidCode, fault.CodeReplayed, fault.Locked, fault.NoFactor,
 		fault.PayloadTooLarge, fault.UnsupportedMethod, fault.TooManyRequests, fault.Unavailable,
-		fault.Internal,
+		fault.Internal, fault.DevTokensDisabled,
 	} {
 		if !slices.Contains(codes, string(code)) {
 			t.Errorf("Problem.code does not list %s", code)

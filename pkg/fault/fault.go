@@ -30,6 +30,9 @@ const (
 	TooManyRequests   Code = "too_many_requests"
 	Unavailable       Code = "unavailable"
 	Internal          Code = "internal"
+	// DevTokensDisabled answers the dev stack's POST /dev/token when Bearer tokens come from an
+	// identity provider (MFA_JWT_JWKS_URL): the route is not there, as outside the dev stack.
+	DevTokensDisabled Code = "dev_tokens_disabled"
 )
 
 var statuses = map[Code]int{
@@ -48,6 +51,7 @@ var statuses = map[Code]int{
 	TooManyRequests:   http.StatusTooManyRequests,
 	Unavailable:       http.StatusServiceUnavailable,
 	Internal:          http.StatusInternalServerError,
+	DevTokensDisabled: http.StatusNotFound,
 }
 
 // Status is the HTTP status that goes with c; unknown codes are 500.

@@ -86,9 +86,10 @@ type Cluster struct {
 }
 
 // StartCluster runs an n-node JetStream cluster (routes on random loopback ports, a store
-// directory each) and waits until it has a JetStream meta leader that knows every peer; it is shut down when the test
-// ends. A 3-node cluster comes up in about a second.
-func StartCluster(tb testing.TB, n int) *Cluster {
+// directory each) and waits until it has a JetStream meta leader that knows every peer; it is
+// shut down when the test ends. Each configure function may change every node's options before
+// it starts (accounts and users, for instance). A 3-node cluster comes up in about a second.
+func StartCluster(tb testing.TB, n int, configure ...func(*server.Options)) *Cluster {
 	tb.Helper()
 	ports := make([]int, n)
 	routes := make([]string, n)
@@ -104,12 +105,16 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	c := &Cluster{}
 	var urls []string
 	for i := range n {
-		s, err := server.NewServer(&server.Options{
+		opts := &server.Options{
 			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: server.RANDOM_PORT,
 			JetStream: true, StoreDir: tb.TempDir(), NoSigs: true, NoLog: true,
 			Cluster: server.ClusterOpts{Name: "mfaflow-test", Host: "127.0.0.1", Port: ports[i]},
 			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
-		})
+		}
+		for _, f := range configure {
+			f(opts)
+		}
+		s, err := server.NewServer(opts)
 		if err != nil {
 			tb.Fatalf("cluster node %d: %v", i+1, err)
 		}

@@ -22,15 +22,19 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/mongodoc"
+	"github.com/mfaflow/mfaflow/pkg/mongotest"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/secretbox"
 	kvstore "github.com/mfaflow/mfaflow/services/device-registry/internal/store/kv"
+	mongostore "github.com/mfaflow/mfaflow/services/device-registry/internal/store/mongo"
 	"github.com/mfaflow/mfaflow/services/device-registry/registrysvc"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // wait is the deadline for every fact a test waits on.
@@ -48,9 +52,19 @@ type env struct {
 	bucket string
 	logs   *testkit.LogBuffer
 	key    []byte
+	// backend and mongoURI are the store (registrysvc.Config.Store and MongoURI).
+	backend, mongoURI string
 }
 
-func start(t *testing.T) *env {
+// backends are the stores a test that runs on both uses: JetStream KV and MongoDB (the server
+// of MFA_MONGODB_URI, or an embedded FerretDB; see pkg/mongotest).
+var backends = []string{"nats", "mongo"}
+
+// start boots a registry on the KV backend.
+func start(t *testing.T) *env { return startOn(t, "nats") }
+
+// startOn boots a registry on the backend store ("nats" or "mongo", a fresh database each).
+func startOn(t *testing.T, store string) *env {
 	t.Helper()
 	ns := natstest.Start(t)
 	nc := ns.Connect(t)
@@ -63,21 +77,19 @@ func start(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e := &env{
-		nc:     nc,
-		js:     js,
-		clock:  testkit.NewClock(time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)), // 10 s into a step
-		tokens: auth.HS256{Key: bytes.Repeat([]byte("k"), auth.MinKeyBytes)},
-		bucket: "devices_" + strings.ReplaceAll(uuid.NewString()[:8], "-", ""),
-		logs:   &testkit.LogBuffer{},
-		key:    key,
+		nc:      nc,
+		js:      js,
+		clock:   testkit.NewClock(time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)), // 10 s into a step
+		tokens:  auth.HS256{Key: bytes.Repeat([]byte("k"), auth.MinKeyBytes)},
+		bucket:  "devices_" + strings.ReplaceAll(uuid.NewString()[:8], "-", ""),
+		logs:    &testkit.LogBuffer{},
+		key:     key,
+		backend: store,
 	}
-	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.svc, err = registrysvc.New(t.Context(), nc, registrysvc.Config{
-		SecretKey: key,
-		Verifier:  e.tokens,
-		Bucket:    e.bucket,
-		Clock:     e.clock.Now,
-	}, log)
+	if store == "mongo" {
+		e.mongoURI = mongotest.DatabaseURI(t)
+	}
+	e.svc, err = registrysvc.New(t.Context(), nc, e.config(1, map[byte][]byte{1: key}), e.logger())
 	if err != nil {
 		t.Fatalf("registrysvc.New: %v", err)
 	}
@@ -94,6 +106,18 @@ func start(t *testing.T) *env {
 	e.srv = httptest.NewServer(rt)
 	t.Cleanup(e.srv.Close)
 	return e
+}
+
+// config is the registry's configuration on e's backend with the key ring keys.
+func (e *env) config(current byte, keys map[byte][]byte) registrysvc.Config {
+	return registrysvc.Config{
+		SecretKeys: keys, CurrentKey: current, Verifier: e.tokens, Clock: e.clock.Now,
+		Bucket: e.bucket, Store: e.backend, MongoURI: e.mongoURI,
+	}
+}
+
+func (e *env) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -189,10 +213,14 @@ func (e *env) credential(t *testing.T, statusID string) device.Credential {
 	return c
 }
 
-// rawValues returns every live key of the bucket with its raw value.
+// rawValues returns every live key of the bucket with its raw value; on MongoDB every
+// document of the registry's collections, keyed "<collection>/<_id>", as BSON.
 func (e *env) rawValues(t *testing.T) map[string][]byte {
 	t.Helper()
 	ctx := ctxT(t)
+	if e.backend == "mongo" {
+		return e.rawDocuments(t)
+	}
 	kv := e.kv(t)
 	lister, err := kv.ListKeys(ctx)
 	if err != nil {
@@ -394,3 +422,28 @@ func assertProblem(t *testing.T, resp *http.Response, body []byte, status int, c
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+func (e *env) rawDocuments(t *testing.T) map[string][]byte {
+	t.Helper()
+	ctx := ctxT(t)
+	client, db, err := mongodoc.Connect(ctx, e.mongoURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = client.Disconnect(context.Background()) }()
+	out := map[string][]byte{}
+	for _, coll := range []string{mongostore.CredentialsCollection, mongostore.LockoutsCollection, mongostore.RecoverySetsCollection} {
+		cur, err := db.Collection(coll).Find(ctx, bson.D{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for cur.Next(ctx) {
+			out[coll+"/"+cur.Current.Lookup("_id").String()] = append([]byte(nil), cur.Current...)
+		}
+		if err := cur.Err(); err != nil {
+			t.Fatal(err)
+		}
+		_ = cur.Close(ctx)
+	}
+	return out
+}

@@ -30,10 +30,13 @@ import (
 	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
 )
 
+// DefaultBucket is the KV bucket used when Config.Bucket is empty.
+const DefaultBucket = kv.DefaultBucket
+
 // Config configures the status service.
 type Config struct {
 	Verifier auth.Verifier
-	// Bucket is the KV bucket of enrollments; empty means kv.DefaultBucket.
+	// Bucket is the KV bucket of enrollments; empty means DefaultBucket.
 	Bucket string
 	// Replicas is the replica count of the MFA_EVENTS stream and the bucket when they have to be
 	// created (MFA_NATS_REPLICAS); 0 means 1.
