@@ -42,14 +42,8 @@ const DocFilter = "e.>"
 
 // Store implements enrollment.Store on a KV bucket.
 type Store struct {
-	kv     jetstream.KeyValue
-	docs   *kvdoc.Store[doc]
-	js     jetstream.JetStream
-	bucket string
-	// stream is the bucket's stream, looked up once (lastDocRevision asks it several times a
-	// second).
-	streamMu sync.Mutex
-	stream   jetstream.Stream
+	kv   jetstream.KeyValue
+	docs *kvdoc.Store[doc]
 
 	// sweptThrough is the last expiry second whose index entries DueForExpiry has listed; 0
 	// until the first, full listing. Later calls list only the seconds since, because a listing
@@ -83,35 +77,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, opts ...na
 	if err != nil {
 		return nil, err
 	}
-	return &Store{kv: kv, docs: kvdoc.New[doc](kv), js: js, bucket: bucket}, nil
-}
-
-// lastDocRevision is the revision of the newest enrollment document write in the bucket (0 if
-// there is none): the sequence of the last message on the documents' subjects.
-func (s *Store) lastDocRevision(ctx context.Context) (uint64, error) {
-	if s.js == nil {
-		return 0, errors.New("kv: store opened without JetStream")
-	}
-	s.streamMu.Lock()
-	st := s.stream
-	s.streamMu.Unlock()
-	if st == nil {
-		var err error
-		if st, err = s.js.Stream(ctx, "KV_"+s.bucket); err != nil {
-			return 0, err
-		}
-		s.streamMu.Lock()
-		s.stream = st
-		s.streamMu.Unlock()
-	}
-	m, err := st.GetLastMsgForSubject(ctx, "$KV."+s.bucket+"."+DocFilter)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	return m.Sequence, nil
+	return &Store{kv: kv, docs: kvdoc.New[doc](kv)}, nil
 }
 
 // KV is the underlying bucket (the relay watches it).

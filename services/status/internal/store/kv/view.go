@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
@@ -30,12 +31,14 @@ import (
 //   - Memory answers only while a watch is running and was started before the value was read;
 //     when the watch ends the view is emptied and every Get reads the bucket until a new watch
 //     runs. A value read from the bucket before the current watch started is not recorded.
-//   - Memory answers only while the watch is known to be current: every MaxLag/4 the view asks
-//     the bucket for its newest document revision and, once the watch has delivered it, knows
-//     that every write made before it asked is applied. Answers from memory are then at most
-//     MaxLag stale. A watch that stalls without ending (its NATS node or the bucket's leader
-//     died, and the ordered consumer has not noticed yet) stops confirming, and Gets read the
-//     bucket until it recovers, instead of serving a peer's old state for seconds.
+//   - Memory answers only while the watch is known to be current. To know it, the view writes a
+//     marker key of its own into the bucket and waits for its watch to deliver it: the stream
+//     is ordered, so every write made before the marker has then been applied. While polls are
+//     served it does so at most every MaxLag/4 (an idle view writes nothing), and answers from
+//     memory only within MaxLag of the last confirmation. A watch that stalls without ending
+//     (its NATS node or the bucket's leader died, and the ordered consumer has not noticed yet)
+//     stops confirming, and Gets read the bucket until it recovers, instead of serving a peer's
+//     old state for seconds. The marker costs one small write, whatever the bucket holds.
 //   - A write that loses compare-and-set drops the entry, so the retry reads the bucket.
 //   - Unknown ids, evicted and expired entries read the bucket, which answers not-found as
 //     before.
@@ -60,13 +63,16 @@ type View struct {
 	synced  bool   // a watch is running
 	entries map[string]viewEntry
 
-	// applied is the newest revision the watch has delivered (or, at its start, the newest
-	// revision before it, which it never delivers and which held values already include).
+	// marker is this view's own key in the bucket (see the freshness rule above).
+	marker string
+	// applied is the newest revision the watch has delivered.
 	applied atomic.Uint64
 	// confirmed is the wall time (unix ns) before which every document write is applied.
 	confirmed atomic.Int64
-	// probe is the freshness question in flight: once applied reaches seq, confirmed is at.
+	// probe is the marker write in flight: once applied reaches seq, confirmed is at.
 	probe atomic.Pointer[freshnessProbe]
+	// kick asks the prober for a confirmation; confirmedNow says one was made.
+	kick, confirmedNow chan struct{}
 
 	hits, misses atomic.Uint64
 }
@@ -93,8 +99,13 @@ var _ enrollment.Store = (*View)(nil)
 
 // NewView returns a view in front of s. It answers from memory only while Run runs.
 func NewView(s *Store) *View {
-	return &View{store: s, entries: map[string]viewEntry{}}
+	return &View{store: s, entries: map[string]viewEntry{}, marker: MarkerPrefix + uuid.NewString(),
+		kick: make(chan struct{}, 1), confirmedNow: make(chan struct{}, 1)}
 }
+
+// MarkerPrefix starts the keys the views write to confirm their watch is current. They hold
+// nothing; a replica's key stays until the bucket's Retention forgets it.
+const MarkerPrefix = "_view."
 
 // Store is the store behind the view.
 func (v *View) Store() *Store { return v.store }
@@ -150,36 +161,21 @@ func (v *View) Run(ctx context.Context, ready chan<- struct{}) {
 }
 
 func (v *View) watch(ctx context.Context, prune <-chan time.Time, ready chan<- struct{}) error {
-	// The watch starts right after the newest document write: it delivers every later one, and
-	// the earlier ones are in whatever a bucket read after this point returns.
-	qctx, cancel := context.WithTimeout(ctx, v.maxLag())
-	start, err := v.store.lastDocRevision(qctx)
-	cancel()
-	if err != nil {
-		return err
-	}
-	opt := jetstream.UpdatesOnly()
-	if start > 0 {
-		opt = jetstream.ResumeFromRevision(start + 1)
-	}
-	w, err := v.store.kv.Watch(ctx, DocFilter, opt)
+	w, err := v.store.kv.WatchFiltered(ctx, []string{DocFilter, v.marker}, jetstream.UpdatesOnly())
 	if err != nil {
 		return err
 	}
 	defer func() { _ = w.Stop() }()
-	// The consumer exists now: every write after start reaches the watch, and a bucket read
-	// that starts after this point is at least as new as start.
+	// The consumer exists now: every write after this point reaches the watch, and a bucket
+	// read that starts after this point is at least as new as the watch's starting point.
 	v.reset(true)
 	defer v.reset(false)
-	v.applied.Store(start)
 	v.probe.Store(nil)
-	v.confirmed.Store(time.Now().UnixNano())
-	if ready != nil {
-		close(ready)
-	}
+	v.confirmed.Store(0)
 	pctx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
 	go v.probeFreshness(pctx)
+	v.wantConfirmation()
 	for {
 		select {
 		case <-ctx.Done():
@@ -190,31 +186,56 @@ func (v *View) watch(ctx context.Context, prune <-chan time.Time, ready chan<- s
 			if !ok {
 				return errors.New("view: watch closed")
 			}
-			if entry != nil {
-				for v.pause.Load() && ctx.Err() == nil {
-					time.Sleep(time.Millisecond) // tests only: a stalled watch
-				}
+			if entry == nil {
+				continue
+			}
+			for v.pause.Load() && ctx.Err() == nil {
+				time.Sleep(time.Millisecond) // tests only: a stalled watch
+			}
+			if entry.Key() != v.marker {
 				v.apply(entry)
-				v.advance(entry.Revision())
+			}
+			v.advance(entry.Revision())
+		case <-v.confirmedNow:
+			if ready != nil && v.current() {
+				// Ready once memory may answer: the first confirmation.
+				close(ready)
+				ready = nil
 			}
 		}
 	}
 }
 
-// probeFreshness asks, every MaxLag/4, for the bucket's newest document revision; the watch
-// confirms the view current as of the question once it has delivered that revision.
+// wantConfirmation asks the prober for a fresh confirmation, without waiting.
+func (v *View) wantConfirmation() {
+	select {
+	case v.kick <- struct{}{}:
+	default:
+	}
+}
+
+// probeFreshness writes the view's marker when a confirmation is wanted, at most every
+// MaxLag/4; the watch confirms the view current as of the write once it delivers the marker.
 func (v *View) probeFreshness(ctx context.Context) {
-	t := time.NewTicker(v.maxLag() / 4)
-	defer t.Stop()
+	every := v.maxLag() / 4
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-v.kick:
 		}
-		at := time.Now().UnixNano()
+		if wait := every - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
+		at := last.UnixNano()
 		qctx, cancel := context.WithTimeout(ctx, v.maxLag())
-		seq, err := v.store.lastDocRevision(qctx)
+		seq, err := v.store.kv.Put(qctx, v.marker, nil)
 		cancel()
 		if err != nil {
 			continue // no confirmation: memory stops answering once MaxLag has passed
@@ -241,14 +262,23 @@ func (v *View) confirm(at int64) {
 	for {
 		cur := v.confirmed.Load()
 		if at <= cur || v.confirmed.CompareAndSwap(cur, at) {
-			return
+			break
 		}
+	}
+	select {
+	case v.confirmedNow <- struct{}{}:
+	default:
 	}
 }
 
-// current reports whether the view is confirmed current within MaxLag.
+// current reports whether the view is confirmed current within MaxLag; past a quarter of it
+// a new confirmation is asked for, so a view that is being read stays confirmed.
 func (v *View) current() bool {
-	return time.Now().UnixNano()-v.confirmed.Load() <= int64(v.maxLag())
+	age := time.Now().UnixNano() - v.confirmed.Load()
+	if age > int64(v.maxLag()/4) {
+		v.wantConfirmation()
+	}
+	return age <= int64(v.maxLag())
 }
 
 // reset empties the view and starts a new generation: values read before it are not recorded.
