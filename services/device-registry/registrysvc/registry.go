@@ -161,7 +161,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		_ = s.Close()
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	if s.cons, err = natsapi.ConsumeEnrollmentEndings(runCtx, js, svc, log.With("component", "enrollment-endings")); err != nil {
+	if s.cons, err = natsapi.ConsumeEnrollmentEndings(ctx, runCtx, js, svc, log.With("component", "enrollment-endings")); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("registry: %w", err)
 	}
