@@ -42,6 +42,23 @@ func runningView(t *testing.T, srv *natstest.Server, tune ...func(*kv.View)) *kv
 	return v
 }
 
+// viewAndPeer is a running view, a second store on the same bucket (another replica), and an
+// enrollment created through the view.
+func viewAndPeer(t *testing.T, tune ...func(*kv.View)) (*kv.View, *kv.Store, enrollment.Enrollment) {
+	t.Helper()
+	srv := natstest.Start(t)
+	v := runningView(t, srv, tune...)
+	other, err := kv.Open(context.Background(), srv.JetStream(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := v.Create(context.Background(), newEnrollment(time.Now().UTC()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, other, e
+}
+
 func newEnrollment(now time.Time) enrollment.Enrollment {
 	return enrollment.Enrollment{
 		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "alice", Method: "TOTP",
@@ -88,16 +105,7 @@ func TestViewReadYourWrites(t *testing.T) {
 // A write made behind the view's back (another replica) reaches it through the watch.
 func TestViewFollowsOtherWriters(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Start(t)
-	v := runningView(t, srv)
-	other, err := kv.Open(ctx, srv.JetStream(t), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := v.Create(ctx, newEnrollment(time.Now().UTC()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, other, e := viewAndPeer(t)
 	next := e
 	next.State, next.Seq = enrollment.Cancelled, 2
 	if _, err := other.Update(ctx, next); err != nil {
@@ -330,17 +338,8 @@ func TestViewFollowsTheRelaysClear(t *testing.T) {
 // current for MaxLag, Gets read the bucket; when the watch delivers again, memory answers again.
 func TestViewStopsAnsweringFromAStalledWatch(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Start(t)
 	const maxLag = 200 * time.Millisecond
-	v := runningView(t, srv, func(v *kv.View) { v.MaxLag = maxLag })
-	other, err := kv.Open(ctx, srv.JetStream(t), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := v.Create(ctx, newEnrollment(time.Now().UTC()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, other, e := viewAndPeer(t, func(v *kv.View) { v.MaxLag = maxLag })
 	v.PauseWatch(true)
 	next := e
 	next.State, next.Seq = enrollment.Cancelled, 2
