@@ -95,7 +95,7 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format, key)
-	if reused, ok := errors.AsType[*setup.ErrKeyReused](err); ok {
+	if reused, ok := errors.AsType[*setup.KeyReusedError](err); ok {
 		w.Header().Set("Location", "/verification-srv/verificationstatus/"+reused.StatusID)
 		err = fault.New(fault.Conflict, "this Idempotency-Key already started enrollment "+reused.StatusID+", which is now "+reused.State+"; start a new enrollment with a new key")
 	}

@@ -79,14 +79,14 @@ type Existing struct {
 	ExpiresAt time.Time
 }
 
-// ErrKeyReused: the Idempotency-Key started an enrollment that has moved on (scanned, enrolled,
+// KeyReusedError: the Idempotency-Key started an enrollment that has moved on (scanned, enrolled,
 // cancelled or expired), so its secret can no longer be handed out again.
-type ErrKeyReused struct {
+type KeyReusedError struct {
 	StatusID string
 	State    string
 }
 
-func (e *ErrKeyReused) Error() string {
+func (e *KeyReusedError) Error() string {
 	return "the Idempotency-Key already started enrollment " + e.StatusID + ", which is " + e.State
 }
 
@@ -146,7 +146,7 @@ type Initiated struct {
 // attempt's enrollment: its ids are derived from the key by the status service, every step is
 // repeated idempotently, and an enrollment still INITIATED is answered again with a new secret
 // (the first answer may never have arrived; its secret stops working). One that has moved on is
-// *ErrKeyReused. The enrollment's expiry is the first attempt's.
+// *KeyReusedError. The enrollment's expiry is the first attempt's.
 func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat, key string) (Initiated, error) {
 	if !strings.EqualFold(method, MethodTOTP) {
 		return Initiated{}, ErrUnsupportedMethod
@@ -173,7 +173,7 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat,
 		}
 		if existing != nil {
 			if existing.State != "INITIATED" {
-				return Initiated{}, &ErrKeyReused{StatusID: in.StatusID, State: existing.State}
+				return Initiated{}, &KeyReusedError{StatusID: in.StatusID, State: existing.State}
 			}
 			in.ExpiresAt = existing.ExpiresAt
 		}
