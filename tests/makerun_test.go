@@ -22,10 +22,10 @@ import (
 // sends it) stops the stack and FerretDB. A second run finds the first run's enrollment.
 func TestMakeRunOnMongo(t *testing.T) {
 	if testing.Short() {
-		t.Skip("make run: skipped with -short (it builds the dev stack and FerretDB)")
+		t.Skip("make run: skipped with -short (it builds the dev stack and FerretDB); make test runs it")
 	}
 	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("no make on PATH")
+		t.Skip("needs make on PATH to run make run; make test, which has it, runs this test")
 	}
 	dataDir := t.TempDir()
 	httpAddr := freeAddr(t)
