@@ -128,7 +128,7 @@ func TestIdempotentInitiationCompletesAPartialAttempt(t *testing.T) {
 	}
 	var lost commands.CreateCredentialReply
 	if err := rpc.Call(ctx, nc, commands.RegistryCreateCredential, commands.CreateCredentialRequest{
-		StatusID: ids.StatusID, Sub: "carol-idem", ExpiresAt: time.Now().Add(5 * time.Minute), Reissue: true,
+		StatusID: ids.StatusID, Sub: "carol-idem", ExpiresAt: time.Now().Add(5 * time.Minute),
 	}, &lost); err != nil {
 		t.Fatal(err)
 	}

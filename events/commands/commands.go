@@ -108,7 +108,8 @@ const (
 	// RegistryActivateCredential registers the device of a verified claim, once the enrollment
 	// is ENROLLED (the status service commits first, so a lost race leaves no device).
 	RegistryActivateCredential = RegistryGroup + ".credentials.activate"
-	// RegistryDiscardCredential destroys a pending credential whose enrollment ended without it.
+	// RegistryDiscardCredential destroys the claimed credential of an enrollment that ended
+	// without it (the status service calls it when a cancel or an expiry beat a right code).
 	RegistryDiscardCredential = RegistryGroup + ".credentials.discard"
 	// RegistryFactorsReady asks whether a user can be asked for a sign-in code of a method now
 	// (has a usable factor, is not locked). It checks no code.
@@ -199,24 +200,27 @@ type Device struct {
 	Key *DeviceKey `json:"device_key,omitempty"`
 }
 
-// CreateCredentialRequest asks the registry for a pending credential for an enrollment.
+// CreateCredentialRequest asks the registry for the pending credential of an enrollment.
 type CreateCredentialRequest struct {
 	StatusID  string    `json:"status_id"`
 	Sub       string    `json:"sub"`
 	ExpiresAt time.Time `json:"expires_at"`
-	// Reissue: if the enrollment already has a pending credential (a retried initiation with
-	// the same Idempotency-Key), give it a new secret instead of answering conflict. Only a
-	// credential of the same user that no code has claimed yet is reissued.
-	Reissue bool `json:"reissue,omitempty"`
 }
 
 // CreateCredentialReply carries the new secret. It is the only message that ever holds a secret,
 // and only the initiation service receives it, to hand it to the user once.
+//
+// PendingCredential is the same credential sealed by the registry (AES-256-GCM under its key,
+// bound to the status id and sub): the registry stores nothing at initiation, and the status
+// service keeps this value in the enrollment, unable to open it, until a code claims it
+// (VerifyCredentialRequest) or the enrollment ends. It is never logged, never in an event or
+// a reply to a client.
 type CreateCredentialReply struct {
-	Secret    string `json:"secret"`
-	Algorithm string `json:"algorithm"`
-	Digits    int    `json:"digits"`
-	Period    int    `json:"period"`
+	Secret            string `json:"secret"`
+	Algorithm         string `json:"algorithm"`
+	Digits            int    `json:"digits"`
+	Period            int    `json:"period"`
+	PendingCredential []byte `json:"pending_credential"`
 }
 
 // VerifyCredentialRequest proves possession of a pending credential with a code.
@@ -225,6 +229,10 @@ type VerifyCredentialRequest struct {
 	Sub      string `json:"sub"`
 	Code     string `json:"code"`
 	Device   Device `json:"device"`
+	// PendingCredential is the enrollment's sealed pending credential (CreateCredentialReply);
+	// without it the registry looks for one it stored itself (enrollments begun by an earlier
+	// version).
+	PendingCredential []byte `json:"pending_credential,omitempty"`
 }
 
 // ActivateCredentialRequest registers the device that a verify claimed: PHID and DeviceID are
@@ -256,6 +264,10 @@ type CreateEnrollmentRequest struct {
 	Sub        string    `json:"sub"`
 	Method     string    `json:"type"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	// PendingCredential is the registry's sealed pending credential (CreateCredentialReply),
+	// kept with the enrollment while it is open. A repeated create (a retried keyed
+	// initiation) with another one replaces it while the enrollment is still INITIATED.
+	PendingCredential []byte `json:"pending_credential,omitempty"`
 }
 
 // KeyedIDsRequest asks for the ids of sub's enrollment initiated with Idempotency-Key Key.

@@ -7,9 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/rpc"
 )
 
 // adminDo sends a request with an administrator's token (scope mfa:admin, sub "ops").
@@ -147,7 +150,8 @@ func TestAdminFactors(t *testing.T) {
 	if n := e.remaining(t, "alice"); n != 0 {
 		t.Fatalf("remaining after reset = %d", n)
 	}
-	// The user starts over: a new device and a new set of recovery codes.
+	// The user starts over (after the reset): a new device and a new set of recovery codes.
+	e.clock.Advance(time.Second)
 	e.enroll(t, "alice", commands.Device{Name: "New phone"})
 	if codes := e.generateRecoveryCodes(t, "alice"); len(codes) != 10 || e.remaining(t, "alice") != 10 {
 		t.Fatalf("recovery codes after reset: %v", codes)
@@ -171,4 +175,41 @@ func TestAdminFactors(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestResetVoidsEnrollmentsInProgress: a reset ends every enrollment of the user begun before
+// it, whether a code had claimed its credential yet (stored, discarded by the reset) or not (held
+// sealed by the status service, refused by the registry from now on); one begun after it works.
+func TestResetVoidsEnrollmentsInProgress(t *testing.T) {
+	e := start(t)
+	unclaimed := uuid.NewString()
+	unclaimedSecret := e.create(t, unclaimed, "alice")
+	claimed := uuid.NewString()
+	claim := e.claim(t, claimed, "alice", e.create(t, claimed, "alice"))
+	other := uuid.NewString()
+	otherSecret := e.create(t, other, "bob")
+
+	e.clock.Advance(time.Second)
+	if resp, body := e.adminDo(t, http.MethodDelete, "/verification-srv/admin/users/alice/factors"); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("reset: %d %s", resp.StatusCode, body)
+	}
+
+	if _, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: unclaimed, Sub: "alice", Code: code(t, unclaimedSecret, e.clock.Now())}); fault.CodeOf(err) != fault.NotFound {
+		t.Fatalf("enrollment begun before the reset: %v, want not_found", err)
+	}
+	if _, err := e.store(t).GetByStatusID(ctxT(t), unclaimed); err == nil {
+		t.Fatal("the refused code left a claim behind")
+	}
+	err := rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, commands.ActivateCredentialRequest{
+		StatusID: claimed, Sub: "alice", PHID: claim.PHID, DeviceID: claim.DeviceID}, nil)
+	assertCode(t, err, fault.NotFound)
+	// Another user's enrollment is untouched, and alice can start again.
+	if _, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: other, Sub: "bob", Code: code(t, otherSecret, e.clock.Now())}); err != nil {
+		t.Fatalf("bob's enrollment: %v", err)
+	}
+	e.clock.Advance(time.Second)
+	e.enroll(t, "alice", commands.Device{Name: "New phone"})
+	if got := e.list(t, "alice"); len(got) != 1 || got[0].FriendlyName != "New phone" {
+		t.Fatalf("alice's devices after starting over: %+v", got)
+	}
 }

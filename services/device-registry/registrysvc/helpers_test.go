@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,6 +55,10 @@ type env struct {
 	key    []byte
 	// backend and mongoURI are the store (registrysvc.Config.Store and MongoURI).
 	backend, mongoURI string
+	// pending holds the sealed pending credential of each create, by status id, as the status
+	// service keeps it with the enrollment.
+	pendingMu sync.Mutex
+	pending   map[string][]byte
 }
 
 // backends are the stores a test that runs on both uses: JetStream KV and MongoDB (the server
@@ -85,6 +90,7 @@ func startOn(t *testing.T, store string) *env {
 		logs:    &testkit.LogBuffer{},
 		key:     key,
 		backend: store,
+		pending: map[string][]byte{},
 	}
 	if store == "mongo" {
 		e.mongoURI = mongotest.DatabaseURI(t)
@@ -126,7 +132,8 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-// create asks for a pending credential over NATS and returns the secret.
+// create asks for a pending credential over NATS and returns the secret; the sealed pending
+// credential is kept for the verifies of statusID, as the status service keeps it.
 func (e *env) create(t *testing.T, statusID, sub string) string {
 	t.Helper()
 	var reply commands.CreateCredentialReply
@@ -135,7 +142,36 @@ func (e *env) create(t *testing.T, statusID, sub string) string {
 	if err != nil {
 		t.Fatalf("create credential: %v", err)
 	}
+	if len(reply.PendingCredential) == 0 {
+		t.Fatal("create credential: no sealed pending credential in the reply")
+	}
+	e.pendingMu.Lock()
+	e.pending[statusID] = reply.PendingCredential
+	e.pendingMu.Unlock()
 	return reply.Secret
+}
+
+// verify sends req as the status service does, with the sealed pending credential of its
+// status id (if req has none and create made one).
+func (e *env) verify(t *testing.T, req commands.VerifyCredentialRequest, claim *commands.CredentialClaim) error {
+	t.Helper()
+	if req.PendingCredential == nil {
+		e.pendingMu.Lock()
+		req.PendingCredential = e.pending[req.StatusID]
+		e.pendingMu.Unlock()
+	}
+	return rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, req, claim)
+}
+
+// claim verifies a right code of secret for statusID without activating: the claimed, still
+// pending credential the registry then stores.
+func (e *env) claim(t *testing.T, statusID, sub, secret string) commands.CredentialClaim {
+	t.Helper()
+	var claim commands.CredentialClaim
+	if err := e.verify(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: sub, Code: code(t, secret, e.clock.Now())}, &claim); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	return claim
 }
 
 // activate enrolls as the status service does: verify the code (claiming the pending
@@ -143,7 +179,7 @@ func (e *env) create(t *testing.T, statusID, sub string) string {
 func (e *env) activate(t *testing.T, req commands.VerifyCredentialRequest) (commands.CredentialClaim, error) {
 	t.Helper()
 	var claim commands.CredentialClaim
-	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, req, &claim); err != nil {
+	if err := e.verify(t, req, &claim); err != nil {
 		return claim, err
 	}
 	var reply commands.CredentialClaim

@@ -20,7 +20,7 @@ func TestHTTPList(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	newer, _ := e.enroll(t, "alice", commands.Device{})
 	bobs, _ := e.enroll(t, "bob", commands.Device{DeviceID: "dev-bob"})
-	e.create(t, "pending-status", "alice") // pending: not a device yet
+	e.claim(t, "pending-status", "alice", e.create(t, "pending-status", "alice")) // claimed, not activated: not a device yet
 
 	t.Run("OK", func(t *testing.T) {
 		got := e.list(t, "alice")

@@ -70,16 +70,41 @@ func TestCreatePending(t *testing.T) {
 		}
 	})
 
-	t.Run("ErrConflict", func(t *testing.T) {
+	// Nothing is stored at initiation: each create makes a new secret and a sealed credential
+	// that only its own enrollment and user can use.
+	t.Run("StatelessAndBound", func(t *testing.T) {
 		e := start(t)
 		statusID := uuid.NewString()
 		first := e.create(t, statusID, "alice")
-		err := rpc.Call(ctxT(t), e.nc, commands.RegistryCreateCredential,
-			commands.CreateCredentialRequest{StatusID: statusID, Sub: "alice"}, nil)
-		assertCode(t, err, fault.Conflict)
-		// The first secret still activates: the refused create replaced nothing.
-		if _, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, first, e.clock.Now())}); err != nil {
-			t.Fatalf("activate first secret: %v", err)
+		firstSealed := e.pending[statusID]
+		second := e.create(t, statusID, "alice")
+		if first == second {
+			t.Fatal("a second create handed out the same secret")
+		}
+		for k := range e.rawValues(t) {
+			if strings.Contains(k, statusID) || strings.Contains(k, device.PHIDFor(statusID)) || strings.HasPrefix(k, "u.") {
+				t.Fatalf("create stored %s", k)
+			}
+		}
+		// The first sealed credential verifies its own secret only.
+		var claim commands.CredentialClaim
+		req := commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, second, e.clock.Now()), PendingCredential: firstSealed}
+		if code(t, first, e.clock.Now()) != req.Code {
+			assertCode(t, e.verify(t, req, nil), fault.InvalidCode)
+		}
+		// Bound to its enrollment and user: elsewhere it names no credential.
+		req.Code = code(t, first, e.clock.Now())
+		for name, r := range map[string]commands.VerifyCredentialRequest{
+			"OtherUser":       {StatusID: statusID, Sub: "mallory", Code: req.Code, PendingCredential: firstSealed},
+			"OtherEnrollment": {StatusID: uuid.NewString(), Sub: "alice", Code: req.Code, PendingCredential: firstSealed},
+			"Altered":         {StatusID: statusID, Sub: "alice", Code: req.Code, PendingCredential: append(slices.Clone(firstSealed[:len(firstSealed)-1]), firstSealed[len(firstSealed)-1]^1)},
+		} {
+			if err := e.verify(t, r, nil); fault.CodeOf(err) != fault.NotFound {
+				t.Errorf("%s: %v, want not_found", name, err)
+			}
+		}
+		if err := e.verify(t, req, &claim); err != nil {
+			t.Fatalf("first sealed credential with its own code: %v", err)
 		}
 	})
 
@@ -167,7 +192,6 @@ func TestActivate(t *testing.T) {
 		statusID := uuid.NewString()
 		secret := e.create(t, statusID, "alice")
 		now := e.clock.Now()
-		before := e.credential(t, statusID)
 		for name, c := range map[string]string{
 			"Wrong":       wrongCode(code(t, secret, now)),
 			"TwoStepsOld": code(t, secret, now.Add(-60*time.Second)),
@@ -186,9 +210,8 @@ func TestActivate(t *testing.T) {
 				t.Errorf("%s code: %v, want invalid_code", name, err)
 			}
 		}
-		after := e.credential(t, statusID)
-		if after.Verified || after.LastStep != 0 || after.Version != before.Version {
-			t.Fatalf("a wrong code changed the credential: %+v", after)
+		if c, err := e.store(t).GetByStatusID(ctxT(t), statusID); err == nil {
+			t.Fatalf("a wrong code stored a claim: %v", c)
 		}
 		// The right code still works afterwards.
 		if _, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, now)}); err != nil {
@@ -205,8 +228,8 @@ func TestActivate(t *testing.T) {
 		assertCode(t, err, fault.NotFound)
 		_, err = e.activate(t, commands.VerifyCredentialRequest{StatusID: uuid.NewString(), Sub: "alice", Code: right})
 		assertCode(t, err, fault.NotFound)
-		if e.credential(t, statusID).Verified {
-			t.Fatal("another user activated alice's credential")
+		if _, err := e.store(t).GetByStatusID(ctxT(t), statusID); err == nil {
+			t.Fatal("another user's code claimed alice's credential")
 		}
 	})
 
@@ -220,7 +243,8 @@ func TestActivate(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.clock.Advance(2 * time.Minute)
-		_, err = e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, reply.Secret, e.clock.Now())})
+		_, err = e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, reply.Secret, e.clock.Now()),
+			PendingCredential: reply.PendingCredential})
 		assertCode(t, err, fault.Expired)
 	})
 
@@ -234,16 +258,16 @@ func TestActivate(t *testing.T) {
 		}
 		// A verify retried after a lost reply (same code, same device) claims the same device.
 		var claim, again commands.CredentialClaim
-		if err := rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, req, &claim); err != nil {
+		if err := e.verify(t, req, &claim); err != nil {
 			t.Fatal(err)
 		}
-		if err := rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, req, &again); err != nil || again != claim {
+		if err := e.verify(t, req, &again); err != nil || again != claim {
 			t.Fatalf("repeated verify = %+v, %v; want %+v", again, err, claim)
 		}
 		// Another device may not take over the claimed credential.
 		other := req
 		other.Device = commands.Device{DeviceID: "dev-2"}
-		assertCode(t, rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, other, nil), fault.Conflict)
+		assertCode(t, e.verify(t, other, nil), fault.Conflict)
 
 		activate := commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", PHID: claim.PHID, DeviceID: claim.DeviceID}
 		var first commands.CredentialClaim
@@ -266,7 +290,7 @@ func TestActivate(t *testing.T) {
 		forged.DeviceID = "dev-2"
 		assertCode(t, rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, forged, nil), fault.Conflict)
 		// Once activated, the enrollment is over: the code verifies nothing any more.
-		assertCode(t, rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, req, nil), fault.Conflict)
+		assertCode(t, e.verify(t, req, nil), fault.Conflict)
 		e.eventsAbout(t, events.DeviceRegistered, first.PHID, 1)
 	})
 
@@ -274,10 +298,13 @@ func TestActivate(t *testing.T) {
 		e := start(t)
 		statusID := uuid.NewString()
 		e.create(t, statusID, "alice")
-		cred := e.credential(t, statusID)
-		err := rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential,
-			commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", PHID: cred.PHID, DeviceID: "dev-1"}, nil)
-		assertCode(t, err, fault.Conflict)
+		activate := commands.ActivateCredentialRequest{StatusID: statusID, Sub: "alice", PHID: device.PHIDFor(statusID), DeviceID: "dev-1"}
+		// Nothing claimed: nothing to activate.
+		assertCode(t, rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, activate, nil), fault.NotFound)
+		// Claimed by another device: not this claim.
+		secret := e.create(t, statusID, "alice")
+		e.claim(t, statusID, "alice", secret)
+		assertCode(t, rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, activate, nil), fault.Conflict)
 	})
 
 	t.Run("ConcurrentActivationsOneWins", func(t *testing.T) {
@@ -351,6 +378,7 @@ func TestSecretSealedAtRest(t *testing.T) {
 	e := start(t)
 	statusID := uuid.NewString()
 	secret := e.create(t, statusID, "alice")
+	assertNoSecret(t, "the sealed pending credential", e.pending[statusID], secret, "")
 	check := func(when string) {
 		t.Helper()
 		values := e.rawValues(t)
@@ -361,7 +389,8 @@ func TestSecretSealedAtRest(t *testing.T) {
 			assertNoSecret(t, when+": key "+k, v, secret, "")
 		}
 	}
-	check("pending")
+	claim := e.claim(t, statusID, "alice", secret)
+	check("claimed")
 
 	c := e.credential(t, statusID)
 	raw := e.rawValues(t)["c."+c.PHID]
@@ -378,8 +407,9 @@ func TestSecretSealedAtRest(t *testing.T) {
 		t.Fatalf("stored secret is not a sealed value: %s", raw)
 	}
 
-	reply, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now())})
-	if err != nil {
+	var reply commands.CredentialClaim
+	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, commands.ActivateCredentialRequest{
+		StatusID: statusID, Sub: "alice", PHID: claim.PHID, DeviceID: claim.DeviceID}, &reply); err != nil {
 		t.Fatal(err)
 	}
 	natstest.Eventually(t, wait, e.relayed(t, reply.PHID))
@@ -391,8 +421,9 @@ func TestSecretSealedAtRest(t *testing.T) {
 func TestSealedSecretBoundToRecord(t *testing.T) {
 	e := start(t)
 	victim, attacker := uuid.NewString(), uuid.NewString()
-	e.create(t, victim, "alice")
+	e.claim(t, victim, "alice", e.create(t, victim, "alice"))
 	attackerSecret := e.create(t, attacker, "mallory")
+	e.claim(t, attacker, "mallory", attackerSecret)
 
 	kv := e.kv(t)
 	ctx := ctxT(t)
@@ -420,7 +451,10 @@ func TestSealedSecretBoundToRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, err = e.activate(t, commands.VerifyCredentialRequest{StatusID: victim, Sub: "alice", Code: code(t, attackerSecret, e.clock.Now())})
+	// Checked against the stored record (no sealed pending credential: the path of a claim
+	// already stored), the moved secret does not open.
+	_, err = e.activate(t, commands.VerifyCredentialRequest{StatusID: victim, Sub: "alice", Code: code(t, attackerSecret, e.clock.Now()),
+		PendingCredential: []byte{}})
 	if err == nil {
 		t.Fatal("a secret moved into another record opened there")
 	}
@@ -436,7 +470,7 @@ func TestEnrollmentEndings(t *testing.T) {
 		t.Run(string(typ), func(t *testing.T) {
 			e := start(t)
 			statusID := uuid.NewString()
-			secret := e.create(t, statusID, "alice")
+			claim := e.claim(t, statusID, "alice", e.create(t, statusID, "alice"))
 			phid := e.credential(t, statusID).PHID
 
 			e.publishEnding(t, typ, statusID, "alice")
@@ -457,7 +491,8 @@ func TestEnrollmentEndings(t *testing.T) {
 				}
 				return nil
 			})
-			_, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now())})
+			err := rpc.Call(ctxT(t), e.nc, commands.RegistryActivateCredential, commands.ActivateCredentialRequest{
+				StatusID: statusID, Sub: "alice", PHID: claim.PHID, DeviceID: claim.DeviceID}, nil)
 			assertCode(t, err, fault.NotFound)
 		})
 	}
@@ -469,7 +504,7 @@ func TestEnrollmentEndings(t *testing.T) {
 		statusID := uuid.NewString()
 		secret := e.create(t, statusID, "alice")
 		var claim commands.CredentialClaim
-		if err := rpc.Call(ctxT(t), e.nc, commands.RegistryVerifyCredential, commands.VerifyCredentialRequest{
+		if err := e.verify(t, commands.VerifyCredentialRequest{
 			StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now()),
 			Device: commands.Device{DeviceID: "dev-1", Name: "Alice's phone"},
 		}, &claim); err != nil {
@@ -513,7 +548,7 @@ func TestEnrollmentEndings(t *testing.T) {
 			t.Fatal(err)
 		}
 		statusID := uuid.NewString()
-		e.create(t, statusID, "alice")
+		e.claim(t, statusID, "alice", e.create(t, statusID, "alice"))
 		good := e.publishEnding(t, events.EnrollmentCancelled, statusID, "alice")
 		if good.Sequence <= bad.Sequence {
 			t.Fatal("stream order")
@@ -571,10 +606,10 @@ func TestDiscardCommand(t *testing.T) {
 	}
 
 	pending := uuid.NewString()
-	e.create(t, pending, "alice")
+	e.claim(t, pending, "alice", e.create(t, pending, "alice"))
 	discard(pending)
 	if _, err := e.store(t).GetByStatusID(ctxT(t), pending); err == nil {
-		t.Fatal("pending credential survived discard")
+		t.Fatal("claimed credential survived discard")
 	}
 
 	verified := uuid.NewString()

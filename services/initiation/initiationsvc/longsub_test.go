@@ -25,8 +25,8 @@ func TestSubTooLongForQR(t *testing.T) {
 		}
 	}
 	p.mu.Lock()
-	if len(p.registry) != 0 || len(p.status) != 0 || len(p.discarded) != 0 {
-		t.Fatalf("stored for a refused sub: registry %d, status %d, discarded %d", len(p.registry), len(p.status), len(p.discarded))
+	if len(p.registry) != 0 || len(p.status) != 0 {
+		t.Fatalf("asked for a refused sub: registry %d, status %d", len(p.registry), len(p.status))
 	}
 	p.mu.Unlock()
 

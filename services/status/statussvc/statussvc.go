@@ -150,8 +150,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 			}
 			metrics.Transitions.WithLabelValues(kind, e.Method, string(e.State)).Inc()
 		},
-		OnActivateError: func(statusID string, err error) {
-			log.Warn("device registration after ENROLLED failed; the registry completes it from the event", "status_id", statusID, "err", err)
+		OnRegistryError: func(op, statusID string, err error) {
+			log.Warn("registry call after the enrollment's outcome failed; the registry completes it from the event", "op", op, "status_id", statusID, "err", err)
 		},
 	}
 	var limiter *ratelimit.Limiter

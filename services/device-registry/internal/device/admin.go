@@ -62,8 +62,10 @@ func (s *Service) Unlock(ctx context.Context, sub, actor string) error {
 }
 
 // ResetFactors removes every factor of sub (Okta's reset_factors), as administrator actor:
-// every verified device (each with its mfa.device.removed naming actor), every pending
-// credential of an enrollment in progress (no event: it never was a device), the recovery codes
+// every verified device (each with its mfa.device.removed naming actor), every enrollment in
+// progress (its claimed credential is discarded, and the sealed pending credential the status
+// service holds for an unclaimed one no longer verifies: see voidIfReset; no event, it never
+// was a device), the recovery codes
 // (their hashes are overwritten by an empty set, which counts as none), and the lockout, whose
 // write carries mfa.factors.reset. The user can enroll again at once.
 //
@@ -78,6 +80,11 @@ func (s *Service) ResetFactors(ctx context.Context, sub, actor string) (Reset, e
 		return Reset{}, invalid("actor is missing")
 	}
 	var res Reset
+	// The reset time first: enrollments begun before it are void from now on, and any claim
+	// stored before this write is in the listing below (see voidIfReset).
+	if err := s.markReset(ctx, sub); err != nil {
+		return Reset{}, fmt.Errorf("reset factors: %w", err)
+	}
 	creds, err := s.store.ListBySub(ctx, sub)
 	if err != nil {
 		return Reset{}, fmt.Errorf("reset factors: %w", err)
@@ -136,6 +143,27 @@ func (s *Service) clearRecoverySet(ctx context.Context, sub string) (bool, error
 		return true, nil
 	}
 	return false, fmt.Errorf("clear recovery codes: %w", ErrStale)
+}
+
+// markReset records now as sub's last reset on the lockout record (created if there is none).
+func (s *Service) markReset(ctx context.Context, sub string) error {
+	for range maxAttempts {
+		l, err := s.store.GetLockout(ctx, sub)
+		if errors.Is(err, ErrNotFound) {
+			l, err = Lockout{Sub: sub}, nil
+		}
+		if err != nil {
+			return fmt.Errorf("mark reset: %w", err)
+		}
+		l.ResetAt = s.clock.Now().UTC().Truncate(time.Millisecond) // as precise as a pending credential's time
+		if _, err := s.store.PutLockout(ctx, l); errors.Is(err, ErrStale) {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("mark reset: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("mark reset: %w", ErrStale)
 }
 
 // clearLockout forgets sub's lock and wrong codes, creating the record if there is none, and

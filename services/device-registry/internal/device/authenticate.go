@@ -55,6 +55,9 @@ type Lockout struct {
 	Locks int
 	// LockedUntil is when code checks open again; zero or past means not locked.
 	LockedUntil time.Time
+	// ResetAt is when the user's factors were last reset (zero if never): pending credentials
+	// made before it are void.
+	ResetAt time.Time
 	// Version is the store's revision, 0 for a user who has none yet.
 	Version uint64
 }

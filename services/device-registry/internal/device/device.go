@@ -105,6 +105,9 @@ type Credential struct {
 	VerifiedAt time.Time
 	// LastUsedAt is when a code was last accepted after activation; zero if never.
 	LastUsedAt time.Time
+	// PendingID names the sealed pending credential a claim was made from (see Pending); empty
+	// for a credential stored at initiation by an earlier version.
+	PendingID string
 	// PushKey is the companion's public key (EC P-256), when it sent one at enrollment: the
 	// device can then log in on the bridge and answer push challenges. Not a secret.
 	PushKey *PushKey

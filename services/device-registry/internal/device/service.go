@@ -78,88 +78,30 @@ func NewService(store Store, sealer Sealer, clock Clock, opts ...Option) *Servic
 	return s
 }
 
-// CreatePending creates the credential of a new enrollment and returns its secret, the only
-// time the secret leaves the registry. A second call for the same enrollment is ErrConflict:
-// handing out a second secret would leave the user's app with one that never activates.
-//
-// With reissue, an existing pending credential of the enrollment gets a new secret instead (a
-// retried initiation with the same Idempotency-Key, whose first answer may never have reached
-// the user): the earlier secret stops working. Only a credential of the same user that no code
-// has claimed is reissued; any other is ErrConflict, since its secret may already be in an app.
-func (s *Service) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, reissue bool) (string, totp.Params, error) {
+// CreatePending makes the credential of a new enrollment and returns its secret, the only time
+// the secret leaves the registry, together with the pending credential sealed for the caller to
+// keep (see Pending). Nothing is stored: the status service keeps the sealed pending credential
+// in the enrollment's document and hands it back with the code (VerifyPending), so an initiation
+// costs the registry no write, and an enrollment nobody finishes leaves nothing here to clean up.
+// A repeated call (a retried initiation) makes a new secret: the enrollment keeps whichever
+// sealed credential it was given last.
+func (s *Service) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (string, totp.Params, []byte, error) {
 	if !validID(statusID) {
-		return "", totp.Params{}, invalid("status_id is missing or malformed")
+		return "", totp.Params{}, nil, invalid("status_id is missing or malformed")
 	}
 	if sub == "" {
-		return "", totp.Params{}, invalid("sub is missing")
-	}
-	if reissue {
-		secret, params, err := s.reissue(ctx, statusID, sub, expiresAt)
-		if !errors.Is(err, ErrNotFound) {
-			return secret, params, err
-		}
-		// The first attempt never stored its credential: create it now.
+		return "", totp.Params{}, nil, invalid("sub is missing")
 	}
 	secret, err := totp.NewSecret()
 	if err != nil {
-		return "", totp.Params{}, fmt.Errorf("create pending credential: %w", err)
+		return "", totp.Params{}, nil, fmt.Errorf("create pending credential: %w", err)
 	}
-	phid := PHIDFor(statusID)
-	sealed, err := s.sealer.Seal([]byte(secret), []byte(phid))
+	p := Pending{Secret: secret, Params: totp.Default, CreatedAt: s.clock.Now().UTC(), ExpiresAt: expiresAt.UTC()}
+	sealed, err := p.seal(s.sealer, statusID, sub)
 	if err != nil {
-		return "", totp.Params{}, fmt.Errorf("create pending credential: seal secret: %w", err)
+		return "", totp.Params{}, nil, fmt.Errorf("create pending credential: %w", err)
 	}
-	c := Credential{
-		PHID:         phid,
-		Sub:          sub,
-		StatusID:     statusID,
-		Method:       MethodTOTP,
-		SealedSecret: sealed,
-		Params:       totp.Default,
-		CreatedAt:    s.clock.Now().UTC(),
-		ExpiresAt:    expiresAt.UTC(),
-	}
-	if _, err := s.store.Create(ctx, c); err != nil {
-		if reissue && errors.Is(err, ErrConflict) {
-			// A concurrent attempt with the same key created it first: the later answer wins.
-			return s.reissue(ctx, statusID, sub, expiresAt)
-		}
-		return "", totp.Params{}, fmt.Errorf("create pending credential for %s: %w", statusID, err)
-	}
-	return secret, c.Params, nil
-}
-
-// reissue gives the unclaimed pending credential of enrollment statusID a new secret.
-func (s *Service) reissue(ctx context.Context, statusID, sub string, expiresAt time.Time) (string, totp.Params, error) {
-	for range maxAttempts {
-		c, err := s.store.GetByStatusID(ctx, statusID)
-		if err != nil {
-			return "", totp.Params{}, fmt.Errorf("reissue %s: %w", statusID, err)
-		}
-		if c.Sub != sub || c.Verified || c.LastStep != 0 || c.DeviceID != "" {
-			return "", totp.Params{}, fmt.Errorf("reissue %s: not an unclaimed pending credential of this user: %w", statusID, ErrConflict)
-		}
-		if !c.ExpiresAt.IsZero() && !s.clock.Now().Before(c.ExpiresAt) {
-			return "", totp.Params{}, fmt.Errorf("reissue %s: %w", statusID, ErrExpired)
-		}
-		secret, err := totp.NewSecret()
-		if err != nil {
-			return "", totp.Params{}, fmt.Errorf("reissue %s: %w", statusID, err)
-		}
-		if c.SealedSecret, err = s.sealer.Seal([]byte(secret), []byte(c.PHID)); err != nil {
-			return "", totp.Params{}, fmt.Errorf("reissue %s: seal secret: %w", statusID, err)
-		}
-		if !expiresAt.IsZero() {
-			c.ExpiresAt = expiresAt.UTC()
-		}
-		if _, err := s.store.Update(ctx, c); errors.Is(err, ErrStale) {
-			continue // a concurrent verify, discard or reissue: look again
-		} else if err != nil {
-			return "", totp.Params{}, fmt.Errorf("reissue %s: %w", statusID, err)
-		}
-		return secret, c.Params, nil
-	}
-	return "", totp.Params{}, fmt.Errorf("reissue %s: %w", statusID, ErrStale)
+	return secret, p.Params, sealed, nil
 }
 
 // phidNamespace derives the ph_id of an enrollment's credential from its status id.
@@ -184,14 +126,20 @@ type Claim struct {
 // VerifyPending proves possession of the pending credential of enrollment statusID with code,
 // without registering anything: the status service commits ENROLLED first and only then asks
 // for Activate, so a cancel or an expiry that wins the race leaves no device behind (the
-// pending credential is discarded when the enrollment's ending event arrives).
+// claimed credential is discarded when the enrollment's ending event arrives, or at once by
+// the status service when its commit lost).
 //
-// The accepted time step and the claiming device are recorded on the pending credential: the
+// sealed is the pending credential CreatePending made (see Pending); the first correct code
+// stores it as a claimed credential. Without it (an enrollment begun before pending
+// credentials were sealed) the stored pending credential is used. A pending credential made
+// before the user's factors were last reset is void (ErrNotFound).
+//
+// The accepted time step and the claiming device are recorded on the claimed credential: the
 // code can never verify a sign-in later, and a second device cannot claim the same credential
 // (ErrConflict). The same device (or the frontend again) may verify the same code once more,
 // so a retry after a lost answer works. A verified credential is ErrConflict: its enrollment
 // is over. Someone else's credential is ErrNotFound.
-func (s *Service) VerifyPending(ctx context.Context, statusID, sub, code string, dev NewDevice) (Claim, error) {
+func (s *Service) VerifyPending(ctx context.Context, statusID, sub, code string, dev NewDevice, sealed []byte) (Claim, error) {
 	if !validID(statusID) || sub == "" {
 		return Claim{}, ErrNotFound
 	}
@@ -199,24 +147,70 @@ func (s *Service) VerifyPending(ctx context.Context, statusID, sub, code string,
 	if deviceID != "" && !validDeviceID(deviceID) {
 		return Claim{}, invalid("device_id must be 1 to 128 printable characters")
 	}
+	if dev.Key != nil {
+		if err := validPushKey(*dev.Key); err != nil {
+			return Claim{}, err
+		}
+	}
 	code = normaliseCode(code)
-	for range maxAttempts {
-		c, err := s.store.GetByStatusID(ctx, statusID)
+	var (
+		pending *Pending
+		fromID  string
+	)
+	if len(sealed) > 0 {
+		p, err := openPending(s.sealer, sealed, statusID, sub)
 		if err != nil {
 			return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
 		}
-		if c.Sub != sub {
-			return Claim{}, fmt.Errorf("verify %s: %w", statusID, ErrNotFound)
-		}
-		if c.Verified {
-			return Claim{}, fmt.Errorf("verify %s: already activated: %w", statusID, ErrConflict)
-		}
-		if c.DeviceID != "" && deviceID != "" && deviceID != c.DeviceID {
-			return Claim{}, fmt.Errorf("verify %s: claimed by another device: %w", statusID, ErrConflict)
-		}
+		pending, fromID = &p, pendingID(sealed)
+	}
+	// With a sealed credential the usual case is that nothing is stored yet: try the create
+	// first and read only when it conflicts.
+	create := pending != nil
+	for range maxAttempts {
+		var c Credential
 		now := s.clock.Now().UTC()
-		if !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt) {
-			return Claim{}, fmt.Errorf("verify %s: %w", statusID, ErrExpired)
+		if create {
+			if !pending.ExpiresAt.IsZero() && !now.Before(pending.ExpiresAt) {
+				return Claim{}, fmt.Errorf("verify %s: %w", statusID, ErrExpired)
+			}
+			var err error
+			if c, err = pending.credential(s.sealer, statusID, sub, fromID); err != nil {
+				return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
+			}
+		} else {
+			var err error
+			c, err = s.store.GetByStatusID(ctx, statusID)
+			if errors.Is(err, ErrNotFound) && pending != nil {
+				create = true
+				continue
+			}
+			if err != nil {
+				return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
+			}
+			if c.Sub != sub {
+				return Claim{}, fmt.Errorf("verify %s: %w", statusID, ErrNotFound)
+			}
+			if c.Verified {
+				return Claim{}, fmt.Errorf("verify %s: already activated: %w", statusID, ErrConflict)
+			}
+			if pending != nil && c.PendingID != fromID {
+				// Claimed from a value the enrollment has replaced since (a retried initiation
+				// gave it a new secret, and the claim's commit lost): the enrollment's current
+				// credential takes its place.
+				fresh, err := pending.credential(s.sealer, statusID, sub, fromID)
+				if err != nil {
+					return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
+				}
+				fresh.Version = c.Version
+				c = fresh
+			}
+			if c.DeviceID != "" && deviceID != "" && deviceID != c.DeviceID {
+				return Claim{}, fmt.Errorf("verify %s: claimed by another device: %w", statusID, ErrConflict)
+			}
+			if !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt) {
+				return Claim{}, fmt.Errorf("verify %s: %w", statusID, ErrExpired)
+			}
 		}
 		// A pending credential accepts its own last step again (a retry of the same code);
 		// once activated, every later check refuses it.
@@ -233,9 +227,6 @@ func (s *Service) VerifyPending(ctx context.Context, statusID, sub, code string,
 			}
 		}
 		if dev.Key != nil {
-			if err := validPushKey(*dev.Key); err != nil {
-				return Claim{}, err
-			}
 			c.PushKey = dev.Key
 		}
 		if n := sanitise(dev.Name); n != "" {
@@ -245,16 +236,51 @@ func (s *Service) VerifyPending(ctx context.Context, statusID, sub, code string,
 			c.Platform = p
 		}
 		c.LastStep = max(c.LastStep, step)
-		updated, err := s.store.Update(ctx, c)
-		if errors.Is(err, ErrStale) {
-			continue // a concurrent verify or a discard: look again
+		var written Credential
+		if create {
+			written, err = s.store.Create(ctx, c)
+			if errors.Is(err, ErrConflict) {
+				create = false // a concurrent verify stored it first: read it
+				continue
+			}
+		} else {
+			written, err = s.store.Update(ctx, c)
+			if errors.Is(err, ErrStale) || errors.Is(err, ErrNotFound) {
+				continue // a concurrent verify or a discard: look again
+			}
 		}
 		if err != nil {
 			return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
 		}
-		return Claim{PHID: updated.PHID, DeviceID: updated.DeviceID}, nil
+		if pending != nil {
+			if err := s.voidIfReset(ctx, written, pending.CreatedAt); err != nil {
+				return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
+			}
+		}
+		return Claim{PHID: written.PHID, DeviceID: written.DeviceID}, nil
 	}
 	return Claim{}, fmt.Errorf("verify %s: %w", statusID, ErrStale)
+}
+
+// voidIfReset discards the claim c, just stored, if the user's factors were reset after its
+// pending credential was made (createdAt), and then answers ErrNotFound. Both times are
+// milliseconds of registry replicas' clocks, which must agree as closely as TOTP already needs;
+// one made in the very millisecond of the reset counts as before it. It reads the reset
+// time after the claim is stored, and ResetFactors writes the time before it lists the
+// user's credentials: so either this read sees the reset or the reset's listing sees the
+// claim, and no enrollment begun before a reset survives it.
+func (s *Service) voidIfReset(ctx context.Context, c Credential, createdAt time.Time) error {
+	l, err := s.store.GetLockout(ctx, c.Sub)
+	if errors.Is(err, ErrNotFound) || err == nil && createdAt.After(l.ResetAt) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.DiscardPending(ctx, c.StatusID); err != nil {
+		return err
+	}
+	return fmt.Errorf("begun before the factors were reset: %w", ErrNotFound)
 }
 
 // Activate turns the verified-but-pending credential of enrollment statusID into a registered

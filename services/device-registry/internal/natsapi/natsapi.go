@@ -29,8 +29,8 @@ const Version = "0.1.0"
 
 // Registry is what the NATS adapter needs of the domain.
 type Registry interface {
-	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, reissue bool) (string, totp.Params, error)
-	VerifyPending(ctx context.Context, statusID, sub, code string, dev device.NewDevice) (device.Claim, error)
+	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (string, totp.Params, []byte, error)
+	VerifyPending(ctx context.Context, statusID, sub, code string, dev device.NewDevice, sealed []byte) (device.Claim, error)
 	Activate(ctx context.Context, statusID, sub string, claim device.Claim) (device.Credential, error)
 	DiscardPending(ctx context.Context, statusID string) error
 	Ready(ctx context.Context, sub, method string) error
@@ -92,11 +92,11 @@ type handlers struct {
 }
 
 func (h handlers) create(ctx context.Context, req commands.CreateCredentialRequest) (commands.CreateCredentialReply, error) {
-	secret, p, err := h.reg.CreatePending(ctx, req.StatusID, req.Sub, req.ExpiresAt, req.Reissue)
+	secret, p, sealed, err := h.reg.CreatePending(ctx, req.StatusID, req.Sub, req.ExpiresAt)
 	if err != nil {
 		return commands.CreateCredentialReply{}, toFault(err)
 	}
-	return commands.CreateCredentialReply{Secret: secret, Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period}, nil
+	return commands.CreateCredentialReply{Secret: secret, Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period, PendingCredential: sealed}, nil
 }
 
 func (h handlers) verify(ctx context.Context, req commands.VerifyCredentialRequest) (commands.CredentialClaim, error) {
@@ -111,7 +111,7 @@ func (h handlers) verify(ctx context.Context, req commands.VerifyCredentialReque
 		}
 		dev.Key = &device.PushKey{X: k.X, Y: k.Y}
 	}
-	cl, err := h.reg.VerifyPending(ctx, req.StatusID, req.Sub, req.Code, dev)
+	cl, err := h.reg.VerifyPending(ctx, req.StatusID, req.Sub, req.Code, dev, req.PendingCredential)
 	if err != nil {
 		return commands.CredentialClaim{}, toFault(err)
 	}

@@ -31,27 +31,20 @@ func (c *Clients) ctx(ctx context.Context) (context.Context, context.CancelFunc)
 }
 
 // CreatePending implements setup.Registry.
-func (c *Clients) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, reissue bool) (setup.Credential, error) {
+func (c *Clients) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (setup.Credential, error) {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
 	var r commands.CreateCredentialReply
-	err := rpc.Call(ctx, c.NC, commands.RegistryCreateCredential, commands.CreateCredentialRequest{StatusID: statusID, Sub: sub, ExpiresAt: expiresAt, Reissue: reissue}, &r)
-	return setup.Credential{Secret: r.Secret, Algorithm: r.Algorithm, Digits: r.Digits, Period: r.Period}, err
-}
-
-// Discard implements setup.Registry.
-func (c *Clients) Discard(ctx context.Context, statusID string) error {
-	ctx, cancel := c.ctx(ctx)
-	defer cancel()
-	return rpc.Call(ctx, c.NC, commands.RegistryDiscardCredential, commands.DiscardCredentialRequest{StatusID: statusID}, nil)
+	err := rpc.Call(ctx, c.NC, commands.RegistryCreateCredential, commands.CreateCredentialRequest{StatusID: statusID, Sub: sub, ExpiresAt: expiresAt}, &r)
+	return setup.Credential{Secret: r.Secret, Algorithm: r.Algorithm, Digits: r.Digits, Period: r.Period, Pending: r.PendingCredential}, err
 }
 
 // Create implements setup.Status.
-func (c *Clients) Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time) error {
+func (c *Clients) Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time, pending []byte) error {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
 	return rpc.Call(ctx, c.NC, commands.StatusCreate, commands.CreateEnrollmentRequest{
-		StatusID: statusID, ExchangeID: exchangeID, Sub: sub, Method: method, ExpiresAt: expiresAt,
+		StatusID: statusID, ExchangeID: exchangeID, Sub: sub, Method: method, ExpiresAt: expiresAt, PendingCredential: pending,
 	}, nil)
 }
 

@@ -48,26 +48,29 @@ const (
 	QRNone QRFormat = "none"
 )
 
-// Credential is a pending TOTP credential the registry created.
+// Credential is a pending TOTP credential the registry made.
 type Credential struct {
 	Secret    string
 	Algorithm string
 	Digits    int
 	Period    int
+	// Pending is the same credential sealed by the registry, for the status service to keep
+	// with the enrollment; opaque here.
+	Pending []byte
 }
 
-// Registry creates pending credentials (the device registry, over NATS).
+// Registry makes pending credentials (the device registry, over NATS). It stores nothing until
+// a code claims one, so a credential whose enrollment is never recorded needs no clean-up.
 type Registry interface {
-	// With reissue, an unclaimed pending credential of the enrollment gets a new secret
-	// instead of a conflict (a retried keyed initiation).
-	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, reissue bool) (Credential, error)
-	// Discard destroys a pending credential whose enrollment could not be recorded.
-	Discard(ctx context.Context, statusID string) error
+	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (Credential, error)
 }
 
 // Status records enrollments (the status service, over NATS).
 type Status interface {
-	Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time) error
+	// Create records the enrollment with its sealed pending credential. Repeated with another
+	// credential (a retried keyed initiation), it replaces the stored one while the enrollment
+	// is still INITIATED.
+	Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time, pending []byte) error
 	// KeyedIDs derives the ids of sub's enrollment initiated with Idempotency-Key key, and
 	// returns the enrollment already stored under them, if any.
 	KeyedIDs(ctx context.Context, sub, key string) (statusID, exchangeID string, existing *Existing, err error)
@@ -186,37 +189,21 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat,
 		}
 		return Initiated{}, ErrSubTooLong
 	}
-	cred, err := s.Registry.CreatePending(ctx, in.StatusID, sub, in.ExpiresAt, keyed)
+	cred, err := s.Registry.CreatePending(ctx, in.StatusID, sub, in.ExpiresAt)
 	if err != nil {
 		return Initiated{}, fmt.Errorf("create credential: %w", err)
 	}
 	in.URI = s.uri(in, cred)
 	if len(in.URI) > MaxURIBytes {
 		// The registry made a longer credential than worstCredential: a bug, but nothing is
-		// recorded yet, so the secret can still be destroyed.
-		err := fmt.Errorf("otpauth URI of %d bytes does not fit in a QR", len(in.URI))
-		if keyed {
-			return Initiated{}, err // the credential may be a retry's; its enrollment's end discards it
-		}
-		if derr := s.Registry.Discard(context.WithoutCancel(ctx), in.StatusID); derr != nil {
-			err = errors.Join(err, fmt.Errorf("discard pending credential: %w", derr))
-		}
-		return Initiated{}, err
+		// recorded yet.
+		return Initiated{}, fmt.Errorf("otpauth URI of %d bytes does not fit in a QR", len(in.URI))
 	}
 	// The status is recorded before we answer, so a poll right after initiation finds it. A
 	// keyed retry creates it again: the status service answers an identical create with the
-	// stored enrollment, and if the first attempt stopped before it, this one completes it.
-	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, sub, MethodTOTP, in.ExpiresAt); err != nil {
-		if keyed {
-			// Not discarded: the credential is the retried enrollment's, which may exist.
-			return Initiated{}, fmt.Errorf("record enrollment: %w", err)
-		}
-		// No enrollment will ever end for this credential, so no event will discard it:
-		// destroy the secret now. If that fails too, it can no longer be activated after
-		// expires_at, which the registry enforces.
-		if derr := s.Registry.Discard(context.WithoutCancel(ctx), in.StatusID); derr != nil {
-			err = errors.Join(err, fmt.Errorf("discard pending credential: %w", derr))
-		}
+	// stored enrollment and takes the new credential, and if the first attempt stopped before
+	// it, this one completes it.
+	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, sub, MethodTOTP, in.ExpiresAt, cred.Pending); err != nil {
 		return Initiated{}, fmt.Errorf("record enrollment: %w", err)
 	}
 	in.Secret = cred.Secret

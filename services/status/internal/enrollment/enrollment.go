@@ -135,6 +135,10 @@ type Enrollment struct {
 	// three the device offers (Number among them). Neither is ever in an event.
 	Number     string
 	Candidates []string
+	// PendingCredential is the registry's sealed pending credential of an enrollment (see
+	// Registry): opaque here, handed back with the code, dropped when the enrollment ends. It
+	// is never in an event, a reply or a log.
+	PendingCredential []byte
 	// Version is the store's revision of this enrollment, for compare-and-set.
 	Version uint64
 	// Seq counts this enrollment's writes: 1 when created, one more with every

@@ -1,6 +1,7 @@
 package enrollment
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,17 +31,25 @@ type Store interface {
 
 // Registry is the device registry as the state machine needs it.
 //
+// The registry stores nothing at initiation: it seals the pending credential (secret
+// included) and the enrollment keeps the sealed value, which only the registry can open, until
+// a code claims it or the enrollment ends.
+//
 // Enrolling is two steps so that the status store owns the outcome: Verify checks the code and
 // claims the pending credential without registering anything; the ENROLLED write commits (or
-// loses to a cancel or an expiry, and then no device ever exists); Activate registers the
-// claimed device. The registry also activates on the mfa.enrollment.enrolled event, so a lost
-// Activate call is completed from the event that the ENROLLED write carries.
+// loses to a cancel or an expiry, and then no device ever exists: the claim is discarded);
+// Activate registers the claimed device. The registry also activates on the
+// mfa.enrollment.enrolled event, so a lost Activate call is completed from the event that the
+// ENROLLED write carries, and discards claims on the other ending events.
 type Registry interface {
-	// Verify proves possession of the enrollment's pending credential with code and returns the
-	// device it would register. A wrong code is ErrInvalidCode.
-	Verify(ctx context.Context, statusID, sub, code string, dev Device) (Claim, error)
+	// Verify proves possession of the enrollment's pending credential (pending, as the
+	// registry sealed it) with code and returns the device it would register. A wrong code is
+	// ErrInvalidCode.
+	Verify(ctx context.Context, statusID, sub, code string, dev Device, pending []byte) (Claim, error)
 	// Activate registers the claimed device of an ENROLLED enrollment.
 	Activate(ctx context.Context, statusID, sub string, claim Claim) error
+	// Discard destroys the claim of an enrollment that ended without it.
+	Discard(ctx context.Context, statusID string) error
 }
 
 // Claim names the device an accepted code will register.
@@ -90,9 +99,11 @@ type Service struct {
 	// KeySecret keys the ids of initiations sent with an Idempotency-Key (see KeyedIDs); without
 	// it keyed initiations are refused with ErrKeyedUnavailable.
 	KeySecret []byte
-	// OnActivateError, when set, hears of a device registration that failed after ENROLLED
-	// was committed (the registry completes it from the event; this is for logs).
-	OnActivateError func(statusID string, err error)
+	// OnRegistryError, when set, hears of a registry call that failed after the enrollment's
+	// outcome was committed: "activate" after ENROLLED, "discard" after a cancel or an expiry
+	// beat a right code. The registry completes either from the outcome's event; this is for
+	// logs.
+	OnRegistryError func(op, statusID string, err error)
 }
 
 func (s *Service) entered(e Enrollment, prev State) {
@@ -128,9 +139,14 @@ func (s *Service) maxAttempts() int {
 type NewEnrollment struct {
 	ID, ExchangeID, Sub, Method string
 	ExpiresAt                   time.Time
+	// PendingCredential is the registry's sealed pending credential.
+	PendingCredential []byte
 }
 
-// Create records a new INITIATED enrollment. Repeating the same request is harmless.
+// Create records a new INITIATED enrollment. Repeating the same request is harmless; repeating
+// it with another pending credential (a retried keyed initiation, which handed out a new
+// secret) replaces the stored one while the enrollment is still INITIATED, so the secret of
+// the latest answer is the one that enrolls.
 func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, error) {
 	if in.ID == "" || in.ExchangeID == "" || in.Sub == "" {
 		return Enrollment{}, fmt.Errorf("%w: id, exchange id and sub are required", ErrBadRequest)
@@ -145,6 +161,7 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 	e := Enrollment{
 		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: MethodTOTP,
 		State: Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: in.ExpiresAt.UTC(), Seq: 1,
+		PendingCredential: in.PendingCredential,
 	}
 	msg, err := s.event(e, "", &change{})
 	if err != nil {
@@ -157,8 +174,17 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 		s.entered(created, "")
 	}
 	if errors.Is(err, ErrConflict) {
-		if old, gerr := s.Store.Get(ctx, in.ID); gerr == nil && old.ExchangeID == in.ExchangeID && old.Sub == in.Sub {
-			return old, nil
+		if old, gerr := s.Store.Get(ctx, in.ID); gerr == nil && old.ExchangeID == in.ExchangeID && old.Sub == in.Sub && old.Kind == KindEnrollment {
+			if bytes.Equal(old.PendingCredential, in.PendingCredential) {
+				return old, nil
+			}
+			return s.apply(ctx, old, func(e Enrollment) (Enrollment, *change, error) {
+				if e.State != Initiated {
+					return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
+				}
+				e.PendingCredential = in.PendingCredential
+				return e, &change{silent: true}, nil
+			})
 		}
 	}
 	return created, err
@@ -270,7 +296,7 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	if dev.Platform == "" {
 		dev.Platform = e.Device.Platform
 	}
-	claim, err := s.Registry.Verify(ctx, e.ID, e.Sub, in.Code, dev)
+	claim, err := s.Registry.Verify(ctx, e.ID, e.Sub, in.Code, dev, e.PendingCredential)
 	if errors.Is(err, ErrInvalidCode) {
 		return s.countFailure(ctx, e, in.Channel)
 	}
@@ -292,13 +318,21 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 		return e, &change{channel: in.Channel}, nil
 	})
 	if err != nil {
+		if e.State.Terminal() && e.State != Enrolled {
+			// A cancel or an expiry won after the code was accepted. The registry also
+			// discards the claim on the ending's event, but that may have been handled before
+			// the claim was stored; discarding here covers that order.
+			if derr := s.Registry.Discard(context.WithoutCancel(ctx), e.ID); derr != nil && s.OnRegistryError != nil {
+				s.OnRegistryError("discard", e.ID, derr)
+			}
+		}
 		return e, err
 	}
 	// Registering now lets the device list show the device as soon as the caller sees
 	// ENROLLED. Should it fail, the registry registers it from the enrolled event instead;
 	// the enrollment's answer stands either way.
-	if aerr := s.Registry.Activate(ctx, e.ID, e.Sub, claim); aerr != nil && s.OnActivateError != nil {
-		s.OnActivateError(e.ID, aerr)
+	if aerr := s.Registry.Activate(ctx, e.ID, e.Sub, claim); aerr != nil && s.OnRegistryError != nil {
+		s.OnRegistryError("activate", e.ID, aerr)
 	}
 	return e, nil
 }
@@ -408,6 +442,10 @@ func (s *Service) apply(ctx context.Context, e Enrollment, fn func(Enrollment) (
 		}
 		next.UpdatedAt = now
 		next.Seq = e.Seq + 1
+		if next.State.Terminal() {
+			// The registry holds the claimed credential from here on, or none is needed.
+			next.PendingCredential = nil
+		}
 		var msgs []outbox.Message
 		if !ch.silent {
 			msg, merr := s.event(next, e.State, ch)

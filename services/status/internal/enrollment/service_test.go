@@ -26,11 +26,15 @@ type codeRegistry struct {
 	// window in which a cancel or an expiry races the enrollment.
 	afterVerify func(ctx context.Context)
 	activated   []enrollment.Claim
+	discarded   []string
+	// pending is the sealed pending credential of each Verify call.
+	pending [][]byte
 }
 
-func (r *codeRegistry) Verify(ctx context.Context, statusID, _, code string, dev enrollment.Device) (enrollment.Claim, error) {
+func (r *codeRegistry) Verify(ctx context.Context, statusID, _, code string, dev enrollment.Device, pending []byte) (enrollment.Claim, error) {
 	r.mu.Lock()
 	r.calls++
+	r.pending = append(r.pending, pending)
 	hook := r.afterVerify
 	r.mu.Unlock()
 	_, ok, err := totp.Check(r.secret, code, r.now(), totp.Default, 1, 0)
@@ -55,6 +59,19 @@ func (r *codeRegistry) Activate(_ context.Context, statusID, _ string, claim enr
 	defer r.mu.Unlock()
 	r.activated = append(r.activated, claim)
 	return nil
+}
+
+func (r *codeRegistry) Discard(_ context.Context, statusID string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.discarded = append(r.discarded, statusID)
+	return nil
+}
+
+func (r *codeRegistry) discards() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.discarded...)
 }
 
 func (r *codeRegistry) activations() []enrollment.Claim {
@@ -369,6 +386,9 @@ func TestCancelOrExpiryInsideVerifyLeavesNoDevice(t *testing.T) {
 		if got := f.reg.activations(); len(got) != 0 {
 			t.Fatalf("activated %+v behind a cancelled enrollment", got)
 		}
+		if got := f.reg.discards(); len(got) != 1 || got[0] != e.ID {
+			t.Fatalf("discarded %v, want the claim of %s", got, e.ID)
+		}
 	})
 	t.Run("Expiry", func(t *testing.T) {
 		f := newFixture(t)
@@ -385,5 +405,50 @@ func TestCancelOrExpiryInsideVerifyLeavesNoDevice(t *testing.T) {
 		if got := f.reg.activations(); len(got) != 0 {
 			t.Fatalf("activated %+v behind an expired enrollment", got)
 		}
+		if got := f.reg.discards(); len(got) != 1 || got[0] != e.ID {
+			t.Fatalf("discarded %v, want the claim of %s", got, e.ID)
+		}
 	})
+}
+
+// The registry's sealed pending credential travels with the enrollment: handed back with each
+// code, replaced by a retried create while INITIATED, and gone from the store once the
+// enrollment ends.
+func TestPendingCredential(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	in := enrollment.NewEnrollment{ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "alice", Method: "TOTP",
+		ExpiresAt: f.clock.Now().Add(10 * time.Minute), PendingCredential: []byte("sealed-1")}
+	if _, err := f.svc.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	// The same create again changes nothing; one with another credential replaces it.
+	if _, err := f.svc.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	in.PendingCredential = []byte("sealed-2")
+	if _, err := f.svc.Create(ctx, in); err != nil {
+		t.Fatalf("retried create with a new credential: %v", err)
+	}
+	if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: in.ExchangeID, Code: wrong(f.code(t))}); !errors.Is(err, enrollment.ErrInvalidCode) {
+		t.Fatalf("wrong code: %v", err)
+	}
+	if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: in.ExchangeID, Code: f.code(t)}); err != nil {
+		t.Fatal(err)
+	}
+	f.reg.mu.Lock()
+	got := f.reg.pending
+	f.reg.mu.Unlock()
+	if len(got) != 2 || string(got[0]) != "sealed-2" || string(got[1]) != "sealed-2" {
+		t.Fatalf("verify calls got pending credentials %q, want the replacement twice", got)
+	}
+	stored, err := f.svc.Store.Get(ctx, in.ID)
+	if err != nil || stored.State != enrollment.Enrolled || stored.PendingCredential != nil {
+		t.Fatalf("stored after ENROLLED: %v, %+v; want no pending credential kept", err, stored)
+	}
+	// Once the enrollment moved on, a create with yet another credential is a conflict.
+	in.PendingCredential = []byte("sealed-3")
+	if _, err := f.svc.Create(ctx, in); !errors.Is(err, enrollment.ErrConflict) {
+		t.Fatalf("create with a new credential after ENROLLED: %v, want conflict", err)
+	}
 }

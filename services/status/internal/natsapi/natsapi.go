@@ -39,7 +39,8 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, log *slo
 		}
 	}
 	add("create", commands.StatusCreate, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.CreateEnrollmentRequest) (commands.EnrollmentReply, error) {
-		e, err := svc.Create(ctx, enrollment.NewEnrollment{ID: r.StatusID, ExchangeID: r.ExchangeID, Sub: r.Sub, Method: r.Method, ExpiresAt: r.ExpiresAt})
+		e, err := svc.Create(ctx, enrollment.NewEnrollment{ID: r.StatusID, ExchangeID: r.ExchangeID, Sub: r.Sub, Method: r.Method, ExpiresAt: r.ExpiresAt,
+			PendingCredential: r.PendingCredential})
 		return ToReply(e), ToFault(err)
 	}))
 	add("keyed-ids", commands.StatusKeyedIDs, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.KeyedIDsRequest) (commands.KeyedIDsReply, error) {
@@ -163,12 +164,12 @@ type Registry struct {
 var _ enrollment.Registry = (*Registry)(nil)
 
 // Verify implements enrollment.Registry.
-func (r *Registry) Verify(ctx context.Context, statusID, sub, code string, dev enrollment.Device) (enrollment.Claim, error) {
+func (r *Registry) Verify(ctx context.Context, statusID, sub, code string, dev enrollment.Device, pending []byte) (enrollment.Claim, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout())
 	defer cancel()
 	var reply commands.CredentialClaim
 	err := rpc.Call(ctx, r.NC, commands.RegistryVerifyCredential, commands.VerifyCredentialRequest{
-		StatusID: statusID, Sub: sub, Code: code, Device: fromDevice(dev),
+		StatusID: statusID, Sub: sub, Code: code, Device: fromDevice(dev), PendingCredential: pending,
 	}, &reply)
 	switch fault.CodeOf(err) {
 	case "":
@@ -196,6 +197,13 @@ func (r *Registry) Activate(ctx context.Context, statusID, sub string, claim enr
 	return rpc.Call(ctx, r.NC, commands.RegistryActivateCredential, commands.ActivateCredentialRequest{
 		StatusID: statusID, Sub: sub, PHID: claim.PHID, DeviceID: claim.DeviceID,
 	}, nil)
+}
+
+// Discard implements enrollment.Registry.
+func (r *Registry) Discard(ctx context.Context, statusID string) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout())
+	defer cancel()
+	return rpc.Call(ctx, r.NC, commands.RegistryDiscardCredential, commands.DiscardCredentialRequest{StatusID: statusID}, nil)
 }
 
 var _ enrollment.Authenticator = (*Registry)(nil)

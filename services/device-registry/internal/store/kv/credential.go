@@ -31,6 +31,7 @@ type credentialDoc struct {
 	VerifiedAt   time.Time `json:"verified_at,omitzero"`
 	LastUsedAt   time.Time `json:"last_used_at,omitzero"`
 	PushKey      *pushKey  `json:"push_key,omitempty"`
+	PendingID    string    `json:"pending_id,omitempty"`
 }
 
 // pushKey is a device's EC P-256 public key (JWK coordinates).
@@ -60,6 +61,7 @@ func toDoc(c device.Credential) credentialDoc {
 		VerifiedAt:   c.VerifiedAt,
 		LastUsedAt:   c.LastUsedAt,
 		PushKey:      toPushKeyDoc(c.PushKey),
+		PendingID:    c.PendingID,
 	}
 }
 
@@ -90,6 +92,7 @@ func toDomain(d credentialDoc, version uint64) device.Credential {
 		LastUsedAt:   d.LastUsedAt,
 		Version:      version,
 		PushKey:      toPushKey(d.PushKey),
+		PendingID:    d.PendingID,
 	}
 }
 

@@ -34,6 +34,7 @@ type lockoutDoc struct {
 	Failures    int       `json:"failures"`
 	Locks       int       `json:"locks"`
 	LockedUntil time.Time `json:"locked_until,omitzero"`
+	ResetAt     time.Time `json:"reset_at,omitzero"`
 }
 
 type recoveryDoc struct {
@@ -54,12 +55,12 @@ func (s *Store) GetLockout(ctx context.Context, sub string) (device.Lockout, err
 	if d.Sub != sub {
 		return device.Lockout{}, fmt.Errorf("kv get lockout: hash collision: %w", device.ErrNotFound)
 	}
-	return device.Lockout{Sub: d.Sub, Failures: d.Failures, Locks: d.Locks, LockedUntil: d.LockedUntil, Version: rev}, nil
+	return device.Lockout{Sub: d.Sub, Failures: d.Failures, Locks: d.Locks, LockedUntil: d.LockedUntil, ResetAt: d.ResetAt, Version: rev}, nil
 }
 
 // PutLockout creates or compare-and-sets sub's lockout record.
 func (s *Store) PutLockout(ctx context.Context, l device.Lockout, msgs ...outbox.Message) (device.Lockout, error) {
-	d := lockoutDoc{Sub: l.Sub, Failures: l.Failures, Locks: l.Locks, LockedUntil: l.LockedUntil}
+	d := lockoutDoc{Sub: l.Sub, Failures: l.Failures, Locks: l.Locks, LockedUntil: l.LockedUntil, ResetAt: l.ResetAt}
 	rev, err := put(ctx, kvdoc.New[lockoutDoc](s.kv), lockoutKey(l.Sub), l.Version, d, msgs)
 	if err != nil {
 		return device.Lockout{}, fmt.Errorf("kv put lockout: %w", err)

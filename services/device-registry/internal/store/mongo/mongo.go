@@ -172,6 +172,7 @@ type lockoutDoc struct {
 	Failures    int       `bson:"failures"`
 	Locks       int       `bson:"locks"`
 	LockedUntil time.Time `bson:"locked_until"`
+	ResetAt     time.Time `bson:"reset_at,omitempty"`
 }
 
 type recoveryDoc struct {
@@ -189,12 +190,12 @@ func (s *Store) GetLockout(ctx context.Context, sub string) (device.Lockout, err
 	if err != nil {
 		return device.Lockout{}, fmt.Errorf("mongodb get lockout: %w", translate(err))
 	}
-	return device.Lockout{Sub: d.Sub, Failures: d.Failures, Locks: d.Locks, LockedUntil: d.LockedUntil, Version: v}, nil
+	return device.Lockout{Sub: d.Sub, Failures: d.Failures, Locks: d.Locks, LockedUntil: d.LockedUntil, ResetAt: d.ResetAt, Version: v}, nil
 }
 
 // PutLockout creates or compare-and-sets sub's lockout record.
 func (s *Store) PutLockout(ctx context.Context, l device.Lockout, msgs ...outbox.Message) (device.Lockout, error) {
-	d := lockoutDoc{Sub: l.Sub, Failures: l.Failures, Locks: l.Locks, LockedUntil: l.LockedUntil}
+	d := lockoutDoc{Sub: l.Sub, Failures: l.Failures, Locks: l.Locks, LockedUntil: l.LockedUntil, ResetAt: l.ResetAt}
 	v, err := put(ctx, mongodoc.New[lockoutDoc](s.lockouts), l.Sub, l.Version, d, msgs)
 	if err != nil {
 		return device.Lockout{}, fmt.Errorf("mongodb put lockout: %w", err)

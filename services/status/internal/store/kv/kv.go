@@ -109,6 +109,9 @@ type doc struct {
 	// Push authentications only: the number the frontend shows and the device's candidates.
 	Number     string   `json:"number,omitempty"`
 	Candidates []string `json:"candidates,omitempty"`
+	// PendingCredential is the registry's sealed pending credential (opaque, base64 in JSON)
+	// while the enrollment is open.
+	PendingCredential []byte `json:"pending_credential,omitempty"`
 }
 
 func toDoc(e enrollment.Enrollment) doc {
@@ -118,7 +121,7 @@ func toDoc(e enrollment.Enrollment) doc {
 		DeviceID: e.Device.DeviceID, DeviceName: e.Device.Name, DevicePlatform: e.Device.Platform,
 		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts, Seq: e.Seq,
 		Kind: string(e.Kind), Initiator: e.Initiator, ClientID: e.ClientID, Context: e.Context, AuthTime: e.AuthTime,
-		Number: e.Number, Candidates: e.Candidates,
+		Number: e.Number, Candidates: e.Candidates, PendingCredential: e.PendingCredential,
 	}
 }
 
@@ -129,7 +132,7 @@ func toDomain(d doc, rev uint64) enrollment.Enrollment {
 		Device:   enrollment.Device{DeviceID: d.DeviceID, Name: d.DeviceName, Platform: d.DevicePlatform},
 		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: rev, Seq: d.Seq,
 		Kind: enrollment.Kind(d.Kind), Initiator: d.Initiator, ClientID: d.ClientID, Context: d.Context, AuthTime: d.AuthTime,
-		Number: d.Number, Candidates: d.Candidates,
+		Number: d.Number, Candidates: d.Candidates, PendingCredential: d.PendingCredential,
 	}
 }
 

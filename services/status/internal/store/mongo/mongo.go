@@ -123,6 +123,9 @@ type doc struct {
 	// Push authentications only.
 	Number     string   `bson:"number,omitempty"`
 	Candidates []string `bson:"candidates,omitempty"`
+	// PendingCredential is the registry's sealed pending credential while the enrollment is
+	// open (opaque binary).
+	PendingCredential []byte `bson:"pending_credential,omitempty"`
 	// OpenUntil is ExpiresAt while the enrollment is not terminal, absent after: the sweep's index.
 	OpenUntil *time.Time `bson:"open_until,omitempty"`
 	// GCAt is when the document may be deleted.
@@ -136,7 +139,7 @@ func toDoc(e enrollment.Enrollment) doc {
 		DeviceID: e.Device.DeviceID, DeviceName: e.Device.Name, DevicePlatform: e.Device.Platform,
 		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts, Seq: int64(e.Seq),
 		Kind: string(e.Kind), Initiator: e.Initiator, ClientID: e.ClientID, Context: e.Context,
-		Number: e.Number, Candidates: e.Candidates,
+		Number: e.Number, Candidates: e.Candidates, PendingCredential: e.PendingCredential,
 		GCAt: later(e.UpdatedAt, e.ExpiresAt).Add(Retention),
 	}
 	if !e.AuthTime.IsZero() {
@@ -164,7 +167,7 @@ func toDomain(d doc, version uint64) enrollment.Enrollment {
 		Device:   enrollment.Device{DeviceID: d.DeviceID, Name: d.DeviceName, Platform: d.DevicePlatform},
 		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: version, Seq: uint64(d.Seq),
 		Kind: enrollment.Kind(d.Kind), Initiator: d.Initiator, ClientID: d.ClientID, Context: d.Context,
-		Number: d.Number, Candidates: d.Candidates,
+		Number: d.Number, Candidates: d.Candidates, PendingCredential: d.PendingCredential,
 	}
 	if d.AuthTime != nil {
 		e.AuthTime = *d.AuthTime

@@ -4,6 +4,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -47,6 +48,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 	t.Run("CreateThenGet", func(t *testing.T) {
 		s := newStore(t)
 		e := fresh(now.Add(time.Minute))
+		e.PendingCredential = []byte{0x02, 0x01, 0xff, 0x00, 'x'} // opaque bytes, kept exactly
 		created, err := s.Create(ctx, e, msg)
 		if err != nil {
 			t.Fatal(err)
@@ -62,7 +64,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
-			if got.ID != e.ID || got.Sub != "alice" || got.State != enrollment.Initiated || !got.ExpiresAt.Equal(e.ExpiresAt) || got.Version != created.Version {
+			if got.ID != e.ID || got.Sub != "alice" || got.State != enrollment.Initiated || !got.ExpiresAt.Equal(e.ExpiresAt) || got.Version != created.Version ||
+				!bytes.Equal(got.PendingCredential, e.PendingCredential) {
 				t.Fatalf("%s: got %+v, want %+v", name, got, created)
 			}
 		}
