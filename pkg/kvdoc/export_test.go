@@ -4,3 +4,9 @@ import "github.com/nats-io/nats.go/jetstream"
 
 // ObserveEntries has r call f with every entry its watch delivers.
 func ObserveEntries(r *Relay, f func(jetstream.KeyValueEntry)) { r.observe = f }
+
+// Parked reports whether r has parked key.
+func Parked(r *Relay, key string) bool {
+	p := r.progress.Load()
+	return p != nil && p.parked[key]
+}

@@ -1,9 +1,17 @@
 // Package kvdoc stores JSON documents in a JetStream key-value bucket with compare-and-set
 // writes and a transactional outbox: every write may carry events, stored in the same KV value,
-// and a Relay publishes them to JetStream and then clears them.
+// and a Relay publishes them to JetStream.
 //
 // One KV value is the unit of atomicity in JetStream, so the document and its pending events
 // live in one value: {"doc": …, "outbox": […], "purge": bool}.
+//
+// The relay never writes a value back to drop the events it published (that second write per
+// event-carrying write was a fifth of an enrollment initiation's cost). Instead the next write
+// of the document drops them: a write carries the previous value's events forward only while
+// they may not have been published yet, which the writer asks its process's Relay (Relayed).
+// A value therefore keeps its own write's events after they were published, until the next
+// write; the relay publishes every value's events, and the stream's duplicate window (Nats-Msg-Id)
+// stores an event carried into a second value once.
 package kvdoc
 
 import (
@@ -16,9 +24,9 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/metrics"
@@ -47,6 +55,11 @@ type record[T any] struct {
 // Store is a typed view of a bucket.
 type Store[T any] struct {
 	KV jetstream.KeyValue
+	// Relayed reports whether the events of key's value at revision rev have all been
+	// published (Relay.Relayed of the relay of this process that watches key). A write drops
+	// the previous value's events when they have; without Relayed, or while it answers false,
+	// it carries them forward, which is safe (the stream dedupes) but lets the value grow.
+	Relayed func(key string, rev uint64) bool
 }
 
 // New returns a Store on kv.
@@ -55,7 +68,12 @@ func New[T any](kv jetstream.KeyValue) *Store[T] { return &Store[T]{KV: kv} }
 // Get returns the document at key and its revision. A document marked for purge is gone.
 func (s *Store[T]) Get(ctx context.Context, key string) (T, uint64, error) {
 	var zero T
-	rec, rev, err := s.get(ctx, key)
+	// A read needs neither the events nor their bytes: the decoder only skips them.
+	var rec struct {
+		Doc   T    `json:"doc"`
+		Purge bool `json:"purge"`
+	}
+	rev, err := s.read(ctx, key, &rec)
 	if err != nil {
 		return zero, 0, err
 	}
@@ -67,17 +85,22 @@ func (s *Store[T]) Get(ctx context.Context, key string) (T, uint64, error) {
 
 func (s *Store[T]) get(ctx context.Context, key string) (record[T], uint64, error) {
 	var rec record[T]
+	rev, err := s.read(ctx, key, &rec)
+	return rec, rev, err
+}
+
+func (s *Store[T]) read(ctx context.Context, key string, into any) (uint64, error) {
 	e, err := s.KV.Get(ctx, key)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			return rec, 0, ErrNotFound
+			return 0, ErrNotFound
 		}
-		return rec, 0, fmt.Errorf("kv get %s: %w", key, err)
+		return 0, fmt.Errorf("kv get %s: %w", key, err)
 	}
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return rec, 0, fmt.Errorf("kv decode %s: %w", key, err)
+	if err := json.Unmarshal(e.Value(), into); err != nil {
+		return 0, fmt.Errorf("kv decode %s: %w", key, err)
 	}
-	return rec, e.Revision(), nil
+	return e.Revision(), nil
 }
 
 // Create stores a new document with its events; ErrExists if the key is taken.
@@ -96,8 +119,9 @@ func (s *Store[T]) Create(ctx context.Context, key string, doc T, msgs ...outbox
 	return rev, nil
 }
 
-// Update replaces the document at key if it is still at rev, appending msgs to any events not
-// yet relayed. ErrStale if someone wrote in between.
+// Update replaces the document at key if it is still at rev, appending msgs to the previous
+// value's events unless those are known to be published (see Relayed). ErrStale if someone
+// wrote in between.
 func (s *Store[T]) Update(ctx context.Context, key string, rev uint64, doc T, msgs ...outbox.Message) (uint64, error) {
 	return s.write(ctx, key, rev, doc, false, msgs)
 }
@@ -117,7 +141,11 @@ func (s *Store[T]) write(ctx context.Context, key string, rev uint64, doc T, pur
 	if curRev != rev || cur.Purge {
 		return 0, ErrStale
 	}
-	data, err := json.Marshal(record[T]{Doc: doc, Outbox: append(slices.Clip(cur.Outbox), msgs...), Purge: purge})
+	carried := cur.Outbox
+	if len(carried) > 0 && s.Relayed != nil && s.Relayed(key, curRev) {
+		carried = nil
+	}
+	data, err := json.Marshal(record[T]{Doc: doc, Outbox: append(slices.Clip(carried), msgs...), Purge: purge})
 	if err != nil {
 		return 0, fmt.Errorf("kv encode %s: %w", key, err)
 	}
@@ -133,12 +161,13 @@ func (s *Store[T]) write(ctx context.Context, key string, rev uint64, doc T, pur
 
 // Relay publishes the outbox of every document under a key filter to JetStream.
 //
-// It pipelines: documents with pending events are published in batches with asynchronous
-// publishes (acks awaited per batch, a bounded number of batches in flight), and their outboxes
-// are cleared concurrently by compare-and-set against the revision the watch delivered, without
-// reading the key again. A clear that loses its race drops nothing: the newer revision carries
-// the events still pending and the watch delivers it. Events of one document are published in
-// order, one document at a time (a newer revision waits until the older one is done).
+// It pipelines: values with events are published in batches with asynchronous publishes (acks
+// awaited per batch, a bounded number of batches in flight). It writes nothing back (documents
+// marked for purge are deleted after their events are out): the next write of a document drops
+// the events this relay has published, asking Relayed. Events of one document are published in
+// order, one document at a time (a newer revision waits until the older one is done, and
+// replaces it if it has not started: a newer value carries every event of the older one that
+// was not known to be published when it was written).
 //
 // It keeps a checkpoint in the bucket (key Checkpoint): a revision below which every document
 // write has been relayed, and the documents that are parked. A (re)started relay resumes its
@@ -163,6 +192,41 @@ type Relay struct {
 	CheckpointEvery time.Duration
 
 	observe func(jetstream.KeyValueEntry) // tests: every entry the watch delivers
+
+	// progress is what Relayed answers from, published by the watch goroutine.
+	progress atomic.Pointer[relayProgress]
+}
+
+// relayProgress is a snapshot of the relay's progress: every value of a watched key below
+// watermark has been published, except those of the parked keys.
+type relayProgress struct {
+	watermark uint64
+	parked    map[string]bool
+}
+
+// Relayed reports whether this relay has published every event of key's value at revision rev.
+// A writer asks it about the value it is replacing (its compare-and-set guarantees that no
+// newer value of key exists): below the watermark, that value's job is done — the relay skips a
+// value only for a newer one of the same key, and there is none — unless the key is parked. It
+// answers false until the relay runs, for keys outside its filter, and for a revision it has
+// not finished.
+func (r *Relay) Relayed(key string, rev uint64) bool {
+	p := r.progress.Load()
+	return p != nil && rev < p.watermark && !p.parked[key] && matchesFilter(r.Filter, key)
+}
+
+// matchesFilter reports whether key matches the KV key filter (NATS subject wildcards).
+func matchesFilter(filter, key string) bool {
+	ft, kt := strings.Split(filter, "."), strings.Split(key, ".")
+	for i, f := range ft {
+		if f == ">" {
+			return len(kt) > i
+		}
+		if i >= len(kt) || f != "*" && f != kt[i] {
+			return false
+		}
+	}
+	return len(ft) == len(kt)
 }
 
 // Defaults of Relay's parking.
@@ -171,12 +235,12 @@ const (
 	DefaultParkRetry = 2 * time.Second
 )
 
-// Pipeline bounds: documents per batch, batches in flight, concurrent clears per batch, and how
+// Pipeline bounds: documents per batch, batches in flight, concurrent purges per batch, and how
 // long a batch waits for its acks.
 const (
 	batchDocs     = 256
 	batchesMax    = 4
-	clearsPerLoad = 32
+	purgesPerLoad = 32
 	ackTimeout    = 10 * time.Second
 )
 
@@ -218,7 +282,7 @@ type job struct {
 type outcome int
 
 const (
-	outDone    outcome = iota // published and cleared, or superseded by a newer revision
+	outDone    outcome = iota // published (and purged, if marked), or superseded by a newer revision
 	outRetry                  // failed for now; try again after back-off
 	outAbandon                // shutting down; leave it to the next start
 )
@@ -332,8 +396,10 @@ func (r *Relay) watch(ctx context.Context, st *relayState) error {
 		case rs := <-p.results:
 			p.flying--
 			p.settle(rs)
+			p.publishProgress()
 		case <-retryTick.C:
 			p.dueRetries()
+			p.publishProgress()
 		case <-parkTick.C:
 			p.retryParked(ctx)
 		case <-cpTick.C:
@@ -369,6 +435,15 @@ func (p *pipeline) finish(ctx context.Context) {
 		defer cancel()
 		p.saveCheckpoint(wctx)
 	}
+}
+
+// publishProgress tells Relayed what is published now.
+func (p *pipeline) publishProgress() {
+	wm := p.watermark()
+	if cur := p.r.progress.Load(); cur != nil && cur.watermark == wm && maps.Equal(cur.parked, p.st.parked) {
+		return
+	}
+	p.r.progress.Store(&relayProgress{watermark: wm, parked: maps.Clone(p.st.parked)})
 }
 
 func (p *pipeline) watermark() uint64 {
@@ -562,8 +637,8 @@ func (p *pipeline) retryParked(ctx context.Context) {
 }
 
 // runBatch publishes the events of every job, the i-th event of each document in round i so
-// that a failed event never has a later one of its document published before it, then clears
-// the published documents concurrently.
+// that a failed event never has a later one of its document published before it, then purges
+// the published documents marked for it, concurrently.
 func (r *Relay) runBatch(ctx context.Context, batch []*job) []result {
 	failed := make([]error, len(batch))
 	type pending struct {
@@ -607,7 +682,7 @@ func (r *Relay) runBatch(ctx context.Context, batch []*job) []result {
 		timeout.Stop()
 	}
 	out := make([]result, len(batch))
-	sem := make(chan struct{}, clearsPerLoad)
+	sem := make(chan struct{}, purgesPerLoad)
 	var wg sync.WaitGroup
 	for i, j := range batch {
 		out[i].j = j
@@ -616,11 +691,13 @@ func (r *Relay) runBatch(ctx context.Context, batch []*job) []result {
 			out[i].out = outAbandon
 		case failed[i] != nil:
 			out[i].out, out[i].err = outRetry, failed[i]
+		case !j.view.Purge:
+			out[i].out = outDone
 		default:
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				out[i].out, out[i].err = r.clear(ctx, j)
+				out[i].out, out[i].err = r.purge(ctx, j)
 			})
 		}
 	}
@@ -628,79 +705,17 @@ func (r *Relay) runBatch(ctx context.Context, batch []*job) []result {
 	return out
 }
 
-// clear removes j's published events from its document (or purges a document marked for
-// purge) by compare-and-set on the revision the watch delivered. Losing the race is done: the
-// newer revision is on its way through the watch.
-// ClearedOf reports the revision whose outbox a record's value was cleared from, if it is a
-// value the relay wrote to clear one: its document is that revision's, unchanged, so a reader
-// that holds that revision's document need not decode this one (the status poll view).
-func ClearedOf(value []byte) (rev uint64, ok bool) {
-	if !bytes.HasPrefix(value, clearedPrefix) {
-		return 0, false
-	}
-	rest := value[len(clearedPrefix):]
-	i := bytes.IndexAny(rest, ",}")
-	if i <= 0 {
-		return 0, false
-	}
-	rev, err := strconv.ParseUint(string(rest[:i]), 10, 64)
-	return rev, err == nil
-}
-
-// clearedPrefix starts a cleared record: {"cleared":<rev>,"doc":…}. Decoders of record[T]
-// ignore the member.
-var clearedPrefix = []byte(`{"cleared":`)
-
-// Cleared is the value of record value (at revision rev) without its outbox, marked with rev
-// (see ClearedOf). Records written by Store are {"doc":…,"outbox":[…]} in that order (Go
-// marshals struct fields in order, purge is omitted when false), so the document's bytes are
-// kept as they are rather than decoded and encoded again; ",\"outbox\":[" cannot occur inside
-// the document, whose member names are its own and whose strings escape quotes. Any other shape
-// is decoded generically. ok is false for a value that is not a record.
-func Cleared(value []byte, rev uint64) ([]byte, bool) {
-	if bytes.HasPrefix(value, docPrefix) && bytes.HasSuffix(value, []byte("]}")) {
-		if i := bytes.Index(value, outboxMember); i > 0 {
-			out := make([]byte, 0, len(clearedPrefix)+20+i)
-			out = append(out, clearedPrefix...)
-			out = strconv.AppendUint(out, rev, 10)
-			out = append(out, ',')
-			out = append(out, value[1:i]...)
-			return append(out, '}'), true
-		}
-	}
-	var raw map[string]json.RawMessage
-	if json.Unmarshal(value, &raw) != nil {
-		return nil, false
-	}
-	delete(raw, "outbox")
-	// Map keys marshal sorted, so "cleared" comes first, where ClearedOf looks for it.
-	raw["cleared"] = strconv.AppendUint(nil, rev, 10)
-	data, err := json.Marshal(raw)
-	return data, err == nil
-}
-
-var (
-	docPrefix    = []byte(`{"doc":`)
-	outboxMember = []byte(`,"outbox":[`)
-)
-
-func (r *Relay) clear(ctx context.Context, j *job) (outcome, error) {
-	var err error
-	if j.view.Purge {
-		err = r.KV.Purge(ctx, j.key, jetstream.LastRevision(j.rev))
-	} else {
-		data, ok := Cleared(j.value, j.rev)
-		if !ok {
-			return outDone, nil
-		}
-		_, err = r.KV.Update(ctx, j.key, data, j.rev)
-	}
+// purge deletes the document of j, marked for purge and published, by compare-and-set on the
+// revision the watch delivered. Losing the race is done: the newer revision is on its way
+// through the watch.
+func (r *Relay) purge(ctx context.Context, j *job) (outcome, error) {
+	err := r.KV.Purge(ctx, j.key, jetstream.LastRevision(j.rev))
 	switch {
 	case err == nil, errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists):
 		return outDone, nil
 	case ctx.Err() != nil:
 		return outAbandon, nil
 	default:
-		return outRetry, fmt.Errorf("clear outbox: %w", err)
+		return outRetry, fmt.Errorf("purge: %w", err)
 	}
 }

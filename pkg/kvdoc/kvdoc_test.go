@@ -1,12 +1,11 @@
 package kvdoc_test
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
@@ -36,13 +35,14 @@ func msg(id string) outbox.Message {
 	return outbox.Message{ID: id, Subject: events.EnrollmentInitiated.Subject(), Data: []byte(fmt.Sprintf(`{"id":%q}`, id))}
 }
 
-func startRelay(t *testing.T, js jetstream.JetStream, kv jetstream.KeyValue) {
+func startRelay(t *testing.T, js jetstream.JetStream, kv jetstream.KeyValue) *kvdoc.Relay {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	r := &kvdoc.Relay{KV: kv, JS: js, Filter: "d.>", Log: slog.New(slog.DiscardHandler)}
 	go func() { defer close(done); _ = r.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+	return r
 }
 
 // storedIDs returns the Nats-Msg-Ids on the stream, in order.
@@ -77,29 +77,39 @@ func waitIDs(t *testing.T, js jetstream.JetStream, want ...string) {
 	})
 }
 
-// unmarked is a value without the relay's "cleared" mark: what the document and its pending
-// events are.
-func unmarked(v []byte) string {
-	if _, ok := kvdoc.ClearedOf(v); ok {
-		if i := bytes.IndexByte(v, ','); i > 0 {
-			return "{" + string(v[i+1:])
-		}
-	}
-	return string(v)
-}
-
-func waitOutboxEmpty(t *testing.T, kv jetstream.KeyValue, key string) {
+// waitRelayed waits until r says the current value of key is published.
+func waitRelayed(t *testing.T, r *kvdoc.Relay, kv jetstream.KeyValue, key string) {
 	t.Helper()
 	natstest.Eventually(t, 10*time.Second, func() error {
 		e, err := kv.Get(context.Background(), key)
 		if err != nil {
 			return err
 		}
-		if v := unmarked(e.Value()); v != `{"doc":{"name":"b"}}` && v != `{"doc":{"name":"a"}}` {
-			return fmt.Errorf("value still %s", e.Value())
+		if !r.Relayed(key, e.Revision()) {
+			return fmt.Errorf("%s at revision %d not relayed yet", key, e.Revision())
 		}
 		return nil
 	})
+}
+
+// outboxIDs are the ids of the events a stored value holds.
+func outboxIDs(t *testing.T, kv jetstream.KeyValue, key string) []string {
+	t.Helper()
+	e, err := kv.Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		Outbox []outbox.Message `json:"outbox"`
+	}
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range rec.Outbox {
+		ids = append(ids, m.ID)
+	}
+	return ids
 }
 
 func TestCompareAndSet(t *testing.T) {
@@ -129,8 +139,8 @@ func TestCompareAndSet(t *testing.T) {
 }
 
 // TestOutboxSurvivesACrash: events written with a document before any relay ran (as after a
-// crash between the write and the publish) are published once a relay starts, in order, and
-// then cleared.
+// crash between the write and the publish) are published once a relay starts, in order; the
+// next write, told by the relay that they are out, drops them.
 func TestOutboxSurvivesACrash(t *testing.T) {
 	ctx := context.Background()
 	js, kv, s := setup(t)
@@ -145,9 +155,68 @@ func TestOutboxSurvivesACrash(t *testing.T) {
 	if _, err := s.Update(ctx, "d.1", rev, doc{Name: "b"}, msg("e2")); err != nil {
 		t.Fatal(err)
 	}
-	startRelay(t, js, kv)
+	r := startRelay(t, js, kv)
 	waitIDs(t, js, "e1", "e2")
-	waitOutboxEmpty(t, kv, "d.1")
+	waitRelayed(t, r, kv, "d.1")
+	// The relay wrote nothing back: the value still holds both events.
+	if ids := outboxIDs(t, kv, "d.1"); fmt.Sprint(ids) != "[e1 e2]" {
+		t.Fatalf("value holds %v after relaying", ids)
+	}
+	s.Relayed = r.Relayed
+	_, rev, err = s.Get(ctx, "d.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, "d.1", rev, doc{Name: "c"}, msg("e3")); err != nil {
+		t.Fatal(err)
+	}
+	if ids := outboxIDs(t, kv, "d.1"); fmt.Sprint(ids) != "[e3]" {
+		t.Fatalf("next write holds %v, want only its own event", ids)
+	}
+	waitIDs(t, js, "e1", "e2", "e3")
+}
+
+// TestWritesCarryUnrelayedEvents: while the relay has not published a value (here: no stream
+// to publish to), every write carries its events forward, so none is lost; once they are out,
+// documents hold only the latest write's events however often they are written.
+func TestWritesCarryUnrelayedEvents(t *testing.T) {
+	ctx := context.Background()
+	js, kv, s := setup(t)
+	r := startRelay(t, js, kv)
+	s.Relayed = r.Relayed
+	rev, err := s.Create(ctx, "d.1", doc{Name: "a"}, msg("e0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	want = append(want, "e0")
+	for i := 1; i < 5; i++ {
+		id := fmt.Sprintf("e%d", i)
+		want = append(want, id)
+		if rev, err = s.Update(ctx, "d.1", rev, doc{Name: "a"}, msg(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ids := outboxIDs(t, kv, "d.1"); fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Fatalf("unrelayed document holds %v, want %v", ids, want)
+	}
+	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	waitIDs(t, js, want...)
+	waitRelayed(t, r, kv, "d.1")
+	for i := 5; i < 25; i++ {
+		id := fmt.Sprintf("e%d", i)
+		want = append(want, id)
+		waitRelayed(t, r, kv, "d.1")
+		if rev, err = s.Update(ctx, "d.1", rev, doc{Name: "a"}, msg(id)); err != nil {
+			t.Fatal(err)
+		}
+		if ids := outboxIDs(t, kv, "d.1"); fmt.Sprint(ids) != "["+id+"]" {
+			t.Fatalf("write %d holds %v, want only its own event", i, ids)
+		}
+	}
+	waitIDs(t, js, want...)
 }
 
 // TestRelayRetriesUntilTheStreamAccepts: while the stream is missing, publishing fails; the
@@ -155,26 +224,36 @@ func TestOutboxSurvivesACrash(t *testing.T) {
 func TestRelayRetriesUntilTheStreamAccepts(t *testing.T) {
 	ctx := context.Background()
 	js, kv, s := setup(t)
-	startRelay(t, js, kv)
-	if _, err := s.Create(ctx, "d.1", doc{Name: "a"}, msg("e1")); err != nil {
+	r := &kvdoc.Relay{KV: kv, JS: js, Filter: "d.>", Log: slog.New(slog.DiscardHandler)}
+	sawLater := make(chan struct{})
+	kvdoc.ObserveEntries(r, func(e jetstream.KeyValueEntry) {
+		if e.Key() == "d.later" {
+			close(sawLater)
+		}
+	})
+	runRelay(t, r)
+	rev, err := s.Create(ctx, "d.1", doc{Name: "a"}, msg("e1"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	// The relay is now failing to publish; the event must still be pending in the store.
-	natstest.Eventually(t, 5*time.Second, func() error {
-		e, err := kv.Get(ctx, "d.1")
-		if err != nil {
-			return err
-		}
-		if unmarked(e.Value()) == `{"doc":{"name":"a"}}` {
-			return errors.New("outbox cleared without a stream to publish to")
-		}
-		return nil
-	})
+	// The relay is failing to publish: once it has seen d.1 (the watch delivers values in
+	// order, so a later value shows it), it still must not say d.1 is out.
+	if _, err := s.Create(ctx, "d.later", doc{Name: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sawLater:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay never saw d.later")
+	}
+	if r.Relayed("d.1", rev) {
+		t.Fatal("d.1 reported relayed without a stream to publish to")
+	}
 	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
 		t.Fatal(err)
 	}
 	waitIDs(t, js, "e1")
-	waitOutboxEmpty(t, kv, "d.1")
+	waitRelayed(t, r, kv, "d.1")
 }
 
 // TestTwoRelaysPublishOnce: replicas each run a relay; the stream's dedupe stores each event once.
@@ -254,52 +333,60 @@ func TestRelayParksARefusedMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitIDs(t, js, "e-after")
-	waitOutboxEmpty(t, kv, "d.fine")
-	e, err := kv.Get(ctx, "d.stuck")
+	waitRelayed(t, r, kv, "d.fine")
+	// The parked document's value is not relayed, so its next write keeps the refused message
+	// (ahead of its own), and so does every later one until the stream takes it.
+	s.Relayed = r.Relayed
+	_, rev, err := s.Get(ctx, "d.stuck")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(e.Value()), `"refused"`) {
-		t.Fatalf("the refused message left its outbox: %s", e.Value())
+	natstest.Eventually(t, 5*time.Second, func() error {
+		if !kvdoc.Parked(r, "d.stuck") {
+			return errors.New("d.stuck not parked yet")
+		}
+		return nil
+	})
+	if r.Relayed("d.stuck", rev) {
+		t.Fatal("a parked document reported relayed")
+	}
+	if _, err := s.Update(ctx, "d.stuck", rev, doc{Name: "a2"}, msg("e-stuck-2")); err != nil {
+		t.Fatal(err)
+	}
+	if ids := outboxIDs(t, kv, "d.stuck"); fmt.Sprint(ids) != "[refused e-stuck-2]" {
+		t.Fatalf("parked document's next write holds %v", ids)
 	}
 }
 
-// TestRelayKeepsTheDocumentVerbatim: clearing the outbox rewrites the record without decoding
-// the document, so a document survives byte for byte, even one whose text names the record's
-// own fields; a document written without events is left alone.
-func TestRelayKeepsTheDocumentVerbatim(t *testing.T) {
+// TestRelayWritesNothingBack: publishing a document's events leaves its value as written (no
+// second write per event-carrying write), a document written without events is left alone,
+// and a document survives byte for byte, even one whose text names the record's own fields.
+func TestRelayWritesNothingBack(t *testing.T) {
 	ctx := context.Background()
 	js, kv, s := setup(t)
 	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
 		t.Fatal(err)
 	}
-	startRelay(t, js, kv)
+	r := startRelay(t, js, kv)
 	tricky := "\"outbox\":[], \"purge\":true, é \u2028 <&>"
-	if _, err := s.Create(ctx, "d.plain", doc{Name: tricky}); err != nil {
+	plainRev, err := s.Create(ctx, "d.plain", doc{Name: tricky})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create(ctx, "d.1", doc{Name: tricky}, msg("e1")); err != nil {
+	rev, err := s.Create(ctx, "d.1", doc{Name: tricky}, msg("e1"))
+	if err != nil {
 		t.Fatal(err)
 	}
 	waitIDs(t, js, "e1")
-	want := `{"doc":{"name":"\"outbox\":[], \"purge\":true, é \u2028 \u003c\u0026\u003e"}}`
-	natstest.Eventually(t, 10*time.Second, func() error {
-		e, err := kv.Get(ctx, "d.1")
-		if err != nil {
-			return err
+	waitRelayed(t, r, kv, "d.1")
+	for key, want := range map[string]uint64{"d.1": rev, "d.plain": plainRev} {
+		e, err := kv.Get(ctx, key)
+		if err != nil || e.Revision() != want {
+			t.Fatalf("%s: revision %v (%v), want %d: the relay wrote it", key, e, err, want)
 		}
-		if unmarked(e.Value()) != want {
-			return fmt.Errorf("value %s, want %s", e.Value(), want)
-		}
-		return nil
-	})
-	for _, key := range []string{"d.1", "d.plain"} {
 		got, _, err := s.Get(ctx, key)
 		if err != nil || got.Name != tricky {
 			t.Fatalf("Get %s = %+v, %v", key, got, err)
 		}
-	}
-	if e, err := kv.Get(ctx, "d.plain"); err != nil || e.Revision() != 1 {
-		t.Fatalf("document without events was rewritten: %v", err)
 	}
 }

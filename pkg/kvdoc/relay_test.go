@@ -64,7 +64,7 @@ func (c *publishCounter) get(id string) int {
 }
 
 // TestRestartedRelayResumes: a relay that stops and starts again publishes what was written
-// while it was down, does not publish already-cleared events again, and does not walk the
+// while it was down, does not publish already-relayed events again, and does not walk the
 // documents that were relayed before it stopped.
 func TestRestartedRelayResumes(t *testing.T) {
 	ctx := context.Background()
@@ -90,10 +90,11 @@ func TestRestartedRelayResumes(t *testing.T) {
 		}
 	}
 	first := &kvdoc.Relay{KV: kv, JS: js, Filter: "d.>", Log: slog.New(slog.DiscardHandler)}
+	s.Relayed = first.Relayed
 	stop := runRelay(t, first)
 	waitIDSet(t, js, want...)
 	for i := range n {
-		waitOutboxEmpty(t, kv, fmt.Sprintf("d.%d", i))
+		waitRelayed(t, first, kv, fmt.Sprintf("d.%d", i))
 	}
 	stop()
 
@@ -114,8 +115,8 @@ func TestRestartedRelayResumes(t *testing.T) {
 	kvdoc.ObserveEntries(second, func(jetstream.KeyValueEntry) { seen.Add(1) })
 	stop = runRelay(t, second)
 	waitIDSet(t, js, append(want, "late", "e7-again")...)
-	waitOutboxEmpty(t, kv, "d.new")
-	waitOutboxEmpty(t, kv, "d.7")
+	waitRelayed(t, second, kv, "d.new")
+	waitRelayed(t, second, kv, "d.7")
 	stop()
 
 	// Every publish of the relays went out on js's connection, in order; once a marker sent
@@ -134,8 +135,8 @@ func TestRestartedRelayResumes(t *testing.T) {
 			t.Errorf("%s published %d times, want once", id, c)
 		}
 	}
-	// The second relay sees the two writes made while it was down and its own two clears, not
-	// the hundred documents relayed before.
+	// The second relay sees the two writes made while it was down, not the hundred documents
+	// relayed before.
 	if got := seen.Load(); got > 10 {
 		t.Errorf("restarted relay walked %d entries; want only those written since the first stopped", got)
 	}
@@ -152,6 +153,7 @@ func TestRelayKeepsOrderWithinADocument(t *testing.T) {
 	}
 	r := &kvdoc.Relay{KV: kv, JS: js, Filter: "d.>", Log: slog.New(slog.DiscardHandler), ParkAfter: 200 * time.Millisecond, ParkRetry: 100 * time.Millisecond}
 	runRelay(t, r)
+	s.Relayed = r.Relayed
 
 	refused := outbox.Message{ID: "f2", Subject: "not.an.event.subject", Data: []byte(`{}`)}
 	if _, err := s.Create(ctx, "d.f", doc{Name: "a"}, msg("f1"), refused, msg("f3")); err != nil {
@@ -167,7 +169,7 @@ func TestRelayKeepsOrderWithinADocument(t *testing.T) {
 	if _, err := s.Create(ctx, "d.o", doc{Name: "a"}, first...); err != nil {
 		t.Fatal(err)
 	}
-	// Further writes race with the relay's clears; each appends one event.
+	// Further writes race with the relay; each adds one event, carrying those not yet out.
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := range 30 {
@@ -244,7 +246,8 @@ func TestRestartedRelayRetriesParkedDocuments(t *testing.T) {
 		return &kvdoc.Relay{KV: kv, JS: js, Filter: "d.>", Log: slog.New(slog.DiscardHandler),
 			ParkAfter: 100 * time.Millisecond, ParkRetry: 100 * time.Millisecond, CheckpointEvery: 20 * time.Millisecond}
 	}
-	stop := runRelay(t, newRelay())
+	firstRelay := newRelay()
+	stop := runRelay(t, firstRelay)
 	stuck := outbox.Message{ID: "p1", Subject: "parked.subject", Data: []byte(`{}`)}
 	if _, err := s.Create(ctx, "d.stuck", doc{Name: "a"}, stuck); err != nil {
 		t.Fatal(err)
@@ -253,7 +256,7 @@ func TestRestartedRelayRetriesParkedDocuments(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitIDs(t, js, "e-after")
-	waitOutboxEmpty(t, kv, "d.fine")
+	waitRelayed(t, firstRelay, kv, "d.fine")
 	natstest.Eventually(t, 10*time.Second, func() error {
 		e, err := kv.Get(ctx, kvdoc.CheckpointKey("d.>"))
 		if err != nil {
@@ -270,7 +273,8 @@ func TestRestartedRelayRetriesParkedDocuments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runRelay(t, newRelay())
+	secondRelay := newRelay()
+	runRelay(t, secondRelay)
 	natstest.Eventually(t, 10*time.Second, func() error {
 		info, err := parkedStream.Info(ctx)
 		if err != nil {
@@ -281,5 +285,5 @@ func TestRestartedRelayRetriesParkedDocuments(t *testing.T) {
 		}
 		return nil
 	})
-	waitOutboxEmpty(t, kv, "d.stuck")
+	waitRelayed(t, secondRelay, kv, "d.stuck")
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"io"
 	"log/slog"
 	"net/http"
@@ -26,7 +25,9 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/mongodoc"
 	"github.com/mfaflow/mfaflow/pkg/mongotest"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/secretbox"
@@ -276,8 +277,8 @@ func (e *env) rawValues(t *testing.T) map[string][]byte {
 	return out
 }
 
-// relayed is the fact that every event written with the credential has been published: its
-// document carries no outbox any more (or the document is gone).
+// relayed is the fact that every event written with the credential has been published: each
+// event its stored value holds is on the stream (or the document is gone).
 func (e *env) relayed(t *testing.T, phid string) func() error {
 	return func() error {
 		entry, err := e.kv(t).Get(t.Context(), "c."+phid)
@@ -288,13 +289,19 @@ func (e *env) relayed(t *testing.T, phid string) func() error {
 			return err
 		}
 		var rec struct {
-			Outbox []json.RawMessage `json:"outbox"`
+			Outbox []outbox.Message `json:"outbox"`
 		}
 		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
 			return err
 		}
-		if len(rec.Outbox) > 0 {
-			return fmt.Errorf("%d events not yet relayed", len(rec.Outbox))
+		for _, m := range rec.Outbox {
+			found := false
+			for _, ev := range e.events(t, events.Type("mfa."+strings.TrimPrefix(m.Subject, events.SubjectPrefix))) {
+				found = found || ev.MsgID == m.ID
+			}
+			if !found {
+				return fmt.Errorf("event %s (%s) not yet relayed", m.ID, m.Subject)
+			}
 		}
 		return nil
 	}

@@ -25,7 +25,9 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, relayLog
 			return nil, nil, nil, err
 		}
 		relay := &kvdoc.Relay{KV: bucket, JS: js, Filter: kv.RelayFilter, Log: relayLog}
-		return kv.New(bucket, js), []func(context.Context) error{relay.Run}, nil, nil
+		store := kv.New(bucket, js)
+		store.FollowRelay(relay.Relayed)
+		return store, []func(context.Context) error{relay.Run}, nil, nil
 	case "mongo":
 		client, db, err := mongodoc.Connect(ctx, cfg.MongoURI)
 		if err != nil {

@@ -44,6 +44,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, log *slo
 		view := kv.NewView(store)
 		view.Now = cfg.Clock
 		relay := &kvdoc.Relay{KV: store.KV(), JS: js, Filter: kv.DocFilter, Log: relayLog}
+		store.FollowRelay(relay.Relayed)
 		return backend{store: view, ledger: store, view: view, background: []func(context.Context){
 			func(ctx context.Context) {
 				if err := relay.Run(ctx); err != nil {

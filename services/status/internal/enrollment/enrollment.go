@@ -142,9 +142,9 @@ type Enrollment struct {
 	// Version is the store's revision of this enrollment, for compare-and-set.
 	Version uint64
 	// Seq counts this enrollment's writes: 1 when created, one more with every
-	// compare-and-set write. Unlike Version it does not move when the outbox relay rewrites the
-	// stored document, and unlike UpdatedAt it does not depend on any replica's clock, so live
-	// streams and ETags order versions by it.
+	// compare-and-set write. Unlike Version it is the same number on every backend (a KV
+	// revision counts the bucket's writes, not the enrollment's), and unlike UpdatedAt it does
+	// not depend on any replica's clock, so live streams and ETags order versions by it.
 	Seq uint64
 }
 

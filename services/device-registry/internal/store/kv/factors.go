@@ -48,7 +48,7 @@ type recoveryDoc struct {
 
 // GetLockout returns sub's lockout record.
 func (s *Store) GetLockout(ctx context.Context, sub string) (device.Lockout, error) {
-	d, rev, err := kvdoc.New[lockoutDoc](s.kv).Get(ctx, lockoutKey(sub))
+	d, rev, err := docsOf[lockoutDoc](s).Get(ctx, lockoutKey(sub))
 	if err != nil {
 		return device.Lockout{}, fmt.Errorf("kv get lockout: %w", translate(err))
 	}
@@ -61,7 +61,7 @@ func (s *Store) GetLockout(ctx context.Context, sub string) (device.Lockout, err
 // PutLockout creates or compare-and-sets sub's lockout record.
 func (s *Store) PutLockout(ctx context.Context, l device.Lockout, msgs ...outbox.Message) (device.Lockout, error) {
 	d := lockoutDoc{Sub: l.Sub, Failures: l.Failures, Locks: l.Locks, LockedUntil: l.LockedUntil, ResetAt: l.ResetAt}
-	rev, err := put(ctx, kvdoc.New[lockoutDoc](s.kv), lockoutKey(l.Sub), l.Version, d, msgs)
+	rev, err := put(ctx, docsOf[lockoutDoc](s), lockoutKey(l.Sub), l.Version, d, msgs)
 	if err != nil {
 		return device.Lockout{}, fmt.Errorf("kv put lockout: %w", err)
 	}
@@ -71,7 +71,7 @@ func (s *Store) PutLockout(ctx context.Context, l device.Lockout, msgs ...outbox
 
 // GetRecoverySet returns sub's recovery codes (hashes).
 func (s *Store) GetRecoverySet(ctx context.Context, sub string) (device.RecoverySet, error) {
-	d, rev, err := kvdoc.New[recoveryDoc](s.kv).Get(ctx, recoveryKey(sub))
+	d, rev, err := docsOf[recoveryDoc](s).Get(ctx, recoveryKey(sub))
 	if err != nil {
 		return device.RecoverySet{}, fmt.Errorf("kv get recovery set: %w", translate(err))
 	}
@@ -95,7 +95,7 @@ func (s *Store) PutRecoverySet(ctx context.Context, r device.RecoverySet, msgs .
 	for _, h := range r.Hashes {
 		d.Hashes = append(d.Hashes, hex.EncodeToString(h))
 	}
-	rev, err := put(ctx, kvdoc.New[recoveryDoc](s.kv), recoveryKey(r.Sub), r.Version, d, msgs)
+	rev, err := put(ctx, docsOf[recoveryDoc](s), recoveryKey(r.Sub), r.Version, d, msgs)
 	if err != nil {
 		return device.RecoverySet{}, fmt.Errorf("kv put recovery set: %w", err)
 	}

@@ -63,6 +63,8 @@ type Store struct {
 	kv   jetstream.KeyValue
 	js   jetstream.JetStream // nil: list through a KV lister
 	docs *kvdoc.Store[credentialDoc]
+	// relayed is the outbox relay's Relayed (see FollowRelay).
+	relayed func(key string, rev uint64) bool
 }
 
 var _ device.Store = (*Store)(nil)
@@ -72,6 +74,21 @@ var _ device.Store = (*Store)(nil)
 // registered a moment ago even while a follower catches up; nil lists through a KV lister.
 func New(kv jetstream.KeyValue, js jetstream.JetStream) *Store {
 	return &Store{kv: kv, js: js, docs: kvdoc.New[credentialDoc](kv)}
+}
+
+// FollowRelay has every write drop the events that relayed (kvdoc.Relay.Relayed of this
+// process's relay on RelayFilter) reports published; see kvdoc.Store.Relayed. Call it before
+// the store is used.
+func (s *Store) FollowRelay(relayed func(key string, rev uint64) bool) {
+	s.relayed = relayed
+	s.docs.Relayed = relayed
+}
+
+// docsOf is a typed view of the bucket that follows the relay as the credentials do.
+func docsOf[T any](s *Store) *kvdoc.Store[T] {
+	d := kvdoc.New[T](s.kv)
+	d.Relayed = s.relayed
+	return d
 }
 
 func docKey(phid string) string        { return "c." + phid }

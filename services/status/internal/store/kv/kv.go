@@ -80,6 +80,11 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, opts ...na
 	return &Store{kv: kv, docs: kvdoc.New[doc](kv)}, nil
 }
 
+// FollowRelay has every write drop the events that relayed (kvdoc.Relay.Relayed of this
+// process's relay on DocFilter) reports published; see kvdoc.Store.Relayed. Call it before the
+// store is used.
+func (s *Store) FollowRelay(relayed func(key string, rev uint64) bool) { s.docs.Relayed = relayed }
+
 // KV is the underlying bucket (the relay watches it).
 func (s *Store) KV() jetstream.KeyValue { return s.kv }
 

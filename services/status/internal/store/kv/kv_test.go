@@ -1,15 +1,10 @@
 package kv_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"log/slog"
 	"testing"
 
-	"github.com/mfaflow/mfaflow/pkg/kvdoc"
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/mfaflow/mfaflow/pkg/kvdoc/kvdoctest"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/storetest"
@@ -21,34 +16,8 @@ func TestConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return storetest.Backend{Store: s, Relay: func(ctx context.Context, js jetstream.JetStream) {
-			r := &kvdoc.Relay{KV: s.KV(), JS: js, Filter: kv.DocFilter, Log: slog.New(slog.DiscardHandler)}
-			_ = r.Run(ctx)
-		}, Pending: func(ctx context.Context) (int, error) { return pendingIn(ctx, s.KV(), kv.DocFilter) }}
+		relays := &kvdoctest.Relays{KV: s.KV(), Filter: kv.DocFilter}
+		s.FollowRelay(relays.Relayed)
+		return storetest.Backend{Store: s, Relay: relays.Run, Pending: relays.Pending}
 	})
-}
-
-// pendingIn counts the values under filter that still carry an outbox or a purge mark.
-func pendingIn(ctx context.Context, bucket jetstream.KeyValue, filter string) (int, error) {
-	lister, err := bucket.ListKeysFiltered(ctx, filter)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for key := range lister.Keys() {
-		e, err := bucket.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		if bytes.Contains(e.Value(), []byte(`"outbox"`)) || bytes.Contains(e.Value(), []byte(`"purge"`)) {
-			n++
-		}
-	}
-	return n, nil
 }

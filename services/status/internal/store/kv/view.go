@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,8 +25,7 @@ import (
 //
 // Rules that keep it correct:
 //   - An entry only ever moves forward: a newer write sequence, or the same sequence at a newer
-//     revision (the outbox relay rewrites a document without changing its sequence). An older
-//     value, from a late watch message or a slow store read, is ignored.
+//     revision. An older value, from a late watch message or a slow store read, is ignored.
 //   - Memory answers only while a watch is running and was started before the value was read;
 //     when the watch ends the view is emptied and every Get reads the bucket until a new watch
 //     runs. A value read from the bucket before the current watch started is not recorded.
@@ -303,17 +301,6 @@ func (v *View) apply(entry jetstream.KeyValueEntry) {
 	cur, ok := v.entries[id]
 	v.mu.RUnlock()
 	if ok && cur.e.Version >= entry.Revision() {
-		return
-	}
-	// The relay clearing the outbox of the revision the view holds leaves the document as it
-	// was: take the new revision without decoding (half the values of a busy bucket).
-	if from, cleared := kvdoc.ClearedOf(entry.Value()); ok && cleared && from == cur.e.Version {
-		v.mu.Lock()
-		if c, still := v.entries[id]; still && c.e.Version == from {
-			c.e.Version = entry.Revision()
-			v.entries[id] = c
-		}
-		v.mu.Unlock()
 		return
 	}
 	var rec struct {

@@ -3,15 +3,11 @@ package kv_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
-	"github.com/mfaflow/mfaflow/pkg/natsx"
-	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
@@ -274,62 +270,6 @@ func TestViewWithoutWatchReadsTheBucket(t *testing.T) {
 	}
 	if hits, misses := v.Stats(); hits != 0 || misses != 2 || v.Len() != 0 {
 		t.Fatalf("unwatched view: hits %d misses %d len %d", hits, misses, v.Len())
-	}
-}
-
-// The relay's clearing of an outbox moves the view to the new revision without a change to
-// the document, so the next compare-and-set write through the view succeeds first time.
-func TestViewFollowsTheRelaysClear(t *testing.T) {
-	ctx := context.Background()
-	srv := natstest.Start(t)
-	v := runningView(t, srv)
-	js := srv.JetStream(t)
-	if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	relayDone := make(chan struct{})
-	go func() {
-		defer close(relayDone)
-		r := &kvdoc.Relay{KV: v.Store().KV(), JS: js, Filter: kv.DocFilter, Log: slog.New(slog.DiscardHandler)}
-		_ = r.Run(rctx)
-	}()
-	t.Cleanup(func() { stop(); <-relayDone })
-
-	e, err := v.Create(ctx, newEnrollment(time.Now().UTC()), outbox.Message{ID: uuid.NewString(), Subject: "mfa.events.test", Data: []byte(`{}`)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cleared uint64
-	natstest.Eventually(t, 5*time.Second, func() error {
-		entry, err := v.Store().KV().Get(ctx, "e."+e.ID)
-		if err != nil {
-			return err
-		}
-		from, ok := kvdoc.ClearedOf(entry.Value())
-		if !ok || from != e.Version {
-			return errors.New("the relay has not cleared the outbox yet")
-		}
-		cleared = entry.Revision()
-		got, err := v.Get(ctx, e.ID)
-		if err != nil {
-			return err
-		}
-		if got.Version != cleared {
-			return errors.New("the view still holds the revision before the clear")
-		}
-		return nil
-	})
-	got, err := v.Get(ctx, e.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Seq != e.Seq || got.State != e.State || got.ExchangeID != e.ExchangeID {
-		t.Fatalf("the clear changed the document: %+v, was %+v", got, e)
-	}
-	got.Seq, got.State = 2, enrollment.Cancelled
-	if _, err := v.Update(ctx, got); err != nil {
-		t.Fatalf("a write at the view's revision after the clear: %v", err)
 	}
 }
 
