@@ -80,11 +80,15 @@ func dialNonce(t *testing.T, env *bridgetest.Env) (*websocket.Conn, string) {
 	return ws, readHello(t, ws)
 }
 
+// challengeExpiry is every test challenge's expiry: fixed once, so that a challenge built again
+// to compare with (wantChallenge) has the same expiry even when a second boundary passed.
+var challengeExpiry = time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+
 func challenge(id string) bridgetest.Challenge {
 	return bridgetest.Challenge{
 		PushChallenge: commands.PushChallenge{
 			ChallengeID: id, StatusID: "st-" + id, Sub: sub, Numbers: []string{"12", "42", "77"},
-			Context: map[string]string{"app": "ACME"}, ExpiresAt: time.Now().Add(time.Minute).UTC().Truncate(time.Second),
+			Context: map[string]string{"app": "ACME"}, ExpiresAt: challengeExpiry,
 		},
 		Right: "42",
 	}
