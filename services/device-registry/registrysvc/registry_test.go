@@ -680,3 +680,32 @@ func assertNoSecret(t *testing.T, what string, raw []byte, secret, code string) 
 		}
 	}
 }
+
+// TestClaimGivesWayToAReissuedCredential: a retried keyed initiation hands the enrollment a new
+// sealed credential after a code of the first one had been stored as a claim (whose ENROLLED
+// write then lost). The enrollment's current credential verifies and takes the claim's place.
+func TestClaimGivesWayToAReissuedCredential(t *testing.T) {
+	e := start(t)
+	statusID := uuid.NewString()
+	first := e.create(t, statusID, "alice")
+	e.claim(t, statusID, "alice", first)
+	second := e.create(t, statusID, "alice") // the status service now holds this one
+	reply, err := e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, second, e.clock.Now()),
+		Device: commands.Device{DeviceID: "phone-2"}})
+	if err != nil {
+		t.Fatalf("the current credential's code: %v", err)
+	}
+	if reply.DeviceID != "phone-2" {
+		t.Fatalf("registered %+v, want the second claim's device", reply)
+	}
+	// The registered device holds the second secret: its next code signs in, the first's does not.
+	e.clock.Advance(30 * time.Second)
+	if r := e.check(t, "alice", commands.FactorTOTP, code(t, second, e.clock.Now())); r.Result != commands.FactorOK {
+		t.Fatalf("sign-in with the second secret: %+v", r)
+	}
+	if c := code(t, first, e.clock.Now()); c != code(t, second, e.clock.Now()) {
+		if r := e.check(t, "alice", commands.FactorTOTP, c); r.Result == commands.FactorOK {
+			t.Fatal("the replaced secret signs in")
+		}
+	}
+}
