@@ -168,3 +168,39 @@ func assertActor(t *testing.T, evs []harness.Event, typ events.Type, actor strin
 		t.Errorf("no %s event", typ)
 	}
 }
+
+// TestResetVoidsEnrollmentInProgress: an enrollment the user began before an administrator's
+// reset can no longer be completed: its next code answers 409 conflict and ends it FAILED
+// (reason credential_void), so the frontend starts a new one, which works.
+func TestResetVoidsEnrollmentInProgress(t *testing.T) {
+	s := startSignIn(t, nil)
+	alice := s.token(t, "alice", "", "")
+	admin := s.token(t, "ops", "mfa:admin", "")
+	in := initiate(t, s.Stack, alice, "?qr=none")
+	s.clock.Advance(time.Second)
+	if r := s.Do(t, http.MethodDelete, "/verification-srv/admin/users/alice/factors", admin, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("reset: %d %s", r.Status, r.Body)
+	}
+	s.MustProblem(t, s.Do(t, http.MethodPost, "/verification-srv/v2/setup/enroll/totp", alice,
+		map[string]string{"exchange_id": in.ExchangeID.ExchangeID, "verification_code": s.code(t, in.TOTPSecret)}), http.StatusConflict, "conflict")
+	if st := poll(t, s.Stack, alice, in.StatusID); st.Status != "FAILED" {
+		t.Fatalf("the voided enrollment is %s, want FAILED", st.Status)
+	}
+	evs := s.rec.WaitTypes(t, in.StatusID, events.EnrollmentInitiated, events.EnrollmentFailed)
+	var data events.Enrollment
+	if err := json.Unmarshal(evs[len(evs)-1].Data, &data); err != nil || data.Reason != "credential_void" {
+		t.Fatalf("failed event %s: %v", evs[len(evs)-1].Raw, err)
+	}
+	var devices []map[string]any
+	s.MustJSON(t, http.MethodGet, "/device-srv/devices", alice, nil, http.StatusOK, &devices)
+	if len(devices) != 0 {
+		t.Fatalf("devices after a voided enrollment: %v", devices)
+	}
+	// A new enrollment after the reset works.
+	s.clock.Advance(time.Second)
+	s.enrollDevice(t, alice)
+	s.MustJSON(t, http.MethodGet, "/device-srv/devices", alice, nil, http.StatusOK, &devices)
+	if len(devices) != 1 {
+		t.Fatalf("devices after enrolling again: %v", devices)
+	}
+}

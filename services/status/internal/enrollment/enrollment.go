@@ -65,6 +65,10 @@ var (
 	ErrInvalidCode = errors.New("invalid verification code")
 	// ErrFailed: this wrong code was one too many; the enrollment is now FAILED.
 	ErrFailed = errors.New("too many invalid codes")
+	// ErrCredentialVoid (from the Registry): the enrollment's pending credential can no longer
+	// be verified (the user's factors were reset since it was made, or its key left the ring),
+	// so the enrollment can never be completed.
+	ErrCredentialVoid = errors.New("the pending credential is void")
 	// ErrStale: the stored enrollment changed since it was read (compare-and-set lost).
 	ErrStale = errors.New("enrollment changed concurrently")
 	// ErrBadRequest: the request itself is malformed.

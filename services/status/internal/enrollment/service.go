@@ -300,6 +300,9 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	if errors.Is(err, ErrInvalidCode) {
 		return s.countFailure(ctx, e, in.Channel)
 	}
+	if errors.Is(err, ErrCredentialVoid) {
+		return s.failVoid(ctx, e, in.Channel)
+	}
 	if err != nil {
 		return Enrollment{}, err
 	}
@@ -335,6 +338,23 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 		s.OnRegistryError("activate", e.ID, aerr)
 	}
 	return e, nil
+}
+
+// failVoid ends an enrollment whose credential the registry will never verify (ErrCredentialVoid)
+// as FAILED with reason credential_void, so that the frontend, reading a terminal status, starts
+// a new one instead of sending codes until the enrollment expires.
+func (s *Service) failVoid(ctx context.Context, e Enrollment, channel string) (Enrollment, error) {
+	e, err := s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+		if e.State.Terminal() {
+			return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
+		}
+		e.State = Failed
+		return e, &change{channel: channel, reason: "credential_void"}, nil
+	})
+	if err != nil {
+		return e, err
+	}
+	return e, fmt.Errorf("%w: the enrollment's credential is void (the user's factors were reset); start a new enrollment", ErrConflict)
 }
 
 func (s *Service) countFailure(ctx context.Context, e Enrollment, channel string) (Enrollment, error) {

@@ -29,14 +29,19 @@ type codeRegistry struct {
 	discarded   []string
 	// pending is the sealed pending credential of each Verify call.
 	pending [][]byte
+	// void makes Verify answer ErrCredentialVoid (the user's factors were reset).
+	void bool
 }
 
 func (r *codeRegistry) Verify(ctx context.Context, statusID, _, code string, dev enrollment.Device, pending []byte) (enrollment.Claim, error) {
 	r.mu.Lock()
 	r.calls++
 	r.pending = append(r.pending, pending)
-	hook := r.afterVerify
+	hook, void := r.afterVerify, r.void
 	r.mu.Unlock()
+	if void {
+		return enrollment.Claim{}, enrollment.ErrCredentialVoid
+	}
 	_, ok, err := totp.Check(r.secret, code, r.now(), totp.Default, 1, 0)
 	if err != nil {
 		return enrollment.Claim{}, err
@@ -450,5 +455,25 @@ func TestPendingCredential(t *testing.T) {
 	in.PendingCredential = []byte("sealed-3")
 	if _, err := f.svc.Create(ctx, in); !errors.Is(err, enrollment.ErrConflict) {
 		t.Fatalf("create with a new credential after ENROLLED: %v, want conflict", err)
+	}
+}
+
+// An enrollment whose credential the registry voided (a reset) ends FAILED with reason
+// credential_void at its next code, instead of taking codes until it expires.
+func TestVoidCredentialFailsTheEnrollment(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	e := f.create(t, "alice")
+	f.reg.void = true
+	_, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t), Channel: enrollment.ChannelFrontend})
+	if !errors.Is(err, enrollment.ErrConflict) {
+		t.Fatalf("code for a voided credential: %v, want conflict", err)
+	}
+	got, err := f.svc.Get(ctx, e.ID, "alice")
+	if err != nil || got.State != enrollment.Failed || got.PendingCredential != nil {
+		t.Fatalf("after a void credential: %+v, %v; want FAILED without a pending credential", got, err)
+	}
+	if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t)}); !errors.Is(err, enrollment.ErrConflict) {
+		t.Fatalf("a code after FAILED: %v, want conflict", err)
 	}
 }

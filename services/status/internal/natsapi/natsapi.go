@@ -182,8 +182,9 @@ func (r *Registry) Verify(ctx context.Context, statusID, sub, code string, dev e
 	case fault.Expired:
 		return enrollment.Claim{}, enrollment.ErrExpired
 	case fault.NotFound:
-		// The pending credential is gone (discarded after the enrollment ended elsewhere).
-		return enrollment.Claim{}, fmt.Errorf("%w: the pending credential no longer exists", enrollment.ErrConflict)
+		// The registry has no credential for this enrollment and never will: voided by a reset,
+		// sealed under a retired key, or discarded after the enrollment ended elsewhere.
+		return enrollment.Claim{}, enrollment.ErrCredentialVoid
 	case fault.Conflict:
 		return enrollment.Claim{}, fmt.Errorf("%w: the credential is claimed by another device", enrollment.ErrConflict)
 	}
