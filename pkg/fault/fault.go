@@ -33,6 +33,9 @@ const (
 	// DevTokensDisabled answers the dev stack's POST /dev/token when Bearer tokens come from an
 	// identity provider (MFA_JWT_JWKS_URL): the route is not there, as outside the dev stack.
 	DevTokensDisabled Code = "dev_tokens_disabled"
+	// StepUpRequired: changing a user's factors (enrolling another, removing one, new recovery
+	// codes) needs X-MFA-Token with a fresh, unused mfa_token of the user (DESIGN.md Part 3).
+	StepUpRequired Code = "step_up_required"
 )
 
 var statuses = map[Code]int{
@@ -52,6 +55,7 @@ var statuses = map[Code]int{
 	Unavailable:       http.StatusServiceUnavailable,
 	Internal:          http.StatusInternalServerError,
 	DevTokensDisabled: http.StatusNotFound,
+	StepUpRequired:    http.StatusForbidden,
 }
 
 // Status is the HTTP status that goes with c; unknown codes are 500.
