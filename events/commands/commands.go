@@ -35,7 +35,23 @@ const (
 	// StatusKeyedIDs derives the ids of an initiation sent with an Idempotency-Key and reports
 	// the enrollment they name, if one is stored already.
 	StatusKeyedIDs = StatusGroup + ".keyed-ids"
+	// StatusStepUpRedeem spends an mfa_token as the step-up proof of a change to a user's
+	// factors (X-MFA-Token): the device registry asks before it changes the factors of a user
+	// who has one. Refusals are the fault step_up_required.
+	StatusStepUpRedeem = StatusGroup + ".step-up.redeem"
 )
+
+// StepUpRedeemRequest names the user whose factors change and the mfa_token that proves a
+// fresh sign-in. The token is a credential: never logged.
+type StepUpRedeemRequest struct {
+	Sub   string `json:"sub"`
+	Token string `json:"token"`
+}
+
+// StepUpRedeemReply says which sign-in the spent token came from.
+type StepUpRedeemReply struct {
+	StatusID string `json:"status_id"`
+}
 
 // BridgeDevicePrefix + ph_id is the core NATS subject on which the bridge replica that holds a
 // device's session takes requests for it: a PushChallenge to deliver, answered with a
@@ -205,6 +221,11 @@ type CreateCredentialRequest struct {
 	StatusID  string    `json:"status_id"`
 	Sub       string    `json:"sub"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// StepUpToken is the X-MFA-Token of the initiation: the registry redeems it when sub
+	// already has a factor. A retry of an initiation still in progress (Idempotency-Key) sends
+	// Retry instead, since its token was spent by the first attempt.
+	StepUpToken string `json:"step_up_token,omitempty"`
+	Retry       bool   `json:"retry,omitempty"`
 }
 
 // CreateCredentialReply carries the new secret. It is the only message that ever holds a secret,

@@ -41,6 +41,10 @@ const (
 	ScopeAdmin = "mfa:admin"
 )
 
+// StepUpHeader carries the step-up proof of a change to a user's factors: an mfa_token of the
+// user from a recent sign-in (DESIGN.md Part 3).
+const StepUpHeader = "X-MFA-Token"
+
 // HasScope reports whether the identity holds scope.
 func (i Identity) HasScope(scope string) bool {
 	for _, s := range i.Scopes {

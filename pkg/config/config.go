@@ -79,6 +79,11 @@ type Config struct {
 	PushWebhookSecret string // MFA_PUSH_WEBHOOK_SECRET
 	// PushRate bounds the push sign-ins one user may start per PushRateWindow.
 	PushRate int // MFA_PUSH_RATE
+	// StepUp, when true (MFA_STEP_UP=on, the default), makes changing the factors of a user who
+	// has one need X-MFA-Token with a fresh, unused mfa_token of the user; StepUpMaxAge is how
+	// old its auth_time may be.
+	StepUp       bool          // MFA_STEP_UP
+	StepUpMaxAge time.Duration // MFA_STEP_UP_MAX_AGE
 }
 
 // MaxEnrollmentTTL bounds MFA_ENROLLMENT_TTL: an enrollment is a QR on a screen, and the status
@@ -115,6 +120,13 @@ const MinPushWebhookSecretBytes = 32
 const (
 	PushRateWindow = 10 * time.Minute
 	MaxPushRate    = 100
+)
+
+// Bounds of MFA_STEP_UP_MAX_AGE: a proof older than an hour says little about who holds the
+// session now, and an mfa_token lives at most 5 minutes anyway.
+const (
+	MinStepUpMaxAge = 10 * time.Second
+	MaxStepUpMaxAge = time.Hour
 )
 
 // MaxNATSReplicas bounds MFA_NATS_REPLICAS: JetStream keeps at most 5 replicas of a stream.
@@ -157,6 +169,8 @@ var Variables = []Variable{
 	{"MFA_PUSH_WEBHOOK_URL", "", "absolute http(s) URL that receives a signed wake-up {ph_id, challenge_id, expires_at} for each push challenge to a device that is not connected; empty = off"},
 	{"MFA_PUSH_WEBHOOK_SECRET", "", "HMAC-SHA256 key (at least 32 bytes) that signs wake-ups; required when MFA_PUSH_WEBHOOK_URL is set"},
 	{"MFA_PUSH_RATE", "5", "push sign-ins one user may start per 10 minutes (1 to 100)"},
+	{"MFA_STEP_UP", "on", "on: once a user has a factor, enrolling another, removing one and new recovery codes need X-MFA-Token (a fresh mfa_token of the user, used once), else 403 step_up_required; off: the identity provider enforces this"},
+	{"MFA_STEP_UP_MAX_AGE", "5m", "how old the auth_time of an X-MFA-Token may be (Go duration, 10s to 1h)"},
 	{"MFA_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"MFA_POLL_RATE", "1", "status polls per second one user may make of one enrollment (0 = unlimited); faster polls get 429"},
 	{"MFA_POLL_BURST", "5", "polls allowed at once before MFA_POLL_RATE applies"},
@@ -260,6 +274,16 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.PushRate, err = strconv.Atoi(get("MFA_PUSH_RATE")); err != nil || c.PushRate < 1 || c.PushRate > MaxPushRate {
 		errs = append(errs, fmt.Errorf("MFA_PUSH_RATE: want a whole number between 1 and %d, got %q", MaxPushRate, get("MFA_PUSH_RATE")))
 	}
+	switch get("MFA_STEP_UP") {
+	case "on":
+		c.StepUp = true
+	case "off":
+	default:
+		errs = append(errs, fmt.Errorf("MFA_STEP_UP: want on or off, got %q", get("MFA_STEP_UP")))
+	}
+	if c.StepUpMaxAge, err = time.ParseDuration(get("MFA_STEP_UP_MAX_AGE")); err != nil || c.StepUpMaxAge < MinStepUpMaxAge || c.StepUpMaxAge > MaxStepUpMaxAge {
+		errs = append(errs, fmt.Errorf("MFA_STEP_UP_MAX_AGE: want a Go duration between %v and %v such as 5m, got %q", MinStepUpMaxAge, MaxStepUpMaxAge, get("MFA_STEP_UP_MAX_AGE")))
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(get("MFA_LOG_LEVEL"))); err != nil {
 		errs = append(errs, fmt.Errorf("MFA_LOG_LEVEL: %w", err))
 	}
@@ -346,7 +370,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("bridge_max_connections", c.BridgeMaxConnections), slog.Float64("bridge_frame_rate", c.BridgeFrameRate),
 		slog.Int("bridge_frame_burst", c.BridgeFrameBurst),
 		slog.String("push_webhook_url", webhook), slog.String("push_webhook_secret", mask(c.PushWebhookSecret)),
-		slog.Int("push_rate", c.PushRate),
+		slog.Int("push_rate", c.PushRate), slog.Bool("step_up", c.StepUp), slog.Duration("step_up_max_age", c.StepUpMaxAge),
 	)
 }
 

@@ -38,6 +38,11 @@ const (
 	StepUpRequired Code = "step_up_required"
 )
 
+// StepUpHint tells a client how to get what StepUpRequired asks for; every service that refuses
+// a factor change says it the same way.
+const StepUpHint = "this change to the user's factors needs X-MFA-Token with a fresh mfa_token of the user " +
+	`(sign in with {"usage_type":"STEP_UP"} first); each one is accepted once`
+
 var statuses = map[Code]int{
 	BadRequest:        http.StatusBadRequest,
 	Unauthorized:      http.StatusUnauthorized,

@@ -43,6 +43,7 @@ func ConfigFrom(env config.Config) (Config, error) {
 	}
 	return Config{
 		SecretKey: key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
+		StepUpOff: !env.StepUp,
 		Lockout: device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
 	}, nil
 }

@@ -65,6 +65,10 @@ type Config struct {
 	// Lockout is when wrong sign-in codes lock a user (MFA_LOCKOUT_*); zero fields take the
 	// domain's defaults (5 codes; 1 minute, doubling to at most 15).
 	Lockout device.LockoutPolicy
+	// StepUpOff turns off the step-up rule (MFA_STEP_UP=off): by default, once a user has a
+	// factor, enrolling another, removing one and new recovery codes need X-MFA-Token, which the
+	// status service redeems.
+	StepUpOff bool
 	// Clock is the time source of every rule (code time steps, timestamps); nil means
 	// time.Now. Tests set it to compute codes for a known instant.
 	Clock func() time.Time
@@ -141,8 +145,11 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	svc := device.NewService(store, box, clock,
-		device.WithLockout(cfg.Lockout), device.WithRecoveryKey(recoveryKey(keys[current])), device.WithOlderRecoveryKeys(olderRecovery...))
+	opts := []device.Option{device.WithLockout(cfg.Lockout), device.WithRecoveryKey(recoveryKey(keys[current])), device.WithOlderRecoveryKeys(olderRecovery...)}
+	if !cfg.StepUpOff {
+		opts = append(opts, device.WithStepUp(natsapi.StatusStepUp{NC: nc}))
+	}
+	svc := device.NewService(store, box, clock, opts...)
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Service{log: log, cancel: cancel, mongo: client, store: store, http: httpapi.New(svc, svc, auth.NewCache(cfg.Verifier, 0), log)}

@@ -70,6 +70,9 @@ type Config struct {
 	TokenIssuer string
 	// VerificationTTL bounds an authentication (MFA_VERIFICATION_TTL); 0 means 5 minutes.
 	VerificationTTL time.Duration
+	// StepUpMaxAge is how old the sign-in of a step-up proof (X-MFA-Token) may be
+	// (MFA_STEP_UP_MAX_AGE); 0 means 5 minutes.
+	StepUpMaxAge time.Duration
 	// MaxPushes bounds push sign-ins per user in 10 minutes (MFA_PUSH_RATE); 0 means 5.
 	MaxPushes int
 	// PushWebhookURL, when set, receives a signed wake-up for every push challenge that did not
@@ -175,7 +178,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		log:    log,
 	}
 	cmdCtx := rpc.ContextWithOptions(runCtx, rpc.WithLimits(cfg.Commands), rpc.WithGroup(&s.cmds))
-	s.micro, err = natsapi.Serve(cmdCtx, nc, domain, log)
+	s.micro, err = natsapi.Serve(cmdCtx, nc, domain, natsapi.StepUp{Tokens: signer, MaxAge: cfg.StepUpMaxAge}, log)
 	if err != nil {
 		cancel()
 		st.close()

@@ -44,6 +44,8 @@ type Service struct {
 	recoveryKey []byte
 	// olderRecoveryKeys check recovery sets hashed before a key rotation.
 	olderRecoveryKeys [][]byte
+	// stepUp redeems the proofs factor changes need (nil: step-up off).
+	stepUp StepUp
 }
 
 // Option configures a Service.

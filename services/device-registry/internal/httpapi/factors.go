@@ -115,6 +115,10 @@ func (a *API) generateRecoveryCodes(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if err := a.devices.RequireStepUp(r.Context(), sub, r.Header.Get(auth.StepUpHeader)); err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	codes, set, err := a.factors.GenerateRecoveryCodes(r.Context(), sub)
 	if err != nil {
 		a.fail(w, r, err)

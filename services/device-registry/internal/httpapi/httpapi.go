@@ -22,6 +22,9 @@ type Devices interface {
 	List(ctx context.Context, sub string) ([]device.Credential, error)
 	Rename(ctx context.Context, sub, phid, name string) (device.Credential, error)
 	Remove(ctx context.Context, sub, phid string) error
+	// RequireStepUp spends the step-up proof a factor change of sub needs (none for a user
+	// without a factor, or with step-up off).
+	RequireStepUp(ctx context.Context, sub, token string) error
 }
 
 var _ Devices = (*device.Service)(nil)
@@ -94,6 +97,10 @@ func (a *API) remove(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if err := a.devices.RequireStepUp(r.Context(), sub, r.Header.Get(auth.StepUpHeader)); err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	if err := a.devices.Remove(r.Context(), sub, r.PathValue("ph_id")); err != nil {
 		a.fail(w, r, err)
 		return
@@ -119,6 +126,8 @@ func toFault(err error) error {
 		return fault.New(fault.BadRequest, "malformed request")
 	case errors.Is(err, device.ErrNotFound):
 		return fault.New(fault.NotFound, "no such device")
+	case errors.Is(err, device.ErrStepUpRequired):
+		return fault.New(fault.StepUpRequired, "no "+auth.StepUpHeader+": "+fault.StepUpHint)
 	case errors.Is(err, device.ErrConflict), errors.Is(err, device.ErrStale):
 		return fault.New(fault.Conflict, "the device changed concurrently; try again")
 	}

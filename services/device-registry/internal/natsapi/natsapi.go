@@ -39,6 +39,7 @@ type Registry interface {
 	Device(ctx context.Context, phid string) (device.Credential, error)
 	PushDevices(ctx context.Context, sub string) ([]device.Credential, error)
 	MarkUsed(ctx context.Context, phid, sub string) error
+	RequireStepUp(ctx context.Context, sub, token string) error
 }
 
 var _ Registry = (*device.Service)(nil)
@@ -92,6 +93,13 @@ type handlers struct {
 }
 
 func (h handlers) create(ctx context.Context, req commands.CreateCredentialRequest) (commands.CreateCredentialReply, error) {
+	// A retry of an initiation in progress was let through by its first attempt, whose proof is
+	// spent; every other enrollment of a user who has a factor needs a new one.
+	if !req.Retry {
+		if err := h.reg.RequireStepUp(ctx, req.Sub, req.StepUpToken); err != nil {
+			return commands.CreateCredentialReply{}, toFault(err)
+		}
+	}
 	secret, p, sealed, err := h.reg.CreatePending(ctx, req.StatusID, req.Sub, req.ExpiresAt)
 	if err != nil {
 		return commands.CreateCredentialReply{}, toFault(err)
@@ -243,6 +251,30 @@ func toFault(err error) error {
 		return fault.New(fault.Expired, "the pending credential has expired")
 	case errors.Is(err, device.ErrInvalid):
 		return fault.New(fault.BadRequest, "malformed request")
+	case errors.Is(err, device.ErrStepUpRequired):
+		return fault.New(fault.StepUpRequired, "no X-MFA-Token: "+fault.StepUpHint)
 	}
 	return err
+}
+
+// StatusStepUp redeems step-up proofs at the status service, which signs mfa_tokens and
+// records which were spent (commands.StatusStepUpRedeem).
+type StatusStepUp struct {
+	NC *nats.Conn
+	// Timeout bounds each call; 0 means 5 s.
+	Timeout time.Duration
+}
+
+var _ device.StepUp = StatusStepUp{}
+
+// Redeem implements device.StepUp. A refusal is the status service's step_up_required fault.
+func (s StatusStepUp) Redeem(ctx context.Context, sub, token string) error {
+	timeout := s.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var reply commands.StepUpRedeemReply
+	return rpc.Call(ctx, s.NC, commands.StatusStepUpRedeem, commands.StepUpRedeemRequest{Sub: sub, Token: token}, &reply)
 }

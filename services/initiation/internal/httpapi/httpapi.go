@@ -94,7 +94,7 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, a.Log, err)
 		return
 	}
-	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format, key)
+	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format, key, r.Header.Get(auth.StepUpHeader))
 	if reused, ok := errors.AsType[*setup.KeyReusedError](err); ok {
 		w.Header().Set("Location", "/verification-srv/verificationstatus/"+reused.StatusID)
 		err = fault.New(fault.Conflict, "this Idempotency-Key already started enrollment "+reused.StatusID+", which is now "+reused.State+"; start a new enrollment with a new key")

@@ -31,11 +31,13 @@ func (c *Clients) ctx(ctx context.Context) (context.Context, context.CancelFunc)
 }
 
 // CreatePending implements setup.Registry.
-func (c *Clients) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (setup.Credential, error) {
+func (c *Clients) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, proof setup.StepUpProof) (setup.Credential, error) {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
 	var r commands.CreateCredentialReply
-	err := rpc.Call(ctx, c.NC, commands.RegistryCreateCredential, commands.CreateCredentialRequest{StatusID: statusID, Sub: sub, ExpiresAt: expiresAt}, &r)
+	err := rpc.Call(ctx, c.NC, commands.RegistryCreateCredential, commands.CreateCredentialRequest{
+		StatusID: statusID, Sub: sub, ExpiresAt: expiresAt, StepUpToken: proof.Token, Retry: proof.Retry,
+	}, &r)
 	return setup.Credential{Secret: r.Secret, Algorithm: r.Algorithm, Digits: r.Digits, Period: r.Period, Pending: r.PendingCredential}, err
 }
 

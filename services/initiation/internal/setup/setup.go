@@ -62,7 +62,15 @@ type Credential struct {
 // Registry makes pending credentials (the device registry, over NATS). It stores nothing until
 // a code claims one, so a credential whose enrollment is never recorded needs no clean-up.
 type Registry interface {
-	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time) (Credential, error)
+	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, proof StepUpProof) (Credential, error)
+}
+
+// StepUpProof is what an initiation brings to the registry's step-up rule (once a user has a
+// factor, a new one needs a fresh mfa_token of the user): the X-MFA-Token, or, for a retry of an
+// initiation still in progress, Retry, since the first attempt spent the token.
+type StepUpProof struct {
+	Token string
+	Retry bool
 }
 
 // Status records enrollments (the status service, over NATS).
@@ -150,7 +158,10 @@ type Initiated struct {
 // repeated idempotently, and an enrollment still INITIATED is answered again with a new secret
 // (the first answer may never have arrived; its secret stops working). One that has moved on is
 // *KeyReusedError. The enrollment's expiry is the first attempt's.
-func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat, key string) (Initiated, error) {
+//
+// stepUpToken is the X-MFA-Token: the registry requires and spends it when sub already has a
+// factor (ErrStepUpRequired's fault comes back as the error).
+func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat, key, stepUpToken string) (Initiated, error) {
 	if !strings.EqualFold(method, MethodTOTP) {
 		return Initiated{}, ErrUnsupportedMethod
 	}
@@ -189,7 +200,7 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat,
 		}
 		return Initiated{}, ErrSubTooLong
 	}
-	cred, err := s.Registry.CreatePending(ctx, in.StatusID, sub, in.ExpiresAt)
+	cred, err := s.Registry.CreatePending(ctx, in.StatusID, sub, in.ExpiresAt, StepUpProof{Token: stepUpToken, Retry: existing != nil})
 	if err != nil {
 		return Initiated{}, fmt.Errorf("create credential: %w", err)
 	}

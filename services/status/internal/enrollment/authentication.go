@@ -34,12 +34,19 @@ type NewAuthentication struct {
 	Method string
 	// ClientID is the relying app (the mfa_token audience); empty means the initiator.
 	ClientID string
+	// Service says the initiator is a service token (scope mfa:verify) acting for Sub.
+	Service bool
 	// Context is what the relying app says about the sign-in; the caller bounds its size.
 	Context map[string]string
 	TTL     time.Duration
 	// Keyed says ID and ExchangeID are KeyedIDs of an Idempotency-Key: an authentication
 	// already stored under ID is the answer, whatever its state.
 	Keyed bool
+}
+
+// caller is the initiator as a Caller: who the authentication will be visible to.
+func (in NewAuthentication) caller() Caller {
+	return Caller{Sub: in.Initiator, ClientID: in.ClientID, Service: in.Service}
 }
 
 // StartAuthentication opens an authentication of sub (INITIATED) with its
@@ -52,7 +59,7 @@ func (s *Service) StartAuthentication(ctx context.Context, in NewAuthentication)
 	if in.Keyed {
 		// A retry: the first attempt's authentication is the answer, and neither the factor
 		// check nor a second push happens again.
-		if e, ok, err := s.Keyed(ctx, in.ID, in.Sub, KindAuthentication); err != nil || ok {
+		if e, ok, err := s.Keyed(ctx, in.ID, in.caller(), KindAuthentication); err != nil || ok {
 			return e, err
 		}
 	}
@@ -97,7 +104,7 @@ func (s *Service) StartAuthentication(ctx context.Context, in NewAuthentication)
 // same Idempotency-Key with that attempt's authentication; any other error stays.
 func (s *Service) keyedRace(ctx context.Context, in NewAuthentication, err error) (Enrollment, error) {
 	if in.Keyed && errors.Is(err, ErrConflict) {
-		if e, ok, kerr := s.Keyed(ctx, in.ID, in.Sub, KindAuthentication); kerr == nil && ok {
+		if e, ok, kerr := s.Keyed(ctx, in.ID, in.caller(), KindAuthentication); kerr == nil && ok {
 			return e, nil
 		}
 	}
@@ -109,7 +116,7 @@ func (s *Service) keyedRace(ctx context.Context, in NewAuthentication, err error
 // that sends it: the authentication's user or its initiator, anyone else gets ErrNotFound. A
 // refused code leaves the authentication open (it may be retried until it expires or the user is
 // locked) and is recorded with mfa.verification.failed; the error says why.
-func (s *Service) VerifyAuthentication(ctx context.Context, exchangeID, method, caller, code string) (Enrollment, error) {
+func (s *Service) VerifyAuthentication(ctx context.Context, exchangeID, method string, caller Caller, code string) (Enrollment, error) {
 	if exchangeID == "" {
 		return Enrollment{}, fmt.Errorf("%w: exchange_id is required", ErrBadRequest)
 	}
@@ -162,6 +169,34 @@ func (s *Service) VerifyAuthentication(ctx context.Context, exchangeID, method, 
 		e.State, e.PHID, e.AuthTime = Authenticated, phid, s.now()
 		return e, &change{}, nil
 	})
+}
+
+// RedeemStepUp spends the mfa_token of authentication statusID as the step-up proof of a factor
+// change of sub: the authentication must be sub's, AUTHENTICATED at or after notBefore, and its
+// token not spent before. The mark is a compare-and-set on the authentication, so of two
+// concurrent redemptions of one token exactly one succeeds. Every refusal is ErrStepUpRequired.
+func (s *Service) RedeemStepUp(ctx context.Context, statusID, sub string, notBefore time.Time) error {
+	e, err := s.Store.Get(ctx, statusID)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%w: the mfa_token names no sign-in", ErrStepUpRequired)
+	}
+	if err != nil {
+		return err
+	}
+	if e.Kind != KindAuthentication || e.Sub != sub || e.State != Authenticated {
+		return fmt.Errorf("%w: the mfa_token is not one of this user's sign-ins", ErrStepUpRequired)
+	}
+	if e.AuthTime.Before(notBefore) {
+		return fmt.Errorf("%w: the mfa_token's sign-in is too old; sign in again", ErrStepUpRequired)
+	}
+	_, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+		if !e.StepUpUsedAt.IsZero() {
+			return e, nil, fmt.Errorf("%w: the mfa_token was used already; sign in again", ErrStepUpRequired)
+		}
+		e.StepUpUsedAt = s.now()
+		return e, &change{silent: true}, nil
+	})
+	return err
 }
 
 // refuse records a refused code on an open authentication and returns cause.

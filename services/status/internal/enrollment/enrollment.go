@@ -82,6 +82,9 @@ var (
 	ErrNoFactor = errors.New("no usable factor")
 	// ErrLocked: the user's code checks are locked; the error in the chain is a *LockedError.
 	ErrLocked = errors.New("code checks locked")
+	// ErrStepUpRequired: a factor change came without a valid step-up proof (an mfa_token of
+	// the user, fresh and unused); the wrapped text says which part failed.
+	ErrStepUpRequired = errors.New("step-up required")
 )
 
 // LockedError says until when a user's code checks are locked.
@@ -135,6 +138,9 @@ type Enrollment struct {
 	Context map[string]string
 	// AuthTime is when an authentication became AUTHENTICATED.
 	AuthTime time.Time
+	// StepUpUsedAt is when the mfa_token of an AUTHENTICATED authentication was spent as the
+	// step-up proof of a factor change (X-MFA-Token); it can be spent once.
+	StepUpUsedAt time.Time
 	// Number is the two-digit number a push authentication's frontend shows; Candidates are the
 	// three the device offers (Number among them). Neither is ever in an event.
 	Number     string
@@ -152,10 +158,37 @@ type Enrollment struct {
 	Seq uint64
 }
 
-// VisibleTo reports whether the caller with subject sub may see e: its user, or the initiator of
-// an authentication.
-func (e Enrollment) VisibleTo(sub string) bool {
-	return sub != "" && (e.Sub == sub || e.Kind == KindAuthentication && e.Initiator == sub)
+// Caller is who asks about a status object: the subject and client id of the Bearer token, and
+// whether it is a service token (scope mfa:verify) that acts for the users it names.
+type Caller struct {
+	Sub, ClientID string
+	Service       bool
+}
+
+// clientID is the caller's client id as an authentication records it: the token's, else its
+// subject (see StartAuthentication).
+func (c Caller) clientID() string {
+	if c.ClientID != "" {
+		return c.ClientID
+	}
+	return c.Sub
+}
+
+// VisibleTo reports whether c may see and act on e. An enrollment is its user's. A sign-in
+// belongs to the caller that started it: the user's own, to a token with the user's subject;
+// one a service started for the user, to a service token with the same subject and client id
+// (not to the user, nor to another client of the same service account).
+func (e Enrollment) VisibleTo(c Caller) bool {
+	if c.Sub == "" {
+		return false
+	}
+	if e.Kind != KindAuthentication {
+		return e.Sub == c.Sub
+	}
+	if e.Initiator != c.Sub {
+		return false
+	}
+	return e.Initiator == e.Sub || c.Service && e.ClientID == c.clientID()
 }
 
 // DueToExpire reports whether e is still open at or after its expiry time.

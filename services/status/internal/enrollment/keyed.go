@@ -66,9 +66,9 @@ func uuidFrom(b []byte) string {
 // got as far as storing it: ok is false when there is none. One of another user or kind is
 // not an answer (the HMAC makes that a collision nobody will see, but the check is cheap); one
 // of another user is not found, since Get hides it.
-func (s *Service) Keyed(ctx context.Context, id, sub string, kind Kind) (e Enrollment, ok bool, err error) {
+func (s *Service) Keyed(ctx context.Context, id string, caller Caller, kind Kind) (e Enrollment, ok bool, err error) {
 	// Get, not Store.Get: one past its expiry is answered EXPIRED, as a poll would show it.
-	e, err = s.Get(ctx, id, sub)
+	e, err = s.Get(ctx, id, caller)
 	if errors.Is(err, ErrNotFound) {
 		return Enrollment{}, false, nil
 	}

@@ -192,12 +192,12 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 
 // Get returns sub's enrollment id. Another user's enrollment is ErrNotFound, so ids cannot be
 // probed. An enrollment past its expiry is expired now, so a poll never shows it open.
-func (s *Service) Get(ctx context.Context, id, sub string) (Enrollment, error) {
+func (s *Service) Get(ctx context.Context, id string, caller Caller) (Enrollment, error) {
 	e, err := s.Store.Get(ctx, id)
 	if err != nil {
 		return Enrollment{}, err
 	}
-	if !e.VisibleTo(sub) {
+	if !e.VisibleTo(caller) {
 		return Enrollment{}, ErrNotFound
 	}
 	if e.DueToExpire(s.now()) {
@@ -382,12 +382,12 @@ func (s *Service) countFailure(ctx context.Context, e Enrollment, channel string
 
 // Cancel ends sub's pending enrollment: INITIATED|SCANNED → CANCELLED. Cancelling a cancelled
 // enrollment answers it unchanged.
-func (s *Service) Cancel(ctx context.Context, id, sub string) (Enrollment, error) {
+func (s *Service) Cancel(ctx context.Context, id string, caller Caller) (Enrollment, error) {
 	e, err := s.Store.Get(ctx, id)
 	if err != nil {
 		return Enrollment{}, err
 	}
-	if !e.VisibleTo(sub) {
+	if !e.VisibleTo(caller) {
 		return Enrollment{}, ErrNotFound
 	}
 	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {

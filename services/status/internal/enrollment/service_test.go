@@ -142,7 +142,7 @@ func TestCreate(t *testing.T) {
 		t.Fatalf("created %+v", e)
 	}
 	t.Run("PollAnswersInitiated", func(t *testing.T) {
-		got, err := f.svc.Get(ctx, e.ID, "alice")
+		got, err := f.svc.Get(ctx, e.ID, enrollment.Caller{Sub: "alice"})
 		if err != nil || got.State != enrollment.Initiated {
 			t.Fatalf("Get = %+v, %v", got, err)
 		}
@@ -170,10 +170,10 @@ func TestOtherUserSeesNothing(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	e := f.create(t, "alice")
-	if _, err := f.svc.Get(ctx, e.ID, "mallory"); !errors.Is(err, enrollment.ErrNotFound) {
+	if _, err := f.svc.Get(ctx, e.ID, enrollment.Caller{Sub: "mallory"}); !errors.Is(err, enrollment.ErrNotFound) {
 		t.Fatalf("Get by other user: %v", err)
 	}
-	if _, err := f.svc.Cancel(ctx, e.ID, "mallory"); !errors.Is(err, enrollment.ErrNotFound) {
+	if _, err := f.svc.Cancel(ctx, e.ID, enrollment.Caller{Sub: "mallory"}); !errors.Is(err, enrollment.ErrNotFound) {
 		t.Fatalf("Cancel by other user: %v", err)
 	}
 	if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t), Sub: "mallory"}); !errors.Is(err, enrollment.ErrNotFound) {
@@ -227,11 +227,11 @@ func TestScanThenEnroll(t *testing.T) {
 		if _, err := f.svc.Scan(ctx, e.ExchangeID, phone); !errors.Is(err, enrollment.ErrConflict) {
 			t.Fatalf("scan after enroll: %v", err)
 		}
-		if _, err := f.svc.Cancel(ctx, e.ID, "alice"); !errors.Is(err, enrollment.ErrConflict) {
+		if _, err := f.svc.Cancel(ctx, e.ID, enrollment.Caller{Sub: "alice"}); !errors.Is(err, enrollment.ErrConflict) {
 			t.Fatalf("cancel after enroll: %v", err)
 		}
 		f.clock.Advance(time.Hour)
-		got, err := f.svc.Get(ctx, e.ID, "alice")
+		got, err := f.svc.Get(ctx, e.ID, enrollment.Caller{Sub: "alice"})
 		if err != nil || got.State != enrollment.Enrolled {
 			t.Fatalf("enrolled enrollment after expiry time = %+v, %v", got, err)
 		}
@@ -282,7 +282,7 @@ func TestExpiry(t *testing.T) {
 		f := newFixture(t)
 		e := f.create(t, "alice")
 		f.clock.Advance(10 * time.Minute)
-		got, err := f.svc.Get(ctx, e.ID, "alice")
+		got, err := f.svc.Get(ctx, e.ID, enrollment.Caller{Sub: "alice"})
 		if err != nil || got.State != enrollment.Expired {
 			t.Fatalf("Get after expiry = %+v, %v", got, err)
 		}
@@ -303,10 +303,10 @@ func TestExpiry(t *testing.T) {
 		if err != nil || n != 1 {
 			t.Fatalf("ExpireDue = %d, %v", n, err)
 		}
-		if got, _ := f.svc.Get(ctx, due.ID, "alice"); got.State != enrollment.Expired {
+		if got, _ := f.svc.Get(ctx, due.ID, enrollment.Caller{Sub: "alice"}); got.State != enrollment.Expired {
 			t.Fatalf("due enrollment is %s", got.State)
 		}
-		if got, _ := f.svc.Get(ctx, later.ID, "alice"); got.State != enrollment.Initiated {
+		if got, _ := f.svc.Get(ctx, later.ID, enrollment.Caller{Sub: "alice"}); got.State != enrollment.Initiated {
 			t.Fatalf("later enrollment is %s", got.State)
 		}
 		if n, err := f.svc.ExpireDue(ctx); err != nil || n != 0 {
@@ -319,11 +319,11 @@ func TestCancel(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	e := f.create(t, "alice")
-	got, err := f.svc.Cancel(ctx, e.ID, "alice")
+	got, err := f.svc.Cancel(ctx, e.ID, enrollment.Caller{Sub: "alice"})
 	if err != nil || got.State != enrollment.Cancelled {
 		t.Fatalf("Cancel = %+v, %v", got, err)
 	}
-	if again, err := f.svc.Cancel(ctx, e.ID, "alice"); err != nil || again.State != enrollment.Cancelled {
+	if again, err := f.svc.Cancel(ctx, e.ID, enrollment.Caller{Sub: "alice"}); err != nil || again.State != enrollment.Cancelled {
 		t.Fatalf("repeat cancel = %+v, %v", again, err)
 	}
 	if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: f.code(t)}); !errors.Is(err, enrollment.ErrConflict) {
@@ -342,13 +342,13 @@ func TestConcurrentTransitionsSettleOnce(t *testing.T) {
 		var wg sync.WaitGroup
 		var cancelErr, enrollErr error
 		wg.Add(2)
-		go func() { defer wg.Done(); _, cancelErr = f.svc.Cancel(ctx, e.ID, "alice") }()
+		go func() { defer wg.Done(); _, cancelErr = f.svc.Cancel(ctx, e.ID, enrollment.Caller{Sub: "alice"}) }()
 		go func() {
 			defer wg.Done()
 			_, enrollErr = f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: code})
 		}()
 		wg.Wait()
-		final, err := f.svc.Get(ctx, e.ID, "alice")
+		final, err := f.svc.Get(ctx, e.ID, enrollment.Caller{Sub: "alice"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -377,7 +377,7 @@ func TestCancelOrExpiryInsideVerifyLeavesNoDevice(t *testing.T) {
 		f := newFixture(t)
 		e := f.create(t, "alice")
 		f.reg.afterVerify = func(ctx context.Context) {
-			if _, err := f.svc.Cancel(ctx, e.ID, "alice"); err != nil {
+			if _, err := f.svc.Cancel(ctx, e.ID, enrollment.Caller{Sub: "alice"}); err != nil {
 				t.Errorf("cancel inside verify: %v", err)
 			}
 		}
@@ -385,7 +385,7 @@ func TestCancelOrExpiryInsideVerifyLeavesNoDevice(t *testing.T) {
 		if !errors.Is(err, enrollment.ErrConflict) {
 			t.Fatalf("enroll that lost to a cancel: %v, want conflict", err)
 		}
-		if got, _ := f.svc.Get(ctx, e.ID, "alice"); got.State != enrollment.Cancelled || got.PHID != "" {
+		if got, _ := f.svc.Get(ctx, e.ID, enrollment.Caller{Sub: "alice"}); got.State != enrollment.Cancelled || got.PHID != "" {
 			t.Fatalf("final = %+v, want CANCELLED without a device", got)
 		}
 		if got := f.reg.activations(); len(got) != 0 {
@@ -404,7 +404,7 @@ func TestCancelOrExpiryInsideVerifyLeavesNoDevice(t *testing.T) {
 		if !errors.Is(err, enrollment.ErrExpired) {
 			t.Fatalf("enroll that lost to expiry: %v, want expired", err)
 		}
-		if got, _ := f.svc.Get(ctx, e.ID, "alice"); got.State != enrollment.Expired {
+		if got, _ := f.svc.Get(ctx, e.ID, enrollment.Caller{Sub: "alice"}); got.State != enrollment.Expired {
 			t.Fatalf("final = %+v, want EXPIRED", got)
 		}
 		if got := f.reg.activations(); len(got) != 0 {
@@ -469,7 +469,7 @@ func TestVoidCredentialFailsTheEnrollment(t *testing.T) {
 	if !errors.Is(err, enrollment.ErrConflict) {
 		t.Fatalf("code for a voided credential: %v, want conflict", err)
 	}
-	got, err := f.svc.Get(ctx, e.ID, "alice")
+	got, err := f.svc.Get(ctx, e.ID, enrollment.Caller{Sub: "alice"})
 	if err != nil || got.State != enrollment.Failed || got.PendingCredential != nil {
 		t.Fatalf("after a void credential: %+v, %v; want FAILED without a pending credential", got, err)
 	}

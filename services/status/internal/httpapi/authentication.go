@@ -18,8 +18,13 @@ import (
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
 )
 
-// UsageMFA is the only usage_type of an authentication initiation (cidaas).
-const UsageMFA = "MULTIFACTOR_AUTHENTICATION"
+// The usage_type of an authentication initiation: a sign-in's second factor (cidaas), or a
+// signed-in user proving a factor again before changing factors (its mfa_token then goes in
+// X-MFA-Token). Both run the same way; the usage only tells what the sign-in is for.
+const (
+	UsageMFA    = "MULTIFACTOR_AUTHENTICATION"
+	UsageStepUp = "STEP_UP"
+)
 
 // Bounds of what a relying app may say about a sign-in.
 const (
@@ -125,8 +130,10 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	if err := httpx.DecodeJSON(w, r, &body, true); err != nil {
 		return err
 	}
-	if body.UsageType != "" && body.UsageType != UsageMFA {
-		return fault.New(fault.BadRequest, "usage_type must be "+UsageMFA)
+	switch body.UsageType {
+	case "", UsageMFA, UsageStepUp:
+	default:
+		return fault.New(fault.BadRequest, "usage_type must be "+UsageMFA+" or "+UsageStepUp)
 	}
 	body.Sub = strings.TrimSpace(body.Sub)
 	if len(body.Sub) > maxSubBytes {
@@ -142,7 +149,7 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	}
 	in := enrollment.NewAuthentication{
 		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: sub, Initiator: id.Sub,
-		Method: method, ClientID: id.ClientID, Context: sctx, TTL: a.verificationTTL(),
+		Method: method, ClientID: id.ClientID, Service: id.HasScope(auth.ScopeVerify), Context: sctx, TTL: a.verificationTTL(),
 	}
 	if key, keyed, err := httpx.IdempotencyKey(r); err != nil {
 		return err
@@ -200,14 +207,15 @@ func (a *API) verifyAuthentication(w http.ResponseWriter, r *http.Request, id au
 	if strings.TrimSpace(body.PassCode) == "" {
 		return fault.New(fault.BadRequest, "pass_code is required")
 	}
-	e, err := a.Service.VerifyAuthentication(r.Context(), body.ExchangeID, method, id.Sub, body.PassCode)
+	caller := callerOf(id)
+	e, err := a.Service.VerifyAuthentication(r.Context(), body.ExchangeID, method, caller, body.PassCode)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	httpx.WriteJSON(w, http.StatusOK, verificationDTO{
 		Status: string(e.State), StatusID: e.ID, Sub: e.Sub, Method: e.Method, PHID: e.PHID,
-		MFAToken: a.mfaToken(r, e, id.Sub),
+		MFAToken: a.mfaToken(r, e, caller),
 	})
 	return nil
 }
@@ -228,8 +236,8 @@ var jtiNamespace = uuid.MustParse("8f7d3f2e-4b8a-4c61-9d0e-2a7b5c3e1f90")
 
 // mfaToken is the mfa_token of an AUTHENTICATED authentication for the caller that started it,
 // or "" (not authenticated, another caller, no signer, or the token's lifetime is over).
-func (a *API) mfaToken(r *http.Request, e enrollment.Enrollment, caller string) string {
-	if a.Tokens == nil || e.Kind != enrollment.KindAuthentication || e.State != enrollment.Authenticated || caller != e.Initiator {
+func (a *API) mfaToken(r *http.Request, e enrollment.Enrollment, caller enrollment.Caller) string {
+	if a.Tokens == nil || e.Kind != enrollment.KindAuthentication || e.State != enrollment.Authenticated || !e.VisibleTo(caller) {
 		return ""
 	}
 	amr := []string{"otp"}

@@ -90,18 +90,31 @@ func ETag(e enrollment.Enrollment) string {
 	return string(b)
 }
 
-type authedHandler func(w http.ResponseWriter, r *http.Request, sub string) error
+type authedHandler func(w http.ResponseWriter, r *http.Request, caller enrollment.Caller) error
 
 func (a *API) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		sub, err := auth.Authenticate(a.Verifier, r, false)
+		caller, err := a.caller(r, false)
 		if err == nil {
-			err = h(w, r, sub)
+			err = h(w, r, caller)
 		}
 		if err != nil {
 			httpx.WriteError(w, r, a.Log, natsapi.ToFault(err))
 		}
 	}
+}
+
+// caller authenticates r's Bearer token (or access_token, when allowQuery) as a Caller.
+func (a *API) caller(r *http.Request, allowQuery bool) (enrollment.Caller, error) {
+	id, err := auth.Identify(a.Verifier, r, allowQuery)
+	if err != nil {
+		return enrollment.Caller{}, err
+	}
+	return callerOf(id), nil
+}
+
+func callerOf(id auth.Identity) enrollment.Caller {
+	return enrollment.Caller{Sub: id.Sub, ClientID: id.ClientID, Service: id.HasScope(auth.ScopeVerify)}
 }
 
 // errNoSuchEnrollment answers an id that cannot exist exactly like an unknown one.
@@ -117,19 +130,19 @@ func statusID(r *http.Request) (string, error) {
 	return id, nil
 }
 
-func (a *API) get(w http.ResponseWriter, r *http.Request, sub string) error {
+func (a *API) get(w http.ResponseWriter, r *http.Request, caller enrollment.Caller) error {
 	id, err := statusID(r)
 	if err != nil {
 		return err
 	}
 	if a.PollLimit != nil {
-		if ok, wait := a.PollLimit.Allow(pollKey(sub, id)); !ok {
+		if ok, wait := a.PollLimit.Allow(pollKey(caller.Sub, id)); !ok {
 			secs := int(math.Ceil(wait.Seconds()))
 			w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 			return fault.New(fault.TooManyRequests, "polling too fast; wait for Retry-After or subscribe to /events")
 		}
 	}
-	e, err := a.Service.Get(r.Context(), id, sub)
+	e, err := a.Service.Get(r.Context(), id, caller)
 	if err != nil {
 		return err
 	}
@@ -142,7 +155,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, sub string) error {
 		return nil
 	}
 	d := ToDTO(e)
-	d.MFAToken = a.mfaToken(r, e, sub)
+	d.MFAToken = a.mfaToken(r, e, caller)
 	writeStatus(w, d)
 	return nil
 }
@@ -167,12 +180,12 @@ func etagMatches(header, tag string) bool {
 	return false
 }
 
-func (a *API) cancel(w http.ResponseWriter, r *http.Request, sub string) error {
+func (a *API) cancel(w http.ResponseWriter, r *http.Request, caller enrollment.Caller) error {
 	id, err := statusID(r)
 	if err != nil {
 		return err
 	}
-	e, err := a.Service.Cancel(r.Context(), id, sub)
+	e, err := a.Service.Cancel(r.Context(), id, caller)
 	if err != nil {
 		return err
 	}
@@ -187,7 +200,8 @@ type enrollBody struct {
 	FriendlyName string `json:"friendly_name"`
 }
 
-func (a *API) enroll(w http.ResponseWriter, r *http.Request, sub string) error {
+func (a *API) enroll(w http.ResponseWriter, r *http.Request, caller enrollment.Caller) error {
+	sub := caller.Sub
 	if !strings.EqualFold(r.PathValue("type"), enrollment.MethodTOTP) {
 		return fault.New(fault.NotFound, "unsupported verification type; use totp")
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mfaflow/mfaflow/events/commands"
-	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/serve"
@@ -69,15 +68,15 @@ func (a *API) watch(ctx context.Context, r *http.Request, send func(StatusDTO) e
 
 // liveStream is the state of one status stream (SSE or websocket) between its messages.
 type liveStream struct {
-	a     *API
-	ctx   context.Context
-	r     *http.Request
-	id    string
-	sub   string
-	send  func(StatusDTO) error
-	beat  func() error
-	last  StatusDTO
-	beats int
+	a      *API
+	ctx    context.Context
+	r      *http.Request
+	id     string
+	caller enrollment.Caller
+	send   func(StatusDTO) error
+	beat   func() error
+	last   StatusDTO
+	beats  int
 	// emitted is the error of the first send, which ends the stream before it waits.
 	emitted error
 }
@@ -86,7 +85,7 @@ type liveStream struct {
 //
 //go:noinline
 func (a *API) startStream(ctx context.Context, r *http.Request, send func(StatusDTO) error, beat func() error) (*liveStream, <-chan *commands.EnrollmentReply, func(), error) {
-	sub, err := auth.Authenticate(a.Verifier, r, true)
+	caller, err := a.caller(r, true)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -101,14 +100,14 @@ func (a *API) startStream(ctx context.Context, r *http.Request, send func(Status
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("subscribe: %w", err)
 	}
-	e, err := a.Service.Get(ctx, id, sub)
+	e, err := a.Service.Get(ctx, id, caller)
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err
 	}
-	st := &liveStream{a: a, ctx: ctx, r: r, id: id, sub: sub, send: send, beat: beat}
+	st := &liveStream{a: a, ctx: ctx, r: r, id: id, caller: caller, send: send, beat: beat}
 	first := ToDTO(e)
-	first.MFAToken = a.mfaToken(r, e, sub)
+	first.MFAToken = a.mfaToken(r, e, caller)
 	st.emitted = st.emit(first)
 	return st, changes, cancel, nil
 }
@@ -125,8 +124,8 @@ func (st *liveStream) emit(d StatusDTO) error {
 	st.last = d
 	if d.Status == string(enrollment.Authenticated) && st.a.Tokens != nil && d.MFAToken == "" {
 		// The announcement does not say who started the authentication: read it.
-		if e, err := st.a.Service.Get(st.ctx, st.id, st.sub); err == nil {
-			d.MFAToken = st.a.mfaToken(st.r, e, st.sub)
+		if e, err := st.a.Service.Get(st.ctx, st.id, st.caller); err == nil {
+			d.MFAToken = st.a.mfaToken(st.r, e, st.caller)
 		}
 	}
 	return st.send(d)
@@ -149,7 +148,7 @@ func (st *liveStream) heartbeat() error {
 	if st.beats%rereadEvery != 0 && st.a.Service.Time().Before(st.last.ExpiresAt) {
 		return nil
 	}
-	if e, err := st.a.Service.Get(st.ctx, st.id, st.sub); err == nil {
+	if e, err := st.a.Service.Get(st.ctx, st.id, st.caller); err == nil {
 		return st.emit(ToDTO(e))
 	}
 	return nil
@@ -241,13 +240,13 @@ func (a *API) upgrader() *websocket.Upgrader {
 // normally after a terminal state.
 func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 	// Authenticate and check ownership before upgrading, so failures are plain problem+json.
-	sub, err := auth.Authenticate(a.Verifier, r, true)
+	caller, err := a.caller(r, true)
 	var id string
 	if err == nil {
 		id, err = statusID(r)
 	}
 	if err == nil {
-		_, err = a.Service.Get(r.Context(), id, sub)
+		_, err = a.Service.Get(r.Context(), id, caller)
 	}
 	if err != nil {
 		a.fail(w, r, err)

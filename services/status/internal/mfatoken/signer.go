@@ -165,3 +165,45 @@ func (s *Signer) Handler() http.Handler {
 		_, _ = w.Write(s.jwks)
 	})
 }
+
+// Verified is what Verify reads from a valid mfa_token.
+type Verified struct {
+	Sub, StatusID, JTI string
+	AuthTime           time.Time
+}
+
+// verifiedClaims are the claims Verify needs; exact names are safe to decode leniently here
+// because only a token this signer's keys signed gets this far.
+type verifiedClaims struct {
+	jwt.RegisteredClaims
+	AuthTime int64  `json:"auth_time"`
+	StatusID string `json:"status_id"`
+}
+
+// ErrInvalid is returned by Verify for any token that is not a current mfa_token of this
+// issuer: bad signature, unknown key, another issuer, expired, or claims missing.
+var ErrInvalid = errors.New("mfatoken: not a valid mfa_token")
+
+// Verify checks that token is an mfa_token signed by one of the signer's keys (by kid), for this
+// issuer and not expired, and returns its subject, status id and auth_time. The status service
+// uses it to spend a token as a step-up proof; relying apps verify with the JWKS instead.
+func (s *Signer) Verify(token string) (Verified, error) {
+	if s == nil || s.keys == nil {
+		return Verified{}, ErrInvalid
+	}
+	var c verifiedClaims
+	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		for _, k := range s.keys.keys {
+			if k.jwk.Kid == kid {
+				return &k.priv.PublicKey, nil
+			}
+		}
+		return nil, ErrInvalid
+	}, jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}), jwt.WithIssuer(s.issuer),
+		jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.now))
+	if err != nil || c.Subject == "" || c.StatusID == "" || c.AuthTime == 0 {
+		return Verified{}, ErrInvalid
+	}
+	return Verified{Sub: c.Subject, StatusID: c.StatusID, JTI: c.ID, AuthTime: time.Unix(c.AuthTime, 0)}, nil
+}

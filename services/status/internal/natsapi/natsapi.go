@@ -14,6 +14,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -21,8 +22,46 @@ import (
 // Version is reported in $SRV.INFO.
 const Version = "0.1.0"
 
+// StepUp is what the step-up endpoint needs: the signer whose mfa_tokens it accepts, and how
+// old their sign-in may be (MFA_STEP_UP_MAX_AGE; 0 means DefaultStepUpMaxAge).
+type StepUp struct {
+	Tokens *mfatoken.Signer
+	MaxAge time.Duration
+}
+
+// DefaultStepUpMaxAge is MFA_STEP_UP_MAX_AGE's default.
+const DefaultStepUpMaxAge = 5 * time.Minute
+
+// redeem spends the mfa_token of r as the step-up proof of a change to r.Sub's factors.
+func (st StepUp) redeem(ctx context.Context, svc *enrollment.Service, r commands.StepUpRedeemRequest) (commands.StepUpRedeemReply, error) {
+	if r.Token == "" {
+		return commands.StepUpRedeemReply{}, fault.New(fault.StepUpRequired, stepUpHelp("no X-MFA-Token"))
+	}
+	v, err := st.Tokens.Verify(r.Token)
+	if err != nil {
+		return commands.StepUpRedeemReply{}, fault.New(fault.StepUpRequired, stepUpHelp("the X-MFA-Token is not a valid, unexpired mfa_token"))
+	}
+	if v.Sub != r.Sub {
+		return commands.StepUpRedeemReply{}, fault.New(fault.StepUpRequired, stepUpHelp("the X-MFA-Token is another user's"))
+	}
+	maxAge := st.MaxAge
+	if maxAge <= 0 {
+		maxAge = DefaultStepUpMaxAge
+	}
+	// The token's auth_time is whole seconds; the stored one is exact. Compare the stored one.
+	if err := svc.RedeemStepUp(ctx, v.StatusID, r.Sub, svc.Time().Add(-maxAge)); err != nil {
+		return commands.StepUpRedeemReply{}, ToFault(err)
+	}
+	return commands.StepUpRedeemReply{StatusID: v.StatusID}, nil
+}
+
+// stepUpHelp says why a step-up proof was refused and how to get one.
+func stepUpHelp(why string) string {
+	return why + ": " + fault.StepUpHint
+}
+
 // Serve registers the status micro service on nc. Handlers run with ctx.
-func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, log *slog.Logger) (micro.Service, error) {
+func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp StepUp, log *slog.Logger) (micro.Service, error) {
 	ms, err := micro.AddService(nc, micro.Config{
 		Name:        commands.StatusService,
 		Version:     Version,
@@ -49,7 +88,7 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, log *slo
 			return commands.KeyedIDsReply{}, ToFault(err)
 		}
 		reply := commands.KeyedIDsReply{StatusID: id, ExchangeID: exchangeID}
-		e, ok, err := svc.Keyed(ctx, id, r.Sub, enrollment.KindEnrollment)
+		e, ok, err := svc.Keyed(ctx, id, enrollment.Caller{Sub: r.Sub}, enrollment.KindEnrollment)
 		if ok {
 			existing := ToReply(e)
 			reply.Existing = &existing
@@ -77,6 +116,9 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, log *slo
 			ChallengeID: r.ChallengeID, PHID: r.PHID, Sub: r.Sub, Decision: r.Decision, Number: r.Number, Reason: r.Reason,
 		})
 		return ToReply(e), ToFault(err)
+	}))
+	add("step-up-redeem", commands.StatusStepUpRedeem, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.StepUpRedeemRequest) (commands.StepUpRedeemReply, error) {
+		return stepUp.redeem(ctx, svc, r)
 	}))
 	if err == nil {
 		// Make sure the server has the subscriptions before anyone is told we are up.
@@ -135,6 +177,8 @@ func ToFault(err error) error {
 		return fault.New(fault.Locked, "too many wrong codes: code checks are locked for a while (see Retry-After)")
 	case errors.Is(err, enrollment.ErrTooManyPushes):
 		return fault.New(fault.TooManyRequests, "too many push sign-ins for this user; wait for Retry-After")
+	case errors.Is(err, enrollment.ErrStepUpRequired):
+		return fault.New(fault.StepUpRequired, stepUpHelp(trimSentinel(err, enrollment.ErrStepUpRequired)))
 	case errors.Is(err, enrollment.ErrNoFactor):
 		return fault.New(fault.NoFactor, "the user has no usable factor of this method (enroll a device, or generate recovery codes)")
 	}

@@ -111,6 +111,8 @@ type doc struct {
 	ClientID  string            `json:"client_id,omitempty"`
 	Context   map[string]string `json:"context,omitempty"`
 	AuthTime  time.Time         `json:"auth_time,omitzero"`
+	// StepUpUsedAt: the authentication's mfa_token was spent as a step-up proof.
+	StepUpUsedAt time.Time `json:"step_up_used_at,omitzero"`
 	// Push authentications only: the number the frontend shows and the device's candidates.
 	Number     string   `json:"number,omitempty"`
 	Candidates []string `json:"candidates,omitempty"`
@@ -126,7 +128,7 @@ func toDoc(e enrollment.Enrollment) doc {
 		DeviceID: e.Device.DeviceID, DeviceName: e.Device.Name, DevicePlatform: e.Device.Platform,
 		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts, Seq: e.Seq,
 		Kind: string(e.Kind), Initiator: e.Initiator, ClientID: e.ClientID, Context: e.Context, AuthTime: e.AuthTime,
-		Number: e.Number, Candidates: e.Candidates, PendingCredential: e.PendingCredential,
+		StepUpUsedAt: e.StepUpUsedAt, Number: e.Number, Candidates: e.Candidates, PendingCredential: e.PendingCredential,
 	}
 }
 
@@ -137,7 +139,7 @@ func toDomain(d doc, rev uint64) enrollment.Enrollment {
 		Device:   enrollment.Device{DeviceID: d.DeviceID, Name: d.DeviceName, Platform: d.DevicePlatform},
 		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: rev, Seq: d.Seq,
 		Kind: enrollment.Kind(d.Kind), Initiator: d.Initiator, ClientID: d.ClientID, Context: d.Context, AuthTime: d.AuthTime,
-		Number: d.Number, Candidates: d.Candidates, PendingCredential: d.PendingCredential,
+		StepUpUsedAt: d.StepUpUsedAt, Number: d.Number, Candidates: d.Candidates, PendingCredential: d.PendingCredential,
 	}
 }
 

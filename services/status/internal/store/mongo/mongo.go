@@ -120,6 +120,8 @@ type doc struct {
 	ClientID  string            `bson:"client_id,omitempty"`
 	Context   map[string]string `bson:"context,omitempty"`
 	AuthTime  *time.Time        `bson:"auth_time,omitempty"`
+	// StepUpUsedAt: the authentication's mfa_token was spent as a step-up proof.
+	StepUpUsedAt *time.Time `bson:"step_up_used_at,omitempty"`
 	// Push authentications only.
 	Number     string   `bson:"number,omitempty"`
 	Candidates []string `bson:"candidates,omitempty"`
@@ -146,6 +148,10 @@ func toDoc(e enrollment.Enrollment) doc {
 		at := e.AuthTime
 		d.AuthTime = &at
 	}
+	if !e.StepUpUsedAt.IsZero() {
+		at := e.StepUpUsedAt
+		d.StepUpUsedAt = &at
+	}
 	if !e.State.Terminal() {
 		open := e.ExpiresAt
 		d.OpenUntil = &open
@@ -171,6 +177,9 @@ func toDomain(d doc, version uint64) enrollment.Enrollment {
 	}
 	if d.AuthTime != nil {
 		e.AuthTime = *d.AuthTime
+	}
+	if d.StepUpUsedAt != nil {
+		e.StepUpUsedAt = *d.StepUpUsedAt
 	}
 	return e
 }

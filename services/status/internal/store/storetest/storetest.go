@@ -70,6 +70,30 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 			}
 		}
 	})
+	// An authentication keeps who started it (a sign-in belongs to its starter) and whether its
+	// mfa_token was spent as a step-up proof (single use) across writes.
+	t.Run("AuthenticationRoundTrip", func(t *testing.T) {
+		s := newStore(t)
+		e := fresh(now.Add(time.Minute))
+		e.Kind, e.Initiator, e.ClientID = enrollment.KindAuthentication, "login-service", "shop"
+		created, err := s.Create(ctx, e, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := created
+		next.State, next.AuthTime, next.StepUpUsedAt, next.Seq = enrollment.Authenticated, now, now.Add(time.Second), created.Seq+1
+		if _, err := s.Update(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, e.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Kind != enrollment.KindAuthentication || got.Initiator != "login-service" || got.ClientID != "shop" ||
+			!got.AuthTime.Equal(now) || !got.StepUpUsedAt.Equal(now.Add(time.Second)) {
+			t.Fatalf("got %+v", got)
+		}
+	})
 	t.Run("ErrNotFound", func(t *testing.T) {
 		s := newStore(t)
 		if _, err := s.Get(ctx, uuid.NewString()); !errors.Is(err, enrollment.ErrNotFound) {
