@@ -115,11 +115,13 @@ func startOn(t *testing.T, store string) *env {
 	return e
 }
 
-// config is the registry's configuration on e's backend with the key ring keys.
+// config is the registry's configuration on e's backend with the key ring keys. Step-up is off:
+// these tests run the registry alone, without the status service that redeems step-up proofs
+// (tests/stepup_test.go runs the rule across the services).
 func (e *env) config(current byte, keys map[byte][]byte) registrysvc.Config {
 	return registrysvc.Config{
 		SecretKeys: keys, CurrentKey: current, Verifier: e.tokens, Clock: e.clock.Now,
-		Bucket: e.bucket, Store: e.backend, MongoURI: e.mongoURI,
+		Bucket: e.bucket, Store: e.backend, MongoURI: e.mongoURI, StepUpOff: true,
 	}
 }
 
