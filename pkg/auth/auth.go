@@ -78,15 +78,6 @@ func (h HS256) now() time.Time {
 	return time.Now()
 }
 
-// claims are the token claims mfaflow reads.
-type claims struct {
-	jwt.RegisteredClaims
-	// Scope is a space-separated string or an array of strings: providers differ.
-	Scope    any    `json:"scope,omitempty"`
-	ClientID string `json:"client_id,omitempty"`
-	AZP      string `json:"azp,omitempty"`
-}
-
 // leeway is how far past `exp` a token is still accepted (clock skew).
 const leeway = 30 * time.Second
 
@@ -108,6 +99,8 @@ func (h HS256) VerifyIdentity(token string) (Identity, error) {
 	return c.identity(), nil
 }
 
+// identity is who c speaks for: `scope` (not `scp`, which only JWKS reads) and `client_id`, else
+// `azp`.
 func (c *claims) identity() Identity {
 	id := Identity{Sub: c.Subject, Scopes: scopes(c.Scope), ClientID: c.ClientID}
 	if id.ClientID == "" {
