@@ -6,7 +6,6 @@
 package auth
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -161,19 +160,6 @@ func (h HS256) MintScoped(sub string, ttl time.Duration, scope, clientID string)
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(h.Key)
 }
 
-type subKey struct{}
-
-// Subject returns the authenticated user of a request that passed Require.
-func Subject(ctx context.Context) string {
-	s, _ := ctx.Value(subKey{}).(string)
-	return s
-}
-
-// WithSubject returns ctx carrying sub, as Require does.
-func WithSubject(ctx context.Context, sub string) context.Context {
-	return context.WithValue(ctx, subKey{}, sub)
-}
-
 // BearerToken extracts the token from "Authorization: Bearer …". When allowQuery is true it
 // also accepts the `access_token` query parameter (RFC 6750 §2.3), which browsers need for
 // EventSource and WebSocket because they cannot set headers there.
@@ -215,7 +201,12 @@ func Identify(v Verifier, r *http.Request, allowQuery bool) (Identity, error) {
 
 // ActingFor is the user a request acts for: the caller itself, or, when named explicitly,
 // another user, which needs ScopeVerify (a plain user token naming someone else is forbidden).
+// A token with ScopeVerify must name the user: such a token is a service's, and a service acting
+// for itself by omission would start sign-ins for an account that is nobody's.
 func (i Identity) ActingFor(named string) (string, error) {
+	if named == "" && i.HasScope(ScopeVerify) {
+		return "", fault.New(fault.BadRequest, "sub is required: a service token (scope "+ScopeVerify+") names the user it acts for in the request body")
+	}
 	if named == "" || named == i.Sub {
 		return i.Sub, nil
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,5 +128,28 @@ func TestStrictClaims(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestActingForServiceTokenNeedsSub: a token with scope mfa:verify acts only for the user it
+// names; a user token still acts for itself when it names nobody.
+func TestActingForServiceTokenNeedsSub(t *testing.T) {
+	service := auth.Identity{Sub: "login-service", Scopes: []string{"openid", auth.ScopeVerify}}
+	_, err := service.ActingFor("")
+	if fault.CodeOf(err) != fault.BadRequest || !strings.Contains(fault.From(err).Message, "sub is required") {
+		t.Fatalf("service naming nobody: %v, want %s saying sub is required", err, fault.BadRequest)
+	}
+	if sub, err := service.ActingFor("alice"); err != nil || sub != "alice" {
+		t.Fatalf("service naming alice: %q %v", sub, err)
+	}
+	user := auth.Identity{Sub: "alice", Scopes: []string{"openid"}}
+	if sub, err := user.ActingFor(""); err != nil || sub != "alice" {
+		t.Fatalf("user naming nobody: %q %v", sub, err)
+	}
+	if sub, err := user.ActingFor("alice"); err != nil || sub != "alice" {
+		t.Fatalf("user naming itself: %q %v", sub, err)
+	}
+	if _, err := user.ActingFor("bob"); fault.CodeOf(err) != fault.Forbidden {
+		t.Fatalf("user naming bob: %v, want %s", err, fault.Forbidden)
 	}
 }
