@@ -6,7 +6,6 @@
 package auth
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -82,15 +81,6 @@ func (h HS256) now() time.Time {
 	return time.Now()
 }
 
-// claims are the token claims mfaflow reads.
-type claims struct {
-	jwt.RegisteredClaims
-	// Scope is a space-separated string or an array of strings: providers differ.
-	Scope    any    `json:"scope,omitempty"`
-	ClientID string `json:"client_id,omitempty"`
-	AZP      string `json:"azp,omitempty"`
-}
-
 // leeway is how far past `exp` a token is still accepted (clock skew).
 const leeway = 30 * time.Second
 
@@ -112,6 +102,8 @@ func (h HS256) VerifyIdentity(token string) (Identity, error) {
 	return c.identity(), nil
 }
 
+// identity is who c speaks for: `scope` (not `scp`, which only JWKS reads) and `client_id`, else
+// `azp`.
 func (c *claims) identity() Identity {
 	id := Identity{Sub: c.Subject, Scopes: scopes(c.Scope), ClientID: c.ClientID}
 	if id.ClientID == "" {
@@ -172,19 +164,6 @@ func (h HS256) MintScoped(sub string, ttl time.Duration, scope, clientID string)
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(h.Key)
 }
 
-type subKey struct{}
-
-// Subject returns the authenticated user of a request that passed Require.
-func Subject(ctx context.Context) string {
-	s, _ := ctx.Value(subKey{}).(string)
-	return s
-}
-
-// WithSubject returns ctx carrying sub, as Require does.
-func WithSubject(ctx context.Context, sub string) context.Context {
-	return context.WithValue(ctx, subKey{}, sub)
-}
-
 // BearerToken extracts the token from "Authorization: Bearer …". When allowQuery is true it
 // also accepts the `access_token` query parameter (RFC 6750 §2.3), which browsers need for
 // EventSource and WebSocket because they cannot set headers there.
@@ -226,7 +205,12 @@ func Identify(v Verifier, r *http.Request, allowQuery bool) (Identity, error) {
 
 // ActingFor is the user a request acts for: the caller itself, or, when named explicitly,
 // another user, which needs ScopeVerify (a plain user token naming someone else is forbidden).
+// A token with ScopeVerify must name the user: such a token is a service's, and a service acting
+// for itself by omission would start sign-ins for an account that is nobody's.
 func (i Identity) ActingFor(named string) (string, error) {
+	if named == "" && i.HasScope(ScopeVerify) {
+		return "", fault.New(fault.BadRequest, "sub is required: a service token (scope "+ScopeVerify+") names the user it acts for in the request body")
+	}
 	if named == "" || named == i.Sub {
 		return i.Sub, nil
 	}

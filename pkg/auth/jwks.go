@@ -72,15 +72,7 @@ func (j *JWKS) VerifyIdentity(token string) (Identity, error) {
 	return id, err
 }
 
-// jwksClaims reads `scope` as a space-separated string or as an array: providers differ.
-type jwksClaims struct {
-	jwt.RegisteredClaims
-	Scope    any    `json:"scope,omitempty"`
-	Scp      any    `json:"scp,omitempty"`
-	ClientID string `json:"client_id,omitempty"`
-	AZP      string `json:"azp,omitempty"`
-}
-
+// scopes reads a `scope` or `scp` claim: a space-separated string or an array of strings.
 func scopes(v any) []string {
 	switch s := v.(type) {
 	case string:
@@ -111,7 +103,7 @@ func (j *JWKS) VerifyUntil(token string) (Identity, time.Time, error) {
 	if j.Audience != "" {
 		opts = append(opts, jwt.WithAudience(j.Audience))
 	}
-	var c jwksClaims
+	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, j.keyFor, opts...)
 	if err != nil {
 		return Identity{}, time.Time{}, fmt.Errorf("verify token: %w", err)
@@ -119,10 +111,8 @@ func (j *JWKS) VerifyUntil(token string) (Identity, time.Time, error) {
 	if c.Subject == "" {
 		return Identity{}, time.Time{}, errors.New("verify token: no sub claim")
 	}
-	id := Identity{Sub: c.Subject, Scopes: append(scopes(c.Scope), scopes(c.Scp)...), ClientID: c.ClientID}
-	if id.ClientID == "" {
-		id.ClientID = c.AZP
-	}
+	id := c.identity()
+	id.Scopes = append(id.Scopes, scopes(c.Scp)...)
 	return id, c.ExpiresAt.Add(leeway), nil
 }
 

@@ -84,22 +84,56 @@ func JWK(kid string, pub crypto.PublicKey) map[string]string {
 // Mint signs claims with k (RS256, ES256 or EdDSA by its type), kid in the header.
 func Mint(tb testing.TB, kid string, k crypto.Signer, claims jwt.MapClaims) string {
 	tb.Helper()
-	var m jwt.SigningMethod
-	switch k.(type) {
-	case *rsa.PrivateKey:
-		m = jwt.SigningMethodRS256
-	case *ecdsa.PrivateKey:
-		m = jwt.SigningMethodES256
-	case ed25519.PrivateKey:
-		m = jwt.SigningMethodEdDSA
-	default:
-		tb.Fatalf("authtest: unsupported key type %T", k)
-	}
-	tok := jwt.NewWithClaims(m, claims)
+	tok := jwt.NewWithClaims(signingMethod(tb, k), claims)
 	tok.Header["kid"] = kid
 	s, err := tok.SignedString(k)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return s
+}
+
+// MintRaw signs payload, a claims object written by hand, with k (RS256, ES256 or EdDSA by its
+// type), kid in the header. It makes the tokens a JWT library never would: a claim named twice,
+// a claim name in capitals, `exp` as a string.
+func MintRaw(tb testing.TB, kid string, k crypto.Signer, payload string) string {
+	tb.Helper()
+	m := signingMethod(tb, k)
+	return signRaw(tb, m, k, map[string]string{"alg": m.Alg(), "typ": "JWT", "kid": kid}, payload)
+}
+
+// MintRawHS256 signs payload, a claims object written by hand, with the shared HS256 key, as
+// MintRaw does for a provider's keys.
+func MintRawHS256(tb testing.TB, key []byte, payload string) string {
+	tb.Helper()
+	return signRaw(tb, jwt.SigningMethodHS256, key, map[string]string{"alg": "HS256", "typ": "JWT"}, payload)
+}
+
+func signRaw(tb testing.TB, m jwt.SigningMethod, key any, header map[string]string, payload string) string {
+	tb.Helper()
+	h, err := json.Marshal(header)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	signing := enc(h) + "." + enc([]byte(payload))
+	sig, err := m.Sign(signing, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return signing + "." + enc(sig)
+}
+
+func signingMethod(tb testing.TB, k crypto.Signer) jwt.SigningMethod {
+	tb.Helper()
+	switch k.(type) {
+	case *rsa.PrivateKey:
+		return jwt.SigningMethodRS256
+	case *ecdsa.PrivateKey:
+		return jwt.SigningMethodES256
+	case ed25519.PrivateKey:
+		return jwt.SigningMethodEdDSA
+	}
+	tb.Fatalf("authtest: unsupported key type %T", k)
+	return nil
 }
