@@ -129,8 +129,14 @@ func TestEndToEnd(t *testing.T) {
 
 	var methods []map[string]any
 	st.MustJSON(t, http.MethodGet, "/verification-srv/config/list", alice, nil, http.StatusOK, &methods)
-	if len(methods) != 2 || methods[0]["verificationType"] != "TOTP" || methods[0]["active"] != true || methods[1]["verificationType"] != "BACKUPCODE" {
-		t.Fatalf("methods = %v", methods)
+	wantMethods := []string{"TOTP", "BACKUPCODE", "PUSH"}
+	if len(methods) != len(wantMethods) {
+		t.Fatalf("methods = %v, want %v", methods, wantMethods)
+	}
+	for i, want := range wantMethods {
+		if methods[i]["verificationType"] != want || methods[i]["active"] != true || len(methods[i]) != 2 {
+			t.Fatalf("methods[%d] = %v, want {verificationType:%s active:true}", i, methods[i], want)
+		}
 	}
 
 	in := initiate(t, st, alice, "")
