@@ -129,8 +129,14 @@ func TestEndToEnd(t *testing.T) {
 
 	var methods []map[string]any
 	st.MustJSON(t, http.MethodGet, "/verification-srv/config/list", alice, nil, http.StatusOK, &methods)
-	if len(methods) != 2 || methods[0]["verificationType"] != "TOTP" || methods[0]["active"] != true || methods[1]["verificationType"] != "BACKUPCODE" {
-		t.Fatalf("methods = %v", methods)
+	wantMethods := []string{"TOTP", "BACKUPCODE", "PUSH"}
+	if len(methods) != len(wantMethods) {
+		t.Fatalf("methods = %v, want %v", methods, wantMethods)
+	}
+	for i, want := range wantMethods {
+		if methods[i]["verificationType"] != want || methods[i]["active"] != true || len(methods[i]) != 2 {
+			t.Fatalf("methods[%d] = %v, want {verificationType:%s active:true}", i, methods[i], want)
+		}
 	}
 
 	in := initiate(t, st, alice, "")
@@ -215,12 +221,14 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	rec.WaitTypes(t, in.StatusID, events.EnrollmentInitiated, events.EnrollmentScanned, events.EnrollmentEnrolled)
-	// A finished enrollment takes no more codes over the bridge (PROTOCOL.md: conflict), not
-	// even the right one, and names no device.
-	for _, c := range []string{code, "000000"} {
-		if again, err := phone.Enroll(ctx, in.ExchangeID.ExchangeID, c); bridgeCode(err) != "conflict" || again.PHID != "" {
-			t.Fatalf("enroll frame on an ENROLLED enrollment with %q = %+v, %v; want a conflict error frame", c, again, err)
-		}
+	// The same frame again (its answer might have been lost) is answered the same; a finished
+	// enrollment takes no other code over the bridge (PROTOCOL.md: conflict), and an error
+	// names no device.
+	if again, err := phone.Enroll(ctx, in.ExchangeID.ExchangeID, code); err != nil || again.Status != "ENROLLED" || again.PHID != ack.PHID || again.DeviceID != dev.DeviceID {
+		t.Fatalf("the enroll frame repeated = %+v, %v; want the first ack %+v", again, err, ack)
+	}
+	if again, err := phone.Enroll(ctx, in.ExchangeID.ExchangeID, wrongCode(code)); bridgeCode(err) != "conflict" || again.PHID != "" {
+		t.Fatalf("enroll frame on an ENROLLED enrollment with another code = %+v, %v; want a conflict error frame", again, err)
 	}
 	reg := rec.WaitTypes(t, ack.PHID, events.DeviceRegistered)
 	if !bytes.Contains(reg[0].Raw, []byte(`"friendly_name":"Alice's phone"`)) {

@@ -329,6 +329,40 @@ func TestFrameAboveHardLimitCloses(t *testing.T) {
 	}
 }
 
+// TestInvalidUTF8Closes1007: a text frame that is not UTF-8 fails the connection with 1007
+// (RFC 6455 §8.1) and never reaches the status service; valid multi-byte text is answered.
+func TestInvalidUTF8Closes1007(t *testing.T) {
+	t.Run("OKMultiByte", func(t *testing.T) {
+		env := bridgetest.Start(t, bridgesvc.Config{})
+		env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
+		ws := dial(t, env, protocol.Subprotocol)
+		sendRaw(t, ws, websocket.TextMessage, []byte(`{"type":"scan","id":"1","exchange_id":"eid-1","device":{"device_id":"d","name":"Jörg’s 電話 📱"}}`))
+		wantAck(t, read(t, ws), "1", "SCANNED")
+	})
+	for _, tt := range []struct{ name, data string }{
+		{"ErrInvalidByte", "{\"type\":\"scan\",\"id\":\"1\",\"exchange_id\":\"eid-1\xff\"}"},
+		{"ErrTruncatedSequence", "{\"type\":\"scan\",\"id\":\"1\",\"exchange_id\":\"eid-1\",\"device\":{\"name\":\"J\xc3\"}}"},
+		{"ErrSurrogate", "{\"type\":\"scan\",\"id\":\"1\",\"exchange_id\":\"eid-1\xed\xa0\x80\"}"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := bridgetest.Start(t, bridgesvc.Config{})
+			env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})
+			ws := dial(t, env, protocol.Subprotocol)
+			sendRaw(t, ws, websocket.TextMessage, []byte(tt.data))
+			if err := ws.SetReadDeadline(time.Now().Add(readWait)); err != nil {
+				t.Fatal(err)
+			}
+			_, data, err := ws.ReadMessage()
+			if !websocket.IsCloseError(err, websocket.CloseInvalidFramePayloadData) {
+				t.Fatalf("read after a text frame that is not UTF-8: %q, %v; want close 1007", data, err)
+			}
+			if n := env.Status.Calls(); n != 0 {
+				t.Fatalf("status service got %d commands for a frame that is not UTF-8", n)
+			}
+		})
+	}
+}
+
 func TestPipelinedRequestsAnsweredInOrder(t *testing.T) {
 	env := bridgetest.Start(t, bridgesvc.Config{})
 	env.Status.Add("eid-1", bridgetest.Enrollment{StatusID: "st-1", Secret: testSecret})

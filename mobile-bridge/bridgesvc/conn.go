@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
@@ -131,6 +132,16 @@ func (c *conn) serve() {
 		data, tooBig, err := readFrame(r, c.s.cfg.MaxFrameBytes)
 		if err != nil {
 			c.logEnd(err)
+			return
+		}
+		if kind == websocket.TextMessage && !tooBig && !utf8.Valid(data) {
+			// RFC 6455 §8.1: an endpoint that receives a text frame that is not UTF-8 fails
+			// the connection with 1007, rather than guess what the client meant (the JSON
+			// decoder would quietly turn the bytes into U+FFFD).
+			c.log.Debug("bridge connection closed: text frame is not valid UTF-8")
+			_ = c.ws.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseInvalidFramePayloadData, "text frame is not valid UTF-8"),
+				time.Now().Add(writeWait))
 			return
 		}
 		var answer any

@@ -127,6 +127,11 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		st.close()
 		return nil, fmt.Errorf("status: %w", err)
 	}
+	proofSecret, err := signer.DerivedSecret("enroll-repeat")
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("status: %w", err)
+	}
 	live := &natsapi.Live{NC: nc, Log: log}
 	registry := &natsapi.Registry{NC: nc, Timeout: cfg.RegistryTimeout}
 	hook := webhook.New(webhook.Config{URL: cfg.PushWebhookURL, Secret: cfg.PushWebhookSecret, Now: cfg.Clock}, log.With("component", "push-webhook"))
@@ -145,7 +150,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		MaxAttempts:   cfg.MaxAttempts,
 		// Keyed ids follow the signing key, which every replica shares (MFA_SIGNING_KEY).
 		KeySecret: keySecret,
-		Notify:    live,
+		// So does the hash that lets a companion repeat the enroll frame whose answer it lost.
+		ProofSecret: proofSecret,
+		Notify:      live,
 		OnTransition: func(e enrollment.Enrollment, _ enrollment.State) {
 			kind := "enrollment"
 			if e.Kind == enrollment.KindAuthentication {

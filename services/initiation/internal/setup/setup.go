@@ -20,6 +20,7 @@ import (
 const (
 	MethodTOTP       = "TOTP"
 	MethodBackupCode = "BACKUPCODE"
+	MethodPush       = "PUSH"
 )
 
 // ErrUnsupportedMethod: the verification type is not offered.
@@ -132,10 +133,15 @@ type Method struct {
 // Methods lists the verification types mfaflow offers.
 //
 // TOTP is enrolled through Initiate; BACKUPCODE (recovery codes) is generated with
-// POST /verification-srv/backupcodes instead, and both sign in through
-// /verification-srv/authentication/{method}.
+// POST /verification-srv/backupcodes instead; PUSH needs no setup of its own: a TOTP
+// enrollment whose companion sent a device key over the mobile bridge is push-capable. All
+// three sign in through /verification-srv/authentication/{method}.
 func (s *Service) Methods() []Method {
-	return []Method{{Type: MethodTOTP, Active: true}, {Type: MethodBackupCode, Active: true}}
+	return []Method{
+		{Type: MethodTOTP, Active: true},
+		{Type: MethodBackupCode, Active: true},
+		{Type: MethodPush, Active: true},
+	}
 }
 
 // Initiated is a started enrollment, with everything the user needs to scan it.

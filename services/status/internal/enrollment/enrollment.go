@@ -149,6 +149,11 @@ type Enrollment struct {
 	// Registry): opaque here, handed back with the code, dropped when the enrollment ends. It
 	// is never in an event, a reply or a log.
 	PendingCredential []byte
+	// EnrollProof is the keyed hash of the companion's enroll frame that made the enrollment
+	// ENROLLED (code, device id, device key thumbprint), so that the same frame repeated shortly
+	// after is answered again (repeat.go). Never the code itself; never in an event, a reply or
+	// a log.
+	EnrollProof []byte
 	// Version is the store's revision of this enrollment, for compare-and-set.
 	Version uint64
 	// Seq counts this enrollment's writes: 1 when created, one more with every

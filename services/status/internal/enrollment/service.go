@@ -99,6 +99,12 @@ type Service struct {
 	// KeySecret keys the ids of initiations sent with an Idempotency-Key (see KeyedIDs); without
 	// it keyed initiations are refused with ErrKeyedUnavailable.
 	KeySecret []byte
+	// ProofSecret keys the hash of the enroll frame that made an enrollment ENROLLED (see
+	// repeat.go); without it a repeated enroll frame is ErrConflict.
+	ProofSecret []byte
+	// RepeatWindow is how long after enrolling the companion's enroll frame may be repeated
+	// (0 means DefaultRepeatWindow).
+	RepeatWindow time.Duration
 	// OnRegistryError, when set, hears of a registry call that failed after the enrollment's
 	// outcome was committed: "activate" after ENROLLED, "discard" after a cancel or an expiry
 	// beat a right code. The registry completes either from the outcome's event; this is for
@@ -253,8 +259,9 @@ type EnrollInput struct {
 
 // Enroll completes an enrollment with a code: INITIATED|SCANNED → ENROLLED. A wrong code counts
 // an attempt; the MaxAttempts-th makes the enrollment FAILED. An enrollment that is already
-// ENROLLED (or otherwise finished) is ErrConflict, whatever the code: a client that lost the
-// answer reads the status instead.
+// ENROLLED (or otherwise finished) is ErrConflict, whatever the code: a frontend that lost the
+// answer reads the status instead. The one exception is the companion repeating the enroll
+// frame that enrolled it, shortly after (see repeat.go): it gets the enrollment again.
 func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error) {
 	if in.ExchangeID == "" {
 		return Enrollment{}, fmt.Errorf("%w: exchange_id is required", ErrBadRequest)
@@ -272,18 +279,23 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 		return Enrollment{}, ErrNotFound
 	}
 	// Settle expiry and terminal states before asking the registry. A finished enrollment
-	// takes no more codes: answering success would accept any code from any device.
+	// takes no more codes: answering success would accept any code from any device. Only the
+	// frame that enrolled it, repeated by its device, is answered again.
+	repeat := false
 	e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
 		switch e.State {
 		case Initiated, Scanned:
 			return e, nil, nil
 		case Expired:
 			return e, nil, ErrExpired
-		default:
-			return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
+		case Enrolled:
+			if repeat = s.isRepeat(e, in); repeat {
+				return e, nil, nil
+			}
 		}
+		return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
 	})
-	if err != nil {
+	if err != nil || repeat {
 		return e, err
 	}
 	dev := in.Device
@@ -318,6 +330,9 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 		}
 		e.State, e.PHID, e.DeviceID = Enrolled, claim.PHID, claim.DeviceID
 		e.Device.DeviceID, e.Device.Name, e.Device.Platform = claim.DeviceID, dev.Name, dev.Platform
+		if in.Channel == ChannelCompanion {
+			e.EnrollProof = s.enrollProof(e.ID, in.Code, claim.DeviceID, dev.Key)
+		}
 		return e, &change{channel: in.Channel}, nil
 	})
 	if err != nil {

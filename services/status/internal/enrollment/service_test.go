@@ -3,6 +3,7 @@ package enrollment_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -234,6 +235,121 @@ func TestScanThenEnroll(t *testing.T) {
 		got, err := f.svc.Get(ctx, e.ID, enrollment.Caller{Sub: "alice"})
 		if err != nil || got.State != enrollment.Enrolled {
 			t.Fatalf("enrolled enrollment after expiry time = %+v, %v", got, err)
+		}
+	})
+}
+
+// TestRepeatedEnrollFrame: a companion that lost the answer to its enroll frame sends it again
+// and gets the enrollment again (the same ph_id), without a second registry check (the code
+// was consumed); any other device, key or code, another channel, or a repeat after the window
+// stays a conflict.
+func TestRepeatedEnrollFrame(t *testing.T) {
+	ctx := context.Background()
+	key := &enrollment.DeviceKey{Kty: "EC", Crv: "P-256", X: "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", Y: "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
+	otherKey := &enrollment.DeviceKey{Kty: "EC", Crv: "P-256", X: key.Y, Y: key.X}
+	enrolled := func(t *testing.T, f *fixture, dev enrollment.Device) (enrollment.Enrollment, string) {
+		t.Helper()
+		e := f.create(t, "alice")
+		if _, err := f.svc.Scan(ctx, e.ExchangeID, enrollment.Device{DeviceID: "phone-1", Name: "Alice's phone"}); err != nil {
+			t.Fatal(err)
+		}
+		code := f.code(t)
+		got, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: code, Device: dev, Channel: enrollment.ChannelCompanion})
+		if err != nil || got.State != enrollment.Enrolled || got.PHID == "" {
+			t.Fatalf("first enroll = %+v, %v", got, err)
+		}
+		return got, code
+	}
+	withProof := func(t *testing.T) *fixture {
+		f := newFixture(t)
+		f.svc.ProofSecret = []byte("a test proof secret of 32 bytes!")
+		return f
+	}
+	for _, tc := range []struct {
+		name  string
+		first enrollment.Device
+		again func(code string) enrollment.EnrollInput
+		wait  time.Duration
+		ok    bool
+	}{
+		{"OK", enrollment.Device{DeviceID: "phone-1", Key: key}, func(c string) enrollment.EnrollInput {
+			return enrollment.EnrollInput{Code: c, Device: enrollment.Device{DeviceID: "phone-1", Key: key}}
+		}, 0, true},
+		{"OKNoKeyBothTimes", enrollment.Device{DeviceID: "phone-1"}, func(c string) enrollment.EnrollInput {
+			return enrollment.EnrollInput{Code: c, Device: enrollment.Device{DeviceID: "phone-1"}}
+		}, 0, true},
+		{"OKDeviceFromScan", enrollment.Device{Key: key}, func(c string) enrollment.EnrollInput {
+			return enrollment.EnrollInput{Code: c, Device: enrollment.Device{Key: key}}
+		}, 0, true},
+		{"OKLateInWindow", enrollment.Device{DeviceID: "phone-1", Key: key}, func(c string) enrollment.EnrollInput {
+			return enrollment.EnrollInput{Code: c, Device: enrollment.Device{DeviceID: "phone-1", Key: key}}
+		}, enrollment.DefaultRepeatWindow, true},
+		{"ErrConflictOtherDevice", enrollment.Device{DeviceID: "phone-1", Key: key}, func(c string) enrollment.EnrollInput {
+			return enrollment.EnrollInput{Code: c, Device: enrollment.Device{DeviceID: "phone-2", Key: key}}
+		}, 0, false},
+		{"ErrConflictOtherKey", enrollment.Device{DeviceID: "phone-1", Key: key}, func(c string) enrollment.EnrollInput {
+			return enrollment.EnrollInput{Code: c, Device: enrollment.Device{DeviceID: "phone-1", Key: otherKey}}
+		}, 0, false},
+		{"ErrConflictKeyLeftOut", enrollment.Device{DeviceID: "phone-1", Key: key}, func(c string) enrollment.EnrollInput {
+			return enrollment.EnrollInput{Code: c, Device: enrollment.Device{DeviceID: "phone-1"}}
+		}, 0, false},
+		{"ErrConflictKeyAdded", enrollment.Device{DeviceID: "phone-1"}, func(c string) enrollment.EnrollInput {
+			return enrollment.EnrollInput{Code: c, Device: enrollment.Device{DeviceID: "phone-1", Key: key}}
+		}, 0, false},
+		{"ErrConflictOtherCode", enrollment.Device{DeviceID: "phone-1", Key: key}, func(c string) enrollment.EnrollInput {
+			return enrollment.EnrollInput{Code: wrong(c), Device: enrollment.Device{DeviceID: "phone-1", Key: key}}
+		}, 0, false},
+		{"ErrConflictAfterWindow", enrollment.Device{DeviceID: "phone-1", Key: key}, func(c string) enrollment.EnrollInput {
+			return enrollment.EnrollInput{Code: c, Device: enrollment.Device{DeviceID: "phone-1", Key: key}}
+		}, enrollment.DefaultRepeatWindow + time.Second, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := withProof(t)
+			first, code := enrolled(t, f, tc.first)
+			calls := f.reg.calls
+			f.clock.Advance(tc.wait)
+			in := tc.again(code)
+			in.ExchangeID, in.Channel = first.ExchangeID, enrollment.ChannelCompanion
+			again, err := f.svc.Enroll(ctx, in)
+			if !tc.ok {
+				if !errors.Is(err, enrollment.ErrConflict) {
+					t.Fatalf("repeat = %+v, %v; want ErrConflict", again, err)
+				}
+				return
+			}
+			if err != nil || again.State != enrollment.Enrolled || again.PHID != first.PHID || again.DeviceID != first.DeviceID || again.Version != first.Version {
+				t.Fatalf("repeat = %+v, %v; want the enrollment unchanged %+v", again, err, first)
+			}
+			if f.reg.calls != calls || len(f.reg.activations()) != 1 {
+				t.Fatalf("the repeat reached the registry: %d verifies, activations %+v", f.reg.calls-calls, f.reg.activations())
+			}
+		})
+	}
+	t.Run("ErrConflictFromFrontend", func(t *testing.T) {
+		f := withProof(t)
+		first, code := enrolled(t, f, enrollment.Device{DeviceID: "phone-1"})
+		_, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: first.ExchangeID, Code: code, Sub: "alice", Channel: enrollment.ChannelFrontend})
+		if !errors.Is(err, enrollment.ErrConflict) {
+			t.Fatalf("typed code repeated on an ENROLLED enrollment: %v; want ErrConflict", err)
+		}
+	})
+	t.Run("ErrConflictWithoutProofSecret", func(t *testing.T) {
+		f := newFixture(t)
+		first, code := enrolled(t, f, enrollment.Device{DeviceID: "phone-1"})
+		_, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: first.ExchangeID, Code: code, Device: enrollment.Device{DeviceID: "phone-1"}, Channel: enrollment.ChannelCompanion})
+		if !errors.Is(err, enrollment.ErrConflict) {
+			t.Fatalf("repeat without a proof secret: %v; want ErrConflict", err)
+		}
+	})
+	t.Run("ProofIsNotTheCode", func(t *testing.T) {
+		f := withProof(t)
+		first, code := enrolled(t, f, enrollment.Device{DeviceID: "phone-1"})
+		stored, err := f.svc.Store.Get(ctx, first.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(stored.EnrollProof) != 32 || strings.Contains(string(stored.EnrollProof), code) {
+			t.Fatalf("stored proof %x", stored.EnrollProof)
 		}
 	})
 }

@@ -119,6 +119,9 @@ type doc struct {
 	// PendingCredential is the registry's sealed pending credential (opaque, base64 in JSON)
 	// while the enrollment is open.
 	PendingCredential []byte `json:"pending_credential,omitempty"`
+	// EnrollProof is the keyed hash of the enroll frame that made the enrollment ENROLLED
+	// (never the code), so the companion may repeat the frame for a short while.
+	EnrollProof []byte `json:"enroll_proof,omitempty"`
 }
 
 func toDoc(e enrollment.Enrollment) doc {
@@ -129,6 +132,7 @@ func toDoc(e enrollment.Enrollment) doc {
 		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts, Seq: e.Seq,
 		Kind: string(e.Kind), Initiator: e.Initiator, ClientID: e.ClientID, Context: e.Context, AuthTime: e.AuthTime,
 		StepUpUsedAt: e.StepUpUsedAt, Number: e.Number, Candidates: e.Candidates, PendingCredential: e.PendingCredential,
+		EnrollProof: e.EnrollProof,
 	}
 }
 
@@ -140,6 +144,7 @@ func toDomain(d doc, rev uint64) enrollment.Enrollment {
 		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: rev, Seq: d.Seq,
 		Kind: enrollment.Kind(d.Kind), Initiator: d.Initiator, ClientID: d.ClientID, Context: d.Context, AuthTime: d.AuthTime,
 		StepUpUsedAt: d.StepUpUsedAt, Number: d.Number, Candidates: d.Candidates, PendingCredential: d.PendingCredential,
+		EnrollProof: d.EnrollProof,
 	}
 }
 

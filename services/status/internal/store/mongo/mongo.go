@@ -128,6 +128,9 @@ type doc struct {
 	// PendingCredential is the registry's sealed pending credential while the enrollment is
 	// open (opaque binary).
 	PendingCredential []byte `bson:"pending_credential,omitempty"`
+	// EnrollProof is the keyed hash of the enroll frame that made the enrollment ENROLLED
+	// (never the code), so the companion may repeat the frame for a short while.
+	EnrollProof []byte `bson:"enroll_proof,omitempty"`
 	// OpenUntil is ExpiresAt while the enrollment is not terminal, absent after: the sweep's index.
 	OpenUntil *time.Time `bson:"open_until,omitempty"`
 	// GCAt is when the document may be deleted.
@@ -142,7 +145,8 @@ func toDoc(e enrollment.Enrollment) doc {
 		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts, Seq: int64(e.Seq),
 		Kind: string(e.Kind), Initiator: e.Initiator, ClientID: e.ClientID, Context: e.Context,
 		Number: e.Number, Candidates: e.Candidates, PendingCredential: e.PendingCredential,
-		GCAt: later(e.UpdatedAt, e.ExpiresAt).Add(Retention),
+		EnrollProof: e.EnrollProof,
+		GCAt:        later(e.UpdatedAt, e.ExpiresAt).Add(Retention),
 	}
 	if !e.AuthTime.IsZero() {
 		at := e.AuthTime
@@ -174,6 +178,7 @@ func toDomain(d doc, version uint64) enrollment.Enrollment {
 		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: version, Seq: uint64(d.Seq),
 		Kind: enrollment.Kind(d.Kind), Initiator: d.Initiator, ClientID: d.ClientID, Context: d.Context,
 		Number: d.Number, Candidates: d.Candidates, PendingCredential: d.PendingCredential,
+		EnrollProof: d.EnrollProof,
 	}
 	if d.AuthTime != nil {
 		e.AuthTime = *d.AuthTime

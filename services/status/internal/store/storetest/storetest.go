@@ -194,6 +194,36 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 			t.Fatalf("got %+v after stale update", got)
 		}
 	})
+	// An ENROLLED enrollment keeps what a repeated enroll frame is checked against: the
+	// registered device and the keyed hash of the frame that enrolled it.
+	t.Run("EnrolledKeepsEnrollProof", func(t *testing.T) {
+		s := newStore(t)
+		e, err := s.Create(ctx, fresh(now.Add(time.Minute)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		enrolled := e
+		enrolled.State, enrolled.UpdatedAt = enrollment.Enrolled, now.Add(time.Second)
+		enrolled.Device = enrollment.Device{DeviceID: "d1", Name: "Phone", Platform: "ios"}
+		enrolled.DeviceID, enrolled.PHID = "d1", "ph-1"
+		enrolled.EnrollProof = []byte{0x00, 0xff, 0x10, 'p', 0x80} // opaque bytes, kept exactly
+		if _, err := s.Update(ctx, enrolled, msg); err != nil {
+			t.Fatal(err)
+		}
+		for name, get := range map[string]func() (enrollment.Enrollment, error){
+			"ByID":       func() (enrollment.Enrollment, error) { return s.Get(ctx, e.ID) },
+			"ByExchange": func() (enrollment.Enrollment, error) { return s.GetByExchangeID(ctx, e.ExchangeID) },
+		} {
+			got, err := get()
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if got.State != enrollment.Enrolled || got.DeviceID != "d1" || got.PHID != "ph-1" || got.Device != enrolled.Device ||
+				!got.UpdatedAt.Equal(enrolled.UpdatedAt) || !bytes.Equal(got.EnrollProof, enrolled.EnrollProof) {
+				t.Fatalf("%s: got %+v, want %+v", name, got, enrolled)
+			}
+		}
+	})
 	t.Run("DueForExpiry", func(t *testing.T) {
 		s := newStore(t)
 		past, err := s.Create(ctx, fresh(now.Add(-time.Second)))
