@@ -164,21 +164,9 @@ func (l *listener) answer(ctx context.Context, c *companion.Client, ch protocol.
 			reason = protocol.ReasonNotMe
 		}
 	case l.f.approve == "":
-		fmt.Fprint(l.out, "number shown at sign-in (or \"deny\", \"not-me\"): ")
-		if !l.in.Scan() {
-			return false, errStdinClosed
-		}
-		switch text := strings.TrimSpace(l.in.Text()); text {
-		case "deny":
-			decision, number = protocol.DecisionDeny, ""
-		case "not-me":
-			decision, number, reason = protocol.DecisionDeny, "", protocol.ReasonNotMe
-		default:
-			number = text
-			if !twoDigits(number) {
-				fmt.Fprintln(l.errOut, "not two digits; denying")
-				decision, number = protocol.DecisionDeny, ""
-			}
+		var err error
+		if decision, number, reason, err = l.ask(); err != nil {
+			return false, err
 		}
 	}
 	ack, err := c.Respond(ctx, ch.ChallengeID, decision, number, reason)
@@ -193,6 +181,32 @@ func (l *listener) answer(ctx context.Context, c *companion.Client, ch protocol.
 	}
 	fmt.Fprintf(l.out, "answered %s: status %s\n", decision, ack.Status)
 	return true, nil
+}
+
+// ask reads the user's answer to a challenge from stdin: the two digits shown at sign-in, "deny"
+// or "not-me". An empty line asks again (a stray Enter must not deny the user's own sign-in);
+// anything else that is not two digits denies.
+func (l *listener) ask() (decision, number, reason string, err error) {
+	for {
+		fmt.Fprint(l.out, "number shown at sign-in (or \"deny\", \"not-me\"): ")
+		if !l.in.Scan() {
+			return "", "", "", errStdinClosed
+		}
+		switch text := strings.TrimSpace(l.in.Text()); text {
+		case "":
+			continue
+		case "deny":
+			return protocol.DecisionDeny, "", "", nil
+		case "not-me":
+			return protocol.DecisionDeny, "", protocol.ReasonNotMe, nil
+		default:
+			if !twoDigits(text) {
+				fmt.Fprintln(l.errOut, "not two digits; denying")
+				return protocol.DecisionDeny, "", "", nil
+			}
+			return protocol.DecisionApprove, text, "", nil
+		}
+	}
 }
 
 func twoDigits(s string) bool {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -274,6 +275,17 @@ func TestListen(t *testing.T) {
 			t.Fatalf("status got %+v", got)
 		}
 	})
+	t.Run("InteractiveEmptyLineAsksAgain", func(t *testing.T) {
+		env, path := setup(t)
+		r := runCLI(t, "\n  \n42\n", "listen", "--device", path, "--once")
+		if r.status != 0 || strings.Count(r.stdout, "number shown at sign-in") != 3 ||
+			!strings.Contains(r.stdout, "answered approve: status AUTHENTICATED") {
+			t.Fatalf("exit %d, stdout %q, stderr %q", r.status, r.stdout, r.stderr)
+		}
+		if got := env.Status.PushResponds(); len(got) != 1 || got[0].Decision != "approve" || got[0].Number != "42" {
+			t.Fatalf("status got %+v", got)
+		}
+	})
 	t.Run("DenyNotMe", func(t *testing.T) {
 		env, path := setup(t)
 		r := runCLI(t, "", "listen", "--device", path, "--deny", "--not-me", "--once")
@@ -294,4 +306,33 @@ func TestListen(t *testing.T) {
 			t.Fatalf("exit %d without --device, want 2", r.status)
 		}
 	})
+}
+
+// TestAsk: the answer typed at the prompt. An empty line asks again instead of denying.
+func TestAsk(t *testing.T) {
+	for _, tc := range []struct {
+		name, in                 string
+		decision, number, reason string
+		prompts                  int
+		err                      error
+	}{
+		{"Number", "07\n", "approve", "07", "", 1, nil},
+		{"EmptyLinesAskAgain", "\n \t\n\n42\n", "approve", "42", "", 4, nil},
+		{"Deny", "deny\n", "deny", "", "", 1, nil},
+		{"NotMe", "\nnot-me\n", "deny", "", "not_me", 2, nil},
+		{"NotTwoDigitsDenies", "4\n", "deny", "", "", 1, nil},
+		{"ErrStdinClosed", "\n", "", "", "", 2, errStdinClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			l := &listener{in: bufio.NewScanner(strings.NewReader(tc.in)), out: &out, errOut: &errOut}
+			decision, number, reason, err := l.ask()
+			if err != tc.err || decision != tc.decision || number != tc.number || reason != tc.reason {
+				t.Fatalf("got %q %q %q %v, want %q %q %q %v", decision, number, reason, err, tc.decision, tc.number, tc.reason, tc.err)
+			}
+			if got := strings.Count(out.String(), "number shown at sign-in"); got != tc.prompts {
+				t.Fatalf("%d prompts, want %d: %q", got, tc.prompts, out.String())
+			}
+		})
+	}
 }
