@@ -21,7 +21,7 @@ import (
 	"github.com/mfaflow/mfaflow/services/status/internal/httpapi"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
-	"github.com/mfaflow/mfaflow/services/status/internal/ratelimit"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
 	"github.com/mfaflow/mfaflow/services/status/internal/webhook"
 	"github.com/nats-io/nats.go"

@@ -19,7 +19,7 @@ import (
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
-	"github.com/mfaflow/mfaflow/services/status/internal/ratelimit"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 )
 
 // API serves the status routes.

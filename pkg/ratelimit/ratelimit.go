@@ -1,7 +1,8 @@
-// Package ratelimit is a keyed token bucket: each key (say, a user polling one enrollment) may
+// Package ratelimit holds per-key limits: a token bucket (Limiter), for polls of one enrollment
+// and initiations of one user, and a count of open streams (Slots). With the bucket, each key may
 // make Burst requests at once and Rate per second after that. It is per process; behind N
 // replicas the effective limit is up to N times higher, which is fine for its purpose
-// (stopping a runaway poll loop, not metering).
+// (stopping a runaway loop or one token's flood, not metering).
 package ratelimit
 
 import (
