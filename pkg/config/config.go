@@ -423,9 +423,6 @@ func (c Config) TokenVerifier() (auth.HS256, error) {
 	return auth.HS256{Key: []byte(c.JWTSecret), Issuer: c.JWTIssuer, Audience: c.JWTAudience}, nil
 }
 
-// UserStartRatePerSecond is MFA_USER_START_RATE in the unit of ratelimit.Limiter.
-func (c Config) UserStartRatePerSecond() float64 { return c.UserStartRate / 60 }
-
 // CommandLimits are the bounds of every service's NATS command endpoints
 // (MFA_COMMAND_CONCURRENCY, MFA_COMMAND_TIMEOUT).
 func (c Config) CommandLimits() rpc.Limits {

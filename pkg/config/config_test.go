@@ -64,9 +64,6 @@ func TestUserLimits(t *testing.T) {
 	if err != nil || c.UserStartRate != 20 || c.UserStartBurst != 10 || c.UserStreams != 20 {
 		t.Fatalf("defaults: %v %d %d %v", c.UserStartRate, c.UserStartBurst, c.UserStreams, err)
 	}
-	if got := c.UserStartRatePerSecond(); got != 20.0/60 {
-		t.Fatalf("per second %v", got)
-	}
 	c, err = config.FromEnv(env(map[string]string{"MFA_USER_START_RATE": "0", "MFA_USER_START_BURST": " 3 ", "MFA_USER_STREAMS": "0"}))
 	if err != nil || c.UserStartRate != 0 || c.UserStartBurst != 3 || c.UserStreams != 0 {
 		t.Fatalf("set: %v %d %d %v", c.UserStartRate, c.UserStartBurst, c.UserStreams, err)

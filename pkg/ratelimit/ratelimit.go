@@ -146,3 +146,14 @@ func (l *Limiter) drop(now time.Time) {
 		}
 	}
 }
+
+// PerMinute returns a limiter of perMinute requests a minute per key, with bursts of burst, on
+// the clock now (nil means time.Now); nil, which allows everything, when perMinute is 0.
+func PerMinute(perMinute float64, burst int, now func() time.Time) *Limiter {
+	if perMinute <= 0 {
+		return nil
+	}
+	l := New(perMinute/60, burst)
+	l.Now = now
+	return l
+}

@@ -43,7 +43,8 @@ func ConfigFrom(env config.Config) (Config, error) {
 	}
 	return Config{
 		SecretKey: key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
-		Lockout: device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
+		Lockout:             device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
+		UserStartsPerMinute: env.UserStartRate, UserStartBurst: env.UserStartBurst,
 	}, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/pkg/serve"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
@@ -206,6 +207,18 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush()
 	}
+	// Refused before any header: a client over its limit gets a plain 429, not a broken stream.
+	sub, err := auth.Authenticate(a.Verifier, r, true)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	release, err := a.streamSlot(w, sub)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	defer release()
 	// The stream has no write deadline of its own; the heartbeat detects a gone client.
 	_ = rc.SetWriteDeadline(time.Time{})
 	ctx, cancel := serve.LongLived(r)
@@ -249,10 +262,15 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		_, err = a.Service.Get(r.Context(), id, sub)
 	}
+	var release func()
+	if err == nil {
+		release, err = a.streamSlot(w, sub)
+	}
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
+	defer release()
 	conn, err := a.upgrader().Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered (and logged at debug level)
@@ -304,6 +322,22 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 	case serve.ShuttingDown(r):
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(writeWait))
 	}
+}
+
+// streamRetryAfter is the Retry-After of a stream refused for the user's limit: a stream ends
+// when its enrollment does, or when its client leaves, so a slot frees up within seconds to
+// minutes; a few seconds keeps an EventSource from hammering.
+const streamRetryAfter = 5 * time.Second
+
+// streamSlot takes one of the user's live-stream slots (MFA_USER_STREAMS), or answers why not:
+// release it when the stream ends, whichever way it ends.
+func (a *API) streamSlot(w http.ResponseWriter, sub string) (release func(), err error) {
+	release, ok := a.StreamLimit.Acquire(ratelimit.Key(sub))
+	if !ok {
+		w.Header().Set("Retry-After", ratelimit.RetryAfter(streamRetryAfter))
+		return nil, fault.New(fault.TooManyRequests, "too many live streams open for this user; close one, or poll")
+	}
+	return release, nil
 }
 
 func (a *API) heartbeat() time.Duration {
