@@ -207,13 +207,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush()
 	}
-	// Refused before any header: a client over its limit gets a plain 429, not a broken stream.
-	sub, err := auth.Authenticate(a.Verifier, r, true)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	release, err := a.streamSlot(w, sub)
+	release, err := a.admitStream(w, r)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -253,19 +247,8 @@ func (a *API) upgrader() *websocket.Upgrader {
 // ws streams the status over a websocket: one JSON status object per text message; closes
 // normally after a terminal state.
 func (a *API) ws(w http.ResponseWriter, r *http.Request) {
-	// Authenticate and check ownership before upgrading, so failures are plain problem+json.
-	sub, err := auth.Authenticate(a.Verifier, r, true)
-	var id string
-	if err == nil {
-		id, err = statusID(r)
-	}
-	if err == nil {
-		_, err = a.Service.Get(r.Context(), id, sub)
-	}
-	var release func()
-	if err == nil {
-		release, err = a.streamSlot(w, sub)
-	}
+	// Admit before upgrading, so refusals are plain problem+json.
+	release, err := a.admitStream(w, r)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -329,9 +312,22 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 // minutes; a few seconds keeps an EventSource from hammering.
 const streamRetryAfter = 5 * time.Second
 
-// streamSlot takes one of the user's live-stream slots (MFA_USER_STREAMS), or answers why not:
-// release it when the stream ends, whichever way it ends.
-func (a *API) streamSlot(w http.ResponseWriter, sub string) (release func(), err error) {
+// admitStream authenticates a live stream, checks that its enrollment is the caller's and takes
+// one of the user's stream slots (MFA_USER_STREAMS), all before a header is sent or a websocket
+// upgraded: a refusal is a plain problem+json answer, and a stream refused for any reason holds
+// no slot. The caller releases the slot when the stream ends, whichever way it ends.
+func (a *API) admitStream(w http.ResponseWriter, r *http.Request) (release func(), err error) {
+	sub, err := auth.Authenticate(a.Verifier, r, true)
+	if err != nil {
+		return nil, err
+	}
+	id, err := statusID(r)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.Service.Get(r.Context(), id, sub); err != nil {
+		return nil, err
+	}
 	release, ok := a.StreamLimit.Acquire(ratelimit.Key(sub))
 	if !ok {
 		w.Header().Set("Retry-After", ratelimit.RetryAfter(streamRetryAfter))
