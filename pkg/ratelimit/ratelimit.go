@@ -21,8 +21,9 @@ const DefaultMaxKeys = 100_000
 // full, idle buckets (refilled, so indistinguishable from new ones) are swept first; if it is
 // still full, the stalest of a few sampled buckets is evicted to make room. Evicting fails
 // open: the evicted key simply gets a fresh burst. Refusing new keys instead would let one
-// caller who fills the table lock every other user out of polling, and this limiter only
-// guards against runaway poll loops; it is not a security boundary.
+// caller who fills the table lock every other user out. Keyed per user (initiations), filling
+// the table takes as many users' tokens as it has keys, so one stolen session stays limited;
+// keyed per user and enrollment (polls), a user can only make their own polls unlimited.
 type Limiter struct {
 	Rate  float64 // tokens per second
 	Burst float64 // bucket size
