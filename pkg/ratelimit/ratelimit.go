@@ -23,7 +23,7 @@ const DefaultMaxKeys = 100_000
 // open: the evicted key simply gets a fresh burst. Refusing new keys instead would let one
 // caller who fills the table lock every other user out. Keyed per user (initiations), filling
 // the table takes as many users' tokens as it has keys, so one stolen session stays limited;
-// keyed per user and enrollment (polls), a user can only make their own polls unlimited.
+// keyed per user and enrollment (polls), filling it at worst hands pollers fresh bursts.
 type Limiter struct {
 	Rate  float64 // tokens per second
 	Burst float64 // bucket size
