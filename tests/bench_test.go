@@ -14,7 +14,8 @@ import (
 // creating and sealing a secret, the status service recording the enrollment (KV + outbox),
 // and the QR rendering, per format.
 func BenchmarkInitiate(b *testing.B) {
-	st := harness.Start(b, harness.Options{}, nil)
+	// One user starts every enrollment: the per-user limit (0 = off) would measure 429s.
+	st := harness.Start(b, harness.Options{}, map[string]string{"MFA_USER_START_RATE": "0"})
 	tok := st.Token(b, "bench")
 	for _, format := range []string{"png", "svg", "none"} {
 		b.Run(format, func(b *testing.B) {
@@ -54,7 +55,7 @@ func BenchmarkPoll(b *testing.B) {
 // BenchmarkCompanionEnrollment measures the companion's part of an enrollment over one
 // websocket: scan, then enroll with a code (the registry opens the secret and checks it).
 func BenchmarkCompanionEnrollment(b *testing.B) {
-	st := harness.Start(b, harness.Options{}, nil)
+	st := harness.Start(b, harness.Options{}, map[string]string{"MFA_USER_START_RATE": "0"})
 	tok := st.Token(b, "bench")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -1211,10 +1211,11 @@ var apiSignInOperations = map[string]bool{
 func TestOpenAPISignIn(t *testing.T) {
 	c := loadAPIContract(t)
 	// 10 s into a TOTP step, so ±1 step never straddles a boundary mid-test. The poll limiter
-	// runs on the wall clock; it is off here (TestOpenAPIMatchesResponses covers it).
+	// runs on the wall clock; it is off here (TestOpenAPIMatchesResponses covers it), and so is
+	// the per-user initiation limit (alice starts more sign-ins than its burst).
 	clock := testkit.NewClock(time.Unix(1_800_000_000/30*30+10, 0).UTC())
 	st := harness.Start(t, harness.Options{Clock: clock.Now, SweepInterval: 50 * time.Millisecond},
-		map[string]string{"MFA_LOCKOUT_THRESHOLD": "3", "MFA_POLL_RATE": "0"})
+		map[string]string{"MFA_LOCKOUT_THRESHOLD": "3", "MFA_POLL_RATE": "0", "MFA_USER_START_RATE": "0"})
 	si := &signIn{Stack: st, clock: clock}
 	do, decode, problem := (&apiDriver{c: c, st: st}).do, decodeAPI, problemAPI
 	const (

@@ -850,7 +850,7 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 	env := append(os.Environ(),
 		"MFA_NATS_URL="+strings.Join(clientURLs, ","), "MFA_NATS_REPLICAS=3", "MFA_JWT_SECRET="+string(w.jwtKey),
 		"MFA_SECRET_KEY="+secretKey, "MFA_SIGNING_KEY="+signingKey, "MFA_PUBLIC_URL=http://"+addr["mobile-bridge"][0],
-		"MFA_POLL_RATE=0", "MFA_COMMAND_TIMEOUT=5s", "MFA_LOG_LEVEL=info")
+		"MFA_POLL_RATE=0", "MFA_USER_START_RATE=0", "MFA_USER_STREAMS=0", "MFA_COMMAND_TIMEOUT=5s", "MFA_LOG_LEVEL=info")
 	env = append(env, storeEnv...)
 	for _, svc := range []string{"initiation", "status", "device-registry", "mobile-bridge"} {
 		for r, a := range addr[svc] {

@@ -84,6 +84,14 @@ type Config struct {
 	// old its auth_time may be.
 	StepUp       bool          // MFA_STEP_UP
 	StepUpMaxAge time.Duration // MFA_STEP_UP_MAX_AGE
+	// UserStartRate is the initiations (enrollments, sign-ins, recovery-code sets) one user may
+	// start per minute on one replica of each service, after a burst of UserStartBurst; 0 turns
+	// the limit off.
+	UserStartRate  float64 // MFA_USER_START_RATE
+	UserStartBurst int     // MFA_USER_START_BURST
+	// UserStreams bounds the live status streams (SSE and websocket) one user holds open on one
+	// status replica; 0 turns the limit off.
+	UserStreams int // MFA_USER_STREAMS
 }
 
 // MaxEnrollmentTTL bounds MFA_ENROLLMENT_TTL: an enrollment is a QR on a screen, and the status
@@ -127,6 +135,13 @@ const (
 const (
 	MinStepUpMaxAge = 10 * time.Second
 	MaxStepUpMaxAge = time.Hour
+)
+
+// Bounds of the per-user limits: a burst past MaxUserStartBurst or more than MaxUserStreams
+// streams of one user is no limit; 0 is how a load test turns one off.
+const (
+	MaxUserStartBurst = 10_000
+	MaxUserStreams    = 100_000
 )
 
 // MaxNATSReplicas bounds MFA_NATS_REPLICAS: JetStream keeps at most 5 replicas of a stream.
@@ -174,6 +189,9 @@ var Variables = []Variable{
 	{"MFA_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"MFA_POLL_RATE", "1", "status polls per second one user may make of one enrollment (0 = unlimited); faster polls get 429"},
 	{"MFA_POLL_BURST", "5", "polls allowed at once before MFA_POLL_RATE applies"},
+	{"MFA_USER_START_RATE", "20", "enrollment initiations, sign-in initiations and recovery-code sets one user may start per minute, per replica of each service (0 = unlimited); more get 429 `too_many_requests` with Retry-After. A service token's sign-ins count against the user they name"},
+	{"MFA_USER_START_BURST", "10", "initiations one user may start at once before MFA_USER_START_RATE applies (1 to 10000)"},
+	{"MFA_USER_STREAMS", "20", "live status streams (SSE and websocket) one user may hold open on one status replica (0 = unlimited); one more is refused with 429 `too_many_requests` and Retry-After before the stream starts"},
 	{"MFA_COMMAND_CONCURRENCY", "256", "NATS commands one endpoint runs at once on one replica; more get `unavailable` at once"},
 	{"MFA_COMMAND_TIMEOUT", "10s", "deadline of each NATS command a service handles (Go duration); past it the caller gets `unavailable`"},
 	{"MFA_BRIDGE_MAX_CONNECTIONS", "10000", "websocket connections one mobile-bridge replica holds open; one more is refused with 503 `unavailable` and Retry-After (keep below the open-file limit)"},
@@ -293,6 +311,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.PollBurst, err = strconv.Atoi(get("MFA_POLL_BURST")); err != nil || c.PollBurst < 1 {
 		errs = append(errs, fmt.Errorf("MFA_POLL_BURST: want a whole number >= 1, got %q", get("MFA_POLL_BURST")))
 	}
+	if c.UserStartRate, err = strconv.ParseFloat(get("MFA_USER_START_RATE"), 64); err != nil || !(c.UserStartRate >= 0) || math.IsInf(c.UserStartRate, 0) {
+		errs = append(errs, fmt.Errorf("MFA_USER_START_RATE: want a number of initiations per minute >= 0 (0 = unlimited), got %q", get("MFA_USER_START_RATE")))
+	}
+	if c.UserStartBurst, err = strconv.Atoi(get("MFA_USER_START_BURST")); err != nil || c.UserStartBurst < 1 || c.UserStartBurst > MaxUserStartBurst {
+		errs = append(errs, fmt.Errorf("MFA_USER_START_BURST: want a whole number between 1 and %d, got %q", MaxUserStartBurst, get("MFA_USER_START_BURST")))
+	}
+	if c.UserStreams, err = strconv.Atoi(get("MFA_USER_STREAMS")); err != nil || c.UserStreams < 0 || c.UserStreams > MaxUserStreams {
+		errs = append(errs, fmt.Errorf("MFA_USER_STREAMS: want a whole number between 0 (unlimited) and %d, got %q", MaxUserStreams, get("MFA_USER_STREAMS")))
+	}
 	if c.CommandConcurrency, err = strconv.Atoi(get("MFA_COMMAND_CONCURRENCY")); err != nil || c.CommandConcurrency < 1 || c.CommandConcurrency > MaxCommandConcurrency {
 		errs = append(errs, fmt.Errorf("MFA_COMMAND_CONCURRENCY: want a whole number between 1 and %d, got %q", MaxCommandConcurrency, get("MFA_COMMAND_CONCURRENCY")))
 	}
@@ -370,7 +397,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("bridge_max_connections", c.BridgeMaxConnections), slog.Float64("bridge_frame_rate", c.BridgeFrameRate),
 		slog.Int("bridge_frame_burst", c.BridgeFrameBurst),
 		slog.String("push_webhook_url", webhook), slog.String("push_webhook_secret", mask(c.PushWebhookSecret)),
-		slog.Int("push_rate", c.PushRate), slog.Bool("step_up", c.StepUp), slog.Duration("step_up_max_age", c.StepUpMaxAge),
+		slog.Int("push_rate", c.PushRate),
+		slog.Float64("user_start_rate", c.UserStartRate), slog.Int("user_start_burst", c.UserStartBurst),
+		slog.Int("user_streams", c.UserStreams), slog.Bool("step_up", c.StepUp), slog.Duration("step_up_max_age", c.StepUpMaxAge),
 	)
 }
 

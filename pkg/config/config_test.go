@@ -57,6 +57,19 @@ func TestBridgeLimits(t *testing.T) {
 	}
 }
 
+// TestUserLimits: MFA_USER_START_RATE (per minute), MFA_USER_START_BURST and MFA_USER_STREAMS
+// default to 20, 10 and 20; 0 turns a limit off.
+func TestUserLimits(t *testing.T) {
+	c, err := config.FromEnv(env(nil))
+	if err != nil || c.UserStartRate != 20 || c.UserStartBurst != 10 || c.UserStreams != 20 {
+		t.Fatalf("defaults: %v %d %d %v", c.UserStartRate, c.UserStartBurst, c.UserStreams, err)
+	}
+	c, err = config.FromEnv(env(map[string]string{"MFA_USER_START_RATE": "0", "MFA_USER_START_BURST": " 3 ", "MFA_USER_STREAMS": "0"}))
+	if err != nil || c.UserStartRate != 0 || c.UserStartBurst != 3 || c.UserStreams != 0 {
+		t.Fatalf("set: %v %d %d %v", c.UserStartRate, c.UserStartBurst, c.UserStreams, err)
+	}
+}
+
 func TestVerificationTTL(t *testing.T) {
 	c, err := config.FromEnv(env(nil))
 	if err != nil || c.VerificationTTL != 5*time.Minute {
@@ -165,6 +178,15 @@ func TestErrors(t *testing.T) {
 		"LogLevel":                 {"MFA_LOG_LEVEL": "loud"},
 		"PollRate":                 {"MFA_POLL_RATE": "fast"},
 		"PollBurst":                {"MFA_POLL_BURST": "0"},
+		"UserStartRate":            {"MFA_USER_START_RATE": "lots"},
+		"NegUserStartRate":         {"MFA_USER_START_RATE": "-1"},
+		"NaNUserStartRate":         {"MFA_USER_START_RATE": "NaN"},
+		"InfUserStartRate":         {"MFA_USER_START_RATE": "+Inf"},
+		"UserStartBurst":           {"MFA_USER_START_BURST": "0"},
+		"HugeUserStartBurst":       {"MFA_USER_START_BURST": "10001"},
+		"UserStreams":              {"MFA_USER_STREAMS": "many"},
+		"NegUserStreams":           {"MFA_USER_STREAMS": "-1"},
+		"HugeUserStreams":          {"MFA_USER_STREAMS": "100001"},
 		"CommandConcurrency":       {"MFA_COMMAND_CONCURRENCY": "many"},
 		"ZeroCommandConcurrency":   {"MFA_COMMAND_CONCURRENCY": "0"},
 		"HugeCommandConcurrency":   {"MFA_COMMAND_CONCURRENCY": "1000000"},

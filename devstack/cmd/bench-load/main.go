@@ -352,6 +352,10 @@ func run() error {
 		// One user polls one enrollment far faster than a frontend would: lift the limiter
 		// (0 = unlimited) so the figure is the cost of a poll, not of a 429.
 		"MFA_POLL_RATE": "0",
+		// One token starts every enrollment and sign-in and opens every stream here: lift the
+		// per-user limits (0 = off) for the same reason.
+		"MFA_USER_START_RATE": "0",
+		"MFA_USER_STREAMS":    "0",
 		// One companion connection here sends hundreds of frames a second (a phone sends a
 		// handful): lift the per-connection frame limit where the stack has one.
 		"MFA_BRIDGE_FRAME_RATE":  "100000",
@@ -373,7 +377,7 @@ func run() error {
 	}
 	defer stopBare()
 	base := st.URL()
-	fmt.Fprintf(os.Stderr, "dev stack %s, bare %s, GOMAXPROCS %d, MFA_POLL_RATE=0 (poll limiter off), MFA_BRIDGE_FRAME_RATE=100000\n", base, bare, runtime.GOMAXPROCS(0))
+	fmt.Fprintf(os.Stderr, "dev stack %s, bare %s, GOMAXPROCS %d, MFA_POLL_RATE=0 (poll limiter off), MFA_USER_START_RATE=0 MFA_USER_STREAMS=0 (per-user limits off), MFA_BRIDGE_FRAME_RATE=100000\n", base, bare, runtime.GOMAXPROCS(0))
 
 	token, err := st.Token("bench")
 	if err != nil {

@@ -43,8 +43,9 @@ func ConfigFrom(env config.Config) (Config, error) {
 	}
 	return Config{
 		SecretKey: key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
-		StepUpOff: !env.StepUp,
-		Lockout: device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
+		StepUpOff:           !env.StepUp,
+		Lockout:             device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
+		UserStartsPerMinute: env.UserStartRate, UserStartBurst: env.UserStartBurst,
 	}, nil
 }
 

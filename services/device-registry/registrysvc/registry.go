@@ -20,6 +20,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/httpapi"
@@ -69,6 +70,11 @@ type Config struct {
 	// factor, enrolling another, removing one and new recovery codes need X-MFA-Token, which the
 	// status service redeems.
 	StepUpOff bool
+	// UserStartsPerMinute bounds the recovery-code sets one user may generate per minute on this
+	// replica, after a burst of UserStartBurst (MFA_USER_START_RATE, MFA_USER_START_BURST); 0
+	// means unlimited.
+	UserStartsPerMinute float64
+	UserStartBurst      int
 	// Clock is the time source of every rule (code time steps, timestamps); nil means
 	// time.Now. Tests set it to compute codes for a known instant.
 	Clock func() time.Time
@@ -152,7 +158,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	svc := device.NewService(store, box, clock, opts...)
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Service{log: log, cancel: cancel, mongo: client, store: store, http: httpapi.New(svc, svc, auth.NewCache(cfg.Verifier, 0), log)}
+	s := &Service{log: log, cancel: cancel, mongo: client, store: store, http: httpapi.New(svc, svc, auth.NewCache(cfg.Verifier, 0),
+		ratelimit.PerMinute(cfg.UserStartsPerMinute, cfg.UserStartBurst, cfg.Clock), log)}
 	for _, relay := range relays {
 		s.relaysStarted.Add(1)
 		s.relays.Add(1)

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/initiation/internal/httpapi"
 	"github.com/mfaflow/mfaflow/services/initiation/internal/natsapi"
 	"github.com/mfaflow/mfaflow/services/initiation/internal/qr"
@@ -32,7 +33,12 @@ type Config struct {
 	EnrollmentTTL time.Duration
 	// RequestTimeout bounds each command to another service; default 5s.
 	RequestTimeout time.Duration
-	Clock          func() time.Time
+	// UserStartsPerMinute bounds the enrollments one user may start per minute on this replica,
+	// after a burst of UserStartBurst (MFA_USER_START_RATE, MFA_USER_START_BURST); both routes
+	// share one bucket per user. 0 means unlimited.
+	UserStartsPerMinute float64
+	UserStartBurst      int
+	Clock               func() time.Time
 }
 
 // Service is a running initiation service.
@@ -71,8 +77,9 @@ func New(_ context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Servi
 			TTL: cfg.EnrollmentTTL, Now: cfg.Clock,
 		},
 		// A frontend sends the same token with every request: check its signature once.
-		Verifier: auth.NewCache(cfg.Verifier, 0),
-		Log:      log,
+		Verifier:   auth.NewCache(cfg.Verifier, 0),
+		Log:        log,
+		StartLimit: ratelimit.PerMinute(cfg.UserStartsPerMinute, cfg.UserStartBurst, cfg.Clock),
 	}}, nil
 }
 

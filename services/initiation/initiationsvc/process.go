@@ -21,7 +21,8 @@ func ConfigFrom(env config.Config) (Config, error) {
 	}
 	return Config{
 		Verifier: verifier, Issuer: env.Issuer, PublicURL: env.PublicURL, ClientID: env.ClientID,
-		EnrollmentTTL: env.EnrollmentTTL,
+		EnrollmentTTL:       env.EnrollmentTTL,
+		UserStartsPerMinute: env.UserStartRate, UserStartBurst: env.UserStartBurst,
 	}, nil
 }
 

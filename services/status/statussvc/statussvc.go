@@ -16,12 +16,12 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/httpapi"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
-	"github.com/mfaflow/mfaflow/services/status/internal/ratelimit"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
 	"github.com/mfaflow/mfaflow/services/status/internal/webhook"
 	"github.com/nats-io/nats.go"
@@ -58,6 +58,14 @@ type Config struct {
 	// burst of PollBurst); 0 means unlimited.
 	PollRate  float64
 	PollBurst int
+	// UserStartsPerMinute bounds the sign-ins one user may start per minute on this replica,
+	// after a burst of UserStartBurst (MFA_USER_START_RATE, MFA_USER_START_BURST); a service
+	// token's count against the user it names. 0 means unlimited.
+	UserStartsPerMinute float64
+	UserStartBurst      int
+	// UserStreams bounds the live status streams (SSE and websocket) one user holds open on this
+	// replica (MFA_USER_STREAMS); 0 means unlimited.
+	UserStreams int
 	// Commands bounds the commands each endpoint of the "mfa-status" micro service runs at once
 	// and each one's deadline (MFA_COMMAND_CONCURRENCY, MFA_COMMAND_TIMEOUT); zero fields take
 	// rpc's defaults.
@@ -177,7 +185,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 			// Pollers send the same token many times a second: check its signature once.
 			Service: domain, Verifier: auth.NewCache(cfg.Verifier, 0), Log: log,
 			Live: live, Heartbeat: cfg.Heartbeat, PollLimit: limiter,
-			Tokens: signer, VerificationTTL: cfg.VerificationTTL,
+			StartLimit:  ratelimit.PerMinute(cfg.UserStartsPerMinute, cfg.UserStartBurst, cfg.Clock),
+			StreamLimit: ratelimit.NewSlots(cfg.UserStreams),
+			Tokens:      signer, VerificationTTL: cfg.VerificationTTL,
 		},
 		view:   st.view,
 		mongo:  st.client,

@@ -9,6 +9,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 )
 
@@ -113,6 +114,12 @@ func (a *API) generateRecoveryCodes(w http.ResponseWriter, r *http.Request) {
 	sub, err := auth.Authenticate(a.verifier, r, false)
 	if err != nil {
 		a.fail(w, r, err)
+		return
+	}
+	// Each set replaces the last: a stolen session must not churn them (and the store) in a loop.
+	if ok, wait := a.recoveryLimit.Allow(ratelimit.Key(sub)); !ok {
+		w.Header().Set("Retry-After", ratelimit.RetryAfter(wait))
+		a.fail(w, r, fault.New(fault.TooManyRequests, "too many recovery-code sets generated; wait for Retry-After"))
 		return
 	}
 	if err := a.devices.RequireStepUp(r.Context(), sub, r.Header.Get(auth.StepUpHeader)); err != nil {

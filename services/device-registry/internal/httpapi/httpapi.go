@@ -14,6 +14,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 )
 
@@ -35,11 +36,14 @@ type API struct {
 	factors  Factors
 	verifier auth.Verifier
 	log      *slog.Logger
+	// recoveryLimit limits the recovery-code sets one user generates; nil means unlimited.
+	recoveryLimit *ratelimit.Limiter
 }
 
-// New returns an API on devices that authenticates callers with verifier.
-func New(devices Devices, factors Factors, verifier auth.Verifier, log *slog.Logger) *API {
-	return &API{devices: devices, factors: factors, verifier: verifier, log: log}
+// New returns an API on devices that authenticates callers with verifier and limits each
+// user's recovery-code sets with recoveryLimit (nil: unlimited).
+func New(devices Devices, factors Factors, verifier auth.Verifier, recoveryLimit *ratelimit.Limiter, log *slog.Logger) *API {
+	return &API{devices: devices, factors: factors, verifier: verifier, recoveryLimit: recoveryLimit, log: log}
 }
 
 // Routes registers the device routes on rt.

@@ -11,6 +11,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/initiation/internal/setup"
 )
 
@@ -19,6 +20,9 @@ type API struct {
 	Service  *setup.Service
 	Verifier auth.Verifier
 	Log      *slog.Logger
+	// StartLimit limits the enrollments one user starts (both routes, one bucket per user);
+	// nil means unlimited.
+	StartLimit *ratelimit.Limiter
 }
 
 // Routes registers the routes on rt.
@@ -92,6 +96,12 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 	key, _, err := httpx.IdempotencyKey(r)
 	if err != nil {
 		httpx.WriteError(w, r, a.Log, err)
+		return
+	}
+	// A stolen session must not mint enrollments (each a secret and a store write) in a loop.
+	if ok, wait := a.StartLimit.Allow(ratelimit.Key(sub)); !ok {
+		w.Header().Set("Retry-After", ratelimit.RetryAfter(wait))
+		httpx.WriteProblem(w, r, fault.New(fault.TooManyRequests, "too many enrollments started; wait for Retry-After"))
 		return
 	}
 	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format, key, r.Header.Get(auth.StepUpHeader))

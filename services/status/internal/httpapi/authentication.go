@@ -13,6 +13,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
@@ -142,6 +143,12 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	sub, err := id.ActingFor(body.Sub)
 	if err != nil {
 		return err
+	}
+	// Per user, not per caller: a service token starting sign-ins for many users must not be
+	// stopped by one of them, nor one user's sign-ins escape the limit through a service.
+	if ok, wait := a.StartLimit.Allow(ratelimit.Key(sub)); !ok {
+		w.Header().Set("Retry-After", ratelimit.RetryAfter(wait))
+		return fault.New(fault.TooManyRequests, "too many sign-ins started for this user; wait for Retry-After")
 	}
 	sctx, err := signInContext(body.Context)
 	if err != nil {

@@ -16,10 +16,10 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
-	"github.com/mfaflow/mfaflow/services/status/internal/ratelimit"
 )
 
 // API serves the status routes.
@@ -33,6 +33,12 @@ type API struct {
 	Heartbeat time.Duration
 	// PollLimit limits polls per user and enrollment; nil means unlimited.
 	PollLimit *ratelimit.Limiter
+	// StartLimit limits the sign-ins started per user (the user a service token names); nil
+	// means unlimited.
+	StartLimit *ratelimit.Limiter
+	// StreamLimit bounds the live streams (SSE and websocket together) open per user; nil means
+	// unlimited.
+	StreamLimit *ratelimit.Slots
 	// Tokens signs the mfa_token of authentications and serves the JWKS; nil means none.
 	Tokens *mfatoken.Signer
 	// VerificationTTL bounds an authentication; 0 means DefaultVerificationTTL.

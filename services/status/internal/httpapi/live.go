@@ -13,6 +13,7 @@ import (
 	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/pkg/serve"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
@@ -205,6 +206,12 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush()
 	}
+	release, err := a.admitStream(w, r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	defer release()
 	// The stream has no write deadline of its own; the heartbeat detects a gone client.
 	_ = rc.SetWriteDeadline(time.Time{})
 	ctx, cancel := serve.LongLived(r)
@@ -239,19 +246,13 @@ func (a *API) upgrader() *websocket.Upgrader {
 // ws streams the status over a websocket: one JSON status object per text message; closes
 // normally after a terminal state.
 func (a *API) ws(w http.ResponseWriter, r *http.Request) {
-	// Authenticate and check ownership before upgrading, so failures are plain problem+json.
-	caller, err := a.caller(r, true)
-	var id string
-	if err == nil {
-		id, err = statusID(r)
-	}
-	if err == nil {
-		_, err = a.Service.Get(r.Context(), id, caller)
-	}
+	// Admit before upgrading, so refusals are plain problem+json.
+	release, err := a.admitStream(w, r)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
+	defer release()
 	conn, err := a.upgrader().Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered (and logged at debug level)
@@ -303,6 +304,35 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 	case serve.ShuttingDown(r):
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(writeWait))
 	}
+}
+
+// streamRetryAfter is the Retry-After of a stream refused for the user's limit: a stream ends
+// when its enrollment does, or when its client leaves, so a slot frees up within seconds to
+// minutes; a few seconds keeps an EventSource from hammering.
+const streamRetryAfter = 5 * time.Second
+
+// admitStream authenticates a live stream, checks that its enrollment is the caller's and takes
+// one of the user's stream slots (MFA_USER_STREAMS), all before a header is sent or a websocket
+// upgraded: a refusal is a plain problem+json answer, and a stream refused for any reason holds
+// no slot. The caller releases the slot when the stream ends, whichever way it ends.
+func (a *API) admitStream(w http.ResponseWriter, r *http.Request) (release func(), err error) {
+	caller, err := a.caller(r, true)
+	if err != nil {
+		return nil, err
+	}
+	id, err := statusID(r)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.Service.Get(r.Context(), id, caller); err != nil {
+		return nil, err
+	}
+	release, ok := a.StreamLimit.Acquire(ratelimit.Key(caller.Sub))
+	if !ok {
+		w.Header().Set("Retry-After", ratelimit.RetryAfter(streamRetryAfter))
+		return nil, fault.New(fault.TooManyRequests, "too many live streams open for this user; close one, or poll")
+	}
+	return release, nil
 }
 
 func (a *API) heartbeat() time.Duration {

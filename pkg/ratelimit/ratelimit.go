@@ -1,7 +1,8 @@
-// Package ratelimit is a keyed token bucket: each key (say, a user polling one enrollment) may
+// Package ratelimit holds per-key limits: a token bucket (Limiter), for polls of one enrollment
+// and initiations of one user, and a count of open streams (Slots). With the bucket, each key may
 // make Burst requests at once and Rate per second after that. It is per process; behind N
 // replicas the effective limit is up to N times higher, which is fine for its purpose
-// (stopping a runaway poll loop, not metering).
+// (stopping a runaway loop or one token's flood, not metering).
 package ratelimit
 
 import (
@@ -20,8 +21,9 @@ const DefaultMaxKeys = 100_000
 // full, idle buckets (refilled, so indistinguishable from new ones) are swept first; if it is
 // still full, the stalest of a few sampled buckets is evicted to make room. Evicting fails
 // open: the evicted key simply gets a fresh burst. Refusing new keys instead would let one
-// caller who fills the table lock every other user out of polling, and this limiter only
-// guards against runaway poll loops; it is not a security boundary.
+// caller who fills the table lock every other user out. Keyed per user (initiations), filling
+// the table takes as many users' tokens as it has keys, so one stolen session stays limited;
+// keyed per user and enrollment (polls), filling it at worst hands pollers fresh bursts.
 type Limiter struct {
 	Rate  float64 // tokens per second
 	Burst float64 // bucket size
@@ -144,4 +146,15 @@ func (l *Limiter) drop(now time.Time) {
 			delete(l.buckets, k)
 		}
 	}
+}
+
+// PerMinute returns a limiter of perMinute requests a minute per key, with bursts of burst, on
+// the clock now (nil means time.Now); nil, which allows everything, when perMinute is 0.
+func PerMinute(perMinute float64, burst int, now func() time.Time) *Limiter {
+	if perMinute <= 0 {
+		return nil
+	}
+	l := New(perMinute/60, burst)
+	l.Now = now
+	return l
 }

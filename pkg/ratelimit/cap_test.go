@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mfaflow/mfaflow/services/status/internal/ratelimit"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 )
 
 // TestLimiterKeyCap: however many distinct keys arrive, the limiter tracks at most MaxKeys.

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mfaflow/mfaflow/services/status/internal/ratelimit"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 )
 
 func TestLimiter(t *testing.T) {
