@@ -870,6 +870,10 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 			}
 		}
 	}
+	// All at once, in no order the services may rely on: the stream, the buckets and the
+	// consumer do not exist yet, every replica creates or opens them itself, and what a new
+	// cluster answers meanwhile (stream not found just after a peer created it, no meta leader)
+	// is waited out (natsx.AwaitJetStream), not fatal.
 	services := slices.Concat(w.initiation, w.status, w.registry, w.bridge)
 	for _, p := range services {
 		p.start(t)

@@ -54,7 +54,7 @@ func EnsureEventStream(ctx context.Context, js jetstream.JetStream, opts ...Ensu
 	want := EventStreamConfig()
 	want.Replicas = o.replicas
 	var st jetstream.Stream
-	err := RetryTransient(ctx, o.log, "stream "+want.Name, func() (err error) {
+	err := AwaitJetStream(ctx, js, o.log, "stream "+want.Name, func(ctx context.Context) (err error) {
 		st, err = ensureStream(ctx, js, want)
 		return err
 	})
@@ -97,7 +97,7 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 	cfg.Replicas = o.replicas
 	var kv jetstream.KeyValue
 	var status jetstream.KeyValueStatus
-	err := RetryTransient(ctx, o.log, "kv bucket "+cfg.Bucket, func() (err error) {
+	err := AwaitJetStream(ctx, js, o.log, "kv bucket "+cfg.Bucket, func(ctx context.Context) (err error) {
 		kv, err = js.KeyValue(ctx, cfg.Bucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			kv, err = js.CreateKeyValue(ctx, cfg)
@@ -115,7 +115,7 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ensure kv bucket %s: status: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("ensure kv bucket %s: %w", cfg.Bucket, err)
 	}
 	if bs, ok := status.(*jetstream.KeyValueBucketStatus); ok {
 		warnDrift(o.log, "kv bucket", cfg.Bucket, kvDrift(cfg, bs.StreamInfo().Config))
@@ -144,30 +144,6 @@ func noDirectGet(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyVa
 		return nil, fmt.Errorf("turn off direct gets: %w", err)
 	}
 	return js.KeyValue(ctx, bucket)
-}
-
-// RetryTransient runs f until it succeeds, fails for another reason than a NATS outage
-// (IsTransient), or ctx ends: a service started while a NATS node is down or a stream leader is
-// being elected waits for the cluster instead of exiting. log receives a warning now and then.
-func RetryTransient(ctx context.Context, log *slog.Logger, what string, f func() error) error {
-	wait := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := f()
-		if err == nil || !IsTransient(err) || ctx.Err() != nil {
-			return err
-		}
-		if attempt == 1 || attempt%10 == 0 {
-			log.Warn("NATS unavailable at start-up; retrying", "what", what, "attempt", attempt, "err", err)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
 }
 
 // drift is one setting that differs: what mfaflow would create and what the server has.

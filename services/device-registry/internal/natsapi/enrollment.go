@@ -57,12 +57,13 @@ func ConsumerConfig() jetstream.ConsumerConfig {
 // discarded, so no secret outlives its enrollment; every enrolled one has its device registered
 // (the status service asks for that at once; this is the path that makes it certain when that
 // call was lost, because the ENROLLED write and its event are one). Stop the returned
-// ConsumeContext to end it. startCtx bounds the creation, which is retried while NATS is
-// unavailable (a node restarting); ctx bounds the handling of the messages.
+// ConsumeContext to end it. startCtx bounds the creation, which is retried while JetStream is
+// not ready (a node restarting, a cluster forming, the stream created a moment ago by a peer and
+// not yet known here: natsx.AwaitJetStream); ctx bounds the handling of the messages.
 func ConsumeEnrollmentEndings(startCtx, ctx context.Context, js jetstream.JetStream, d Discarder, log *slog.Logger) (jetstream.ConsumeContext, error) {
 	var cons jetstream.Consumer
-	err := natsx.RetryTransient(startCtx, log, "consumer "+ConsumerName, func() (err error) {
-		cons, err = js.CreateOrUpdateConsumer(startCtx, events.Stream, ConsumerConfig())
+	err := natsx.AwaitJetStream(startCtx, js, log, "consumer "+ConsumerName+" on stream "+events.Stream, func(ctx context.Context) (err error) {
+		cons, err = js.CreateOrUpdateConsumer(ctx, events.Stream, ConsumerConfig())
 		return err
 	})
 	if err != nil {
