@@ -238,7 +238,8 @@ func TestEndToEnd(t *testing.T) {
 }
 
 func TestTypedCodeAndFailures(t *testing.T) {
-	st := harness.Start(t, harness.Options{}, nil)
+	// One user runs enrollment after enrollment: step-up (tests/stepup_test.go) is off.
+	st := harness.Start(t, harness.Options{}, map[string]string{"MFA_STEP_UP": "off"})
 	rec := st.RecordEvents(t)
 	alice := st.Token(t, "alice")
 	enroll := func(in initiateResponse, code string) harness.Response {

@@ -232,9 +232,6 @@ func runWithPermissions(t *testing.T, url string, replicas int, servers ...*serv
 	if err != nil || ack.Status != "ENROLLED" {
 		t.Fatalf("enroll through the bridge: %+v %v", ack, err)
 	}
-	var cancelled initiateResponse
-	web.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/initiate/totp?qr=none", alice, nil, http.StatusOK, &cancelled)
-	web.MustJSON(t, http.MethodDelete, "/verification-srv/verificationstatus/"+cancelled.StatusID, alice, nil, http.StatusOK, nil)
 	if _, err := c.Login(testCtx(t), ack.PHID, dk); err != nil {
 		t.Fatalf("device login: %v", err)
 	}
@@ -247,6 +244,18 @@ func runWithPermissions(t *testing.T, url string, replicas int, servers ...*serv
 	if pa, err := c.Respond(testCtx(t), ch.ChallengeID, protocol.DecisionApprove, push.Number, ""); err != nil || pa.Status != "AUTHENTICATED" {
 		t.Fatalf("push approval: %+v %v", pa, err)
 	}
+	// A second enrollment needs step-up: the push sign-in's mfa_token, which the registry asks
+	// the status service to spend (so that command is inside the permissions too).
+	var pushed struct {
+		MFAToken string `json:"mfa_token"`
+	}
+	web.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+push.StatusID, alice, nil, http.StatusOK, &pushed)
+	r = web.Do(t, http.MethodPost, "/verification-srv/v2/setup/initiate/totp?qr=none", alice, nil, "X-MFA-Token", pushed.MFAToken)
+	var cancelled initiateResponse
+	if err := json.Unmarshal(r.Body, &cancelled); r.Status != http.StatusOK || err != nil {
+		t.Fatalf("second initiation with step-up: %d %s", r.Status, r.Body)
+	}
+	web.MustJSON(t, http.MethodDelete, "/verification-srv/verificationstatus/"+cancelled.StatusID, alice, nil, http.StatusOK, nil)
 	var auth1 authInitiation
 	web.MustJSON(t, http.MethodPost, "/verification-srv/authentication/totp/initiation", alice, nil, http.StatusOK, &auth1)
 	next, _ := totp.Code(in.TOTPSecret, time.Now().Add(30*time.Second), totp.Default) // ±1 step: valid now, not the enrollment's

@@ -790,7 +790,9 @@ var apiNotExercised = map[string]string{}
 // code adds without the document fails here.
 func TestOpenAPIMatchesResponses(t *testing.T) {
 	c := loadAPIContract(t)
-	st := harness.Start(t, harness.Options{}, nil)
+	// Step-up is off: one user enrolls, removes and regenerates in a row here;
+	// TestOpenAPISignIn validates the step-up answers.
+	st := harness.Start(t, harness.Options{}, map[string]string{"MFA_STEP_UP": "off"})
 	do, decode, problem := (&apiDriver{c: c, st: st}).do, decodeAPI, problemAPI
 	const (
 		tokenPath    = "/dev/token"
@@ -1423,9 +1425,8 @@ func TestOpenAPISignIn(t *testing.T) {
 		if s := getStatus(t, idp, in.StatusID); s.MFAToken == "" {
 			t.Errorf("the initiator's poll has no mfa_token: %+v", s)
 		}
-		if s := getStatus(t, alice, in.StatusID); s.Status != "AUTHENTICATED" || s.MFAToken != "" {
-			t.Errorf("the user's view of the login service's authentication %+v, want no mfa_token", s)
-		}
+		// The login service's sign-in is its own: the user gets 404.
+		problem(t, do(t, apiRequest{Method: http.MethodGet, Template: statusPath, Params: []string{in.StatusID}, Token: alice}), 404, fault.NotFound)
 	})
 
 	t.Run("RecoveryCodes", func(t *testing.T) {
@@ -1439,8 +1440,14 @@ func TestOpenAPISignIn(t *testing.T) {
 		}
 		problem(t, do(t, apiRequest{Method: http.MethodGet, Template: backupPath}), 401, fault.Unauthorized)
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: backupPath}), 401, fault.Unauthorized)
+		// alice has a device: a new set needs step-up, from a STEP_UP sign-in of her own.
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: backupPath, Token: alice}), 403, fault.StepUpRequired)
+		si.nextStep()
+		stepUp := startAuth(t, alice, "totp", map[string]string{"usage_type": "STEP_UP"})
+		var proof result
+		decode(t, verify(t, alice, "totp", stepUp.ExchangeID.ExchangeID, si.code(t, secret)), 200, &proof)
 		var set struct{ Codes []string }
-		decode(t, do(t, apiRequest{Method: http.MethodPost, Template: backupPath, Token: alice}), 201, &set)
+		decode(t, do(t, apiRequest{Method: http.MethodPost, Template: backupPath, Token: alice, Header: []string{"X-MFA-Token", proof.MFAToken}}), 201, &set)
 		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: backupPath, Token: alice}), 200, &rs)
 		if rs.Remaining != len(set.Codes) || rs.CreatedAt == nil {
 			t.Errorf("after generating: %+v", rs)

@@ -24,6 +24,7 @@ import (
 	"github.com/mfaflow/mfaflow/mobile-bridge/bridgesvc"
 	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/services/status/statussvc"
 	"github.com/mfaflow/mfaflow/tests/harness"
@@ -212,7 +213,9 @@ func (w *pushWorld) watchStates(t *testing.T, token, statusID string) func() []s
 // Then deny (not_me), a wrong number (DENIED, counted toward the lockout), a second answer, a
 // forged login, a replayed login nonce and a removed device are refused.
 func TestPushSignIn(t *testing.T) {
-	w := startPushWorld(t, map[string]string{"MFA_LOCKOUT_THRESHOLD": "3"})
+	// Step-up is off for the removal at the end (the natsperm test spends a push sign-in's
+	// mfa_token as a step-up proof; tests/stepup_test.go covers the rule).
+	w := startPushWorld(t, map[string]string{"MFA_LOCKOUT_THRESHOLD": "3", "MFA_STEP_UP": "off"})
 	alice := w.token(t, "alice", "", "")
 	dev := w.enrollPushDevice(t, alice)
 	var devices []struct {
@@ -353,6 +356,14 @@ func TestPushSignIn(t *testing.T) {
 	t.Run("RemovedDevice", func(t *testing.T) {
 		in, number := w.startPush(t, alice)
 		ch := nextChallenge(t, phone)
+		// The delivery is acknowledged asynchronously: wait for it before the removal, so the
+		// state after the removed device's answer is known.
+		natstest.Eventually(t, 10*time.Second, func() error {
+			if s := poll(t, w.Stack, alice, in.StatusID); s.Status != "PUSH_ACKNOWLEDGED" {
+				return fmt.Errorf("status before the removal: %s", s.Status)
+			}
+			return nil
+		})
 		if r := w.Do(t, http.MethodDelete, "/device-srv/devices/"+dev.phid, alice, nil); r.Status != http.StatusNoContent {
 			t.Fatalf("remove device: %d", r.Status)
 		}

@@ -26,7 +26,7 @@ func TestCancelRacingRightCodeLeavesNoOrphanDevice(t *testing.T) {
 		t.Run(channel, func(t *testing.T) {
 			// The races send frames far faster than a phone would: lift the bridge's frame limit;
 			// and one user starts every race's enrollment: lift the per-user limit (0 = off).
-			st := harness.Start(t, harness.Options{}, map[string]string{"MFA_BRIDGE_FRAME_RATE": "1000", "MFA_BRIDGE_FRAME_BURST": "1000", "MFA_USER_START_RATE": "0"})
+			st := harness.Start(t, harness.Options{}, map[string]string{"MFA_BRIDGE_FRAME_RATE": "1000", "MFA_BRIDGE_FRAME_BURST": "1000", "MFA_USER_START_RATE": "0", "MFA_STEP_UP": "off"})
 			rec := st.RecordEvents(t)
 			sub := "racer-" + channel
 			token := st.Token(t, sub)

@@ -257,15 +257,8 @@ func TestSignInAsIdentityProvider(t *testing.T) {
 	if claims["sub"] != "alice" {
 		t.Fatalf("mfa_token for %v, want alice", claims["sub"])
 	}
-	// The user sees the authentication too, without the token (it is the initiator's).
-	var userView struct {
-		Status   string `json:"status"`
-		MFAToken string `json:"mfa_token"`
-	}
-	s.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, s.token(t, "alice", "", ""), nil, http.StatusOK, &userView)
-	if userView.Status != "AUTHENTICATED" || userView.MFAToken != "" {
-		t.Fatalf("user's view = %+v", userView)
-	}
+	// The sign-in is the identity provider's: the user herself does not see it (404).
+	s.MustProblem(t, s.Do(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, s.token(t, "alice", "", ""), nil), http.StatusNotFound, "not_found")
 	evs := s.rec.WaitTypes(t, in.StatusID, events.VerificationInitiated, events.VerificationFailed, events.VerificationSucceeded)
 	var data events.Verification
 	if err := json.Unmarshal(evs[0].Data, &data); err != nil || data.ClientID != "shop-frontend" || data.Context["app"] != "shop" || data.Context["secret_field"] != "" {
@@ -387,12 +380,16 @@ func TestLockout(t *testing.T) {
 func TestSignInWithRecoveryCode(t *testing.T) {
 	s := startSignIn(t, nil)
 	alice := s.token(t, "alice", "", "")
-	s.enrollDevice(t, alice)
+	secret := s.enrollDevice(t, alice)
+	s.MustProblem(t, s.Do(t, http.MethodPost, "/verification-srv/backupcodes", alice, nil), http.StatusForbidden, "step_up_required")
 	s.MustProblem(t, s.Do(t, http.MethodPost, "/verification-srv/authentication/backupcode/initiation", alice, nil), http.StatusConflict, "no_factor")
 	var set struct {
 		Codes []string `json:"codes"`
 	}
-	s.MustJSON(t, http.MethodPost, "/verification-srv/backupcodes", alice, nil, http.StatusCreated, &set)
+	r := s.Do(t, http.MethodPost, "/verification-srv/backupcodes", alice, nil, "X-MFA-Token", s.stepUp(t, alice, secret))
+	if r.Status != http.StatusCreated || json.Unmarshal(r.Body, &set) != nil {
+		t.Fatalf("recovery codes with step-up: %d %s", r.Status, r.Body)
+	}
 	if len(set.Codes) < 10 {
 		t.Fatalf("%d recovery codes", len(set.Codes))
 	}

@@ -17,7 +17,9 @@ import (
 // sets one user starts, MFA_USER_STREAMS the live streams one user holds open.
 
 // userLimits is a small limit on the sign-in world's frozen clock: 3 at once, then 1 a second.
-var userLimits = map[string]string{"MFA_USER_START_RATE": "60", "MFA_USER_START_BURST": "3"}
+// Step-up is off: these tests change one user's factors many times in a row, which is what the
+// limits are about (tests/stepup_test.go covers step-up).
+var userLimits = map[string]string{"MFA_USER_START_RATE": "60", "MFA_USER_START_BURST": "3", "MFA_STEP_UP": "off"}
 
 // mustLimited requires the 429 of a per-user limit, with a Retry-After in whole seconds.
 func mustLimited(t *testing.T, st *harness.Stack, r harness.Response, retryAfter string) {
@@ -100,7 +102,7 @@ func TestUserStartRateRecoveryCodes(t *testing.T) {
 
 // TestUserStartRateOff: MFA_USER_START_RATE=0 lets one user start far more than the burst.
 func TestUserStartRateOff(t *testing.T) {
-	s := startSignIn(t, map[string]string{"MFA_USER_START_RATE": "0", "MFA_USER_START_BURST": "1"})
+	s := startSignIn(t, map[string]string{"MFA_USER_START_RATE": "0", "MFA_USER_START_BURST": "1", "MFA_STEP_UP": "off"})
 	alice := s.token(t, "alice", "", "")
 	s.enrollDevice(t, alice)
 	for range 5 {
