@@ -1,12 +1,11 @@
 package natsx_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,26 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// logBuffer is a JSON logger into a buffer that is safe to read while it is written.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func newLog() (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
+func newLog() (*slog.Logger, *testkit.LogBuffer) {
+	b := &testkit.LogBuffer{}
 	return slog.New(slog.NewJSONHandler(b, nil)), b
 }
 

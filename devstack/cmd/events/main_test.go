@@ -1,12 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,24 +35,6 @@ func TestNATSURL(t *testing.T) {
 	}
 }
 
-// syncBuffer is written by the consumer's goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRunOnEmbeddedAddr: with MFA_NATS_URL unset, the command reads the stream of the NATS at
 // MFA_EMBEDDED_NATS_ADDR, not the default port.
 func TestRunOnEmbeddedAddr(t *testing.T) {
@@ -75,7 +56,7 @@ func TestRunOnEmbeddedAddr(t *testing.T) {
 		}
 		return ""
 	})
-	out := &syncBuffer{}
+	out := &testkit.LogBuffer{}
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- run(rctx, url, events.StreamSubjects, false, out) }()
@@ -105,7 +86,7 @@ func TestRunSaysWhereItTried(t *testing.T) {
 		}
 		return ""
 	})
-	err = run(t.Context(), url, events.StreamSubjects, false, &syncBuffer{})
+	err = run(t.Context(), url, events.StreamSubjects, false, &testkit.LogBuffer{})
 	if err == nil || !strings.HasPrefix(err.Error(), "connect nats://"+addr+": ") {
 		t.Fatalf("err = %v, want one that starts with connect nats://%s", err, addr)
 	}

@@ -1,12 +1,11 @@
 package natsapi_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,30 +23,13 @@ func (noDiscards) Activate(context.Context, string, string, device.Claim) (devic
 	return device.Credential{}, nil
 }
 
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestConsumeEnrollmentEndingsWaitsForStream: a registry replica whose NATS node does not know
 // MFA_EVENTS yet (a peer created it a moment ago) keeps asking for its consumer until the
 // stream is there, instead of exiting on "stream not found".
 func TestConsumeEnrollmentEndingsWaitsForStream(t *testing.T) {
 	srv := natstest.Start(t)
 	js := srv.JetStream(t)
-	buf := &logBuffer{}
+	buf := &testkit.LogBuffer{}
 	log := slog.New(slog.NewJSONHandler(buf, nil))
 	startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
