@@ -552,7 +552,6 @@ func benchEnroll(st *stack.Stack, base string, created *atomic.Int64) error {
 	var p50one time.Duration
 	for _, c := range []int{1, 8, 32, 64} {
 		phones := make([]*companion.Client, c)
-		toks := make([]string, c)
 		for i := range c {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			p, err := companion.Dial(ctx, base)
@@ -561,16 +560,18 @@ func benchEnroll(st *stack.Stack, base string, created *atomic.Int64) error {
 				return err
 			}
 			phones[i] = p
-			if toks[i], err = st.Token(fmt.Sprintf("enroll-%d-%d", c, i)); err != nil {
-				return err
-			}
 		}
 		var mu sync.Mutex
 		var lat []time.Duration
 		var seq atomic.Int64
 		r := loop(c, *phase, func(w int) error {
+			// A user per flow: a user's first factor needs no step-up, a second one would.
+			tok, err := st.Token(fmt.Sprintf("enroll-%d-%d", c, seq.Add(1)))
+			if err != nil {
+				return err
+			}
 			t0 := time.Now()
-			in, err := initiate(base, toks[w], "none")
+			in, err := initiate(base, tok, "none")
 			if err != nil {
 				return err
 			}
