@@ -33,6 +33,9 @@ const artifactsDir = "artifacts"
 // and with a recovery code (AUTHENTICATED live, the mfa_token decoded), get locked by wrong codes
 // and see the countdown end, enroll a push-capable device and sign in with push (number
 // matching, approve and deny), then rename and remove the device — all without a reload.
+// Step-up is on: once the first device is enrolled, its recovery codes, a second device and
+// each removal wait for the page's "Confirm it's you" prompt, answered with a fresh code of the
+// first device.
 //
 // The stack runs on a test clock close to the real one, so the test moves to the next TOTP step
 // instead of waiting 30 seconds for it.
@@ -52,11 +55,17 @@ func TestDemoPage(t *testing.T) {
 
 // demoPage runs the browser flow against the page at pageURL, served by (or in front of) st.
 // With the stack's test clock (see TestDemoPage) it also runs the sign-in part, which needs a
-// later TOTP step than the enrollment's; without one, only enrollment, recovery codes and devices.
+// later TOTP step than the enrollment's; without one, only enrollment, recovery codes and devices
+// (a step-up prompt then waits for the next real TOTP step).
 func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, clock ...*testkit.Clock) {
 	now := time.Now
+	// nextStep moves to a TOTP step no code was used in yet: each code works once.
+	nextStep := func() {
+		time.Sleep(time.Until(time.Now().Truncate(30 * time.Second).Add(30*time.Second + 100*time.Millisecond)))
+	}
 	if len(clock) > 0 && clock[0] != nil {
 		now = clock[0].Now
+		nextStep = func() { clock[0].Advance(30 * time.Second) }
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -203,7 +212,20 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, 
 	}
 
 	// 4b. The first enrollment brings a set of recovery codes, shown once; they can be copied
-	// and downloaded, and are gone from the page once dismissed.
+	// and downloaded, and are gone from the page once dismissed. The user has a device now, so
+	// the set needs step-up first: the code that enrolled the device is spent, the next one works.
+	stepUp := func(what, card, spent string) {
+		t.Helper()
+		demoStepUp(t, ctx, do, eval, console, screenshot, what, card, spent, func() string {
+			nextStep()
+			c, err := totp.Code(enr.Secret, now(), enr.Params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		})
+	}
+	stepUp("recovery codes for the first device", "#recovery", code)
 	codes := demoRecoveryCodes(t, ctx, do, eval, console)
 	screenshot("demo-recovery-codes.png")
 	do("dismiss the recovery codes",
@@ -223,9 +245,22 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, 
 	}
 	pollText(t, ctx, console, "#codes-remaining", fmt.Sprintf("%d remaining", len(codes)))
 
+	// serverDevices lists the ph_ids the registry holds for user.
+	serverDevices := func() []string {
+		t.Helper()
+		var list []struct {
+			PHID string `json:"ph_id"`
+		}
+		st.MustJSON(t, http.MethodGet, "/device-srv/devices", st.Token(t, user), nil, http.StatusOK, &list)
+		ids := []string{}
+		for _, d := range list {
+			ids = append(ids, d.PHID)
+		}
+		return ids
+	}
 	if len(clock) > 0 && clock[0] != nil {
 		demoSignIn(t, ctx, do, eval, console, screenshot, clock[0], user, enr, code, codes)
-		demoPush(t, ctx, do, eval, console, screenshot, clock[0], user, uri)
+		demoPush(t, ctx, do, eval, console, screenshot, clock[0], user, uri, ack.PHID, stepUp, serverDevices)
 	}
 
 	// 5. Rename the device in the page; the page and the API both show the new name.
@@ -250,13 +285,20 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, 
 		t.Errorf("devices through the API after the rename: %+v, want one named %q", listed, newName)
 	}
 
-	// 6. Remove it (with the inline confirmation): the list empties.
+	// 6. Remove it (with the inline confirmation and step-up: its recovery codes keep the user
+	// a factor): the list empties, on the page and in the registry.
 	do("remove the device",
 		chromedp.Click(chromedp.CSS(device+` button.remove`)),
 		chromedp.Click(chromedp.CSS(device+` button.confirm-remove`)),
+	)
+	stepUp("remove the last device", devicesCard, "")
+	do("see the device gone",
 		chromedp.WaitNotPresent(chromedp.CSS(`#devices li`)),
 		chromedp.WaitVisible(chromedp.ID("devices-empty")),
 	)
+	if ids := serverDevices(); len(ids) != 0 {
+		t.Errorf("devices through the API after removing the last one: %v, want none", ids)
+	}
 
 	var noReload bool
 	eval("check for a reload", `window.__noReload === true`, &noReload)
@@ -265,8 +307,9 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, 
 	}
 	screenshot("demo-end.png")
 
-	// The wrong codes and the lock are 400 and 429 answers, which the browser logs; nothing else.
-	if bad := console.problems(http.StatusBadRequest, http.StatusTooManyRequests); len(bad) > 0 {
+	// The wrong codes, the lock and the changes before step-up are 400, 429 and 403 answers,
+	// which the browser logs; nothing else.
+	if bad := console.problems(http.StatusBadRequest, http.StatusTooManyRequests, http.StatusForbidden); len(bad) > 0 {
 		t.Errorf("the page logged errors (CSP violations or exceptions):\n%s", strings.Join(bad, "\n"))
 	}
 }
@@ -527,14 +570,73 @@ func pollText(t *testing.T, ctx context.Context, console *consoleLog, sel, want 
 	}
 }
 
+// The cards of the page a step-up prompt shows in, next to the change that needs it.
+const (
+	startCard   = `section[aria-labelledby="h-start"]`
+	devicesCard = `section[aria-labelledby="h-devices"]`
+)
+
+// stepUpFunc answers the page's step-up prompt (see demoStepUp).
+type stepUpFunc func(what, card, spent string)
+
+// demoStepUp answers the step-up prompt a change to the user's factors brought up: it must show
+// in card, ask for a code from the authenticator app, and refuse a spent code (when spent is one)
+// with the server's detail while staying open for another try; the code from next (a TOTP code
+// for a step not used yet) confirms it, and the prompt closes.
+func demoStepUp(t *testing.T, ctx context.Context, do doFunc, eval evalFunc, console *consoleLog, screenshot func(string),
+	what, card, spent string, next func() string) {
+	t.Helper()
+	do(what+": the page asks to confirm it's you",
+		chromedp.WaitVisible(chromedp.CSS(card+` #stepup #stepup-code`)),
+	)
+	if title := mustText(t, ctx, "#stepup-title"); title != "Confirm it's you: enter a code from your authenticator app" {
+		t.Errorf("%s: step-up prompt title %q", what, title)
+	}
+	attempts := 0
+	submit := func(step, code string) {
+		t.Helper()
+		attempts++
+		do(what+": "+step,
+			chromedp.WaitEnabled(chromedp.ID("stepup-submit")),
+			chromedp.SetValue(chromedp.ID("stepup-code"), code),
+			chromedp.Click(chromedp.ID("stepup-submit")),
+		)
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`document.getElementById('stepup-form').dataset.attempts === '%d'`, attempts),
+			chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+			t.Fatalf("%s: %s: no answer on the page: %v\nbrowser console:\n%s", what, step, err, console.dump())
+		}
+	}
+	if spent != "" {
+		submit("submit a spent code", spent)
+		do(what+": see the spent code refused", chromedp.WaitVisible(chromedp.CSS(`#stepup-error[data-code="code_replayed"] .detail`)))
+		var refused struct {
+			Hint, Detail string
+			Open         bool
+		}
+		eval("read the refusal", `({Hint: document.querySelector('#stepup-error strong').textContent,
+			Detail: document.querySelector('#stepup-error .detail').textContent,
+			Open: !document.getElementById('stepup').hidden})`, &refused)
+		if !strings.Contains(refused.Hint, "already used") || refused.Detail == "" || !refused.Open {
+			t.Errorf("%s: spent code on the page: %+v, want the hint, the server's detail and the prompt still open", what, refused)
+		}
+		screenshot("demo-step-up.png")
+	}
+	submit("submit a fresh code", next())
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('stepup').hidden`, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("%s: the step-up prompt stayed open (%q): %v\nbrowser console:\n%s", what, mustText(t, ctx, "#stepup-error"), err, console.dump())
+	}
+}
+
 // demoPush enrolls a second, push-capable device for user on the page (the companion library
-// with a device key, as `companion enroll --device` does), keeps a companion session logged in,
+// with a device key, as `companion enroll --device` does; step-up first, as user has firstPHID),
+// keeps a companion session logged in,
 // and signs in with push: the page shows the number, the companion gets the challenge with that
 // number among its candidates and approves it (PUSH_ACKNOWLEDGED, then AUTHENTICATED live with an
 // mfa_token whose amr is swk, user); a second push is denied (not_me) and the page says Denied.
-// At the end the push device is removed again on the page, which turns the push button off.
+// At the end the push device is removed again on the page (step-up again), which turns the push
+// button off. serverDevices lists the ph_ids the registry holds.
 func demoPush(t *testing.T, ctx context.Context, do doFunc, eval evalFunc, console *consoleLog, screenshot func(string),
-	clock *testkit.Clock, user, firstURI string) {
+	clock *testkit.Clock, user, firstURI, firstPHID string, stepUp stepUpFunc, serverDevices func() []string) {
 	t.Helper()
 	poll := func(what, expr string) {
 		t.Helper()
@@ -556,9 +658,10 @@ func demoPush(t *testing.T, ctx context.Context, do doFunc, eval evalFunc, conso
 		t.Errorf("push commands on the page: %+v", cmds)
 	}
 
-	// 11. A second enrollment on the page, finished by a companion with a device key.
+	// 11. A second enrollment on the page, after step-up, finished by a companion with a device key.
 	first, _ := json.Marshal(firstURI)
 	do("start a second enrollment", chromedp.Click(chromedp.ID("start")))
+	stepUp("start a second enrollment", startCard, "")
 	poll("see the second enrollment", fmt.Sprintf(`document.getElementById('otpauth-uri').value !== %s &&
 		document.getElementById('status').dataset.status === 'INITIATED'`, first))
 	uri, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("otpauth-uri")))
@@ -604,6 +707,9 @@ func demoPush(t *testing.T, ctx context.Context, do doFunc, eval evalFunc, conso
 	)
 	if !strings.Contains(mustText(t, ctx, "#push-availability"), "Push phone") {
 		t.Errorf("push availability line: %q", mustText(t, ctx, "#push-availability"))
+	}
+	if ids := serverDevices(); len(ids) != 2 || !slices.Contains(ids, firstPHID) || !slices.Contains(ids, ack.PHID) {
+		t.Errorf("devices through the API after the second enrollment: %v, want %s and %s", ids, firstPHID, ack.PHID)
 	}
 
 	// The phone: a companion session logged in with the device key (`companion listen`).
@@ -705,12 +811,17 @@ func demoPush(t *testing.T, ctx context.Context, do doFunc, eval evalFunc, conso
 	}
 	screenshot("demo-push-denied.png")
 
-	// 14. Remove the push device on the page: push is off again.
+	// 14. Remove the push device on the page, after step-up: push is off again, and the registry
+	// holds the first device only.
 	do("remove the push device",
 		chromedp.Click(chromedp.CSS(pushDev+` button.remove`)),
 		chromedp.Click(chromedp.CSS(pushDev+` button.confirm-remove`)),
-		chromedp.WaitNotPresent(chromedp.CSS(pushDev)),
 	)
+	stepUp("remove the push device", devicesCard, "")
+	do("see the push device gone", chromedp.WaitNotPresent(chromedp.CSS(pushDev)))
+	if ids := serverDevices(); !slices.Equal(ids, []string{firstPHID}) {
+		t.Errorf("devices through the API after removing the push device: %v, want only %s", ids, firstPHID)
+	}
 	poll("push off after removing the device", `document.getElementById('push-start').disabled &&
 		document.getElementById('push-availability').dataset.available === 'false'`)
 }

@@ -161,3 +161,24 @@ func TestPageHasPushSignIn(t *testing.T) {
 		}
 	}
 }
+
+// TestPageHasStepUp: the page carries the step-up prompt (a code from the app or a recovery
+// code), and the script answers step_up_required with a STEP_UP sign-in and X-MFA-Token.
+func TestPageHasStepUp(t *testing.T) {
+	h := web.Handler()
+	_, page := get(t, h, http.MethodGet, "/")
+	for _, want := range []string{`id="stepup" class="stepup" role="group" aria-labelledby="stepup-title" hidden`,
+		`Confirm it's you: enter a code from your authenticator app`, `for="stepup-code"`,
+		`name="stepup-method" id="stepup-method-totp" value="totp" checked`, `id="stepup-method-backupcode"`,
+		`id="stepup-cancel"`, `id="stepup-error" class="error" role="alert"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("index.html lacks %s", want)
+		}
+	}
+	_, js := get(t, h, http.MethodGet, "/static/app.js")
+	for _, want := range []string{"'step_up_required'", "{ usage_type: 'STEP_UP' }", "'X-MFA-Token': mfaToken"} {
+		if !strings.Contains(js, want) {
+			t.Errorf("app.js lacks %s", want)
+		}
+	}
+}

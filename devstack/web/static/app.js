@@ -4,6 +4,9 @@
 // a TOTP or recovery code: initiation → live status → code → AUTHENTICATED + decoded mfa_token;
 // and sign-in with push: initiation → the number to pick on the phone → live status
 // (INITIATED → PUSH_ACKNOWLEDGED → ALLOWED → AUTHENTICATED, or DENIED/EXPIRED/CANCELLED).
+// Once a user has a factor, adding a device, removing one and new recovery codes need step-up:
+// the server answers 403 step_up_required, the page asks for a code (a STEP_UP sign-in) and
+// repeats the request once with the mfa_token as X-MFA-Token.
 
 const $ = (id) => document.getElementById(id);
 
@@ -69,8 +72,8 @@ async function request(method, path, { body, token, headers = {} } = {}) {
 
 // api sends a JSON request and returns the decoded answer (null for 204); a failure throws the
 // problem+json body as a Problem.
-async function api(method, path, body, token = state.token) {
-  const res = await request(method, path, { body, token });
+async function api(method, path, body, token = state.token, headers = {}) {
+  const res = await request(method, path, { body, token, headers });
   if (res.status === 204) return null;
   const data = await res.json().catch(() => ({}));
   if (!res.ok) {
@@ -103,6 +106,7 @@ function h(tag, attrs = {}, ...kids) {
 }
 
 function showError(id, err) {
+  if (err?.code === 'cancelled') err = null; // the user closed the step-up prompt: nothing failed
   const p = $(id);
   p.hidden = !err;
   if (!err) return p.replaceChildren();
@@ -128,6 +132,134 @@ const path = (...parts) => parts.map(encodeURIComponent).join('/');
 // deviceFile names the companion's device file for a user: safe in a shell without quotes.
 const deviceFile = (sub) => `${sub.replace(/[^\w.-]+/g, '_').replace(/^[.-]+/, '') || 'phone'}.device`;
 
+// ---- step-up ------------------------------------------------------------------------------
+// Once a user has a factor, changing factors needs a fresh sign-in (DESIGN.md Part 3): the page
+// tries the change; on 403 step_up_required it asks for a code in the card the change came
+// from, signs in with {"usage_type":"STEP_UP"} and the user's own token, and repeats the change
+// once with the mfa_token as X-MFA-Token. Each mfa_token works once, so nothing is kept.
+
+const STEPUP_TITLE = {
+  totp: "Confirm it's you: enter a code from your authenticator app",
+  backupcode: "Confirm it's you: enter one of your recovery codes",
+};
+// Answers after which the step-up sign-in itself still takes codes; after any other failure
+// the next try starts a new one.
+const STEPUP_RETRY_SAME = new Set(['invalid_code', 'code_replayed', 'bad_request']);
+
+const stepup = {
+  cur: null, // the prompt on screen: {owner: {sub, token}, method, exchangeId, resolve, reject}
+  attempts: 0,
+};
+
+// withStepUp runs change(headers) and returns its answer. When the server wants step-up, it
+// asks the user to confirm it is them, next to anchor (why: what the change is, for the
+// prompt), and runs change once more with X-MFA-Token. A closed prompt throws a Problem with
+// code 'cancelled', which showError leaves unshown.
+async function withStepUp(owner, anchor, why, change) {
+  try {
+    return await change({});
+  } catch (e) {
+    if (e.code !== 'step_up_required') throw e;
+  }
+  const mfaToken = await confirmIdentity(owner, anchor, why);
+  return change({ 'X-MFA-Token': mfaToken });
+}
+
+// confirmIdentity shows the step-up prompt after anchor and resolves with the mfa_token of a
+// STEP_UP sign-in of owner, once the user has typed a code the server accepts.
+function confirmIdentity(owner, anchor, why) {
+  closeStepUp(); // one prompt at a time: a newer change takes the place of an older one
+  return new Promise((resolve, reject) => {
+    stepup.cur = { owner, method: '', exchangeId: '', resolve, reject };
+    stepup.attempts = 0;
+    const box = $('stepup');
+    anchor.after(box);
+    $('stepup-why').textContent = `${why} for ${owner.sub}, sign in again with a second factor.`;
+    $('stepup-form').dataset.attempts = '0';
+    setStepUpMethod();
+    box.hidden = false;
+    $('stepup-code').focus();
+  });
+}
+
+// closeStepUp hides the prompt and settles its promise: with the mfa_token, or as cancelled.
+function closeStepUp(mfaToken) {
+  const cur = stepup.cur;
+  stepup.cur = null;
+  $('stepup').hidden = true;
+  $('stepup-code').value = '';
+  stepUpError(null);
+  if (!cur) return;
+  if (mfaToken) cur.resolve(mfaToken);
+  else cur.reject(new Problem(0, { detail: 'not confirmed', code: 'cancelled' }));
+}
+
+const stepUpMethod = () => document.querySelector('input[name="stepup-method"]:checked').value;
+
+function setStepUpMethod() {
+  const method = stepUpMethod();
+  $('stepup-title').textContent = STEPUP_TITLE[method];
+  setCodeInput(method, 'stepup-');
+  stepUpError(null);
+}
+
+for (const radio of document.querySelectorAll('input[name="stepup-method"]')) {
+  radio.addEventListener('change', () => {
+    setStepUpMethod();
+    $('stepup-code').focus();
+  });
+}
+
+$('stepup-cancel').addEventListener('click', () => closeStepUp());
+
+// stepUpError shows err in the prompt, with the sign-in's hints; data-code is its code.
+function stepUpError(err) {
+  const p = $('stepup-error');
+  delete p.dataset.code;
+  if (!err || typeof err === 'string') return showError('stepup-error', err);
+  const hint = err.code === 'no_factor' ? NO_FACTOR[stepUpMethod()] : SIGNIN_HINT[err.code];
+  if (!hint) showError('stepup-error', err);
+  else p.replaceChildren(h('strong', {}, hint), ' ', h('span', { class: 'detail' }, err.message), ' (', h('code', { class: 'code-tag' }, err.code), ')');
+  p.dataset.code = err.code || '';
+  p.hidden = false;
+}
+
+$('stepup-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const cur = stepup.cur;
+  if (!cur) return;
+  const method = stepUpMethod();
+  const input = $('stepup-code');
+  let code = input.value.trim();
+  if (method === 'totp') code = code.replace(/\s/g, '');
+  if (method === 'totp' ? !/^\d{6}$/.test(code) : !code) {
+    input.setAttribute('aria-invalid', 'true');
+    stepUpError(method === 'totp' ? 'Enter the 6 digits your authenticator app shows.' : 'Enter one of your recovery codes.');
+    return input.focus();
+  }
+  busy($('stepup-submit'), async () => {
+    try {
+      if (cur.method !== method || !cur.exchangeId) {
+        const res = await api('POST', `/verification-srv/authentication/${method}/initiation`, { usage_type: 'STEP_UP' }, cur.owner.token);
+        Object.assign(cur, { method, exchangeId: res.exchange_id.exchange_id });
+      }
+      const res = await api('POST', `/verification-srv/authentication/${method}/verification`,
+        { exchange_id: cur.exchangeId, pass_code: code }, cur.owner.token);
+      if (cur !== stepup.cur) return;
+      if (!res.mfa_token) throw new Problem(0, { detail: 'the sign-in gave no mfa_token; try again' });
+      closeStepUp(res.mfa_token);
+    } catch (e) {
+      if (cur !== stepup.cur) return;
+      if (!STEPUP_RETRY_SAME.has(e.code)) cur.exchangeId = '';
+      input.setAttribute('aria-invalid', 'true');
+      stepUpError(e);
+      input.select();
+    } finally {
+      $('stepup-form').dataset.attempts = String(++stepup.attempts);
+    }
+  });
+});
+
 // ---- enrollment ---------------------------------------------------------------------------
 
 $('start-form').addEventListener('submit', (ev) => {
@@ -136,7 +268,8 @@ $('start-form').addEventListener('submit', (ev) => {
   busy($('start'), async () => {
     try {
       const { sub, token } = await ensureToken();
-      const enr = await api('POST', '/verification-srv/v2/setup/initiate/totp', undefined, token);
+      const enr = await withStepUp({ sub, token }, $('user-hint'), 'To add another device',
+        (headers) => api('POST', '/verification-srv/v2/setup/initiate/totp', undefined, token, headers));
       abandon();
       begin(enr, sub, token);
     } catch (e) { showError('error', e); }
@@ -422,7 +555,9 @@ function deviceItem(d) {
     input.select();
   };
   const confirming = () => {
-    const yes = h('button', { type: 'button', class: 'danger confirm-remove', onclick: () => act(yes, () => api('DELETE', url, undefined, state.owner.token)) }, 'Yes, remove');
+    const remove = (owner) => withStepUp(owner, $('devices'), `To remove “${name}”`,
+      (headers) => api('DELETE', url, undefined, owner.token, headers));
+    const yes = h('button', { type: 'button', class: 'danger confirm-remove', onclick: () => act(yes, () => remove(state.owner)) }, 'Yes, remove');
     li.replaceChildren(
       h('p', { class: 'confirm' }, `Remove “${name}”? Codes from it will no longer be accepted.`),
       h('div', { class: 'actions' }, yes, h('button', { type: 'button', class: 'secondary', onclick: show }, 'Keep')));
@@ -454,13 +589,16 @@ async function loadRecovery(owner, generate) {
   try {
     const st = await api('GET', '/verification-srv/backupcodes', undefined, owner.token);
     if (recovery.owner !== owner) return;
-    if (!st.created_at && generate) return await generateCodes(owner);
     if (!recovery.codes) setRemaining(st.created_at ? st.remaining : null);
+    if (st.created_at || !generate) return;
+    $('codes-regen-row').hidden = true; // the first set: nothing to replace yet
+    try { await generateCodes(owner); } finally { if (!recovery.codes) $('codes-regen-row').hidden = false; }
   } catch (e) { showError('codes-error', e); }
 }
 
 async function generateCodes(owner) {
-  const set = await api('POST', '/verification-srv/backupcodes', undefined, owner.token);
+  const set = await withStepUp(owner, $('codes-confirm'), 'To make a set of recovery codes',
+    (headers) => api('POST', '/verification-srv/backupcodes', undefined, owner.token, headers));
   if (recovery.owner !== owner) return;
   recovery.codes = set.codes;
   $('recovery-codes').replaceChildren(...set.codes.map((c) => h('li', {}, h('code', {}, c))));
@@ -588,24 +726,26 @@ function signinError(err) {
 
 const methodChoice = () => document.querySelector('input[name="signin-method"]:checked').value;
 
-function setCodeInput(method) {
-  const input = $('signin-code');
+// setCodeInput makes the code field of a form (#{prefix}code, its label and hint) take a TOTP
+// code or a recovery code: prefix 'signin-' for the sign-in, 'stepup-' for the step-up prompt.
+function setCodeInput(method, prefix = 'signin-') {
+  const input = $(`${prefix}code`);
   input.value = '';
   input.removeAttribute('aria-invalid');
   if (method === 'backupcode') {
-    $('signin-code-label').textContent = 'Recovery code (XXXXX-XXXXX)';
+    $(`${prefix}code-label`).textContent = 'Recovery code (XXXXX-XXXXX)';
     input.inputMode = 'text';
     input.autocomplete = 'off';
     input.maxLength = 16;
     input.classList.add('recovery-input');
-    $('signin-code-hint').textContent = 'Each recovery code works once; it is spent when accepted.';
+    $(`${prefix}code-hint`).textContent = 'Each recovery code works once; it is spent when accepted.';
   } else {
-    $('signin-code-label').textContent = '6-digit code from the app';
+    $(`${prefix}code-label`).textContent = '6-digit code from the app';
     input.inputMode = 'numeric';
     input.autocomplete = 'one-time-code';
     input.maxLength = 6;
     input.classList.remove('recovery-input');
-    $('signin-code-hint').textContent = 'Each code works once: after using one, wait for the next.';
+    $(`${prefix}code-hint`).textContent = 'Each code works once: after using one, wait for the next.';
   }
 }
 
