@@ -230,6 +230,13 @@ func KeysFromLeader(ctx context.Context, js jetstream.JetStream, bucket, filter 
 	if err != nil {
 		return nil, err
 	}
+	return KeysFromStream(ctx, st, bucket, filter)
+}
+
+// KeysFromStream is KeysFromLeader on a stream handle the caller keeps (st is the bucket's
+// stream, KV_<bucket>): a hot path saves the stream info request that looking the handle up
+// costs. A user without keys costs one request.
+func KeysFromStream(ctx context.Context, st jetstream.Stream, bucket, filter string) ([]string, error) {
 	prefix := "$KV." + bucket + "."
 	alive := map[string]bool{}
 	var order []string

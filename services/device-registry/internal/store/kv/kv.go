@@ -28,6 +28,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
@@ -63,6 +64,10 @@ type Store struct {
 	kv   jetstream.KeyValue
 	js   jetstream.JetStream // nil: list through a KV lister
 	docs *kvdoc.Store[credentialDoc]
+	// stream is the bucket's stream handle, looked up on first use and kept: a user's listing
+	// (every sign-in and initiation) then costs no stream info request.
+	streamMu sync.Mutex
+	stream   jetstream.Stream
 	// relayed is the outbox relay's Relayed (see FollowRelay).
 	relayed func(key string, rev uint64) bool
 }
@@ -191,7 +196,11 @@ func (s *Store) GetByStatusID(ctx context.Context, statusID string) (device.Cred
 
 func (s *Store) listKeys(ctx context.Context, filter string) ([]string, error) {
 	if s.js != nil {
-		keys, err := natsx.KeysFromLeader(ctx, s.js, s.kv.Bucket(), filter)
+		st, err := s.bucketStream(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("kv list: %w", err)
+		}
+		keys, err := natsx.KeysFromStream(ctx, st, s.kv.Bucket(), filter)
 		if err != nil {
 			return nil, fmt.Errorf("kv list: %w", err)
 		}
@@ -212,6 +221,20 @@ func (s *Store) listKeys(ctx context.Context, filter string) ([]string, error) {
 		return nil, fmt.Errorf("kv list: %w", err) // the key channel closed early, the list is partial
 	}
 	return keys, nil
+}
+
+// bucketStream is the bucket's stream handle, looked up once.
+func (s *Store) bucketStream(ctx context.Context) (jetstream.Stream, error) {
+	s.streamMu.Lock()
+	defer s.streamMu.Unlock()
+	if s.stream == nil {
+		st, err := s.js.Stream(ctx, "KV_"+s.kv.Bucket())
+		if err != nil {
+			return nil, err
+		}
+		s.stream = st
+	}
+	return s.stream, nil
 }
 
 // ListBySub reads the user's index and the documents it names. Entries whose document is gone
