@@ -53,20 +53,13 @@ func TestDemoPage(t *testing.T) {
 	demoPage(t, chromium, st, st.URL+"/", clock)
 }
 
-// demoPage runs the browser flow against the page at pageURL, served by (or in front of) st.
-// With the stack's test clock (see TestDemoPage) it also runs the sign-in part, which needs a
-// later TOTP step than the enrollment's; without one, only enrollment, recovery codes and devices
-// (a step-up prompt then waits for the next real TOTP step).
-func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, clock ...*testkit.Clock) {
-	now := time.Now
+// demoPage runs the browser flow against the page at pageURL, served by (or in front of) st,
+// whose test clock is clock (see TestDemoPage): step-up prompts and the sign-in part need later
+// TOTP steps than the enrollment's, and the clock moves there instead of the test waiting.
+func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, clock *testkit.Clock) {
+	now := clock.Now
 	// nextStep moves to a TOTP step no code was used in yet: each code works once.
-	nextStep := func() {
-		time.Sleep(time.Until(time.Now().Truncate(30 * time.Second).Add(30*time.Second + 100*time.Millisecond)))
-	}
-	if len(clock) > 0 && clock[0] != nil {
-		now = clock[0].Now
-		nextStep = func() { clock[0].Advance(30 * time.Second) }
-	}
+	nextStep := func() { clock.Advance(30 * time.Second) }
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
@@ -258,10 +251,8 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, 
 		}
 		return ids
 	}
-	if len(clock) > 0 && clock[0] != nil {
-		demoSignIn(t, ctx, do, eval, console, screenshot, clock[0], user, enr, code, codes)
-		demoPush(t, ctx, do, eval, console, screenshot, clock[0], user, uri, ack.PHID, stepUp, serverDevices)
-	}
+	demoSignIn(t, ctx, do, eval, console, screenshot, clock, user, enr, code, codes)
+	demoPush(t, ctx, do, eval, console, screenshot, clock, user, uri, ack.PHID, stepUp, serverDevices)
 
 	// 5. Rename the device in the page; the page and the API both show the new name.
 	newName := "Work phone " + user[len(user)-4:]
