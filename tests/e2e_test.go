@@ -43,7 +43,7 @@ type statusResponse struct {
 	PHID      string    `json:"ph_id"`
 }
 
-func initiate(t *testing.T, st *harness.Stack, token, query string) initiateResponse {
+func initiate(t testing.TB, st *harness.Stack, token, query string) initiateResponse {
 	t.Helper()
 	var in initiateResponse
 	st.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/initiate/totp"+query, token, nil, http.StatusOK, &in)

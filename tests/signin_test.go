@@ -36,7 +36,7 @@ func startSignIn(t *testing.T, env map[string]string) *signIn {
 }
 
 // token mints a dev token through POST /dev/token with an optional scope and client id.
-func (s *signIn) token(t *testing.T, sub, scope, clientID string) string {
+func (s *signIn) token(t testing.TB, sub, scope, clientID string) string {
 	t.Helper()
 	var out struct {
 		Token string `json:"token"`
@@ -46,7 +46,7 @@ func (s *signIn) token(t *testing.T, sub, scope, clientID string) string {
 }
 
 // enrollDevice enrolls a TOTP device for the token's user by a typed code and returns its secret.
-func (s *signIn) enrollDevice(t *testing.T, token string) string {
+func (s *signIn) enrollDevice(t testing.TB, token string) string {
 	t.Helper()
 	in := initiate(t, s.Stack, token, "?qr=none")
 	s.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/enroll/totp", token,
@@ -54,7 +54,7 @@ func (s *signIn) enrollDevice(t *testing.T, token string) string {
 	return in.TOTPSecret
 }
 
-func (s *signIn) code(t *testing.T, secret string) string {
+func (s *signIn) code(t testing.TB, secret string) string {
 	t.Helper()
 	c, err := totp.Code(secret, s.clock.Now(), totp.Default)
 	if err != nil {

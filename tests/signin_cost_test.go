@@ -1,0 +1,127 @@
+package tests_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestSignInCost holds a TOTP sign-in (service token: initiation and verification) to what it
+// needs in the stores and on the wire: the authentication is named after its exchange id, so the
+// status bucket keeps no exchange index (x.<exchange_id>) for it and the verification finds it
+// with one read, and the messages one sign-in sends through NATS stay under a bound (a wiretap
+// on every subject counts them). The count is of messages, not time: it does not move with the
+// machine's load.
+func TestSignInCost(t *testing.T) {
+	s := startSignIn(t, nil)
+	const users = 4
+	var secrets []string
+	for i := range users {
+		secrets = append(secrets, s.enrollDevice(t, s.token(t, "cost-"+string(rune('a'+i)), "", "")))
+	}
+	idp := s.token(t, "login-service", "mfa:verify", "shop")
+	nc, err := nats.Connect(s.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	var (
+		mu       sync.Mutex
+		bySubj   = map[string]int{}
+		counting bool
+	)
+	sub, err := nc.Subscribe(">", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !counting {
+			return
+		}
+		class := m.Subject
+		switch {
+		case strings.HasPrefix(class, "$JS.EVENT.") || strings.HasPrefix(class, "$JS.API.CONSUMER."):
+			return // advisories and the expiry sweep's listings: on a timer, not per sign-in
+		case strings.HasPrefix(class, "_INBOX."):
+			class = "_INBOX (replies)"
+		case strings.HasPrefix(class, "$KV."):
+			parts := strings.SplitN(class, ".", 4)
+			class = "$KV." + parts[1] + "." + strings.SplitN(parts[2], ".", 2)[0]
+		case strings.HasPrefix(class, "$JS.API.DIRECT.GET."):
+			class = "$JS.API.DIRECT.GET"
+		case strings.HasPrefix(class, "$JS.ACK."):
+			class = "$JS.ACK"
+		case strings.HasPrefix(class, "mfa.status.v1.changed."):
+			class = "mfa.status.v1.changed"
+		case strings.HasPrefix(class, "mfa.events."):
+			class = "mfa.events"
+		}
+		bySubj[class]++
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s.nextStep()
+	mu.Lock()
+	counting = true
+	mu.Unlock()
+	for i := range users {
+		in := s.startAuth(t, idp, "totp", map[string]string{"sub": "cost-" + string(rune('a'+i))})
+		r := s.verify(t, idp, "totp", in.ExchangeID.ExchangeID, s.code(t, secrets[i]))
+		if r.Status != http.StatusOK {
+			t.Fatalf("sign-in: %d %s", r.Status, r.Body)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	counting = false
+	total := 0
+	var lines []string
+	for k, v := range bySubj {
+		total += v
+		lines = append(lines, k+": "+strconv.Itoa(v))
+	}
+	mu.Unlock()
+	_ = sub.Unsubscribe()
+	sort.Strings(lines)
+	t.Logf("messages per %d sign-ins: %d\n%s", users, total, strings.Join(lines, "\n"))
+	// 51.5 a sign-in when this test was written (62 while sign-ins had an exchange index):
+	// requests, replies, store writes and their deliveries to the relays and the poll view,
+	// events, live announcements.
+	if perSignIn := float64(total) / users; perSignIn > 56 {
+		t.Errorf("%.1f NATS messages per sign-in, want at most 56", perSignIn)
+	}
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), "mfa_enrollments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lister, err := kv.ListKeysFiltered(context.Background(), "x.*")
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		t.Fatal(err)
+	}
+	var xs []string
+	if lister != nil {
+		for k := range lister.Keys() {
+			xs = append(xs, k)
+		}
+	}
+	if len(xs) != 0 {
+		t.Errorf("exchange index keys after sign-ins: %v, want none (a sign-in is named after its exchange id)", xs)
+	}
+}
