@@ -60,6 +60,59 @@ type Store[T any] struct {
 	// the previous value's events when they have; without Relayed, or while it answers false,
 	// it carries them forward, which is safe (the stream dedupes) but lets the value grow.
 	Relayed func(key string, rev uint64) bool
+
+	// seen remembers, for keys this process read or wrote lately, the events and purge mark of
+	// the value at one revision: a write based on that revision (the usual read-then-update of
+	// one request) then needs no second read of the value it replaces. A revision names one
+	// value for good, so an entry is never wrong, only possibly old; an old one makes the
+	// compare-and-set fail as a read would have.
+	seenMu sync.Mutex
+	seen   map[string]seenValue
+}
+
+// seenValue is what a write needs of the value it replaces: its revision, its events (raw, as
+// a read found them, or decoded, as this process wrote them) and whether it is marked for purge.
+type seenValue struct {
+	rev    uint64
+	outbox json.RawMessage
+	msgs   []outbox.Message
+	purge  bool
+}
+
+// events decodes the remembered events.
+func (v seenValue) events() ([]outbox.Message, error) {
+	if v.msgs != nil || len(v.outbox) == 0 || bytes.Equal(v.outbox, []byte("null")) {
+		return slices.Clip(v.msgs), nil
+	}
+	var out []outbox.Message
+	err := json.Unmarshal(v.outbox, &out)
+	return out, err
+}
+
+// maxSeen bounds Store.seen; past it the map starts over (the entries are a cache of reads).
+const maxSeen = 4096
+
+func (s *Store[T]) remember(key string, v seenValue) {
+	s.seenMu.Lock()
+	defer s.seenMu.Unlock()
+	if s.seen == nil || len(s.seen) >= maxSeen {
+		s.seen = make(map[string]seenValue, 64)
+	}
+	s.seen[key] = v
+}
+
+func (s *Store[T]) forget(key string) {
+	s.seenMu.Lock()
+	defer s.seenMu.Unlock()
+	delete(s.seen, key)
+}
+
+// recall returns the remembered value of key at rev, if any.
+func (s *Store[T]) recall(key string, rev uint64) (seenValue, bool) {
+	s.seenMu.Lock()
+	defer s.seenMu.Unlock()
+	v, ok := s.seen[key]
+	return v, ok && v.rev == rev
 }
 
 // New returns a Store on kv.
@@ -68,25 +121,41 @@ func New[T any](kv jetstream.KeyValue) *Store[T] { return &Store[T]{KV: kv} }
 // Get returns the document at key and its revision. A document marked for purge is gone.
 func (s *Store[T]) Get(ctx context.Context, key string) (T, uint64, error) {
 	var zero T
-	// A read needs neither the events nor their bytes: the decoder only skips them.
+	// The events are kept raw (not decoded): a write based on this read carries them forward
+	// without reading the value again.
 	var rec struct {
-		Doc   T    `json:"doc"`
-		Purge bool `json:"purge"`
+		Doc    T               `json:"doc"`
+		Outbox json.RawMessage `json:"outbox"`
+		Purge  bool            `json:"purge"`
 	}
 	rev, err := s.read(ctx, key, &rec)
 	if err != nil {
 		return zero, 0, err
 	}
+	s.remember(key, seenValue{rev: rev, outbox: rec.Outbox, purge: rec.Purge})
 	if rec.Purge {
 		return zero, 0, ErrNotFound
 	}
 	return rec.Doc, rev, nil
 }
 
-func (s *Store[T]) get(ctx context.Context, key string) (record[T], uint64, error) {
-	var rec record[T]
-	rev, err := s.read(ctx, key, &rec)
-	return rec, rev, err
+// current is what a write based on rev needs of the value it replaces: remembered from a read
+// or write of this process, else read.
+func (s *Store[T]) current(ctx context.Context, key string, rev uint64) (seenValue, error) {
+	if v, ok := s.recall(key, rev); ok {
+		return v, nil
+	}
+	var rec struct {
+		Outbox json.RawMessage `json:"outbox"`
+		Purge  bool            `json:"purge"`
+	}
+	curRev, err := s.read(ctx, key, &rec)
+	if err != nil {
+		return seenValue{}, err
+	}
+	v := seenValue{rev: curRev, outbox: rec.Outbox, purge: rec.Purge}
+	s.remember(key, v)
+	return v, nil
 }
 
 func (s *Store[T]) read(ctx context.Context, key string, into any) (uint64, error) {
@@ -116,6 +185,7 @@ func (s *Store[T]) Create(ctx context.Context, key string, doc T, msgs ...outbox
 		}
 		return 0, fmt.Errorf("kv create %s: %w", key, err)
 	}
+	s.remember(key, seenValue{rev: rev, msgs: slices.Clip(msgs)})
 	return rev, nil
 }
 
@@ -134,27 +204,36 @@ func (s *Store[T]) Remove(ctx context.Context, key string, rev uint64, tombstone
 }
 
 func (s *Store[T]) write(ctx context.Context, key string, rev uint64, doc T, purge bool, msgs []outbox.Message) (uint64, error) {
-	cur, curRev, err := s.get(ctx, key)
+	cur, err := s.current(ctx, key, rev)
 	if err != nil {
 		return 0, err
 	}
-	if curRev != rev || cur.Purge {
+	if cur.rev != rev || cur.purge {
 		return 0, ErrStale
 	}
-	carried := cur.Outbox
-	if len(carried) > 0 && s.Relayed != nil && s.Relayed(key, curRev) {
-		carried = nil
+	var carried []outbox.Message
+	if s.Relayed == nil || !s.Relayed(key, cur.rev) {
+		if carried, err = cur.events(); err != nil {
+			return 0, fmt.Errorf("kv decode %s: %w", key, err)
+		}
 	}
-	data, err := json.Marshal(record[T]{Doc: doc, Outbox: append(slices.Clip(carried), msgs...), Purge: purge})
+	out := slices.Clip(append(carried, msgs...))
+	data, err := json.Marshal(record[T]{Doc: doc, Outbox: out, Purge: purge})
 	if err != nil {
 		return 0, fmt.Errorf("kv encode %s: %w", key, err)
 	}
 	newRev, err := s.KV.Update(ctx, key, data, rev)
 	if err != nil {
+		s.forget(key)
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
 			return 0, ErrStale
 		}
 		return 0, fmt.Errorf("kv update %s: %w", key, err)
+	}
+	if purge {
+		s.forget(key)
+	} else {
+		s.remember(key, seenValue{rev: newRev, msgs: out})
 	}
 	return newRev, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -388,5 +390,73 @@ func TestRelayWritesNothingBack(t *testing.T) {
 		if err != nil || got.Name != tricky {
 			t.Fatalf("Get %s = %+v, %v", key, got, err)
 		}
+	}
+}
+
+// TestWriteAfterReadReadsNothingMore: a write based on the revision this store just read or
+// wrote does not read the value again (one read and one write per read-then-update), and what
+// it remembers never loses an event: a write of another store (another replica) in between
+// makes the next write stale, and the write after a new read carries the other store's events.
+func TestWriteAfterReadReadsNothingMore(t *testing.T) {
+	ctx := context.Background()
+	js, kv, s := setup(t)
+	nc := js.Conn()
+	var mu sync.Mutex
+	reads := 0
+	sub, err := nc.Subscribe("$JS.API.DIRECT.GET.>", func(*nats.Msg) { mu.Lock(); reads++; mu.Unlock() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	counted := func() int {
+		t.Helper()
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		n := reads
+		reads = 0
+		return n
+	}
+	rev, err := s.Create(ctx, "d.1", doc{Name: "a"}, msg("e0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev, err = s.Update(ctx, "d.1", rev, doc{Name: "b"}, msg("e1")); err != nil {
+		t.Fatal(err)
+	}
+	if n := counted(); n != 0 {
+		t.Fatalf("create then update read %d times, want 0", n)
+	}
+	if _, rev, err = s.Get(ctx, "d.1"); err != nil {
+		t.Fatal(err)
+	}
+	if rev, err = s.Update(ctx, "d.1", rev, doc{Name: "c"}, msg("e2")); err != nil {
+		t.Fatal(err)
+	}
+	if n := counted(); n != 1 {
+		t.Fatalf("get then update read %d times, want 1", n)
+	}
+
+	other := kvdoc.New[doc](kv) // another replica
+	_, otherRev, err := other.Get(ctx, "d.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Update(ctx, "d.1", otherRev, doc{Name: "d"}, msg("e3")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, "d.1", rev, doc{Name: "x"}, msg("lost")); !errors.Is(err, kvdoc.ErrStale) {
+		t.Fatalf("update on a remembered but replaced revision: %v, want ErrStale", err)
+	}
+	if _, rev, err = s.Get(ctx, "d.1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = s.Update(ctx, "d.1", rev, doc{Name: "e"}, msg("e4")); err != nil {
+		t.Fatal(err)
+	}
+	if ids := outboxIDs(t, kv, "d.1"); fmt.Sprint(ids) != "[e0 e1 e2 e3 e4]" {
+		t.Fatalf("unrelayed document holds %v, want every event", ids)
 	}
 }
