@@ -151,17 +151,6 @@ func WithLimits(l Limits) Option { return func(o *endpointOptions) { o.limits = 
 // WithGroup makes the endpoint track its commands in flight in g.
 func WithGroup(g *Group) Option { return func(o *endpointOptions) { o.group = g } }
 
-type optionsKey struct{}
-
-// ContextWithOptions returns ctx carrying opts for every Endpoint built with it (or a context
-// derived from it). It lets a service's bootstrap set the limits of endpoints that its NATS
-// adapter registers without threading them through each adapter's signature. Options passed to
-// Endpoint itself apply after these.
-func ContextWithOptions(ctx context.Context, opts ...Option) context.Context {
-	prev, _ := ctx.Value(optionsKey{}).([]Option)
-	return context.WithValue(ctx, optionsKey{}, append(append([]Option(nil), prev...), opts...))
-}
-
 // Messages of the refusals Endpoint makes itself. Fixed, so callers and tests can rely on them.
 const (
 	MsgBusy     = "too many commands in flight on this replica; try again"
@@ -187,11 +176,6 @@ const (
 // (too large, malformed, busy, stopping).
 func Endpoint[Req, Resp any](ctx context.Context, log *slog.Logger, h Handler[Req, Resp], opts ...Option) micro.Handler {
 	var o endpointOptions
-	if fromCtx, ok := ctx.Value(optionsKey{}).([]Option); ok {
-		for _, opt := range fromCtx {
-			opt(&o)
-		}
-	}
 	for _, opt := range opts {
 		opt(&o)
 	}

@@ -172,20 +172,19 @@ func TestDeadline(t *testing.T) {
 	}
 }
 
-func TestLimitsFromContextAndShutdown(t *testing.T) {
+func TestLimitsAndShutdown(t *testing.T) {
 	srv := natstest.Start(t)
 	var group rpc.Group
 	svcCtx, stop := context.WithCancel(context.Background())
 	defer stop()
-	ctx := rpc.ContextWithOptions(svcCtx, rpc.WithLimits(rpc.Limits{MaxInFlight: 1}), rpc.WithGroup(&group))
 	entered := make(chan struct{}, 1)
 	finished := make(chan struct{})
-	h := rpc.Endpoint(ctx, quiet(), func(ctx context.Context, r echo) (echo, error) {
+	h := rpc.Endpoint(svcCtx, quiet(), func(ctx context.Context, r echo) (echo, error) {
 		entered <- struct{}{}
 		<-ctx.Done() // cancelled by the service's shutdown
 		close(finished)
 		return echo{}, ctx.Err()
-	})
+	}, rpc.WithLimits(rpc.Limits{MaxInFlight: 1}), rpc.WithGroup(&group))
 	nc := serve(t, srv, "test.shutdown", h)
 	first := make(chan error, 1)
 	go func() {
@@ -194,7 +193,7 @@ func TestLimitsFromContextAndShutdown(t *testing.T) {
 		first <- rpc.Call(cctx, nc, "test.shutdown", echo{}, nil)
 	}()
 	wait(t, entered, 10*time.Second, "the command to start")
-	// MaxInFlight 1 came from the context: a second command is refused.
+	// MaxInFlight 1: a second command is refused.
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := rpc.Call(cctx, nc, "test.shutdown", echo{}, nil); fault.CodeOf(err) != fault.Unavailable {

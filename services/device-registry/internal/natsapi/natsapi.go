@@ -45,8 +45,9 @@ type Registry interface {
 var _ Registry = (*device.Service)(nil)
 
 // StartService adds the commands.RegistryService micro service to nc. Handlers run with ctx, so
-// cancelling it aborts commands in flight; stop the service with its Stop method.
-func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Logger) (micro.Service, error) {
+// cancelling it aborts commands in flight; stop the service with its Stop method. opts (limits,
+// the group that tracks commands in flight) apply to every endpoint, each with its own bound.
+func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Logger, opts ...rpc.Option) (micro.Service, error) {
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        commands.RegistryService,
 		Version:     Version,
@@ -61,16 +62,16 @@ func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Lo
 		name, subject string
 		handler       micro.Handler
 	}{
-		{"credentials-create", commands.RegistryCreateCredential, rpc.Endpoint(ctx, log, h.create)},
-		{"credentials-verify", commands.RegistryVerifyCredential, rpc.Endpoint(ctx, log, h.verify)},
-		{"credentials-activate", commands.RegistryActivateCredential, rpc.Endpoint(ctx, log, h.activate)},
-		{"credentials-discard", commands.RegistryDiscardCredential, rpc.Endpoint(ctx, log, h.discard)},
-		{"factors-ready", commands.RegistryFactorsReady, rpc.Endpoint(ctx, log, h.ready)},
-		{"factors-check", commands.RegistryFactorsCheck, rpc.Endpoint(ctx, log, h.check)},
-		{"factors-failure", commands.RegistryFactorsFailure, rpc.Endpoint(ctx, log, h.failure)},
-		{"devices-get", commands.RegistryDeviceGet, rpc.Endpoint(ctx, log, h.deviceGet)},
-		{"devices-push", commands.RegistryPushDevices, rpc.Endpoint(ctx, log, h.pushDevices)},
-		{"devices-used", commands.RegistryDeviceUsed, rpc.Endpoint(ctx, log, h.deviceUsed)},
+		{"credentials-create", commands.RegistryCreateCredential, rpc.Endpoint(ctx, log, h.create, opts...)},
+		{"credentials-verify", commands.RegistryVerifyCredential, rpc.Endpoint(ctx, log, h.verify, opts...)},
+		{"credentials-activate", commands.RegistryActivateCredential, rpc.Endpoint(ctx, log, h.activate, opts...)},
+		{"credentials-discard", commands.RegistryDiscardCredential, rpc.Endpoint(ctx, log, h.discard, opts...)},
+		{"factors-ready", commands.RegistryFactorsReady, rpc.Endpoint(ctx, log, h.ready, opts...)},
+		{"factors-check", commands.RegistryFactorsCheck, rpc.Endpoint(ctx, log, h.check, opts...)},
+		{"factors-failure", commands.RegistryFactorsFailure, rpc.Endpoint(ctx, log, h.failure, opts...)},
+		{"devices-get", commands.RegistryDeviceGet, rpc.Endpoint(ctx, log, h.deviceGet, opts...)},
+		{"devices-push", commands.RegistryPushDevices, rpc.Endpoint(ctx, log, h.pushDevices, opts...)},
+		{"devices-used", commands.RegistryDeviceUsed, rpc.Endpoint(ctx, log, h.deviceUsed, opts...)},
 	}
 	for _, e := range endpoints {
 		// The group adds its prefix; the commands package spells the full subject.

@@ -60,8 +60,9 @@ func stepUpHelp(why string) string {
 	return why + ": " + fault.StepUpHint
 }
 
-// Serve registers the status micro service on nc. Handlers run with ctx.
-func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp StepUp, log *slog.Logger) (micro.Service, error) {
+// Serve registers the status micro service on nc. Handlers run with ctx; opts (limits, the
+// group that tracks commands in flight) apply to every endpoint, each with its own bound.
+func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp StepUp, log *slog.Logger, opts ...rpc.Option) (micro.Service, error) {
 	ms, err := micro.AddService(nc, micro.Config{
 		Name:        commands.StatusService,
 		Version:     Version,
@@ -81,7 +82,7 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp S
 		e, err := svc.Create(ctx, enrollment.NewEnrollment{ID: r.StatusID, ExchangeID: r.ExchangeID, Sub: r.Sub, Method: r.Method, ExpiresAt: r.ExpiresAt,
 			PendingCredential: r.PendingCredential})
 		return ToReply(e), ToFault(err)
-	}))
+	}, opts...))
 	add("keyed-ids", commands.StatusKeyedIDs, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.KeyedIDsRequest) (commands.KeyedIDsReply, error) {
 		id, exchangeID, err := svc.KeyedIDs(enrollment.KeyScopeEnrollment, r.Sub, r.Key)
 		if err != nil {
@@ -94,32 +95,32 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp S
 			reply.Existing = &existing
 		}
 		return reply, ToFault(err)
-	}))
+	}, opts...))
 	add("scan", commands.StatusScan, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.ScanRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.Scan(ctx, r.ExchangeID, toDevice(r.Device))
 		return ToReply(e), ToFault(err)
-	}))
+	}, opts...))
 	add("enroll", commands.StatusEnroll, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.EnrollRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: r.ExchangeID, Code: r.Code, Device: toDevice(r.Device), Channel: enrollment.ChannelCompanion})
 		return ToReply(e), ToFault(err)
-	}))
+	}, opts...))
 	add("push-pending", commands.StatusPushPending, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushPendingRequest) (commands.PushPendingReply, error) {
 		cs, err := svc.PendingChallenges(ctx, r.PHID, r.Sub)
 		return commands.PushPendingReply{Challenges: toCommandChallenges(cs)}, ToFault(err)
-	}))
+	}, opts...))
 	add("push-ack", commands.StatusPushAck, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushAckRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.AcknowledgePush(ctx, r.ChallengeID, r.PHID, r.Sub)
 		return ToReply(e), ToFault(err)
-	}))
+	}, opts...))
 	add("push-respond", commands.StatusPushRespond, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushRespondRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.RespondPush(ctx, enrollment.PushResponse{
 			ChallengeID: r.ChallengeID, PHID: r.PHID, Sub: r.Sub, Decision: r.Decision, Number: r.Number, Reason: r.Reason,
 		})
 		return ToReply(e), ToFault(err)
-	}))
+	}, opts...))
 	add("step-up-redeem", commands.StatusStepUpRedeem, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.StepUpRedeemRequest) (commands.StepUpRedeemReply, error) {
 		return stepUp.redeem(ctx, svc, r)
-	}))
+	}, opts...))
 	if err == nil {
 		// Make sure the server has the subscriptions before anyone is told we are up.
 		err = nc.Flush()
