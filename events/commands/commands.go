@@ -1,8 +1,13 @@
 // Package commands is the request/reply contract between mfaflow services: the NATS subjects of
 // every micro endpoint and the JSON messages they take and return.
 //
-// Services never call each other's Go code; they send these messages. Errors come back as micro
-// error headers whose code is one of the fault codes (see package fault).
+// Services never call each other's Go code; they send these messages. A command answers success
+// with its reply and every refusal as a micro error whose code is one of the fault codes (see
+// package fault) and whose description is worded for people; there is no second vocabulary of
+// results inside replies. A refusal that ends at a known time (locked) also carries that time
+// in the header Mfa-Fault-Until (RFC 3339, UTC; pkg/rpc.HeaderUntil), which rpc.Call returns
+// as fault.Error.Until. Where the refusals of a command mean something particular to the
+// caller (the factor commands), they are listed with its subject below.
 package commands
 
 import "time"
@@ -124,13 +129,18 @@ const (
 	// without it (the status service calls it when a cancel or an expiry beat a right code).
 	RegistryDiscardCredential = RegistryGroup + ".credentials.discard"
 	// RegistryFactorsReady asks whether a user can be asked for a sign-in code of a method now
-	// (has a usable factor, is not locked). It checks no code.
+	// (has a usable factor, is not locked). It checks no code. Answers an empty FactorReply;
+	// refusals: no_factor, locked (with Mfa-Fault-Until).
 	RegistryFactorsReady = RegistryGroup + ".factors.ready"
 	// RegistryFactorsCheck checks a sign-in code (TOTP or recovery code) of a user, counting
-	// wrong codes towards the user's lockout.
+	// wrong codes towards the user's lockout. Answers FactorReply for a right code; refusals:
+	// invalid_code (wrong, counted), code_replayed (right but used already, not counted),
+	// bad_request (cannot be a code of the method, not counted), locked (with
+	// Mfa-Fault-Until; also when this wrong code locked the user), no_factor.
 	RegistryFactorsCheck = RegistryGroup + ".factors.check"
 	// RegistryFactorsFailure counts a failed factor use that is not a code (a push answered with
-	// the wrong number) towards the user's lockout.
+	// the wrong number) towards the user's lockout. Answers an empty FactorReply; refusal:
+	// locked (with Mfa-Fault-Until) when the user is, or this failure made them, locked.
 	RegistryFactorsFailure = RegistryGroup + ".factors.failure"
 	// RegistryDeviceGet returns a registered device's owner and push key (bridge login).
 	RegistryDeviceGet = RegistryGroup + ".devices.get"
@@ -181,26 +191,13 @@ type FactorRequest struct {
 	StatusID string `json:"status_id,omitempty"`
 }
 
-// Results of FactorReply. Outcomes a user causes are results, not errors, so that the reply can
-// say more (which device matched, until when the user is locked).
-const (
-	FactorOK        = "ok"
-	FactorInvalid   = "invalid_code"  // wrong code; counted towards the lockout
-	FactorMalformed = "malformed"     // cannot be a code of the method; not counted
-	FactorReplayed  = "code_replayed" // right code, already used; not counted
-	FactorLocked    = "locked"        // checks locked until LockedUntil
-	FactorNone      = "no_factor"     // no usable factor of the method
-)
-
-// FactorReply answers RegistryFactorsReady and RegistryFactorsCheck.
+// FactorReply answers RegistryFactorsReady, RegistryFactorsCheck and RegistryFactorsFailure
+// when they succeed; their refusals are fault codes (see the subjects).
 type FactorReply struct {
-	Result string `json:"result"`
-	// PHID is the device whose code matched (check, TOTP, ok).
+	// PHID is the device whose code matched (check, TOTP).
 	PHID string `json:"ph_id,omitempty"`
-	// Remaining is the user's unused recovery codes (check, BACKUPCODE, ok).
+	// Remaining is the user's unused recovery codes (check, BACKUPCODE).
 	Remaining int `json:"remaining,omitempty"`
-	// LockedUntil is when code checks open again (locked).
-	LockedUntil time.Time `json:"locked_until,omitzero"`
 }
 
 // Device describes the authenticator device as the companion reports it.

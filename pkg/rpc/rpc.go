@@ -19,11 +19,17 @@ import (
 	"github.com/nats-io/nats.go/micro"
 )
 
+// HeaderUntil is the header of an error reply that carries fault.Error.Until (RFC 3339 with
+// nanoseconds, UTC): when a refusal that lasts a while ends, e.g. a locked user's code checks.
+// Call puts it back into the *fault.Error it returns.
+const HeaderUntil = "Mfa-Fault-Until"
+
 // MaxRequestBytes bounds a command payload; larger requests are refused as payload_too_large.
 const MaxRequestBytes = 64 << 10
 
 // Call sends req as JSON to subject and decodes the reply into resp (when resp is not nil).
-// A micro error reply comes back as *fault.Error with the responder's code; no responder or a
+// A micro error reply comes back as *fault.Error with the responder's code (and Until, from
+// HeaderUntil); no responder or a
 // timeout is fault.Unavailable, so callers can tell "the other service said no" from "nobody
 // answered".
 func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) error {
@@ -45,7 +51,12 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 			// once where it is answered.
 			return fmt.Errorf("%s answered unknown error code %q: %s", subject, code, msg.Header.Get(micro.ErrorHeader))
 		}
-		return &fault.Error{Code: fault.Code(code), Message: msg.Header.Get(micro.ErrorHeader)}
+		fe := &fault.Error{Code: fault.Code(code), Message: msg.Header.Get(micro.ErrorHeader)}
+		if until := msg.Header.Get(HeaderUntil); until != "" {
+			// A malformed time says nothing about the refusal itself: keep the code.
+			fe.Until, _ = time.Parse(time.RFC3339Nano, until)
+		}
+		return fe
 	}
 	if resp == nil {
 		return nil
@@ -273,5 +284,9 @@ func detach(r micro.Request) micro.Request {
 }
 
 func respondError(r micro.Request, fe *fault.Error) {
+	if !fe.Until.IsZero() {
+		_ = r.Error(string(fe.Code), fe.Message, nil, micro.WithHeaders(micro.Headers{HeaderUntil: {fe.Until.UTC().Format(time.RFC3339Nano)}}))
+		return
+	}
 	_ = r.Error(string(fe.Code), fe.Message, nil)
 }

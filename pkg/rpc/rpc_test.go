@@ -218,12 +218,15 @@ func TestLimitsAndShutdown(t *testing.T) {
 
 func TestErrorsAndBadInput(t *testing.T) {
 	srv := natstest.Start(t)
+	lockedUntil := time.Date(2026, 3, 14, 9, 28, 53, 589123456, time.UTC)
 	h := rpc.Endpoint(t.Context(), quiet(), func(ctx context.Context, r echo) (echo, error) {
 		switch r.N {
 		case 1:
 			return echo{}, fault.New(fault.NotFound, "no such thing")
 		case 2:
 			return echo{}, errors.New("secret internals")
+		case 3:
+			return echo{}, &fault.Error{Code: fault.Locked, Message: "locked", Until: lockedUntil}
 		}
 		return r, nil
 	})
@@ -239,6 +242,13 @@ func TestErrorsAndBadInput(t *testing.T) {
 	}
 	if err := rpc.Call(ctx, nc, "test.errors", echo{N: 2}, nil); fault.CodeOf(err) != fault.Internal || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("got %v", err)
+	}
+	// A refusal that ends at a known time says when, to the nanosecond.
+	if fe := fault.From(rpc.Call(ctx, nc, "test.errors", echo{N: 3}, nil)); fe.Code != fault.Locked || !fe.Until.Equal(lockedUntil) {
+		t.Fatalf("got %+v, want locked until %v", fe, lockedUntil)
+	}
+	if fe := fault.From(rpc.Call(ctx, nc, "test.errors", echo{N: 1}, nil)); !fe.Until.IsZero() {
+		t.Fatalf("a refusal without an end came back with Until %v", fe.Until)
 	}
 	if err := rpc.Call(ctx, nc, "test.errors", json.RawMessage(`"not an object"`), nil); fault.CodeOf(err) != fault.BadRequest {
 		t.Fatalf("got %v", err)

@@ -216,24 +216,49 @@ func (r *Registry) Verify(ctx context.Context, statusID, sub, code string, dev e
 	err := rpc.Call(ctx, r.NC, commands.RegistryVerifyCredential, commands.VerifyCredentialRequest{
 		StatusID: statusID, Sub: sub, Code: code, Device: fromDevice(dev), PendingCredential: pending,
 	}, &reply)
-	switch fault.CodeOf(err) {
-	case "":
-		if err != nil {
-			return enrollment.Claim{}, err
-		}
-		return enrollment.Claim{PHID: reply.PHID, DeviceID: reply.DeviceID}, nil
-	case fault.InvalidCode:
-		return enrollment.Claim{}, enrollment.ErrInvalidCode
-	case fault.Expired:
-		return enrollment.Claim{}, enrollment.ErrExpired
-	case fault.NotFound:
-		// The registry has no credential for this enrollment and never will: voided by a reset,
-		// sealed under a retired key, or discarded after the enrollment ended elsewhere.
-		return enrollment.Claim{}, enrollment.ErrCredentialVoid
-	case fault.Conflict:
-		return enrollment.Claim{}, fmt.Errorf("%w: the credential is claimed by another device", enrollment.ErrConflict)
+	if err != nil {
+		return enrollment.Claim{}, fromRegistry(commands.RegistryVerifyCredential, err)
 	}
-	return enrollment.Claim{}, err
+	return enrollment.Claim{PHID: reply.PHID, DeviceID: reply.DeviceID}, nil
+}
+
+// fromRegistry turns the registry's refusals (fault codes, events/commands) into the domain's
+// errors: the one place the status service reads them. What it does not translate (unavailable,
+// a bad_request whose words are for the client) passes on as the *fault.Error it is, and ToFault
+// passes that through.
+func fromRegistry(subject string, err error) error {
+	var fe *fault.Error
+	if !errors.As(err, &fe) {
+		return err
+	}
+	switch fe.Code {
+	case fault.InvalidCode:
+		return enrollment.ErrInvalidCode
+	case fault.CodeReplayed:
+		return enrollment.ErrReplayed
+	case fault.Locked:
+		return &enrollment.LockedError{Until: fe.Until}
+	case fault.NoFactor:
+		return enrollment.ErrNoFactor
+	case fault.Expired:
+		return enrollment.ErrExpired
+	case fault.BadRequest:
+		if subject == commands.RegistryFactorsCheck {
+			// The code cannot be a code of the method; not counted.
+			return enrollment.ErrMalformedCode
+		}
+	case fault.NotFound:
+		if subject == commands.RegistryVerifyCredential {
+			// The registry has no credential for this enrollment and never will: voided by a
+			// reset, sealed under a retired key, or discarded after the enrollment ended elsewhere.
+			return enrollment.ErrCredentialVoid
+		}
+	case fault.Conflict:
+		if subject == commands.RegistryVerifyCredential {
+			return fmt.Errorf("%w: the credential is claimed by another device", enrollment.ErrConflict)
+		}
+	}
+	return err
 }
 
 // Activate implements enrollment.Registry.
@@ -266,29 +291,15 @@ func (r *Registry) CheckCode(ctx context.Context, sub, method, code, statusID st
 	return reply.PHID, err
 }
 
-// factor calls a factors endpoint and turns its result into the domain's errors.
+// factor calls a factors endpoint; refusals become the domain's errors.
 func (r *Registry) factor(ctx context.Context, subject string, req commands.FactorRequest) (commands.FactorReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout())
 	defer cancel()
 	var reply commands.FactorReply
 	if err := rpc.Call(ctx, r.NC, subject, req, &reply); err != nil {
-		return reply, err
+		return commands.FactorReply{}, fromRegistry(subject, err)
 	}
-	switch reply.Result {
-	case commands.FactorOK:
-		return reply, nil
-	case commands.FactorInvalid:
-		return reply, enrollment.ErrInvalidCode
-	case commands.FactorMalformed:
-		return reply, enrollment.ErrMalformedCode
-	case commands.FactorReplayed:
-		return reply, enrollment.ErrReplayed
-	case commands.FactorLocked:
-		return reply, &enrollment.LockedError{Until: reply.LockedUntil}
-	case commands.FactorNone:
-		return reply, enrollment.ErrNoFactor
-	}
-	return reply, fmt.Errorf("registry: unknown factor result %q", reply.Result)
+	return reply, nil
 }
 
 func (r *Registry) timeout() time.Duration {
