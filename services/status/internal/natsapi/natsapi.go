@@ -50,7 +50,7 @@ func (st StepUp) redeem(ctx context.Context, svc *enrollment.Service, r commands
 	}
 	// The token's auth_time is whole seconds; the stored one is exact. Compare the stored one.
 	if err := svc.RedeemStepUp(ctx, v.StatusID, r.Sub, svc.Time().Add(-maxAge)); err != nil {
-		return commands.StepUpRedeemReply{}, ToFault(err)
+		return commands.StepUpRedeemReply{}, toFault(err)
 	}
 	return commands.StepUpRedeemReply{StatusID: v.StatusID}, nil
 }
@@ -81,42 +81,42 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp S
 	add("create", commands.StatusCreate, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.CreateEnrollmentRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.Create(ctx, enrollment.NewEnrollment{ID: r.StatusID, ExchangeID: r.ExchangeID, Sub: r.Sub, Method: r.Method, ExpiresAt: r.ExpiresAt,
 			PendingCredential: r.PendingCredential})
-		return ToReply(e), ToFault(err)
+		return toReply(e), toFault(err)
 	}, opts...))
 	add("keyed-ids", commands.StatusKeyedIDs, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.KeyedIDsRequest) (commands.KeyedIDsReply, error) {
 		id, exchangeID, err := svc.KeyedIDs(enrollment.KeyScopeEnrollment, r.Sub, r.Key)
 		if err != nil {
-			return commands.KeyedIDsReply{}, ToFault(err)
+			return commands.KeyedIDsReply{}, toFault(err)
 		}
 		reply := commands.KeyedIDsReply{StatusID: id, ExchangeID: exchangeID}
 		e, ok, err := svc.Keyed(ctx, id, enrollment.Caller{Sub: r.Sub}, enrollment.KindEnrollment)
 		if ok {
-			existing := ToReply(e)
+			existing := toReply(e)
 			reply.Existing = &existing
 		}
-		return reply, ToFault(err)
+		return reply, toFault(err)
 	}, opts...))
 	add("scan", commands.StatusScan, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.ScanRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.Scan(ctx, r.ExchangeID, toDevice(r.Device))
-		return ToReply(e), ToFault(err)
+		return toReply(e), toFault(err)
 	}, opts...))
 	add("enroll", commands.StatusEnroll, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.EnrollRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: r.ExchangeID, Code: r.Code, Device: toDevice(r.Device), Channel: enrollment.ChannelCompanion})
-		return ToReply(e), ToFault(err)
+		return toReply(e), toFault(err)
 	}, opts...))
 	add("push-pending", commands.StatusPushPending, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushPendingRequest) (commands.PushPendingReply, error) {
 		cs, err := svc.PendingChallenges(ctx, r.PHID, r.Sub)
-		return commands.PushPendingReply{Challenges: toCommandChallenges(cs)}, ToFault(err)
+		return commands.PushPendingReply{Challenges: toCommandChallenges(cs)}, toFault(err)
 	}, opts...))
 	add("push-ack", commands.StatusPushAck, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushAckRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.AcknowledgePush(ctx, r.ChallengeID, r.PHID, r.Sub)
-		return ToReply(e), ToFault(err)
+		return toReply(e), toFault(err)
 	}, opts...))
 	add("push-respond", commands.StatusPushRespond, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushRespondRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.RespondPush(ctx, enrollment.PushResponse{
 			ChallengeID: r.ChallengeID, PHID: r.PHID, Sub: r.Sub, Decision: r.Decision, Number: r.Number, Reason: r.Reason,
 		})
-		return ToReply(e), ToFault(err)
+		return toReply(e), toFault(err)
 	}, opts...))
 	add("step-up-redeem", commands.StatusStepUpRedeem, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.StepUpRedeemRequest) (commands.StepUpRedeemReply, error) {
 		return stepUp.redeem(ctx, svc, r)
@@ -132,8 +132,9 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp S
 	return ms, nil
 }
 
-// ToReply converts an enrollment to the status object shared by NATS and HTTP.
-func ToReply(e enrollment.Enrollment) commands.EnrollmentReply {
+// toReply converts an enrollment to the status object of command replies and live
+// announcements (the HTTP adapter builds its own, from the domain).
+func toReply(e enrollment.Enrollment) commands.EnrollmentReply {
 	r := commands.EnrollmentReply{
 		Status: string(e.State), ID: e.ID, Sub: e.Sub, Method: e.Method,
 		ExpiresAt: e.ExpiresAt, UpdatedAt: e.UpdatedAt, Seq: e.Seq,
@@ -147,9 +148,9 @@ func ToReply(e enrollment.Enrollment) commands.EnrollmentReply {
 	return r
 }
 
-// ToFault maps domain errors to stable fault codes: the one place the status service does so.
+// toFault maps domain errors to stable fault codes: the one place the status service does so.
 // Errors that are already *fault.Error (from the registry) pass through.
-func ToFault(err error) error {
+func toFault(err error) error {
 	var fe *fault.Error
 	switch {
 	case err == nil:
@@ -224,7 +225,7 @@ func (r *Registry) Verify(ctx context.Context, statusID, sub, code string, dev e
 
 // fromRegistry turns the registry's refusals (fault codes, events/commands) into the domain's
 // errors: the one place the status service reads them. What it does not translate (unavailable,
-// a bad_request whose words are for the client) passes on as the *fault.Error it is, and ToFault
+// a bad_request whose words are for the client) passes on as the *fault.Error it is, and toFault
 // passes that through.
 func fromRegistry(subject string, err error) error {
 	var fe *fault.Error
