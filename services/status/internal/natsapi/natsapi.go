@@ -1,5 +1,6 @@
 // Package natsapi is the status service's NATS adapter: the "mfa-status" micro service that
-// other services command, and the client side of the device registry's commands.
+// other services command, the client side of the device registry's commands (whose refusals it
+// reads in fromRegistry only), and the live fan-out of changes (Live).
 package natsapi
 
 import (
