@@ -10,6 +10,7 @@ import (
 
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/tests/harness"
 	"github.com/nats-io/nats.go"
@@ -119,16 +120,16 @@ func TestIdempotentInitiationCompletesAPartialAttempt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// What the first attempt did before it died: derive the ids, create the credential.
-	var ids commands.KeyedIDsReply
-	if err := rpc.Call(ctx, nc, commands.StatusKeyedIDs, commands.KeyedIDsRequest{Sub: "carol-idem", Key: key}, &ids); err != nil {
+	var keyed commands.KeyedIDsReply
+	if err := rpc.Call(ctx, nc, commands.StatusKeyedIDs, commands.KeyedIDsRequest{Sub: "carol-idem", Key: key}, &keyed); err != nil {
 		t.Fatal(err)
 	}
-	if ids.Existing != nil || ids.StatusID != commands.StatusIDFor(ids.ExchangeID) {
-		t.Fatalf("keyed ids of a new key: %+v", ids)
+	if keyed.Existing != nil || keyed.StatusID != ids.StatusIDFor(keyed.ExchangeID) {
+		t.Fatalf("keyed ids of a new key: %+v", keyed)
 	}
 	var lost commands.CreateCredentialReply
 	if err := rpc.Call(ctx, nc, commands.RegistryCreateCredential, commands.CreateCredentialRequest{
-		StatusID: ids.StatusID, Sub: "carol-idem", ExpiresAt: time.Now().Add(5 * time.Minute),
+		StatusID: keyed.StatusID, Sub: "carol-idem", ExpiresAt: time.Now().Add(5 * time.Minute),
 	}, &lost); err != nil {
 		t.Fatal(err)
 	}
@@ -137,8 +138,8 @@ func TestIdempotentInitiationCompletesAPartialAttempt(t *testing.T) {
 	if r.Status != http.StatusOK {
 		t.Fatalf("retry after a partial attempt: %d %s", r.Status, r.Body)
 	}
-	if in.StatusID != ids.StatusID || in.ExchangeID.ExchangeID != ids.ExchangeID {
-		t.Fatalf("retry answered %s, the first attempt's ids are %s", in.StatusID, ids.StatusID)
+	if in.StatusID != keyed.StatusID || in.ExchangeID.ExchangeID != keyed.ExchangeID {
+		t.Fatalf("retry answered %s, the first attempt's ids are %s", in.StatusID, keyed.StatusID)
 	}
 	if in.TOTPSecret == lost.Secret {
 		t.Fatal("the lost attempt's secret was handed out again")
@@ -227,12 +228,10 @@ func TestSignInCodeRetryAfterLostAnswer(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			// The lost attempt: the status service asked the registry, which accepted the code.
+			// A refusal would be an error: the check answers only a right code with a reply.
 			var lost commands.FactorReply
 			if err := rpc.Call(ctx, nc, commands.RegistryFactorsCheck, commands.FactorRequest{Sub: "erin-idem", Method: m.method, Code: code, StatusID: in.StatusID}, &lost); err != nil {
-				t.Fatal(err)
-			}
-			if lost.Result != commands.FactorOK {
-				t.Fatalf("the lost attempt's check answered %+v", lost)
+				t.Fatalf("the lost attempt's check answered %v", err)
 			}
 			// Another authentication cannot use the spent code.
 			s.MustProblem(t, s.verify(t, token, m.route, other.ExchangeID.ExchangeID, code), http.StatusBadRequest, "code_replayed")

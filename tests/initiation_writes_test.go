@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events"
-	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/events/protocol"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/tests/harness"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,7 +21,7 @@ import (
 // TestInitiationWrites holds an initiation to the keys it needs: the status service's enrollment
 // (holding the registry's sealed pending credential) and open index, nothing in the registry
 // (it stores a credential only once a code claims it), and no exchange index (status_id =
-// commands.StatusIDFor(exchange_id)). Then the relay publishes the initiated event without
+// ids.StatusIDFor(exchange_id)). Then the relay publishes the initiated event without
 // writing the enrollment again.
 func TestInitiationWrites(t *testing.T) {
 	st := harness.Start(t, harness.Options{}, nil)
@@ -31,7 +31,7 @@ func TestInitiationWrites(t *testing.T) {
 	var statusIDs, exchangeIDs []string
 	for range n {
 		in := initiate(t, st, token, "?qr=none")
-		if want := commands.StatusIDFor(in.ExchangeID.ExchangeID); in.StatusID != want {
+		if want := ids.StatusIDFor(in.ExchangeID.ExchangeID); in.StatusID != want {
 			t.Fatalf("status_id %s, want StatusIDFor(exchange_id) = %s", in.StatusID, want)
 		}
 		statusIDs = append(statusIDs, in.StatusID)

@@ -31,8 +31,11 @@ func deps(t *testing.T, pattern string, withTests bool) map[string][]string {
 }
 
 // TestLayering enforces the layering rules that would otherwise live only in prose:
-//   - the domain package of each service (state machine, rules) imports no transport and no
-//     storage driver;
+//   - the domain package of each service (state machine, rules) imports no transport, no
+//     storage driver and no command contract (events/commands: what travels between services
+//     is the adapters' business; shared rules such as ids.StatusIDFor live in pkg/);
+//   - within a service, one adapter never builds on another (internal/httpapi and
+//     internal/natsapi import neither each other nor anything under the other);
 //   - pkg/ and events/ (shared parts and contracts) never import a service;
 //   - no service imports another: they talk over NATS, through the contracts in events/.
 func TestLayering(t *testing.T) {
@@ -45,6 +48,7 @@ func TestLayering(t *testing.T) {
 		module + "services/initiation/internal/setup",
 	}
 	forbidden := []string{"net/http", "github.com/nats-io/", "go.mongodb.org/", "github.com/gorilla/websocket"}
+	contracts := []string{module + "events/commands"}
 	for _, pkg := range domains {
 		for _, dep := range deps(t, pkg, false)[pkg] {
 			for _, f := range forbidden {
@@ -52,8 +56,14 @@ func TestLayering(t *testing.T) {
 					t.Errorf("%s depends on %s: domain packages must not import transports or drivers", pkg, dep)
 				}
 			}
+			for _, c := range contracts {
+				if dep == c || strings.HasPrefix(dep, c+"/") {
+					t.Errorf("%s depends on %s: domain packages must not import the command contract (adapters translate it)", pkg, dep)
+				}
+			}
 		}
 	}
+	checkAdapters(t)
 
 	services := []string{"services/initiation/", "services/status/", "services/device-registry/", "mobile-bridge/"}
 	serviceOf := func(pkg string) string {
@@ -83,5 +93,47 @@ func TestLayering(t *testing.T) {
 	}
 	if checked < 20 {
 		t.Fatalf("checked only %d packages: the patterns no longer match the layout", checked)
+	}
+}
+
+// adapters are the transport adapters a service may have under internal/.
+var adapters = []string{"httpapi", "natsapi"}
+
+// adapterOf returns the service root and adapter of pkg (…/internal/httpapi and the packages
+// under it), or "" when pkg is in no adapter.
+func adapterOf(pkg string) (root, adapter string) {
+	for _, a := range adapters {
+		marker := "/internal/" + a
+		if i := strings.Index(pkg, marker); i >= 0 {
+			if rest := pkg[i+len(marker):]; rest == "" || strings.HasPrefix(rest, "/") {
+				return pkg[:i], a
+			}
+		}
+	}
+	return "", ""
+}
+
+// checkAdapters refuses an adapter of a service that imports another adapter of the same
+// service: each maps the domain to its transport itself, and what they share (id rules, DTO
+// sources) lives in the domain or in pkg/.
+func checkAdapters(t *testing.T) {
+	t.Helper()
+	found := 0
+	for _, pattern := range []string{"services/initiation/...", "services/status/...", "services/device-registry/...", "mobile-bridge/..."} {
+		for pkg, ds := range deps(t, module+pattern, false) {
+			root, own := adapterOf(pkg)
+			if own == "" {
+				continue
+			}
+			found++
+			for _, dep := range ds {
+				if depRoot, other := adapterOf(dep); other != "" && other != own && depRoot == root {
+					t.Errorf("%s imports %s: an adapter must not build on another adapter of its service", pkg, dep)
+				}
+			}
+		}
+	}
+	if found < 6 {
+		t.Fatalf("found only %d adapter packages: the layout no longer matches internal/{httpapi,natsapi}", found)
 	}
 }

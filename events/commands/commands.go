@@ -1,15 +1,16 @@
 // Package commands is the request/reply contract between mfaflow services: the NATS subjects of
 // every micro endpoint and the JSON messages they take and return.
 //
-// Services never call each other's Go code; they send these messages. Errors come back as micro
-// error headers whose code is one of the fault codes (see package fault).
+// Services never call each other's Go code; they send these messages. A command answers success
+// with its reply and every refusal as a micro error whose code is one of the fault codes (see
+// package fault) and whose description is worded for people; there is no second vocabulary of
+// results inside replies. A refusal that ends at a known time (locked) also carries that time
+// in the header Mfa-Fault-Until (RFC 3339, UTC; pkg/rpc.HeaderUntil), which rpc.Call returns
+// as fault.Error.Until. Where the refusals of a command mean something particular to the
+// caller (the factor commands), they are listed with its subject below.
 package commands
 
-import (
-	"crypto/sha1"
-	"encoding/hex"
-	"time"
-)
+import "time"
 
 // Micro service names, as they appear in $SRV.PING/INFO/STATS.
 const (
@@ -128,13 +129,18 @@ const (
 	// without it (the status service calls it when a cancel or an expiry beat a right code).
 	RegistryDiscardCredential = RegistryGroup + ".credentials.discard"
 	// RegistryFactorsReady asks whether a user can be asked for a sign-in code of a method now
-	// (has a usable factor, is not locked). It checks no code.
+	// (has a usable factor, is not locked). It checks no code. Answers an empty FactorReply;
+	// refusals: no_factor, locked (with Mfa-Fault-Until).
 	RegistryFactorsReady = RegistryGroup + ".factors.ready"
 	// RegistryFactorsCheck checks a sign-in code (TOTP or recovery code) of a user, counting
-	// wrong codes towards the user's lockout.
+	// wrong codes towards the user's lockout. Answers FactorReply for a right code; refusals:
+	// invalid_code (wrong, counted), code_replayed (right but used already, not counted),
+	// bad_request (cannot be a code of the method, not counted), locked (with
+	// Mfa-Fault-Until; also when this wrong code locked the user), no_factor.
 	RegistryFactorsCheck = RegistryGroup + ".factors.check"
 	// RegistryFactorsFailure counts a failed factor use that is not a code (a push answered with
-	// the wrong number) towards the user's lockout.
+	// the wrong number) towards the user's lockout. Answers an empty FactorReply; refusal:
+	// locked (with Mfa-Fault-Until) when the user is, or this failure made them, locked.
 	RegistryFactorsFailure = RegistryGroup + ".factors.failure"
 	// RegistryDeviceGet returns a registered device's owner and push key (bridge login).
 	RegistryDeviceGet = RegistryGroup + ".devices.get"
@@ -185,26 +191,13 @@ type FactorRequest struct {
 	StatusID string `json:"status_id,omitempty"`
 }
 
-// Results of FactorReply. Outcomes a user causes are results, not errors, so that the reply can
-// say more (which device matched, until when the user is locked).
-const (
-	FactorOK        = "ok"
-	FactorInvalid   = "invalid_code"  // wrong code; counted towards the lockout
-	FactorMalformed = "malformed"     // cannot be a code of the method; not counted
-	FactorReplayed  = "code_replayed" // right code, already used; not counted
-	FactorLocked    = "locked"        // checks locked until LockedUntil
-	FactorNone      = "no_factor"     // no usable factor of the method
-)
-
-// FactorReply answers RegistryFactorsReady and RegistryFactorsCheck.
+// FactorReply answers RegistryFactorsReady, RegistryFactorsCheck and RegistryFactorsFailure
+// when they succeed; their refusals are fault codes (see the subjects).
 type FactorReply struct {
-	Result string `json:"result"`
-	// PHID is the device whose code matched (check, TOTP, ok).
+	// PHID is the device whose code matched (check, TOTP).
 	PHID string `json:"ph_id,omitempty"`
-	// Remaining is the user's unused recovery codes (check, BACKUPCODE, ok).
+	// Remaining is the user's unused recovery codes (check, BACKUPCODE).
 	Remaining int `json:"remaining,omitempty"`
-	// LockedUntil is when code checks open again (locked).
-	LockedUntil time.Time `json:"locked_until,omitzero"`
 }
 
 // Device describes the authenticator device as the companion reports it.
@@ -277,7 +270,7 @@ type DiscardCredentialRequest struct {
 }
 
 // CreateEnrollmentRequest records an INITIATED enrollment. StatusID should be
-// StatusIDFor(ExchangeID), which saves the status service an index write; any other valid id
+// ids.StatusIDFor(ExchangeID) (pkg/ids), which saves the status service an index write; any other valid id
 // still works.
 type CreateEnrollmentRequest struct {
 	StatusID   string    `json:"status_id"`
@@ -297,7 +290,7 @@ type KeyedIDsRequest struct {
 	Key string `json:"key"`
 }
 
-// KeyedIDsReply carries the derived ids (StatusID is StatusIDFor(ExchangeID)) and the
+// KeyedIDsReply carries the derived ids (StatusID is ids.StatusIDFor(ExchangeID)) and the
 // enrollment already stored under them, if any.
 type KeyedIDsReply struct {
 	StatusID   string           `json:"status_id"`
@@ -339,34 +332,3 @@ type EnrollmentReply struct {
 // then serve any live subscriber, whichever replica made the change. It is a notification, not
 // a record: durable facts are the CloudEvents on MFA_EVENTS.
 const StatusChangedPrefix = "mfa.status.v1.changed."
-
-// statusIDNamespace is the UUID namespace of StatusIDFor.
-var statusIDNamespace = [16]byte{0x8f, 0x3a, 0x61, 0x2e, 0x4b, 0x7c, 0x4d, 0x19, 0xa2, 0x5e, 0x0b, 0x93, 0xc4, 0x16, 0xd8, 0x7f}
-
-// StatusIDFor is the status id the initiation service gives the enrollment of exchangeID: the
-// name-based (version 5, SHA-1) UUID of the exchange id in a fixed namespace. The status
-// service finds an enrollment so named from its exchange id alone, without an index entry, and
-// two enrollments cannot share an exchange id because they would share the status id.
-//
-// The exchange id stays the only capability: the status id appears in URLs, events and logs,
-// and the exchange id cannot be computed from it (that would need a SHA-1 preimage).
-func StatusIDFor(exchangeID string) string {
-	h := sha1.New()
-	h.Write(statusIDNamespace[:])
-	h.Write([]byte(exchangeID))
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0f | 0x50 // version 5
-	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
-}

@@ -8,6 +8,7 @@ package fault
 import (
 	"errors"
 	"net/http"
+	"time"
 )
 
 // Code is a stable, machine-readable error code.
@@ -83,6 +84,10 @@ var ErrTransient = errors.New("out of reach for a moment")
 type Error struct {
 	Code    Code
 	Message string
+	// Until is when a refusal that lasts a while ends (Locked: when code checks open again);
+	// zero when it does not apply. Between services it travels with the code (pkg/rpc); an
+	// HTTP adapter may turn it into Retry-After.
+	Until time.Time
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }

@@ -5,8 +5,15 @@
 // `*`/`>`/`a.b` id from ever doing harm there.
 package ids
 
+import "errors"
+
 // MaxLen bounds an id; no id mfaflow makes is longer.
 const MaxLen = 128
+
+// ErrInvalid is the error of an id that Valid refuses: one no status object, exchange or device
+// can have. Adapters refuse such an id before it becomes part of a NATS subject, a KV key or a
+// map key (a 4 KB id once made NATS drop the connection with "maximum control line exceeded").
+var ErrInvalid = errors.New("invalid id")
 
 // Valid reports whether id can be an mfaflow id.
 func Valid(id string) bool {

@@ -19,3 +19,19 @@ func TestValid(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusIDFor holds the derivation to RFC 9562's version 5 UUID (the vector is
+// github.com/google/uuid's NewSHA1 in the same namespace): services that name or find
+// enrollments by it must agree on every byte.
+func TestStatusIDFor(t *testing.T) {
+	const exchangeID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+	if got, want := ids.StatusIDFor(exchangeID), "f519c870-e3b6-5c76-b472-334d15fb2901"; got != want {
+		t.Fatalf("StatusIDFor(%s) = %s, want %s", exchangeID, got, want)
+	}
+	if ids.StatusIDFor(exchangeID) == ids.StatusIDFor("1"+exchangeID[1:]) {
+		t.Fatal("two exchange ids give one status id")
+	}
+	if !ids.Valid(ids.StatusIDFor(exchangeID)) {
+		t.Fatal("a derived status id is not a valid id")
+	}
+}

@@ -19,11 +19,17 @@ import (
 	"github.com/nats-io/nats.go/micro"
 )
 
+// HeaderUntil is the header of an error reply that carries fault.Error.Until (RFC 3339 with
+// nanoseconds, UTC): when a refusal that lasts a while ends, e.g. a locked user's code checks.
+// Call puts it back into the *fault.Error it returns.
+const HeaderUntil = "Mfa-Fault-Until"
+
 // MaxRequestBytes bounds a command payload; larger requests are refused as payload_too_large.
 const MaxRequestBytes = 64 << 10
 
 // Call sends req as JSON to subject and decodes the reply into resp (when resp is not nil).
-// A micro error reply comes back as *fault.Error with the responder's code; no responder or a
+// A micro error reply comes back as *fault.Error with the responder's code (and Until, from
+// HeaderUntil); no responder or a
 // timeout is fault.Unavailable, so callers can tell "the other service said no" from "nobody
 // answered".
 func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) error {
@@ -45,7 +51,12 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 			// once where it is answered.
 			return fmt.Errorf("%s answered unknown error code %q: %s", subject, code, msg.Header.Get(micro.ErrorHeader))
 		}
-		return &fault.Error{Code: fault.Code(code), Message: msg.Header.Get(micro.ErrorHeader)}
+		fe := &fault.Error{Code: fault.Code(code), Message: msg.Header.Get(micro.ErrorHeader)}
+		if until := msg.Header.Get(HeaderUntil); until != "" {
+			// A malformed time says nothing about the refusal itself: keep the code.
+			fe.Until, _ = time.Parse(time.RFC3339Nano, until)
+		}
+		return fe
 	}
 	if resp == nil {
 		return nil
@@ -151,17 +162,6 @@ func WithLimits(l Limits) Option { return func(o *endpointOptions) { o.limits = 
 // WithGroup makes the endpoint track its commands in flight in g.
 func WithGroup(g *Group) Option { return func(o *endpointOptions) { o.group = g } }
 
-type optionsKey struct{}
-
-// ContextWithOptions returns ctx carrying opts for every Endpoint built with it (or a context
-// derived from it). It lets a service's bootstrap set the limits of endpoints that its NATS
-// adapter registers without threading them through each adapter's signature. Options passed to
-// Endpoint itself apply after these.
-func ContextWithOptions(ctx context.Context, opts ...Option) context.Context {
-	prev, _ := ctx.Value(optionsKey{}).([]Option)
-	return context.WithValue(ctx, optionsKey{}, append(append([]Option(nil), prev...), opts...))
-}
-
 // Messages of the refusals Endpoint makes itself. Fixed, so callers and tests can rely on them.
 const (
 	MsgBusy     = "too many commands in flight on this replica; try again"
@@ -187,11 +187,6 @@ const (
 // (too large, malformed, busy, stopping).
 func Endpoint[Req, Resp any](ctx context.Context, log *slog.Logger, h Handler[Req, Resp], opts ...Option) micro.Handler {
 	var o endpointOptions
-	if fromCtx, ok := ctx.Value(optionsKey{}).([]Option); ok {
-		for _, opt := range fromCtx {
-			opt(&o)
-		}
-	}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -289,5 +284,9 @@ func detach(r micro.Request) micro.Request {
 }
 
 func respondError(r micro.Request, fe *fault.Error) {
+	if !fe.Until.IsZero() {
+		_ = r.Error(string(fe.Code), fe.Message, nil, micro.WithHeaders(micro.Headers{HeaderUntil: {fe.Until.UTC().Format(time.RFC3339Nano)}}))
+		return
+	}
 	_ = r.Error(string(fe.Code), fe.Message, nil)
 }

@@ -172,20 +172,19 @@ func TestDeadline(t *testing.T) {
 	}
 }
 
-func TestLimitsFromContextAndShutdown(t *testing.T) {
+func TestLimitsAndShutdown(t *testing.T) {
 	srv := natstest.Start(t)
 	var group rpc.Group
 	svcCtx, stop := context.WithCancel(context.Background())
 	defer stop()
-	ctx := rpc.ContextWithOptions(svcCtx, rpc.WithLimits(rpc.Limits{MaxInFlight: 1}), rpc.WithGroup(&group))
 	entered := make(chan struct{}, 1)
 	finished := make(chan struct{})
-	h := rpc.Endpoint(ctx, quiet(), func(ctx context.Context, r echo) (echo, error) {
+	h := rpc.Endpoint(svcCtx, quiet(), func(ctx context.Context, r echo) (echo, error) {
 		entered <- struct{}{}
 		<-ctx.Done() // cancelled by the service's shutdown
 		close(finished)
 		return echo{}, ctx.Err()
-	})
+	}, rpc.WithLimits(rpc.Limits{MaxInFlight: 1}), rpc.WithGroup(&group))
 	nc := serve(t, srv, "test.shutdown", h)
 	first := make(chan error, 1)
 	go func() {
@@ -194,7 +193,7 @@ func TestLimitsFromContextAndShutdown(t *testing.T) {
 		first <- rpc.Call(cctx, nc, "test.shutdown", echo{}, nil)
 	}()
 	wait(t, entered, 10*time.Second, "the command to start")
-	// MaxInFlight 1 came from the context: a second command is refused.
+	// MaxInFlight 1: a second command is refused.
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := rpc.Call(cctx, nc, "test.shutdown", echo{}, nil); fault.CodeOf(err) != fault.Unavailable {
@@ -219,12 +218,15 @@ func TestLimitsFromContextAndShutdown(t *testing.T) {
 
 func TestErrorsAndBadInput(t *testing.T) {
 	srv := natstest.Start(t)
+	lockedUntil := time.Date(2026, 3, 14, 9, 28, 53, 589123456, time.UTC)
 	h := rpc.Endpoint(t.Context(), quiet(), func(ctx context.Context, r echo) (echo, error) {
 		switch r.N {
 		case 1:
 			return echo{}, fault.New(fault.NotFound, "no such thing")
 		case 2:
 			return echo{}, errors.New("secret internals")
+		case 3:
+			return echo{}, &fault.Error{Code: fault.Locked, Message: "locked", Until: lockedUntil}
 		}
 		return r, nil
 	})
@@ -240,6 +242,13 @@ func TestErrorsAndBadInput(t *testing.T) {
 	}
 	if err := rpc.Call(ctx, nc, "test.errors", echo{N: 2}, nil); fault.CodeOf(err) != fault.Internal || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("got %v", err)
+	}
+	// A refusal that ends at a known time says when, to the nanosecond.
+	if fe := fault.From(rpc.Call(ctx, nc, "test.errors", echo{N: 3}, nil)); fe.Code != fault.Locked || !fe.Until.Equal(lockedUntil) {
+		t.Fatalf("got %+v, want locked until %v", fe, lockedUntil)
+	}
+	if fe := fault.From(rpc.Call(ctx, nc, "test.errors", echo{N: 1}, nil)); !fe.Until.IsZero() {
+		t.Fatalf("a refusal without an end came back with Until %v", fe.Until)
 	}
 	if err := rpc.Call(ctx, nc, "test.errors", json.RawMessage(`"not an object"`), nil); fault.CodeOf(err) != fault.BadRequest {
 		t.Fatalf("got %v", err)

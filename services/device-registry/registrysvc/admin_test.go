@@ -141,10 +141,10 @@ func TestAdminFactors(t *testing.T) {
 	if len(f.Devices) != 0 || f.RecoveryCodes.Remaining != 0 || f.RecoveryCodes.CreatedAt != nil || f.Lockout.Locked || f.Lockout.FailedAttempts != 0 {
 		t.Fatalf("after reset: %+v", f)
 	}
-	if r := e.ready(t, "alice", commands.FactorTOTP); r.Result != commands.FactorNone {
+	if r := e.ready(t, "alice", commands.FactorTOTP); r.Result != resultNone {
 		t.Fatalf("TOTP after reset: %+v", r)
 	}
-	if r := e.ready(t, "alice", commands.FactorBackupCode); r.Result != commands.FactorNone {
+	if r := e.ready(t, "alice", commands.FactorBackupCode); r.Result != resultNone {
 		t.Fatalf("recovery codes after reset: %+v", r)
 	}
 	if n := e.remaining(t, "alice"); n != 0 {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/google/uuid"
 	"net/http"
@@ -18,34 +19,63 @@ import (
 
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 )
 
-// check sends a sign-in code check as the status service does, each for a new authentication.
-func (e *env) check(t *testing.T, sub, method, code string) commands.FactorReply {
+// outcome is what a factors command answered: the reply of a success, or the code of a refusal
+// (and, for locked, when the lock ends).
+type outcome struct {
+	commands.FactorReply
+	// Result is resultOK or the refusal's fault code ("error: …" for an error without one).
+	Result      string
+	LockedUntil time.Time
+}
+
+// The results the tests expect (a malformed code is refused as bad_request).
+const (
+	resultOK        = "ok"
+	resultInvalid   = string(fault.InvalidCode)
+	resultMalformed = string(fault.BadRequest)
+	resultReplayed  = string(fault.CodeReplayed)
+	resultLocked    = string(fault.Locked)
+	resultNone      = string(fault.NoFactor)
+)
+
+func outcomeOf(reply commands.FactorReply, err error) outcome {
+	if err == nil {
+		return outcome{FactorReply: reply, Result: resultOK}
+	}
+	var fe *fault.Error
+	if !errors.As(err, &fe) {
+		return outcome{Result: "error: " + err.Error()}
+	}
+	return outcome{Result: string(fe.Code), LockedUntil: fe.Until}
+}
+
+// factorCommand sends a factors command as the status service does.
+func (e *env) factorCommand(t *testing.T, subject string, req commands.FactorRequest) outcome {
+	t.Helper()
+	var reply commands.FactorReply
+	return outcomeOf(reply, rpc.Call(ctxT(t), e.nc, subject, req, &reply))
+}
+
+// check sends a sign-in code check, each for a new authentication.
+func (e *env) check(t *testing.T, sub, method, code string) outcome {
 	t.Helper()
 	return e.checkFor(t, sub, method, code, uuid.NewString())
 }
 
 // checkFor sends a code check for the authentication statusID.
-func (e *env) checkFor(t *testing.T, sub, method, code, statusID string) commands.FactorReply {
+func (e *env) checkFor(t *testing.T, sub, method, code, statusID string) outcome {
 	t.Helper()
-	var reply commands.FactorReply
-	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsCheck,
-		commands.FactorRequest{Sub: sub, Method: method, Code: code, StatusID: statusID}, &reply); err != nil {
-		t.Fatalf("check: %v", err)
-	}
-	return reply
+	return e.factorCommand(t, commands.RegistryFactorsCheck, commands.FactorRequest{Sub: sub, Method: method, Code: code, StatusID: statusID})
 }
 
-func (e *env) ready(t *testing.T, sub, method string) commands.FactorReply {
+func (e *env) ready(t *testing.T, sub, method string) outcome {
 	t.Helper()
-	var reply commands.FactorReply
-	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsReady, commands.FactorRequest{Sub: sub, Method: method}, &reply); err != nil {
-		t.Fatalf("ready: %v", err)
-	}
-	return reply
+	return e.factorCommand(t, commands.RegistryFactorsReady, commands.FactorRequest{Sub: sub, Method: method})
 }
 
 func TestSignInCodeIsAcceptedOnceAndNeverTheEnrollmentCode(t *testing.T) {
@@ -53,24 +83,24 @@ func TestSignInCodeIsAcceptedOnceAndNeverTheEnrollmentCode(t *testing.T) {
 	claim, secret := e.enroll(t, "alice", commands.Device{Name: "Phone"})
 
 	// The code that enrolled the device is spent: it may not sign in.
-	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now())); r.Result != commands.FactorReplayed {
+	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now())); r.Result != resultReplayed {
 		t.Fatalf("enrollment code at sign-in: %+v, want code_replayed", r)
 	}
 	e.clock.Advance(30 * time.Second)
 	right := code(t, secret, e.clock.Now())
 	auth := uuid.NewString()
-	if r := e.checkFor(t, "alice", commands.FactorTOTP, right, auth); r.Result != commands.FactorOK || r.PHID != claim.PHID {
+	if r := e.checkFor(t, "alice", commands.FactorTOTP, right, auth); r.Result != resultOK || r.PHID != claim.PHID {
 		t.Fatalf("right code: %+v, want ok for %s", r, claim.PHID)
 	}
-	if r := e.check(t, "alice", commands.FactorTOTP, right); r.Result != commands.FactorReplayed {
+	if r := e.check(t, "alice", commands.FactorTOTP, right); r.Result != resultReplayed {
 		t.Fatalf("same code again: %+v, want code_replayed", r)
 	}
 	// The same authentication asking again (its first answer lost) gets the same answer.
-	if r := e.checkFor(t, "alice", commands.FactorTOTP, right, auth); r.Result != commands.FactorOK || r.PHID != claim.PHID {
+	if r := e.checkFor(t, "alice", commands.FactorTOTP, right, auth); r.Result != resultOK || r.PHID != claim.PHID {
 		t.Fatalf("same code, same authentication: %+v, want ok", r)
 	}
 	// A code of the step before the accepted one is within the window but older: refused too.
-	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now().Add(-30*time.Second))); r.Result != commands.FactorReplayed {
+	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now().Add(-30*time.Second))); r.Result != resultReplayed {
 		t.Fatalf("older step: %+v, want code_replayed", r)
 	}
 	devs := e.list(t, "alice")
@@ -78,10 +108,10 @@ func TestSignInCodeIsAcceptedOnceAndNeverTheEnrollmentCode(t *testing.T) {
 		t.Fatalf("last_used_at not set on the matched device: %+v", devs)
 	}
 	// Someone else's code never matches alice's devices, and bob has no device at all.
-	if r := e.check(t, "bob", commands.FactorTOTP, right); r.Result != commands.FactorNone {
+	if r := e.check(t, "bob", commands.FactorTOTP, right); r.Result != resultNone {
 		t.Fatalf("bob: %+v, want no_factor", r)
 	}
-	if r := e.check(t, "alice", commands.FactorTOTP, "12ab56"); r.Result != commands.FactorMalformed {
+	if r := e.check(t, "alice", commands.FactorTOTP, "12ab56"); r.Result != resultMalformed {
 		t.Fatalf("malformed: %+v", r)
 	}
 }
@@ -103,15 +133,11 @@ func TestConcurrentSubmissionsOfOneCodeGiveOneSuccess(t *testing.T) {
 				commands.FactorRequest{Sub: "alice", Method: commands.FactorTOTP, Code: right}, &reply)
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
-				results["error: "+err.Error()]++
-				return
-			}
-			results[reply.Result]++
+			results[outcomeOf(reply, err).Result]++
 		})
 	}
 	wg.Wait()
-	if results[commands.FactorOK] != 1 || results[commands.FactorReplayed] != 19 {
+	if results[resultOK] != 1 || results[resultReplayed] != 19 {
 		t.Fatalf("20 concurrent checks of one code: %v, want 1 ok and 19 code_replayed", results)
 	}
 }
@@ -122,21 +148,21 @@ func TestWrongCodesLockTheUserWithDoublingBackOff(t *testing.T) {
 	e.clock.Advance(30 * time.Second)
 	right := code(t, secret, e.clock.Now())
 	for i := 1; i <= 4; i++ {
-		if r := e.check(t, "alice", commands.FactorTOTP, wrongCode(right)); r.Result != commands.FactorInvalid {
+		if r := e.check(t, "alice", commands.FactorTOTP, wrongCode(right)); r.Result != resultInvalid {
 			t.Fatalf("wrong code %d: %+v", i, r)
 		}
 	}
 	// Replays and malformed codes are not guesses: they do not count.
 	e.check(t, "alice", commands.FactorTOTP, "abc")
 	r := e.check(t, "alice", commands.FactorTOTP, wrongCode(right))
-	if r.Result != commands.FactorLocked || !r.LockedUntil.Equal(e.clock.Now().Add(time.Minute)) {
+	if r.Result != resultLocked || !r.LockedUntil.Equal(e.clock.Now().Add(time.Minute)) {
 		t.Fatalf("5th wrong code: %+v, want locked for 1 minute from %s", r, e.clock.Now())
 	}
 	// While locked, a right code is refused too, and so is asking for one.
-	if r := e.check(t, "alice", commands.FactorTOTP, right); r.Result != commands.FactorLocked {
+	if r := e.check(t, "alice", commands.FactorTOTP, right); r.Result != resultLocked {
 		t.Fatalf("right code while locked: %+v", r)
 	}
-	if r := e.ready(t, "alice", commands.FactorTOTP); r.Result != commands.FactorLocked {
+	if r := e.ready(t, "alice", commands.FactorTOTP); r.Result != resultLocked {
 		t.Fatalf("ready while locked: %+v", r)
 	}
 	// The next lock lasts twice as long.
@@ -144,7 +170,7 @@ func TestWrongCodesLockTheUserWithDoublingBackOff(t *testing.T) {
 	for range 4 {
 		e.check(t, "alice", commands.FactorTOTP, wrongCode(right))
 	}
-	if r := e.check(t, "alice", commands.FactorTOTP, wrongCode(right)); r.Result != commands.FactorLocked || !r.LockedUntil.Equal(e.clock.Now().Add(2*time.Minute)) {
+	if r := e.check(t, "alice", commands.FactorTOTP, wrongCode(right)); r.Result != resultLocked || !r.LockedUntil.Equal(e.clock.Now().Add(2*time.Minute)) {
 		t.Fatalf("second lock: %+v, want 2 minutes", r)
 	}
 	// One event per lock, about the user, without any code.
@@ -182,7 +208,7 @@ func TestWrongCodesLockTheUserWithDoublingBackOff(t *testing.T) {
 		t.Fatalf("unlock: %d", res.StatusCode)
 	}
 	e.clock.Advance(30 * time.Second)
-	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now())); r.Result != commands.FactorOK {
+	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now())); r.Result != resultOK {
 		t.Fatalf("right code after unlock: %+v", r)
 	}
 }
@@ -222,7 +248,7 @@ func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
 	if n := e.remaining(t, "alice"); n != 0 {
 		t.Fatalf("remaining before any set: %d", n)
 	}
-	if r := e.ready(t, "alice", commands.FactorBackupCode); r.Result != commands.FactorNone {
+	if r := e.ready(t, "alice", commands.FactorBackupCode); r.Result != resultNone {
 		t.Fatalf("ready without codes: %+v", r)
 	}
 	first := e.generateRecoveryCodes(t, "alice")
@@ -246,10 +272,10 @@ func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
 	}
 	// Typed loosely (lower case, spaces) it still works, once.
 	typed := strings.ToLower(strings.ReplaceAll(first[0], "-", " "))
-	if r := e.check(t, "alice", commands.FactorBackupCode, typed); r.Result != commands.FactorOK || r.Remaining != len(first)-1 {
+	if r := e.check(t, "alice", commands.FactorBackupCode, typed); r.Result != resultOK || r.Remaining != len(first)-1 {
 		t.Fatalf("first use: %+v", r)
 	}
-	if r := e.check(t, "alice", commands.FactorBackupCode, first[0]); r.Result != commands.FactorReplayed {
+	if r := e.check(t, "alice", commands.FactorBackupCode, first[0]); r.Result != resultReplayed {
 		t.Fatalf("second use: %+v, want code_replayed", r)
 	}
 	if n := e.remaining(t, "alice"); n != len(first)-1 {
@@ -261,24 +287,21 @@ func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
 	for i := range results {
 		wg.Go(func() {
 			var reply commands.FactorReply
-			if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsCheck,
-				commands.FactorRequest{Sub: "alice", Method: commands.FactorBackupCode, Code: first[1], StatusID: "auth-2-" + strconv.Itoa(i)}, &reply); err != nil {
-				results[i] = err.Error()
-				return
-			}
-			results[i] = reply.Result
+			err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsCheck,
+				commands.FactorRequest{Sub: "alice", Method: commands.FactorBackupCode, Code: first[1], StatusID: "auth-2-" + strconv.Itoa(i)}, &reply)
+			results[i] = outcomeOf(reply, err).Result
 		})
 	}
 	wg.Wait()
-	if !(results[0] == commands.FactorOK && results[1] == commands.FactorReplayed || results[1] == commands.FactorOK && results[0] == commands.FactorReplayed) {
+	if !(results[0] == resultOK && results[1] == resultReplayed || results[1] == resultOK && results[0] == resultReplayed) {
 		t.Fatalf("concurrent uses: %v", results)
 	}
 	// A new set: the old codes stop working.
 	second := e.generateRecoveryCodes(t, "alice")
-	if r := e.check(t, "alice", commands.FactorBackupCode, first[2]); r.Result != commands.FactorInvalid {
+	if r := e.check(t, "alice", commands.FactorBackupCode, first[2]); r.Result != resultInvalid {
 		t.Fatalf("old code after regeneration: %+v, want invalid_code", r)
 	}
-	if r := e.check(t, "alice", commands.FactorBackupCode, second[0]); r.Result != commands.FactorOK {
+	if r := e.check(t, "alice", commands.FactorBackupCode, second[0]); r.Result != resultOK {
 		t.Fatalf("new code: %+v", r)
 	}
 	// Events: generated twice, used three times, never a code.
@@ -296,7 +319,7 @@ func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
 		}
 		return nil
 	})
-	if r := e.check(t, "alice", commands.FactorBackupCode, "O0O0O-11111"); r.Result != commands.FactorMalformed {
+	if r := e.check(t, "alice", commands.FactorBackupCode, "O0O0O-11111"); r.Result != resultMalformed {
 		t.Fatalf("ambiguous characters: %+v, want malformed", r)
 	}
 }
@@ -323,12 +346,12 @@ func TestPushCapableDevices(t *testing.T) {
 	_, err = e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now()), Device: commands.Device{Key: &bad}})
 	assertCode(t, err, "bad_request")
 
-	if r := e.ready(t, "alice", commands.FactorPush); r.Result != commands.FactorNone {
+	if r := e.ready(t, "alice", commands.FactorPush); r.Result != resultNone {
 		t.Fatalf("ready for push without a push device: %+v", r)
 	}
 	plain, _ := e.enroll(t, "alice", commands.Device{Name: "TOTP only"})
 	pushy, _ := e.enroll(t, "alice", commands.Device{Name: "Companion", Key: jwk})
-	if r := e.ready(t, "alice", commands.FactorPush); r.Result != commands.FactorOK {
+	if r := e.ready(t, "alice", commands.FactorPush); r.Result != resultOK {
 		t.Fatalf("ready for push: %+v", r)
 	}
 	var devs commands.PushDevicesReply
@@ -358,13 +381,11 @@ func TestPushCapableDevices(t *testing.T) {
 	assertCode(t, err, "not_found")
 	// A wrong push number counts like a wrong code.
 	for i := 1; i <= 4; i++ {
-		var r commands.FactorReply
-		if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsFailure, commands.FactorRequest{Sub: "alice"}, &r); err != nil || r.Result != commands.FactorOK {
-			t.Fatalf("failure %d: %+v %v", i, r, err)
+		if r := e.factorCommand(t, commands.RegistryFactorsFailure, commands.FactorRequest{Sub: "alice"}); r.Result != resultOK {
+			t.Fatalf("failure %d: %+v", i, r)
 		}
 	}
-	var r commands.FactorReply
-	if err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsFailure, commands.FactorRequest{Sub: "alice"}, &r); err != nil || r.Result != commands.FactorLocked {
-		t.Fatalf("5th failure: %+v %v", r, err)
+	if r := e.factorCommand(t, commands.RegistryFactorsFailure, commands.FactorRequest{Sub: "alice"}); r.Result != resultLocked || r.LockedUntil.IsZero() {
+		t.Fatalf("5th failure: %+v", r)
 	}
 }

@@ -170,8 +170,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 			}
 		})
 	}
-	cmdCtx := rpc.ContextWithOptions(runCtx, rpc.WithLimits(cfg.Commands), rpc.WithGroup(&s.cmds))
-	if s.micro, err = natsapi.StartService(cmdCtx, nc, svc, log); err != nil {
+	if s.micro, err = natsapi.StartService(runCtx, nc, svc, log, rpc.WithLimits(cfg.Commands), rpc.WithGroup(&s.cmds)); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("registry: %w", err)
 	}

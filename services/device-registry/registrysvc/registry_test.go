@@ -700,11 +700,11 @@ func TestClaimGivesWayToAReissuedCredential(t *testing.T) {
 	}
 	// The registered device holds the second secret: its next code signs in, the first's does not.
 	e.clock.Advance(30 * time.Second)
-	if r := e.check(t, "alice", commands.FactorTOTP, code(t, second, e.clock.Now())); r.Result != commands.FactorOK {
+	if r := e.check(t, "alice", commands.FactorTOTP, code(t, second, e.clock.Now())); r.Result != resultOK {
 		t.Fatalf("sign-in with the second secret: %+v", r)
 	}
 	if c := code(t, first, e.clock.Now()); c != code(t, second, e.clock.Now()) {
-		if r := e.check(t, "alice", commands.FactorTOTP, c); r.Result == commands.FactorOK {
+		if r := e.check(t, "alice", commands.FactorTOTP, c); r.Result == resultOK {
 			t.Fatal("the replaced secret signs in")
 		}
 	}

@@ -194,8 +194,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		cancel: cancel,
 		log:    log,
 	}
-	cmdCtx := rpc.ContextWithOptions(runCtx, rpc.WithLimits(cfg.Commands), rpc.WithGroup(&s.cmds))
-	s.micro, err = natsapi.Serve(cmdCtx, nc, domain, natsapi.StepUp{Tokens: signer, MaxAge: cfg.StepUpMaxAge}, log)
+	s.micro, err = natsapi.Serve(runCtx, nc, domain, natsapi.StepUp{Tokens: signer, MaxAge: cfg.StepUpMaxAge}, log,
+		rpc.WithLimits(cfg.Commands), rpc.WithGroup(&s.cmds))
 	if err != nil {
 		cancel()
 		st.close()

@@ -45,8 +45,9 @@ type Registry interface {
 var _ Registry = (*device.Service)(nil)
 
 // StartService adds the commands.RegistryService micro service to nc. Handlers run with ctx, so
-// cancelling it aborts commands in flight; stop the service with its Stop method.
-func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Logger) (micro.Service, error) {
+// cancelling it aborts commands in flight; stop the service with its Stop method. opts (limits,
+// the group that tracks commands in flight) apply to every endpoint, each with its own bound.
+func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Logger, opts ...rpc.Option) (micro.Service, error) {
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        commands.RegistryService,
 		Version:     Version,
@@ -61,16 +62,16 @@ func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Lo
 		name, subject string
 		handler       micro.Handler
 	}{
-		{"credentials-create", commands.RegistryCreateCredential, rpc.Endpoint(ctx, log, h.create)},
-		{"credentials-verify", commands.RegistryVerifyCredential, rpc.Endpoint(ctx, log, h.verify)},
-		{"credentials-activate", commands.RegistryActivateCredential, rpc.Endpoint(ctx, log, h.activate)},
-		{"credentials-discard", commands.RegistryDiscardCredential, rpc.Endpoint(ctx, log, h.discard)},
-		{"factors-ready", commands.RegistryFactorsReady, rpc.Endpoint(ctx, log, h.ready)},
-		{"factors-check", commands.RegistryFactorsCheck, rpc.Endpoint(ctx, log, h.check)},
-		{"factors-failure", commands.RegistryFactorsFailure, rpc.Endpoint(ctx, log, h.failure)},
-		{"devices-get", commands.RegistryDeviceGet, rpc.Endpoint(ctx, log, h.deviceGet)},
-		{"devices-push", commands.RegistryPushDevices, rpc.Endpoint(ctx, log, h.pushDevices)},
-		{"devices-used", commands.RegistryDeviceUsed, rpc.Endpoint(ctx, log, h.deviceUsed)},
+		{"credentials-create", commands.RegistryCreateCredential, rpc.Endpoint(ctx, log, h.create, opts...)},
+		{"credentials-verify", commands.RegistryVerifyCredential, rpc.Endpoint(ctx, log, h.verify, opts...)},
+		{"credentials-activate", commands.RegistryActivateCredential, rpc.Endpoint(ctx, log, h.activate, opts...)},
+		{"credentials-discard", commands.RegistryDiscardCredential, rpc.Endpoint(ctx, log, h.discard, opts...)},
+		{"factors-ready", commands.RegistryFactorsReady, rpc.Endpoint(ctx, log, h.ready, opts...)},
+		{"factors-check", commands.RegistryFactorsCheck, rpc.Endpoint(ctx, log, h.check, opts...)},
+		{"factors-failure", commands.RegistryFactorsFailure, rpc.Endpoint(ctx, log, h.failure, opts...)},
+		{"devices-get", commands.RegistryDeviceGet, rpc.Endpoint(ctx, log, h.deviceGet, opts...)},
+		{"devices-push", commands.RegistryPushDevices, rpc.Endpoint(ctx, log, h.pushDevices, opts...)},
+		{"devices-used", commands.RegistryDeviceUsed, rpc.Endpoint(ctx, log, h.deviceUsed, opts...)},
 	}
 	for _, e := range endpoints {
 		// The group adds its prefix; the commands package spells the full subject.
@@ -145,15 +146,21 @@ func (h handlers) discard(ctx context.Context, req commands.DiscardCredentialReq
 }
 
 func (h handlers) ready(ctx context.Context, req commands.FactorRequest) (commands.FactorReply, error) {
-	return factorReply(device.Authenticated{}, h.reg.Ready(ctx, req.Sub, req.Method))
+	if err := h.reg.Ready(ctx, req.Sub, req.Method); err != nil {
+		return commands.FactorReply{}, toFault(err)
+	}
+	return commands.FactorReply{}, nil
 }
 
 func (h handlers) check(ctx context.Context, req commands.FactorRequest) (commands.FactorReply, error) {
-	reply, err := factorReply(h.reg.Authenticate(ctx, req.Sub, req.Method, req.Code, req.StatusID))
-	if err == nil {
-		metrics.FactorChecks.WithLabelValues(methodLabel(req.Method), reply.Result).Inc()
+	res, err := h.reg.Authenticate(ctx, req.Sub, req.Method, req.Code, req.StatusID)
+	if result, ok := checkResult(err); ok {
+		metrics.FactorChecks.WithLabelValues(methodLabel(req.Method), result).Inc()
 	}
-	return reply, err
+	if err != nil {
+		return commands.FactorReply{}, toFault(err)
+	}
+	return commands.FactorReply{PHID: res.PHID, Remaining: res.Remaining}, nil
 }
 
 // methodLabel bounds the method label to the known factors.
@@ -165,16 +172,38 @@ func methodLabel(m string) string {
 	return "other"
 }
 
-func (h handlers) failure(ctx context.Context, req commands.FactorRequest) (commands.FactorReply, error) {
-	reply, err := factorReply(device.Authenticated{}, h.reg.CountFailure(ctx, req.Sub))
-	if err == nil {
-		result := "wrong_number"
-		if reply.Result == commands.FactorLocked {
-			result = commands.FactorLocked
-		}
-		metrics.FactorChecks.WithLabelValues(commands.FactorPush, result).Inc()
+// checkResult is the result label of a factor check: the outcomes a user causes; ok is false
+// for other errors (an outage), which are not a check.
+func checkResult(err error) (result string, ok bool) {
+	switch {
+	case err == nil:
+		return "ok", true
+	case errors.Is(err, device.ErrLocked):
+		return "locked", true
+	case errors.Is(err, device.ErrInvalidCode):
+		return "invalid_code", true
+	case errors.Is(err, device.ErrMalformedCode):
+		return "malformed", true
+	case errors.Is(err, device.ErrReplayed):
+		return "code_replayed", true
+	case errors.Is(err, device.ErrNoFactor):
+		return "no_factor", true
 	}
-	return reply, err
+	return "", false
+}
+
+func (h handlers) failure(ctx context.Context, req commands.FactorRequest) (commands.FactorReply, error) {
+	err := h.reg.CountFailure(ctx, req.Sub)
+	switch {
+	case err == nil:
+		metrics.FactorChecks.WithLabelValues(commands.FactorPush, "wrong_number").Inc()
+	case errors.Is(err, device.ErrLocked):
+		metrics.FactorChecks.WithLabelValues(commands.FactorPush, "locked").Inc()
+	}
+	if err != nil {
+		return commands.FactorReply{}, toFault(err)
+	}
+	return commands.FactorReply{}, nil
 }
 
 func (h handlers) deviceGet(ctx context.Context, req commands.DeviceRequest) (commands.DeviceInfo, error) {
@@ -212,37 +241,31 @@ func deviceInfo(c device.Credential) commands.DeviceInfo {
 	return d
 }
 
-// factorReply turns the outcomes a user causes into results; other errors stay errors.
-func factorReply(res device.Authenticated, err error) (commands.FactorReply, error) {
-	var locked *device.LockedError
-	switch {
-	case err == nil:
-		return commands.FactorReply{Result: commands.FactorOK, PHID: res.PHID, Remaining: res.Remaining}, nil
-	case errors.As(err, &locked):
-		return commands.FactorReply{Result: commands.FactorLocked, LockedUntil: locked.Until.UTC()}, nil
-	case errors.Is(err, device.ErrInvalidCode):
-		return commands.FactorReply{Result: commands.FactorInvalid}, nil
-	case errors.Is(err, device.ErrMalformedCode):
-		return commands.FactorReply{Result: commands.FactorMalformed}, nil
-	case errors.Is(err, device.ErrReplayed):
-		return commands.FactorReply{Result: commands.FactorReplayed}, nil
-	case errors.Is(err, device.ErrNoFactor):
-		return commands.FactorReply{Result: commands.FactorNone}, nil
-	}
-	return commands.FactorReply{}, toFault(err)
-}
-
 // toFault is the one place where domain errors become the codes callers see. Anything else
 // stays as it is and so reaches the caller as "internal" (rpc.Endpoint logs it).
 func toFault(err error) error {
-	var ie *device.InvalidError
+	var (
+		ie     *device.InvalidError
+		locked *device.LockedError
+	)
 	switch {
+	case errors.As(err, &locked):
+		// The caller reads the lock's end from Until (rpc carries it in rpc.HeaderUntil).
+		return &fault.Error{Code: fault.Locked, Message: "too many wrong codes: the user's code checks are locked", Until: locked.Until.UTC()}
 	case errors.As(err, &ie):
 		return fault.New(fault.BadRequest, ie.Reason)
 	case errors.Is(err, device.ErrNotFound):
 		return fault.New(fault.NotFound, "no such credential")
 	case errors.Is(err, device.ErrInvalidCode):
 		return fault.New(fault.InvalidCode, "the verification code is not valid")
+	case errors.Is(err, device.ErrMalformedCode):
+		// Not invalid_code: a code that cannot be one is not counted, and the caller must
+		// be able to tell (commands.RegistryFactorsCheck).
+		return fault.New(fault.BadRequest, "the code cannot be a code of this method")
+	case errors.Is(err, device.ErrReplayed):
+		return fault.New(fault.CodeReplayed, "the code was already used")
+	case errors.Is(err, device.ErrNoFactor):
+		return fault.New(fault.NoFactor, "the user has no usable factor of this method")
 	case errors.Is(err, device.ErrConflict):
 		return fault.New(fault.Conflict, "the credential is in a conflicting state")
 	case errors.Is(err, device.ErrStale):

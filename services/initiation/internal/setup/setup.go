@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 )
 
 // Verification types. Only TOTP is enrolled through Initiate.
@@ -179,7 +179,7 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat,
 	in := Initiated{
 		ExchangeID: exchangeID,
 		// Named after the exchange id, the enrollment needs no exchange index in the status store.
-		StatusID:  commands.StatusIDFor(exchangeID),
+		StatusID:  ids.StatusIDFor(exchangeID),
 		ExpiresAt: now().UTC().Add(s.TTL).Truncate(time.Millisecond),
 		ClientID:  s.ClientID,
 		Sub:       sub,

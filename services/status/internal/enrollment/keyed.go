@@ -8,7 +8,7 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
-	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 )
 
 // Idempotency keys. A client that did not get the answer to an initiation (a timeout, a lost
@@ -32,7 +32,7 @@ const (
 func KeyScopeAuthentication(method string) string { return "authentication/" + method }
 
 // KeyedIDs derives the status id and exchange id of sub's initiation in scope sent with
-// Idempotency-Key key. An enrollment's status id is commands.StatusIDFor its exchange id, as
+// Idempotency-Key key. An enrollment's status id is ids.StatusIDFor its exchange id, as
 // for every enrollment the initiation service starts.
 func (s *Service) KeyedIDs(scope, sub, key string) (id, exchangeID string, err error) {
 	if len(s.KeySecret) == 0 {
@@ -47,7 +47,7 @@ func (s *Service) KeyedIDs(scope, sub, key string) (id, exchangeID string, err e
 	sum := m.Sum(nil)
 	exchangeID = uuidFrom(sum[16:32])
 	if scope == KeyScopeEnrollment {
-		return commands.StatusIDFor(exchangeID), exchangeID, nil
+		return ids.StatusIDFor(exchangeID), exchangeID, nil
 	}
 	return uuidFrom(sum[:16]), exchangeID, nil
 }

@@ -2,9 +2,7 @@ package httpapi
 
 import (
 	"errors"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -14,10 +12,11 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
-	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 )
 
 // The usage_type of an authentication initiation: a sign-in's second factor (cidaas), or a
@@ -90,22 +89,7 @@ func (a *API) identified(h identifiedHandler) http.HandlerFunc {
 			err = h(w, r, id)
 		}
 		if err != nil {
-			var (
-				locked *enrollment.LockedError
-				pushes *enrollment.TooManyPushesError
-				until  time.Time
-			)
-			switch {
-			case errors.As(err, &locked):
-				until = locked.Until
-			case errors.As(err, &pushes):
-				until = pushes.RetryAt
-			}
-			if !until.IsZero() {
-				secs := int(math.Ceil(until.Sub(a.Service.Time()).Seconds()))
-				w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
-			}
-			httpx.WriteError(w, r, a.Log, natsapi.ToFault(err))
+			a.writeError(w, r, err)
 		}
 	}
 }
@@ -212,7 +196,7 @@ func (a *API) verifyAuthentication(w http.ResponseWriter, r *http.Request, id au
 	if body.ExchangeID == "" {
 		return fault.New(fault.BadRequest, "exchange_id is required")
 	}
-	if !natsapi.ValidID(body.ExchangeID) {
+	if !ids.Valid(body.ExchangeID) {
 		return fault.New(fault.NotFound, "no such authentication")
 	}
 	if strings.TrimSpace(body.PassCode) == "" {
@@ -241,27 +225,17 @@ func (a *API) verificationTTL() time.Duration {
 // DefaultVerificationTTL bounds an authentication when the configuration names no other.
 const DefaultVerificationTTL = 5 * time.Minute
 
-// jtiNamespace derives an authentication's token id from its status id, so a token re-minted
-// on a later poll has the same claims as the one the verification answered with.
-var jtiNamespace = uuid.MustParse("8f7d3f2e-4b8a-4c61-9d0e-2a7b5c3e1f90")
-
-// mfaToken is the mfa_token of an AUTHENTICATED authentication for the caller that started it,
-// or "" (not authenticated, another caller, no signer, or the token's lifetime is over).
+// mfaToken is the mfa_token of e for caller, or "" when caller gets none (signin.TokenClaims
+// decides), there is no signer, or the token's lifetime is over.
 func (a *API) mfaToken(r *http.Request, e enrollment.Enrollment, caller enrollment.Caller) string {
-	if a.Tokens == nil || e.Kind != enrollment.KindAuthentication || e.State != enrollment.Authenticated || !e.VisibleTo(caller) {
+	if a.Tokens == nil {
 		return ""
 	}
-	amr := []string{"otp"}
-	switch e.Method {
-	case enrollment.MethodBackupCode:
-		amr = []string{"kba"} // RFC 8176: knowledge-based, a code written down in advance
-	case enrollment.MethodPush:
-		amr = []string{"swk", "user"} // a software-secured key signed it; the user picked the number
+	claims, ok := signin.TokenClaims(e, caller)
+	if !ok {
+		return ""
 	}
-	tok, err := a.Tokens.Mint(mfatoken.Claims{
-		Sub: e.Sub, Audience: e.ClientID, StatusID: e.ID, AMR: amr, AuthTime: e.AuthTime,
-		JTI: uuid.NewSHA1(jtiNamespace, []byte(e.ID)).String(),
-	})
+	tok, err := a.Tokens.Mint(claims)
 	if err != nil {
 		if !errors.Is(err, mfatoken.ErrExpired) {
 			a.Log.Error("mint mfa_token", "status_id", e.ID, "err", err, "path", r.URL.Path)

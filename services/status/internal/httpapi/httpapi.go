@@ -1,25 +1,27 @@
 // Package httpapi is the status service's HTTP adapter: polling an enrollment, completing it
 // with a typed code, and cancelling it. Every route needs a Bearer token; a user only ever sees
 // their own enrollments (another user's is 404, so ids cannot be probed).
+//
+// It builds its status objects from the domain (ToDTO), maps the domain's errors in one place
+// (problem.go), leaves who gets an mfa_token to package signin, and imports no other adapter:
+// live changes reach it through the Subscriber it declares.
 package httpapi
 
 import (
 	"crypto/sha256"
 	"log/slog"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
-	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
 )
 
 // API serves the status routes.
@@ -72,14 +74,20 @@ type StatusDTO struct {
 	Seq uint64 `json:"-"`
 }
 
-// ToDTO converts an enrollment to its HTTP status object.
+// ToDTO converts an enrollment to its HTTP status object: device_id and ph_id once ENROLLED,
+// ph_id of the device that answered an authentication (AUTHENTICATED, DENIED).
 func ToDTO(e enrollment.Enrollment) StatusDTO {
-	r := natsapi.ToReply(e)
-	return replyToDTO(r)
-}
-
-func replyToDTO(r commands.EnrollmentReply) StatusDTO {
-	return StatusDTO{Status: r.Status, ID: r.ID, Sub: r.Sub, Type: r.Method, ExpiresAt: r.ExpiresAt, UpdatedAt: r.UpdatedAt, DeviceID: r.DeviceID, PHID: r.PHID, Seq: r.Seq}
+	d := StatusDTO{
+		Status: string(e.State), ID: e.ID, Sub: e.Sub, Type: e.Method,
+		ExpiresAt: e.ExpiresAt, UpdatedAt: e.UpdatedAt, Seq: e.Seq,
+	}
+	switch e.State {
+	case enrollment.Enrolled:
+		d.DeviceID, d.PHID = e.DeviceID, e.PHID
+	case enrollment.Authenticated, enrollment.Denied:
+		d.PHID = e.PHID
+	}
+	return d
 }
 
 // ETag identifies one version of a status object, for conditional polls: the write sequence
@@ -105,7 +113,7 @@ func (a *API) authed(h authedHandler) http.HandlerFunc {
 			err = h(w, r, caller)
 		}
 		if err != nil {
-			httpx.WriteError(w, r, a.Log, natsapi.ToFault(err))
+			a.writeError(w, r, err)
 		}
 	}
 }
@@ -130,7 +138,7 @@ var errNoSuchEnrollment = fault.New(fault.NotFound, "no such enrollment")
 // key: an id no enrollment can have is 404, like an unknown one.
 func statusID(r *http.Request) (string, error) {
 	id := r.PathValue("status_id")
-	if !natsapi.ValidID(id) {
+	if !ids.Valid(id) {
 		return "", errNoSuchEnrollment
 	}
 	return id, nil
@@ -143,8 +151,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, caller enrollment.Call
 	}
 	if a.PollLimit != nil {
 		if ok, wait := a.PollLimit.Allow(pollKey(caller.Sub, id)); !ok {
-			secs := int(math.Ceil(wait.Seconds()))
-			w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+			w.Header().Set("Retry-After", retryAfter(wait))
 			return fault.New(fault.TooManyRequests, "polling too fast; wait for Retry-After or subscribe to /events")
 		}
 	}
@@ -218,7 +225,7 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request, caller enrollment.C
 	if body.ExchangeID == "" {
 		return fault.New(fault.BadRequest, "exchange_id is required")
 	}
-	if !natsapi.ValidID(body.ExchangeID) {
+	if !ids.Valid(body.ExchangeID) {
 		return errNoSuchEnrollment
 	}
 	if body.VerificationCode == "" {

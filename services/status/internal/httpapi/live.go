@@ -10,18 +10,20 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/pkg/serve"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
-	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
 )
 
-// Subscriber delivers announced changes of one enrollment.
+// Subscriber delivers the changes of one enrollment that any replica announced, until cancel is
+// called: each as the status object's fields of an Enrollment, shared with other subscribers and
+// not to be modified. An id that cannot exist is refused with ids.ErrInvalid. The NATS adapter
+// implements it (statussvc wires it).
 type Subscriber interface {
-	Subscribe(statusID string) (<-chan *commands.EnrollmentReply, func(), error)
+	Subscribe(statusID string) (changes <-chan *enrollment.Enrollment, cancel func(), err error)
 }
 
 // DefaultHeartbeat keeps idle streams open through proxies that drop silent connections.
@@ -54,8 +56,8 @@ func (a *API) watch(ctx context.Context, r *http.Request, send func(StatusDTO) e
 		select {
 		case <-ctx.Done():
 			return true, false, nil
-		case rep := <-changes:
-			if st.change(rep) != nil {
+		case e := <-changes:
+			if st.change(e) != nil {
 				return true, false, nil
 			}
 		case <-ticker.C:
@@ -85,7 +87,7 @@ type liveStream struct {
 // startStream authenticates, subscribes, reads the current state and sends it.
 //
 //go:noinline
-func (a *API) startStream(ctx context.Context, r *http.Request, send func(StatusDTO) error, beat func() error) (*liveStream, <-chan *commands.EnrollmentReply, func(), error) {
+func (a *API) startStream(ctx context.Context, r *http.Request, send func(StatusDTO) error, beat func() error) (*liveStream, <-chan *enrollment.Enrollment, func(), error) {
 	caller, err := a.caller(r, true)
 	if err != nil {
 		return nil, nil, nil, err
@@ -95,7 +97,7 @@ func (a *API) startStream(ctx context.Context, r *http.Request, send func(Status
 		return nil, nil, nil, err
 	}
 	changes, cancel, err := a.Live.Subscribe(id)
-	if errors.Is(err, natsapi.ErrInvalidID) {
+	if errors.Is(err, ids.ErrInvalid) {
 		return nil, nil, nil, errNoSuchEnrollment
 	}
 	if err != nil {
@@ -133,7 +135,7 @@ func (st *liveStream) emit(d StatusDTO) error {
 }
 
 //go:noinline
-func (st *liveStream) change(rep *commands.EnrollmentReply) error { return st.emit(replyToDTO(*rep)) }
+func (st *liveStream) change(e *enrollment.Enrollment) error { return st.emit(ToDTO(*e)) }
 
 // heartbeat beats and, now and then, re-reads the store: announcements are best effort. Not on
 // every beat, so that thousands of idle streams cost no store reads to speak of. An overdue
@@ -208,7 +210,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	}
 	release, err := a.admitStream(w, r)
 	if err != nil {
-		a.fail(w, r, err)
+		a.writeError(w, r, err)
 		return
 	}
 	defer release()
@@ -217,7 +219,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := serve.LongLived(r)
 	defer cancel()
 	if started, _, err := a.watch(ctx, r, send, beat); err != nil && !started {
-		a.fail(w, r, err)
+		a.writeError(w, r, err)
 	}
 }
 
@@ -249,7 +251,7 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 	// Admit before upgrading, so refusals are plain problem+json.
 	release, err := a.admitStream(w, r)
 	if err != nil {
-		a.fail(w, r, err)
+		a.writeError(w, r, err)
 		return
 	}
 	defer release()
@@ -287,7 +289,7 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		// Only possible before the first message, e.g. the store failing or the client leaving
 		// during the first read. Logged once; the client gets the code, never the text.
-		fe := fault.From(natsapi.ToFault(err))
+		fe := fault.From(problem(err))
 		switch {
 		case httpx.ClientGone(r, err):
 			a.Log.Debug("websocket client went away", "path", r.URL.Path, "err", err)
@@ -340,8 +342,4 @@ func (a *API) heartbeat() time.Duration {
 		return a.Heartbeat
 	}
 	return DefaultHeartbeat
-}
-
-func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	httpx.WriteError(w, r, a.Log, natsapi.ToFault(err))
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
@@ -22,7 +23,7 @@ func TestSubscribeRefusesInvalidID(t *testing.T) {
 	live := &natsapi.Live{NC: nc, Log: slog.New(slog.DiscardHandler)}
 	for _, id := range []string{strings.Repeat("a", 4200), "*", ">", "x.y.z", "a b", "\r\n"} {
 		ch, cancel, err := live.Subscribe(id)
-		if !errors.Is(err, natsapi.ErrInvalidID) || ch != nil || cancel != nil {
+		if !errors.Is(err, ids.ErrInvalid) || ch != nil || cancel != nil {
 			t.Fatalf("Subscribe(%.20q) = %v, %v", id, ch, err)
 		}
 	}
@@ -38,7 +39,7 @@ func TestSubscribeRefusesInvalidID(t *testing.T) {
 	live.Changed(enrollment.Enrollment{ID: id, Sub: "alice", State: enrollment.State("SCANNED"), UpdatedAt: time.Now()})
 	select {
 	case rep := <-ch:
-		if rep.ID != id || rep.Status != "SCANNED" {
+		if rep.ID != id || rep.State != enrollment.Scanned {
 			t.Fatalf("announcement %+v", rep)
 		}
 	case <-time.After(5 * time.Second):

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/nats-io/nats.go"
@@ -29,14 +30,14 @@ type Live struct {
 	mu     sync.Mutex
 	shared *nats.Subscription
 	// streams are the channels of each watched enrollment: nearly always one, so a slice.
-	streams map[string][]chan *commands.EnrollmentReply
+	streams map[string][]chan *enrollment.Enrollment
 }
 
 var _ enrollment.Notifier = (*Live)(nil)
 
 // Changed implements enrollment.Notifier.
 func (l *Live) Changed(e enrollment.Enrollment) {
-	data, err := json.Marshal(ToReply(e))
+	data, err := json.Marshal(toReply(e))
 	if err == nil {
 		err = l.NC.Publish(commands.StatusChangedPrefix+e.ID, data)
 	}
@@ -45,15 +46,16 @@ func (l *Live) Changed(e enrollment.Enrollment) {
 	}
 }
 
-// Subscribe delivers announcements for one enrollment until cancel is called. The channel
-// holds a few; a slow subscriber drops announcements and catches up by re-reading the store.
-// Every subscriber of an enrollment receives the same decoded announcement, which it must not
-// modify; pointers keep an idle subscriber's channel small.
-// An id that cannot exist (see ValidID) is refused with ErrInvalidID: it never reaches the
+// Subscribe delivers announcements for one enrollment until cancel is called, as the status
+// object's fields of an Enrollment (the announcement carries no more). The channel holds a few;
+// a slow subscriber drops announcements and catches up by re-reading the store. Every subscriber
+// of an enrollment receives the same decoded announcement, which it must not modify; pointers
+// keep an idle subscriber's channel small.
+// An id that cannot exist (see ids.Valid) is refused with ids.ErrInvalid: it never reaches the
 // server, where an oversized subject would close the whole connection.
-func (l *Live) Subscribe(statusID string) (<-chan *commands.EnrollmentReply, func(), error) {
-	if !ValidID(statusID) {
-		return nil, nil, fmt.Errorf("subscribe: %w", ErrInvalidID)
+func (l *Live) Subscribe(statusID string) (<-chan *enrollment.Enrollment, func(), error) {
+	if !ids.Valid(statusID) {
+		return nil, nil, fmt.Errorf("subscribe: %w", ids.ErrInvalid)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -72,19 +74,19 @@ func (l *Live) Subscribe(statusID string) (<-chan *commands.EnrollmentReply, fun
 		// streams must not have the shared subscription cut off as a slow consumer.
 		_ = sub.SetPendingLimits(-1, 64<<20)
 		l.shared = sub
-		l.streams = map[string][]chan *commands.EnrollmentReply{}
+		l.streams = map[string][]chan *enrollment.Enrollment{}
 	}
-	out := make(chan *commands.EnrollmentReply, 4)
+	out := make(chan *enrollment.Enrollment, 4)
 	l.streams[statusID] = append(l.streams[statusID], out)
 	metrics.LiveSubscribers.Inc()
 	var once sync.Once
 	return out, func() { once.Do(func() { l.remove(statusID, out); metrics.LiveSubscribers.Dec() }) }, nil
 }
 
-func (l *Live) remove(statusID string, out chan *commands.EnrollmentReply) {
+func (l *Live) remove(statusID string, out chan *enrollment.Enrollment) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	set := slices.DeleteFunc(l.streams[statusID], func(c chan *commands.EnrollmentReply) bool { return c == out })
+	set := slices.DeleteFunc(l.streams[statusID], func(c chan *enrollment.Enrollment) bool { return c == out })
 	if len(set) == 0 {
 		delete(l.streams, statusID)
 	} else {
@@ -101,13 +103,14 @@ func (l *Live) deliver(m *nats.Msg) {
 	if len(set) == 0 {
 		return
 	}
-	r := new(commands.EnrollmentReply)
-	if json.Unmarshal(m.Data, r) != nil || r.ID != id {
+	var r commands.EnrollmentReply
+	if json.Unmarshal(m.Data, &r) != nil || r.ID != id {
 		return
 	}
+	e := fromReply(r)
 	for _, out := range set {
 		select {
-		case out <- r:
+		case out <- &e:
 		default:
 		}
 	}
@@ -118,4 +121,12 @@ func (l *Live) Watched() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.streams)
+}
+
+// fromReply is the enrollment an announcement describes: the fields of the status object.
+func fromReply(r commands.EnrollmentReply) enrollment.Enrollment {
+	return enrollment.Enrollment{
+		State: enrollment.State(r.Status), ID: r.ID, Sub: r.Sub, Method: r.Method,
+		ExpiresAt: r.ExpiresAt, UpdatedAt: r.UpdatedAt, DeviceID: r.DeviceID, PHID: r.PHID, Seq: r.Seq,
+	}
 }

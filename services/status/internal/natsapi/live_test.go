@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
@@ -23,7 +22,7 @@ func TestLiveSharesOneSubscription(t *testing.T) {
 	const n = 1000
 	ids := make([]string, n)
 	cancels := make([]func(), n)
-	chans := make([]<-chan *commands.EnrollmentReply, n)
+	chans := make([]<-chan *enrollment.Enrollment, n)
 	for i := range n {
 		ids[i] = uuid.NewString()
 		ch, cancel, err := live.Subscribe(ids[i])

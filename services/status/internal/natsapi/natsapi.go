@@ -1,5 +1,6 @@
 // Package natsapi is the status service's NATS adapter: the "mfa-status" micro service that
-// other services command, and the client side of the device registry's commands.
+// other services command, the client side of the device registry's commands (whose refusals it
+// reads in fromRegistry only), and the live fan-out of changes (Live).
 package natsapi
 
 import (
@@ -50,7 +51,7 @@ func (st StepUp) redeem(ctx context.Context, svc *enrollment.Service, r commands
 	}
 	// The token's auth_time is whole seconds; the stored one is exact. Compare the stored one.
 	if err := svc.RedeemStepUp(ctx, v.StatusID, r.Sub, svc.Time().Add(-maxAge)); err != nil {
-		return commands.StepUpRedeemReply{}, ToFault(err)
+		return commands.StepUpRedeemReply{}, toFault(err)
 	}
 	return commands.StepUpRedeemReply{StatusID: v.StatusID}, nil
 }
@@ -60,8 +61,9 @@ func stepUpHelp(why string) string {
 	return why + ": " + fault.StepUpHint
 }
 
-// Serve registers the status micro service on nc. Handlers run with ctx.
-func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp StepUp, log *slog.Logger) (micro.Service, error) {
+// Serve registers the status micro service on nc. Handlers run with ctx; opts (limits, the
+// group that tracks commands in flight) apply to every endpoint, each with its own bound.
+func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp StepUp, log *slog.Logger, opts ...rpc.Option) (micro.Service, error) {
 	ms, err := micro.AddService(nc, micro.Config{
 		Name:        commands.StatusService,
 		Version:     Version,
@@ -80,46 +82,46 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp S
 	add("create", commands.StatusCreate, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.CreateEnrollmentRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.Create(ctx, enrollment.NewEnrollment{ID: r.StatusID, ExchangeID: r.ExchangeID, Sub: r.Sub, Method: r.Method, ExpiresAt: r.ExpiresAt,
 			PendingCredential: r.PendingCredential})
-		return ToReply(e), ToFault(err)
-	}))
+		return toReply(e), toFault(err)
+	}, opts...))
 	add("keyed-ids", commands.StatusKeyedIDs, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.KeyedIDsRequest) (commands.KeyedIDsReply, error) {
 		id, exchangeID, err := svc.KeyedIDs(enrollment.KeyScopeEnrollment, r.Sub, r.Key)
 		if err != nil {
-			return commands.KeyedIDsReply{}, ToFault(err)
+			return commands.KeyedIDsReply{}, toFault(err)
 		}
 		reply := commands.KeyedIDsReply{StatusID: id, ExchangeID: exchangeID}
 		e, ok, err := svc.Keyed(ctx, id, enrollment.Caller{Sub: r.Sub}, enrollment.KindEnrollment)
 		if ok {
-			existing := ToReply(e)
+			existing := toReply(e)
 			reply.Existing = &existing
 		}
-		return reply, ToFault(err)
-	}))
+		return reply, toFault(err)
+	}, opts...))
 	add("scan", commands.StatusScan, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.ScanRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.Scan(ctx, r.ExchangeID, toDevice(r.Device))
-		return ToReply(e), ToFault(err)
-	}))
+		return toReply(e), toFault(err)
+	}, opts...))
 	add("enroll", commands.StatusEnroll, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.EnrollRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: r.ExchangeID, Code: r.Code, Device: toDevice(r.Device), Channel: enrollment.ChannelCompanion})
-		return ToReply(e), ToFault(err)
-	}))
+		return toReply(e), toFault(err)
+	}, opts...))
 	add("push-pending", commands.StatusPushPending, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushPendingRequest) (commands.PushPendingReply, error) {
 		cs, err := svc.PendingChallenges(ctx, r.PHID, r.Sub)
-		return commands.PushPendingReply{Challenges: toCommandChallenges(cs)}, ToFault(err)
-	}))
+		return commands.PushPendingReply{Challenges: toCommandChallenges(cs)}, toFault(err)
+	}, opts...))
 	add("push-ack", commands.StatusPushAck, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushAckRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.AcknowledgePush(ctx, r.ChallengeID, r.PHID, r.Sub)
-		return ToReply(e), ToFault(err)
-	}))
+		return toReply(e), toFault(err)
+	}, opts...))
 	add("push-respond", commands.StatusPushRespond, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushRespondRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.RespondPush(ctx, enrollment.PushResponse{
 			ChallengeID: r.ChallengeID, PHID: r.PHID, Sub: r.Sub, Decision: r.Decision, Number: r.Number, Reason: r.Reason,
 		})
-		return ToReply(e), ToFault(err)
-	}))
+		return toReply(e), toFault(err)
+	}, opts...))
 	add("step-up-redeem", commands.StatusStepUpRedeem, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.StepUpRedeemRequest) (commands.StepUpRedeemReply, error) {
 		return stepUp.redeem(ctx, svc, r)
-	}))
+	}, opts...))
 	if err == nil {
 		// Make sure the server has the subscriptions before anyone is told we are up.
 		err = nc.Flush()
@@ -131,8 +133,9 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp S
 	return ms, nil
 }
 
-// ToReply converts an enrollment to the status object shared by NATS and HTTP.
-func ToReply(e enrollment.Enrollment) commands.EnrollmentReply {
+// toReply converts an enrollment to the status object of command replies and live
+// announcements (the HTTP adapter builds its own, from the domain).
+func toReply(e enrollment.Enrollment) commands.EnrollmentReply {
 	r := commands.EnrollmentReply{
 		Status: string(e.State), ID: e.ID, Sub: e.Sub, Method: e.Method,
 		ExpiresAt: e.ExpiresAt, UpdatedAt: e.UpdatedAt, Seq: e.Seq,
@@ -146,9 +149,9 @@ func ToReply(e enrollment.Enrollment) commands.EnrollmentReply {
 	return r
 }
 
-// ToFault maps domain errors to stable fault codes: the one place the status service does so.
+// toFault maps domain errors to stable fault codes: the one place the status service does so.
 // Errors that are already *fault.Error (from the registry) pass through.
-func ToFault(err error) error {
+func toFault(err error) error {
 	var fe *fault.Error
 	switch {
 	case err == nil:
@@ -215,24 +218,49 @@ func (r *Registry) Verify(ctx context.Context, statusID, sub, code string, dev e
 	err := rpc.Call(ctx, r.NC, commands.RegistryVerifyCredential, commands.VerifyCredentialRequest{
 		StatusID: statusID, Sub: sub, Code: code, Device: fromDevice(dev), PendingCredential: pending,
 	}, &reply)
-	switch fault.CodeOf(err) {
-	case "":
-		if err != nil {
-			return enrollment.Claim{}, err
-		}
-		return enrollment.Claim{PHID: reply.PHID, DeviceID: reply.DeviceID}, nil
-	case fault.InvalidCode:
-		return enrollment.Claim{}, enrollment.ErrInvalidCode
-	case fault.Expired:
-		return enrollment.Claim{}, enrollment.ErrExpired
-	case fault.NotFound:
-		// The registry has no credential for this enrollment and never will: voided by a reset,
-		// sealed under a retired key, or discarded after the enrollment ended elsewhere.
-		return enrollment.Claim{}, enrollment.ErrCredentialVoid
-	case fault.Conflict:
-		return enrollment.Claim{}, fmt.Errorf("%w: the credential is claimed by another device", enrollment.ErrConflict)
+	if err != nil {
+		return enrollment.Claim{}, fromRegistry(commands.RegistryVerifyCredential, err)
 	}
-	return enrollment.Claim{}, err
+	return enrollment.Claim{PHID: reply.PHID, DeviceID: reply.DeviceID}, nil
+}
+
+// fromRegistry turns the registry's refusals (fault codes, events/commands) into the domain's
+// errors: the one place the status service reads them. What it does not translate (unavailable,
+// a bad_request whose words are for the client) passes on as the *fault.Error it is, and toFault
+// passes that through.
+func fromRegistry(subject string, err error) error {
+	var fe *fault.Error
+	if !errors.As(err, &fe) {
+		return err
+	}
+	switch fe.Code {
+	case fault.InvalidCode:
+		return enrollment.ErrInvalidCode
+	case fault.CodeReplayed:
+		return enrollment.ErrReplayed
+	case fault.Locked:
+		return &enrollment.LockedError{Until: fe.Until}
+	case fault.NoFactor:
+		return enrollment.ErrNoFactor
+	case fault.Expired:
+		return enrollment.ErrExpired
+	case fault.BadRequest:
+		if subject == commands.RegistryFactorsCheck {
+			// The code cannot be a code of the method; not counted.
+			return enrollment.ErrMalformedCode
+		}
+	case fault.NotFound:
+		if subject == commands.RegistryVerifyCredential {
+			// The registry has no credential for this enrollment and never will: voided by a
+			// reset, sealed under a retired key, or discarded after the enrollment ended elsewhere.
+			return enrollment.ErrCredentialVoid
+		}
+	case fault.Conflict:
+		if subject == commands.RegistryVerifyCredential {
+			return fmt.Errorf("%w: the credential is claimed by another device", enrollment.ErrConflict)
+		}
+	}
+	return err
 }
 
 // Activate implements enrollment.Registry.
@@ -265,29 +293,15 @@ func (r *Registry) CheckCode(ctx context.Context, sub, method, code, statusID st
 	return reply.PHID, err
 }
 
-// factor calls a factors endpoint and turns its result into the domain's errors.
+// factor calls a factors endpoint; refusals become the domain's errors.
 func (r *Registry) factor(ctx context.Context, subject string, req commands.FactorRequest) (commands.FactorReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout())
 	defer cancel()
 	var reply commands.FactorReply
 	if err := rpc.Call(ctx, r.NC, subject, req, &reply); err != nil {
-		return reply, err
+		return commands.FactorReply{}, fromRegistry(subject, err)
 	}
-	switch reply.Result {
-	case commands.FactorOK:
-		return reply, nil
-	case commands.FactorInvalid:
-		return reply, enrollment.ErrInvalidCode
-	case commands.FactorMalformed:
-		return reply, enrollment.ErrMalformedCode
-	case commands.FactorReplayed:
-		return reply, enrollment.ErrReplayed
-	case commands.FactorLocked:
-		return reply, &enrollment.LockedError{Until: reply.LockedUntil}
-	case commands.FactorNone:
-		return reply, enrollment.ErrNoFactor
-	}
-	return reply, fmt.Errorf("registry: unknown factor result %q", reply.Result)
+	return reply, nil
 }
 
 func (r *Registry) timeout() time.Duration {

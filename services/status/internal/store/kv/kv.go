@@ -4,7 +4,7 @@
 //
 //	e.<status_id>              the enrollment document (with its outbox, see pkg/kvdoc)
 //	x.<exchange_id>            → status_id, so the companion can find an enrollment by exchange id;
-//	                           not written when status_id is commands.StatusIDFor(exchange_id)
+//	                           not written when status_id is ids.StatusIDFor(exchange_id)
 //	                           (what initiation sends), since the key then follows from the
 //	                           exchange id
 //	o.<unix_expiry>.<status_id> an index of open enrollments, so the expiry sweep lists keys
@@ -21,7 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
@@ -169,7 +168,7 @@ func (s *Store) Create(ctx context.Context, e enrollment.Enrollment, msgs ...out
 	// enrollment first, then one named after the same exchange id) is not checked, to keep the
 	// common create at two writes: exchange ids are random UUIDs from initiation, so only a
 	// caller that reuses one could meet it.
-	if derived := commands.StatusIDFor(e.ExchangeID); e.ID != derived {
+	if derived := ids.StatusIDFor(e.ExchangeID); e.ID != derived {
 		if _, err := s.kv.Create(ctx, exchangeKey(e.ExchangeID), []byte(e.ID)); err != nil {
 			if errors.Is(err, jetstream.ErrKeyExists) {
 				return e, fmt.Errorf("create enrollment: %w: exchange id taken", enrollment.ErrConflict)
@@ -218,7 +217,7 @@ func (s *Store) GetByExchangeID(ctx context.Context, exchangeID string) (enrollm
 	if !validID(exchangeID) {
 		return enrollment.Enrollment{}, enrollment.ErrNotFound
 	}
-	e, err := s.Get(ctx, commands.StatusIDFor(exchangeID))
+	e, err := s.Get(ctx, ids.StatusIDFor(exchangeID))
 	if err == nil && e.ExchangeID == exchangeID {
 		return e, nil
 	}

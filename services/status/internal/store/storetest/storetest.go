@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
@@ -123,12 +123,12 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 			t.Fatalf("same status id: %v", err)
 		}
 	})
-	// Initiation names enrollments commands.StatusIDFor(exchange_id); a backend may find them by
+	// Initiation names enrollments ids.StatusIDFor(exchange_id); a backend may find them by
 	// that name instead of an index, but the contract is the same as for any other status id.
 	t.Run("NamedAfterExchangeID", func(t *testing.T) {
 		s := newStore(t)
 		e := fresh(now.Add(time.Minute))
-		e.ID = commands.StatusIDFor(e.ExchangeID)
+		e.ID = ids.StatusIDFor(e.ExchangeID)
 		created, err := s.Create(ctx, e, msg)
 		if err != nil {
 			t.Fatal(err)
