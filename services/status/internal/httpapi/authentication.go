@@ -8,7 +8,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
@@ -143,7 +142,7 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	// the sign-in by its exchange id with one read, and the store keeps no exchange index for it.
 	exchangeID := uuid.NewString()
 	in := enrollment.NewAuthentication{
-		ID: commands.StatusIDFor(exchangeID), ExchangeID: exchangeID, Sub: sub, Initiator: id.Sub,
+		ID: ids.StatusIDFor(exchangeID), ExchangeID: exchangeID, Sub: sub, Initiator: id.Sub,
 		Method: method, ClientID: id.ClientID, Service: id.HasScope(auth.ScopeVerify), Context: sctx, TTL: a.verificationTTL(),
 	}
 	if key, keyed, err := httpx.IdempotencyKey(r); err != nil {
