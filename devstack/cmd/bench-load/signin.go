@@ -191,7 +191,16 @@ var signInChart []chartPoint
 // signInLevels are the client counts of the sign-in figures.
 var signInLevels = []int{1, 8, 32}
 
-func benchSignIn(st *stack.Stack, base, bare string, created *atomic.Int64) error {
+// benchSignIn runs on a dev stack of its own: the first p50 needs a nearly empty store, and the
+// other phases must not pay for the users it stores.
+func benchSignIn(bare string) error {
+	st, stop, err := startStack()
+	if err != nil {
+		return err
+	}
+	defer stop()
+	base := st.URL()
+	var created atomic.Int64
 	svc, err := st.TokenScoped("bench-login-service", auth.ScopeVerify, "bench-login")
 	if err != nil {
 		return err
@@ -202,7 +211,7 @@ func benchSignIn(st *stack.Stack, base, bare string, created *atomic.Int64) erro
 
 	// The 1-client p50 on a nearly empty store, then again after many more users.
 	t0 := time.Now()
-	first, err := enrollUsers(st, base, 0, *signFirst, 16, created)
+	first, err := enrollUsers(st, base, 0, *signFirst, 16, &created)
 	if err != nil {
 		return err
 	}
@@ -213,7 +222,7 @@ func benchSignIn(st *stack.Stack, base, bare string, created *atomic.Int64) erro
 	firstErrors(empty)
 
 	t0 = time.Now()
-	more, err := enrollUsers(st, base, len(first), *signMore, 32, created)
+	more, err := enrollUsers(st, base, len(first), *signMore, 32, &created)
 	if err != nil {
 		return err
 	}
