@@ -75,7 +75,7 @@ bench: ## run the benchmark suite
 		(cd $$m && $(GO) test -run='^$$' -bench=. -benchmem ./...) | grep -Ev '^(PASS$$|ok\s|\?\s)' || true; \
 	done
 
-bench-load: ## load-test the dev stack in-process against a bare net/http server (about 1.5 min; figures are indicative)
+bench-load: ## load-test the dev stack in-process against a bare net/http server (about 2.5 min; figures are indicative)
 	$(GO) run ./devstack/cmd/bench-load
 
 tidy: ## go mod tidy in every module

@@ -1,10 +1,14 @@
 // Command bench-load is a load generator for the dev stack. In one run it starts the whole
 // stack in-process (random ports, a temporary data dir, as tests/harness does) and a bare
 // net/http server with a trivial JSON endpoint and an SSE endpoint, drives both over loopback
-// HTTP with the same client code, and prints every figure with its ratio to bare.
+// HTTP with the same client code, and prints every figure with its ratio to bare. The
+// throughput figures (TOTP sign-ins, polls, initiations) and bare are driven by a raw
+// keep-alive HTTP/1.1 client (rawclient.go): Go's net/http client costs more CPU than the
+// server it measures.
 //
 //	go run ./devstack/cmd/bench-load            # or: make bench-load
 //	go run ./devstack/cmd/bench-load -d 1s      # shorter phases
+//	go run ./devstack/cmd/bench-load -only sign -md run.md -svg docs/signin-load.svg
 //
 // Figures are indicative: client and servers share the machine (and, except for the idle
 // memory phase, the process). The throughput figures against bare are measured in interleaved
@@ -16,6 +20,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -43,16 +48,20 @@ import (
 )
 
 var (
-	phase    = flag.Duration("d", 2*time.Second, "duration of each throughput phase")
-	rounds   = flag.Int("rounds", 3, "rounds of the throughput figures against bare (each figure is the median of its rounds' ratios)")
-	workers  = flag.Int("c", 32, "concurrent clients of the throughput phases")
-	watched  = flag.Int("watched", 1000, "open SSE streams in the scan-to-SSE phase")
-	idleN    = flag.Int("idle", 2000, "idle connections in the memory phase")
-	stored   = flag.Int("stored", 10000, "stored enrollments in the idle CPU phase")
-	idleWait = flag.Duration("idle-cpu", 5*time.Second, "idle CPU measuring window")
-	only     = flag.String("only", "", "run only the phases whose name contains this (e.g. poll, initiation, enrollment, SSE, memory, CPU)")
-	cpuProf  = flag.String("cpuprofile", "", "write a CPU profile of the whole run (client and dev stack share the process) to this file")
-	child    = flag.String("child", "", "internal: run as the idle-connection client (sse or ws)")
+	phase     = flag.Duration("d", 2*time.Second, "duration of each throughput phase")
+	rounds    = flag.Int("rounds", 3, "rounds of the throughput figures against bare (each figure is the median of its rounds' ratios)")
+	workers   = flag.Int("c", 32, "concurrent clients of the throughput phases")
+	watched   = flag.Int("watched", 1000, "open SSE streams in the scan-to-SSE phase")
+	idleN     = flag.Int("idle", 2000, "idle connections in the memory phase")
+	stored    = flag.Int("stored", 10000, "stored enrollments in the idle CPU phase")
+	idleWait  = flag.Duration("idle-cpu", 5*time.Second, "idle CPU measuring window")
+	only      = flag.String("only", "", "run only the phases whose name contains this (e.g. generator, sign, poll, initiation, enrollment, SSE, memory, CPU)")
+	signFirst = flag.Int("signin-first", 1000, "users with a TOTP device on the nearly empty store of the first 1-client sign-in p50")
+	signMore  = flag.Int("signin-more", 10000, "users with a TOTP device added before the second 1-client sign-in p50 (and signed in by the 8- and 32-client figures)")
+	mdOut     = flag.String("md", "", "also write the table as Markdown to this file")
+	svgOut    = flag.String("svg", "", "write a chart of the sign-in figures against bare (SVG) to this file")
+	cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of the whole run (client and dev stack share the process) to this file")
+	child     = flag.String("child", "", "internal: run as the idle-connection client (sse or ws)")
 )
 
 func main() {
@@ -140,40 +149,58 @@ func initiate(base, token, qr string) (initiation, error) {
 // ---------------------------------------------------------------- load loops
 
 type rate struct {
-	ok, bad int64
-	perSec  float64
-	firstEr string
+	ok, bad  int64
+	perSec   float64
+	p50, p99 time.Duration // of the calls fn accepted
+	firstEr  string
 }
 
-// loop runs fn on n workers for d and counts answers fn accepts.
+// errStop ends a worker of loop without counting the call: there is no more work (the phase's
+// users are used up).
+var errStop = errors.New("no more work")
+
+// loop runs fn on n workers for d (or until every worker got errStop), counts the answers fn
+// accepts and times each.
 func loop(n int, d time.Duration, fn func(w int) error) rate {
 	var ok, bad atomic.Int64
 	var firstErr atomic.Value
-	deadline := time.Now().Add(d)
-	var wg sync.WaitGroup
+	lat := make([][]time.Duration, n)
 	t0 := time.Now()
+	deadline := t0.Add(d)
+	var wg sync.WaitGroup
 	for w := range n {
 		wg.Go(func() {
-			for time.Now().Before(deadline) {
-				if err := fn(w); err != nil {
+			mine := make([]time.Duration, 0, 4096)
+			for start := time.Now(); start.Before(deadline); {
+				err := fn(w)
+				end := time.Now()
+				switch {
+				case errors.Is(err, errStop):
+					lat[w] = mine
+					return
+				case err != nil:
 					bad.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
-					continue
+				default:
+					ok.Add(1)
+					mine = append(mine, end.Sub(start))
 				}
-				ok.Add(1)
+				start = end
 			}
+			lat[w] = mine
 		})
 	}
 	wg.Wait()
 	el := time.Since(t0).Seconds()
-	r := rate{ok: ok.Load(), bad: bad.Load(), perSec: float64(ok.Load()) / el}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	r := rate{ok: ok.Load(), bad: bad.Load(), perSec: float64(ok.Load()) / el, p50: pctSorted(all, 0.5), p99: pctSorted(all, 0.99)}
 	if e, _ := firstErr.Load().(string); e != "" {
 		r.firstEr = e
 	}
 	return r
 }
 
-// parallel runs fn(i) for i in [0,n) on c workers.
 // initiateMany starts n enrollments without QR, 16 at a time, counting them in created.
 func initiateMany(base, token string, n int, created *atomic.Int64) ([]initiation, error) {
 	ins := make([]initiation, n)
@@ -188,19 +215,25 @@ func initiateMany(base, token string, n int, created *atomic.Int64) ([]initiatio
 	return ins, err
 }
 
+// parallel runs fn(i) for i in [0,n) on c workers; it stops at the first error.
 func parallel(n, c int, fn func(i int) error) error {
+	return parallelW(n, c, func(_, i int) error { return fn(i) })
+}
+
+// parallelW is parallel telling fn which of the c workers runs it.
+func parallelW(n, c int, fn func(w, i int) error) error {
 	var next atomic.Int64
 	var firstErr error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for range c {
+	for w := range c {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= n {
 					return
 				}
-				if err := fn(i); err != nil {
+				if err := fn(w, i); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -228,13 +261,14 @@ func expect(want int) func(int, http.Header, []byte, error) error {
 }
 
 func pct(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
+	return pctSorted(slices.Sorted(slices.Values(ds)), p)
+}
+
+func pctSorted(s []time.Duration, p float64) time.Duration {
+	if len(s) == 0 {
 		return 0
 	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(float64(len(s)-1) * p)
-	return s[i]
+	return s[int(float64(len(s)-1)*p)]
 }
 
 // ---------------------------------------------------------------- table
@@ -255,7 +289,7 @@ func section(name string) {
 	fmt.Fprintf(os.Stderr, "== %s\n", name)
 }
 
-func printTable() {
+func printTable(out io.Writer) {
 	w := [5]int{len("figure"), len("value"), len("bare"), len("ratio"), len("target")}
 	for _, r := range rows {
 		if strings.HasPrefix(r.figure, "## ") {
@@ -268,9 +302,9 @@ func printTable() {
 	}
 	pad := func(s string, n int) string { return s + strings.Repeat(" ", max(0, n-len([]rune(s)))) }
 	line := func(c [5]string) {
-		fmt.Printf("| %s | %s | %s | %s | %s |\n", pad(c[0], w[0]), pad(c[1], w[1]), pad(c[2], w[2]), pad(c[3], w[3]), pad(c[4], w[4]))
+		fmt.Fprintf(out, "| %s | %s | %s | %s | %s |\n", pad(c[0], w[0]), pad(c[1], w[1]), pad(c[2], w[2]), pad(c[3], w[3]), pad(c[4], w[4]))
 	}
-	fmt.Println()
+	fmt.Fprintln(out)
 	line([5]string{"figure", "value", "bare", "ratio", "target"})
 	line([5]string{strings.Repeat("-", w[0]), strings.Repeat("-", w[1]), strings.Repeat("-", w[2]), strings.Repeat("-", w[3]), strings.Repeat("-", w[4])})
 	for _, r := range rows {
@@ -339,12 +373,14 @@ func startBare() (string, func(), error) {
 
 // ---------------------------------------------------------------- run
 
-func run() error {
+// startStack starts a dev stack in-process on random loopback ports with its own temporary
+// data dir, with the limits that would measure themselves instead of mfaflow lifted. stop
+// closes it and removes the dir.
+func startStack() (st *stack.Stack, stop func(), err error) {
 	dir, err := os.MkdirTemp("", "mfaflow-bench-load-")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer os.RemoveAll(dir)
 	vars := map[string]string{
 		"MFA_HTTP_ADDR":          "127.0.0.1:0",
 		"MFA_EMBEDDED_NATS_ADDR": "127.0.0.1:0",
@@ -362,15 +398,23 @@ func run() error {
 		"MFA_BRIDGE_FRAME_BURST": "10000",
 	}
 	cfg, err := config.FromEnv(func(k string) string { return vars[k] })
+	if err == nil {
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+		st, err = stack.Start(context.Background(), cfg, stack.Options{}, log)
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, nil, fmt.Errorf("start dev stack: %w", err)
+	}
+	return st, func() { st.Close(); _ = os.RemoveAll(dir) }, nil
+}
+
+func run() error {
+	st, stopStack, err := startStack()
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	st, err := stack.Start(context.Background(), cfg, stack.Options{}, log)
-	if err != nil {
-		return fmt.Errorf("start dev stack: %w", err)
-	}
-	defer st.Close()
+	defer stopStack()
 	bare, stopBare, err := startBare()
 	if err != nil {
 		return err
@@ -389,6 +433,8 @@ func run() error {
 		name string
 		fn   func() error
 	}{
+		{"load generator (bare)", func() error { return benchGenerator(bare, token) }},
+		{"TOTP sign-in (service token: start + verify)", func() error { return benchSignIn(bare) }},
 		{"status poll", func() error { return benchPoll(base, bare, token, &created) }},
 		{"initiation", func() error { return benchInitiate(base, bare, token, &created) }},
 		{"companion enrollment (initiate + scan + enroll)", func() error { return benchEnroll(st, base, &created) }},
@@ -406,7 +452,27 @@ func run() error {
 		}
 		client.CloseIdleConnections()
 	}
-	printTable()
+	printTable(os.Stdout)
+	return writeReports()
+}
+
+// benchGenerator measures bare with the Go net/http client the benchmark used to drive every
+// figure with and with the raw client it drives them with now: the client shares the two cores
+// with the server it measures, so a heavier client makes bare look slower.
+func benchGenerator(bare, token string) error {
+	n := *workers
+	rc := newRawClient(bare, n)
+	defer rc.close()
+	req := rc.request(http.MethodGet, "/json", token, nil)
+	settle()
+	std := loop(n, *phase, func(int) error { return expect(http.StatusOK)(do(http.MethodGet, bare+"/json", token)) })
+	client.CloseIdleConnections()
+	settle()
+	raw := loop(n, *phase, func(w int) error { return ok(http.StatusOK)(rc.conn(w).do(req)) })
+	firstErrors(std, raw)
+	add(row{fmt.Sprintf("bare GET /json, Go net/http client (%d clients)", n), reqs(std) + ", p99 " + ms(std.p99), "", "", ""})
+	add(row{fmt.Sprintf("bare GET /json, raw keep-alive client (%d clients)", n), reqs(raw) + ", p99 " + ms(raw.p99), reqs(std) + " (net/http)",
+		fmt.Sprintf("%.2f×", raw.perSec/std.perSec), judge(raw.perSec > std.perSec, "faster than net/http")})
 	return nil
 }
 
@@ -420,8 +486,8 @@ func benchPoll(base, bare, token string, created *atomic.Int64) error {
 			return err
 		}
 		created.Add(1)
-		ids[i] = base + "/verification-srv/verificationstatus/" + in.StatusID
-		s, h, _, err := do(http.MethodGet, ids[i], token)
+		ids[i] = "/verification-srv/verificationstatus/" + in.StatusID
+		s, h, _, err := do(http.MethodGet, base+ids[i], token)
 		if err != nil || s != http.StatusOK {
 			return fmt.Errorf("first poll: %d %v", s, err)
 		}
@@ -433,10 +499,18 @@ func benchPoll(base, bare, token string, created *atomic.Int64) error {
 	}); err != nil {
 		return err
 	}
-	ok200, ok304 := expect(http.StatusOK), expect(http.StatusNotModified)
-	figs := against(n, func(int) error { return ok200(do(http.MethodGet, bare+"/json", token)) },
-		func(w int) error { return ok200(do(http.MethodGet, ids[w], token)) },
-		func(w int) error { return ok304(do(http.MethodGet, ids[w], token, "If-None-Match", etags[w])) })
+	bareC, stackC := newRawClient(bare, n), newRawClient(base, n)
+	defer bareC.close()
+	defer stackC.close()
+	bareReq := bareC.request(http.MethodGet, "/json", token, nil)
+	polls, conditional := make([][]byte, n), make([][]byte, n)
+	for w := range n {
+		polls[w] = stackC.request(http.MethodGet, ids[w], token, nil)
+		conditional[w] = stackC.request(http.MethodGet, ids[w], token, nil, "If-None-Match", etags[w])
+	}
+	figs := against(n, func(w int) error { return ok(http.StatusOK)(bareC.conn(w).do(bareReq)) },
+		func(w int) error { return ok(http.StatusOK)(stackC.conn(w).do(polls[w])) },
+		func(w int) error { return ok(http.StatusNotModified)(stackC.conn(w).do(conditional[w])) })
 	for i, name := range []string{fmt.Sprintf("GET status → 200 (%d clients)", n), fmt.Sprintf("GET status If-None-Match → 304 (%d clients)", n)} {
 		f := figs[i]
 		add(row{name, reqs(f.value), reqs(f.bare), fmt.Sprintf("%.0f %%", 100*f.ratio), judge(f.ratio >= 0.5, "≥ 50 %")})
@@ -527,17 +601,21 @@ func firstErrors(rs ...rate) error {
 
 func benchInitiate(base, bare, token string, created *atomic.Int64) error {
 	n := *workers
-	ok200 := expect(http.StatusOK)
+	bareC, stackC := newRawClient(bare, n), newRawClient(base, n)
+	defer bareC.close()
+	defer stackC.close()
+	bareReq := bareC.request(http.MethodPost, "/json", token, nil)
 	initiateQR := func(qr string) func(int) error {
-		return func(int) error {
-			err := ok200(do(http.MethodPost, base+"/verification-srv/v2/setup/initiate/totp?qr="+qr, token))
+		req := stackC.request(http.MethodPost, "/verification-srv/v2/setup/initiate/totp?qr="+qr, token, nil)
+		return func(w int) error {
+			err := ok(http.StatusOK)(stackC.conn(w).do(req))
 			if err == nil {
 				created.Add(1)
 			}
 			return err
 		}
 	}
-	figs := against(n, func(int) error { return ok200(do(http.MethodPost, bare+"/json", token)) }, initiateQR("none"), initiateQR("png"))
+	figs := against(n, func(w int) error { return ok(http.StatusOK)(bareC.conn(w).do(bareReq)) }, initiateQR("none"), initiateQR("png"))
 	for i, f := range []struct {
 		qr     string
 		target float64
