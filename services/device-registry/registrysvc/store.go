@@ -27,6 +27,12 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, relayLog
 		relay := &kvdoc.Relay{KV: bucket, JS: js, Filter: kv.RelayFilter, Log: relayLog}
 		store := kv.New(bucket, js)
 		store.FollowRelay(relay.Relayed)
+		// Once per bucket: users stored before the per-user index documents get theirs.
+		if n, err := store.MigrateUserIndex(ctx); err != nil {
+			return nil, nil, nil, err
+		} else if n > 0 {
+			relayLog.Info("indexed the credentials of users stored before per-user index documents", "users", n)
+		}
 		return store, []func(context.Context) error{relay.Run}, nil, nil
 	case "mongo":
 		client, db, err := mongodoc.Connect(ctx, cfg.MongoURI)

@@ -6,7 +6,10 @@
 //	c.<ph_id>                       the credential document (pkg/kvdoc: document + outbox)
 //	s.<status_id>                   → ph_id: finds the credential of an enrollment, only for
 //	                                  credentials whose ph_id is not device.PHIDFor(status_id)
-//	u.<sha256(sub)[:32 hex]>.<ph_id> → ph_id: lists a user's credentials
+//	i.<sha256(sub)[:32 hex]>        the user's index document: the ph_ids of their credentials
+//	u.<sha256(sub)[:32 hex]>.<ph_id> → ph_id: the index before i. documents (still written for
+//	                                  older replicas; read until the bucket is migrated)
+//	_index.users.v1                 every user has an i. document (see userindex.go)
 //
 // A credential whose ph_id is device.PHIDFor(status_id) (every one the registry makes now) needs
 // no status index: its document key follows from the status id, and the document's Create
@@ -70,6 +73,10 @@ type Store struct {
 	stream   jetstream.Stream
 	// relayed is the outbox relay's Relayed (see FollowRelay).
 	relayed func(key string, rev uint64) bool
+	// users are the per-user index documents (userindex.go); indexed remembers that the
+	// bucket's users all have one.
+	users   *kvdoc.Store[userIndex]
+	indexed indexedFlag
 }
 
 var _ device.Store = (*Store)(nil)
@@ -78,7 +85,7 @@ var _ device.Store = (*Store)(nil)
 // from the bucket stream's leader (natsx.KeysFromLeader), so a replicated bucket lists a device
 // registered a moment ago even while a follower catches up; nil lists through a KV lister.
 func New(kv jetstream.KeyValue, js jetstream.JetStream) *Store {
-	return &Store{kv: kv, js: js, docs: kvdoc.New[credentialDoc](kv)}
+	return &Store{kv: kv, js: js, docs: kvdoc.New[credentialDoc](kv), users: kvdoc.New[userIndex](kv)}
 }
 
 // FollowRelay has every write drop the events that relayed (kvdoc.Relay.Relayed of this
@@ -128,6 +135,12 @@ func (s *Store) Create(ctx context.Context, c device.Credential) (device.Credent
 			s.release(ctx, c.StatusID)
 		}
 		return device.Credential{}, fmt.Errorf("kv create: index sub: %w", err)
+	}
+	if err := s.changeUserIndex(ctx, subHash(c.Sub), withPHIDs(c.PHID)); err != nil {
+		if indexed {
+			s.release(ctx, c.StatusID)
+		}
+		return device.Credential{}, fmt.Errorf("kv create: %w", err)
 	}
 	rev, err := s.docs.Create(ctx, docKey(c.PHID), toDoc(c))
 	if err != nil {
@@ -240,13 +253,18 @@ func (s *Store) bucketStream(ctx context.Context) (jetstream.Stream, error) {
 // ListBySub reads the user's index and the documents it names. Entries whose document is gone
 // or belongs to another sub (a leftover, a hash collision) are skipped.
 func (s *Store) ListBySub(ctx context.Context, sub string) ([]device.Credential, error) {
-	keys, err := s.listKeys(ctx, subPrefix(sub)+".*")
+	phids, ok, err := s.indexedPHIDs(ctx, sub)
 	if err != nil {
 		return nil, err
 	}
-	var phids []string
-	for _, k := range keys {
-		phids = append(phids, k[strings.LastIndexByte(k, '.')+1:])
+	if !ok { // a bucket written before the user index: list the u. keys
+		keys, err := s.listKeys(ctx, subPrefix(sub)+".*")
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			phids = append(phids, k[strings.LastIndexByte(k, '.')+1:])
+		}
 	}
 	out := make([]device.Credential, 0, len(phids))
 	for _, phid := range phids {
@@ -327,6 +345,7 @@ func (s *Store) Remove(ctx context.Context, c device.Credential, msgs ...outbox.
 	// The document is already gone for every reader, so failing here would only make the
 	// caller retry a removal that happened. Leftover entries are skipped by readers.
 	_ = s.kv.Delete(ctx, subKey(c.Sub, c.PHID))
+	_ = s.changeUserIndex(ctx, subHash(c.Sub), withoutPHID(c.PHID))
 	if validToken(c.StatusID) && c.PHID != device.PHIDFor(c.StatusID) {
 		// Only the entry that names this credential: never another one's claim on the id.
 		if e, err := s.kv.Get(ctx, statusKey(c.StatusID)); err == nil && string(e.Value()) == c.PHID {
