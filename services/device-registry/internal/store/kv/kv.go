@@ -34,6 +34,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/store"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -63,7 +64,7 @@ func BucketConfig(bucket string) jetstream.KeyValueConfig {
 type Store struct {
 	kv   jetstream.KeyValue
 	js   jetstream.JetStream // nil: list through a KV lister
-	docs *kvdoc.Store[credentialDoc]
+	docs *kvdoc.Store[store.CredentialDoc]
 	// stream is the bucket's stream handle, looked up on first use and kept: a user's listing
 	// (every sign-in and initiation) then costs no stream info request.
 	streamMu sync.Mutex
@@ -78,7 +79,7 @@ var _ device.Store = (*Store)(nil)
 // from the bucket stream's leader (natsx.KeysFromLeader), so a replicated bucket lists a device
 // registered a moment ago even while a follower catches up; nil lists through a KV lister.
 func New(kv jetstream.KeyValue, js jetstream.JetStream) *Store {
-	return &Store{kv: kv, js: js, docs: kvdoc.New[credentialDoc](kv)}
+	return &Store{kv: kv, js: js, docs: kvdoc.New[store.CredentialDoc](kv)}
 }
 
 // FollowRelay has every write drop the events that relayed (kvdoc.Relay.Relayed of this
@@ -129,7 +130,7 @@ func (s *Store) Create(ctx context.Context, c device.Credential) (device.Credent
 		}
 		return device.Credential{}, fmt.Errorf("kv create: index sub: %w", err)
 	}
-	rev, err := s.docs.Create(ctx, docKey(c.PHID), toDoc(c))
+	rev, err := s.docs.Create(ctx, docKey(c.PHID), store.ToDoc(c))
 	if err != nil {
 		if indexed {
 			s.release(ctx, c.StatusID)
@@ -161,7 +162,7 @@ func (s *Store) Get(ctx context.Context, phid string) (device.Credential, error)
 	if err != nil {
 		return device.Credential{}, fmt.Errorf("kv get %s: %w", phid, translate(err))
 	}
-	return toDomain(d, rev), nil
+	return store.ToDomain(d, rev), nil
 }
 
 // GetByStatusID reads the document at the ph_id derived from the status id, else follows the
@@ -307,7 +308,7 @@ func (s *Store) Update(ctx context.Context, c device.Credential, msgs ...outbox.
 	if !validToken(c.PHID) {
 		return device.Credential{}, fmt.Errorf("kv update %q: %w", c.PHID, device.ErrNotFound)
 	}
-	rev, err := s.docs.Update(ctx, docKey(c.PHID), c.Version, toDoc(c), msgs...)
+	rev, err := s.docs.Update(ctx, docKey(c.PHID), c.Version, store.ToDoc(c), msgs...)
 	if err != nil {
 		return device.Credential{}, fmt.Errorf("kv update %s: %w", c.PHID, translate(err))
 	}
@@ -321,7 +322,7 @@ func (s *Store) Remove(ctx context.Context, c device.Credential, msgs ...outbox.
 	if !validToken(c.PHID) {
 		return fmt.Errorf("kv remove %q: %w", c.PHID, device.ErrNotFound)
 	}
-	if err := s.docs.Remove(ctx, docKey(c.PHID), c.Version, tombstone(c), msgs...); err != nil {
+	if err := s.docs.Remove(ctx, docKey(c.PHID), c.Version, store.Tombstone(c), msgs...); err != nil {
 		return fmt.Errorf("kv remove %s: %w", c.PHID, translate(err))
 	}
 	// The document is already gone for every reader, so failing here would only make the
