@@ -8,15 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events/commands"
-	"github.com/mfaflow/mfaflow/pkg/natstest"
-	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
+	"github.com/mfaflow/mfaflow/pkg/outbox/outboxtest"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -258,63 +256,43 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 			t.Skip("this store wraps a backend; its relay is checked on the backend")
 		}
 		s := b.Store
-		srv := natstest.Start(t)
-		js := srv.JetStream(t)
-		if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
-			t.Fatal(err)
-		}
-		published := natstest.CountPublishes(t, srv.Connect(t), "mfa.events.>")
 		ev := func() outbox.Message {
 			return outbox.Message{ID: uuid.NewString(), Subject: "mfa.events.test", Data: []byte(`{}`)}
 		}
-		var want []string
-		for range 3 {
-			created, updated := ev(), ev()
-			e, err := s.Create(ctx, fresh(now.Add(time.Hour)), created)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.State = enrollment.Scanned
-			if _, err := s.Update(ctx, e); err != nil { // a write without events in between
-				t.Fatal(err)
-			}
-			if e, err = s.Get(ctx, e.ID); err != nil {
-				t.Fatal(err)
-			}
-			e.State = enrollment.Cancelled
-			if _, err := s.Update(ctx, e, updated); err != nil {
-				t.Fatal(err)
-			}
-			stale := ev()
-			if _, err := s.Update(ctx, e, stale); !errors.Is(err, enrollment.ErrStale) {
-				t.Fatalf("stale update: %v", err)
-			}
-			defer func() {
-				if n := published.Count(stale.ID); n != 0 {
-					t.Errorf("event of a refused write published %d times", n)
+		first := func(t *testing.T) (want, refused []string) {
+			for range 3 {
+				created, updated := ev(), ev()
+				e, err := s.Create(ctx, fresh(now.Add(time.Hour)), created)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}()
-			want = append(want, created.ID, updated.ID)
-		}
-		stop := runRelay(t, b.Relay, js)
-		published.Wait(t, 30*time.Second, want...)
-		waitDrained(t, b.Pending)
-		stop()
-		late := ev()
-		if _, err := s.Create(ctx, fresh(now.Add(time.Hour)), late); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, late.ID)
-		stop = runRelay(t, b.Relay, js)
-		published.Wait(t, 30*time.Second, late.ID)
-		waitDrained(t, b.Pending)
-		stop()
-		published.Sync(t, js.Conn(), "mfa.events.marker")
-		for _, id := range want {
-			if n := published.Count(id); n != 1 {
-				t.Errorf("event %s published %d times, want exactly once", id, n)
+				e.State = enrollment.Scanned
+				if _, err := s.Update(ctx, e); err != nil { // a write without events in between
+					t.Fatal(err)
+				}
+				if e, err = s.Get(ctx, e.ID); err != nil {
+					t.Fatal(err)
+				}
+				e.State = enrollment.Cancelled
+				if _, err := s.Update(ctx, e, updated); err != nil {
+					t.Fatal(err)
+				}
+				stale := ev()
+				if _, err := s.Update(ctx, e, stale); !errors.Is(err, enrollment.ErrStale) {
+					t.Fatalf("stale update: %v", err)
+				}
+				want, refused = append(want, created.ID, updated.ID), append(refused, stale.ID)
 			}
+			return want, refused
 		}
+		late := func(t *testing.T) (want, refused []string) {
+			late := ev()
+			if _, err := s.Create(ctx, fresh(now.Add(time.Hour)), late); err != nil {
+				t.Fatal(err)
+			}
+			return []string{late.ID}, nil
+		}
+		outboxtest.RelayedExactlyOnce(t, outboxtest.Relay{Run: b.Relay, Pending: b.Pending}, first, late)
 	})
 	// Of writers racing from the same version, exactly one wins; the others get ErrStale and
 	// leave neither their state nor their events behind.
@@ -324,68 +302,16 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		const writers = 6
-		var (
-			wg      sync.WaitGroup
-			mu      sync.Mutex
-			winners []string
-			stale   int
-		)
-		start := make(chan struct{})
-		for i := range writers {
-			wg.Go(func() {
-				w := e
-				w.State = enrollment.Scanned
-				w.Device = enrollment.Device{DeviceID: fmt.Sprintf("d%d", i)}
-				<-start
-				_, err := s.Update(ctx, w)
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case err == nil:
-					winners = append(winners, w.Device.DeviceID)
-				case errors.Is(err, enrollment.ErrStale):
-					stale++
-				default:
-					t.Errorf("writer %d: %v", i, err)
-				}
-			})
-		}
-		close(start)
-		wg.Wait()
-		if len(winners) != 1 || stale != writers-1 {
-			t.Fatalf("winners %v, stale %d; want one winner and %d stale", winners, stale, writers-1)
-		}
-		got, err := s.Get(ctx, e.ID)
-		if err != nil || got.Device.DeviceID != winners[0] {
-			t.Fatalf("stored %+v %v, want the winner %s", got.Device, err, winners[0])
-		}
-	})
-}
-
-// waitDrained waits until the backend's outbox is empty: the relay has cleared what it
-// published, so a relay started later must publish none of it again.
-func waitDrained(t *testing.T, pending func(context.Context) (int, error)) {
-	t.Helper()
-	natstest.Eventually(t, 30*time.Second, func() error {
-		n, err := pending(context.Background())
-		if err != nil {
+		winner := outboxtest.OneWinner(t, 6, enrollment.ErrStale, func(i int) error {
+			w := e
+			w.State = enrollment.Scanned
+			w.Device = enrollment.Device{DeviceID: fmt.Sprintf("d%d", i)}
+			_, err := s.Update(ctx, w)
 			return err
+		})
+		got, err := s.Get(ctx, e.ID)
+		if want := fmt.Sprintf("d%d", winner); err != nil || got.Device.DeviceID != want {
+			t.Fatalf("stored %+v %v, want the winner %s", got.Device, err, want)
 		}
-		if n != 0 {
-			return fmt.Errorf("%d documents with events not yet relayed", n)
-		}
-		return nil
 	})
-}
-
-// runRelay runs relay on js and returns a function that stops it and waits for it.
-func runRelay(t *testing.T, relay func(context.Context, jetstream.JetStream), js jetstream.JetStream) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); relay(ctx, js) }()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return stop
 }
