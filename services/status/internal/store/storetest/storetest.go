@@ -1,6 +1,7 @@
-// Package storetest is the conformance suite every enrollment.Store backend must pass. The KV
-// backend runs it against an embedded NATS server, the MongoDB backend against the server of
-// MFA_MONGODB_URI or an embedded FerretDB (pkg/mongotest).
+// Package storetest is the conformance suite every enrollment.Store backend must pass, and
+// with it the backend's enrollment.PushLedger where it keeps one. The KV backend runs it against
+// an embedded NATS server, the MongoDB backend against the server of MFA_MONGODB_URI or an
+// embedded FerretDB (pkg/mongotest).
 package storetest
 
 import (
@@ -8,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +31,9 @@ type Backend struct {
 	// Pending counts the documents whose events are not yet relayed (the outbox depth);
 	// required with Relay.
 	Pending func(ctx context.Context) (int, error)
+	// Ledger is the backend's push ledger, nil for a store that keeps none (its subtests then
+	// skip, loudly).
+	Ledger enrollment.PushLedger
 }
 
 // Run runs the suite; newBackend must return an empty store for each call.
@@ -312,6 +318,122 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		got, err := s.Get(ctx, e.ID)
 		if want := fmt.Sprintf("d%d", winner); err != nil || got.Device.DeviceID != want {
 			t.Fatalf("stored %+v %v, want the winner %s", got.Device, err, want)
+		}
+	})
+	runLedger(t, newBackend)
+}
+
+// runLedger is the contract of enrollment.PushLedger: per user, at most max pushes in a sliding
+// window, and the one pending push, which each new push replaces.
+func runLedger(t *testing.T, newBackend func(t *testing.T) Backend) {
+	newLedger := func(t *testing.T) enrollment.PushLedger {
+		l := newBackend(t).Ledger
+		if l == nil {
+			t.Skip("this store keeps no push ledger; the backend's is checked on the backend")
+		}
+		return l
+	}
+	// Unix seconds: the precision the ledger keeps.
+	now := time.Now().UTC().Truncate(time.Second)
+	const window = 10 * time.Minute
+	t.Run("PushLedgerPendingIsTheLatest", func(t *testing.T) {
+		l, ctx := newLedger(t), t.Context()
+		if id, err := l.Pending(ctx, "alice"); err != nil || id != "" {
+			t.Fatalf("Pending of a new user: %q %v, want none", id, err)
+		}
+		prev, err := l.Reserve(ctx, "alice", "push-1", now, 5, window)
+		if err != nil || prev != "" {
+			t.Fatalf("first Reserve: previous %q %v, want none", prev, err)
+		}
+		prev, err = l.Reserve(ctx, "alice", "push-2", now.Add(time.Second), 5, window)
+		if err != nil || prev != "push-1" {
+			t.Fatalf("second Reserve: previous %q %v, want push-1", prev, err)
+		}
+		if id, err := l.Pending(ctx, "alice"); err != nil || id != "push-2" {
+			t.Fatalf("Pending = %q %v, want push-2", id, err)
+		}
+		// Users do not share a ledger.
+		if id, err := l.Pending(ctx, "bob"); err != nil || id != "" {
+			t.Fatalf("Pending of another user: %q %v, want none", id, err)
+		}
+		if prev, err := l.Reserve(ctx, "bob", "push-b", now, 5, window); err != nil || prev != "" {
+			t.Fatalf("another user's Reserve: previous %q %v, want none", prev, err)
+		}
+		if id, err := l.Pending(ctx, "alice"); err != nil || id != "push-2" {
+			t.Fatalf("Pending after another user's push = %q %v, want push-2", id, err)
+		}
+	})
+	t.Run("PushLedgerLimitSlides", func(t *testing.T) {
+		l, ctx := newLedger(t), t.Context()
+		for i, at := range []time.Time{now, now.Add(time.Minute)} {
+			if _, err := l.Reserve(ctx, "alice", fmt.Sprintf("push-%d", i), at, 2, window); err != nil {
+				t.Fatalf("push %d: %v", i, err)
+			}
+		}
+		_, err := l.Reserve(ctx, "alice", "push-over", now.Add(2*time.Minute), 2, window)
+		var tooMany *enrollment.TooManyPushesError
+		if !errors.Is(err, enrollment.ErrTooManyPushes) || !errors.As(err, &tooMany) {
+			t.Fatalf("third push in the window: %v, want a TooManyPushesError", err)
+		}
+		if !tooMany.RetryAt.Equal(now.Add(window)) {
+			t.Fatalf("RetryAt %v, want %v (when the oldest push leaves the window)", tooMany.RetryAt, now.Add(window))
+		}
+		if id, err := l.Pending(ctx, "alice"); err != nil || id != "push-1" {
+			t.Fatalf("Pending after a refused push = %q %v, want push-1", id, err)
+		}
+		// The oldest push has left the window: one more is allowed.
+		prev, err := l.Reserve(ctx, "alice", "push-2", now.Add(window+time.Second), 2, window)
+		if err != nil || prev != "push-1" {
+			t.Fatalf("push after the window slid: previous %q %v, want push-1", prev, err)
+		}
+	})
+	// Racing reservations are serialised: no more than max succeed, the rest are refused for
+	// the limit (never lost to a lost compare-and-set), and each replaces exactly one pending push.
+	t.Run("PushLedgerConcurrentReserve", func(t *testing.T) {
+		l, ctx := newLedger(t), t.Context()
+		const racers, max = 6, 4
+		var (
+			wg       sync.WaitGroup
+			mu       sync.Mutex
+			ok       []string
+			previous []string
+			refused  int
+		)
+		start := make(chan struct{})
+		for i := range racers {
+			wg.Go(func() {
+				id := fmt.Sprintf("push-%d", i)
+				<-start
+				prev, err := l.Reserve(ctx, "alice", id, now, max, window)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					ok, previous = append(ok, id), append(previous, prev)
+				case errors.Is(err, enrollment.ErrTooManyPushes):
+					refused++
+				default:
+					t.Errorf("racer %d: %v", i, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if len(ok) != max || refused != racers-max {
+			t.Fatalf("%d reserved, %d refused; want %d and %d", len(ok), refused, max, racers-max)
+		}
+		// The successful reservations form a chain: each replaced the one before it, the first
+		// replaced none, and the last is pending.
+		pending, err := l.Pending(ctx, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain := append(slices.Clone(previous), pending)
+		slices.Sort(chain)
+		want := append(slices.Clone(ok), "")
+		slices.Sort(want)
+		if !slices.Equal(chain, want) {
+			t.Fatalf("previous ids %v and pending %q do not chain the reserved ids %v", previous, pending, ok)
 		}
 	})
 }
