@@ -281,72 +281,79 @@ func (s *Service) checkLock(ctx context.Context, sub string) error {
 	return nil
 }
 
+// changeLockout is the read–modify–compare-and-set of sub's lockout record that every lockout
+// change goes through. change edits the record read (a new one when the user has none and
+// orNew, else nothing happens) and returns the events the write carries; write false leaves
+// the record as it is. A lost race reads again, at most maxAttempts times. Errors from change
+// are returned as they are; the others are wrapped with op.
+func (s *Service) changeLockout(ctx context.Context, op, sub string, orNew bool, change func(l *Lockout) (msgs []outbox.Message, write bool, err error)) error {
+	for range maxAttempts {
+		l, err := s.store.GetLockout(ctx, sub)
+		if errors.Is(err, ErrNotFound) {
+			if !orNew {
+				return nil
+			}
+			l, err = Lockout{Sub: sub}, nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		msgs, write, err := change(&l)
+		if err != nil || !write {
+			return err
+		}
+		if _, err := s.store.PutLockout(ctx, l, msgs...); errors.Is(err, ErrStale) {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s: %w", op, ErrStale)
+}
+
 // countFailure records one wrong code of sub. The one that reaches the threshold locks the user
 // and emits mfa.verification.locked in the same write (so exactly once per lock); it returns
 // the *LockedError then.
 func (s *Service) countFailure(ctx context.Context, sub string) error {
 	p := s.lockout
-	for range maxAttempts {
-		l, err := s.store.GetLockout(ctx, sub)
-		if errors.Is(err, ErrNotFound) {
-			l, err = Lockout{Sub: sub}, nil
-		}
-		if err != nil {
-			return fmt.Errorf("count failure: %w", err)
-		}
+	var lockedUntil time.Time
+	err := s.changeLockout(ctx, "count failure", sub, true, func(l *Lockout) ([]outbox.Message, bool, error) {
 		now := s.clock.Now().UTC()
 		if now.Before(l.LockedUntil) {
-			return &LockedError{Until: l.LockedUntil} // a concurrent wrong code locked first
+			return nil, false, &LockedError{Until: l.LockedUntil} // a concurrent wrong code locked first
 		}
 		l.Failures++
-		var msgs []outbox.Message
-		locked := l.Failures >= p.Threshold
-		if locked {
-			l.Locks++
-			l.LockedUntil = now.Add(p.lockFor(l.Locks))
-			msg, err := lockEvent(l, l.Failures, now)
-			if err != nil {
-				return fmt.Errorf("count failure: %w", err)
-			}
-			msgs = append(msgs, msg)
-			l.Failures = 0
+		lockedUntil = time.Time{}
+		if l.Failures < p.Threshold {
+			return nil, true, nil
 		}
-		if _, err := s.store.PutLockout(ctx, l, msgs...); errors.Is(err, ErrStale) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("count failure: %w", err)
+		l.Locks++
+		l.LockedUntil = now.Add(p.lockFor(l.Locks))
+		msg, err := lockEvent(*l, l.Failures, now)
+		if err != nil {
+			return nil, false, fmt.Errorf("count failure: %w", err)
 		}
-		if locked {
-			return &LockedError{Until: l.LockedUntil}
-		}
-		return nil
+		l.Failures = 0
+		lockedUntil = l.LockedUntil
+		return []outbox.Message{msg}, true, nil
+	})
+	if err == nil && !lockedUntil.IsZero() {
+		return &LockedError{Until: lockedUntil}
 	}
-	return fmt.Errorf("count failure: %w", ErrStale)
+	return err
 }
 
 // resetFailures forgets sub's wrong codes and locks in a row after a right code. It writes only
 // when there is something to forget, so a sign-in without earlier mistakes costs no write.
 func (s *Service) resetFailures(ctx context.Context, sub string) error {
-	for range maxAttempts {
-		l, err := s.store.GetLockout(ctx, sub)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("reset failures: %w", err)
-		}
+	return s.changeLockout(ctx, "reset failures", sub, false, func(l *Lockout) ([]outbox.Message, bool, error) {
 		if l.Failures == 0 && l.Locks == 0 {
-			return nil
+			return nil, false, nil
 		}
 		l.Failures, l.Locks = 0, 0
-		if _, err := s.store.PutLockout(ctx, l); errors.Is(err, ErrStale) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("reset failures: %w", err)
-		}
-		return nil
-	}
-	return fmt.Errorf("reset failures: %w", ErrStale)
+		return nil, true, nil
+	})
 }
 
 // LockStatus returns sub's lockout record (a zero one for a user without mistakes), with
