@@ -41,8 +41,9 @@ import (
 // DefaultBucket is the bucket name when configuration names none.
 const DefaultBucket = "mfa_devices"
 
-// RelayFilter selects the keys whose values carry an outbox: the credential documents. The
-// index keys hold bare ph_ids and must not reach the relay.
+// RelayFilter selects the keys whose values carry an outbox: the credential documents and the
+// per-user lockout and recovery documents (see factors.go). The index keys hold bare ph_ids and
+// must not reach the relay.
 const RelayFilter = "c.>"
 
 // BucketConfig is the configuration the registry's bucket needs. History is 1 so that an
@@ -105,9 +106,10 @@ func subPrefix(sub string) string {
 }
 func subKey(sub, phid string) string { return subPrefix(sub) + "." + phid }
 
-// Create claims the enrollment first, so that of two creates for one enrollment the second fails
-// before writing a document: by the document's key when the ph_id derives from the status id,
-// otherwise by the status index.
+// Create claims the enrollment once, so that of two creates for one enrollment the second
+// writes no document: when the ph_id derives from the status id the document's own create is
+// the claim (the user index entry written before it is then the same for both, or skipped by
+// ListBySub), otherwise the status index, written first.
 func (s *Store) Create(ctx context.Context, c device.Credential) (device.Credential, error) {
 	if !validToken(c.PHID) || !validToken(c.StatusID) {
 		return device.Credential{}, fmt.Errorf("kv create: ph_id and status_id must be key tokens: %w", device.ErrInvalid)
