@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"slices"
 	"strconv"
@@ -345,7 +346,7 @@ func (s *Service) check(c Credential, code string, now time.Time, lastStep int64
 		return 0, fmt.Errorf("check code of %s: %w", c.PHID, err)
 	}
 	if !ok {
-		return 0, ErrInvalidCode
+		return 0, factor.ErrInvalidCode
 	}
 	return step, nil
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
@@ -214,19 +215,19 @@ func deviceInfo(c device.Credential) commands.DeviceInfo {
 
 // factorReply turns the outcomes a user causes into results; other errors stay errors.
 func factorReply(res device.Authenticated, err error) (commands.FactorReply, error) {
-	var locked *device.LockedError
+	var locked *factor.LockedError
 	switch {
 	case err == nil:
 		return commands.FactorReply{Result: commands.FactorOK, PHID: res.PHID, Remaining: res.Remaining}, nil
 	case errors.As(err, &locked):
 		return commands.FactorReply{Result: commands.FactorLocked, LockedUntil: locked.Until.UTC()}, nil
-	case errors.Is(err, device.ErrInvalidCode):
+	case errors.Is(err, factor.ErrInvalidCode):
 		return commands.FactorReply{Result: commands.FactorInvalid}, nil
-	case errors.Is(err, device.ErrMalformedCode):
+	case errors.Is(err, factor.ErrMalformedCode):
 		return commands.FactorReply{Result: commands.FactorMalformed}, nil
-	case errors.Is(err, device.ErrReplayed):
+	case errors.Is(err, factor.ErrReplayed):
 		return commands.FactorReply{Result: commands.FactorReplayed}, nil
-	case errors.Is(err, device.ErrNoFactor):
+	case errors.Is(err, factor.ErrNoFactor):
 		return commands.FactorReply{Result: commands.FactorNone}, nil
 	}
 	return commands.FactorReply{}, toFault(err)
@@ -241,7 +242,7 @@ func toFault(err error) error {
 		return fault.New(fault.BadRequest, ie.Reason)
 	case errors.Is(err, device.ErrNotFound):
 		return fault.New(fault.NotFound, "no such credential")
-	case errors.Is(err, device.ErrInvalidCode):
+	case errors.Is(err, factor.ErrInvalidCode):
 		return fault.New(fault.InvalidCode, "the verification code is not valid")
 	case errors.Is(err, device.ErrConflict):
 		return fault.New(fault.Conflict, "the credential is in a conflicting state")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
@@ -90,7 +91,7 @@ func (a *API) identified(h identifiedHandler) http.HandlerFunc {
 		}
 		if err != nil {
 			var (
-				locked *enrollment.LockedError
+				locked *factor.LockedError
 				pushes *enrollment.TooManyPushesError
 				until  time.Time
 			)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
@@ -161,7 +162,7 @@ func ToFault(err error) error {
 		return fault.New(fault.Expired, "the enrollment has expired; start a new one")
 	case errors.Is(err, enrollment.ErrFailed):
 		return fault.New(fault.InvalidCode, "invalid verification code; too many attempts, the enrollment has failed")
-	case errors.Is(err, enrollment.ErrInvalidCode):
+	case errors.Is(err, factor.ErrInvalidCode):
 		return fault.New(fault.InvalidCode, "invalid verification code")
 	case errors.Is(err, enrollment.ErrConflict):
 		return fault.New(fault.Conflict, conflictMessage(err))
@@ -169,17 +170,17 @@ func ToFault(err error) error {
 		return fault.New(fault.BadRequest, badRequestMessage(err))
 	case errors.Is(err, enrollment.ErrStale):
 		return fault.New(fault.Conflict, "the enrollment is changing concurrently; retry")
-	case errors.Is(err, enrollment.ErrReplayed):
+	case errors.Is(err, factor.ErrReplayed):
 		return fault.New(fault.CodeReplayed, "this code was already used; wait for the next one")
-	case errors.Is(err, enrollment.ErrMalformedCode):
+	case errors.Is(err, factor.ErrMalformedCode):
 		return fault.New(fault.InvalidCode, "invalid code: a TOTP code is 6 digits, a recovery code 10 characters (XXXXX-XXXXX)")
-	case errors.Is(err, enrollment.ErrLocked):
+	case errors.Is(err, factor.ErrLocked):
 		return fault.New(fault.Locked, "too many wrong codes: code checks are locked for a while (see Retry-After)")
 	case errors.Is(err, enrollment.ErrTooManyPushes):
 		return fault.New(fault.TooManyRequests, "too many push sign-ins for this user; wait for Retry-After")
 	case errors.Is(err, enrollment.ErrStepUpRequired):
 		return fault.New(fault.StepUpRequired, stepUpHelp(trimSentinel(err, enrollment.ErrStepUpRequired)))
-	case errors.Is(err, enrollment.ErrNoFactor):
+	case errors.Is(err, factor.ErrNoFactor):
 		return fault.New(fault.NoFactor, "the user has no usable factor of this method (enroll a device, or generate recovery codes)")
 	}
 	return err
@@ -222,7 +223,7 @@ func (r *Registry) Verify(ctx context.Context, statusID, sub, code string, dev e
 		}
 		return enrollment.Claim{PHID: reply.PHID, DeviceID: reply.DeviceID}, nil
 	case fault.InvalidCode:
-		return enrollment.Claim{}, enrollment.ErrInvalidCode
+		return enrollment.Claim{}, factor.ErrInvalidCode
 	case fault.Expired:
 		return enrollment.Claim{}, enrollment.ErrExpired
 	case fault.NotFound:
@@ -277,15 +278,15 @@ func (r *Registry) factor(ctx context.Context, subject string, req commands.Fact
 	case commands.FactorOK:
 		return reply, nil
 	case commands.FactorInvalid:
-		return reply, enrollment.ErrInvalidCode
+		return reply, factor.ErrInvalidCode
 	case commands.FactorMalformed:
-		return reply, enrollment.ErrMalformedCode
+		return reply, factor.ErrMalformedCode
 	case commands.FactorReplayed:
-		return reply, enrollment.ErrReplayed
+		return reply, factor.ErrReplayed
 	case commands.FactorLocked:
-		return reply, &enrollment.LockedError{Until: reply.LockedUntil}
+		return reply, &factor.LockedError{Until: reply.LockedUntil}
 	case commands.FactorNone:
-		return reply, enrollment.ErrNoFactor
+		return reply, factor.ErrNoFactor
 	}
 	return reply, fmt.Errorf("registry: unknown factor result %q", reply.Result)
 }
