@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/tests/harness"
 )
 
@@ -50,7 +52,7 @@ func TestEnrollFrameRepeatedAfterLostAnswer(t *testing.T) {
 	}
 	_ = first.Close()
 	var enrolled statusResponse
-	natsEventually(t, func() error {
+	natstest.Eventually(t, 10*time.Second, func() error {
 		if enrolled = poll(t, st, alice, in.StatusID); enrolled.Status != "ENROLLED" {
 			return fmt.Errorf("status %s, want ENROLLED", enrolled.Status)
 		}

@@ -3,6 +3,7 @@ package tests_test
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
 )
 
 // scrape reads /metrics and returns the value of every sample line, by its full name with labels.
@@ -76,8 +78,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 	s.MustProblem(t, s.Do(t, http.MethodGet, "/verification-srv/verificationstatus/not-there", alice, nil), http.StatusNotFound, "not_found")
 	s.rec.WaitTypes(t, in.StatusID, events.VerificationInitiated, events.VerificationSucceeded)
 
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	natstest.Eventually(t, 10*time.Second, func() error {
 		after := scrape(t, s)
 		moved := func(name string, labels ...string) bool {
 			return sum(after, name, labels...) > sum(before, name, labels...)
@@ -99,12 +100,9 @@ func TestMetricsAndReadiness(t *testing.T) {
 				missing = append(missing, what)
 			}
 		}
-		if len(missing) == 0 {
-			return
+		if len(missing) > 0 {
+			return fmt.Errorf("metrics did not move: %v", missing)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("metrics did not move: %v", missing)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -236,7 +236,7 @@ func TestPushSignIn(t *testing.T) {
 		if ch.ChallengeID != in.ExchangeID.ExchangeID || len(ch.Numbers) != 3 || !slices.Contains(ch.Numbers, number) || ch.Context["app"] != "shop" {
 			t.Fatalf("challenge = %+v, want three candidates with %s", ch, number)
 		}
-		natsEventually(t, func() error {
+		natstest.Eventually(t, 10*time.Second, func() error {
 			if s := poll(t, w.Stack, alice, in.StatusID); s.Status != "PUSH_ACKNOWLEDGED" {
 				return fmt.Errorf("status %s", s.Status)
 			}
@@ -433,7 +433,7 @@ func TestPushOfflineDeviceAndExpiry(t *testing.T) {
 	// Expiry: the authentication ends EXPIRED with its event, and a late answer is refused.
 	late, lateNumber := w.startPush(t, alice)
 	lateCh := nextChallenge(t, phone)
-	natsEventually(t, func() error { // the bridge's acknowledgement arrives after the frame
+	natstest.Eventually(t, 10*time.Second, func() error { // the bridge's acknowledgement arrives after the frame
 		if s := poll(t, w.Stack, alice, late.StatusID); s.Status != "PUSH_ACKNOWLEDGED" {
 			return fmt.Errorf("status %s", s.Status)
 		}
@@ -448,7 +448,7 @@ func TestPushOfflineDeviceAndExpiry(t *testing.T) {
 	// A new push replaces the pending one.
 	first, _ := w.startPush(t, alice)
 	nextChallenge(t, phone)
-	natsEventually(t, func() error {
+	natstest.Eventually(t, 10*time.Second, func() error {
 		if s := poll(t, w.Stack, alice, first.StatusID); s.Status != "PUSH_ACKNOWLEDGED" {
 			return fmt.Errorf("status %s", s.Status)
 		}
@@ -512,21 +512,6 @@ func rawCall(t *testing.T, ws *websocket.Conn, req protocol.Request) map[string]
 		if m["type"] != protocol.TypeHello {
 			return m
 		}
-	}
-}
-
-func natsEventually(t *testing.T, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/tests/harness"
@@ -438,20 +439,16 @@ func TestAuthenticationExpiry(t *testing.T) {
 // waitEvents waits until exactly n events of type typ about subject are on the stream.
 func waitEvents(t *testing.T, rec *harness.Recorder, typ events.Type, subject string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	natstest.Eventually(t, 10*time.Second, func() error {
 		got := 0
 		for _, ev := range rec.For(subject) {
 			if ev.Type == typ {
 				got++
 			}
 		}
-		if got == n {
-			return
+		if got != n {
+			return fmt.Errorf("%d %s events about %s, want %d", got, typ, subject, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d %s events about %s, want %d", got, typ, subject, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

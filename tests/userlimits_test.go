@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/tests/harness"
 )
 
@@ -212,7 +213,7 @@ func mustRefuse(t *testing.T, st *harness.Stack, kind, statusID, token string) {
 func eventuallyOpen(t *testing.T, st *harness.Stack, kind, statusID, token string) *liveStream {
 	t.Helper()
 	var opened *liveStream
-	natsEventually(t, func() error {
+	natstest.Eventually(t, 10*time.Second, func() error {
 		s, status, _ := openStream(t, st, kind, statusID, token)
 		if s == nil {
 			return fmt.Errorf("%s stream still refused with %d", kind, status)

@@ -3,7 +3,7 @@ package bridgesvc_test
 import (
 	"encoding/json"
 	"errors"
-	"github.com/mfaflow/mfaflow/pkg/testkit"
+	"fmt"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -16,21 +16,9 @@ import (
 	"github.com/mfaflow/mfaflow/mobile-bridge/bridgesvc"
 	"github.com/mfaflow/mfaflow/mobile-bridge/internal/bridgetest"
 	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 )
-
-// eventually polls cond until it holds or readWait passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.Now().Add(readWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
 
 func TestConnectionCap(t *testing.T) {
 	env := bridgetest.Start(t, bridgesvc.Config{MaxConnections: 2})
@@ -73,7 +61,7 @@ func TestConnectionCap(t *testing.T) {
 
 	// A connection that closes frees its slot.
 	_ = first.Close()
-	eventually(t, "the closed connection to free its slot", func() bool { return env.Bridge.Connections() == 1 })
+	natstest.Eventually(t, readWait, connections(env, 1)) // the closed connection frees its slot
 	third := dial(t, env)
 	wantUsable(t, env, third)
 	if _, resp, err := d.Dial(env.WSURL, nil); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
@@ -145,7 +133,17 @@ func TestFrameFloodCloses(t *testing.T) {
 	if !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
 		t.Fatalf("read after the flood: %v, want close 1008", err)
 	}
-	eventually(t, "the flooding connection to end", func() bool { return env.Bridge.Connections() == 0 })
+	natstest.Eventually(t, readWait, connections(env, 0)) // the flooding connection ends
+}
+
+// connections is a check for natstest.Eventually: the bridge holds n connections.
+func connections(env *bridgetest.Env, n int) func() error {
+	return func() error {
+		if got := env.Bridge.Connections(); got != n {
+			return fmt.Errorf("%d connections, want %d", got, n)
+		}
+		return nil
+	}
 }
 
 func heapAndStacks() uint64 {
@@ -196,9 +194,11 @@ func TestIdleConnectionCost(t *testing.T) {
 	// timers) may come and go, hence the slack.
 	const slack = 20
 	var g int
-	eventually(t, "goroutines to settle", func() bool {
-		g = runtime.NumGoroutine() - g0
-		return g <= maxGoroutinesPerIdleConn*n+slack
+	natstest.Eventually(t, readWait, func() error {
+		if g = runtime.NumGoroutine() - g0; g > maxGoroutinesPerIdleConn*n+slack {
+			return fmt.Errorf("%d goroutines, want at most %d", g, maxGoroutinesPerIdleConn*n+slack)
+		}
+		return nil
 	})
 	m := heapAndStacks()
 	t.Logf("%d idle connections: %.2f goroutines and %d bytes (heap+stacks, server and client) per connection",

@@ -120,26 +120,51 @@ func TestConcurrentSubmissionsOfOneCodeGiveOneSuccess(t *testing.T) {
 	e := start(t)
 	_, secret := e.enroll(t, "alice", commands.Device{})
 	e.clock.Advance(30 * time.Second)
-	right := code(t, secret, e.clock.Now())
+	results := e.checkConcurrently(t, 20, "alice", code(t, secret, e.clock.Now()))
+	if results[resultOK] != 1 || results[resultReplayed] != 19 {
+		t.Fatalf("20 concurrent checks of one code: %v, want 1 ok and 19 code_replayed", results)
+	}
+}
+
+// checkConcurrently submits code as sub's TOTP n times at once and counts the results (an
+// error counts under its text).
+func (e *env) checkConcurrently(t *testing.T, n int, sub, code string) map[string]int {
+	t.Helper()
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		results = map[string]int{}
 	)
-	for range 20 {
+	for range n {
 		wg.Go(func() {
 			var reply commands.FactorReply
 			err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsCheck,
-				commands.FactorRequest{Sub: "alice", Method: commands.FactorTOTP, Code: right}, &reply)
+				commands.FactorRequest{Sub: sub, Method: commands.FactorTOTP, Code: code}, &reply)
 			mu.Lock()
 			defer mu.Unlock()
 			results[outcomeOf(reply, err).Result]++
 		})
 	}
 	wg.Wait()
-	if results[resultOK] != 1 || results[resultReplayed] != 19 {
-		t.Fatalf("20 concurrent checks of one code: %v, want 1 ok and 19 code_replayed", results)
+	return results
+}
+
+// Wrong codes racing on one user's lockout record are all counted (a lost compare-and-set
+// reads again): the threshold's worth of them locks the user once, with one event.
+func TestConcurrentWrongCodesLockOnce(t *testing.T) {
+	e := start(t)
+	_, secret := e.enroll(t, "alice", commands.Device{})
+	e.clock.Advance(30 * time.Second)
+	results := e.checkConcurrently(t, 5, "alice", wrongCode(code(t, secret, e.clock.Now()))) // the default threshold
+	if results[resultInvalid] != 4 || results[resultLocked] != 1 {
+		t.Fatalf("5 concurrent wrong codes: %v, want 4 invalid_code and 1 locked", results)
 	}
+	natstest.Eventually(t, wait, func() error {
+		if n := len(e.events(t, events.VerificationLocked)); n != 1 {
+			return errorf("%d locked events, want 1", n)
+		}
+		return nil
+	})
 }
 
 func TestWrongCodesLockTheUserWithDoublingBackOff(t *testing.T) {

@@ -33,32 +33,19 @@ func (s *Service) Unlock(ctx context.Context, sub, actor string) error {
 	if actor == "" {
 		return invalid("actor is missing")
 	}
-	for range maxAttempts {
-		l, err := s.store.GetLockout(ctx, sub)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("unlock: %w", err)
-		}
+	return s.changeLockout(ctx, "unlock", sub, false, func(l *Lockout) ([]outbox.Message, bool, error) {
 		if l.Failures == 0 && l.Locks == 0 && l.LockedUntil.IsZero() {
-			return nil
+			return nil, false, nil
 		}
 		// The version read is part of the id: each unlock is its own write of the record.
 		seed := sub + "/unlocked/" + strconv.FormatUint(l.Version, 10)
 		msg, err := adminEvent(events.VerificationUnlocked, seed, sub, s.clock.Now(), events.Unlock{Sub: sub, Actor: actor})
 		if err != nil {
-			return fmt.Errorf("unlock: %w", err)
+			return nil, false, fmt.Errorf("unlock: %w", err)
 		}
 		l.Failures, l.Locks, l.LockedUntil = 0, 0, time.Time{}
-		if _, err := s.store.PutLockout(ctx, l, msg); errors.Is(err, ErrStale) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("unlock: %w", err)
-		}
-		return nil
-	}
-	return fmt.Errorf("unlock: %w", ErrStale)
+		return []outbox.Message{msg}, true, nil
+	})
 }
 
 // ResetFactors removes every factor of sub (Okta's reset_factors), as administrator actor:
@@ -147,51 +134,25 @@ func (s *Service) clearRecoverySet(ctx context.Context, sub string) (bool, error
 
 // markReset records now as sub's last reset on the lockout record (created if there is none).
 func (s *Service) markReset(ctx context.Context, sub string) error {
-	for range maxAttempts {
-		l, err := s.store.GetLockout(ctx, sub)
-		if errors.Is(err, ErrNotFound) {
-			l, err = Lockout{Sub: sub}, nil
-		}
-		if err != nil {
-			return fmt.Errorf("mark reset: %w", err)
-		}
+	return s.changeLockout(ctx, "mark reset", sub, true, func(l *Lockout) ([]outbox.Message, bool, error) {
 		l.ResetAt = s.clock.Now().UTC().Truncate(time.Millisecond) // as precise as a pending credential's time
-		if _, err := s.store.PutLockout(ctx, l); errors.Is(err, ErrStale) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("mark reset: %w", err)
-		}
-		return nil
-	}
-	return fmt.Errorf("mark reset: %w", ErrStale)
+		return nil, true, nil
+	})
 }
 
 // clearLockout forgets sub's lock and wrong codes, creating the record if there is none, and
 // writes mfa.factors.reset with it.
 func (s *Service) clearLockout(ctx context.Context, sub, actor string, res Reset) error {
-	for range maxAttempts {
-		l, err := s.store.GetLockout(ctx, sub)
-		if errors.Is(err, ErrNotFound) {
-			l, err = Lockout{Sub: sub}, nil
-		}
-		if err != nil {
-			return fmt.Errorf("clear lockout: %w", err)
-		}
+	return s.changeLockout(ctx, "clear lockout", sub, true, func(l *Lockout) ([]outbox.Message, bool, error) {
 		seed := sub + "/factors/reset/" + strconv.FormatUint(l.Version, 10)
 		msg, err := adminEvent(events.FactorsReset, seed, sub, s.clock.Now(), events.Reset{
 			Sub: sub, DevicesRemoved: res.DevicesRemoved, RecoveryCodesRemoved: res.RecoveryCodesRemoved, Actor: actor})
 		if err != nil {
-			return fmt.Errorf("clear lockout: %w", err)
+			return nil, false, fmt.Errorf("clear lockout: %w", err)
 		}
 		l.Failures, l.Locks, l.LockedUntil = 0, 0, time.Time{}
-		if _, err := s.store.PutLockout(ctx, l, msg); errors.Is(err, ErrStale) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("clear lockout: %w", err)
-		}
-		return nil
-	}
-	return fmt.Errorf("clear lockout: %w", ErrStale)
+		return []outbox.Message{msg}, true, nil
+	})
 }
 
 // adminEvent builds an event about user sub (its CloudEvent subject) as an outbox message.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 )
@@ -20,30 +21,9 @@ const (
 	FactorPush       = "PUSH"
 )
 
-// More domain errors of sign-in checks.
-var (
-	// ErrReplayed: the code is right but was already accepted once (its time step is at or below
-	// the device's last accepted step, or the recovery code is spent). Nothing changes.
-	ErrReplayed = errors.New("code already used")
-	// ErrMalformedCode: the code cannot be right whatever the secret (wrong length or
-	// characters). It is refused without counting as a guess.
-	ErrMalformedCode = errors.New("malformed code")
-	// ErrNoFactor: the user has no usable factor of the method (no verified device, no unused
-	// recovery code).
-	ErrNoFactor = errors.New("no usable factor")
-	// ErrLocked: the user's code checks are locked; the error in the chain is a *LockedError.
-	ErrLocked = errors.New("code checks locked")
-)
-
-// LockedError says until when a user's code checks are locked.
-type LockedError struct{ Until time.Time }
-
-func (e *LockedError) Error() string {
-	return "code checks locked until " + e.Until.UTC().Format(time.RFC3339)
-}
-
-// Is makes every LockedError match ErrLocked.
-func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+// The errors a sign-in check ends in, besides ErrInvalid, are pkg/factor's (ErrInvalidCode,
+// ErrReplayed, ErrMalformedCode, ErrNoFactor, ErrLocked with a *factor.LockedError): the status
+// service's domain speaks of the same outcomes.
 
 // Lockout counts a user's wrong codes across authentications. It is separate from any
 // password counter of the identity provider: it protects the second factor only.
@@ -107,8 +87,9 @@ type Authenticated struct {
 	Remaining int
 }
 
-// Ready reports whether sub can be asked for a code of method now: ErrLocked (a *LockedError)
-// while locked, ErrNoFactor without a usable factor, ErrInvalid for an unknown method.
+// Ready reports whether sub can be asked for a code of method now: factor.ErrLocked (a
+// *factor.LockedError) while locked, factor.ErrNoFactor without a usable factor, ErrInvalid for
+// an unknown method.
 func (s *Service) Ready(ctx context.Context, sub, method string) error {
 	if sub == "" {
 		return invalid("sub is missing")
@@ -127,13 +108,13 @@ func (s *Service) Ready(ctx context.Context, sub, method string) error {
 				return nil
 			}
 		}
-		return fmt.Errorf("ready: %w", ErrNoFactor)
+		return fmt.Errorf("ready: %w", factor.ErrNoFactor)
 	case FactorPush:
 		return s.readyPush(ctx, sub)
 	case FactorBackupCode:
 		set, err := s.store.GetRecoverySet(ctx, sub)
 		if errors.Is(err, ErrNotFound) || err == nil && set.Remaining() == 0 {
-			return fmt.Errorf("ready: %w", ErrNoFactor)
+			return fmt.Errorf("ready: %w", factor.ErrNoFactor)
 		}
 		if err != nil {
 			return fmt.Errorf("ready: %w", err)
@@ -153,9 +134,9 @@ func usableTOTP(c Credential, sub string) bool {
 //
 // A right code is accepted once: the matched time step is stored on the device with
 // compare-and-set (a recovery code is marked spent the same way), so of concurrent submissions
-// of one code exactly one succeeds and the others get ErrReplayed. A wrong code counts towards
+// of one code exactly one succeeds and the others get factor.ErrReplayed. A wrong code counts towards
 // the user's lockout; the one that reaches the threshold locks the user and is answered with
-// ErrLocked. While locked, nothing is checked, a right code included. A replayed or malformed
+// factor.ErrLocked. While locked, nothing is checked, a right code included. A replayed or malformed
 // code does not count: neither can be a guess that got lucky (see docs/architecture.md).
 func (s *Service) Authenticate(ctx context.Context, sub, method, code, statusID string) (Authenticated, error) {
 	if sub == "" {
@@ -179,7 +160,7 @@ func (s *Service) Authenticate(ctx context.Context, sub, method, code, statusID 
 	switch {
 	case err == nil:
 		return res, s.resetFailures(ctx, sub)
-	case errors.Is(err, ErrInvalidCode):
+	case errors.Is(err, factor.ErrInvalidCode):
 		if lerr := s.countFailure(ctx, sub); lerr != nil {
 			return Authenticated{}, lerr
 		}
@@ -189,7 +170,7 @@ func (s *Service) Authenticate(ctx context.Context, sub, method, code, statusID 
 
 func (s *Service) authenticateTOTP(ctx context.Context, sub, code, statusID string) (Authenticated, error) {
 	if len(code) != totp.Default.Digits || !allDigits(code) {
-		return Authenticated{}, fmt.Errorf("authenticate: %w", ErrMalformedCode)
+		return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrMalformedCode)
 	}
 	for range maxAttempts {
 		creds, err := s.store.ListBySub(ctx, sub)
@@ -212,7 +193,7 @@ func (s *Service) authenticateTOTP(ctx context.Context, sub, code, statusID stri
 			}
 			usable++
 			st, err := s.check(c, code, now, 0)
-			if errors.Is(err, ErrInvalidCode) {
+			if errors.Is(err, factor.ErrInvalidCode) {
 				continue
 			}
 			if err != nil {
@@ -231,16 +212,16 @@ func (s *Service) authenticateTOTP(ctx context.Context, sub, code, statusID stri
 		}
 		switch {
 		case usable == 0:
-			return Authenticated{}, fmt.Errorf("authenticate: %w", ErrNoFactor)
+			return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrNoFactor)
 		case match.PHID == "" && retried.PHID != "":
 			// The code was accepted for this very authentication and its answer was lost (a
 			// replica or node died before the authentication was written): the same answer
 			// again. It still cannot complete any other authentication.
 			return Authenticated{Method: FactorTOTP, PHID: retried.PHID}, nil
 		case match.PHID == "" && replayed:
-			return Authenticated{}, fmt.Errorf("authenticate: %w", ErrReplayed)
+			return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrReplayed)
 		case match.PHID == "":
-			return Authenticated{}, fmt.Errorf("authenticate: %w", ErrInvalidCode)
+			return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrInvalidCode)
 		}
 		match.LastStep = step
 		match.LastStepFor = statusID
@@ -266,7 +247,7 @@ func allDigits(s string) bool {
 	return true
 }
 
-// checkLock returns a *LockedError while sub is locked.
+// checkLock returns a *factor.LockedError while sub is locked.
 func (s *Service) checkLock(ctx context.Context, sub string) error {
 	l, err := s.store.GetLockout(ctx, sub)
 	if errors.Is(err, ErrNotFound) {
@@ -276,77 +257,84 @@ func (s *Service) checkLock(ctx context.Context, sub string) error {
 		return fmt.Errorf("lockout: %w", err)
 	}
 	if now := s.clock.Now(); now.Before(l.LockedUntil) {
-		return &LockedError{Until: l.LockedUntil}
+		return &factor.LockedError{Until: l.LockedUntil}
 	}
 	return nil
 }
 
-// countFailure records one wrong code of sub. The one that reaches the threshold locks the user
-// and emits mfa.verification.locked in the same write (so exactly once per lock); it returns
-// the *LockedError then.
-func (s *Service) countFailure(ctx context.Context, sub string) error {
-	p := s.lockout
+// changeLockout is the read–modify–compare-and-set of sub's lockout record that every lockout
+// change goes through. change edits the record read (a new one when the user has none and
+// orNew, else nothing happens) and returns the events the write carries; write false leaves
+// the record as it is. A lost race reads again, at most maxAttempts times. Errors from change
+// are returned as they are; the others are wrapped with op.
+func (s *Service) changeLockout(ctx context.Context, op, sub string, orNew bool, change func(l *Lockout) (msgs []outbox.Message, write bool, err error)) error {
 	for range maxAttempts {
 		l, err := s.store.GetLockout(ctx, sub)
 		if errors.Is(err, ErrNotFound) {
+			if !orNew {
+				return nil
+			}
 			l, err = Lockout{Sub: sub}, nil
 		}
 		if err != nil {
-			return fmt.Errorf("count failure: %w", err)
+			return fmt.Errorf("%s: %w", op, err)
 		}
-		now := s.clock.Now().UTC()
-		if now.Before(l.LockedUntil) {
-			return &LockedError{Until: l.LockedUntil} // a concurrent wrong code locked first
-		}
-		l.Failures++
-		var msgs []outbox.Message
-		locked := l.Failures >= p.Threshold
-		if locked {
-			l.Locks++
-			l.LockedUntil = now.Add(p.lockFor(l.Locks))
-			msg, err := lockEvent(l, l.Failures, now)
-			if err != nil {
-				return fmt.Errorf("count failure: %w", err)
-			}
-			msgs = append(msgs, msg)
-			l.Failures = 0
+		msgs, write, err := change(&l)
+		if err != nil || !write {
+			return err
 		}
 		if _, err := s.store.PutLockout(ctx, l, msgs...); errors.Is(err, ErrStale) {
 			continue
 		} else if err != nil {
-			return fmt.Errorf("count failure: %w", err)
-		}
-		if locked {
-			return &LockedError{Until: l.LockedUntil}
+			return fmt.Errorf("%s: %w", op, err)
 		}
 		return nil
 	}
-	return fmt.Errorf("count failure: %w", ErrStale)
+	return fmt.Errorf("%s: %w", op, ErrStale)
+}
+
+// countFailure records one wrong code of sub. The one that reaches the threshold locks the user
+// and emits mfa.verification.locked in the same write (so exactly once per lock); it returns
+// the *factor.LockedError then.
+func (s *Service) countFailure(ctx context.Context, sub string) error {
+	p := s.lockout
+	var lockedUntil time.Time
+	err := s.changeLockout(ctx, "count failure", sub, true, func(l *Lockout) ([]outbox.Message, bool, error) {
+		now := s.clock.Now().UTC()
+		if now.Before(l.LockedUntil) {
+			return nil, false, &factor.LockedError{Until: l.LockedUntil} // a concurrent wrong code locked first
+		}
+		l.Failures++
+		lockedUntil = time.Time{}
+		if l.Failures < p.Threshold {
+			return nil, true, nil
+		}
+		l.Locks++
+		l.LockedUntil = now.Add(p.lockFor(l.Locks))
+		msg, err := lockEvent(*l, l.Failures, now)
+		if err != nil {
+			return nil, false, fmt.Errorf("count failure: %w", err)
+		}
+		l.Failures = 0
+		lockedUntil = l.LockedUntil
+		return []outbox.Message{msg}, true, nil
+	})
+	if err == nil && !lockedUntil.IsZero() {
+		return &factor.LockedError{Until: lockedUntil}
+	}
+	return err
 }
 
 // resetFailures forgets sub's wrong codes and locks in a row after a right code. It writes only
 // when there is something to forget, so a sign-in without earlier mistakes costs no write.
 func (s *Service) resetFailures(ctx context.Context, sub string) error {
-	for range maxAttempts {
-		l, err := s.store.GetLockout(ctx, sub)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("reset failures: %w", err)
-		}
+	return s.changeLockout(ctx, "reset failures", sub, false, func(l *Lockout) ([]outbox.Message, bool, error) {
 		if l.Failures == 0 && l.Locks == 0 {
-			return nil
+			return nil, false, nil
 		}
 		l.Failures, l.Locks = 0, 0
-		if _, err := s.store.PutLockout(ctx, l); errors.Is(err, ErrStale) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("reset failures: %w", err)
-		}
-		return nil
-	}
-	return fmt.Errorf("reset failures: %w", ErrStale)
+		return nil, true, nil
+	})
 }
 
 // LockStatus returns sub's lockout record (a zero one for a user without mistakes), with

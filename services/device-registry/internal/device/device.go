@@ -40,9 +40,6 @@ var (
 	// ErrConflict: the request contradicts the stored state, e.g. a second credential for one
 	// enrollment or an activation by a different device.
 	ErrConflict = errors.New("credential conflict")
-	// ErrInvalidCode: the code does not prove possession of the secret (wrong, stale or
-	// already used). Nothing changes.
-	ErrInvalidCode = errors.New("invalid verification code")
 	// ErrExpired: the pending credential outlived its enrollment.
 	ErrExpired = errors.New("pending credential expired")
 	// ErrStale: the stored credential changed since it was read; read again and retry.

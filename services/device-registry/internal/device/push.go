@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+
+	"github.com/mfaflow/mfaflow/pkg/factor"
 )
 
 // validPushKey accepts the coordinates of a point on P-256: 32 bytes each, base64url without
@@ -55,7 +57,7 @@ func (s *Service) PushDevices(ctx context.Context, sub string) ([]Credential, er
 }
 
 // CountFailure counts a failed use of a factor that is not a code (a push answered with the
-// wrong number) like a wrong code: it may lock the user (then a *LockedError).
+// wrong number) like a wrong code: it may lock the user (then a *factor.LockedError).
 func (s *Service) CountFailure(ctx context.Context, sub string) error {
 	if sub == "" {
 		return invalid("sub is missing")
@@ -73,7 +75,7 @@ func (s *Service) readyPush(ctx context.Context, sub string) error {
 		return fmt.Errorf("ready: %w", err)
 	}
 	if len(devs) == 0 {
-		return fmt.Errorf("ready: %w", ErrNoFactor)
+		return fmt.Errorf("ready: %w", factor.ErrNoFactor)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 )
 
@@ -122,21 +123,21 @@ func (s *Service) RecoveryStatus(ctx context.Context, sub string) (RecoverySet, 
 
 // useRecoveryCode spends one of sub's recovery codes. The code is compared, as a keyed hash and
 // in constant time, with every code of the set; spending it is a compare-and-set, so two
-// concurrent uses of one code give one success and one ErrReplayed.
+// concurrent uses of one code give one success and one factor.ErrReplayed.
 func (s *Service) useRecoveryCode(ctx context.Context, sub, code, statusID string) (Authenticated, error) {
 	if len(s.recoveryKey) == 0 {
 		return Authenticated{}, errNoRecoveryKey
 	}
 	norm, ok := normaliseRecoveryCode(code)
 	if !ok {
-		return Authenticated{}, fmt.Errorf("use recovery code: %w", ErrMalformedCode)
+		return Authenticated{}, fmt.Errorf("use recovery code: %w", factor.ErrMalformedCode)
 	}
 	// A set made before a key rotation is hashed under an older key: compare with each.
 	hs := s.recoveryHashes(norm)
 	for range maxAttempts {
 		set, err := s.store.GetRecoverySet(ctx, sub)
 		if errors.Is(err, ErrNotFound) {
-			return Authenticated{}, fmt.Errorf("use recovery code: %w", ErrNoFactor)
+			return Authenticated{}, fmt.Errorf("use recovery code: %w", factor.ErrNoFactor)
 		}
 		if err != nil {
 			return Authenticated{}, fmt.Errorf("use recovery code: %w", err)
@@ -151,9 +152,9 @@ func (s *Service) useRecoveryCode(ctx context.Context, sub, code, statusID strin
 		}
 		if idx < 0 {
 			if set.Remaining() == 0 {
-				return Authenticated{}, fmt.Errorf("use recovery code: %w", ErrNoFactor)
+				return Authenticated{}, fmt.Errorf("use recovery code: %w", factor.ErrNoFactor)
 			}
-			return Authenticated{}, fmt.Errorf("use recovery code: %w", ErrInvalidCode)
+			return Authenticated{}, fmt.Errorf("use recovery code: %w", factor.ErrInvalidCode)
 		}
 		for len(set.Used) < len(set.Hashes) {
 			set.Used = append(set.Used, false)
@@ -166,7 +167,7 @@ func (s *Service) useRecoveryCode(ctx context.Context, sub, code, statusID strin
 				// Spent on this very authentication, whose answer was lost: the same answer.
 				return Authenticated{Method: FactorBackupCode, Remaining: set.Remaining()}, nil
 			}
-			return Authenticated{}, fmt.Errorf("use recovery code: %w", ErrReplayed)
+			return Authenticated{}, fmt.Errorf("use recovery code: %w", factor.ErrReplayed)
 		}
 		set.Used[idx] = true
 		set.UsedFor[idx] = statusID

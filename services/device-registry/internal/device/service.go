@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"slices"
 	"strconv"
@@ -25,9 +26,10 @@ import (
 // drift and the seconds a user needs to type, without widening the guessing window much.
 const codeSkew = 1
 
-// maxAttempts bounds the read-check-write loop of a compare-and-set. A lost race is normal
-// (the outbox relay rewrites a credential after every event), a lost race eight times in a row
-// is not.
+// maxAttempts bounds the read-check-write loop of a compare-and-set. A lost race is normal (two
+// requests about one credential or user at once; on MongoDB also the relay clearing a
+// published outbox, see pkg/mongodoc; the KV relay writes nothing back, see pkg/kvdoc), a lost
+// race eight times in a row is not.
 const maxAttempts = 8
 
 // eventNamespace derives deterministic CloudEvent ids: the same fact always gets the same id,
@@ -344,7 +346,7 @@ func (s *Service) check(c Credential, code string, now time.Time, lastStep int64
 		return 0, fmt.Errorf("check code of %s: %w", c.PHID, err)
 	}
 	if !ok {
-		return 0, ErrInvalidCode
+		return 0, factor.ErrInvalidCode
 	}
 	return step, nil
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
@@ -178,15 +179,15 @@ func checkResult(err error) (result string, ok bool) {
 	switch {
 	case err == nil:
 		return "ok", true
-	case errors.Is(err, device.ErrLocked):
+	case errors.Is(err, factor.ErrLocked):
 		return "locked", true
-	case errors.Is(err, device.ErrInvalidCode):
+	case errors.Is(err, factor.ErrInvalidCode):
 		return "invalid_code", true
-	case errors.Is(err, device.ErrMalformedCode):
+	case errors.Is(err, factor.ErrMalformedCode):
 		return "malformed", true
-	case errors.Is(err, device.ErrReplayed):
+	case errors.Is(err, factor.ErrReplayed):
 		return "code_replayed", true
-	case errors.Is(err, device.ErrNoFactor):
+	case errors.Is(err, factor.ErrNoFactor):
 		return "no_factor", true
 	}
 	return "", false
@@ -197,7 +198,7 @@ func (h handlers) failure(ctx context.Context, req commands.FactorRequest) (comm
 	switch {
 	case err == nil:
 		metrics.FactorChecks.WithLabelValues(commands.FactorPush, "wrong_number").Inc()
-	case errors.Is(err, device.ErrLocked):
+	case errors.Is(err, factor.ErrLocked):
 		metrics.FactorChecks.WithLabelValues(commands.FactorPush, "locked").Inc()
 	}
 	if err != nil {
@@ -246,7 +247,7 @@ func deviceInfo(c device.Credential) commands.DeviceInfo {
 func toFault(err error) error {
 	var (
 		ie     *device.InvalidError
-		locked *device.LockedError
+		locked *factor.LockedError
 	)
 	switch {
 	case errors.As(err, &locked):
@@ -256,15 +257,15 @@ func toFault(err error) error {
 		return fault.New(fault.BadRequest, ie.Reason)
 	case errors.Is(err, device.ErrNotFound):
 		return fault.New(fault.NotFound, "no such credential")
-	case errors.Is(err, device.ErrInvalidCode):
+	case errors.Is(err, factor.ErrInvalidCode):
 		return fault.New(fault.InvalidCode, "the verification code is not valid")
-	case errors.Is(err, device.ErrMalformedCode):
+	case errors.Is(err, factor.ErrMalformedCode):
 		// Not invalid_code: a code that cannot be one is not counted, and the caller must
 		// be able to tell (commands.RegistryFactorsCheck).
 		return fault.New(fault.BadRequest, "the code cannot be a code of this method")
-	case errors.Is(err, device.ErrReplayed):
+	case errors.Is(err, factor.ErrReplayed):
 		return fault.New(fault.CodeReplayed, "the code was already used")
-	case errors.Is(err, device.ErrNoFactor):
+	case errors.Is(err, factor.ErrNoFactor):
 		return fault.New(fault.NoFactor, "the user has no usable factor of this method")
 	case errors.Is(err, device.ErrConflict):
 		return fault.New(fault.Conflict, "the credential is in a conflicting state")

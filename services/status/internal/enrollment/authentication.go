@@ -9,18 +9,19 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 )
 
 // Authenticator is the device registry as sign-in needs it: it alone holds the secrets, checks
 // codes and keeps each user's lockout.
 type Authenticator interface {
-	// Ready reports whether sub can be asked for a code of method now: a *LockedError while
-	// locked, ErrNoFactor without a usable factor.
+	// Ready reports whether sub can be asked for a code of method now: a *factor.LockedError while
+	// locked, factor.ErrNoFactor without a usable factor.
 	Ready(ctx context.Context, sub, method string) error
 	// CheckCode checks a sign-in code and returns the device that matched (TOTP). Refusals are
-	// ErrInvalidCode (counted towards the lockout), ErrReplayed, ErrMalformedCode, a
-	// *LockedError or ErrNoFactor.
+	// factor.ErrInvalidCode (counted towards the lockout), factor.ErrReplayed,
+	// factor.ErrMalformedCode, a *factor.LockedError or factor.ErrNoFactor.
 	CheckCode(ctx context.Context, sub, method, code, statusID string) (phid string, err error)
 }
 
@@ -151,9 +152,9 @@ func (s *Service) VerifyAuthentication(ctx context.Context, exchangeID, method s
 	}
 	phid, err := s.Authenticator.CheckCode(ctx, e.Sub, e.Method, code, e.ID)
 	switch {
-	case errors.Is(err, ErrInvalidCode):
+	case errors.Is(err, factor.ErrInvalidCode):
 		return s.refuse(ctx, e, "invalid_code", err)
-	case errors.Is(err, ErrReplayed):
+	case errors.Is(err, factor.ErrReplayed):
 		return s.refuse(ctx, e, "code_replayed", err)
 	case err != nil:
 		return e, err

@@ -55,14 +55,15 @@ const (
 	MethodBackupCode = "BACKUPCODE"
 )
 
-// Domain errors. Transports map them to codes in one place each.
+// Domain errors. Transports map them to codes in one place each. The outcomes of a code check,
+// which the registry's domain shares, are pkg/factor's (ErrInvalidCode, ErrReplayed,
+// ErrMalformedCode, ErrNoFactor, ErrLocked with a *factor.LockedError); a wrong enrollment code
+// is factor.ErrInvalidCode too, and the enrollment stays open until too many attempts.
 var (
 	ErrNotFound = errors.New("enrollment not found")
 	ErrExpired  = errors.New("enrollment expired")
 	// ErrConflict: the request contradicts the enrollment's state (e.g. scanning an enrolled one).
 	ErrConflict = errors.New("enrollment state conflict")
-	// ErrInvalidCode: the code was wrong; the enrollment stays open until too many attempts.
-	ErrInvalidCode = errors.New("invalid verification code")
 	// ErrFailed: this wrong code was one too many; the enrollment is now FAILED.
 	ErrFailed = errors.New("too many invalid codes")
 	// ErrCredentialVoid (from the Registry): the enrollment's pending credential can no longer
@@ -73,29 +74,10 @@ var (
 	ErrStale = errors.New("enrollment changed concurrently")
 	// ErrBadRequest: the request itself is malformed.
 	ErrBadRequest = errors.New("bad request")
-	// ErrReplayed: a right sign-in code that was already used once.
-	ErrReplayed = errors.New("code already used")
-	// ErrMalformedCode: the sign-in code cannot be right whatever the secret (not counted).
-	ErrMalformedCode = errors.New("malformed code")
-	// ErrNoFactor: the user has no usable factor of the method (no verified device, no
-	// recovery code left).
-	ErrNoFactor = errors.New("no usable factor")
-	// ErrLocked: the user's code checks are locked; the error in the chain is a *LockedError.
-	ErrLocked = errors.New("code checks locked")
 	// ErrStepUpRequired: a factor change came without a valid step-up proof (an mfa_token of
 	// the user, fresh and unused); the wrapped text says which part failed.
 	ErrStepUpRequired = errors.New("step-up required")
 )
-
-// LockedError says until when a user's code checks are locked.
-type LockedError struct{ Until time.Time }
-
-func (e *LockedError) Error() string {
-	return "code checks locked until " + e.Until.UTC().Format(time.RFC3339)
-}
-
-// Is makes every LockedError match ErrLocked.
-func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 
 // Device is the authenticator device as the companion app describes it.
 type Device struct {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 )
 
@@ -61,7 +62,7 @@ type PushDirectory interface {
 	PushDevices(ctx context.Context, sub string) ([]string, error)
 	// DeviceOf reports whether phid is a registered push device of sub.
 	DeviceOf(ctx context.Context, phid, sub string) (bool, error)
-	// CountFailure counts a wrong push number like a wrong code (a *LockedError if it locks).
+	// CountFailure counts a wrong push number like a wrong code (a *factor.LockedError if it locks).
 	CountFailure(ctx context.Context, sub string) error
 	// MarkUsed records that device phid approved a sign-in (its last_used_at).
 	MarkUsed(ctx context.Context, phid, sub string) error
@@ -117,7 +118,7 @@ func (s *Service) StartPush(ctx context.Context, in NewAuthentication) (Enrollme
 		return Enrollment{}, err
 	}
 	if len(phids) == 0 {
-		return Enrollment{}, ErrNoFactor
+		return Enrollment{}, factor.ErrNoFactor
 	}
 	number, candidates, err := drawNumbers()
 	if err != nil {
@@ -290,7 +291,7 @@ func (s *Service) RespondPush(ctx context.Context, r PushResponse) (Enrollment, 
 	}
 	if reason == "wrong_number" {
 		// Counted after the answer is recorded, so a lock never leaves the challenge open.
-		if err := s.Push.CountFailure(ctx, r.Sub); err != nil && !errors.Is(err, ErrLocked) {
+		if err := s.Push.CountFailure(ctx, r.Sub); err != nil && !errors.Is(err, factor.ErrLocked) {
 			return e, err
 		}
 	}

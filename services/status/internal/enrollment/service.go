@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 )
 
@@ -44,7 +45,7 @@ type Store interface {
 type Registry interface {
 	// Verify proves possession of the enrollment's pending credential (pending, as the
 	// registry sealed it) with code and returns the device it would register. A wrong code is
-	// ErrInvalidCode.
+	// factor.ErrInvalidCode.
 	Verify(ctx context.Context, statusID, sub, code string, dev Device, pending []byte) (Claim, error)
 	// Activate registers the claimed device of an ENROLLED enrollment.
 	Activate(ctx context.Context, statusID, sub string, claim Claim) error
@@ -309,7 +310,7 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 		dev.Platform = e.Device.Platform
 	}
 	claim, err := s.Registry.Verify(ctx, e.ID, e.Sub, in.Code, dev, e.PendingCredential)
-	if errors.Is(err, ErrInvalidCode) {
+	if errors.Is(err, factor.ErrInvalidCode) {
 		return s.countFailure(ctx, e, in.Channel)
 	}
 	if errors.Is(err, ErrCredentialVoid) {
@@ -392,7 +393,7 @@ func (s *Service) countFailure(ctx context.Context, e Enrollment, channel string
 	if failed {
 		return e, ErrFailed
 	}
-	return e, ErrInvalidCode
+	return e, factor.ErrInvalidCode
 }
 
 // Cancel ends sub's pending enrollment: INITIATED|SCANNED → CANCELLED. Cancelling a cancelled

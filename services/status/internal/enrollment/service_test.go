@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/pkg/totp"
@@ -48,7 +49,7 @@ func (r *codeRegistry) Verify(ctx context.Context, statusID, _, code string, dev
 		return enrollment.Claim{}, err
 	}
 	if !ok {
-		return enrollment.Claim{}, enrollment.ErrInvalidCode
+		return enrollment.Claim{}, factor.ErrInvalidCode
 	}
 	id := dev.DeviceID
 	if id == "" {
@@ -379,7 +380,7 @@ func TestWrongCodes(t *testing.T) {
 	bad := wrong(f.code(t))
 	for i := 1; i < enrollment.DefaultMaxAttempts; i++ {
 		got, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: e.ExchangeID, Code: bad})
-		if !errors.Is(err, enrollment.ErrInvalidCode) || got.State != enrollment.Initiated || got.FailedAttempts != i {
+		if !errors.Is(err, factor.ErrInvalidCode) || got.State != enrollment.Initiated || got.FailedAttempts != i {
 			t.Fatalf("attempt %d: %+v, %v", i, got, err)
 		}
 	}
@@ -551,7 +552,7 @@ func TestPendingCredential(t *testing.T) {
 	if _, err := f.svc.Create(ctx, in); err != nil {
 		t.Fatalf("retried create with a new credential: %v", err)
 	}
-	if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: in.ExchangeID, Code: wrong(f.code(t))}); !errors.Is(err, enrollment.ErrInvalidCode) {
+	if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: in.ExchangeID, Code: wrong(f.code(t))}); !errors.Is(err, factor.ErrInvalidCode) {
 		t.Fatalf("wrong code: %v", err)
 	}
 	if _, err := f.svc.Enroll(ctx, enrollment.EnrollInput{ExchangeID: in.ExchangeID, Code: f.code(t)}); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
@@ -35,7 +36,7 @@ func retryAfter(wait time.Duration) string {
 func problem(err error) error {
 	var (
 		fe     *fault.Error
-		locked *enrollment.LockedError
+		locked *factor.LockedError
 		pushes *enrollment.TooManyPushesError
 	)
 	switch {
@@ -49,7 +50,7 @@ func problem(err error) error {
 		return fault.New(fault.Expired, "the enrollment has expired; start a new one")
 	case errors.Is(err, enrollment.ErrFailed):
 		return fault.New(fault.InvalidCode, "invalid verification code; too many attempts, the enrollment has failed")
-	case errors.Is(err, enrollment.ErrInvalidCode):
+	case errors.Is(err, factor.ErrInvalidCode):
 		return fault.New(fault.InvalidCode, "invalid verification code")
 	case errors.Is(err, enrollment.ErrConflict):
 		return fault.New(fault.Conflict, trimSentinel(err, enrollment.ErrConflict))
@@ -57,13 +58,13 @@ func problem(err error) error {
 		return fault.New(fault.BadRequest, trimSentinel(err, enrollment.ErrBadRequest))
 	case errors.Is(err, enrollment.ErrStale):
 		return fault.New(fault.Conflict, "the enrollment is changing concurrently; retry")
-	case errors.Is(err, enrollment.ErrReplayed):
+	case errors.Is(err, factor.ErrReplayed):
 		return fault.New(fault.CodeReplayed, "this code was already used; wait for the next one")
-	case errors.Is(err, enrollment.ErrMalformedCode):
+	case errors.Is(err, factor.ErrMalformedCode):
 		return fault.New(fault.InvalidCode, "invalid code: a TOTP code is 6 digits, a recovery code 10 characters (XXXXX-XXXXX)")
 	case errors.As(err, &locked):
 		return &fault.Error{Code: fault.Locked, Message: "too many wrong codes: code checks are locked for a while (see Retry-After)", Until: locked.Until}
-	case errors.Is(err, enrollment.ErrLocked):
+	case errors.Is(err, factor.ErrLocked):
 		return fault.New(fault.Locked, "too many wrong codes: code checks are locked for a while (see Retry-After)")
 	case errors.As(err, &pushes):
 		return &fault.Error{Code: fault.TooManyRequests, Message: "too many push sign-ins for this user; wait for Retry-After", Until: pushes.RetryAt}
@@ -71,7 +72,7 @@ func problem(err error) error {
 		return fault.New(fault.TooManyRequests, "too many push sign-ins for this user; wait for Retry-After")
 	case errors.Is(err, enrollment.ErrStepUpRequired):
 		return fault.New(fault.StepUpRequired, trimSentinel(err, enrollment.ErrStepUpRequired)+": "+fault.StepUpHint)
-	case errors.Is(err, enrollment.ErrNoFactor):
+	case errors.Is(err, factor.ErrNoFactor):
 		return fault.New(fault.NoFactor, "the user has no usable factor of this method (enroll a device, or generate recovery codes)")
 	}
 	return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
@@ -164,7 +165,7 @@ func toFault(err error) error {
 		return fault.New(fault.Expired, "the enrollment has expired; start a new one")
 	case errors.Is(err, enrollment.ErrFailed):
 		return fault.New(fault.InvalidCode, "invalid verification code; too many attempts, the enrollment has failed")
-	case errors.Is(err, enrollment.ErrInvalidCode):
+	case errors.Is(err, factor.ErrInvalidCode):
 		return fault.New(fault.InvalidCode, "invalid verification code")
 	case errors.Is(err, enrollment.ErrConflict):
 		return fault.New(fault.Conflict, conflictMessage(err))
@@ -172,17 +173,17 @@ func toFault(err error) error {
 		return fault.New(fault.BadRequest, badRequestMessage(err))
 	case errors.Is(err, enrollment.ErrStale):
 		return fault.New(fault.Conflict, "the enrollment is changing concurrently; retry")
-	case errors.Is(err, enrollment.ErrReplayed):
+	case errors.Is(err, factor.ErrReplayed):
 		return fault.New(fault.CodeReplayed, "this code was already used; wait for the next one")
-	case errors.Is(err, enrollment.ErrMalformedCode):
+	case errors.Is(err, factor.ErrMalformedCode):
 		return fault.New(fault.InvalidCode, "invalid code: a TOTP code is 6 digits, a recovery code 10 characters (XXXXX-XXXXX)")
-	case errors.Is(err, enrollment.ErrLocked):
+	case errors.Is(err, factor.ErrLocked):
 		return fault.New(fault.Locked, "too many wrong codes: code checks are locked for a while (see Retry-After)")
 	case errors.Is(err, enrollment.ErrTooManyPushes):
 		return fault.New(fault.TooManyRequests, "too many push sign-ins for this user; wait for Retry-After")
 	case errors.Is(err, enrollment.ErrStepUpRequired):
 		return fault.New(fault.StepUpRequired, stepUpHelp(trimSentinel(err, enrollment.ErrStepUpRequired)))
-	case errors.Is(err, enrollment.ErrNoFactor):
+	case errors.Is(err, factor.ErrNoFactor):
 		return fault.New(fault.NoFactor, "the user has no usable factor of this method (enroll a device, or generate recovery codes)")
 	}
 	return err
@@ -235,19 +236,19 @@ func fromRegistry(subject string, err error) error {
 	}
 	switch fe.Code {
 	case fault.InvalidCode:
-		return enrollment.ErrInvalidCode
+		return factor.ErrInvalidCode
 	case fault.CodeReplayed:
-		return enrollment.ErrReplayed
+		return factor.ErrReplayed
 	case fault.Locked:
-		return &enrollment.LockedError{Until: fe.Until}
+		return &factor.LockedError{Until: fe.Until}
 	case fault.NoFactor:
-		return enrollment.ErrNoFactor
+		return factor.ErrNoFactor
 	case fault.Expired:
 		return enrollment.ErrExpired
 	case fault.BadRequest:
 		if subject == commands.RegistryFactorsCheck {
 			// The code cannot be a code of the method; not counted.
-			return enrollment.ErrMalformedCode
+			return factor.ErrMalformedCode
 		}
 	case fault.NotFound:
 		if subject == commands.RegistryVerifyCredential {

@@ -4,17 +4,19 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/services/status/internal/webhook"
 )
 
@@ -59,38 +61,18 @@ func (r *receiver) next(t *testing.T) request {
 	}
 }
 
-// logBuffer is a log sink safe for the workers to write while the test reads.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func newLog() (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
+func newLog() (*slog.Logger, *testkit.LogBuffer) {
+	b := &testkit.LogBuffer{}
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
 }
 
-// eventually polls fn until it holds or the deadline passes.
-func eventually(t *testing.T, deadline time.Duration, what string, fn func() bool) {
-	t.Helper()
-	end := time.Now().Add(deadline)
-	for !fn() {
-		if time.Now().After(end) {
-			t.Fatalf("not within %v: %s", deadline, what)
+// logged is a check for natstest.Eventually: logs contain want.
+func logged(logs *testkit.LogBuffer, want string) func() error {
+	return func() error {
+		if !strings.Contains(logs.String(), want) {
+			return fmt.Errorf("not logged: %q", want)
 		}
-		time.Sleep(5 * time.Millisecond)
+		return nil
 	}
 }
 
@@ -190,7 +172,7 @@ func TestRetryAfter500(t *testing.T) {
 	if !bytes.Equal(first.Body, third.Body) {
 		t.Fatalf("body changed across retries: %s / %s", first.Body, third.Body)
 	}
-	eventually(t, 5*time.Second, "delivered is logged", func() bool { return strings.Contains(logs.String(), "wake-up delivered") })
+	natstest.Eventually(t, 5*time.Second, logged(logs, "wake-up delivered"))
 	if got := r.n.Load(); got != 3 {
 		t.Fatalf("%d requests, want 3", got)
 	}
@@ -213,7 +195,7 @@ func TestRetryStatuses(t *testing.T) {
 			log, logs := newLog()
 			n := MustNew(t, webhook.Config{URL: r.srv.URL, MaxAttempts: 3}, log)
 			n.Notify(wakeUp())
-			eventually(t, 5*time.Second, "give-up is logged", func() bool { return strings.Contains(logs.String(), "wake-up not delivered") })
+			natstest.Eventually(t, 5*time.Second, logged(logs, "wake-up not delivered"))
 			want := int32(1)
 			if tc.retry {
 				want = 3
@@ -231,7 +213,7 @@ func TestNetworkErrorIsRetried(t *testing.T) {
 	r.srv.Close() // nothing listens there any more
 	log, logs := newLog()
 	MustNew(t, webhook.Config{URL: url + "/?token=query-secret", MaxAttempts: 2}, log).Notify(wakeUp())
-	eventually(t, 5*time.Second, "give-up is logged", func() bool { return strings.Contains(logs.String(), "wake-up not delivered") })
+	natstest.Eventually(t, 5*time.Second, logged(logs, "wake-up not delivered"))
 	if !strings.Contains(logs.String(), "attempts=2") {
 		t.Fatalf("not retried: %s", logs)
 	}
@@ -254,14 +236,14 @@ func TestStopsAtExpiry(t *testing.T) {
 	log, logs := newLog()
 	n := MustNew(t, webhook.Config{URL: r.srv.URL, MaxAttempts: 100, Now: now}, log)
 	n.Notify(webhook.WakeUp{PHID: "ph-1", ChallengeID: "ch-1", ExpiresAt: start.Add(time.Minute)})
-	eventually(t, 5*time.Second, "expiry is logged", func() bool { return strings.Contains(logs.String(), "challenge expire") })
+	natstest.Eventually(t, 5*time.Second, logged(logs, "challenge expire"))
 	if got := r.n.Load(); got != 2 {
 		t.Fatalf("%d requests, want 2", got)
 	}
 
 	t.Run("AlreadyExpired", func(t *testing.T) {
 		n.Notify(webhook.WakeUp{PHID: "ph-1", ChallengeID: "ch-old", ExpiresAt: start.Add(time.Minute)})
-		eventually(t, 5*time.Second, "expiry is logged", func() bool { return strings.Contains(logs.String(), "challenge_id=ch-old") })
+		natstest.Eventually(t, 5*time.Second, logged(logs, "challenge_id=ch-old"))
 		if got := r.n.Load(); got != 2 {
 			t.Fatalf("%d requests, want none for an expired challenge", got)
 		}
@@ -272,9 +254,7 @@ func TestStopsAtExpiry(t *testing.T) {
 		log, logs := newLog()
 		n := MustNew(t, webhook.Config{URL: r.srv.URL, Backoff: 10 * time.Second, Now: now}, log)
 		n.Notify(webhook.WakeUp{PHID: "ph-1", ChallengeID: "ch-1", ExpiresAt: start.Add(5 * time.Second)})
-		eventually(t, 5*time.Second, "expiry is logged", func() bool {
-			return strings.Contains(logs.String(), "challenge expires before the next attempt")
-		})
+		natstest.Eventually(t, 5*time.Second, logged(logs, "challenge expires before the next attempt"))
 		if got := r.n.Load(); got != 1 {
 			t.Fatalf("%d requests, want 1", got)
 		}

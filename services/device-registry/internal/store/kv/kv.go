@@ -37,14 +37,16 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/store"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // DefaultBucket is the bucket name when configuration names none.
 const DefaultBucket = "mfa_devices"
 
-// RelayFilter selects the keys whose values carry an outbox: the credential documents. The
-// index keys hold bare ph_ids and must not reach the relay.
+// RelayFilter selects the keys whose values carry an outbox: the credential documents and the
+// per-user lockout and recovery documents (see factors.go). The index keys hold bare ph_ids and
+// must not reach the relay.
 const RelayFilter = "c.>"
 
 // BucketConfig is the configuration the registry's bucket needs. History is 1 so that an
@@ -66,7 +68,7 @@ func BucketConfig(bucket string) jetstream.KeyValueConfig {
 type Store struct {
 	kv   jetstream.KeyValue
 	js   jetstream.JetStream // nil: list through a KV lister
-	docs *kvdoc.Store[credentialDoc]
+	docs *kvdoc.Store[store.CredentialDoc]
 	// stream is the bucket's stream handle, looked up on first use and kept: a user's listing
 	// (every sign-in and initiation) then costs no stream info request.
 	streamMu sync.Mutex
@@ -85,7 +87,7 @@ var _ device.Store = (*Store)(nil)
 // from the bucket stream's leader (natsx.KeysFromLeader), so a replicated bucket lists a device
 // registered a moment ago even while a follower catches up; nil lists through a KV lister.
 func New(kv jetstream.KeyValue, js jetstream.JetStream) *Store {
-	return &Store{kv: kv, js: js, docs: kvdoc.New[credentialDoc](kv), users: kvdoc.New[userIndex](kv)}
+	return &Store{kv: kv, js: js, docs: kvdoc.New[store.CredentialDoc](kv), users: kvdoc.New[userIndex](kv)}
 }
 
 // FollowRelay has every write drop the events that relayed (kvdoc.Relay.Relayed of this
@@ -111,9 +113,10 @@ func subPrefix(sub string) string {
 }
 func subKey(sub, phid string) string { return subPrefix(sub) + "." + phid }
 
-// Create claims the enrollment first, so that of two creates for one enrollment the second fails
-// before writing a document: by the document's key when the ph_id derives from the status id,
-// otherwise by the status index.
+// Create claims the enrollment once, so that of two creates for one enrollment the second
+// writes no document: when the ph_id derives from the status id the document's own create is
+// the claim (the user index entry written before it is then the same for both, or skipped by
+// ListBySub), otherwise the status index, written first.
 func (s *Store) Create(ctx context.Context, c device.Credential) (device.Credential, error) {
 	if !validToken(c.PHID) || !validToken(c.StatusID) {
 		return device.Credential{}, fmt.Errorf("kv create: ph_id and status_id must be key tokens: %w", device.ErrInvalid)
@@ -142,7 +145,7 @@ func (s *Store) Create(ctx context.Context, c device.Credential) (device.Credent
 		}
 		return device.Credential{}, fmt.Errorf("kv create: %w", err)
 	}
-	rev, err := s.docs.Create(ctx, docKey(c.PHID), toDoc(c))
+	rev, err := s.docs.Create(ctx, docKey(c.PHID), store.ToDoc(c))
 	if err != nil {
 		if indexed {
 			s.release(ctx, c.StatusID)
@@ -174,7 +177,7 @@ func (s *Store) Get(ctx context.Context, phid string) (device.Credential, error)
 	if err != nil {
 		return device.Credential{}, fmt.Errorf("kv get %s: %w", phid, translate(err))
 	}
-	return toDomain(d, rev), nil
+	return store.ToDomain(d, rev), nil
 }
 
 // GetByStatusID reads the document at the ph_id derived from the status id, else follows the
@@ -325,7 +328,7 @@ func (s *Store) Update(ctx context.Context, c device.Credential, msgs ...outbox.
 	if !validToken(c.PHID) {
 		return device.Credential{}, fmt.Errorf("kv update %q: %w", c.PHID, device.ErrNotFound)
 	}
-	rev, err := s.docs.Update(ctx, docKey(c.PHID), c.Version, toDoc(c), msgs...)
+	rev, err := s.docs.Update(ctx, docKey(c.PHID), c.Version, store.ToDoc(c), msgs...)
 	if err != nil {
 		return device.Credential{}, fmt.Errorf("kv update %s: %w", c.PHID, translate(err))
 	}
@@ -339,7 +342,7 @@ func (s *Store) Remove(ctx context.Context, c device.Credential, msgs ...outbox.
 	if !validToken(c.PHID) {
 		return fmt.Errorf("kv remove %q: %w", c.PHID, device.ErrNotFound)
 	}
-	if err := s.docs.Remove(ctx, docKey(c.PHID), c.Version, tombstone(c), msgs...); err != nil {
+	if err := s.docs.Remove(ctx, docKey(c.PHID), c.Version, store.Tombstone(c), msgs...); err != nil {
 		return fmt.Errorf("kv remove %s: %w", c.PHID, translate(err))
 	}
 	// The document is already gone for every reader, so failing here would only make the

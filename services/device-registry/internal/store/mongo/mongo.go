@@ -27,6 +27,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/mongodoc"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/store"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	driver "go.mongodb.org/mongo-driver/v2/mongo"
@@ -43,7 +44,7 @@ const (
 // Store is device.Store on MongoDB.
 type Store struct {
 	credentials, lockouts, recovery *mongodoc.Collection
-	docs                            *mongodoc.Store[credentialDoc]
+	docs                            *mongodoc.Store[store.CredentialDoc]
 }
 
 var _ device.Store = (*Store)(nil)
@@ -65,7 +66,7 @@ func Open(ctx context.Context, db *driver.Database) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device store: %w", err)
 	}
-	return &Store{credentials: creds, lockouts: locks, recovery: rec, docs: mongodoc.New[credentialDoc](creds)}, nil
+	return &Store{credentials: creds, lockouts: locks, recovery: rec, docs: mongodoc.New[store.CredentialDoc](creds)}, nil
 }
 
 // Relays returns one outbox relay per collection, publishing to js.
@@ -82,7 +83,7 @@ func (s *Store) Create(ctx context.Context, c device.Credential) (device.Credent
 	if !ids.Valid(c.PHID) || !ids.Valid(c.StatusID) {
 		return device.Credential{}, fmt.Errorf("mongodb create: malformed ph_id or status_id: %w", device.ErrInvalid)
 	}
-	v, err := s.docs.Create(ctx, c.PHID, toDoc(c))
+	v, err := s.docs.Create(ctx, c.PHID, store.ToDoc(c))
 	if err != nil {
 		return device.Credential{}, fmt.Errorf("mongodb create %s: %w", c.PHID, translate(err))
 	}
@@ -99,7 +100,7 @@ func (s *Store) Get(ctx context.Context, phid string) (device.Credential, error)
 	if err != nil {
 		return device.Credential{}, fmt.Errorf("mongodb get %s: %w", phid, translate(err))
 	}
-	return toDomain(d, v), nil
+	return store.ToDomain(d, v), nil
 }
 
 // GetByStatusID finds the credential through the status_id index.
@@ -114,7 +115,7 @@ func (s *Store) GetByStatusID(ctx context.Context, statusID string) (device.Cred
 	if len(found) == 0 {
 		return device.Credential{}, fmt.Errorf("mongodb get status %s: %w", statusID, device.ErrNotFound)
 	}
-	return toDomain(found[0].Doc, found[0].Version), nil
+	return store.ToDomain(found[0].Doc, found[0].Version), nil
 }
 
 // ListBySub returns the user's credentials through the sub index.
@@ -125,7 +126,7 @@ func (s *Store) ListBySub(ctx context.Context, sub string) ([]device.Credential,
 	}
 	out := make([]device.Credential, 0, len(found))
 	for _, f := range found {
-		out = append(out, toDomain(f.Doc, f.Version))
+		out = append(out, store.ToDomain(f.Doc, f.Version))
 	}
 	return out, nil
 }
@@ -138,7 +139,7 @@ func (s *Store) ListCredentials(ctx context.Context, after string, limit int) ([
 	}
 	out := make([]device.Credential, 0, len(found))
 	for _, f := range found {
-		out = append(out, toDomain(f.Doc, f.Version))
+		out = append(out, store.ToDomain(f.Doc, f.Version))
 	}
 	return out, nil
 }
@@ -148,7 +149,7 @@ func (s *Store) Update(ctx context.Context, c device.Credential, msgs ...outbox.
 	if !ids.Valid(c.PHID) {
 		return device.Credential{}, fmt.Errorf("mongodb update %q: %w", c.PHID, device.ErrNotFound)
 	}
-	v, err := s.docs.Update(ctx, c.PHID, c.Version, toDoc(c), msgs...)
+	v, err := s.docs.Update(ctx, c.PHID, c.Version, store.ToDoc(c), msgs...)
 	if err != nil {
 		return device.Credential{}, fmt.Errorf("mongodb update %s: %w", c.PHID, translate(err))
 	}
@@ -161,7 +162,7 @@ func (s *Store) Remove(ctx context.Context, c device.Credential, msgs ...outbox.
 	if !ids.Valid(c.PHID) {
 		return fmt.Errorf("mongodb remove %q: %w", c.PHID, device.ErrNotFound)
 	}
-	if err := s.docs.Remove(ctx, c.PHID, c.Version, tombstone(c), msgs...); err != nil {
+	if err := s.docs.Remove(ctx, c.PHID, c.Version, store.Tombstone(c), msgs...); err != nil {
 		return fmt.Errorf("mongodb remove %s: %w", c.PHID, translate(err))
 	}
 	return nil

@@ -16,15 +16,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
-	"github.com/mfaflow/mfaflow/pkg/natstest"
-	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
+	"github.com/mfaflow/mfaflow/pkg/outbox/outboxtest"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/nats-io/nats.go/jetstream"
@@ -402,68 +400,51 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 	t.Run("OutboxRelayedExactlyOnce", func(t *testing.T) {
 		b, ctx := newBackend(t), t.Context()
 		s := b.Store
-		srv := natstest.Start(t)
-		js := srv.JetStream(t)
-		if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
-			t.Fatal(err)
-		}
-		published := natstest.CountPublishes(t, srv.Connect(t), "mfa.events.>")
-		var want, refused []string
 		ev := func(to *[]string, phid string) outbox.Message {
 			m := Message(t, phid)
 			*to = append(*to, m.ID)
 			return m
 		}
-		c := MustCreate(t, s, Credential("alice"))
-		updated, err := s.Update(ctx, Verified(c), ev(&want, c.PHID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Update(ctx, c, ev(&refused, c.PHID)); !errors.Is(err, device.ErrStale) {
-			t.Fatalf("stale Update: %v", err)
-		}
-		if err := s.Remove(ctx, updated, ev(&want, c.PHID)); err != nil {
-			t.Fatal(err)
-		}
-		l, err := s.PutLockout(ctx, device.Lockout{Sub: "alice", Failures: 1}, ev(&want, "alice"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.Failures = 2
-		if _, err := s.PutLockout(ctx, l, ev(&want, "alice")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.PutLockout(ctx, l, ev(&refused, "alice")); !errors.Is(err, device.ErrStale) {
-			t.Fatalf("stale PutLockout: %v", err)
-		}
-		set := device.RecoverySet{Sub: "alice", Hashes: [][]byte{bytes.Repeat([]byte{1}, 32)}, Used: []bool{false}, CreatedAt: time.Now().UTC().Truncate(time.Millisecond)}
-		if _, err := s.PutRecoverySet(ctx, set, ev(&want, "alice")); err != nil {
-			t.Fatal(err)
-		}
-		stop := runRelay(t, b.Relay, js)
-		published.Wait(t, 30*time.Second, want...)
-		waitDrained(t, b.Pending)
-		stop()
-		c2 := MustCreate(t, s, Credential("bob"))
-		if _, err := s.Update(ctx, c2, ev(&want, c2.PHID)); err != nil {
-			t.Fatal(err)
-		}
-		stop = runRelay(t, b.Relay, js)
-		published.Wait(t, 30*time.Second, want[len(want)-1])
-		waitDrained(t, b.Pending)
-		stop()
-		published.Sync(t, js.Conn(), "mfa.events.marker")
-		for _, id := range want {
-			if n := published.Count(id); n != 1 {
-				t.Errorf("event %s published %d times, want exactly once", id, n)
+		var removed string
+		first := func(t *testing.T) (want, refused []string) {
+			c := MustCreate(t, s, Credential("alice"))
+			removed = c.PHID
+			updated, err := s.Update(ctx, Verified(c), ev(&want, c.PHID))
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		for _, id := range refused {
-			if n := published.Count(id); n != 0 {
-				t.Errorf("event %s of a refused write published %d times", id, n)
+			if _, err := s.Update(ctx, c, ev(&refused, c.PHID)); !errors.Is(err, device.ErrStale) {
+				t.Fatalf("stale Update: %v", err)
 			}
+			if err := s.Remove(ctx, updated, ev(&want, c.PHID)); err != nil {
+				t.Fatal(err)
+			}
+			l, err := s.PutLockout(ctx, device.Lockout{Sub: "alice", Failures: 1}, ev(&want, "alice"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.Failures = 2
+			if _, err := s.PutLockout(ctx, l, ev(&want, "alice")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.PutLockout(ctx, l, ev(&refused, "alice")); !errors.Is(err, device.ErrStale) {
+				t.Fatalf("stale PutLockout: %v", err)
+			}
+			set := device.RecoverySet{Sub: "alice", Hashes: [][]byte{bytes.Repeat([]byte{1}, 32)}, Used: []bool{false}, CreatedAt: time.Now().UTC().Truncate(time.Millisecond)}
+			if _, err := s.PutRecoverySet(ctx, set, ev(&want, "alice")); err != nil {
+				t.Fatal(err)
+			}
+			return want, refused
 		}
-		if _, err := s.Get(ctx, c.PHID); !errors.Is(err, device.ErrNotFound) {
+		second := func(t *testing.T) (want, refused []string) {
+			c2 := MustCreate(t, s, Credential("bob"))
+			if _, err := s.Update(ctx, c2, ev(&want, c2.PHID)); err != nil {
+				t.Fatal(err)
+			}
+			return want, nil
+		}
+		outboxtest.RelayedExactlyOnce(t, outboxtest.Relay{Run: b.Relay, Pending: b.Pending}, first, second)
+		if _, err := s.Get(ctx, removed); !errors.Is(err, device.ErrNotFound) {
 			t.Errorf("removed credential after relaying: %v", err)
 		}
 	})
@@ -472,70 +453,17 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 	t.Run("ConcurrentCompareAndSetOneWinner", func(t *testing.T) {
 		s, ctx := newStore(t), t.Context()
 		c := MustCreate(t, s, Credential("alice"))
-		const writers = 6
-		var (
-			wg      sync.WaitGroup
-			mu      sync.Mutex
-			winners []string
-			stale   int
-		)
-		start := make(chan struct{})
-		for i := range writers {
-			wg.Go(func() {
-				w := c
-				w.FriendlyName = fmt.Sprintf("writer %d", i)
-				<-start
-				_, err := s.Update(ctx, w)
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case err == nil:
-					winners = append(winners, w.FriendlyName)
-				case errors.Is(err, device.ErrStale):
-					stale++
-				default:
-					t.Errorf("writer %d: %v", i, err)
-				}
-			})
-		}
-		close(start)
-		wg.Wait()
-		if len(winners) != 1 || stale != writers-1 {
-			t.Fatalf("winners %v, stale %d; want one winner and %d stale", winners, stale, writers-1)
-		}
-		got, err := s.Get(ctx, c.PHID)
-		if err != nil || got.FriendlyName != winners[0] {
-			t.Fatalf("stored %q %v, want the winner %q", got.FriendlyName, err, winners[0])
-		}
-	})
-}
-
-// waitDrained waits until the backend's outbox is empty: the relay has cleared what it
-// published, so a relay started later must publish none of it again.
-func waitDrained(t *testing.T, pending func(context.Context) (int, error)) {
-	t.Helper()
-	natstest.Eventually(t, 30*time.Second, func() error {
-		n, err := pending(context.Background())
-		if err != nil {
+		winner := outboxtest.OneWinner(t, 6, device.ErrStale, func(i int) error {
+			w := c
+			w.FriendlyName = fmt.Sprintf("writer %d", i)
+			_, err := s.Update(ctx, w)
 			return err
+		})
+		got, err := s.Get(ctx, c.PHID)
+		if want := fmt.Sprintf("writer %d", winner); err != nil || got.FriendlyName != want {
+			t.Fatalf("stored %q %v, want the winner %q", got.FriendlyName, err, want)
 		}
-		if n != 0 {
-			return fmt.Errorf("%d documents with events not yet relayed", n)
-		}
-		return nil
 	})
-}
-
-// runRelay runs relay on js and returns a function that stops it and waits for it.
-func runRelay(t *testing.T, relay func(context.Context, jetstream.JetStream), js jetstream.JetStream) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); relay(ctx, js) }()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return stop
-
 }
 
 // Credential returns a new pending credential of sub with fresh ids. Times are whole

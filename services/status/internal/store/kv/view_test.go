@@ -146,7 +146,8 @@ func TestViewNeverGoesBackwards(t *testing.T) {
 	if got.Seq != 5 || got.State != enrollment.Scanned || got.Version != newer.Version {
 		t.Fatalf("view went backwards: %+v", got)
 	}
-	// The same sequence at a newer revision (the relay cleared the outbox) is taken.
+	// The same sequence at a newer revision (the value written again without a new write of
+	// the enrollment) is taken.
 	relayed := newer
 	relayed.Version++
 	v.Observe(relayed)

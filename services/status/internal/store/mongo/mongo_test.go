@@ -37,6 +37,6 @@ func TestConformance(t *testing.T) {
 				total += int(n)
 			}
 			return total, nil
-		}}
+		}, Ledger: s}
 	})
 }

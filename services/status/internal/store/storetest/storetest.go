@@ -1,6 +1,7 @@
-// Package storetest is the conformance suite every enrollment.Store backend must pass. The KV
-// backend runs it against an embedded NATS server, the MongoDB backend against the server of
-// MFA_MONGODB_URI or an embedded FerretDB (pkg/mongotest).
+// Package storetest is the conformance suite every enrollment.Store backend must pass, and
+// with it the backend's enrollment.PushLedger where it keeps one. The KV backend runs it against
+// an embedded NATS server, the MongoDB backend against the server of MFA_MONGODB_URI or an
+// embedded FerretDB (pkg/mongotest).
 package storetest
 
 import (
@@ -8,15 +9,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/pkg/ids"
-	"github.com/mfaflow/mfaflow/pkg/natstest"
-	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
+	"github.com/mfaflow/mfaflow/pkg/outbox/outboxtest"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -30,6 +31,9 @@ type Backend struct {
 	// Pending counts the documents whose events are not yet relayed (the outbox depth);
 	// required with Relay.
 	Pending func(ctx context.Context) (int, error)
+	// Ledger is the backend's push ledger, nil for a store that keeps none (its subtests then
+	// skip, loudly).
+	Ledger enrollment.PushLedger
 }
 
 // Run runs the suite; newBackend must return an empty store for each call.
@@ -258,63 +262,43 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 			t.Skip("this store wraps a backend; its relay is checked on the backend")
 		}
 		s := b.Store
-		srv := natstest.Start(t)
-		js := srv.JetStream(t)
-		if _, err := natsx.EnsureEventStream(ctx, js); err != nil {
-			t.Fatal(err)
-		}
-		published := natstest.CountPublishes(t, srv.Connect(t), "mfa.events.>")
 		ev := func() outbox.Message {
 			return outbox.Message{ID: uuid.NewString(), Subject: "mfa.events.test", Data: []byte(`{}`)}
 		}
-		var want []string
-		for range 3 {
-			created, updated := ev(), ev()
-			e, err := s.Create(ctx, fresh(now.Add(time.Hour)), created)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.State = enrollment.Scanned
-			if _, err := s.Update(ctx, e); err != nil { // a write without events in between
-				t.Fatal(err)
-			}
-			if e, err = s.Get(ctx, e.ID); err != nil {
-				t.Fatal(err)
-			}
-			e.State = enrollment.Cancelled
-			if _, err := s.Update(ctx, e, updated); err != nil {
-				t.Fatal(err)
-			}
-			stale := ev()
-			if _, err := s.Update(ctx, e, stale); !errors.Is(err, enrollment.ErrStale) {
-				t.Fatalf("stale update: %v", err)
-			}
-			defer func() {
-				if n := published.Count(stale.ID); n != 0 {
-					t.Errorf("event of a refused write published %d times", n)
+		first := func(t *testing.T) (want, refused []string) {
+			for range 3 {
+				created, updated := ev(), ev()
+				e, err := s.Create(ctx, fresh(now.Add(time.Hour)), created)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}()
-			want = append(want, created.ID, updated.ID)
-		}
-		stop := runRelay(t, b.Relay, js)
-		published.Wait(t, 30*time.Second, want...)
-		waitDrained(t, b.Pending)
-		stop()
-		late := ev()
-		if _, err := s.Create(ctx, fresh(now.Add(time.Hour)), late); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, late.ID)
-		stop = runRelay(t, b.Relay, js)
-		published.Wait(t, 30*time.Second, late.ID)
-		waitDrained(t, b.Pending)
-		stop()
-		published.Sync(t, js.Conn(), "mfa.events.marker")
-		for _, id := range want {
-			if n := published.Count(id); n != 1 {
-				t.Errorf("event %s published %d times, want exactly once", id, n)
+				e.State = enrollment.Scanned
+				if _, err := s.Update(ctx, e); err != nil { // a write without events in between
+					t.Fatal(err)
+				}
+				if e, err = s.Get(ctx, e.ID); err != nil {
+					t.Fatal(err)
+				}
+				e.State = enrollment.Cancelled
+				if _, err := s.Update(ctx, e, updated); err != nil {
+					t.Fatal(err)
+				}
+				stale := ev()
+				if _, err := s.Update(ctx, e, stale); !errors.Is(err, enrollment.ErrStale) {
+					t.Fatalf("stale update: %v", err)
+				}
+				want, refused = append(want, created.ID, updated.ID), append(refused, stale.ID)
 			}
+			return want, refused
 		}
+		late := func(t *testing.T) (want, refused []string) {
+			late := ev()
+			if _, err := s.Create(ctx, fresh(now.Add(time.Hour)), late); err != nil {
+				t.Fatal(err)
+			}
+			return []string{late.ID}, nil
+		}
+		outboxtest.RelayedExactlyOnce(t, outboxtest.Relay{Run: b.Relay, Pending: b.Pending}, first, late)
 	})
 	// Of writers racing from the same version, exactly one wins; the others get ErrStale and
 	// leave neither their state nor their events behind.
@@ -324,68 +308,132 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		const writers = 6
+		winner := outboxtest.OneWinner(t, 6, enrollment.ErrStale, func(i int) error {
+			w := e
+			w.State = enrollment.Scanned
+			w.Device = enrollment.Device{DeviceID: fmt.Sprintf("d%d", i)}
+			_, err := s.Update(ctx, w)
+			return err
+		})
+		got, err := s.Get(ctx, e.ID)
+		if want := fmt.Sprintf("d%d", winner); err != nil || got.Device.DeviceID != want {
+			t.Fatalf("stored %+v %v, want the winner %s", got.Device, err, want)
+		}
+	})
+	runLedger(t, newBackend)
+}
+
+// runLedger is the contract of enrollment.PushLedger: per user, at most max pushes in a sliding
+// window, and the one pending push, which each new push replaces.
+func runLedger(t *testing.T, newBackend func(t *testing.T) Backend) {
+	newLedger := func(t *testing.T) enrollment.PushLedger {
+		l := newBackend(t).Ledger
+		if l == nil {
+			t.Skip("this store keeps no push ledger; the backend's is checked on the backend")
+		}
+		return l
+	}
+	// Unix seconds: the precision the ledger keeps.
+	now := time.Now().UTC().Truncate(time.Second)
+	const window = 10 * time.Minute
+	t.Run("PushLedgerPendingIsTheLatest", func(t *testing.T) {
+		l, ctx := newLedger(t), t.Context()
+		if id, err := l.Pending(ctx, "alice"); err != nil || id != "" {
+			t.Fatalf("Pending of a new user: %q %v, want none", id, err)
+		}
+		prev, err := l.Reserve(ctx, "alice", "push-1", now, 5, window)
+		if err != nil || prev != "" {
+			t.Fatalf("first Reserve: previous %q %v, want none", prev, err)
+		}
+		prev, err = l.Reserve(ctx, "alice", "push-2", now.Add(time.Second), 5, window)
+		if err != nil || prev != "push-1" {
+			t.Fatalf("second Reserve: previous %q %v, want push-1", prev, err)
+		}
+		if id, err := l.Pending(ctx, "alice"); err != nil || id != "push-2" {
+			t.Fatalf("Pending = %q %v, want push-2", id, err)
+		}
+		// Users do not share a ledger.
+		if id, err := l.Pending(ctx, "bob"); err != nil || id != "" {
+			t.Fatalf("Pending of another user: %q %v, want none", id, err)
+		}
+		if prev, err := l.Reserve(ctx, "bob", "push-b", now, 5, window); err != nil || prev != "" {
+			t.Fatalf("another user's Reserve: previous %q %v, want none", prev, err)
+		}
+		if id, err := l.Pending(ctx, "alice"); err != nil || id != "push-2" {
+			t.Fatalf("Pending after another user's push = %q %v, want push-2", id, err)
+		}
+	})
+	t.Run("PushLedgerLimitSlides", func(t *testing.T) {
+		l, ctx := newLedger(t), t.Context()
+		for i, at := range []time.Time{now, now.Add(time.Minute)} {
+			if _, err := l.Reserve(ctx, "alice", fmt.Sprintf("push-%d", i), at, 2, window); err != nil {
+				t.Fatalf("push %d: %v", i, err)
+			}
+		}
+		_, err := l.Reserve(ctx, "alice", "push-over", now.Add(2*time.Minute), 2, window)
+		var tooMany *enrollment.TooManyPushesError
+		if !errors.Is(err, enrollment.ErrTooManyPushes) || !errors.As(err, &tooMany) {
+			t.Fatalf("third push in the window: %v, want a TooManyPushesError", err)
+		}
+		if !tooMany.RetryAt.Equal(now.Add(window)) {
+			t.Fatalf("RetryAt %v, want %v (when the oldest push leaves the window)", tooMany.RetryAt, now.Add(window))
+		}
+		if id, err := l.Pending(ctx, "alice"); err != nil || id != "push-1" {
+			t.Fatalf("Pending after a refused push = %q %v, want push-1", id, err)
+		}
+		// The oldest push has left the window: one more is allowed.
+		prev, err := l.Reserve(ctx, "alice", "push-2", now.Add(window+time.Second), 2, window)
+		if err != nil || prev != "push-1" {
+			t.Fatalf("push after the window slid: previous %q %v, want push-1", prev, err)
+		}
+	})
+	// Racing reservations are serialised: no more than max succeed, the rest are refused for
+	// the limit (never lost to a lost compare-and-set), and each replaces exactly one pending push.
+	t.Run("PushLedgerConcurrentReserve", func(t *testing.T) {
+		l, ctx := newLedger(t), t.Context()
+		const racers, max = 6, 4
 		var (
-			wg      sync.WaitGroup
-			mu      sync.Mutex
-			winners []string
-			stale   int
+			wg       sync.WaitGroup
+			mu       sync.Mutex
+			ok       []string
+			previous []string
+			refused  int
 		)
 		start := make(chan struct{})
-		for i := range writers {
+		for i := range racers {
 			wg.Go(func() {
-				w := e
-				w.State = enrollment.Scanned
-				w.Device = enrollment.Device{DeviceID: fmt.Sprintf("d%d", i)}
+				id := fmt.Sprintf("push-%d", i)
 				<-start
-				_, err := s.Update(ctx, w)
+				prev, err := l.Reserve(ctx, "alice", id, now, max, window)
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
 				case err == nil:
-					winners = append(winners, w.Device.DeviceID)
-				case errors.Is(err, enrollment.ErrStale):
-					stale++
+					ok, previous = append(ok, id), append(previous, prev)
+				case errors.Is(err, enrollment.ErrTooManyPushes):
+					refused++
 				default:
-					t.Errorf("writer %d: %v", i, err)
+					t.Errorf("racer %d: %v", i, err)
 				}
 			})
 		}
 		close(start)
 		wg.Wait()
-		if len(winners) != 1 || stale != writers-1 {
-			t.Fatalf("winners %v, stale %d; want one winner and %d stale", winners, stale, writers-1)
+		if len(ok) != max || refused != racers-max {
+			t.Fatalf("%d reserved, %d refused; want %d and %d", len(ok), refused, max, racers-max)
 		}
-		got, err := s.Get(ctx, e.ID)
-		if err != nil || got.Device.DeviceID != winners[0] {
-			t.Fatalf("stored %+v %v, want the winner %s", got.Device, err, winners[0])
-		}
-	})
-}
-
-// waitDrained waits until the backend's outbox is empty: the relay has cleared what it
-// published, so a relay started later must publish none of it again.
-func waitDrained(t *testing.T, pending func(context.Context) (int, error)) {
-	t.Helper()
-	natstest.Eventually(t, 30*time.Second, func() error {
-		n, err := pending(context.Background())
+		// The successful reservations form a chain: each replaced the one before it, the first
+		// replaced none, and the last is pending.
+		pending, err := l.Pending(ctx, "alice")
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		if n != 0 {
-			return fmt.Errorf("%d documents with events not yet relayed", n)
+		chain := append(slices.Clone(previous), pending)
+		slices.Sort(chain)
+		want := append(slices.Clone(ok), "")
+		slices.Sort(want)
+		if !slices.Equal(chain, want) {
+			t.Fatalf("previous ids %v and pending %q do not chain the reserved ids %v", previous, pending, ok)
 		}
-		return nil
 	})
-}
-
-// runRelay runs relay on js and returns a function that stops it and waits for it.
-func runRelay(t *testing.T, relay func(context.Context, jetstream.JetStream), js jetstream.JetStream) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); relay(ctx, js) }()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return stop
 }
