@@ -142,13 +142,11 @@ func (s *Service) Authenticate(ctx context.Context, sub, method, code, statusID 
 	if sub == "" {
 		return Authenticated{}, invalid("sub is missing")
 	}
-	if err := s.checkLock(ctx, sub); err != nil {
+	clean, err := s.lockState(ctx, sub)
+	if err != nil {
 		return Authenticated{}, err
 	}
-	var (
-		res Authenticated
-		err error
-	)
+	var res Authenticated
 	switch method {
 	case FactorTOTP:
 		res, err = s.authenticateTOTP(ctx, sub, normaliseCode(code), statusID)
@@ -158,6 +156,8 @@ func (s *Service) Authenticate(ctx context.Context, sub, method, code, statusID 
 		return Authenticated{}, invalid("unsupported method " + strconv.Quote(method))
 	}
 	switch {
+	case err == nil && clean:
+		return res, nil // nothing to reset: no read of the lockout again
 	case err == nil:
 		return res, s.resetFailures(ctx, sub)
 	case errors.Is(err, factor.ErrInvalidCode):
@@ -249,17 +249,25 @@ func allDigits(s string) bool {
 
 // checkLock returns a *factor.LockedError while sub is locked.
 func (s *Service) checkLock(ctx context.Context, sub string) error {
+	_, err := s.lockState(ctx, sub)
+	return err
+}
+
+// lockState is checkLock that also says whether sub's record counts nothing (no wrong codes,
+// no locks in a row), so that a right code needs no reset: the common sign-in reads the
+// lockout once.
+func (s *Service) lockState(ctx context.Context, sub string) (clean bool, err error) {
 	l, err := s.store.GetLockout(ctx, sub)
 	if errors.Is(err, ErrNotFound) {
-		return nil
+		return true, nil
 	}
 	if err != nil {
-		return fmt.Errorf("lockout: %w", err)
+		return false, fmt.Errorf("lockout: %w", err)
 	}
 	if now := s.clock.Now(); now.Before(l.LockedUntil) {
-		return &factor.LockedError{Until: l.LockedUntil}
+		return false, &factor.LockedError{Until: l.LockedUntil}
 	}
-	return nil
+	return l.Failures == 0 && l.Locks == 0, nil
 }
 
 // changeLockout is the read–modify–compare-and-set of sub's lockout record that every lockout
