@@ -24,13 +24,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-
 	"github.com/mfaflow/mfaflow/events/apidoc"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/tests/harness"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // apiDocURL names pkg/apidoc/openapi.json for the schema compiler. The whole document is one

@@ -176,13 +176,6 @@ type PushDevicesReply struct {
 	Devices []DeviceInfo `json:"devices"`
 }
 
-// Factor methods of FactorRequest.
-const (
-	FactorTOTP       = "TOTP"
-	FactorBackupCode = "BACKUPCODE"
-	FactorPush       = "PUSH"
-)
-
 // FactorRequest names a user's factor, and for a check the code and the authentication it is for.
 type FactorRequest struct {
 	Sub      string `json:"sub"`

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"net"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 )
 
 func TestNATSURL(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/nats-io/nats.go"
@@ -174,7 +175,7 @@ func (s *Status) pushRespond(_ context.Context, req commands.PushRespondRequest)
 		ch.answered = "AUTHENTICATED"
 	}
 	return commands.EnrollmentReply{
-		Status: ch.answered, ID: ch.StatusID, Sub: ch.Sub, Method: commands.FactorPush,
+		Status: ch.answered, ID: ch.StatusID, Sub: ch.Sub, Method: method.Push,
 		ExpiresAt: ch.ExpiresAt, UpdatedAt: time.Now(), PHID: req.PHID,
 	}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
@@ -70,7 +71,7 @@ func TestAdminFactors(t *testing.T) {
 	e.clock.Advance(30 * time.Second)
 	right := code(t, secret, e.clock.Now())
 	for range 5 {
-		e.check(t, "alice", commands.FactorTOTP, wrongCode(right))
+		e.check(t, "alice", method.TOTP, wrongCode(right))
 	}
 
 	f := e.factors(t, "alice")
@@ -141,10 +142,10 @@ func TestAdminFactors(t *testing.T) {
 	if len(f.Devices) != 0 || f.RecoveryCodes.Remaining != 0 || f.RecoveryCodes.CreatedAt != nil || f.Lockout.Locked || f.Lockout.FailedAttempts != 0 {
 		t.Fatalf("after reset: %+v", f)
 	}
-	if r := e.ready(t, "alice", commands.FactorTOTP); r.Result != resultNone {
+	if r := e.ready(t, "alice", method.TOTP); r.Result != resultNone {
 		t.Fatalf("TOTP after reset: %+v", r)
 	}
-	if r := e.ready(t, "alice", commands.FactorBackupCode); r.Result != resultNone {
+	if r := e.ready(t, "alice", method.BackupCode); r.Result != resultNone {
 		t.Fatalf("recovery codes after reset: %+v", r)
 	}
 	if n := e.remaining(t, "alice"); n != 0 {
@@ -158,7 +159,7 @@ func TestAdminFactors(t *testing.T) {
 	}
 
 	// Unlock emits mfa.verification.unlocked only when there was something to forget.
-	e.check(t, "alice", commands.FactorTOTP, "000000")
+	e.check(t, "alice", method.TOTP, "000000")
 	for range 2 {
 		if resp, body := e.adminDo(t, http.MethodDelete, "/verification-srv/admin/users/alice/lockout"); resp.StatusCode != http.StatusNoContent {
 			t.Fatalf("unlock: %d %s", resp.StatusCode, body)

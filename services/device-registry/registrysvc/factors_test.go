@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/google/uuid"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -17,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
@@ -83,24 +84,24 @@ func TestSignInCodeIsAcceptedOnceAndNeverTheEnrollmentCode(t *testing.T) {
 	claim, secret := e.enroll(t, "alice", commands.Device{Name: "Phone"})
 
 	// The code that enrolled the device is spent: it may not sign in.
-	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now())); r.Result != resultReplayed {
+	if r := e.check(t, "alice", method.TOTP, code(t, secret, e.clock.Now())); r.Result != resultReplayed {
 		t.Fatalf("enrollment code at sign-in: %+v, want code_replayed", r)
 	}
 	e.clock.Advance(30 * time.Second)
 	right := code(t, secret, e.clock.Now())
 	auth := uuid.NewString()
-	if r := e.checkFor(t, "alice", commands.FactorTOTP, right, auth); r.Result != resultOK || r.PHID != claim.PHID {
+	if r := e.checkFor(t, "alice", method.TOTP, right, auth); r.Result != resultOK || r.PHID != claim.PHID {
 		t.Fatalf("right code: %+v, want ok for %s", r, claim.PHID)
 	}
-	if r := e.check(t, "alice", commands.FactorTOTP, right); r.Result != resultReplayed {
+	if r := e.check(t, "alice", method.TOTP, right); r.Result != resultReplayed {
 		t.Fatalf("same code again: %+v, want code_replayed", r)
 	}
 	// The same authentication asking again (its first answer lost) gets the same answer.
-	if r := e.checkFor(t, "alice", commands.FactorTOTP, right, auth); r.Result != resultOK || r.PHID != claim.PHID {
+	if r := e.checkFor(t, "alice", method.TOTP, right, auth); r.Result != resultOK || r.PHID != claim.PHID {
 		t.Fatalf("same code, same authentication: %+v, want ok", r)
 	}
 	// A code of the step before the accepted one is within the window but older: refused too.
-	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now().Add(-30*time.Second))); r.Result != resultReplayed {
+	if r := e.check(t, "alice", method.TOTP, code(t, secret, e.clock.Now().Add(-30*time.Second))); r.Result != resultReplayed {
 		t.Fatalf("older step: %+v, want code_replayed", r)
 	}
 	devs := e.list(t, "alice")
@@ -108,10 +109,10 @@ func TestSignInCodeIsAcceptedOnceAndNeverTheEnrollmentCode(t *testing.T) {
 		t.Fatalf("last_used_at not set on the matched device: %+v", devs)
 	}
 	// Someone else's code never matches alice's devices, and bob has no device at all.
-	if r := e.check(t, "bob", commands.FactorTOTP, right); r.Result != resultNone {
+	if r := e.check(t, "bob", method.TOTP, right); r.Result != resultNone {
 		t.Fatalf("bob: %+v, want no_factor", r)
 	}
-	if r := e.check(t, "alice", commands.FactorTOTP, "12ab56"); r.Result != resultMalformed {
+	if r := e.check(t, "alice", method.TOTP, "12ab56"); r.Result != resultMalformed {
 		t.Fatalf("malformed: %+v", r)
 	}
 }
@@ -139,7 +140,7 @@ func (e *env) checkConcurrently(t *testing.T, n int, sub, code string) map[strin
 		wg.Go(func() {
 			var reply commands.FactorReply
 			err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsCheck,
-				commands.FactorRequest{Sub: sub, Method: commands.FactorTOTP, Code: code}, &reply)
+				commands.FactorRequest{Sub: sub, Method: method.TOTP, Code: code}, &reply)
 			mu.Lock()
 			defer mu.Unlock()
 			results[outcomeOf(reply, err).Result]++
@@ -173,29 +174,29 @@ func TestWrongCodesLockTheUserWithDoublingBackOff(t *testing.T) {
 	e.clock.Advance(30 * time.Second)
 	right := code(t, secret, e.clock.Now())
 	for i := 1; i <= 4; i++ {
-		if r := e.check(t, "alice", commands.FactorTOTP, wrongCode(right)); r.Result != resultInvalid {
+		if r := e.check(t, "alice", method.TOTP, wrongCode(right)); r.Result != resultInvalid {
 			t.Fatalf("wrong code %d: %+v", i, r)
 		}
 	}
 	// Replays and malformed codes are not guesses: they do not count.
-	e.check(t, "alice", commands.FactorTOTP, "abc")
-	r := e.check(t, "alice", commands.FactorTOTP, wrongCode(right))
+	e.check(t, "alice", method.TOTP, "abc")
+	r := e.check(t, "alice", method.TOTP, wrongCode(right))
 	if r.Result != resultLocked || !r.LockedUntil.Equal(e.clock.Now().Add(time.Minute)) {
 		t.Fatalf("5th wrong code: %+v, want locked for 1 minute from %s", r, e.clock.Now())
 	}
 	// While locked, a right code is refused too, and so is asking for one.
-	if r := e.check(t, "alice", commands.FactorTOTP, right); r.Result != resultLocked {
+	if r := e.check(t, "alice", method.TOTP, right); r.Result != resultLocked {
 		t.Fatalf("right code while locked: %+v", r)
 	}
-	if r := e.ready(t, "alice", commands.FactorTOTP); r.Result != resultLocked {
+	if r := e.ready(t, "alice", method.TOTP); r.Result != resultLocked {
 		t.Fatalf("ready while locked: %+v", r)
 	}
 	// The next lock lasts twice as long.
 	e.clock.Advance(time.Minute)
 	for range 4 {
-		e.check(t, "alice", commands.FactorTOTP, wrongCode(right))
+		e.check(t, "alice", method.TOTP, wrongCode(right))
 	}
-	if r := e.check(t, "alice", commands.FactorTOTP, wrongCode(right)); r.Result != resultLocked || !r.LockedUntil.Equal(e.clock.Now().Add(2*time.Minute)) {
+	if r := e.check(t, "alice", method.TOTP, wrongCode(right)); r.Result != resultLocked || !r.LockedUntil.Equal(e.clock.Now().Add(2*time.Minute)) {
 		t.Fatalf("second lock: %+v, want 2 minutes", r)
 	}
 	// One event per lock, about the user, without any code.
@@ -233,7 +234,7 @@ func TestWrongCodesLockTheUserWithDoublingBackOff(t *testing.T) {
 		t.Fatalf("unlock: %d", res.StatusCode)
 	}
 	e.clock.Advance(30 * time.Second)
-	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now())); r.Result != resultOK {
+	if r := e.check(t, "alice", method.TOTP, code(t, secret, e.clock.Now())); r.Result != resultOK {
 		t.Fatalf("right code after unlock: %+v", r)
 	}
 }
@@ -273,7 +274,7 @@ func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
 	if n := e.remaining(t, "alice"); n != 0 {
 		t.Fatalf("remaining before any set: %d", n)
 	}
-	if r := e.ready(t, "alice", commands.FactorBackupCode); r.Result != resultNone {
+	if r := e.ready(t, "alice", method.BackupCode); r.Result != resultNone {
 		t.Fatalf("ready without codes: %+v", r)
 	}
 	first := e.generateRecoveryCodes(t, "alice")
@@ -297,10 +298,10 @@ func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
 	}
 	// Typed loosely (lower case, spaces) it still works, once.
 	typed := strings.ToLower(strings.ReplaceAll(first[0], "-", " "))
-	if r := e.check(t, "alice", commands.FactorBackupCode, typed); r.Result != resultOK || r.Remaining != len(first)-1 {
+	if r := e.check(t, "alice", method.BackupCode, typed); r.Result != resultOK || r.Remaining != len(first)-1 {
 		t.Fatalf("first use: %+v", r)
 	}
-	if r := e.check(t, "alice", commands.FactorBackupCode, first[0]); r.Result != resultReplayed {
+	if r := e.check(t, "alice", method.BackupCode, first[0]); r.Result != resultReplayed {
 		t.Fatalf("second use: %+v, want code_replayed", r)
 	}
 	if n := e.remaining(t, "alice"); n != len(first)-1 {
@@ -313,7 +314,7 @@ func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
 		wg.Go(func() {
 			var reply commands.FactorReply
 			err := rpc.Call(ctxT(t), e.nc, commands.RegistryFactorsCheck,
-				commands.FactorRequest{Sub: "alice", Method: commands.FactorBackupCode, Code: first[1], StatusID: "auth-2-" + strconv.Itoa(i)}, &reply)
+				commands.FactorRequest{Sub: "alice", Method: method.BackupCode, Code: first[1], StatusID: "auth-2-" + strconv.Itoa(i)}, &reply)
 			results[i] = outcomeOf(reply, err).Result
 		})
 	}
@@ -323,10 +324,10 @@ func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
 	}
 	// A new set: the old codes stop working.
 	second := e.generateRecoveryCodes(t, "alice")
-	if r := e.check(t, "alice", commands.FactorBackupCode, first[2]); r.Result != resultInvalid {
+	if r := e.check(t, "alice", method.BackupCode, first[2]); r.Result != resultInvalid {
 		t.Fatalf("old code after regeneration: %+v, want invalid_code", r)
 	}
-	if r := e.check(t, "alice", commands.FactorBackupCode, second[0]); r.Result != resultOK {
+	if r := e.check(t, "alice", method.BackupCode, second[0]); r.Result != resultOK {
 		t.Fatalf("new code: %+v", r)
 	}
 	// Events: generated twice, used three times, never a code.
@@ -344,7 +345,7 @@ func TestRecoveryCodesAreUsableOnceAndReplacedAsASet(t *testing.T) {
 		}
 		return nil
 	})
-	if r := e.check(t, "alice", commands.FactorBackupCode, "O0O0O-11111"); r.Result != resultMalformed {
+	if r := e.check(t, "alice", method.BackupCode, "O0O0O-11111"); r.Result != resultMalformed {
 		t.Fatalf("ambiguous characters: %+v, want malformed", r)
 	}
 }
@@ -371,12 +372,12 @@ func TestPushCapableDevices(t *testing.T) {
 	_, err = e.activate(t, commands.VerifyCredentialRequest{StatusID: statusID, Sub: "alice", Code: code(t, secret, e.clock.Now()), Device: commands.Device{Key: &bad}})
 	assertCode(t, err, "bad_request")
 
-	if r := e.ready(t, "alice", commands.FactorPush); r.Result != resultNone {
+	if r := e.ready(t, "alice", method.Push); r.Result != resultNone {
 		t.Fatalf("ready for push without a push device: %+v", r)
 	}
 	plain, _ := e.enroll(t, "alice", commands.Device{Name: "TOTP only"})
 	pushy, _ := e.enroll(t, "alice", commands.Device{Name: "Companion", Key: jwk})
-	if r := e.ready(t, "alice", commands.FactorPush); r.Result != resultOK {
+	if r := e.ready(t, "alice", method.Push); r.Result != resultOK {
 		t.Fatalf("ready for push: %+v", r)
 	}
 	var devs commands.PushDevicesReply

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
@@ -700,11 +701,11 @@ func TestClaimGivesWayToAReissuedCredential(t *testing.T) {
 	}
 	// The registered device holds the second secret: its next code signs in, the first's does not.
 	e.clock.Advance(30 * time.Second)
-	if r := e.check(t, "alice", commands.FactorTOTP, code(t, second, e.clock.Now())); r.Result != resultOK {
+	if r := e.check(t, "alice", method.TOTP, code(t, second, e.clock.Now())); r.Result != resultOK {
 		t.Fatalf("sign-in with the second secret: %+v", r)
 	}
 	if c := code(t, first, e.clock.Now()); c != code(t, second, e.clock.Now()) {
-		if r := e.check(t, "alice", commands.FactorTOTP, c); r.Result == resultOK {
+		if r := e.check(t, "alice", method.TOTP, c); r.Result == resultOK {
 			t.Fatal("the replaced secret signs in")
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/secretbox"
 	"github.com/mfaflow/mfaflow/services/device-registry/registrysvc"
@@ -81,10 +82,10 @@ func testSecretKeyRotation(t *testing.T, e *env) {
 	keyB, _ := secretbox.GenerateKey()
 	e.restart(t, 2, map[byte][]byte{2: keyB, 1: e.key})
 	e.clock.Advance(30 * time.Second)
-	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now())); r.Result != resultOK {
+	if r := e.check(t, "alice", method.TOTP, code(t, secret, e.clock.Now())); r.Result != resultOK {
 		t.Fatalf("a device sealed with key 1, key 2 current: %+v", r)
 	}
-	if r := e.check(t, "alice", commands.FactorBackupCode, codes[0]); r.Result != resultOK {
+	if r := e.check(t, "alice", method.BackupCode, codes[0]); r.Result != resultOK {
 		t.Fatalf("a recovery code hashed under key 1, key 2 current: %+v", r)
 	}
 	if scanned, rekeyed := e.rekey(t); scanned != 2 || rekeyed != 2 {
@@ -105,10 +106,10 @@ func testSecretKeyRotation(t *testing.T, e *env) {
 
 	e.restart(t, 2, map[byte][]byte{2: keyB}) // key 1 retired
 	e.clock.Advance(30 * time.Second)
-	if r := e.check(t, "alice", commands.FactorTOTP, code(t, secret, e.clock.Now())); r.Result != resultOK {
+	if r := e.check(t, "alice", method.TOTP, code(t, secret, e.clock.Now())); r.Result != resultOK {
 		t.Fatalf("after key 1 left the ring: %+v", r)
 	}
-	if r := e.check(t, "bob", commands.FactorTOTP, code(t, secret2, e.clock.Now())); r.Result != resultOK {
+	if r := e.check(t, "bob", method.TOTP, code(t, secret2, e.clock.Now())); r.Result != resultOK {
 		t.Fatalf("bob after key 1 left the ring: %+v", r)
 	}
 }

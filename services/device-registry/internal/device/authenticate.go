@@ -9,16 +9,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/pkg/totp"
-)
-
-// Sign-in factors (the `method` of an authentication, upper case as in config/list).
-const (
-	FactorTOTP       = "TOTP"
-	FactorBackupCode = "BACKUPCODE"
-	FactorPush       = "PUSH"
 )
 
 // The errors a sign-in check ends in, besides ErrInvalid, are pkg/factor's (ErrInvalidCode,
@@ -90,15 +84,15 @@ type Authenticated struct {
 // Ready reports whether sub can be asked for a code of method now: factor.ErrLocked (a
 // *factor.LockedError) while locked, factor.ErrNoFactor without a usable factor, ErrInvalid for
 // an unknown method.
-func (s *Service) Ready(ctx context.Context, sub, method string) error {
+func (s *Service) Ready(ctx context.Context, sub, factorMethod string) error {
 	if sub == "" {
 		return invalid("sub is missing")
 	}
 	if err := s.checkLock(ctx, sub); err != nil {
 		return err
 	}
-	switch method {
-	case FactorTOTP:
+	switch factorMethod {
+	case method.TOTP:
 		creds, err := s.store.ListBySub(ctx, sub)
 		if err != nil {
 			return fmt.Errorf("ready: %w", err)
@@ -109,9 +103,9 @@ func (s *Service) Ready(ctx context.Context, sub, method string) error {
 			}
 		}
 		return fmt.Errorf("ready: %w", factor.ErrNoFactor)
-	case FactorPush:
+	case method.Push:
 		return s.readyPush(ctx, sub)
-	case FactorBackupCode:
+	case method.BackupCode:
 		set, err := s.store.GetRecoverySet(ctx, sub)
 		if errors.Is(err, ErrNotFound) || err == nil && set.Remaining() == 0 {
 			return fmt.Errorf("ready: %w", factor.ErrNoFactor)
@@ -121,11 +115,11 @@ func (s *Service) Ready(ctx context.Context, sub, method string) error {
 		}
 		return nil
 	}
-	return invalid("unsupported method " + strconv.Quote(method))
+	return invalid("unsupported method " + strconv.Quote(factorMethod))
 }
 
 func usableTOTP(c Credential, sub string) bool {
-	return c.Verified && c.Sub == sub && c.Method == MethodTOTP && len(c.SealedSecret) > 0
+	return c.Verified && c.Sub == sub && c.Method == method.TOTP && len(c.SealedSecret) > 0
 }
 
 // Authenticate checks a sign-in code of sub: a TOTP code against every verified device of the
@@ -138,7 +132,7 @@ func usableTOTP(c Credential, sub string) bool {
 // the user's lockout; the one that reaches the threshold locks the user and is answered with
 // factor.ErrLocked. While locked, nothing is checked, a right code included. A replayed or malformed
 // code does not count: neither can be a guess that got lucky (see docs/architecture.md).
-func (s *Service) Authenticate(ctx context.Context, sub, method, code, statusID string) (Authenticated, error) {
+func (s *Service) Authenticate(ctx context.Context, sub, factorMethod, code, statusID string) (Authenticated, error) {
 	if sub == "" {
 		return Authenticated{}, invalid("sub is missing")
 	}
@@ -147,13 +141,13 @@ func (s *Service) Authenticate(ctx context.Context, sub, method, code, statusID 
 		return Authenticated{}, err
 	}
 	var res Authenticated
-	switch method {
-	case FactorTOTP:
+	switch factorMethod {
+	case method.TOTP:
 		res, err = s.authenticateTOTP(ctx, sub, normaliseCode(code), statusID)
-	case FactorBackupCode:
+	case method.BackupCode:
 		res, err = s.useRecoveryCode(ctx, sub, code, statusID)
 	default:
-		return Authenticated{}, invalid("unsupported method " + strconv.Quote(method))
+		return Authenticated{}, invalid("unsupported method " + strconv.Quote(factorMethod))
 	}
 	switch {
 	case err == nil && clean:
@@ -217,7 +211,7 @@ func (s *Service) authenticateTOTP(ctx context.Context, sub, code, statusID stri
 			// The code was accepted for this very authentication and its answer was lost (a
 			// replica or node died before the authentication was written): the same answer
 			// again. It still cannot complete any other authentication.
-			return Authenticated{Method: FactorTOTP, PHID: retried.PHID}, nil
+			return Authenticated{Method: method.TOTP, PHID: retried.PHID}, nil
 		case match.PHID == "" && replayed:
 			return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrReplayed)
 		case match.PHID == "":
@@ -233,7 +227,7 @@ func (s *Service) authenticateTOTP(ctx context.Context, sub, code, statusID stri
 		if err != nil {
 			return Authenticated{}, fmt.Errorf("authenticate: %w", err)
 		}
-		return Authenticated{Method: FactorTOTP, PHID: updated.PHID}, nil
+		return Authenticated{Method: method.TOTP, PHID: updated.PHID}, nil
 	}
 	return Authenticated{}, fmt.Errorf("authenticate: %w", ErrStale)
 }

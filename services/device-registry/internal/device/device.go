@@ -21,9 +21,6 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/totp"
 )
 
-// MethodTOTP is the verification type of every credential so far; push devices join later.
-const MethodTOTP = "TOTP"
-
 // DefaultName is the friendly name of a device whose companion did not report one, so that a
 // device list never shows an empty name.
 const DefaultName = "Authenticator"
@@ -73,7 +70,7 @@ type Credential struct {
 	Sub string
 	// StatusID is the enrollment that created the credential.
 	StatusID string
-	// Method is the verification type, MethodTOTP.
+	// Method is the verification type, method.TOTP.
 	Method string
 	// SealedSecret is the TOTP secret sealed by a Sealer with the PHID as associated data.
 	// The plaintext secret is never stored.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 )
 
@@ -103,7 +104,7 @@ func (p Pending) credential(sealer Sealer, statusID, sub, sealedPending string) 
 		PHID:         phid,
 		Sub:          sub,
 		StatusID:     statusID,
-		Method:       MethodTOTP,
+		Method:       method.TOTP,
 		SealedSecret: sealed,
 		Params:       p.Params,
 		CreatedAt:    p.CreatedAt,

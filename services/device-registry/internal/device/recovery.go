@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 )
@@ -165,7 +166,7 @@ func (s *Service) useRecoveryCode(ctx context.Context, sub, code, statusID strin
 		if set.Used[idx] {
 			if statusID != "" && set.UsedFor[idx] == statusID {
 				// Spent on this very authentication, whose answer was lost: the same answer.
-				return Authenticated{Method: FactorBackupCode, Remaining: set.Remaining()}, nil
+				return Authenticated{Method: method.BackupCode, Remaining: set.Remaining()}, nil
 			}
 			return Authenticated{}, fmt.Errorf("use recovery code: %w", factor.ErrReplayed)
 		}
@@ -185,7 +186,7 @@ func (s *Service) useRecoveryCode(ctx context.Context, sub, code, statusID strin
 		if err != nil {
 			return Authenticated{}, fmt.Errorf("use recovery code: %w", err)
 		}
-		return Authenticated{Method: FactorBackupCode, Remaining: saved.Remaining()}, nil
+		return Authenticated{Method: method.BackupCode, Remaining: saved.Remaining()}, nil
 	}
 	return Authenticated{}, fmt.Errorf("use recovery code: %w", ErrStale)
 }

@@ -3,7 +3,6 @@ package natsapi_test
 import (
 	"context"
 	"errors"
-	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"log/slog"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/natsapi"
 )

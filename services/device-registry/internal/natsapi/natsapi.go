@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/metrics"
@@ -167,7 +168,7 @@ func (h handlers) check(ctx context.Context, req commands.FactorRequest) (comman
 // methodLabel bounds the method label to the known factors.
 func methodLabel(m string) string {
 	switch m {
-	case commands.FactorTOTP, commands.FactorBackupCode, commands.FactorPush:
+	case method.TOTP, method.BackupCode, method.Push:
 		return m
 	}
 	return "other"
@@ -197,9 +198,9 @@ func (h handlers) failure(ctx context.Context, req commands.FactorRequest) (comm
 	err := h.reg.CountFailure(ctx, req.Sub)
 	switch {
 	case err == nil:
-		metrics.FactorChecks.WithLabelValues(commands.FactorPush, "wrong_number").Inc()
+		metrics.FactorChecks.WithLabelValues(method.Push, "wrong_number").Inc()
 	case errors.Is(err, factor.ErrLocked):
-		metrics.FactorChecks.WithLabelValues(commands.FactorPush, "locked").Inc()
+		metrics.FactorChecks.WithLabelValues(method.Push, "locked").Inc()
 	}
 	if err != nil {
 		return commands.FactorReply{}, toFault(err)

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
@@ -110,7 +112,8 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 		err = fault.New(fault.Conflict, "this Idempotency-Key already started enrollment "+reused.StatusID+", which is now "+reused.State+"; start a new enrollment with a new key")
 	}
 	if errors.Is(err, setup.ErrUnsupportedMethod) {
-		err = fault.New(fault.NotFound, "unsupported verification type: only totp is enrolled here (recovery codes come from POST /verification-srv/backupcodes)")
+		enrollable := method.Routes(func(m method.Method) bool { return m.Enrolls })
+		err = fault.New(fault.NotFound, "unsupported verification type: "+strings.Join(enrollable, ", ")+" can be enrolled here (recovery codes come from POST /verification-srv/backupcodes)")
 	}
 	if errors.Is(err, setup.ErrSubTooLong) {
 		err = fault.New(fault.BadRequest, "the user id (sub claim) is too long to fit in a QR code")

@@ -13,16 +13,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/ids"
 )
 
 // Verification types. Only TOTP is enrolled through Initiate.
-const (
-	MethodTOTP       = "TOTP"
-	MethodBackupCode = "BACKUPCODE"
-	MethodPush       = "PUSH"
-)
-
 // ErrUnsupportedMethod: the verification type is not offered.
 var ErrUnsupportedMethod = errors.New("unsupported verification type")
 
@@ -137,11 +132,11 @@ type Method struct {
 // enrollment whose companion sent a device key over the mobile bridge is push-capable. All
 // three sign in through /verification-srv/authentication/{method}.
 func (s *Service) Methods() []Method {
-	return []Method{
-		{Type: MethodTOTP, Active: true},
-		{Type: MethodBackupCode, Active: true},
-		{Type: MethodPush, Active: true},
+	var out []Method
+	for _, m := range method.All() {
+		out = append(out, Method{Type: m.Name, Active: true})
 	}
+	return out
 }
 
 // Initiated is a started enrollment, with everything the user needs to scan it.
@@ -157,7 +152,7 @@ type Initiated struct {
 	QRCode string
 }
 
-// Initiate starts an enrollment of method for sub.
+// Initiate starts an enrollment of the method whose route segment is route (totp) for sub.
 //
 // With an idempotency key (the Idempotency-Key header; "" for none) a retry finds the first
 // attempt's enrollment: its ids are derived from the key by the status service, every step is
@@ -167,8 +162,9 @@ type Initiated struct {
 //
 // stepUpToken is the X-MFA-Token: the registry requires and spends it when sub already has a
 // factor (ErrStepUpRequired's fault comes back as the error).
-func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat, key, stepUpToken string) (Initiated, error) {
-	if !strings.EqualFold(method, MethodTOTP) {
+func (s *Service) Initiate(ctx context.Context, route, sub string, qr QRFormat, key, stepUpToken string) (Initiated, error) {
+	m, ok := method.ByRoute(route)
+	if !ok || !m.Enrolls {
 		return Initiated{}, ErrUnsupportedMethod
 	}
 	now := time.Now
@@ -220,7 +216,7 @@ func (s *Service) Initiate(ctx context.Context, method, sub string, qr QRFormat,
 	// keyed retry creates it again: the status service answers an identical create with the
 	// stored enrollment and takes the new credential, and if the first attempt stopped before
 	// it, this one completes it.
-	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, sub, MethodTOTP, in.ExpiresAt, cred.Pending); err != nil {
+	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, sub, m.Name, in.ExpiresAt, cred.Pending); err != nil {
 		return Initiated{}, fmt.Errorf("record enrollment: %w", err)
 	}
 	in.Secret = cred.Secret

@@ -28,11 +28,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/mfaflow/mfaflow/pkg/ids"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"

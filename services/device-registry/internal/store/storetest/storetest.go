@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/pkg/outbox/outboxtest"
 	"github.com/mfaflow/mfaflow/pkg/totp"
@@ -474,7 +475,7 @@ func Credential(sub string) device.Credential {
 		PHID:         uuid.NewString(),
 		Sub:          sub,
 		StatusID:     uuid.NewString(),
-		Method:       device.MethodTOTP,
+		Method:       method.TOTP,
 		SealedSecret: []byte{0x01, 0xde, 0xad, 0xbe, 0xef, 0x00, 0xff},
 		Params:       totp.Default,
 		CreatedAt:    now,

@@ -15,12 +15,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mfaflow/mfaflow/pkg/ids"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/outbox"

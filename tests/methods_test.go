@@ -1,0 +1,170 @@
+package tests_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/method"
+	"github.com/mfaflow/mfaflow/events/protocol"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/tests/harness"
+)
+
+// signInWith signs a fresh user in with a method, as a frontend does with the user's own token,
+// and returns the sign-in's status id and mfa_token. Every registered method needs one: a method
+// added to events/method without it fails TestEveryRegisteredMethod, which is the point.
+var signInWith = map[string]func(t *testing.T, w *pushWorld, user string) (statusID, mfaToken string){
+	method.TOTP: func(t *testing.T, w *pushWorld, user string) (string, string) {
+		tok := w.token(t, user, "", "")
+		secret := w.enrollDevice(t, tok)
+		w.nextStep()
+		in := w.startAuth(t, tok, "totp", nil)
+		return in.StatusID, mfaTokenOf(t, w.verify(t, tok, "totp", in.ExchangeID.ExchangeID, w.code(t, secret)))
+	},
+	method.BackupCode: func(t *testing.T, w *pushWorld, user string) (string, string) {
+		tok := w.token(t, user, "", "")
+		var set struct{ Codes []string }
+		w.MustJSON(t, http.MethodPost, "/verification-srv/backupcodes", tok, nil, http.StatusCreated, &set)
+		in := w.startAuth(t, tok, "backupcode", nil)
+		return in.StatusID, mfaTokenOf(t, w.verify(t, tok, "backupcode", in.ExchangeID.ExchangeID, set.Codes[0]))
+	},
+	method.Push: func(t *testing.T, w *pushWorld, user string) (string, string) {
+		tok := w.token(t, user, "", "")
+		phone := login(t, w.bridge2, w.enrollPushDevice(t, tok))
+		in, number := w.startPush(t, tok)
+		ch := nextChallenge(t, phone)
+		if ack, err := phone.Respond(testCtx(t), ch.ChallengeID, protocol.DecisionApprove, number, ""); err != nil || ack.Status != "AUTHENTICATED" {
+			t.Fatalf("approve: %+v %v", ack, err)
+		}
+		var st struct {
+			MFAToken string `json:"mfa_token"`
+		}
+		w.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, tok, nil, http.StatusOK, &st)
+		return in.StatusID, st.MFAToken
+	},
+}
+
+// mfaTokenOf is the mfa_token of a verification answer, which must be 200.
+func mfaTokenOf(t *testing.T, r harness.Response) string {
+	t.Helper()
+	var out authResult
+	if r.Status != http.StatusOK || json.Unmarshal(r.Body, &out) != nil {
+		t.Fatalf("verification: %d %s", r.Status, r.Body)
+	}
+	return out.MFAToken
+}
+
+// TestEveryRegisteredMethod walks every method of events/method through what its registration
+// drives: config/list lists it, the OpenAPI document names it where a client reads method names,
+// its sign-in route takes it, a sign-in with it earns an mfa_token whose amr is the registered
+// one, and its verification events name it.
+func TestEveryRegisteredMethod(t *testing.T) {
+	w := startPushWorld(t, nil)
+	var listed []struct {
+		VerificationType string `json:"verificationType"`
+		Active           bool   `json:"active"`
+	}
+	w.MustJSON(t, http.MethodGet, "/verification-srv/config/list", w.token(t, "lister", "", ""), nil, http.StatusOK, &listed)
+	doc := openAPIDoc(t)
+	for _, m := range method.All() {
+		t.Run(m.Name, func(t *testing.T) {
+			if !slices.ContainsFunc(listed, func(l struct {
+				VerificationType string `json:"verificationType"`
+				Active           bool   `json:"active"`
+			}) bool {
+				return l.VerificationType == m.Name && l.Active
+			}) {
+				t.Errorf("config/list %+v does not list %s as active", listed, m.Name)
+			}
+			for _, where := range []string{"Method.verificationType", "Status.type"} {
+				if !slices.Contains(doc.enums[where], m.Name) {
+					t.Errorf("the OpenAPI document's %s does not name %s", where, m.Name)
+				}
+			}
+			if !slices.Contains(doc.examples["AuthMethod"], m.Route) {
+				t.Errorf("the OpenAPI document's {method} does not name %s", m.Route)
+			}
+			if m.Enrolls && !slices.Contains(doc.examples["VerificationType"], m.Route) {
+				t.Errorf("the OpenAPI document's {type} does not name %s", m.Route)
+			}
+			signIn, ok := signInWith[m.Name]
+			if !ok {
+				t.Fatalf("no sign-in for method %s in this test: add one", m.Name)
+			}
+			statusID, tok := signIn(t, w, "walk-"+m.Route)
+			if tok == "" {
+				t.Fatalf("a sign-in with %s earned no mfa_token", m.Name)
+			}
+			claims := w.verifyMFAToken(t, tok, "walk-"+m.Route)
+			if fmt.Sprint(claims["amr"]) != fmt.Sprint(m.AMR) {
+				t.Errorf("amr %v, want %v", claims["amr"], m.AMR)
+			}
+			natstest.Eventually(t, 10*time.Second, func() error {
+				for _, ev := range w.rec.For(statusID) {
+					if ev.Type == events.VerificationSucceeded {
+						return nil
+					}
+				}
+				return fmt.Errorf("no %s for %s", events.VerificationSucceeded, statusID)
+			})
+			for _, ev := range w.rec.For(statusID) {
+				if !strings.HasPrefix(string(ev.Type), "mfa.verification.") {
+					continue
+				}
+				var data events.Verification
+				if err := json.Unmarshal(ev.Data, &data); err != nil || data.Method != m.Name {
+					t.Errorf("%s event names method %q (%v), want %s", ev.Type, data.Method, err, m.Name)
+				}
+			}
+		})
+	}
+}
+
+// apiDocNames is what the OpenAPI document says about method names: the enums of schema
+// properties and the examples of path parameters.
+type apiDocNames struct {
+	enums    map[string][]string // "Schema.property" → enum
+	examples map[string][]string // parameter name → examples
+}
+
+func openAPIDoc(t *testing.T) apiDocNames {
+	t.Helper()
+	raw, err := os.ReadFile("../events/apidoc/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]struct {
+					Enum []string `json:"enum"`
+				} `json:"properties"`
+			} `json:"schemas"`
+			Parameters map[string]struct {
+				Schema struct {
+					Examples []string `json:"examples"`
+				} `json:"schema"`
+			} `json:"parameters"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	out := apiDocNames{enums: map[string][]string{}, examples: map[string][]string{}}
+	for name, s := range doc.Components.Schemas {
+		for prop, p := range s.Properties {
+			out.enums[name+"."+prop] = p.Enum
+		}
+	}
+	for name, p := range doc.Components.Parameters {
+		out.examples[name] = p.Schema.Examples
+	}
+	return out
+}
