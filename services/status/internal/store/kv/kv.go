@@ -170,10 +170,14 @@ func (s *Store) Create(ctx context.Context, e enrollment.Enrollment, msgs ...out
 	// caller that reuses one could meet it.
 	if derived := ids.StatusIDFor(e.ExchangeID); e.ID != derived {
 		if _, err := s.kv.Create(ctx, exchangeKey(e.ExchangeID), []byte(e.ID)); err != nil {
-			if errors.Is(err, jetstream.ErrKeyExists) {
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				return e, fmt.Errorf("create enrollment: %w", err)
+			}
+			// An index entry naming this very id is a create of it that died before its
+			// document (a keyed retry whose first attempt was killed in between): go on.
+			if entry, gerr := s.kv.Get(ctx, exchangeKey(e.ExchangeID)); gerr != nil || string(entry.Value()) != e.ID {
 				return e, fmt.Errorf("create enrollment: %w: exchange id taken", enrollment.ErrConflict)
 			}
-			return e, fmt.Errorf("create enrollment: %w", err)
 		}
 		if _, _, err := s.docs.Get(ctx, docKey(derived)); !errors.Is(err, kvdoc.ErrNotFound) {
 			_ = s.kv.Delete(ctx, exchangeKey(e.ExchangeID))
