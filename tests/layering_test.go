@@ -44,6 +44,7 @@ func TestLayering(t *testing.T) {
 	}
 	domains := []string{
 		module + "services/status/internal/enrollment",
+		module + "services/status/internal/signin",
 		module + "services/device-registry/internal/device",
 		module + "services/initiation/internal/setup",
 	}

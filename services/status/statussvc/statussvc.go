@@ -22,6 +22,7 @@ import (
 	"github.com/mfaflow/mfaflow/services/status/internal/httpapi"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
 	"github.com/mfaflow/mfaflow/services/status/internal/webhook"
 	"github.com/nats-io/nats.go"
@@ -147,29 +148,35 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		hook.Notify(webhook.WakeUp{PHID: phid, ChallengeID: challengeID, ExpiresAt: expiresAt})
 	}}
 	domain := &enrollment.Service{
-		Store:         st.store,
-		Registry:      registry,
-		Authenticator: registry,
-		Push:          registry,
-		PushLedger:    st.ledger,
-		PushSender:    pushSender,
-		MaxPushes:     cfg.MaxPushes,
-		Now:           cfg.Clock,
-		MaxAttempts:   cfg.MaxAttempts,
+		Store:       st.store,
+		Registry:    registry,
+		Now:         cfg.Clock,
+		MaxAttempts: cfg.MaxAttempts,
 		// Keyed ids follow the signing key, which every replica shares (MFA_SIGNING_KEY).
 		KeySecret: keySecret,
 		// So does the hash that lets a companion repeat the enroll frame whose answer it lost.
 		ProofSecret: proofSecret,
 		Notify:      live,
 		OnTransition: func(e enrollment.Enrollment, _ enrollment.State) {
-			kind := "enrollment"
-			if e.Kind == enrollment.KindAuthentication {
-				kind = "authentication"
-			}
-			metrics.Transitions.WithLabelValues(kind, e.Method, string(e.State)).Inc()
+			metrics.Transitions.WithLabelValues("enrollment", e.Method, string(e.State)).Inc()
 		},
 		OnRegistryError: func(op, statusID string, err error) {
 			log.Warn("registry call after the enrollment's outcome failed; the registry completes it from the event", "op", op, "status_id", statusID, "err", err)
+		},
+	}
+	signIns := &signin.Service{
+		Store:         st.signIns,
+		Authenticator: registry,
+		Push:          registry,
+		PushLedger:    st.ledger,
+		PushSender:    pushSender,
+		MaxPushes:     cfg.MaxPushes,
+		Now:           cfg.Clock,
+		KeySecret:     keySecret,
+		Notify:        live.SignIns(),
+		OnTransition: func(a signin.Authentication, _ signin.State) {
+			// "authentication" is the metric's label for sign-ins, as before the split.
+			metrics.Transitions.WithLabelValues("authentication", a.Method, string(a.State)).Inc()
 		},
 	}
 	var limiter *ratelimit.Limiter
@@ -183,7 +190,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		hook:  hook,
 		api: &httpapi.API{
 			// Pollers send the same token many times a second: check its signature once.
-			Service: domain, Verifier: auth.NewCache(cfg.Verifier, 0), Log: log,
+			Enrollments: domain, SignIns: signIns, Verifier: auth.NewCache(cfg.Verifier, 0), Log: log,
 			Live: live, Heartbeat: cfg.Heartbeat, PollLimit: limiter,
 			StartLimit:  ratelimit.PerMinute(cfg.UserStartsPerMinute, cfg.UserStartBurst, cfg.Clock),
 			StreamLimit: ratelimit.NewSlots(cfg.UserStreams),
@@ -194,7 +201,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		cancel: cancel,
 		log:    log,
 	}
-	s.micro, err = natsapi.Serve(runCtx, nc, domain, natsapi.StepUp{Tokens: signer, MaxAge: cfg.StepUpMaxAge}, log,
+	s.micro, err = natsapi.Serve(runCtx, nc, domain, signIns, natsapi.StepUp{Tokens: signer, MaxAge: cfg.StepUpMaxAge}, log,
 		rpc.WithLimits(cfg.Commands), rpc.WithGroup(&s.cmds))
 	if err != nil {
 		cancel()
@@ -218,7 +225,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if interval <= 0 {
 		interval = time.Second
 	}
-	s.goRun(func() { s.sweep(runCtx, domain, interval) })
+	s.goRun(func() { s.sweep(runCtx, interval, domain.ExpireDue, signIns.ExpireDue) })
 	return s, nil
 }
 
@@ -266,8 +273,9 @@ func (s *Service) Ready(ctx context.Context) error {
 	return nil
 }
 
-// sweep expires overdue enrollments, so EXPIRED and its event happen even when nobody polls.
-func (s *Service) sweep(ctx context.Context, domain *enrollment.Service, every time.Duration) {
+// sweep expires overdue enrollments and sign-ins (one ExpireDue each), so EXPIRED and its
+// event happen even when nobody polls.
+func (s *Service) sweep(ctx context.Context, every time.Duration, expireDue ...func(context.Context) (int, error)) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -275,10 +283,12 @@ func (s *Service) sweep(ctx context.Context, domain *enrollment.Service, every t
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := domain.ExpireDue(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("expiry sweep failed", "err", err)
-			} else if n > 0 {
-				s.log.Info("expired enrollments", "count", n)
+			for _, expire := range expireDue {
+				if n, err := expire(ctx); err != nil && ctx.Err() == nil {
+					s.log.Warn("expiry sweep failed", "err", err)
+				} else if n > 0 {
+					s.log.Info("expired status objects", "count", n)
+				}
 			}
 		}
 	}

@@ -9,16 +9,19 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/mongodoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/mongo"
 	"github.com/nats-io/nats.go/jetstream"
 	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
 )
 
-// backend is the chosen store with what runs beside it.
+// backend is the chosen store with what runs beside it: one store per aggregate, on the same
+// data (the status routes find both by status id).
 type backend struct {
 	store      enrollment.Store
-	ledger     enrollment.PushLedger
+	signIns    signin.Store
+	ledger     signin.PushLedger
 	view       *kv.View         // KV only
 	client     *mongodrv.Client // MongoDB only
 	background []func(ctx context.Context)
@@ -45,7 +48,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, log *slo
 		view.Now = cfg.Clock
 		relay := &kvdoc.Relay{KV: store.KV(), JS: js, Filter: kv.DocFilter, Log: relayLog}
 		store.FollowRelay(relay.Relayed)
-		return backend{store: view, ledger: store, view: view, background: []func(context.Context){
+		return backend{store: view, signIns: view.SignIns(), ledger: store, view: view, background: []func(context.Context){
 			func(ctx context.Context) {
 				if err := relay.Run(ctx); err != nil {
 					log.Error("outbox relay stopped", "err", err)
@@ -63,7 +66,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, log *slo
 			return backend{}, err
 		}
 		// No poll view on MongoDB (it follows a KV watch): polls read the store.
-		b := backend{store: store, ledger: store, client: client, background: []func(context.Context){store.RunExpiry}}
+		b := backend{store: store, signIns: store.SignIns(), ledger: store, client: client, background: []func(context.Context){store.RunExpiry}}
 		for _, r := range store.Relays(js, relayLog) {
 			b.background = append(b.background, func(ctx context.Context) {
 				if err := r.Run(ctx); err != nil {

@@ -1,14 +1,11 @@
-// Package enrollment is the enrollment state machine of mfaflow (cidaas style):
+// Package enrollment is the enrollment aggregate of mfaflow's status service (cidaas style): a
+// user enrolling an authenticator, with its events (mfa.enrollment.*). Its state machine:
 //
 //	INITIATED → SCANNED → ENROLLED
 //	INITIATED → ENROLLED                 (code typed into the frontend)
 //	INITIATED | SCANNED → EXPIRED | CANCELLED | FAILED
 //
-// and the authentication (sign-in verification) state machine, on the same status object:
-//
-//	INITIATED → AUTHENTICATED
-//	INITIATED → EXPIRED | CANCELLED
-//
+// Sign-ins are another aggregate, package signin, though they share the status routes.
 // Terminal states never change. Every transition is a compare-and-set on the stored enrollment
 // and carries its CloudEvent in the same write (outbox), so the state and the fact that it
 // changed can never disagree. The package imports no transport.
@@ -30,30 +27,15 @@ const (
 	Expired   State = "EXPIRED"
 	Cancelled State = "CANCELLED"
 	Failed    State = "FAILED"
-	// Authenticated: an authentication's code was right.
-	Authenticated State = "AUTHENTICATED"
 )
 
 // Terminal reports whether s can never change again.
 func (s State) Terminal() bool {
-	return s == Enrolled || s == Expired || s == Cancelled || s == Failed || s == Authenticated || s == Denied
+	return s == Enrolled || s == Expired || s == Cancelled || s == Failed
 }
 
-// Kind says which state machine a status object follows.
-type Kind string
-
-// The kinds. The zero Kind is an enrollment, so documents written before authentications
-// existed read as what they are.
-const (
-	KindEnrollment     Kind = ""
-	KindAuthentication Kind = "authentication"
-)
-
-// Methods: TOTP enrolls and authenticates; BACKUPCODE (a recovery code) only authenticates.
-const (
-	MethodTOTP       = "TOTP"
-	MethodBackupCode = "BACKUPCODE"
-)
+// MethodTOTP is the one method that enrolls.
+const MethodTOTP = "TOTP"
 
 // Domain errors. Transports map them to codes in one place each. The outcomes of a code check,
 // which the registry's domain shares, are pkg/factor's (ErrInvalidCode, ErrReplayed,
@@ -91,14 +73,12 @@ type Device struct {
 // DeviceKey is a companion's public key as a JWK (EC P-256).
 type DeviceKey struct{ Kty, Crv, X, Y string }
 
-// Enrollment is one status object: an attempt of a user to enroll an authenticator or, with
-// Kind KindAuthentication, to prove a factor at sign-in.
+// Enrollment is an attempt of a user to enroll an authenticator.
 type Enrollment struct {
 	ID         string // status_id
 	ExchangeID string
 	Sub        string
 	Method     string
-	Kind       Kind
 	State      State
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
@@ -108,25 +88,8 @@ type Enrollment struct {
 	// DeviceID and PHID name the registered device once ENROLLED.
 	DeviceID string
 	PHID     string
-	// FailedAttempts counts wrong codes; MaxAttempts of them make an enrollment FAILED (an
-	// authentication instead stays open until the user's lockout or its expiry).
+	// FailedAttempts counts wrong codes; MaxAttempts of them make an enrollment FAILED.
 	FailedAttempts int
-	// Initiator is the subject of the token that started an authentication (the user, or the
-	// service acting for the user); it may read and finish it, and gets its mfa_token.
-	Initiator string
-	// ClientID is the relying app an authentication is for: the audience of its mfa_token.
-	ClientID string
-	// Context is what the relying app said about the sign-in (app, ip, user_agent, location).
-	Context map[string]string
-	// AuthTime is when an authentication became AUTHENTICATED.
-	AuthTime time.Time
-	// StepUpUsedAt is when the mfa_token of an AUTHENTICATED authentication was spent as the
-	// step-up proof of a factor change (X-MFA-Token); it can be spent once.
-	StepUpUsedAt time.Time
-	// Number is the two-digit number a push authentication's frontend shows; Candidates are the
-	// three the device offers (Number among them). Neither is ever in an event.
-	Number     string
-	Candidates []string
 	// PendingCredential is the registry's sealed pending credential of an enrollment (see
 	// Registry): opaque here, handed back with the code, dropped when the enrollment ends. It
 	// is never in an event, a reply or a log.
@@ -145,37 +108,14 @@ type Enrollment struct {
 	Seq uint64
 }
 
-// Caller is who asks about a status object: the subject and client id of the Bearer token, and
-// whether it is a service token (scope mfa:verify) that acts for the users it names.
+// Caller is who asks about an enrollment: the subject of the Bearer token.
 type Caller struct {
-	Sub, ClientID string
-	Service       bool
+	Sub string
 }
 
-// clientID is the caller's client id as an authentication records it: the token's, else its
-// subject (see StartAuthentication).
-func (c Caller) clientID() string {
-	if c.ClientID != "" {
-		return c.ClientID
-	}
-	return c.Sub
-}
-
-// VisibleTo reports whether c may see and act on e. An enrollment is its user's. A sign-in
-// belongs to the caller that started it: the user's own, to a token with the user's subject;
-// one a service started for the user, to a service token with the same subject and client id
-// (not to the user, nor to another client of the same service account).
+// VisibleTo reports whether c may see and act on e: an enrollment is its user's.
 func (e Enrollment) VisibleTo(c Caller) bool {
-	if c.Sub == "" {
-		return false
-	}
-	if e.Kind != KindAuthentication {
-		return e.Sub == c.Sub
-	}
-	if e.Initiator != c.Sub {
-		return false
-	}
-	return e.Initiator == e.Sub || c.Service && e.ClientID == c.clientID()
+	return c.Sub != "" && e.Sub == c.Sub
 }
 
 // DueToExpire reports whether e is still open at or after its expiry time.

@@ -80,21 +80,13 @@ var eventNamespace = uuid.MustParse("5b0f1f4e-8a43-4d8e-9a39-0b8f3c1d2e7a")
 
 // Service applies the state machine.
 type Service struct {
-	Store    Store
-	Registry Registry
-	// Authenticator checks sign-in codes (the registry); authentications need it.
-	Authenticator Authenticator
-	// Push, PushLedger and PushSender make push sign-in work; MaxPushes bounds pushes per user
-	// in PushWindow (0 means DefaultMaxPushes).
-	Push        PushDirectory
-	PushLedger  PushLedger
-	PushSender  PushSender
-	MaxPushes   int
+	Store       Store
+	Registry    Registry
 	Now         func() time.Time
 	MaxAttempts int
 	// Notify, when set, hears of every written change.
 	Notify Notifier
-	// OnTransition, when set, hears of every state an enrollment or authentication enters
+	// OnTransition, when set, hears of every state an enrollment enters
 	// (prev is "" for a new one), after the write; for metrics.
 	OnTransition func(e Enrollment, prev State)
 	// KeySecret keys the ids of initiations sent with an Idempotency-Key (see KeyedIDs); without
@@ -181,7 +173,7 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 		s.entered(created, "")
 	}
 	if errors.Is(err, ErrConflict) {
-		if old, gerr := s.Store.Get(ctx, in.ID); gerr == nil && old.ExchangeID == in.ExchangeID && old.Sub == in.Sub && old.Kind == KindEnrollment {
+		if old, gerr := s.Store.Get(ctx, in.ID); gerr == nil && old.ExchangeID == in.ExchangeID && old.Sub == in.Sub {
 			if bytes.Equal(old.PendingCredential, in.PendingCredential) {
 				return old, nil
 			}
@@ -225,9 +217,6 @@ func (s *Service) Scan(ctx context.Context, exchangeID string, dev Device) (Enro
 	e, err := s.Store.GetByExchangeID(ctx, exchangeID)
 	if err != nil {
 		return Enrollment{}, err
-	}
-	if e.Kind != KindEnrollment {
-		return Enrollment{}, ErrNotFound // an authentication's exchange id is no enrollment capability
 	}
 	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
 		switch e.State {
@@ -276,7 +265,7 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	if err != nil {
 		return Enrollment{}, err
 	}
-	if e.Kind != KindEnrollment || in.Sub != "" && e.Sub != in.Sub {
+	if in.Sub != "" && e.Sub != in.Sub {
 		return Enrollment{}, ErrNotFound
 	}
 	// Settle expiry and terminal states before asking the registry. A finished enrollment
@@ -408,7 +397,7 @@ func (s *Service) Cancel(ctx context.Context, id string, caller Caller) (Enrollm
 	}
 	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
 		switch e.State {
-		case Initiated, Scanned, PushAcknowledged:
+		case Initiated, Scanned:
 			e.State = Cancelled
 			return e, &change{channel: ChannelFrontend}, nil
 		case Cancelled:
@@ -446,14 +435,11 @@ type change struct {
 	silent  bool
 	channel string
 	reason  string
-	// refused marks an authentication's refused code: the state stays, the event is
-	// mfa.verification.failed.
-	refused bool
 }
 
 // maxCASRetries bounds retries when concurrent writers keep winning. Each lost race means
 // another write succeeded, so this is the number of concurrent writers one write outlasts
-// (twenty submissions of codes for one authentication must not starve the right one).
+// (twenty submissions of codes for one enrollment must not starve the right one).
 const maxCASRetries = 64
 
 // apply runs fn on e and writes the result with compare-and-set, re-reading and re-running fn
@@ -518,9 +504,6 @@ var stateEvents = map[State]events.Type{
 
 // event builds the CloudEvent for e having entered its state from prev.
 func (s *Service) event(e Enrollment, prev State, ch *change) (outbox.Message, error) {
-	if e.Kind == KindAuthentication {
-		return verificationEvent(e, prev, ch)
-	}
 	typ := stateEvents[e.State]
 	data := events.Enrollment{
 		StatusID: e.ID, Sub: e.Sub, Method: e.Method, Status: string(e.State),

@@ -13,7 +13,6 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
-	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
 	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 )
@@ -97,11 +96,11 @@ func (a *API) identified(h identifiedHandler) http.HandlerFunc {
 func authMethod(r *http.Request) (string, error) {
 	switch strings.ToLower(r.PathValue("method")) {
 	case "totp":
-		return enrollment.MethodTOTP, nil
+		return signin.MethodTOTP, nil
 	case "backupcode":
-		return enrollment.MethodBackupCode, nil
+		return signin.MethodBackupCode, nil
 	case "push":
-		return enrollment.MethodPush, nil
+		return signin.MethodPush, nil
 	}
 	return "", fault.New(fault.NotFound, "unsupported method; use totp, backupcode or push")
 }
@@ -141,19 +140,19 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	// The status id is derived from the exchange id, as for enrollments: the verification finds
 	// the sign-in by its exchange id with one read, and the store keeps no exchange index for it.
 	exchangeID := uuid.NewString()
-	in := enrollment.NewAuthentication{
+	in := signin.NewAuthentication{
 		ID: ids.StatusIDFor(exchangeID), ExchangeID: exchangeID, Sub: sub, Initiator: id.Sub,
 		Method: method, ClientID: id.ClientID, Service: id.HasScope(auth.ScopeVerify), Context: sctx, TTL: a.verificationTTL(),
 	}
 	if key, keyed, err := httpx.IdempotencyKey(r); err != nil {
 		return err
 	} else if keyed {
-		if in.ID, in.ExchangeID, err = a.Service.KeyedIDs(enrollment.KeyScopeAuthentication(method), sub, key); err != nil {
+		if in.ID, in.ExchangeID, err = a.SignIns.KeyedIDs(method, sub, key); err != nil {
 			return err
 		}
 		in.Keyed = true
 	}
-	e, err := a.Service.StartAuthentication(r.Context(), in)
+	e, err := a.SignIns.Start(r.Context(), in)
 	if err != nil {
 		return err
 	}
@@ -196,13 +195,13 @@ func (a *API) verifyAuthentication(w http.ResponseWriter, r *http.Request, id au
 		return fault.New(fault.BadRequest, "exchange_id is required")
 	}
 	if !ids.Valid(body.ExchangeID) {
-		return fault.New(fault.NotFound, "no such authentication")
+		return errNoSuchSignIn
 	}
 	if strings.TrimSpace(body.PassCode) == "" {
 		return fault.New(fault.BadRequest, "pass_code is required")
 	}
-	caller := callerOf(id)
-	e, err := a.Service.VerifyAuthentication(r.Context(), body.ExchangeID, method, caller, body.PassCode)
+	caller := callerOf(id).signIn()
+	e, err := a.SignIns.Verify(r.Context(), body.ExchangeID, method, caller, body.PassCode)
 	if err != nil {
 		return err
 	}
@@ -221,20 +220,22 @@ func (a *API) verificationTTL() time.Duration {
 	return DefaultVerificationTTL
 }
 
-// DefaultVerificationTTL bounds an authentication when the configuration names no other.
+// DefaultVerificationTTL bounds a sign-in when the configuration names no other.
 const DefaultVerificationTTL = 5 * time.Minute
 
 // mfaToken is the mfa_token of e for caller, or "" when caller gets none (signin.TokenClaims
 // decides), there is no signer, or the token's lifetime is over.
-func (a *API) mfaToken(r *http.Request, e enrollment.Enrollment, caller enrollment.Caller) string {
+func (a *API) mfaToken(r *http.Request, e signin.Authentication, caller signin.Caller) string {
 	if a.Tokens == nil {
 		return ""
 	}
-	claims, ok := signin.TokenClaims(e, caller)
+	c, ok := signin.TokenClaims(e, caller)
 	if !ok {
 		return ""
 	}
-	tok, err := a.Tokens.Mint(claims)
+	tok, err := a.Tokens.Mint(mfatoken.Claims{
+		Sub: c.Sub, Audience: c.Audience, StatusID: c.StatusID, JTI: c.JTI, AMR: c.AMR, AuthTime: c.AuthTime,
+	})
 	if err != nil {
 		if !errors.Is(err, mfatoken.ErrExpired) {
 			a.Log.Error("mint mfa_token", "status_id", e.ID, "err", err, "path", r.URL.Path)

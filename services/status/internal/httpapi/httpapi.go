@@ -22,13 +22,16 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 )
 
 // API serves the status routes.
 type API struct {
-	Service  *enrollment.Service
-	Verifier auth.Verifier
-	Log      *slog.Logger
+	// Enrollments and SignIns are the two aggregates; the status routes serve both (status.go).
+	Enrollments *enrollment.Service
+	SignIns     *signin.Service
+	Verifier    auth.Verifier
+	Log         *slog.Logger
 	// Live delivers changes made by any replica to the streaming routes.
 	Live Subscriber
 	// Heartbeat is the idle interval of live streams; 0 means DefaultHeartbeat.
@@ -69,42 +72,52 @@ type StatusDTO struct {
 	PHID      string    `json:"ph_id,omitempty"`
 	// MFAToken is the mfa_token of an AUTHENTICATED authentication, for its initiator only.
 	MFAToken string `json:"mfa_token,omitempty"`
-	// Seq orders versions of the status object (the enrollment's write sequence); it is the
-	// SSE event id and part of the ETag, not a field of the body.
+	// Seq orders versions of the status object (its write sequence); it is the SSE event id and
+	// part of the ETag, not a field of the body.
 	Seq uint64 `json:"-"`
 }
 
-// ToDTO converts an enrollment to its HTTP status object: device_id and ph_id once ENROLLED,
-// ph_id of the device that answered an authentication (AUTHENTICATED, DENIED).
-func ToDTO(e enrollment.Enrollment) StatusDTO {
+// enrollmentDTO converts an enrollment to its HTTP status object: device_id and ph_id once
+// ENROLLED.
+func enrollmentDTO(e enrollment.Enrollment) StatusDTO {
 	d := StatusDTO{
 		Status: string(e.State), ID: e.ID, Sub: e.Sub, Type: e.Method,
 		ExpiresAt: e.ExpiresAt, UpdatedAt: e.UpdatedAt, Seq: e.Seq,
 	}
-	switch e.State {
-	case enrollment.Enrolled:
+	if e.State == enrollment.Enrolled {
 		d.DeviceID, d.PHID = e.DeviceID, e.PHID
-	case enrollment.Authenticated, enrollment.Denied:
-		d.PHID = e.PHID
+	}
+	return d
+}
+
+// signInDTO converts a sign-in to its HTTP status object: ph_id of the device that answered
+// (AUTHENTICATED, DENIED). The mfa_token is added for its initiator only (mfaToken).
+func signInDTO(a signin.Authentication) StatusDTO {
+	d := StatusDTO{
+		Status: string(a.State), ID: a.ID, Sub: a.Sub, Type: a.Method,
+		ExpiresAt: a.ExpiresAt, UpdatedAt: a.UpdatedAt, Seq: a.Seq,
+	}
+	if a.State == signin.Authenticated || a.State == signin.Denied {
+		d.PHID = a.PHID
 	}
 	return d
 }
 
 // ETag identifies one version of a status object, for conditional polls: the write sequence
 // changes with every write, whichever replica's clock stamped it.
-func ETag(e enrollment.Enrollment) string {
-	b := make([]byte, 0, len(e.ID)+len(e.State)+24)
+func ETag(d StatusDTO) string {
+	b := make([]byte, 0, len(d.ID)+len(d.Status)+24)
 	b = append(b, '"')
-	b = append(b, e.ID...)
+	b = append(b, d.ID...)
 	b = append(b, '-')
-	b = append(b, e.State...)
+	b = append(b, d.Status...)
 	b = append(b, '-')
-	b = strconv.AppendUint(b, e.Seq, 10)
+	b = strconv.AppendUint(b, d.Seq, 10)
 	b = append(b, '"')
 	return string(b)
 }
 
-type authedHandler func(w http.ResponseWriter, r *http.Request, caller enrollment.Caller) error
+type authedHandler func(w http.ResponseWriter, r *http.Request, caller caller) error
 
 func (a *API) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -118,24 +131,34 @@ func (a *API) authed(h authedHandler) http.HandlerFunc {
 	}
 }
 
-// caller authenticates r's Bearer token (or access_token, when allowQuery) as a Caller.
-func (a *API) caller(r *http.Request, allowQuery bool) (enrollment.Caller, error) {
+// caller is who sent a request: the subject and client id of the Bearer token, and whether it
+// is a service token (scope mfa:verify) acting for the users it names. Each aggregate takes
+// what it needs of it.
+type caller struct {
+	sub, clientID string
+	service       bool
+}
+
+func (c caller) enrollment() enrollment.Caller { return enrollment.Caller{Sub: c.sub} }
+func (c caller) signIn() signin.Caller {
+	return signin.Caller{Sub: c.sub, ClientID: c.clientID, Service: c.service}
+}
+
+// caller authenticates r's Bearer token (or access_token, when allowQuery).
+func (a *API) caller(r *http.Request, allowQuery bool) (caller, error) {
 	id, err := auth.Identify(a.Verifier, r, allowQuery)
 	if err != nil {
-		return enrollment.Caller{}, err
+		return caller{}, err
 	}
 	return callerOf(id), nil
 }
 
-func callerOf(id auth.Identity) enrollment.Caller {
-	return enrollment.Caller{Sub: id.Sub, ClientID: id.ClientID, Service: id.HasScope(auth.ScopeVerify)}
+func callerOf(id auth.Identity) caller {
+	return caller{sub: id.Sub, clientID: id.ClientID, service: id.HasScope(auth.ScopeVerify)}
 }
 
-// errNoSuchEnrollment answers an id that cannot exist exactly like an unknown one.
-var errNoSuchEnrollment = fault.New(fault.NotFound, "no such enrollment")
-
 // statusID is the {status_id} of r, checked before it is used as a subject, a key or a limiter
-// key: an id no enrollment can have is 404, like an unknown one.
+// key: an id no status object can have is 404, like an unknown one.
 func statusID(r *http.Request) (string, error) {
 	id := r.PathValue("status_id")
 	if !ids.Valid(id) {
@@ -144,22 +167,22 @@ func statusID(r *http.Request) (string, error) {
 	return id, nil
 }
 
-func (a *API) get(w http.ResponseWriter, r *http.Request, caller enrollment.Caller) error {
+func (a *API) get(w http.ResponseWriter, r *http.Request, caller caller) error {
 	id, err := statusID(r)
 	if err != nil {
 		return err
 	}
 	if a.PollLimit != nil {
-		if ok, wait := a.PollLimit.Allow(pollKey(caller.Sub, id)); !ok {
+		if ok, wait := a.PollLimit.Allow(pollKey(caller.sub, id)); !ok {
 			w.Header().Set("Retry-After", retryAfter(wait))
 			return fault.New(fault.TooManyRequests, "polling too fast; wait for Retry-After or subscribe to /events")
 		}
 	}
-	e, err := a.Service.Get(r.Context(), id, caller)
+	st, err := a.status(r.Context(), id, caller)
 	if err != nil {
 		return err
 	}
-	tag := ETag(e)
+	tag := ETag(st.dto)
 	h := w.Header()
 	h["Etag"] = []string{tag}
 	if match := r.Header.Get("If-None-Match"); match != "" && etagMatches(match, tag) {
@@ -167,13 +190,11 @@ func (a *API) get(w http.ResponseWriter, r *http.Request, caller enrollment.Call
 		w.WriteHeader(http.StatusNotModified)
 		return nil
 	}
-	d := ToDTO(e)
-	d.MFAToken = a.mfaToken(r, e, caller)
-	writeStatus(w, d)
+	writeStatus(w, a.withToken(r, st, caller))
 	return nil
 }
 
-// pollKey is the limiter key of one user polling one enrollment: a fixed-size digest, so a
+// pollKey is the limiter key of one user polling one status object: a fixed-size digest, so a
 // token with a huge sub claim cannot make the limiter hold huge keys.
 func pollKey(sub, id string) string {
 	sum := sha256.Sum256([]byte(sub + "\x00" + id))
@@ -193,16 +214,16 @@ func etagMatches(header, tag string) bool {
 	return false
 }
 
-func (a *API) cancel(w http.ResponseWriter, r *http.Request, caller enrollment.Caller) error {
+func (a *API) cancel(w http.ResponseWriter, r *http.Request, caller caller) error {
 	id, err := statusID(r)
 	if err != nil {
 		return err
 	}
-	e, err := a.Service.Cancel(r.Context(), id, caller)
+	d, err := a.cancelStatus(r.Context(), id, caller)
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, ToDTO(e))
+	httpx.WriteJSON(w, http.StatusOK, d)
 	return nil
 }
 
@@ -213,8 +234,8 @@ type enrollBody struct {
 	FriendlyName string `json:"friendly_name"`
 }
 
-func (a *API) enroll(w http.ResponseWriter, r *http.Request, caller enrollment.Caller) error {
-	sub := caller.Sub
+func (a *API) enroll(w http.ResponseWriter, r *http.Request, caller caller) error {
+	sub := caller.sub
 	if !strings.EqualFold(r.PathValue("type"), enrollment.MethodTOTP) {
 		return fault.New(fault.NotFound, "unsupported verification type; use totp")
 	}
@@ -231,13 +252,13 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request, caller enrollment.C
 	if body.VerificationCode == "" {
 		return fault.New(fault.BadRequest, "verification_code is required")
 	}
-	e, err := a.Service.Enroll(r.Context(), enrollment.EnrollInput{
+	e, err := a.Enrollments.Enroll(r.Context(), enrollment.EnrollInput{
 		ExchangeID: body.ExchangeID, Code: strings.TrimSpace(body.VerificationCode), Sub: sub,
 		Device: enrollment.Device{Name: body.FriendlyName}, Channel: enrollment.ChannelFrontend,
 	})
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, ToDTO(e))
+	httpx.WriteJSON(w, http.StatusOK, enrollmentDTO(e))
 	return nil
 }

@@ -10,20 +10,29 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/mfaflow/mfaflow/events/commands"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/pkg/serve"
-	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 )
 
-// Subscriber delivers the changes of one enrollment that any replica announced, until cancel is
-// called: each as the status object's fields of an Enrollment, shared with other subscribers and
-// not to be modified. An id that cannot exist is refused with ids.ErrInvalid. The NATS adapter
-// implements it (statussvc wires it).
+// Subscriber delivers the changes of one status object (an enrollment or a sign-in) that any
+// replica announced, until cancel is called: each as the announcement's status object
+// (events/commands), shared with other subscribers and not to be modified. An id that cannot
+// exist is refused with ids.ErrInvalid. The NATS adapter implements it (statussvc wires it).
 type Subscriber interface {
-	Subscribe(statusID string) (changes <-chan *enrollment.Enrollment, cancel func(), err error)
+	Subscribe(statusID string) (changes <-chan *commands.EnrollmentReply, cancel func(), err error)
+}
+
+// changeDTO is the HTTP status object of a live announcement, which carries the same fields.
+func changeDTO(r *commands.EnrollmentReply) StatusDTO {
+	return StatusDTO{
+		Status: r.Status, ID: r.ID, Sub: r.Sub, Type: r.Method, ExpiresAt: r.ExpiresAt,
+		UpdatedAt: r.UpdatedAt, DeviceID: r.DeviceID, PHID: r.PHID, Seq: r.Seq,
+	}
 }
 
 // DefaultHeartbeat keeps idle streams open through proxies that drop silent connections.
@@ -33,7 +42,7 @@ const DefaultHeartbeat = 15 * time.Second
 const rereadEvery = 4
 
 // watch authenticates, subscribes, then reads the current state, and calls send with it and
-// with every later change until the enrollment is terminal, ctx ends or send fails. Every
+// with every later change until the status object is terminal, ctx ends or send fails. Every
 // heartbeat it calls beat and re-reads the store, so a lost announcement is only a delay.
 // started says whether anything was sent; final whether the terminal state was.
 func (a *API) watch(ctx context.Context, r *http.Request, send func(StatusDTO) error, beat func() error) (started, final bool, err error) {
@@ -75,7 +84,7 @@ type liveStream struct {
 	ctx    context.Context
 	r      *http.Request
 	id     string
-	caller enrollment.Caller
+	caller caller
 	send   func(StatusDTO) error
 	beat   func() error
 	last   StatusDTO
@@ -87,7 +96,7 @@ type liveStream struct {
 // startStream authenticates, subscribes, reads the current state and sends it.
 //
 //go:noinline
-func (a *API) startStream(ctx context.Context, r *http.Request, send func(StatusDTO) error, beat func() error) (*liveStream, <-chan *enrollment.Enrollment, func(), error) {
+func (a *API) startStream(ctx context.Context, r *http.Request, send func(StatusDTO) error, beat func() error) (*liveStream, <-chan *commands.EnrollmentReply, func(), error) {
 	caller, err := a.caller(r, true)
 	if err != nil {
 		return nil, nil, nil, err
@@ -103,19 +112,17 @@ func (a *API) startStream(ctx context.Context, r *http.Request, send func(Status
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("subscribe: %w", err)
 	}
-	e, err := a.Service.Get(ctx, id, caller)
+	obj, err := a.status(ctx, id, caller)
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err
 	}
 	st := &liveStream{a: a, ctx: ctx, r: r, id: id, caller: caller, send: send, beat: beat}
-	first := ToDTO(e)
-	first.MFAToken = a.mfaToken(r, e, caller)
-	st.emitted = st.emit(first)
+	st.emitted = st.emit(a.withToken(r, obj, caller))
 	return st, changes, cancel, nil
 }
 
-func (st *liveStream) done() bool { return enrollment.State(st.last.Status).Terminal() }
+func (st *liveStream) done() bool { return final(st.last.Status) }
 
 // emit sends d unless it is older than what was sent. Announcements from several replicas may
 // arrive out of order; never go back. The write sequence orders them: replicas' clocks may
@@ -125,21 +132,21 @@ func (st *liveStream) emit(d StatusDTO) error {
 		return nil
 	}
 	st.last = d
-	if d.Status == string(enrollment.Authenticated) && st.a.Tokens != nil && d.MFAToken == "" {
-		// The announcement does not say who started the authentication: read it.
-		if e, err := st.a.Service.Get(st.ctx, st.id, st.caller); err == nil {
-			d.MFAToken = st.a.mfaToken(st.r, e, st.caller)
+	if d.Status == string(signin.Authenticated) && st.a.Tokens != nil && d.MFAToken == "" {
+		// The announcement does not say who started the sign-in: read it.
+		if obj, err := st.a.status(st.ctx, st.id, st.caller); err == nil {
+			d.MFAToken = st.a.withToken(st.r, obj, st.caller).MFAToken
 		}
 	}
 	return st.send(d)
 }
 
 //go:noinline
-func (st *liveStream) change(e *enrollment.Enrollment) error { return st.emit(ToDTO(*e)) }
+func (st *liveStream) change(r *commands.EnrollmentReply) error { return st.emit(changeDTO(r)) }
 
 // heartbeat beats and, now and then, re-reads the store: announcements are best effort. Not on
 // every beat, so that thousands of idle streams cost no store reads to speak of. An overdue
-// enrollment is read at once: Get expires it, so an idle stream sees EXPIRED even if no sweep
+// status object is read at once: reading expires it, so an idle stream sees EXPIRED even if no sweep
 // announced it.
 //
 //go:noinline
@@ -148,18 +155,18 @@ func (st *liveStream) heartbeat() error {
 		return err
 	}
 	st.beats++
-	if st.beats%rereadEvery != 0 && st.a.Service.Time().Before(st.last.ExpiresAt) {
+	if st.beats%rereadEvery != 0 && st.a.now().Before(st.last.ExpiresAt) {
 		return nil
 	}
-	if e, err := st.a.Service.Get(st.ctx, st.id, st.caller); err == nil {
-		return st.emit(ToDTO(e))
+	if obj, err := st.a.status(st.ctx, st.id, st.caller); err == nil {
+		return st.emit(obj.dto)
 	}
 	return nil
 }
 
 // events streams the status as Server-Sent Events: `event: status`, an `id:`, and the status
-// object as `data:`; comment lines as heartbeat. The id is the enrollment's write sequence
-// (Enrollment.Seq): it increases with every change, also across reconnects and replicas (unlike
+// object as `data:`; comment lines as heartbeat. The id is the status object's write sequence
+// (Seq): it increases with every change, also across reconnects and replicas (unlike
 // updated_at, which comes from a replica's clock), so the Last-Event-ID that EventSource sends
 // back says exactly which state the client has seen.
 func (a *API) events(w http.ResponseWriter, r *http.Request) {
@@ -182,7 +189,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	}
 	send := func(d StatusDTO) error {
 		id := d.Seq
-		if n == 0 && id <= lastSeen && enrollment.State(d.Status).Terminal() {
+		if n == 0 && id <= lastSeen && final(d.Status) {
 			// EventSource reconnects after every end of stream; 204 is how a server tells it
 			// to stop. Only a client that has seen the final state gets it: one whose stream
 			// broke before the end gets the final state first.
@@ -309,11 +316,11 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 }
 
 // streamRetryAfter is the Retry-After of a stream refused for the user's limit: a stream ends
-// when its enrollment does, or when its client leaves, so a slot frees up within seconds to
+// when its status object does, or when its client leaves, so a slot frees up within seconds to
 // minutes; a few seconds keeps an EventSource from hammering.
 const streamRetryAfter = 5 * time.Second
 
-// admitStream authenticates a live stream, checks that its enrollment is the caller's and takes
+// admitStream authenticates a live stream, checks that its status object is the caller's and takes
 // one of the user's stream slots (MFA_USER_STREAMS), all before a header is sent or a websocket
 // upgraded: a refusal is a plain problem+json answer, and a stream refused for any reason holds
 // no slot. The caller releases the slot when the stream ends, whichever way it ends.
@@ -326,10 +333,10 @@ func (a *API) admitStream(w http.ResponseWriter, r *http.Request) (release func(
 	if err != nil {
 		return nil, err
 	}
-	if _, err := a.Service.Get(r.Context(), id, caller); err != nil {
+	if _, err := a.status(r.Context(), id, caller); err != nil {
 		return nil, err
 	}
-	release, ok := a.StreamLimit.Acquire(ratelimit.Key(caller.Sub))
+	release, ok := a.StreamLimit.Acquire(ratelimit.Key(caller.sub))
 	if !ok {
 		w.Header().Set("Retry-After", ratelimit.RetryAfter(streamRetryAfter))
 		return nil, fault.New(fault.TooManyRequests, "too many live streams open for this user; close one, or poll")

@@ -11,6 +11,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 )
 
 // writeError answers err as problem+json: the one place the HTTP adapter answers an error. A
@@ -19,10 +20,20 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	err = problem(err)
 	var fe *fault.Error
 	if errors.As(err, &fe) && !fe.Until.IsZero() {
-		w.Header().Set("Retry-After", retryAfter(fe.Until.Sub(a.Service.Time())))
+		w.Header().Set("Retry-After", retryAfter(fe.Until.Sub(a.now())))
 	}
 	httpx.WriteError(w, r, a.Log, err)
 }
+
+// now is the domain's clock.
+func (a *API) now() time.Time { return a.Enrollments.Time() }
+
+// Not-found answers, each in its aggregate's words.
+var (
+	// errNoSuchEnrollment also answers a status id that names nothing (or that cannot exist).
+	errNoSuchEnrollment = fault.New(fault.NotFound, "no such enrollment")
+	errNoSuchSignIn     = fault.New(fault.NotFound, "no such sign-in")
+)
 
 // retryAfter is a Retry-After value in whole seconds, at least 1.
 func retryAfter(wait time.Duration) string {
@@ -37,7 +48,7 @@ func problem(err error) error {
 	var (
 		fe     *fault.Error
 		locked *factor.LockedError
-		pushes *enrollment.TooManyPushesError
+		pushes *signin.TooManyPushesError
 	)
 	switch {
 	case err == nil:
@@ -45,7 +56,17 @@ func problem(err error) error {
 	case errors.As(err, &fe):
 		return err
 	case errors.Is(err, enrollment.ErrNotFound):
-		return fault.New(fault.NotFound, "no such enrollment")
+		return errNoSuchEnrollment
+	case errors.Is(err, signin.ErrNotFound):
+		return errNoSuchSignIn
+	case errors.Is(err, signin.ErrExpired):
+		return fault.New(fault.Expired, "the sign-in has expired; start a new one")
+	case errors.Is(err, signin.ErrConflict):
+		return fault.New(fault.Conflict, trimSentinel(err, signin.ErrConflict))
+	case errors.Is(err, signin.ErrBadRequest):
+		return fault.New(fault.BadRequest, trimSentinel(err, signin.ErrBadRequest))
+	case errors.Is(err, signin.ErrStale):
+		return fault.New(fault.Conflict, "the sign-in is changing concurrently; retry")
 	case errors.Is(err, enrollment.ErrExpired):
 		return fault.New(fault.Expired, "the enrollment has expired; start a new one")
 	case errors.Is(err, enrollment.ErrFailed):
@@ -68,10 +89,10 @@ func problem(err error) error {
 		return fault.New(fault.Locked, "too many wrong codes: code checks are locked for a while (see Retry-After)")
 	case errors.As(err, &pushes):
 		return &fault.Error{Code: fault.TooManyRequests, Message: "too many push sign-ins for this user; wait for Retry-After", Until: pushes.RetryAt}
-	case errors.Is(err, enrollment.ErrTooManyPushes):
+	case errors.Is(err, signin.ErrTooManyPushes):
 		return fault.New(fault.TooManyRequests, "too many push sign-ins for this user; wait for Retry-After")
-	case errors.Is(err, enrollment.ErrStepUpRequired):
-		return fault.New(fault.StepUpRequired, trimSentinel(err, enrollment.ErrStepUpRequired)+": "+fault.StepUpHint)
+	case errors.Is(err, signin.ErrStepUpRequired):
+		return fault.New(fault.StepUpRequired, trimSentinel(err, signin.ErrStepUpRequired)+": "+fault.StepUpHint)
 	case errors.Is(err, factor.ErrNoFactor):
 		return fault.New(fault.NoFactor, "the user has no usable factor of this method (enroll a device, or generate recovery codes)")
 	}

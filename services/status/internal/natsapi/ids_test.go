@@ -12,6 +12,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/natsapi"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 )
 
 // TestSubscribeRefusesInvalidID: an id that cannot exist never reaches the server, so the
@@ -39,10 +40,20 @@ func TestSubscribeRefusesInvalidID(t *testing.T) {
 	live.Changed(enrollment.Enrollment{ID: id, Sub: "alice", State: enrollment.State("SCANNED"), UpdatedAt: time.Now()})
 	select {
 	case rep := <-ch:
-		if rep.ID != id || rep.State != enrollment.Scanned {
+		if rep.ID != id || rep.Status != string(enrollment.Scanned) {
 			t.Fatalf("announcement %+v", rep)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no announcement within 5s")
+	}
+	// A sign-in's changes travel the same way, with the device that answered.
+	live.SignIns().Changed(signin.Authentication{ID: id, Sub: "alice", State: signin.Authenticated, PHID: "ph-1", UpdatedAt: time.Now(), Seq: 3})
+	select {
+	case rep := <-ch:
+		if rep.ID != id || rep.Status != string(signin.Authenticated) || rep.PHID != "ph-1" || rep.Seq != 3 {
+			t.Fatalf("sign-in announcement %+v", rep)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no sign-in announcement within 5s")
 	}
 }

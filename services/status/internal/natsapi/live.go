@@ -12,6 +12,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/metrics"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 	"github.com/nats-io/nats.go"
 )
 
@@ -29,31 +30,41 @@ type Live struct {
 
 	mu     sync.Mutex
 	shared *nats.Subscription
-	// streams are the channels of each watched enrollment: nearly always one, so a slice.
-	streams map[string][]chan *enrollment.Enrollment
+	// streams are the channels of each watched status object: nearly always one, so a slice.
+	streams map[string][]chan *commands.EnrollmentReply
 }
 
 var _ enrollment.Notifier = (*Live)(nil)
 
 // Changed implements enrollment.Notifier.
-func (l *Live) Changed(e enrollment.Enrollment) {
-	data, err := json.Marshal(toReply(e))
+func (l *Live) Changed(e enrollment.Enrollment) { l.announce(toReply(e)) }
+
+// SignIns is l as the sign-ins' notifier: the same subjects, the same announcement.
+func (l *Live) SignIns() signin.Notifier { return signInNotifier{l} }
+
+type signInNotifier struct{ l *Live }
+
+// Changed implements signin.Notifier.
+func (n signInNotifier) Changed(a signin.Authentication) { n.l.announce(toSignInReply(a)) }
+
+func (l *Live) announce(r commands.EnrollmentReply) {
+	data, err := json.Marshal(r)
 	if err == nil {
-		err = l.NC.Publish(commands.StatusChangedPrefix+e.ID, data)
+		err = l.NC.Publish(commands.StatusChangedPrefix+r.ID, data)
 	}
 	if err != nil {
-		l.Log.Warn("live announcement failed", "status_id", e.ID, "err", err)
+		l.Log.Warn("live announcement failed", "status_id", r.ID, "err", err)
 	}
 }
 
-// Subscribe delivers announcements for one enrollment until cancel is called, as the status
-// object's fields of an Enrollment (the announcement carries no more). The channel holds a few;
+// Subscribe delivers announcements for one status object (an enrollment or a sign-in) until
+// cancel is called. The channel holds a few;
 // a slow subscriber drops announcements and catches up by re-reading the store. Every subscriber
-// of an enrollment receives the same decoded announcement, which it must not modify; pointers
+// of a status object receives the same decoded announcement, which it must not modify; pointers
 // keep an idle subscriber's channel small.
 // An id that cannot exist (see ids.Valid) is refused with ids.ErrInvalid: it never reaches the
 // server, where an oversized subject would close the whole connection.
-func (l *Live) Subscribe(statusID string) (<-chan *enrollment.Enrollment, func(), error) {
+func (l *Live) Subscribe(statusID string) (<-chan *commands.EnrollmentReply, func(), error) {
 	if !ids.Valid(statusID) {
 		return nil, nil, fmt.Errorf("subscribe: %w", ids.ErrInvalid)
 	}
@@ -74,19 +85,19 @@ func (l *Live) Subscribe(statusID string) (<-chan *enrollment.Enrollment, func()
 		// streams must not have the shared subscription cut off as a slow consumer.
 		_ = sub.SetPendingLimits(-1, 64<<20)
 		l.shared = sub
-		l.streams = map[string][]chan *enrollment.Enrollment{}
+		l.streams = map[string][]chan *commands.EnrollmentReply{}
 	}
-	out := make(chan *enrollment.Enrollment, 4)
+	out := make(chan *commands.EnrollmentReply, 4)
 	l.streams[statusID] = append(l.streams[statusID], out)
 	metrics.LiveSubscribers.Inc()
 	var once sync.Once
 	return out, func() { once.Do(func() { l.remove(statusID, out); metrics.LiveSubscribers.Dec() }) }, nil
 }
 
-func (l *Live) remove(statusID string, out chan *enrollment.Enrollment) {
+func (l *Live) remove(statusID string, out chan *commands.EnrollmentReply) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	set := slices.DeleteFunc(l.streams[statusID], func(c chan *enrollment.Enrollment) bool { return c == out })
+	set := slices.DeleteFunc(l.streams[statusID], func(c chan *commands.EnrollmentReply) bool { return c == out })
 	if len(set) == 0 {
 		delete(l.streams, statusID)
 	} else {
@@ -94,7 +105,7 @@ func (l *Live) remove(statusID string, out chan *enrollment.Enrollment) {
 	}
 }
 
-// deliver fans one announcement out to the streams watching its enrollment.
+// deliver fans one announcement out to the streams watching its status object.
 func (l *Live) deliver(m *nats.Msg) {
 	id := strings.TrimPrefix(m.Subject, commands.StatusChangedPrefix)
 	l.mu.Lock()
@@ -107,26 +118,17 @@ func (l *Live) deliver(m *nats.Msg) {
 	if json.Unmarshal(m.Data, &r) != nil || r.ID != id {
 		return
 	}
-	e := fromReply(r)
 	for _, out := range set {
 		select {
-		case out <- &e:
+		case out <- &r:
 		default:
 		}
 	}
 }
 
-// Watched is the number of enrollments with at least one live stream on this replica.
+// Watched is the number of status objects with at least one live stream on this replica.
 func (l *Live) Watched() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.streams)
-}
-
-// fromReply is the enrollment an announcement describes: the fields of the status object.
-func fromReply(r commands.EnrollmentReply) enrollment.Enrollment {
-	return enrollment.Enrollment{
-		State: enrollment.State(r.Status), ID: r.ID, Sub: r.Sub, Method: r.Method,
-		ExpiresAt: r.ExpiresAt, UpdatedAt: r.UpdatedAt, DeviceID: r.DeviceID, PHID: r.PHID, Seq: r.Seq,
-	}
 }

@@ -1,6 +1,7 @@
 package natsapi_test
 
 import (
+	"github.com/mfaflow/mfaflow/events/commands"
 	"log/slog"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func TestLiveSharesOneSubscription(t *testing.T) {
 	const n = 1000
 	ids := make([]string, n)
 	cancels := make([]func(), n)
-	chans := make([]<-chan *enrollment.Enrollment, n)
+	chans := make([]<-chan *commands.EnrollmentReply, n)
 	for i := range n {
 		ids[i] = uuid.NewString()
 		ch, cancel, err := live.Subscribe(ids[i])

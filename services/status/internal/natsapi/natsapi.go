@@ -17,6 +17,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -35,7 +36,7 @@ type StepUp struct {
 const DefaultStepUpMaxAge = 5 * time.Minute
 
 // redeem spends the mfa_token of r as the step-up proof of a change to r.Sub's factors.
-func (st StepUp) redeem(ctx context.Context, svc *enrollment.Service, r commands.StepUpRedeemRequest) (commands.StepUpRedeemReply, error) {
+func (st StepUp) redeem(ctx context.Context, svc *signin.Service, r commands.StepUpRedeemRequest) (commands.StepUpRedeemReply, error) {
 	if r.Token == "" {
 		return commands.StepUpRedeemReply{}, fault.New(fault.StepUpRequired, stepUpHelp("no X-MFA-Token"))
 	}
@@ -62,9 +63,10 @@ func stepUpHelp(why string) string {
 	return why + ": " + fault.StepUpHint
 }
 
-// Serve registers the status micro service on nc. Handlers run with ctx; opts (limits, the
-// group that tracks commands in flight) apply to every endpoint, each with its own bound.
-func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp StepUp, log *slog.Logger, opts ...rpc.Option) (micro.Service, error) {
+// Serve registers the status micro service on nc: the enrollment commands on svc, the push and
+// step-up commands on signIns. Handlers run with ctx; opts (limits, the group that tracks
+// commands in flight) apply to every endpoint, each with its own bound.
+func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, signIns *signin.Service, stepUp StepUp, log *slog.Logger, opts ...rpc.Option) (micro.Service, error) {
 	ms, err := micro.AddService(nc, micro.Config{
 		Name:        commands.StatusService,
 		Version:     Version,
@@ -86,12 +88,12 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp S
 		return toReply(e), toFault(err)
 	}, opts...))
 	add("keyed-ids", commands.StatusKeyedIDs, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.KeyedIDsRequest) (commands.KeyedIDsReply, error) {
-		id, exchangeID, err := svc.KeyedIDs(enrollment.KeyScopeEnrollment, r.Sub, r.Key)
+		id, exchangeID, err := svc.KeyedIDs(r.Sub, r.Key)
 		if err != nil {
 			return commands.KeyedIDsReply{}, toFault(err)
 		}
 		reply := commands.KeyedIDsReply{StatusID: id, ExchangeID: exchangeID}
-		e, ok, err := svc.Keyed(ctx, id, enrollment.Caller{Sub: r.Sub}, enrollment.KindEnrollment)
+		e, ok, err := svc.Keyed(ctx, id, enrollment.Caller{Sub: r.Sub})
 		if ok {
 			existing := toReply(e)
 			reply.Existing = &existing
@@ -107,21 +109,21 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, stepUp S
 		return toReply(e), toFault(err)
 	}, opts...))
 	add("push-pending", commands.StatusPushPending, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushPendingRequest) (commands.PushPendingReply, error) {
-		cs, err := svc.PendingChallenges(ctx, r.PHID, r.Sub)
+		cs, err := signIns.PendingChallenges(ctx, r.PHID, r.Sub)
 		return commands.PushPendingReply{Challenges: toCommandChallenges(cs)}, toFault(err)
 	}, opts...))
 	add("push-ack", commands.StatusPushAck, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushAckRequest) (commands.EnrollmentReply, error) {
-		e, err := svc.AcknowledgePush(ctx, r.ChallengeID, r.PHID, r.Sub)
-		return toReply(e), toFault(err)
+		a, err := signIns.AcknowledgePush(ctx, r.ChallengeID, r.PHID, r.Sub)
+		return toSignInReply(a), toFault(err)
 	}, opts...))
 	add("push-respond", commands.StatusPushRespond, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.PushRespondRequest) (commands.EnrollmentReply, error) {
-		e, err := svc.RespondPush(ctx, enrollment.PushResponse{
+		a, err := signIns.RespondPush(ctx, signin.PushResponse{
 			ChallengeID: r.ChallengeID, PHID: r.PHID, Sub: r.Sub, Decision: r.Decision, Number: r.Number, Reason: r.Reason,
 		})
-		return toReply(e), toFault(err)
+		return toSignInReply(a), toFault(err)
 	}, opts...))
 	add("step-up-redeem", commands.StatusStepUpRedeem, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.StepUpRedeemRequest) (commands.StepUpRedeemReply, error) {
-		return stepUp.redeem(ctx, svc, r)
+		return stepUp.redeem(ctx, signIns, r)
 	}, opts...))
 	if err == nil {
 		// Make sure the server has the subscriptions before anyone is told we are up.
@@ -144,8 +146,18 @@ func toReply(e enrollment.Enrollment) commands.EnrollmentReply {
 	if e.State == enrollment.Enrolled {
 		r.DeviceID, r.PHID = e.DeviceID, e.PHID
 	}
-	if e.State == enrollment.Authenticated || e.State == enrollment.Denied {
-		r.PHID = e.PHID
+	return r
+}
+
+// toSignInReply converts a sign-in to the same status object: ph_id of the device that
+// answered (AUTHENTICATED, DENIED).
+func toSignInReply(a signin.Authentication) commands.EnrollmentReply {
+	r := commands.EnrollmentReply{
+		Status: string(a.State), ID: a.ID, Sub: a.Sub, Method: a.Method,
+		ExpiresAt: a.ExpiresAt, UpdatedAt: a.UpdatedAt, Seq: a.Seq,
+	}
+	if a.State == signin.Authenticated || a.State == signin.Denied {
+		r.PHID = a.PHID
 	}
 	return r
 }
@@ -161,6 +173,16 @@ func toFault(err error) error {
 		return err
 	case errors.Is(err, enrollment.ErrNotFound):
 		return fault.New(fault.NotFound, "no such enrollment")
+	case errors.Is(err, signin.ErrNotFound):
+		return fault.New(fault.NotFound, "no such sign-in")
+	case errors.Is(err, signin.ErrExpired):
+		return fault.New(fault.Expired, "the sign-in has expired; start a new one")
+	case errors.Is(err, signin.ErrConflict):
+		return fault.New(fault.Conflict, trimSentinel(err, signin.ErrConflict))
+	case errors.Is(err, signin.ErrBadRequest):
+		return fault.New(fault.BadRequest, trimSentinel(err, signin.ErrBadRequest))
+	case errors.Is(err, signin.ErrStale):
+		return fault.New(fault.Conflict, "the sign-in is changing concurrently; retry")
 	case errors.Is(err, enrollment.ErrExpired):
 		return fault.New(fault.Expired, "the enrollment has expired; start a new one")
 	case errors.Is(err, enrollment.ErrFailed):
@@ -179,10 +201,10 @@ func toFault(err error) error {
 		return fault.New(fault.InvalidCode, "invalid code: a TOTP code is 6 digits, a recovery code 10 characters (XXXXX-XXXXX)")
 	case errors.Is(err, factor.ErrLocked):
 		return fault.New(fault.Locked, "too many wrong codes: code checks are locked for a while (see Retry-After)")
-	case errors.Is(err, enrollment.ErrTooManyPushes):
+	case errors.Is(err, signin.ErrTooManyPushes):
 		return fault.New(fault.TooManyRequests, "too many push sign-ins for this user; wait for Retry-After")
-	case errors.Is(err, enrollment.ErrStepUpRequired):
-		return fault.New(fault.StepUpRequired, stepUpHelp(trimSentinel(err, enrollment.ErrStepUpRequired)))
+	case errors.Is(err, signin.ErrStepUpRequired):
+		return fault.New(fault.StepUpRequired, stepUpHelp(trimSentinel(err, signin.ErrStepUpRequired)))
 	case errors.Is(err, factor.ErrNoFactor):
 		return fault.New(fault.NoFactor, "the user has no usable factor of this method (enroll a device, or generate recovery codes)")
 	}
@@ -280,15 +302,15 @@ func (r *Registry) Discard(ctx context.Context, statusID string) error {
 	return rpc.Call(ctx, r.NC, commands.RegistryDiscardCredential, commands.DiscardCredentialRequest{StatusID: statusID}, nil)
 }
 
-var _ enrollment.Authenticator = (*Registry)(nil)
+var _ signin.Authenticator = (*Registry)(nil)
 
-// Ready implements enrollment.Authenticator.
+// Ready implements signin.Authenticator.
 func (r *Registry) Ready(ctx context.Context, sub, method string) error {
 	_, err := r.factor(ctx, commands.RegistryFactorsReady, commands.FactorRequest{Sub: sub, Method: method})
 	return err
 }
 
-// CheckCode implements enrollment.Authenticator.
+// CheckCode implements signin.Authenticator.
 func (r *Registry) CheckCode(ctx context.Context, sub, method, code, statusID string) (string, error) {
 	reply, err := r.factor(ctx, commands.RegistryFactorsCheck, commands.FactorRequest{Sub: sub, Method: method, Code: code, StatusID: statusID})
 	return reply.PHID, err

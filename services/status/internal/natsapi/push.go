@@ -12,13 +12,13 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
-	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 	"github.com/nats-io/nats.go"
 )
 
-var _ enrollment.PushDirectory = (*Registry)(nil)
+var _ signin.PushDirectory = (*Registry)(nil)
 
-// PushDevices implements enrollment.PushDirectory.
+// PushDevices implements signin.PushDirectory.
 func (r *Registry) PushDevices(ctx context.Context, sub string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout())
 	defer cancel()
@@ -33,7 +33,7 @@ func (r *Registry) PushDevices(ctx context.Context, sub string) ([]string, error
 	return out, nil
 }
 
-// DeviceOf implements enrollment.PushDirectory.
+// DeviceOf implements signin.PushDirectory.
 func (r *Registry) DeviceOf(ctx context.Context, phid, sub string) (bool, error) {
 	if !ids.Valid(phid) {
 		return false, nil
@@ -51,13 +51,13 @@ func (r *Registry) DeviceOf(ctx context.Context, phid, sub string) (bool, error)
 	return info.Sub == sub && info.Key != nil, nil
 }
 
-// CountFailure implements enrollment.PushDirectory.
+// CountFailure implements signin.PushDirectory.
 func (r *Registry) CountFailure(ctx context.Context, sub string) error {
 	_, err := r.factor(ctx, commands.RegistryFactorsFailure, commands.FactorRequest{Sub: sub})
 	return err
 }
 
-// MarkUsed implements enrollment.PushDirectory.
+// MarkUsed implements signin.PushDirectory.
 func (r *Registry) MarkUsed(ctx context.Context, phid, sub string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout())
 	defer cancel()
@@ -78,10 +78,10 @@ type PushSender struct {
 	wg sync.WaitGroup
 }
 
-var _ enrollment.PushSender = (*PushSender)(nil)
+var _ signin.PushSender = (*PushSender)(nil)
 
-// Send implements enrollment.PushSender: it delivers in the background, one request per device.
-func (p *PushSender) Send(c enrollment.Challenge, phids []string) {
+// Send implements signin.PushSender: it delivers in the background, one request per device.
+func (p *PushSender) Send(c signin.Challenge, phids []string) {
 	msg := commands.PushChallenge{
 		ChallengeID: c.ChallengeID, StatusID: c.StatusID, Sub: c.Sub, Numbers: c.Numbers,
 		Context: c.Context, ExpiresAt: c.ExpiresAt,
@@ -118,7 +118,7 @@ func (p *PushSender) Send(c enrollment.Challenge, phids []string) {
 // Wait waits for deliveries in flight (Close of the service).
 func (p *PushSender) Wait() { p.wg.Wait() }
 
-func toCommandChallenges(cs []enrollment.Challenge) []commands.PushChallenge {
+func toCommandChallenges(cs []signin.Challenge) []commands.PushChallenge {
 	out := make([]commands.PushChallenge, 0, len(cs))
 	for _, c := range cs {
 		out = append(out, commands.PushChallenge{

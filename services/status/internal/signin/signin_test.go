@@ -5,25 +5,24 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 )
 
-func authenticated(method string) enrollment.Enrollment {
-	return enrollment.Enrollment{
+func authenticated(method string) signin.Authentication {
+	return signin.Authentication{
 		ID: "st-1", Sub: "alice", Initiator: "alice", ClientID: "shop", Method: method,
-		Kind: enrollment.KindAuthentication, State: enrollment.Authenticated,
+		State:    signin.Authenticated,
 		AuthTime: time.Date(2026, 3, 14, 9, 0, 0, 0, time.UTC),
 	}
 }
 
 func TestTokenClaims(t *testing.T) {
-	alice := enrollment.Caller{Sub: "alice", ClientID: "shop"}
+	alice := signin.Caller{Sub: "alice", ClientID: "shop"}
 	t.Run("AMRPerMethod", func(t *testing.T) {
 		for method, want := range map[string][]string{
-			enrollment.MethodTOTP:       {"otp"},
-			enrollment.MethodBackupCode: {"kba"},
-			enrollment.MethodPush:       {"swk", "user"},
+			signin.MethodTOTP:       {"otp"},
+			signin.MethodBackupCode: {"kba"},
+			signin.MethodPush:       {"swk", "user"},
 		} {
 			c, ok := signin.TokenClaims(authenticated(method), alice)
 			if !ok || !slices.Equal(c.AMR, want) {
@@ -32,7 +31,7 @@ func TestTokenClaims(t *testing.T) {
 		}
 	})
 	t.Run("Claims", func(t *testing.T) {
-		e := authenticated(enrollment.MethodTOTP)
+		e := authenticated(signin.MethodTOTP)
 		c, ok := signin.TokenClaims(e, alice)
 		again, _ := signin.TokenClaims(e, alice)
 		if !ok || c.Sub != "alice" || c.Audience != "shop" || c.StatusID != "st-1" || !c.AuthTime.Equal(e.AuthTime) || c.JTI == "" {
@@ -48,17 +47,17 @@ func TestTokenClaims(t *testing.T) {
 		}
 	})
 	t.Run("Nothing", func(t *testing.T) {
-		pending := authenticated(enrollment.MethodTOTP)
-		pending.State = enrollment.Initiated
-		enrolled := authenticated(enrollment.MethodTOTP)
-		enrolled.Kind, enrolled.State = enrollment.KindEnrollment, enrollment.Enrolled
+		pending := authenticated(signin.MethodTOTP)
+		pending.State = signin.Initiated
+		denied := authenticated(signin.MethodPush)
+		denied.State = signin.Denied
 		for name, tc := range map[string]struct {
-			e      enrollment.Enrollment
-			caller enrollment.Caller
+			e      signin.Authentication
+			caller signin.Caller
 		}{
 			"NotAuthenticated": {pending, alice},
-			"AnEnrollment":     {enrolled, alice},
-			"AnotherCaller":    {authenticated(enrollment.MethodTOTP), enrollment.Caller{Sub: "bob"}},
+			"Denied":           {denied, alice},
+			"AnotherCaller":    {authenticated(signin.MethodTOTP), signin.Caller{Sub: "bob"}},
 		} {
 			if c, ok := signin.TokenClaims(tc.e, tc.caller); ok {
 				t.Errorf("%s: claims %+v", name, c)

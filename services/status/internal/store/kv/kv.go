@@ -1,14 +1,19 @@
-// Package kv is the JetStream key-value backend of the enrollment store, the embedded default.
+// Package kv is the JetStream key-value backend of the status stores, the embedded default:
+// Store keeps enrollments (enrollment.Store), SignIns the sign-ins (signin.Store), in one
+// bucket, since both are status objects the status routes find by status id.
 //
 // Keys in the bucket:
 //
-//	e.<status_id>              the enrollment document (with its outbox, see pkg/kvdoc)
-//	x.<exchange_id>            → status_id, so the companion can find an enrollment by exchange id;
-//	                           not written when status_id is ids.StatusIDFor(exchange_id)
-//	                           (what initiation sends), since the key then follows from the
-//	                           exchange id
-//	o.<unix_expiry>.<status_id> an index of open enrollments, so the expiry sweep lists keys
-//	                           instead of reading every enrollment ever made
+//	e.<status_id>              the enrollment or sign-in document (with its outbox, see
+//	                           pkg/kvdoc); a sign-in's has "kind": "authentication", an
+//	                           enrollment's no kind (enrollment.go, signin.go)
+//	x.<exchange_id>            → status_id, so an exchange id finds its status object; not
+//	                           written when status_id is ids.StatusIDFor(exchange_id) (what
+//	                           initiation and sign-in initiation send), since the key then
+//	                           follows from the exchange id
+//	o.<unix_expiry>.<status_id> an index of open status objects of both kinds, so the expiry
+//	                           sweeps list keys instead of reading every document ever made
+//	p.<sha256(sub)>            a user's push ledger (push.go)
 package kv
 
 import (
@@ -23,43 +28,46 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
-	"github.com/mfaflow/mfaflow/pkg/outbox"
-	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // DefaultBucket is the bucket name when none is configured.
 const DefaultBucket = "mfa_enrollments"
 
-// Retention is how long an enrollment is kept after its last write. Enrollments are short-lived
-// (MFA_ENROLLMENT_TTL is at most 24h) and their facts are on the event stream, so the bucket
-// forgets them after a week instead of growing forever.
+// Retention is how long a status object is kept after its last write. Enrollments and sign-ins
+// are short-lived (MFA_ENROLLMENT_TTL is at most 24h) and their facts are on the event stream,
+// so the bucket forgets them after a week instead of growing forever.
 const Retention = 7 * 24 * time.Hour
 
-// DocFilter matches the enrollment documents, for the outbox relay.
+// DocFilter matches the status documents of both kinds, for the outbox relay.
 const DocFilter = "e.>"
 
-// Store implements enrollment.Store on a KV bucket.
+// Store implements enrollment.Store on a KV bucket; SignIns is the sign-in store on the same
+// bucket.
 type Store struct {
-	kv   jetstream.KeyValue
-	docs *kvdoc.Store[doc]
+	kv      jetstream.KeyValue
+	docs    *kvdoc.Store[enrollmentDoc]
+	signIns *SignInStore
+	// sweep is the enrollments' cursor over the open index (each kind has its own).
+	sweep sweepCursor
+}
 
+// sweepCursor remembers how far one kind's DueForExpiry has listed the open index.
+type sweepCursor struct {
 	// sweptThrough is the last expiry second whose index entries DueForExpiry has listed; 0
 	// until the first, full listing. Later calls list only the seconds since, because a listing
 	// of all of o.> walks the delete marker of every index entry of the last week.
-	sweepMu      sync.Mutex
+	mu           sync.Mutex
 	sweptThrough int64
 }
 
-// sweepOverlap seconds are listed again on every sweep, so an enrollment indexed by a replica
+// sweepOverlap seconds are listed again on every sweep, so a status object indexed by a replica
 // whose clock is a little behind ours is still found.
 const sweepOverlap = 2
 
 // maxIncrementalSeconds bounds the seconds listed one by one; after a longer pause (a stopped
 // process, a suspended machine) one full listing is cheaper.
 const maxIncrementalSeconds = 120
-
-var _ enrollment.Store = (*Store)(nil)
 
 // Open ensures the bucket exists (see natsx.EnsureKV for opts) and returns a store on it.
 func Open(ctx context.Context, js jetstream.JetStream, bucket string, opts ...natsx.EnsureOption) (*Store, error) {
@@ -68,7 +76,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, opts ...na
 	}
 	kv, err := natsx.EnsureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
-		Description: "mfaflow enrollments (status service)",
+		Description: "mfaflow enrollments and sign-ins (status service)",
 		History:     1,
 		TTL:         Retention,
 		Storage:     jetstream.FileStorage,
@@ -76,212 +84,137 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, opts ...na
 	if err != nil {
 		return nil, err
 	}
-	return &Store{kv: kv, docs: kvdoc.New[doc](kv)}, nil
+	s := &Store{kv: kv, docs: kvdoc.New[enrollmentDoc](kv)}
+	s.signIns = &SignInStore{s: s, docs: kvdoc.New[signInDoc](kv)}
+	return s, nil
 }
+
+// SignIns is the sign-in store on the same bucket.
+func (s *Store) SignIns() *SignInStore { return s.signIns }
 
 // FollowRelay has every write drop the events that relayed (kvdoc.Relay.Relayed of this
 // process's relay on DocFilter) reports published; see kvdoc.Store.Relayed. Call it before the
 // store is used.
-func (s *Store) FollowRelay(relayed func(key string, rev uint64) bool) { s.docs.Relayed = relayed }
+func (s *Store) FollowRelay(relayed func(key string, rev uint64) bool) {
+	s.docs.Relayed = relayed
+	s.signIns.docs.Relayed = relayed
+}
 
 // KV is the underlying bucket (the relay watches it).
 func (s *Store) KV() jetstream.KeyValue { return s.kv }
 
-// doc is the stored model; field names are the storage contract.
-type doc struct {
-	ID             string    `json:"id"`
-	ExchangeID     string    `json:"exchange_id"`
-	Sub            string    `json:"sub"`
-	Method         string    `json:"method"`
-	State          string    `json:"state"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
-	ExpiresAt      time.Time `json:"expires_at"`
-	DeviceID       string    `json:"device_id,omitempty"`
-	DeviceName     string    `json:"device_name,omitempty"`
-	DevicePlatform string    `json:"device_platform,omitempty"`
-	RegisteredID   string    `json:"registered_device_id,omitempty"`
-	PHID           string    `json:"ph_id,omitempty"`
-	FailedAttempts int       `json:"failed_attempts,omitempty"`
-	Seq            uint64    `json:"seq,omitempty"`
-	// Authentications only.
-	Kind      string            `json:"kind,omitempty"`
-	Initiator string            `json:"initiator,omitempty"`
-	ClientID  string            `json:"client_id,omitempty"`
-	Context   map[string]string `json:"context,omitempty"`
-	AuthTime  time.Time         `json:"auth_time,omitzero"`
-	// StepUpUsedAt: the authentication's mfa_token was spent as a step-up proof.
-	StepUpUsedAt time.Time `json:"step_up_used_at,omitzero"`
-	// Push authentications only: the number the frontend shows and the device's candidates.
-	Number     string   `json:"number,omitempty"`
-	Candidates []string `json:"candidates,omitempty"`
-	// PendingCredential is the registry's sealed pending credential (opaque, base64 in JSON)
-	// while the enrollment is open.
-	PendingCredential []byte `json:"pending_credential,omitempty"`
-	// EnrollProof is the keyed hash of the enroll frame that made the enrollment ENROLLED
-	// (never the code), so the companion may repeat the frame for a short while.
-	EnrollProof []byte `json:"enroll_proof,omitempty"`
-}
-
-func toDoc(e enrollment.Enrollment) doc {
-	return doc{
-		ID: e.ID, ExchangeID: e.ExchangeID, Sub: e.Sub, Method: e.Method, State: string(e.State),
-		CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, ExpiresAt: e.ExpiresAt,
-		DeviceID: e.Device.DeviceID, DeviceName: e.Device.Name, DevicePlatform: e.Device.Platform,
-		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts, Seq: e.Seq,
-		Kind: string(e.Kind), Initiator: e.Initiator, ClientID: e.ClientID, Context: e.Context, AuthTime: e.AuthTime,
-		StepUpUsedAt: e.StepUpUsedAt, Number: e.Number, Candidates: e.Candidates, PendingCredential: e.PendingCredential,
-		EnrollProof: e.EnrollProof,
-	}
-}
-
-func toDomain(d doc, rev uint64) enrollment.Enrollment {
-	return enrollment.Enrollment{
-		ID: d.ID, ExchangeID: d.ExchangeID, Sub: d.Sub, Method: d.Method, State: enrollment.State(d.State),
-		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt,
-		Device:   enrollment.Device{DeviceID: d.DeviceID, Name: d.DeviceName, Platform: d.DevicePlatform},
-		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: rev, Seq: d.Seq,
-		Kind: enrollment.Kind(d.Kind), Initiator: d.Initiator, ClientID: d.ClientID, Context: d.Context, AuthTime: d.AuthTime,
-		StepUpUsedAt: d.StepUpUsedAt, Number: d.Number, Candidates: d.Candidates, PendingCredential: d.PendingCredential,
-		EnrollProof: d.EnrollProof,
-	}
-}
-
 func docKey(id string) string      { return "e." + id }
 func exchangeKey(id string) string { return "x." + id }
-func openKey(e enrollment.Enrollment) string {
-	return "o." + strconv.FormatInt(e.ExpiresAt.Unix(), 10) + "." + e.ID
+func openKey(id string, expiresAt time.Time) string {
+	return "o." + strconv.FormatInt(expiresAt.Unix(), 10) + "." + id
 }
 
 // validID keeps ids to characters that are safe as KV key tokens.
 func validID(id string) bool { return ids.Valid(id) }
 
-// Create implements enrollment.Store.
-func (s *Store) Create(ctx context.Context, e enrollment.Enrollment, msgs ...outbox.Message) (enrollment.Enrollment, error) {
-	if !validID(e.ID) || !validID(e.ExchangeID) {
-		return e, fmt.Errorf("create enrollment: %w: malformed id", enrollment.ErrBadRequest)
-	}
-	// An enrollment named after its exchange id needs no exchange index: a second one with the
-	// exchange id would have the same status id, which the document's Create refuses.
-	// Otherwise (an id from an older initiation) the exchange index claims the exchange id, and
-	// an enrollment named after it must not hold it already. The reverse order (an indexed
-	// enrollment first, then one named after the same exchange id) is not checked, to keep the
-	// common create at two writes: exchange ids are random UUIDs from initiation, so only a
-	// caller that reuses one could meet it.
-	if derived := ids.StatusIDFor(e.ExchangeID); e.ID != derived {
-		if _, err := s.kv.Create(ctx, exchangeKey(e.ExchangeID), []byte(e.ID)); err != nil {
+// Errors of the shared steps, which each kind's store translates into its domain's.
+var (
+	errTaken = errors.New("taken")
+	errStale = errors.New("stale")
+	errGone  = errors.New("not found")
+)
+
+// create stores a new status object of either kind: it claims the exchange id, writes the
+// document (write, create-if-absent) and indexes it as open. An object named after its exchange
+// id needs no exchange index: a second one with the exchange id would have the same status id,
+// which the document's create refuses. Otherwise (a keyed sign-in, or an id from an older
+// initiation) the exchange index claims the exchange id, and an object named after it must not
+// hold it already. The reverse order (an indexed object first, then one named after the same
+// exchange id) is not checked, to keep the common create at two writes: exchange ids are random
+// UUIDs, so only a caller that reuses one could meet it. errTaken when the id or exchange id is.
+func (s *Store) create(ctx context.Context, id, exchangeID string, expiresAt time.Time, write func() (uint64, error)) (uint64, error) {
+	if derived := ids.StatusIDFor(exchangeID); id != derived {
+		if _, err := s.kv.Create(ctx, exchangeKey(exchangeID), []byte(id)); err != nil {
 			if !errors.Is(err, jetstream.ErrKeyExists) {
-				return e, fmt.Errorf("create enrollment: %w", err)
+				return 0, err
 			}
 			// An index entry naming this very id is a create of it that died before its
 			// document (a keyed retry whose first attempt was killed in between): go on.
-			if entry, gerr := s.kv.Get(ctx, exchangeKey(e.ExchangeID)); gerr != nil || string(entry.Value()) != e.ID {
-				return e, fmt.Errorf("create enrollment: %w: exchange id taken", enrollment.ErrConflict)
+			if entry, gerr := s.kv.Get(ctx, exchangeKey(exchangeID)); gerr != nil || string(entry.Value()) != id {
+				return 0, fmt.Errorf("%w: exchange id taken", errTaken)
 			}
 		}
 		if _, _, err := s.docs.Get(ctx, docKey(derived)); !errors.Is(err, kvdoc.ErrNotFound) {
-			_ = s.kv.Delete(ctx, exchangeKey(e.ExchangeID))
+			_ = s.kv.Delete(ctx, exchangeKey(exchangeID))
 			if err == nil {
-				return e, fmt.Errorf("create enrollment: %w: exchange id taken", enrollment.ErrConflict)
+				return 0, fmt.Errorf("%w: exchange id taken", errTaken)
 			}
-			return e, fmt.Errorf("create enrollment: %w", err)
+			return 0, err
 		}
 	}
-	rev, err := s.docs.Create(ctx, docKey(e.ID), toDoc(e), msgs...)
+	rev, err := write()
 	if err != nil {
 		if errors.Is(err, kvdoc.ErrExists) {
-			return e, fmt.Errorf("create enrollment: %w: id taken", enrollment.ErrConflict)
+			return 0, fmt.Errorf("%w: id taken", errTaken)
 		}
-		return e, fmt.Errorf("create enrollment: %w", err)
+		return 0, err
 	}
-	e.Version = rev
-	if _, err := s.kv.Put(ctx, openKey(e), nil); err != nil {
-		return e, fmt.Errorf("create enrollment: index: %w", err)
+	if _, err := s.kv.Put(ctx, openKey(id, expiresAt), nil); err != nil {
+		return rev, fmt.Errorf("index: %w", err)
 	}
-	return e, nil
+	return rev, nil
 }
 
-// Get implements enrollment.Store.
-func (s *Store) Get(ctx context.Context, id string) (enrollment.Enrollment, error) {
-	if !validID(id) {
-		return enrollment.Enrollment{}, enrollment.ErrNotFound
+// updated translates a document update's error and drops the open index entry of an object
+// that became terminal.
+func (s *Store) updated(ctx context.Context, id string, expiresAt time.Time, terminal bool, err error) error {
+	switch {
+	case errors.Is(err, kvdoc.ErrStale):
+		return errStale
+	case errors.Is(err, kvdoc.ErrNotFound):
+		return errGone
+	case err != nil:
+		return err
 	}
-	d, rev, err := s.docs.Get(ctx, docKey(id))
-	if err != nil {
-		if errors.Is(err, kvdoc.ErrNotFound) {
-			return enrollment.Enrollment{}, enrollment.ErrNotFound
-		}
-		return enrollment.Enrollment{}, fmt.Errorf("get enrollment: %w", err)
+	if terminal {
+		// Best effort: a leftover index entry is dropped by the next DueForExpiry.
+		_ = s.kv.Delete(ctx, openKey(id, expiresAt))
 	}
-	return toDomain(d, rev), nil
+	return nil
 }
 
-// GetByExchangeID implements enrollment.Store.
-func (s *Store) GetByExchangeID(ctx context.Context, exchangeID string) (enrollment.Enrollment, error) {
-	if !validID(exchangeID) {
-		return enrollment.Enrollment{}, enrollment.ErrNotFound
-	}
-	e, err := s.Get(ctx, ids.StatusIDFor(exchangeID))
-	if err == nil && e.ExchangeID == exchangeID {
-		return e, nil
-	}
-	if err != nil && !errors.Is(err, enrollment.ErrNotFound) {
-		return enrollment.Enrollment{}, err
-	}
+// indexedExchange returns the status id the exchange index names for exchangeID (errGone
+// without an entry).
+func (s *Store) indexedExchange(ctx context.Context, exchangeID string) (string, error) {
 	entry, err := s.kv.Get(ctx, exchangeKey(exchangeID))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			return enrollment.Enrollment{}, enrollment.ErrNotFound
+			return "", errGone
 		}
-		return enrollment.Enrollment{}, fmt.Errorf("get enrollment by exchange id: %w", err)
+		return "", err
 	}
-	return s.Get(ctx, string(entry.Value()))
+	return string(entry.Value()), nil
 }
 
-// Update implements enrollment.Store.
-func (s *Store) Update(ctx context.Context, e enrollment.Enrollment, msgs ...outbox.Message) (enrollment.Enrollment, error) {
-	rev, err := s.docs.Update(ctx, docKey(e.ID), e.Version, toDoc(e), msgs...)
-	switch {
-	case errors.Is(err, kvdoc.ErrStale):
-		return e, enrollment.ErrStale
-	case errors.Is(err, kvdoc.ErrNotFound):
-		return e, enrollment.ErrNotFound
-	case err != nil:
-		return e, fmt.Errorf("update enrollment: %w", err)
-	}
-	e.Version = rev
-	if e.State.Terminal() {
-		// Best effort: a leftover index entry is dropped by the next DueForExpiry.
-		_ = s.kv.Delete(ctx, openKey(e))
-	}
-	return e, nil
-}
+// dueEntry is an open index entry whose expiry second has come.
+type dueEntry struct{ key, id string }
 
-// DueForExpiry implements enrollment.Store. It drops index entries of enrollments that are no
-// longer open.
-//
-// Its cost does not grow with stored history: after one full listing it lists only the index
-// entries of the seconds that became due since the last call (one filtered listing each), so
-// an idle service walks no delete markers of finished enrollments.
-func (s *Store) DueForExpiry(ctx context.Context, now time.Time) ([]enrollment.Enrollment, error) {
-	s.sweepMu.Lock()
-	defer s.sweepMu.Unlock()
+// due lists the open index entries of both kinds that are due at now, listing only the seconds
+// since cursor's last call after one full listing, so its cost does not grow with stored
+// history and an idle service walks no delete markers of finished objects. The caller holds
+// cursor.mu and advances it after handling the entries.
+func (s *Store) due(ctx context.Context, now time.Time, cursor *sweepCursor) ([]dueEntry, error) {
 	nowSec := now.Unix()
 	var filters []string
-	if s.sweptThrough == 0 || nowSec-s.sweptThrough > maxIncrementalSeconds {
+	if cursor.sweptThrough == 0 || nowSec-cursor.sweptThrough > maxIncrementalSeconds {
 		filters = []string{"o.>"}
 	} else {
-		for sec := s.sweptThrough - sweepOverlap + 1; sec <= nowSec; sec++ {
+		for sec := cursor.sweptThrough - sweepOverlap + 1; sec <= nowSec; sec++ {
 			filters = append(filters, "o."+strconv.FormatInt(sec, 10)+".>")
 		}
 	}
-	var due []string
 	// One listing (one ephemeral consumer) for all the seconds: an idle replica's sweep costs
 	// one consumer a second, not one per second listed.
 	keys, err := s.listKeys(ctx, filters...)
 	if err != nil {
 		return nil, err
 	}
+	var out []dueEntry
 	for _, key := range keys {
 		parts := strings.SplitN(key, ".", 3)
 		if len(parts) != 3 {
@@ -291,24 +224,8 @@ func (s *Store) DueForExpiry(ctx context.Context, now time.Time) ([]enrollment.E
 		if err != nil || unix > nowSec {
 			continue
 		}
-		due = append(due, key)
+		out = append(out, dueEntry{key: key, id: parts[2]})
 	}
-	var out []enrollment.Enrollment
-	for _, key := range due {
-		id := strings.SplitN(key, ".", 3)[2]
-		e, err := s.Get(ctx, id)
-		if errors.Is(err, enrollment.ErrNotFound) || err == nil && e.State.Terminal() {
-			_ = s.kv.Delete(ctx, key)
-			continue
-		}
-		if err != nil {
-			return out, err
-		}
-		if e.DueToExpire(now) {
-			out = append(out, e)
-		}
-	}
-	s.sweptThrough = nowSec
 	return out, nil
 }
 
@@ -319,7 +236,7 @@ func (s *Store) listKeys(ctx context.Context, filters ...string) ([]string, erro
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list open enrollments: %w", err)
+		return nil, fmt.Errorf("list open status objects: %w", err)
 	}
 	var keys []string
 	for key := range lister.Keys() {

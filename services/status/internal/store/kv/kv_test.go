@@ -22,7 +22,7 @@ func TestConformance(t *testing.T) {
 		}
 		relays := &kvdoctest.Relays{KV: s.KV(), Filter: kv.DocFilter}
 		s.FollowRelay(relays.Relayed)
-		return storetest.Backend{Store: s, Relay: relays.Run, Pending: relays.Pending, Ledger: s}
+		return storetest.Backend{Store: s, SignIns: s.SignIns(), Relay: relays.Run, Pending: relays.Pending, Ledger: s}
 	})
 }
 

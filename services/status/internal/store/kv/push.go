@@ -10,7 +10,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -28,9 +28,9 @@ type pushLedger struct {
 	Pending string  `json:"pending,omitempty"`
 }
 
-var _ enrollment.PushLedger = (*Store)(nil)
+var _ signin.PushLedger = (*Store)(nil)
 
-// Reserve implements enrollment.PushLedger with compare-and-set on the user's ledger.
+// Reserve implements signin.PushLedger with compare-and-set on the user's ledger.
 func (s *Store) Reserve(ctx context.Context, sub, id string, now time.Time, max int, window time.Duration) (string, error) {
 	key := pushKey(sub)
 	for range 16 {
@@ -53,7 +53,7 @@ func (s *Store) Reserve(ctx context.Context, sub, id string, now time.Time, max 
 		since := now.Add(-window).Unix()
 		l.Sent = slices.DeleteFunc(l.Sent, func(t int64) bool { return t <= since })
 		if len(l.Sent) >= max {
-			return "", &enrollment.TooManyPushesError{RetryAt: time.Unix(slices.Min(l.Sent), 0).Add(window)}
+			return "", &signin.TooManyPushesError{RetryAt: time.Unix(slices.Min(l.Sent), 0).Add(window)}
 		}
 		previous := l.Pending
 		l.Sub, l.Sent, l.Pending = sub, append(l.Sent, now.Unix()), id
@@ -74,10 +74,10 @@ func (s *Store) Reserve(ctx context.Context, sub, id string, now time.Time, max 
 		}
 		return previous, nil
 	}
-	return "", fmt.Errorf("push ledger: %w", enrollment.ErrStale)
+	return "", fmt.Errorf("push ledger: %w", signin.ErrStale)
 }
 
-// Pending implements enrollment.PushLedger.
+// Pending implements signin.PushLedger.
 func (s *Store) Pending(ctx context.Context, sub string) (string, error) {
 	e, err := s.kv.Get(ctx, pushKey(sub))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {

@@ -11,14 +11,16 @@ import (
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// View is a replica-local, bounded view of recent enrollments in front of a Store: it answers
-// Get from memory where that is safe and falls back to the bucket otherwise. It implements
-// enrollment.Store, so the state machine runs on it unchanged.
+// View is a replica-local, bounded view of recent status objects (enrollments and sign-ins) in
+// front of a Store: it answers Get from memory where that is safe and falls back to the bucket
+// otherwise. It implements enrollment.Store, and SignIns is its signin.Store, so both state
+// machines run on it unchanged.
 //
-// It is kept current by a watch of the enrollment documents (updates only: it does not replay
+// It is kept current by a watch of the status documents (updates only: it does not replay
 // the bucket at start) and by this replica's own reads and writes, which it records
 // synchronously, so a write made here is visible to the next read here at once
 // (read-your-writes). Another replica's write becomes visible here when the watch delivers it.
@@ -80,10 +82,45 @@ type freshnessProbe struct {
 	at  int64
 }
 
+// viewEntry holds one status object: an enrollment, or a sign-in when signIn is set.
 type viewEntry struct {
-	e enrollment.Enrollment
-	// endedAt is when this replica first saw the enrollment terminal (zero while open).
+	e      enrollment.Enrollment
+	a      signin.Authentication
+	signIn bool
+	// endedAt is when this replica first saw the object terminal (zero while open).
 	endedAt time.Time
+}
+
+func enrollmentEntry(e enrollment.Enrollment) viewEntry { return viewEntry{e: e} }
+func signInEntry(a signin.Authentication) viewEntry     { return viewEntry{a: a, signIn: true} }
+
+func (ent viewEntry) id() string {
+	if ent.signIn {
+		return ent.a.ID
+	}
+	return ent.e.ID
+}
+
+// order is the object's write sequence and store revision.
+func (ent viewEntry) order() (seq, version uint64) {
+	if ent.signIn {
+		return ent.a.Seq, ent.a.Version
+	}
+	return ent.e.Seq, ent.e.Version
+}
+
+func (ent viewEntry) terminal() bool {
+	if ent.signIn {
+		return ent.a.State.Terminal()
+	}
+	return ent.e.State.Terminal()
+}
+
+func (ent viewEntry) dueToExpire(now time.Time) bool {
+	if ent.signIn {
+		return ent.a.DueToExpire(now)
+	}
+	return ent.e.DueToExpire(now)
 }
 
 // Defaults of View.
@@ -300,20 +337,46 @@ func (v *View) apply(entry jetstream.KeyValueEntry) {
 	v.mu.RLock()
 	cur, ok := v.entries[id]
 	v.mu.RUnlock()
-	if ok && cur.e.Version >= entry.Revision() {
+	if _, version := cur.order(); ok && version >= entry.Revision() {
 		return
 	}
-	var rec struct {
-		Doc   doc  `json:"doc"`
-		Purge bool `json:"purge"`
-	}
-	if json.Unmarshal(entry.Value(), &rec) != nil || rec.Purge || rec.Doc.ID != id {
+	ent, ok := decodeEntry(entry.Value(), entry.Revision())
+	if !ok || ent.id() != id {
 		v.drop(id)
 		return
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.putLocked(toDomain(rec.Doc, entry.Revision()))
+	v.putLocked(ent)
+}
+
+// decodeEntry decodes a watched document as the aggregate its kind names.
+func decodeEntry(value []byte, rev uint64) (viewEntry, bool) {
+	var rec struct {
+		Doc   json.RawMessage `json:"doc"`
+		Purge bool            `json:"purge"`
+	}
+	var kind struct {
+		Kind string `json:"kind"`
+	}
+	if json.Unmarshal(value, &rec) != nil || rec.Purge || json.Unmarshal(rec.Doc, &kind) != nil {
+		return viewEntry{}, false
+	}
+	if kind.Kind == kindSignIn {
+		var d signInDoc
+		if json.Unmarshal(rec.Doc, &d) != nil {
+			return viewEntry{}, false
+		}
+		return signInEntry(toSignIn(d, rev)), true
+	}
+	if kind.Kind != "" {
+		return viewEntry{}, false // a kind this version does not know
+	}
+	var d enrollmentDoc
+	if json.Unmarshal(rec.Doc, &d) != nil {
+		return viewEntry{}, false
+	}
+	return enrollmentEntry(toEnrollment(d, rev)), true
 }
 
 // Observe records e as the watch would; it is exported for tests that feed the view directly.
@@ -321,7 +384,7 @@ func (v *View) Observe(e enrollment.Enrollment) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.synced {
-		v.putLocked(e)
+		v.putLocked(enrollmentEntry(e))
 	}
 }
 
@@ -336,34 +399,41 @@ func (v *View) token() uint64 {
 	return v.gen
 }
 
-func (v *View) record(tok uint64, e enrollment.Enrollment) {
+func (v *View) record(tok uint64, ent viewEntry) {
 	if tok == 0 {
 		return
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.synced && v.gen == tok {
-		v.putLocked(e)
+		v.putLocked(ent)
 	}
 }
 
-// newer reports whether a is a later version of the enrollment than b.
-func newer(a, b enrollment.Enrollment) bool {
-	return a.Seq > b.Seq || a.Seq == b.Seq && a.Version > b.Version
+// newer reports whether a is a later version of the status object than b (of another kind, it
+// is a new object under a reused id: newer too).
+func newer(a, b viewEntry) bool {
+	if a.signIn != b.signIn {
+		return true
+	}
+	aseq, aver := a.order()
+	bseq, bver := b.order()
+	return aseq > bseq || aseq == bseq && aver > bver
 }
 
-func (v *View) putLocked(e enrollment.Enrollment) {
-	cur, ok := v.entries[e.ID]
-	if ok && !newer(e, cur.e) {
+func (v *View) putLocked(ent viewEntry) {
+	id := ent.id()
+	cur, ok := v.entries[id]
+	if ok && !newer(ent, cur) {
 		return
 	}
 	now := v.now()
-	if e.DueToExpire(now) {
-		delete(v.entries, e.ID) // the bucket read expires it
+	if ent.dueToExpire(now) {
+		delete(v.entries, id) // the bucket read expires it
 		return
 	}
-	ent := viewEntry{e: e}
-	if e.State.Terminal() {
+	ent.endedAt = time.Time{}
+	if ent.terminal() {
 		ent.endedAt = now
 		if ok && !cur.endedAt.IsZero() {
 			ent.endedAt = cur.endedAt
@@ -372,7 +442,7 @@ func (v *View) putLocked(e enrollment.Enrollment) {
 	if !ok && len(v.entries) >= v.capacity() {
 		v.evictOneLocked()
 	}
-	v.entries[e.ID] = ent
+	v.entries[id] = ent
 }
 
 // evictOneLocked drops one entry, a terminal one if one of the first few looked at is.
@@ -401,7 +471,7 @@ func (v *View) Prune() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for id, ent := range v.entries {
-		if ent.e.DueToExpire(now) || !ent.endedAt.IsZero() && now.Sub(ent.endedAt) >= v.keepTerminal() {
+		if ent.dueToExpire(now) || !ent.endedAt.IsZero() && now.Sub(ent.endedAt) >= v.keepTerminal() {
 			delete(v.entries, id)
 		}
 	}
@@ -418,27 +488,31 @@ func (v *View) Len() int {
 func (v *View) Stats() (hits, misses uint64) { return v.hits.Load(), v.misses.Load() }
 
 // lookup returns the held entry for id if the view may answer with it.
-func (v *View) lookup(id string) (enrollment.Enrollment, bool) {
+func (v *View) lookup(id string) (viewEntry, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if !v.synced || !v.current() {
-		return enrollment.Enrollment{}, false
+		return viewEntry{}, false
 	}
 	ent, ok := v.entries[id]
-	return ent.e, ok
+	return ent, ok
 }
 
-// Get implements enrollment.Store: from memory when held, from the bucket otherwise.
+// Get implements enrollment.Store: from memory when held, from the bucket otherwise. A held
+// sign-in is not found, as the bucket would answer.
 func (v *View) Get(ctx context.Context, id string) (enrollment.Enrollment, error) {
-	if e, ok := v.lookup(id); ok {
+	if ent, ok := v.lookup(id); ok {
 		v.hits.Add(1)
-		return e, nil
+		if ent.signIn {
+			return enrollment.Enrollment{}, enrollment.ErrNotFound
+		}
+		return ent.e, nil
 	}
 	v.misses.Add(1)
 	tok := v.token()
 	e, err := v.store.Get(ctx, id)
 	if err == nil {
-		v.record(tok, e)
+		v.record(tok, enrollmentEntry(e))
 	}
 	return e, err
 }
@@ -449,7 +523,7 @@ func (v *View) GetByExchangeID(ctx context.Context, exchangeID string) (enrollme
 	tok := v.token()
 	e, err := v.store.GetByExchangeID(ctx, exchangeID)
 	if err == nil {
-		v.record(tok, e)
+		v.record(tok, enrollmentEntry(e))
 	}
 	return e, err
 }
@@ -459,7 +533,7 @@ func (v *View) Create(ctx context.Context, e enrollment.Enrollment, msgs ...outb
 	tok := v.token()
 	created, err := v.store.Create(ctx, e, msgs...)
 	if err == nil {
-		v.record(tok, created)
+		v.record(tok, enrollmentEntry(created))
 	}
 	return created, err
 }
@@ -471,7 +545,7 @@ func (v *View) Update(ctx context.Context, e enrollment.Enrollment, msgs ...outb
 	written, err := v.store.Update(ctx, e, msgs...)
 	switch {
 	case err == nil:
-		v.record(tok, written)
+		v.record(tok, enrollmentEntry(written))
 	case errors.Is(err, enrollment.ErrStale), errors.Is(err, enrollment.ErrNotFound):
 		v.drop(e.ID)
 	}
@@ -481,4 +555,70 @@ func (v *View) Update(ctx context.Context, e enrollment.Enrollment, msgs ...outb
 // DueForExpiry implements enrollment.Store; it reads the bucket.
 func (v *View) DueForExpiry(ctx context.Context, now time.Time) ([]enrollment.Enrollment, error) {
 	return v.store.DueForExpiry(ctx, now)
+}
+
+// SignIns is the view as a signin.Store: the same memory, the same rules.
+func (v *View) SignIns() *SignInView { return &SignInView{v: v} }
+
+// SignInView implements signin.Store on a View (View.SignIns).
+type SignInView struct{ v *View }
+
+var _ signin.Store = (*SignInView)(nil)
+
+// Get implements signin.Store: from memory when held, from the bucket otherwise. A held
+// enrollment is not found, as the bucket would answer.
+func (sv *SignInView) Get(ctx context.Context, id string) (signin.Authentication, error) {
+	v := sv.v
+	if ent, ok := v.lookup(id); ok {
+		v.hits.Add(1)
+		if !ent.signIn {
+			return signin.Authentication{}, signin.ErrNotFound
+		}
+		return ent.a, nil
+	}
+	v.misses.Add(1)
+	tok := v.token()
+	a, err := v.store.signIns.Get(ctx, id)
+	if err == nil {
+		v.record(tok, signInEntry(a))
+	}
+	return a, err
+}
+
+// GetByExchangeID implements signin.Store; it always reads the bucket and records what it read.
+func (sv *SignInView) GetByExchangeID(ctx context.Context, exchangeID string) (signin.Authentication, error) {
+	tok := sv.v.token()
+	a, err := sv.v.store.signIns.GetByExchangeID(ctx, exchangeID)
+	if err == nil {
+		sv.v.record(tok, signInEntry(a))
+	}
+	return a, err
+}
+
+// Create implements signin.Store and records the created sign-in.
+func (sv *SignInView) Create(ctx context.Context, a signin.Authentication, msgs ...outbox.Message) (signin.Authentication, error) {
+	tok := sv.v.token()
+	created, err := sv.v.store.signIns.Create(ctx, a, msgs...)
+	if err == nil {
+		sv.v.record(tok, signInEntry(created))
+	}
+	return created, err
+}
+
+// Update implements signin.Store, with View.Update's rules.
+func (sv *SignInView) Update(ctx context.Context, a signin.Authentication, msgs ...outbox.Message) (signin.Authentication, error) {
+	tok := sv.v.token()
+	written, err := sv.v.store.signIns.Update(ctx, a, msgs...)
+	switch {
+	case err == nil:
+		sv.v.record(tok, signInEntry(written))
+	case errors.Is(err, signin.ErrStale), errors.Is(err, signin.ErrNotFound):
+		sv.v.drop(a.ID)
+	}
+	return written, err
+}
+
+// DueForExpiry implements signin.Store; it reads the bucket.
+func (sv *SignInView) DueForExpiry(ctx context.Context, now time.Time) ([]signin.Authentication, error) {
+	return sv.v.store.signIns.DueForExpiry(ctx, now)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/storetest"
 )
@@ -65,7 +66,8 @@ func newEnrollment(now time.Time) enrollment.Enrollment {
 // The view is a Store like any other.
 func TestViewConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Backend {
-		return storetest.Backend{Store: runningView(t, natstest.Start(t))}
+		v := runningView(t, natstest.Start(t))
+		return storetest.Backend{Store: v, SignIns: v.SignIns()}
 	})
 }
 
@@ -119,6 +121,43 @@ func TestViewFollowsOtherWriters(t *testing.T) {
 	})
 	if hits, _ := v.Stats(); hits == 0 {
 		t.Fatal("the view never answered from memory")
+	}
+}
+
+// A sign-in written behind the view's back reaches it through the watch as a sign-in: the view
+// decodes each document as the aggregate its kind names.
+func TestViewFollowsOtherWritersOfSignIns(t *testing.T) {
+	ctx := context.Background()
+	v, other, _ := viewAndPeer(t)
+	now := time.Now().UTC()
+	a, err := v.SignIns().Create(ctx, signin.Authentication{
+		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "alice", Method: signin.MethodTOTP, State: signin.Initiated,
+		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour), Seq: 1, Initiator: "alice", ClientID: "alice",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := a
+	next.State, next.PHID, next.AuthTime, next.Seq = signin.Authenticated, "ph-1", now, 2
+	if _, err := other.SignIns().Update(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	hits, _ := v.Stats()
+	natstest.Eventually(t, 5*time.Second, func() error {
+		got, err := v.SignIns().Get(ctx, a.ID)
+		if err != nil {
+			return err
+		}
+		if got.State != signin.Authenticated || got.Seq != 2 || got.PHID != "ph-1" {
+			return errors.New("view still shows " + string(got.State))
+		}
+		return nil
+	})
+	if after, _ := v.Stats(); after == hits {
+		t.Fatal("the view never answered from memory")
+	}
+	if _, err := v.Get(ctx, a.ID); !errors.Is(err, enrollment.ErrNotFound) {
+		t.Fatalf("the sign-in read as an enrollment: %v", err)
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// TestConformance runs the enrollment store suite on a fresh database per subtest, on the
+// TestConformance runs the status store suite (enrollments and sign-ins) on a fresh database per subtest, on the
 // server of MFA_MONGODB_URI or an embedded FerretDB.
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Backend {
@@ -20,7 +20,7 @@ func TestConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return storetest.Backend{Store: s, Relay: func(ctx context.Context, js jetstream.JetStream) {
+		return storetest.Backend{Store: s, SignIns: s.SignIns(), Relay: func(ctx context.Context, js jetstream.JetStream) {
 			var wg sync.WaitGroup
 			for _, r := range s.Relays(js, nil) {
 				r.Poll = 20 * time.Millisecond

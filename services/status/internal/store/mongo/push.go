@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/mongodoc"
-	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 )
 
 // ledgerDoc is a user's push ledger (collection push_ledgers, _id = sub). It carries no outbox.
@@ -20,7 +20,7 @@ type ledgerDoc struct {
 	GCAt    time.Time `bson:"gc_at"`
 }
 
-// Reserve implements enrollment.PushLedger with compare-and-set on the user's ledger.
+// Reserve implements signin.PushLedger with compare-and-set on the user's ledger.
 func (s *Store) Reserve(ctx context.Context, sub, id string, now time.Time, max int, window time.Duration) (string, error) {
 	ledgers := mongodoc.New[ledgerDoc](s.ledgers)
 	for range 16 {
@@ -31,7 +31,7 @@ func (s *Store) Reserve(ctx context.Context, sub, id string, now time.Time, max 
 		since := now.Add(-window).Unix()
 		l.Sent = slices.DeleteFunc(l.Sent, func(t int64) bool { return t <= since })
 		if len(l.Sent) >= max {
-			return "", &enrollment.TooManyPushesError{RetryAt: time.Unix(slices.Min(l.Sent), 0).Add(window)}
+			return "", &signin.TooManyPushesError{RetryAt: time.Unix(slices.Min(l.Sent), 0).Add(window)}
 		}
 		previous := l.Pending
 		// Kept a day past the window: the pending push id outlives any authentication.
@@ -49,10 +49,10 @@ func (s *Store) Reserve(ctx context.Context, sub, id string, now time.Time, max 
 		}
 		return previous, nil
 	}
-	return "", fmt.Errorf("push ledger: %w", enrollment.ErrStale)
+	return "", fmt.Errorf("push ledger: %w", signin.ErrStale)
 }
 
-// Pending implements enrollment.PushLedger.
+// Pending implements signin.PushLedger.
 func (s *Store) Pending(ctx context.Context, sub string) (string, error) {
 	l, _, err := mongodoc.New[ledgerDoc](s.ledgers).Get(ctx, sub)
 	if errors.Is(err, mongodoc.ErrNotFound) {

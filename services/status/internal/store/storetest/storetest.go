@@ -1,5 +1,6 @@
-// Package storetest is the conformance suite every enrollment.Store backend must pass, and
-// with it the backend's enrollment.PushLedger where it keeps one. The KV backend runs it against
+// Package storetest is the conformance suite every status store backend must pass: its
+// enrollment.Store, its signin.Store on the same data (signin.go), and with them the backend's
+// signin.PushLedger where it keeps one. The KV backend runs it against
 // an embedded NATS server, the MongoDB backend against the server of MFA_MONGODB_URI or an
 // embedded FerretDB (pkg/mongotest).
 package storetest
@@ -19,12 +20,15 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/pkg/outbox/outboxtest"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Backend is a store under test and its outbox relay.
 type Backend struct {
 	Store enrollment.Store
+	// SignIns is the sign-in store on the same data as Store.
+	SignIns signin.Store
 	// Relay runs the backend's outbox relay, publishing to js, until ctx ends. Nil only for
 	// wrappers of a backend that runs the suite itself (the outbox subtests then skip, loudly).
 	Relay func(ctx context.Context, js jetstream.JetStream)
@@ -33,7 +37,7 @@ type Backend struct {
 	Pending func(ctx context.Context) (int, error)
 	// Ledger is the backend's push ledger, nil for a store that keeps none (its subtests then
 	// skip, loudly).
-	Ledger enrollment.PushLedger
+	Ledger signin.PushLedger
 }
 
 // Run runs the suite; newBackend must return an empty store for each call.
@@ -72,30 +76,6 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 				!bytes.Equal(got.PendingCredential, e.PendingCredential) {
 				t.Fatalf("%s: got %+v, want %+v", name, got, created)
 			}
-		}
-	})
-	// An authentication keeps who started it (a sign-in belongs to its starter) and whether its
-	// mfa_token was spent as a step-up proof (single use) across writes.
-	t.Run("AuthenticationRoundTrip", func(t *testing.T) {
-		s := newStore(t)
-		e := fresh(now.Add(time.Minute))
-		e.Kind, e.Initiator, e.ClientID = enrollment.KindAuthentication, "login-service", "shop"
-		created, err := s.Create(ctx, e, msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		next := created
-		next.State, next.AuthTime, next.StepUpUsedAt, next.Seq = enrollment.Authenticated, now, now.Add(time.Second), created.Seq+1
-		if _, err := s.Update(ctx, next); err != nil {
-			t.Fatal(err)
-		}
-		got, err := s.Get(ctx, e.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Kind != enrollment.KindAuthentication || got.Initiator != "login-service" || got.ClientID != "shop" ||
-			!got.AuthTime.Equal(now) || !got.StepUpUsedAt.Equal(now.Add(time.Second)) {
-			t.Fatalf("got %+v", got)
 		}
 	})
 	t.Run("ErrNotFound", func(t *testing.T) {
@@ -320,13 +300,14 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 			t.Fatalf("stored %+v %v, want the winner %s", got.Device, err, want)
 		}
 	})
+	runSignIns(t, newBackend)
 	runLedger(t, newBackend)
 }
 
-// runLedger is the contract of enrollment.PushLedger: per user, at most max pushes in a sliding
+// runLedger is the contract of signin.PushLedger: per user, at most max pushes in a sliding
 // window, and the one pending push, which each new push replaces.
 func runLedger(t *testing.T, newBackend func(t *testing.T) Backend) {
-	newLedger := func(t *testing.T) enrollment.PushLedger {
+	newLedger := func(t *testing.T) signin.PushLedger {
 		l := newBackend(t).Ledger
 		if l == nil {
 			t.Skip("this store keeps no push ledger; the backend's is checked on the backend")
@@ -371,8 +352,8 @@ func runLedger(t *testing.T, newBackend func(t *testing.T) Backend) {
 			}
 		}
 		_, err := l.Reserve(ctx, "alice", "push-over", now.Add(2*time.Minute), 2, window)
-		var tooMany *enrollment.TooManyPushesError
-		if !errors.Is(err, enrollment.ErrTooManyPushes) || !errors.As(err, &tooMany) {
+		var tooMany *signin.TooManyPushesError
+		if !errors.Is(err, signin.ErrTooManyPushes) || !errors.As(err, &tooMany) {
 			t.Fatalf("third push in the window: %v, want a TooManyPushesError", err)
 		}
 		if !tooMany.RetryAt.Equal(now.Add(window)) {
@@ -410,7 +391,7 @@ func runLedger(t *testing.T, newBackend func(t *testing.T) Backend) {
 				switch {
 				case err == nil:
 					ok, previous = append(ok, id), append(previous, prev)
-				case errors.Is(err, enrollment.ErrTooManyPushes):
+				case errors.Is(err, signin.ErrTooManyPushes):
 					refused++
 				default:
 					t.Errorf("racer %d: %v", i, err)

@@ -1,4 +1,4 @@
-package enrollment_test
+package signin_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/pkg/testkit"
-	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 	"github.com/mfaflow/mfaflow/services/status/internal/store/kv"
 )
 
@@ -33,20 +33,20 @@ func (pushDirectory) MarkUsed(context.Context, string, string) error { return ni
 
 type noSender struct{}
 
-func (noSender) Send(enrollment.Challenge, []string) {}
+func (noSender) Send(signin.Challenge, []string) {}
 
 // failingAuthenticated fails the first write that would make an authentication AUTHENTICATED,
 // as a NATS node that dies (or a replica killed) between the approval and its completion does.
 type failingAuthenticated struct {
-	*kv.Store
+	*kv.SignInStore
 	failed atomic.Bool
 }
 
-func (s *failingAuthenticated) Update(ctx context.Context, e enrollment.Enrollment, msgs ...outbox.Message) (enrollment.Enrollment, error) {
-	if e.State == enrollment.Authenticated && s.failed.CompareAndSwap(false, true) {
-		return enrollment.Enrollment{}, errors.New("nats: no response from stream")
+func (s *failingAuthenticated) Update(ctx context.Context, e signin.Authentication, msgs ...outbox.Message) (signin.Authentication, error) {
+	if e.State == signin.Authenticated && s.failed.CompareAndSwap(false, true) {
+		return signin.Authentication{}, errors.New("nats: no response from stream")
 	}
-	return s.Store.Update(ctx, e, msgs...)
+	return s.SignInStore.Update(ctx, e, msgs...)
 }
 
 // TestApprovalRetriedAfterItsCompletionFailed: an approval recorded as ALLOWED whose
@@ -60,33 +60,33 @@ func TestApprovalRetriedAfterItsCompletionFailed(t *testing.T) {
 	}
 	clock := testkit.NewClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	dir := pushDirectory{}
-	svc := &enrollment.Service{Store: &failingAuthenticated{Store: store}, Now: clock.Now,
+	svc := &signin.Service{Store: &failingAuthenticated{SignInStore: store.SignIns()}, Now: clock.Now,
 		Authenticator: dir, Push: dir, PushLedger: store, PushSender: noSender{}}
-	e, err := svc.StartAuthentication(ctx, enrollment.NewAuthentication{
+	e, err := svc.Start(ctx, signin.NewAuthentication{
 		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "alice", Initiator: "alice",
-		Method: enrollment.MethodPush, TTL: 5 * time.Minute,
+		Method: signin.MethodPush, TTL: 5 * time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	approve := enrollment.PushResponse{ChallengeID: e.ExchangeID, PHID: "ph-1", Sub: "alice",
-		Decision: enrollment.DecisionApprove, Number: e.Number}
+	approve := signin.PushResponse{ChallengeID: e.ExchangeID, PHID: "ph-1", Sub: "alice",
+		Decision: signin.DecisionApprove, Number: e.Number}
 	if _, err := svc.RespondPush(ctx, approve); err == nil {
 		t.Fatal("the first answer succeeded; the store was to fail its completion")
 	}
-	if got, err := store.Get(ctx, e.ID); err != nil || got.State != enrollment.Allowed {
+	if got, err := store.SignIns().Get(ctx, e.ID); err != nil || got.State != signin.Allowed {
 		t.Fatalf("after the failed completion: %s %v, want ALLOWED", got.State, err)
 	}
 	deny := approve
-	deny.Decision, deny.Number = enrollment.DecisionDeny, ""
-	if _, err := svc.RespondPush(ctx, deny); !errors.Is(err, enrollment.ErrConflict) {
+	deny.Decision, deny.Number = signin.DecisionDeny, ""
+	if _, err := svc.RespondPush(ctx, deny); !errors.Is(err, signin.ErrConflict) {
 		t.Fatalf("a deny after the approval: %v, want ErrConflict", err)
 	}
 	got, err := svc.RespondPush(ctx, approve)
-	if err != nil || got.State != enrollment.Authenticated {
+	if err != nil || got.State != signin.Authenticated {
 		t.Fatalf("the retried approval: %s %v, want AUTHENTICATED", got.State, err)
 	}
-	if _, err := svc.RespondPush(ctx, approve); !errors.Is(err, enrollment.ErrConflict) {
+	if _, err := svc.RespondPush(ctx, approve); !errors.Is(err, signin.ErrConflict) {
 		t.Fatalf("an approval after AUTHENTICATED: %v, want ErrConflict", err)
 	}
 }

@@ -1,4 +1,4 @@
-package enrollment
+package signin
 
 import (
 	"context"
@@ -15,29 +15,13 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 )
 
-// Push sign-in (number matching over the companion's bridge session):
-//
-//	INITIATED → PUSH_ACKNOWLEDGED → ALLOWED → AUTHENTICATED
-//	INITIATED | PUSH_ACKNOWLEDGED → DENIED | EXPIRED | CANCELLED
-const (
-	PushAcknowledged State = "PUSH_ACKNOWLEDGED"
-	Allowed          State = "ALLOWED"
-	Denied           State = "DENIED"
-)
-
-// MethodPush authenticates with a push approval on a companion device.
-const MethodPush = "PUSH"
+// Push sign-in: number matching over the companion's bridge session (see the package doc for
+// its states).
 
 // Push decisions, as the device sends them.
 const (
 	DecisionApprove = "approve"
 	DecisionDeny    = "deny"
-)
-
-// More domain errors of push sign-in.
-var (
-	// ErrTooManyPushes: the user had MaxPushes pushes in the last PushWindow.
-	ErrTooManyPushes = errors.New("too many push sign-ins")
 )
 
 // PushWindow is the window of the per-user push limit.
@@ -99,52 +83,52 @@ func (s *Service) maxPushes() int {
 	return DefaultMaxPushes
 }
 
-// StartPush opens a push authentication of sub: it draws the number the frontend shows and two
+// StartPush opens a push sign-in of sub: it draws the number the frontend shows and two
 // other candidates, replaces the user's pending push (at most one at a time), writes the
-// INITIATED authentication with mfa.verification.initiated and mfa.push.sent, and hands the
+// INITIATED sign-in with mfa.verification.initiated and mfa.push.sent, and hands the
 // challenge to the sender for every push-capable device of the user.
-func (s *Service) StartPush(ctx context.Context, in NewAuthentication) (Enrollment, error) {
+func (s *Service) StartPush(ctx context.Context, in NewAuthentication) (Authentication, error) {
 	if in.ID == "" || in.ExchangeID == "" || in.Sub == "" || in.Initiator == "" || in.TTL <= 0 {
-		return Enrollment{}, fmt.Errorf("%w: id, exchange id, sub, initiator and a lifetime are required", ErrBadRequest)
+		return Authentication{}, fmt.Errorf("%w: id, exchange id, sub, initiator and a lifetime are required", ErrBadRequest)
 	}
 	if s.Authenticator == nil || s.Push == nil || s.PushLedger == nil || s.PushSender == nil {
-		return Enrollment{}, errors.New("status: push is not configured")
+		return Authentication{}, errors.New("status: push is not configured")
 	}
 	if err := s.Authenticator.Ready(ctx, in.Sub, MethodPush); err != nil {
-		return Enrollment{}, err
+		return Authentication{}, err
 	}
 	phids, err := s.Push.PushDevices(ctx, in.Sub)
 	if err != nil {
-		return Enrollment{}, err
+		return Authentication{}, err
 	}
 	if len(phids) == 0 {
-		return Enrollment{}, factor.ErrNoFactor
+		return Authentication{}, factor.ErrNoFactor
 	}
 	number, candidates, err := drawNumbers()
 	if err != nil {
-		return Enrollment{}, err
+		return Authentication{}, err
 	}
 	now := s.now()
 	previous, err := s.PushLedger.Reserve(ctx, in.Sub, in.ID, now, s.maxPushes(), PushWindow)
 	if err != nil {
-		return Enrollment{}, err
+		return Authentication{}, err
 	}
 	if in.ClientID == "" {
 		in.ClientID = in.Initiator
 	}
-	e := Enrollment{
-		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: MethodPush, Kind: KindAuthentication,
+	e := Authentication{
+		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: MethodPush,
 		State: Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(in.TTL), Seq: 1,
 		Initiator: in.Initiator, ClientID: in.ClientID, Context: in.Context,
 		Number: number, Candidates: candidates,
 	}
-	initiated, err := s.event(e, "", &change{})
+	initiated, err := event(e, "", &change{})
 	if err != nil {
-		return Enrollment{}, err
+		return Authentication{}, err
 	}
 	sent, err := pushEvent(events.PushSent, e, "", len(phids))
 	if err != nil {
-		return Enrollment{}, err
+		return Authentication{}, err
 	}
 	created, err := s.Store.Create(ctx, e, initiated, sent)
 	if err != nil {
@@ -166,7 +150,7 @@ func (s *Service) cancelReplaced(ctx context.Context, id string) {
 	if err != nil {
 		return
 	}
-	_, _ = s.apply(ctx, old, func(e Enrollment) (Enrollment, *change, error) {
+	_, _ = s.apply(ctx, old, func(e Authentication) (Authentication, *change, error) {
 		if e.State.Terminal() {
 			return e, nil, nil
 		}
@@ -205,12 +189,12 @@ func (s *Service) PendingChallenges(ctx context.Context, phid, sub string) ([]Ch
 // AcknowledgePush records that challenge challengeID reached device phid of sub:
 // INITIATED → PUSH_ACKNOWLEDGED, with mfa.push.acknowledged. Later acknowledgements change
 // nothing.
-func (s *Service) AcknowledgePush(ctx context.Context, challengeID, phid, sub string) (Enrollment, error) {
+func (s *Service) AcknowledgePush(ctx context.Context, challengeID, phid, sub string) (Authentication, error) {
 	e, err := s.pushByChallenge(ctx, challengeID, sub)
 	if err != nil {
-		return Enrollment{}, err
+		return Authentication{}, err
 	}
-	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+	return s.apply(ctx, e, func(e Authentication) (Authentication, *change, error) {
 		if e.State != Initiated {
 			return e, nil, nil
 		}
@@ -229,23 +213,23 @@ type PushResponse struct {
 // number → DENIED ("wrong_number"), counted like a wrong code. A challenge takes one answer: a
 // second is ErrConflict, one after expiry ErrExpired; only the same device's approval, sent
 // again while the first is ALLOWED and not yet AUTHENTICATED, completes it.
-func (s *Service) RespondPush(ctx context.Context, r PushResponse) (Enrollment, error) {
+func (s *Service) RespondPush(ctx context.Context, r PushResponse) (Authentication, error) {
 	if r.Decision != DecisionApprove && r.Decision != DecisionDeny {
-		return Enrollment{}, fmt.Errorf("%w: decision must be approve or deny", ErrBadRequest)
+		return Authentication{}, fmt.Errorf("%w: decision must be approve or deny", ErrBadRequest)
 	}
 	e, err := s.pushByChallenge(ctx, r.ChallengeID, r.Sub)
 	if err != nil {
-		return Enrollment{}, err
+		return Authentication{}, err
 	}
 	if ok, err := s.Push.DeviceOf(ctx, r.PHID, r.Sub); err != nil {
-		return Enrollment{}, err
+		return Authentication{}, err
 	} else if !ok {
-		return Enrollment{}, ErrNotFound // a removed device answers nothing
+		return Authentication{}, ErrNotFound // a removed device answers nothing
 	}
 	// An answer proves the challenge reached the device, even if the bridge's acknowledgement
 	// is still on its way: record it first, so every push passes PUSH_ACKNOWLEDGED (and its
 	// event) before its outcome, and the late acknowledgement changes nothing.
-	if e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+	if e, err = s.apply(ctx, e, func(e Authentication) (Authentication, *change, error) {
 		if e.State != Initiated {
 			return e, nil, nil
 		}
@@ -263,7 +247,7 @@ func (s *Service) RespondPush(ctx context.Context, r PushResponse) (Enrollment, 
 	case r.Number != e.Number:
 		reason = "wrong_number"
 	}
-	e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+	e, err = s.apply(ctx, e, func(e Authentication) (Authentication, *change, error) {
 		switch e.State {
 		case Initiated, PushAcknowledged:
 		case Expired:
@@ -298,7 +282,7 @@ func (s *Service) RespondPush(ctx context.Context, r PushResponse) (Enrollment, 
 	if e.State != Allowed {
 		return e, nil
 	}
-	e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+	e, err = s.apply(ctx, e, func(e Authentication) (Authentication, *change, error) {
 		if e.State != Allowed {
 			return e, nil, nil // AUTHENTICATED by a concurrent call already
 		}
@@ -312,21 +296,21 @@ func (s *Service) RespondPush(ctx context.Context, r PushResponse) (Enrollment, 
 	return e, err
 }
 
-func (s *Service) pushByChallenge(ctx context.Context, challengeID, sub string) (Enrollment, error) {
+func (s *Service) pushByChallenge(ctx context.Context, challengeID, sub string) (Authentication, error) {
 	if challengeID == "" || sub == "" {
-		return Enrollment{}, ErrNotFound
+		return Authentication{}, ErrNotFound
 	}
 	e, err := s.Store.GetByExchangeID(ctx, challengeID)
 	if err != nil {
-		return Enrollment{}, err
+		return Authentication{}, err
 	}
-	if e.Kind != KindAuthentication || e.Method != MethodPush || e.Sub != sub {
-		return Enrollment{}, ErrNotFound
+	if e.Method != MethodPush || e.Sub != sub {
+		return Authentication{}, ErrNotFound
 	}
 	return e, nil
 }
 
-func challengeOf(e Enrollment) Challenge {
+func challengeOf(e Authentication) Challenge {
 	return Challenge{
 		ChallengeID: e.ExchangeID, StatusID: e.ID, Sub: e.Sub, Numbers: slices.Clone(e.Candidates),
 		Context: e.Context, ExpiresAt: e.ExpiresAt,
@@ -357,7 +341,7 @@ func drawNumbers() (string, []string, error) {
 }
 
 // pushEvent builds mfa.push.sent or mfa.push.acknowledged; never the number or the candidates.
-func pushEvent(t events.Type, e Enrollment, phid string, devices int) (outbox.Message, error) {
+func pushEvent(t events.Type, e Authentication, phid string, devices int) (outbox.Message, error) {
 	env, err := events.New(uuid.NewSHA1(eventNamespace, []byte(e.ID+"/"+string(t))).String(),
 		events.SourceStatus, t, e.ID, e.UpdatedAt,
 		events.Push{StatusID: e.ID, Sub: e.Sub, ExpiresAt: e.ExpiresAt, Devices: devices, PHID: phid})
