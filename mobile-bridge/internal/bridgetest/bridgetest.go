@@ -10,7 +10,6 @@ package bridgetest
 
 import (
 	"context"
-	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -20,12 +19,14 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/mobile-bridge/bridgesvc"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -199,7 +200,7 @@ func (s *Status) reply(rec *record) commands.EnrollmentReply {
 		Status:    rec.state,
 		ID:        rec.StatusID,
 		Sub:       rec.Sub,
-		Method:    "TOTP",
+		Method:    method.TOTP,
 		ExpiresAt: time.Now().Add(10 * time.Minute),
 		UpdatedAt: time.Now(),
 		DeviceID:  rec.deviceID,

@@ -34,9 +34,6 @@ func (s State) Terminal() bool {
 	return s == Enrolled || s == Expired || s == Cancelled || s == Failed
 }
 
-// MethodTOTP is the one method that enrolls.
-const MethodTOTP = "TOTP"
-
 // Domain errors. Transports map them to codes in one place each. The outcomes of a code check,
 // which the registry's domain shares, are pkg/factor's (ErrInvalidCode, ErrReplayed,
 // ErrMalformedCode, ErrNoFactor, ErrLocked with a *factor.LockedError); a wrong enrollment code

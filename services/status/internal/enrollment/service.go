@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 )
@@ -150,7 +151,8 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 	if in.ID == "" || in.ExchangeID == "" || in.Sub == "" {
 		return Enrollment{}, fmt.Errorf("%w: id, exchange id and sub are required", ErrBadRequest)
 	}
-	if !strings.EqualFold(in.Method, MethodTOTP) {
+	m, ok := method.ByName(strings.ToUpper(in.Method))
+	if !ok || !m.Enrolls {
 		return Enrollment{}, fmt.Errorf("%w: unsupported verification type %q", ErrBadRequest, in.Method)
 	}
 	now := s.now()
@@ -158,7 +160,7 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 		return Enrollment{}, fmt.Errorf("%w: expires_at is in the past", ErrBadRequest)
 	}
 	e := Enrollment{
-		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: MethodTOTP,
+		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: m.Name,
 		State: Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: in.ExpiresAt.UTC(), Seq: 1,
 		PendingCredential: in.PendingCredential,
 	}

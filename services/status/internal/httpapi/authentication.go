@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
@@ -92,21 +93,16 @@ func (a *API) identified(h identifiedHandler) http.HandlerFunc {
 	}
 }
 
-// authMethod maps the {method} of a route to the domain's method.
+// authMethod is the registered method named by the {method} of a route (events/method).
 func authMethod(r *http.Request) (string, error) {
-	switch strings.ToLower(r.PathValue("method")) {
-	case "totp":
-		return signin.MethodTOTP, nil
-	case "backupcode":
-		return signin.MethodBackupCode, nil
-	case "push":
-		return signin.MethodPush, nil
+	if m, ok := method.ByRoute(r.PathValue("method")); ok {
+		return m.Name, nil
 	}
-	return "", fault.New(fault.NotFound, "unsupported method; use totp, backupcode or push")
+	return "", fault.New(fault.NotFound, "unsupported method; use "+strings.Join(method.Routes(nil), ", "))
 }
 
 func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
-	method, err := authMethod(r)
+	name, err := authMethod(r)
 	if err != nil {
 		return err
 	}
@@ -142,12 +138,12 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	exchangeID := uuid.NewString()
 	in := signin.NewAuthentication{
 		ID: ids.StatusIDFor(exchangeID), ExchangeID: exchangeID, Sub: sub, Initiator: id.Sub,
-		Method: method, ClientID: id.ClientID, Service: id.HasScope(auth.ScopeVerify), Context: sctx, TTL: a.verificationTTL(),
+		Method: name, ClientID: id.ClientID, Service: id.HasScope(auth.ScopeVerify), Context: sctx, TTL: a.verificationTTL(),
 	}
 	if key, keyed, err := httpx.IdempotencyKey(r); err != nil {
 		return err
 	} else if keyed {
-		if in.ID, in.ExchangeID, err = a.SignIns.KeyedIDs(method, sub, key); err != nil {
+		if in.ID, in.ExchangeID, err = a.SignIns.KeyedIDs(name, sub, key); err != nil {
 			return err
 		}
 		in.Keyed = true
@@ -183,7 +179,7 @@ func signInContext(in map[string]string) (map[string]string, error) {
 }
 
 func (a *API) verifyAuthentication(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
-	method, err := authMethod(r)
+	name, err := authMethod(r)
 	if err != nil {
 		return err
 	}
@@ -201,7 +197,7 @@ func (a *API) verifyAuthentication(w http.ResponseWriter, r *http.Request, id au
 		return fault.New(fault.BadRequest, "pass_code is required")
 	}
 	caller := callerOf(id).signIn()
-	e, err := a.SignIns.Verify(r.Context(), body.ExchangeID, method, caller, body.PassCode)
+	e, err := a.SignIns.Verify(r.Context(), body.ExchangeID, name, caller, body.PassCode)
 	if err != nil {
 		return err
 	}

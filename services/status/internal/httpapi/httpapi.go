@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
@@ -236,8 +237,8 @@ type enrollBody struct {
 
 func (a *API) enroll(w http.ResponseWriter, r *http.Request, caller caller) error {
 	sub := caller.sub
-	if !strings.EqualFold(r.PathValue("type"), enrollment.MethodTOTP) {
-		return fault.New(fault.NotFound, "unsupported verification type; use totp")
+	if m, ok := method.ByRoute(r.PathValue("type")); !ok || !m.Enrolls {
+		return fault.New(fault.NotFound, "unsupported verification type; use "+strings.Join(method.Routes(func(m method.Method) bool { return m.Enrolls }), ", "))
 	}
 	var body enrollBody
 	if err := httpx.DecodeJSON(w, r, &body, false); err != nil {

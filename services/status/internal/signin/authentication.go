@@ -26,14 +26,6 @@ func (s State) Terminal() bool {
 	return s == Authenticated || s == Denied || s == Expired || s == Cancelled || s == Failed
 }
 
-// Methods: TOTP and BACKUPCODE (a recovery code) are answered with a code, PUSH with an
-// approval on a companion device.
-const (
-	MethodTOTP       = "TOTP"
-	MethodBackupCode = "BACKUPCODE"
-	MethodPush       = "PUSH"
-)
-
 // Domain errors. Transports map them to codes in one place each, with sign-in wording. The
 // outcomes of a code check are pkg/factor's (ErrInvalidCode, ErrReplayed, ErrMalformedCode,
 // ErrNoFactor, ErrLocked with a *factor.LockedError).

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 )
@@ -94,7 +95,7 @@ func (s *Service) StartPush(ctx context.Context, in NewAuthentication) (Authenti
 	if s.Authenticator == nil || s.Push == nil || s.PushLedger == nil || s.PushSender == nil {
 		return Authentication{}, errors.New("status: push is not configured")
 	}
-	if err := s.Authenticator.Ready(ctx, in.Sub, MethodPush); err != nil {
+	if err := s.Authenticator.Ready(ctx, in.Sub, method.Push); err != nil {
 		return Authentication{}, err
 	}
 	phids, err := s.Push.PushDevices(ctx, in.Sub)
@@ -117,7 +118,7 @@ func (s *Service) StartPush(ctx context.Context, in NewAuthentication) (Authenti
 		in.ClientID = in.Initiator
 	}
 	e := Authentication{
-		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: MethodPush,
+		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: method.Push,
 		State: Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(in.TTL), Seq: 1,
 		Initiator: in.Initiator, ClientID: in.ClientID, Context: in.Context,
 		Number: number, Candidates: candidates,
@@ -180,7 +181,7 @@ func (s *Service) PendingChallenges(ctx context.Context, phid, sub string) ([]Ch
 	if err != nil {
 		return nil, err
 	}
-	if e.Sub != sub || e.Method != MethodPush || e.State.Terminal() || e.DueToExpire(s.now()) {
+	if e.Sub != sub || e.Method != method.Push || e.State.Terminal() || e.DueToExpire(s.now()) {
 		return nil, nil
 	}
 	return []Challenge{challengeOf(e)}, nil
@@ -304,7 +305,7 @@ func (s *Service) pushByChallenge(ctx context.Context, challengeID, sub string) 
 	if err != nil {
 		return Authentication{}, err
 	}
-	if e.Method != MethodPush || e.Sub != sub {
+	if e.Method != method.Push || e.Sub != sub {
 		return Authentication{}, ErrNotFound
 	}
 	return e, nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/pkg/testkit"
@@ -64,7 +65,7 @@ func TestApprovalRetriedAfterItsCompletionFailed(t *testing.T) {
 		Authenticator: dir, Push: dir, PushLedger: store, PushSender: noSender{}}
 	e, err := svc.Start(ctx, signin.NewAuthentication{
 		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "alice", Initiator: "alice",
-		Method: signin.MethodPush, TTL: 5 * time.Minute,
+		Method: method.Push, TTL: 5 * time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)

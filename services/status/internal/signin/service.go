@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
@@ -36,11 +37,11 @@ type Store interface {
 type Authenticator interface {
 	// Ready reports whether sub can be asked for a code of method now: a *factor.LockedError while
 	// locked, factor.ErrNoFactor without a usable factor.
-	Ready(ctx context.Context, sub, method string) error
+	Ready(ctx context.Context, sub, methodName string) error
 	// CheckCode checks a sign-in code and returns the device that matched (TOTP). Refusals are
 	// factor.ErrInvalidCode (counted towards the lockout), factor.ErrReplayed,
 	// factor.ErrMalformedCode, a *factor.LockedError or factor.ErrNoFactor.
-	CheckCode(ctx context.Context, sub, method, code, statusID string) (phid string, err error)
+	CheckCode(ctx context.Context, sub, methodName, code, statusID string) (phid string, err error)
 }
 
 // Notifier announces a written change to live subscribers. It is best effort: subscribers
@@ -105,7 +106,7 @@ type NewAuthentication struct {
 	// Sub is the user to authenticate; Initiator the subject of the token that asked (the user
 	// itself, or a service acting for the user).
 	Sub, Initiator string
-	// Method is MethodTOTP, MethodBackupCode or MethodPush.
+	// Method is a registered method name (events/method).
 	Method string
 	// ClientID is the relying app (the mfa_token audience); empty means the initiator.
 	ClientID string
@@ -125,18 +126,18 @@ func (in NewAuthentication) caller() Caller {
 }
 
 // KeyScope is the scope of the keyed ids of a sign-in of method (see ids.Keyed).
-func KeyScope(method string) string { return "authentication/" + method }
+func KeyScope(methodName string) string { return "authentication/" + methodName }
 
 // KeyedIDs derives the status id and exchange id of sub's sign-in of method sent with
 // Idempotency-Key key (ids.Keyed, scope KeyScope(method)).
-func (s *Service) KeyedIDs(method, sub, key string) (id, exchangeID string, err error) {
+func (s *Service) KeyedIDs(methodName, sub, key string) (id, exchangeID string, err error) {
 	if len(s.KeySecret) == 0 {
 		return "", "", ErrKeyedUnavailable
 	}
 	if key == "" {
 		return "", "", fmt.Errorf("%w: an empty Idempotency-Key", ErrBadRequest)
 	}
-	id, exchangeID = ids.Keyed(s.KeySecret, KeyScope(method), sub, key)
+	id, exchangeID = ids.Keyed(s.KeySecret, KeyScope(methodName), sub, key)
 	return id, exchangeID, nil
 }
 
@@ -169,11 +170,12 @@ func (s *Service) Start(ctx context.Context, in NewAuthentication) (Authenticati
 			return a, err
 		}
 	}
-	if in.Method == MethodPush {
-		return s.StartPush(ctx, in)
-	}
-	if in.Method != MethodTOTP && in.Method != MethodBackupCode {
+	m, ok := method.ByName(in.Method)
+	if !ok {
 		return Authentication{}, fmt.Errorf("%w: unsupported method %q", ErrBadRequest, in.Method)
+	}
+	if m.SignIn == method.Device {
+		return s.StartPush(ctx, in)
 	}
 	if in.TTL <= 0 {
 		return Authentication{}, fmt.Errorf("%w: the sign-in needs a lifetime", ErrBadRequest)
@@ -222,7 +224,7 @@ func (s *Service) keyedRace(ctx context.Context, in NewAuthentication, err error
 // (see VisibleTo); anyone else gets ErrNotFound. A refused code leaves the sign-in open (it may
 // be retried until it expires or the user is locked) and is recorded with
 // mfa.verification.failed; the error says why.
-func (s *Service) Verify(ctx context.Context, exchangeID, method string, caller Caller, code string) (Authentication, error) {
+func (s *Service) Verify(ctx context.Context, exchangeID, methodName string, caller Caller, code string) (Authentication, error) {
 	if exchangeID == "" {
 		return Authentication{}, fmt.Errorf("%w: exchange_id is required", ErrBadRequest)
 	}
@@ -236,10 +238,10 @@ func (s *Service) Verify(ctx context.Context, exchangeID, method string, caller 
 	if !a.VisibleTo(caller) {
 		return Authentication{}, ErrNotFound
 	}
-	if a.Method != method {
+	if a.Method != methodName {
 		return Authentication{}, fmt.Errorf("%w: this sign-in is for method %s", ErrConflict, a.Method)
 	}
-	if a.Method == MethodPush {
+	if a.Method == method.Push {
 		return Authentication{}, fmt.Errorf("%w: a push sign-in is answered on the device, not with a code", ErrConflict)
 	}
 	a, err = s.apply(ctx, a, func(a Authentication) (Authentication, *change, error) {

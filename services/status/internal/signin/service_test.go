@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
@@ -48,7 +49,7 @@ func (f codeFixture) start(t *testing.T) signin.Authentication {
 	exchangeID := uuid.NewString()
 	a, err := f.svc.Start(context.Background(), signin.NewAuthentication{
 		ID: ids.StatusIDFor(exchangeID), ExchangeID: exchangeID, Sub: "alice", Initiator: "alice",
-		Method: signin.MethodTOTP, TTL: 5 * time.Minute,
+		Method: method.TOTP, TTL: 5 * time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -67,21 +68,21 @@ func TestCodeSignIn(t *testing.T) {
 	if a.State != signin.Initiated || a.Seq != 1 {
 		t.Fatalf("started %s seq %d", a.State, a.Seq)
 	}
-	got, err := f.svc.Verify(ctx, a.ExchangeID, signin.MethodTOTP, alice, "000000")
+	got, err := f.svc.Verify(ctx, a.ExchangeID, method.TOTP, alice, "000000")
 	if !errors.Is(err, factor.ErrInvalidCode) || got.State != signin.Initiated || got.FailedAttempts != 1 {
 		t.Fatalf("wrong code: %s %d %v", got.State, got.FailedAttempts, err)
 	}
-	if _, err := f.svc.Verify(ctx, a.ExchangeID, signin.MethodTOTP, signin.Caller{Sub: "bob"}, "123456"); !errors.Is(err, signin.ErrNotFound) {
+	if _, err := f.svc.Verify(ctx, a.ExchangeID, method.TOTP, signin.Caller{Sub: "bob"}, "123456"); !errors.Is(err, signin.ErrNotFound) {
 		t.Fatalf("another caller: %v", err)
 	}
-	if _, err := f.svc.Verify(ctx, a.ExchangeID, signin.MethodBackupCode, alice, "123456"); !errors.Is(err, signin.ErrConflict) {
+	if _, err := f.svc.Verify(ctx, a.ExchangeID, method.BackupCode, alice, "123456"); !errors.Is(err, signin.ErrConflict) {
 		t.Fatalf("another method: %v", err)
 	}
-	got, err = f.svc.Verify(ctx, a.ExchangeID, signin.MethodTOTP, alice, "123456")
+	got, err = f.svc.Verify(ctx, a.ExchangeID, method.TOTP, alice, "123456")
 	if err != nil || got.State != signin.Authenticated || got.PHID != "ph-1" || got.AuthTime.IsZero() {
 		t.Fatalf("right code: %+v %v", got, err)
 	}
-	if _, err := f.svc.Verify(ctx, a.ExchangeID, signin.MethodTOTP, alice, "123456"); !errors.Is(err, signin.ErrConflict) {
+	if _, err := f.svc.Verify(ctx, a.ExchangeID, method.TOTP, alice, "123456"); !errors.Is(err, signin.ErrConflict) {
 		t.Fatalf("a code for an AUTHENTICATED sign-in: %v", err)
 	}
 	if _, err := f.svc.Cancel(ctx, a.ID, alice); !errors.Is(err, signin.ErrConflict) {
@@ -95,7 +96,7 @@ func TestSignInExpiry(t *testing.T) {
 	f := newCodeFixture(t)
 	polled, swept := f.start(t), f.start(t)
 	f.clock.Advance(5 * time.Minute)
-	if _, err := f.svc.Verify(ctx, polled.ExchangeID, signin.MethodTOTP, alice, "123456"); !errors.Is(err, signin.ErrExpired) {
+	if _, err := f.svc.Verify(ctx, polled.ExchangeID, method.TOTP, alice, "123456"); !errors.Is(err, signin.ErrExpired) {
 		t.Fatalf("a code after expiry: %v", err)
 	}
 	if n, err := f.svc.ExpireDue(ctx); err != nil || n != 1 {
@@ -141,7 +142,7 @@ func TestRedeemStepUp(t *testing.T) {
 	if err := f.svc.RedeemStepUp(ctx, a.ID, "alice", time.Time{}); !errors.Is(err, signin.ErrStepUpRequired) {
 		t.Fatalf("an open sign-in: %v", err)
 	}
-	if _, err := f.svc.Verify(ctx, a.ExchangeID, signin.MethodTOTP, alice, "123456"); err != nil {
+	if _, err := f.svc.Verify(ctx, a.ExchangeID, method.TOTP, alice, "123456"); err != nil {
 		t.Fatal(err)
 	}
 	for name, tc := range map[string]struct {

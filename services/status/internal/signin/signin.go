@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events/method"
 )
 
 // jtiNamespace derives a sign-in's token id from its status id, so a token re-minted on a
@@ -53,13 +54,9 @@ func TokenClaims(a Authentication, caller Caller) (Claims, bool) {
 	}, true
 }
 
-// amr is what a factor of method proves, as RFC 8176 names it.
-func amr(method string) []string {
-	switch method {
-	case MethodBackupCode:
-		return []string{"kba"} // knowledge-based: a code written down in advance
-	case MethodPush:
-		return []string{"swk", "user"} // a software-secured key signed it; the user picked the number
-	}
-	return []string{"otp"}
+// amr is what a factor of the method called name proves, as RFC 8176 names it: the method's
+// registration says (events/method); none for a method not registered, which mints no token.
+func amr(name string) []string {
+	m, _ := method.ByName(name)
+	return m.AMR
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 )
 
@@ -20,9 +21,9 @@ func TestTokenClaims(t *testing.T) {
 	alice := signin.Caller{Sub: "alice", ClientID: "shop"}
 	t.Run("AMRPerMethod", func(t *testing.T) {
 		for method, want := range map[string][]string{
-			signin.MethodTOTP:       {"otp"},
-			signin.MethodBackupCode: {"kba"},
-			signin.MethodPush:       {"swk", "user"},
+			method.TOTP:       {"otp"},
+			method.BackupCode: {"kba"},
+			method.Push:       {"swk", "user"},
 		} {
 			c, ok := signin.TokenClaims(authenticated(method), alice)
 			if !ok || !slices.Equal(c.AMR, want) {
@@ -31,7 +32,7 @@ func TestTokenClaims(t *testing.T) {
 		}
 	})
 	t.Run("Claims", func(t *testing.T) {
-		e := authenticated(signin.MethodTOTP)
+		e := authenticated(method.TOTP)
 		c, ok := signin.TokenClaims(e, alice)
 		again, _ := signin.TokenClaims(e, alice)
 		if !ok || c.Sub != "alice" || c.Audience != "shop" || c.StatusID != "st-1" || !c.AuthTime.Equal(e.AuthTime) || c.JTI == "" {
@@ -47,9 +48,9 @@ func TestTokenClaims(t *testing.T) {
 		}
 	})
 	t.Run("Nothing", func(t *testing.T) {
-		pending := authenticated(signin.MethodTOTP)
+		pending := authenticated(method.TOTP)
 		pending.State = signin.Initiated
-		denied := authenticated(signin.MethodPush)
+		denied := authenticated(method.Push)
 		denied.State = signin.Denied
 		for name, tc := range map[string]struct {
 			e      signin.Authentication
@@ -57,7 +58,7 @@ func TestTokenClaims(t *testing.T) {
 		}{
 			"NotAuthenticated": {pending, alice},
 			"Denied":           {denied, alice},
-			"AnotherCaller":    {authenticated(signin.MethodTOTP), signin.Caller{Sub: "bob"}},
+			"AnotherCaller":    {authenticated(method.TOTP), signin.Caller{Sub: "bob"}},
 		} {
 			if c, ok := signin.TokenClaims(tc.e, tc.caller); ok {
 				t.Errorf("%s: claims %+v", name, c)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
@@ -131,7 +132,7 @@ func TestViewFollowsOtherWritersOfSignIns(t *testing.T) {
 	v, other, _ := viewAndPeer(t)
 	now := time.Now().UTC()
 	a, err := v.SignIns().Create(ctx, signin.Authentication{
-		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "alice", Method: signin.MethodTOTP, State: signin.Initiated,
+		ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "alice", Method: method.TOTP, State: signin.Initiated,
 		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour), Seq: 1, Initiator: "alice", ClientID: "alice",
 	})
 	if err != nil {

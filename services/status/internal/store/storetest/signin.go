@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/pkg/outbox/outboxtest"
@@ -23,7 +24,7 @@ func runSignIns(t *testing.T, newBackend func(t *testing.T) Backend) {
 	fresh := func(expires time.Time) signin.Authentication {
 		exchangeID := uuid.NewString()
 		return signin.Authentication{
-			ID: ids.StatusIDFor(exchangeID), ExchangeID: exchangeID, Sub: "alice", Method: signin.MethodTOTP,
+			ID: ids.StatusIDFor(exchangeID), ExchangeID: exchangeID, Sub: "alice", Method: method.TOTP,
 			State: signin.Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: expires, Seq: 1,
 			Initiator: "login-service", ClientID: "shop", Context: map[string]string{"app": "shop"},
 		}
@@ -42,7 +43,7 @@ func runSignIns(t *testing.T, newBackend func(t *testing.T) Backend) {
 	t.Run("SignInRoundTrip", func(t *testing.T) {
 		s := newBackend(t).SignIns
 		a := fresh(now.Add(time.Minute))
-		a.Method, a.Number, a.Candidates = signin.MethodPush, "42", []string{"17", "42", "88"}
+		a.Method, a.Number, a.Candidates = method.Push, "42", []string{"17", "42", "88"}
 		created, err := s.Create(ctx, a, msg)
 		if err != nil {
 			t.Fatal(err)
