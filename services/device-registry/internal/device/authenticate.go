@@ -81,41 +81,61 @@ type Authenticated struct {
 	Remaining int
 }
 
-// Ready reports whether sub can be asked for a code of method now: factor.ErrLocked (a
-// *factor.LockedError) while locked, factor.ErrNoFactor without a usable factor, ErrInvalid for
-// an unknown method.
-func (s *Service) Ready(ctx context.Context, sub, factorMethod string) error {
+// factorCheck is how the registry answers for one registered method (events/method) at
+// sign-in: whether a user can be asked for it now (ready) and how a code of it is checked
+// (check; nil for a method answered on a device, push). A method the registry does not answer
+// for has no entry; TestFactorChecksCoverTheRegistration keeps the table and the registration
+// together.
+type factorCheck struct {
+	ready func(s *Service, ctx context.Context, sub string) error
+	check func(s *Service, ctx context.Context, sub, code, statusID string) (Authenticated, error)
+}
+
+var factorChecks = map[string]factorCheck{
+	method.TOTP:       {ready: (*Service).readyTOTP, check: (*Service).checkTOTP},
+	method.BackupCode: {ready: (*Service).readyRecoveryCode, check: (*Service).useRecoveryCode},
+	method.Push:       {ready: (*Service).readyPush},
+}
+
+// Ready reports whether sub can be asked for a code of the method called name now:
+// factor.ErrLocked (a *factor.LockedError) while locked, factor.ErrNoFactor without a usable
+// factor, ErrInvalid for a method the registry does not answer for.
+func (s *Service) Ready(ctx context.Context, sub, name string) error {
 	if sub == "" {
 		return invalid("sub is missing")
+	}
+	fc, ok := factorChecks[name]
+	if !ok {
+		return invalid("unsupported method " + strconv.Quote(name))
 	}
 	if err := s.checkLock(ctx, sub); err != nil {
 		return err
 	}
-	switch factorMethod {
-	case method.TOTP:
-		creds, err := s.store.ListBySub(ctx, sub)
-		if err != nil {
-			return fmt.Errorf("ready: %w", err)
-		}
-		for _, c := range creds {
-			if usableTOTP(c, sub) {
-				return nil
-			}
-		}
-		return fmt.Errorf("ready: %w", factor.ErrNoFactor)
-	case method.Push:
-		return s.readyPush(ctx, sub)
-	case method.BackupCode:
-		set, err := s.store.GetRecoverySet(ctx, sub)
-		if errors.Is(err, ErrNotFound) || err == nil && set.Remaining() == 0 {
-			return fmt.Errorf("ready: %w", factor.ErrNoFactor)
-		}
-		if err != nil {
-			return fmt.Errorf("ready: %w", err)
-		}
-		return nil
+	return fc.ready(s, ctx, sub)
+}
+
+func (s *Service) readyTOTP(ctx context.Context, sub string) error {
+	creds, err := s.store.ListBySub(ctx, sub)
+	if err != nil {
+		return fmt.Errorf("ready: %w", err)
 	}
-	return invalid("unsupported method " + strconv.Quote(factorMethod))
+	for _, c := range creds {
+		if usableTOTP(c, sub) {
+			return nil
+		}
+	}
+	return fmt.Errorf("ready: %w", factor.ErrNoFactor)
+}
+
+func (s *Service) readyRecoveryCode(ctx context.Context, sub string) error {
+	set, err := s.store.GetRecoverySet(ctx, sub)
+	if errors.Is(err, ErrNotFound) || err == nil && set.Remaining() == 0 {
+		return fmt.Errorf("ready: %w", factor.ErrNoFactor)
+	}
+	if err != nil {
+		return fmt.Errorf("ready: %w", err)
+	}
+	return nil
 }
 
 func usableTOTP(c Credential, sub string) bool {
@@ -132,23 +152,19 @@ func usableTOTP(c Credential, sub string) bool {
 // the user's lockout; the one that reaches the threshold locks the user and is answered with
 // factor.ErrLocked. While locked, nothing is checked, a right code included. A replayed or malformed
 // code does not count: neither can be a guess that got lucky (see docs/architecture.md).
-func (s *Service) Authenticate(ctx context.Context, sub, factorMethod, code, statusID string) (Authenticated, error) {
+func (s *Service) Authenticate(ctx context.Context, sub, name, code, statusID string) (Authenticated, error) {
 	if sub == "" {
 		return Authenticated{}, invalid("sub is missing")
+	}
+	fc, ok := factorChecks[name]
+	if !ok || fc.check == nil {
+		return Authenticated{}, invalid("unsupported method " + strconv.Quote(name) + ": not answered with a code")
 	}
 	clean, err := s.lockState(ctx, sub)
 	if err != nil {
 		return Authenticated{}, err
 	}
-	var res Authenticated
-	switch factorMethod {
-	case method.TOTP:
-		res, err = s.authenticateTOTP(ctx, sub, normaliseCode(code), statusID)
-	case method.BackupCode:
-		res, err = s.useRecoveryCode(ctx, sub, code, statusID)
-	default:
-		return Authenticated{}, invalid("unsupported method " + strconv.Quote(factorMethod))
-	}
+	res, err := fc.check(s, ctx, sub, code, statusID)
 	switch {
 	case err == nil && clean:
 		return res, nil // nothing to reset: no read of the lockout again
@@ -162,7 +178,9 @@ func (s *Service) Authenticate(ctx context.Context, sub, factorMethod, code, sta
 	return Authenticated{}, err
 }
 
-func (s *Service) authenticateTOTP(ctx context.Context, sub, code, statusID string) (Authenticated, error) {
+// checkTOTP checks a TOTP code of sub against every verified device of the user.
+func (s *Service) checkTOTP(ctx context.Context, sub, code, statusID string) (Authenticated, error) {
+	code = normaliseCode(code)
 	if len(code) != totp.Default.Digits || !allDigits(code) {
 		return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrMalformedCode)
 	}

@@ -1,0 +1,25 @@
+package device
+
+import (
+	"testing"
+
+	"github.com/mfaflow/mfaflow/events/method"
+)
+
+// TestFactorChecksCoverTheRegistration: the registry answers for every registered method, with
+// a code check exactly for the methods whose sign-in ends with a typed code.
+func TestFactorChecksCoverTheRegistration(t *testing.T) {
+	for _, m := range method.All() {
+		fc, ok := factorChecks[m.Name]
+		if !ok || fc.ready == nil {
+			t.Errorf("%s: no readiness check in factorChecks", m.Name)
+			continue
+		}
+		if code := m.SignIn == method.Code; code != (fc.check != nil) {
+			t.Errorf("%s: a code check is %v, want %v (sign-in by code: %v)", m.Name, fc.check != nil, code, code)
+		}
+	}
+	if len(factorChecks) != len(method.All()) {
+		t.Errorf("factorChecks answers for %d methods, the registration has %d", len(factorChecks), len(method.All()))
+	}
+}
