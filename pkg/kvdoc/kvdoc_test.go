@@ -423,7 +423,7 @@ func TestWriteAfterReadReadsNothingMore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rev, err = s.Update(ctx, "d.1", rev, doc{Name: "b"}, msg("e1")); err != nil {
+	if _, err = s.Update(ctx, "d.1", rev, doc{Name: "b"}, msg("e1")); err != nil {
 		t.Fatal(err)
 	}
 	if n := counted(); n != 0 {
