@@ -12,7 +12,6 @@ import (
 	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
-	"github.com/mfaflow/mfaflow/pkg/totp"
 )
 
 // The errors a sign-in check ends in, besides ErrInvalid, are pkg/factor's (ErrInvalidCode,
@@ -114,34 +113,6 @@ func (s *Service) Ready(ctx context.Context, sub, name string) error {
 	return fc.ready(s, ctx, sub)
 }
 
-func (s *Service) readyTOTP(ctx context.Context, sub string) error {
-	creds, err := s.store.ListBySub(ctx, sub)
-	if err != nil {
-		return fmt.Errorf("ready: %w", err)
-	}
-	for _, c := range creds {
-		if usableTOTP(c, sub) {
-			return nil
-		}
-	}
-	return fmt.Errorf("ready: %w", factor.ErrNoFactor)
-}
-
-func (s *Service) readyRecoveryCode(ctx context.Context, sub string) error {
-	set, err := s.store.GetRecoverySet(ctx, sub)
-	if errors.Is(err, ErrNotFound) || err == nil && set.Remaining() == 0 {
-		return fmt.Errorf("ready: %w", factor.ErrNoFactor)
-	}
-	if err != nil {
-		return fmt.Errorf("ready: %w", err)
-	}
-	return nil
-}
-
-func usableTOTP(c Credential, sub string) bool {
-	return c.Verified && c.Sub == sub && c.Method == method.TOTP && len(c.SealedSecret) > 0
-}
-
 // Authenticate checks a sign-in code of sub: a TOTP code against every verified device of the
 // user (±1 step, constant time, each device's secret opened only inside the check), or a
 // recovery code against the user's current set.
@@ -176,87 +147,6 @@ func (s *Service) Authenticate(ctx context.Context, sub, name, code, statusID st
 		}
 	}
 	return Authenticated{}, err
-}
-
-// checkTOTP checks a TOTP code of sub against every verified device of the user.
-func (s *Service) checkTOTP(ctx context.Context, sub, code, statusID string) (Authenticated, error) {
-	code = normaliseCode(code)
-	if len(code) != totp.Default.Digits || !allDigits(code) {
-		return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrMalformedCode)
-	}
-	for range maxAttempts {
-		creds, err := s.store.ListBySub(ctx, sub)
-		if err != nil {
-			return Authenticated{}, fmt.Errorf("authenticate: %w", err)
-		}
-		now := s.clock.Now().UTC()
-		var (
-			match    Credential
-			step     int64
-			replayed bool
-			retried  Credential
-			usable   int
-		)
-		// Every device is checked, whatever matched before it, so timing does not tell which
-		// device (if any) the code belongs to.
-		for _, c := range creds {
-			if !usableTOTP(c, sub) {
-				continue
-			}
-			usable++
-			st, err := s.check(c, code, now, 0)
-			if errors.Is(err, factor.ErrInvalidCode) {
-				continue
-			}
-			if err != nil {
-				return Authenticated{}, fmt.Errorf("authenticate: %w", err)
-			}
-			if st <= c.LastStep {
-				if st == c.LastStep && statusID != "" && c.LastStepFor == statusID && retried.PHID == "" {
-					retried = c // this authentication's own code, sent again
-				}
-				replayed = true
-				continue
-			}
-			if match.PHID == "" {
-				match, step = c, st
-			}
-		}
-		switch {
-		case usable == 0:
-			return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrNoFactor)
-		case match.PHID == "" && retried.PHID != "":
-			// The code was accepted for this very authentication and its answer was lost (a
-			// replica or node died before the authentication was written): the same answer
-			// again. It still cannot complete any other authentication.
-			return Authenticated{Method: method.TOTP, PHID: retried.PHID}, nil
-		case match.PHID == "" && replayed:
-			return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrReplayed)
-		case match.PHID == "":
-			return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrInvalidCode)
-		}
-		match.LastStep = step
-		match.LastStepFor = statusID
-		match.LastUsedAt = now
-		updated, err := s.store.Update(ctx, match)
-		if errors.Is(err, ErrStale) {
-			continue // a concurrent check of the same code may have won: look again
-		}
-		if err != nil {
-			return Authenticated{}, fmt.Errorf("authenticate: %w", err)
-		}
-		return Authenticated{Method: method.TOTP, PHID: updated.PHID}, nil
-	}
-	return Authenticated{}, fmt.Errorf("authenticate: %w", ErrStale)
-}
-
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // checkLock returns a *factor.LockedError while sub is locked.

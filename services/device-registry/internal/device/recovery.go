@@ -258,3 +258,16 @@ func recoveryEvent(t events.Type, seed string, set RecoverySet, statusID string,
 	}
 	return outbox.FromEnvelope(env)
 }
+
+// readyRecoveryCode is the BACKUPCODE method's readiness (its entry in factorChecks): an unused
+// code of the user's current set.
+func (s *Service) readyRecoveryCode(ctx context.Context, sub string) error {
+	set, err := s.store.GetRecoverySet(ctx, sub)
+	if errors.Is(err, ErrNotFound) || err == nil && set.Remaining() == 0 {
+		return fmt.Errorf("ready: %w", factor.ErrNoFactor)
+	}
+	if err != nil {
+		return fmt.Errorf("ready: %w", err)
+	}
+	return nil
+}
