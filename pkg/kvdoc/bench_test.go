@@ -18,7 +18,8 @@ import (
 
 // BenchmarkRelayDrain writes a backlog of documents, each with two pending events (roughly an
 // enrollment's initiated + enrolled), then starts a relay and measures how fast it publishes
-// every event and clears every outbox. It reports events/s.
+// every event (it writes nothing back: the next write of a document drops its published events).
+// It reports events/s.
 func BenchmarkRelayDrain(b *testing.B) {
 	const docs, perDoc = 5000, 2
 	ctx := context.Background()
@@ -50,19 +51,10 @@ func BenchmarkRelayDrain(b *testing.B) {
 			})
 		}
 		wg.Wait()
-		kvStream, err := js.Stream(ctx, "KV_docs")
-		if err != nil {
-			b.Fatal(err)
-		}
 		evStream, err := js.Stream(ctx, events.Stream)
 		if err != nil {
 			b.Fatal(err)
 		}
-		info, err := kvStream.Info(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cleared := info.State.LastSeq + docs // one clearing write per document
 
 		b.StartTimer()
 		start := time.Now()
@@ -75,15 +67,11 @@ func BenchmarkRelayDrain(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			kvi, err := kvStream.Info(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if ev.State.Msgs >= docs*perDoc && kvi.State.LastSeq >= cleared {
+			if ev.State.Msgs >= docs*perDoc {
 				break
 			}
 			if time.Since(start) > 5*time.Minute {
-				b.Fatalf("not drained: %d events, kv at %d of %d", ev.State.Msgs, kvi.State.LastSeq, cleared)
+				b.Fatalf("not drained: %d of %d events", ev.State.Msgs, docs*perDoc)
 			}
 			time.Sleep(time.Millisecond) // polling a benchmark's progress, not synchronising a test
 		}
