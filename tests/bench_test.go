@@ -61,13 +61,19 @@ func BenchmarkPoll(b *testing.B) {
 // BenchmarkCompanionEnrollment measures the companion's part of an enrollment over one
 // websocket: scan, then enroll with a code (the registry opens the secret and checks it).
 func BenchmarkCompanionEnrollment(b *testing.B) {
-	st := harness.Start(b, harness.Options{}, map[string]string{"MFA_USER_START_RATE": "0"})
-	tok := st.Token(b, "bench")
+	// One connection sends far more frames than a phone: lift the bridge's frame limit, as
+	// bench-load does.
+	st := harness.Start(b, harness.Options{}, map[string]string{"MFA_USER_START_RATE": "0",
+		"MFA_BRIDGE_FRAME_RATE": "100000", "MFA_BRIDGE_FRAME_BURST": "10000"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	client := dialB(b, st)
+	n := 0
 	for b.Loop() {
 		b.StopTimer()
+		// A user per enrollment: a user's second factor would need step-up.
+		n++
+		tok := st.Token(b, fmt.Sprintf("bench-%d", n))
 		var in initiateResponse
 		st.MustJSON(b, http.MethodPost, "/verification-srv/v2/setup/initiate/totp?qr=none", tok, nil, http.StatusOK, &in)
 		code := codeForB(b, in.TOTPSecret)
