@@ -152,11 +152,12 @@ func (p *proc) waitReady(d time.Duration) error {
 	for time.Now().Before(end) {
 		resp, err := c.Get(p.health)
 		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
-			err = fmt.Errorf("%s: %d", p.health, resp.StatusCode)
+			err = fmt.Errorf("%s: %d %s", p.health, resp.StatusCode, bytes.TrimSpace(body))
 		}
 		last = err
 		p.mu.Lock()
@@ -169,7 +170,8 @@ func (p *proc) waitReady(d time.Duration) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s not ready within %v: %v", p.name, d, last)
+	b, _ := os.ReadFile(p.log)
+	return fmt.Errorf("%s not ready within %v: %v; its log ends:\n%s", p.name, d, last, b[max(0, len(b)-3000):])
 }
 
 // soakStats are the figures of a run, shared by every worker.
@@ -834,8 +836,10 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 	for _, p := range w.nats {
 		p.start(t)
 	}
+	// A new cluster elects its JetStream meta leader once the routes are up; on a loaded CI
+	// machine that has taken more than 30 s. A deadline, not a wait: ready nodes return at once.
 	for _, p := range w.nats {
-		if err := p.waitReady(30 * time.Second); err != nil {
+		if err := p.waitReady(90 * time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
