@@ -16,6 +16,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/pkg/serve"
+	"github.com/mfaflow/mfaflow/services/status/internal/faults"
 	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 )
 
@@ -296,7 +297,7 @@ func (a *API) ws(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		// Only possible before the first message, e.g. the store failing or the client leaving
 		// during the first read. Logged once; the client gets the code, never the text.
-		fe := fault.From(problem(err))
+		fe := fault.From(faults.Of(err))
 		switch {
 		case httpx.ClientGone(r, err):
 			a.Log.Debug("websocket client went away", "path", r.URL.Path, "err", err)

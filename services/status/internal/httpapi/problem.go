@@ -7,17 +7,15 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
-	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
-	"github.com/mfaflow/mfaflow/services/status/internal/signin"
+	"github.com/mfaflow/mfaflow/services/status/internal/faults"
 )
 
 // writeError answers err as problem+json: the one place the HTTP adapter answers an error. A
 // refusal that ends at a known time (locked, too many pushes) also gets Retry-After.
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	err = problem(err)
+	err = faults.Of(err)
 	var fe *fault.Error
 	if errors.As(err, &fe) && !fe.Until.IsZero() {
 		w.Header().Set("Retry-After", retryAfter(fe.Until.Sub(a.now())))
@@ -38,75 +36,4 @@ var (
 // retryAfter is a Retry-After value in whole seconds, at least 1.
 func retryAfter(wait time.Duration) string {
 	return strconv.Itoa(max(int(math.Ceil(wait.Seconds())), 1))
-}
-
-// problem maps the domain's errors to the stable codes and messages clients see: the one place
-// the HTTP adapter does so. Errors that are already *fault.Error (authentication, request
-// decoding, a refusal of the registry the domain passed on) pass through; anything else stays
-// as it is and is answered "internal" (and logged) by httpx.WriteError.
-func problem(err error) error {
-	var (
-		fe     *fault.Error
-		locked *factor.LockedError
-		pushes *signin.TooManyPushesError
-	)
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &fe):
-		return err
-	case errors.Is(err, enrollment.ErrNotFound):
-		return errNoSuchEnrollment
-	case errors.Is(err, signin.ErrNotFound):
-		return errNoSuchSignIn
-	case errors.Is(err, signin.ErrExpired):
-		return fault.New(fault.Expired, "the sign-in has expired; start a new one")
-	case errors.Is(err, signin.ErrConflict):
-		return fault.New(fault.Conflict, trimSentinel(err, signin.ErrConflict))
-	case errors.Is(err, signin.ErrBadRequest):
-		return fault.New(fault.BadRequest, trimSentinel(err, signin.ErrBadRequest))
-	case errors.Is(err, signin.ErrStale):
-		return fault.New(fault.Conflict, "the sign-in is changing concurrently; retry")
-	case errors.Is(err, enrollment.ErrExpired):
-		return fault.New(fault.Expired, "the enrollment has expired; start a new one")
-	case errors.Is(err, enrollment.ErrFailed):
-		return fault.New(fault.InvalidCode, "invalid verification code; too many attempts, the enrollment has failed")
-	case errors.Is(err, factor.ErrInvalidCode):
-		return fault.New(fault.InvalidCode, "invalid verification code")
-	case errors.Is(err, enrollment.ErrConflict):
-		return fault.New(fault.Conflict, trimSentinel(err, enrollment.ErrConflict))
-	case errors.Is(err, enrollment.ErrBadRequest):
-		return fault.New(fault.BadRequest, trimSentinel(err, enrollment.ErrBadRequest))
-	case errors.Is(err, enrollment.ErrStale):
-		return fault.New(fault.Conflict, "the enrollment is changing concurrently; retry")
-	case errors.Is(err, factor.ErrReplayed):
-		return fault.New(fault.CodeReplayed, "this code was already used; wait for the next one")
-	case errors.Is(err, factor.ErrMalformedCode):
-		return fault.New(fault.InvalidCode, "invalid code: a TOTP code is 6 digits, a recovery code 10 characters (XXXXX-XXXXX)")
-	case errors.As(err, &locked):
-		return &fault.Error{Code: fault.Locked, Message: "too many wrong codes: code checks are locked for a while (see Retry-After)", Until: locked.Until}
-	case errors.Is(err, factor.ErrLocked):
-		return fault.New(fault.Locked, "too many wrong codes: code checks are locked for a while (see Retry-After)")
-	case errors.As(err, &pushes):
-		return &fault.Error{Code: fault.TooManyRequests, Message: "too many push sign-ins for this user; wait for Retry-After", Until: pushes.RetryAt}
-	case errors.Is(err, signin.ErrTooManyPushes):
-		return fault.New(fault.TooManyRequests, "too many push sign-ins for this user; wait for Retry-After")
-	case errors.Is(err, signin.ErrStepUpRequired):
-		return fault.New(fault.StepUpRequired, trimSentinel(err, signin.ErrStepUpRequired)+": "+fault.StepUpHint)
-	case errors.Is(err, factor.ErrNoFactor):
-		return fault.New(fault.NoFactor, "the user has no usable factor of this method (enroll a device, or generate recovery codes)")
-	}
-	return err
-}
-
-// trimSentinel is err's message without the sentinel's prefix: the domain's conflict, bad
-// request and step-up messages are written for clients (they name states and fields, never
-// internals), so they are passed on.
-func trimSentinel(err, sentinel error) string {
-	msg := err.Error()
-	prefix := sentinel.Error() + ": "
-	if len(msg) > len(prefix) && msg[:len(prefix)] == prefix {
-		return msg[len(prefix):]
-	}
-	return msg
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/faults"
 	"github.com/mfaflow/mfaflow/services/status/internal/mfatoken"
 	"github.com/mfaflow/mfaflow/services/status/internal/signin"
 	"github.com/nats-io/nats.go"
@@ -162,68 +163,8 @@ func toSignInReply(a signin.Authentication) commands.EnrollmentReply {
 	return r
 }
 
-// toFault maps domain errors to stable fault codes: the one place the status service does so.
-// Errors that are already *fault.Error (from the registry) pass through.
-func toFault(err error) error {
-	var fe *fault.Error
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &fe):
-		return err
-	case errors.Is(err, enrollment.ErrNotFound):
-		return fault.New(fault.NotFound, "no such enrollment")
-	case errors.Is(err, signin.ErrNotFound):
-		return fault.New(fault.NotFound, "no such sign-in")
-	case errors.Is(err, signin.ErrExpired):
-		return fault.New(fault.Expired, "the sign-in has expired; start a new one")
-	case errors.Is(err, signin.ErrConflict):
-		return fault.New(fault.Conflict, trimSentinel(err, signin.ErrConflict))
-	case errors.Is(err, signin.ErrBadRequest):
-		return fault.New(fault.BadRequest, trimSentinel(err, signin.ErrBadRequest))
-	case errors.Is(err, signin.ErrStale):
-		return fault.New(fault.Conflict, "the sign-in is changing concurrently; retry")
-	case errors.Is(err, enrollment.ErrExpired):
-		return fault.New(fault.Expired, "the enrollment has expired; start a new one")
-	case errors.Is(err, enrollment.ErrFailed):
-		return fault.New(fault.InvalidCode, "invalid verification code; too many attempts, the enrollment has failed")
-	case errors.Is(err, factor.ErrInvalidCode):
-		return fault.New(fault.InvalidCode, "invalid verification code")
-	case errors.Is(err, enrollment.ErrConflict):
-		return fault.New(fault.Conflict, conflictMessage(err))
-	case errors.Is(err, enrollment.ErrBadRequest):
-		return fault.New(fault.BadRequest, badRequestMessage(err))
-	case errors.Is(err, enrollment.ErrStale):
-		return fault.New(fault.Conflict, "the enrollment is changing concurrently; retry")
-	case errors.Is(err, factor.ErrReplayed):
-		return fault.New(fault.CodeReplayed, "this code was already used; wait for the next one")
-	case errors.Is(err, factor.ErrMalformedCode):
-		return fault.New(fault.InvalidCode, "invalid code: a TOTP code is 6 digits, a recovery code 10 characters (XXXXX-XXXXX)")
-	case errors.Is(err, factor.ErrLocked):
-		return fault.New(fault.Locked, "too many wrong codes: code checks are locked for a while (see Retry-After)")
-	case errors.Is(err, signin.ErrTooManyPushes):
-		return fault.New(fault.TooManyRequests, "too many push sign-ins for this user; wait for Retry-After")
-	case errors.Is(err, signin.ErrStepUpRequired):
-		return fault.New(fault.StepUpRequired, stepUpHelp(trimSentinel(err, signin.ErrStepUpRequired)))
-	case errors.Is(err, factor.ErrNoFactor):
-		return fault.New(fault.NoFactor, "the user has no usable factor of this method (enroll a device, or generate recovery codes)")
-	}
-	return err
-}
-
-// The domain's conflict and bad-request messages are written for clients (they name states
-// and fields, never internals), so they are passed on.
-func conflictMessage(err error) string   { return trimSentinel(err, enrollment.ErrConflict) }
-func badRequestMessage(err error) string { return trimSentinel(err, enrollment.ErrBadRequest) }
-
-func trimSentinel(err, sentinel error) string {
-	msg := err.Error()
-	prefix := sentinel.Error() + ": "
-	if len(msg) > len(prefix) && msg[:len(prefix)] == prefix {
-		return msg[len(prefix):]
-	}
-	return msg
-}
+// toFault is faults.Of: the status domain's errors read the same over NATS as over HTTP.
+func toFault(err error) error { return faults.Of(err) }
 
 // Registry is the device registry reached over NATS.
 type Registry struct {

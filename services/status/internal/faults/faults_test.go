@@ -1,4 +1,4 @@
-package httpapi
+package faults
 
 import (
 	"fmt"
@@ -25,7 +25,7 @@ func TestProblemWording(t *testing.T) {
 		"SignInBadRequest":   {fmt.Errorf("%w: decision must be approve or deny", signin.ErrBadRequest), fault.BadRequest, "decision must be approve or deny"},
 		"TooManyPushes":      {&signin.TooManyPushesError{}, fault.TooManyRequests, "too many push sign-ins for this user; wait for Retry-After"},
 	} {
-		fe := fault.From(problem(tc.err))
+		fe := fault.From(Of(tc.err))
 		if fe.Code != tc.code || fe.Message != tc.detail {
 			t.Errorf("%s: %s %q, want %s %q", name, fe.Code, fe.Message, tc.code, tc.detail)
 		}
