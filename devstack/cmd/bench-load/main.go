@@ -367,7 +367,9 @@ func startBare() (string, func(), error) {
 		return "", nil, err
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+	// The label follows every goroutine the server starts, so -cpuprofile can tell bare's CPU
+	// from the dev stack's and the load generator's (pprof -tagfocus part=bare).
+	go pprof.Do(context.Background(), pprof.Labels("part", "bare"), func(context.Context) { _ = srv.Serve(ln) })
 	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
 }
 
@@ -400,7 +402,11 @@ func startStack() (st *stack.Stack, stop func(), err error) {
 	cfg, err := config.FromEnv(func(k string) string { return vars[k] })
 	if err == nil {
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-		st, err = stack.Start(context.Background(), cfg, stack.Options{}, log)
+		// Labelled like bare's server: every goroutine of the stack (NATS server included)
+		// inherits it (pprof -tagfocus part=stack).
+		pprof.Do(context.Background(), pprof.Labels("part", "stack"), func(ctx context.Context) {
+			st, err = stack.Start(ctx, cfg, stack.Options{}, log)
+		})
 	}
 	if err != nil {
 		_ = os.RemoveAll(dir)
