@@ -90,6 +90,13 @@ const (
 	// FactorsReset: an administrator reset all of the user's factors (Okta's reset_factors):
 	// every device removed, the recovery codes deleted, the lockout cleared.
 	FactorsReset Type = "mfa.factors.reset"
+
+	// Delivery events have the delivery id as CloudEvent subject.
+
+	// DeliveryFailed: the notifier gave up on a message (a code) before it expired: the mail
+	// server or SMS provider kept refusing it, or it could not be built. Never the address in
+	// full or the code.
+	DeliveryFailed Type = "mfa.delivery.failed"
 )
 
 // Types lists every event type in the catalogue.
@@ -98,6 +105,7 @@ var Types = []Type{
 	EnrollmentCancelled, EnrollmentFailed, DeviceRegistered, DeviceRenamed, DeviceRemoved,
 	VerificationInitiated, VerificationSucceeded, VerificationFailed, VerificationLocked,
 	VerificationExpired, VerificationCancelled, VerificationDenied, RecoveryGenerated, RecoveryUsed,
+	DeliveryFailed,
 	PushSent, PushAcknowledged, VerificationUnlocked, FactorsReset,
 }
 
@@ -281,4 +289,26 @@ type Push struct {
 	Devices int `json:"devices,omitempty"`
 	// PHID is the device that received it (acknowledged only).
 	PHID string `json:"ph_id,omitempty"`
+}
+
+// Delivery is the data of mfa.delivery.failed. It never carries the code or the full address.
+type Delivery struct {
+	// DeliveryID identifies the delivery (also the CloudEvent subject); the same id was the
+	// mail's Message-ID or the SMS webhook's X-Mfaflow-Delivery on every attempt.
+	DeliveryID string `json:"delivery_id"`
+	// Sub is the user the message was for.
+	Sub string `json:"sub"`
+	// StatusID is the enrollment or sign-in the message belonged to, if any.
+	StatusID string `json:"status_id,omitempty"`
+	// Channel is email or sms.
+	Channel string `json:"channel"`
+	// Kind is the message kind (enrollment_code, signin_code).
+	Kind string `json:"kind"`
+	// Destination is the address, masked (a***@example.org, +49 ••• •••• 78).
+	Destination string `json:"destination"`
+	// Attempts is how many times the notifier tried.
+	Attempts int `json:"attempts"`
+	// Reason says why it gave up: expired (retried until the message was no use any more),
+	// rejected (the server refused it permanently) or unreadable (the request did not open).
+	Reason string `json:"reason"`
 }

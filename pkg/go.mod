@@ -9,6 +9,8 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 )
 
+require github.com/nyaruka/phonenumbers v1.8.1 // indirect
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

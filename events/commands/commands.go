@@ -16,7 +16,36 @@ import "time"
 const (
 	StatusService   = "mfa-status"
 	RegistryService = "mfa-device-registry"
+	NotifierService = "mfa-notifier"
 )
+
+// Notifier endpoints (group "mfa.notifier.v1").
+const (
+	NotifierGroup = "mfa.notifier.v1"
+	// NotifierChannels answers which channels the notifier can deliver (ChannelsReply): EMAIL
+	// and SMS are active methods only where it can. No responder means neither.
+	NotifierChannels = NotifierGroup + ".channels"
+)
+
+// ChannelsReply says which channels the notifier is configured for.
+type ChannelsReply struct {
+	Email bool `json:"email"`
+	SMS   bool `json:"sms"`
+}
+
+// StatusDelivery (status service endpoint) is how the notifier reports the outcome of a code's
+// delivery (DeliveryReport) so that the status object shows it ("delivery":"sent|failed").
+// A report about a delivery the status object no longer waits for (a resend replaced it) is
+// answered with success and changes nothing.
+const StatusDelivery = "mfa.status.v1.delivery"
+
+// DeliveryReport is one delivery's outcome.
+type DeliveryReport struct {
+	StatusID   string `json:"status_id"`
+	DeliveryID string `json:"delivery_id"`
+	// State is "sent" or "failed".
+	State string `json:"state"`
+}
 
 // Status service endpoints (group "mfa.status.v1").
 const (
