@@ -177,7 +177,46 @@ const (
 	RegistryPushDevices = RegistryGroup + ".devices.push"
 	// RegistryDeviceUsed records that a device approved a sign-in (its last_used_at).
 	RegistryDeviceUsed = RegistryGroup + ".devices.used"
+	// RegistryResendCredential sends a new code for an EMAIL or SMS enrollment
+	// (ResendCredentialRequest) and answers the new sealed pending credential
+	// (CreateCredentialReply without a secret); the old code stops working. Refusals:
+	// method_inactive, too_many_requests (SMS limits, with Mfa-Fault-Until), expired.
+	RegistryResendCredential = RegistryGroup + ".credentials.resend"
+	// RegistryFactorsChallenge sends a sign-in code of a method whose codes are sent (EMAIL,
+	// SMS) to one of the user's factors (ChallengeRequest → ChallengeReply). Refusals: no_factor,
+	// locked (with Mfa-Fault-Until), not_found (no such ph_id), method_inactive,
+	// too_many_requests (SMS limits, with Mfa-Fault-Until), region_not_allowed.
+	RegistryFactorsChallenge = RegistryGroup + ".factors.challenge"
 )
+
+// ResendCredentialRequest names an EMAIL or SMS enrollment and hands back its sealed pending
+// credential.
+type ResendCredentialRequest struct {
+	StatusID          string `json:"status_id"`
+	Sub               string `json:"sub"`
+	PendingCredential []byte `json:"pending_credential"`
+}
+
+// ChallengeRequest asks for a sign-in code to be sent. PHID picks the factor; empty means the
+// one used most recently. Locale is the language of the message.
+type ChallengeRequest struct {
+	Sub      string `json:"sub"`
+	Method   string `json:"method"`
+	PHID     string `json:"ph_id,omitempty"`
+	StatusID string `json:"status_id"`
+	Locale   string `json:"locale,omitempty"`
+}
+
+// ChallengeReply says where the code went. Challenge is the code's sealed keyed hash, which
+// the status service keeps with the sign-in (it cannot open it) and hands back with the code
+// (FactorRequest.Challenge). Never logged, never in an event or a reply to a client.
+type ChallengeReply struct {
+	PHID          string    `json:"ph_id"`
+	Destination   string    `json:"destination"`
+	DeliveryID    string    `json:"delivery_id"`
+	CodeExpiresAt time.Time `json:"code_expires_at"`
+	Challenge     []byte    `json:"challenge"`
+}
 
 // DeviceRequest names a device, or a user's devices.
 type DeviceRequest struct {
@@ -211,6 +250,8 @@ type FactorRequest struct {
 	Method   string `json:"method"`
 	Code     string `json:"code,omitempty"`
 	StatusID string `json:"status_id,omitempty"`
+	// Challenge is the sign-in's sealed challenge (ChallengeReply) when its code was sent.
+	Challenge []byte `json:"challenge,omitempty"`
 }
 
 // FactorReply answers RegistryFactorsReady, RegistryFactorsCheck and RegistryFactorsFailure
@@ -241,6 +282,13 @@ type CreateCredentialRequest struct {
 	// Retry instead, since its token was spent by the first attempt.
 	StepUpToken string `json:"step_up_token,omitempty"`
 	Retry       bool   `json:"retry,omitempty"`
+	// Method is the factor to enroll: "" or TOTP, or EMAIL / SMS with Destination (an email
+	// address, or a phone number in E.164 or national with Region) and the Locale of the
+	// code's message. The registry sends the code; the reply then has no secret.
+	Method      string `json:"type,omitempty"`
+	Destination string `json:"destination,omitempty"`
+	Region      string `json:"region,omitempty"`
+	Locale      string `json:"locale,omitempty"`
 }
 
 // CreateCredentialReply carries the new secret. It is the only message that ever holds a secret,
@@ -257,6 +305,10 @@ type CreateCredentialReply struct {
 	Digits            int    `json:"digits"`
 	Period            int    `json:"period"`
 	PendingCredential []byte `json:"pending_credential"`
+	// EMAIL and SMS: where the code went (masked), the delivery, and when the code expires.
+	Destination   string    `json:"destination,omitempty"`
+	DeliveryID    string    `json:"delivery_id,omitempty"`
+	CodeExpiresAt time.Time `json:"code_expires_at,omitzero"`
 }
 
 // VerifyCredentialRequest proves possession of a pending credential with a code.
@@ -304,6 +356,11 @@ type CreateEnrollmentRequest struct {
 	// kept with the enrollment while it is open. A repeated create (a retried keyed
 	// initiation) with another one replaces it while the enrollment is still INITIATED.
 	PendingCredential []byte `json:"pending_credential,omitempty"`
+	// EMAIL and SMS: where the first code went (masked), its delivery and its expiry, from the
+	// registry's CreateCredentialReply.
+	Destination   string    `json:"destination,omitempty"`
+	DeliveryID    string    `json:"delivery_id,omitempty"`
+	CodeExpiresAt time.Time `json:"code_expires_at,omitzero"`
 }
 
 // KeyedIDsRequest asks for the ids of sub's enrollment initiated with Idempotency-Key Key.
@@ -343,6 +400,10 @@ type EnrollmentReply struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	DeviceID  string    `json:"device_id,omitempty"`
 	PHID      string    `json:"ph_id,omitempty"`
+	// Destination (masked) and Delivery (pending, sent, failed) of the code of an EMAIL or SMS
+	// enrollment or sign-in.
+	Destination string `json:"destination,omitempty"`
+	Delivery    string `json:"delivery,omitempty"`
 	// Seq counts the enrollment's writes (1 when created). Each write is a compare-and-set,
 	// so Seq grows by one per change whichever replica made it; live subscribers order
 	// announcements by it and not by UpdatedAt, which comes from the writing replica's clock.

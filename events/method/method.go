@@ -16,6 +16,8 @@ const (
 	TOTP       = "TOTP"
 	BackupCode = "BACKUPCODE"
 	Push       = "PUSH"
+	Email      = "EMAIL"
+	SMS        = "SMS"
 )
 
 // SignIn says how a sign-in with a method is finished.
@@ -44,6 +46,11 @@ type Method struct {
 	SignIn SignIn
 	// AMR are the mfa_token's amr values (RFC 8176) for a sign-in with the method.
 	AMR []string
+	// Channel is the notifier's channel (pkg/delivery: "email", "sms") that brings the user a
+	// one-time code of the method, at enrollment and at every sign-in; empty for methods whose
+	// codes the user's own authenticator makes. Such a method is active only where the
+	// notifier can deliver on its channel.
+	Channel string
 }
 
 var all = []Method{
@@ -52,6 +59,10 @@ var all = []Method{
 	{Name: BackupCode, Route: "backupcode", SignIn: Code, AMR: []string{"kba"}},
 	// swk: a software-secured key signed the answer; user: the user picked the number.
 	{Name: Push, Route: "push", SignIn: Device, AMR: []string{"swk", "user"}},
+	// otp: a one-time code; email / sms: how it reached the user (RFC 8176 has sms; email is
+	// the name Okta and Azure AD use for the same thing by mail).
+	{Name: Email, Route: "email", Enrolls: true, SignIn: Code, AMR: []string{"otp", "email"}, Channel: "email"},
+	{Name: SMS, Route: "sms", Enrolls: true, SignIn: Code, AMR: []string{"otp", "sms"}, Channel: "sms"},
 }
 
 // All returns every method, in the order config/list shows them.

@@ -26,7 +26,7 @@ func TestRegistration(t *testing.T) {
 	if m, ok := method.ByRoute("TOTP"); !ok || m.Name != method.TOTP {
 		t.Errorf("route segments are case-insensitive: %+v %v", m, ok)
 	}
-	if _, ok := method.ByRoute("sms"); ok {
+	if _, ok := method.ByRoute("fax"); ok {
 		t.Error("an unregistered method was found")
 	}
 	all := method.All()

@@ -92,6 +92,15 @@ type Config struct {
 	// UserStreams bounds the live status streams (SSE and websocket) one user holds open on one
 	// status replica; 0 turns the limit off.
 	UserStreams int // MFA_USER_STREAMS
+	// Codes by email and SMS: digits and validity of a code, wrong codes before an enrollment
+	// fails; SMS sent per user, per number and in all per hour, and the regions SMS go to.
+	OOBCodeDigits    int           // MFA_OOB_CODE_DIGITS
+	OOBCodeTTL       time.Duration // MFA_OOB_CODE_TTL
+	OOBMaxAttempts   int           // MFA_OOB_MAX_ATTEMPTS
+	SMSUserRate      int           // MFA_SMS_USER_RATE
+	SMSHourlyLimit   int           // MFA_SMS_HOURLY_LIMIT
+	SMSRegions       []string      // MFA_SMS_REGIONS
+	SMSPerNumberRate int           // MFA_SMS_NUMBER_RATE
 }
 
 // MaxEnrollmentTTL bounds MFA_ENROLLMENT_TTL: an enrollment is a QR on a screen, and the status
@@ -192,6 +201,13 @@ var Variables = []Variable{
 	{"MFA_USER_START_RATE", "20", "enrollment initiations, sign-in initiations and recovery-code sets one user may start per minute, per replica of each service (0 = unlimited); more get 429 `too_many_requests` with Retry-After. A service token's sign-ins count against the user they name"},
 	{"MFA_USER_START_BURST", "10", "initiations one user may start at once before MFA_USER_START_RATE applies (1 to 10000)"},
 	{"MFA_USER_STREAMS", "20", "live status streams (SSE and websocket) one user may hold open on one status replica (0 = unlimited); one more is refused with 429 `too_many_requests` and Retry-After before the stream starts"},
+	{"MFA_OOB_CODE_DIGITS", "6", "digits of a code sent by email or SMS (6 to 8)"},
+	{"MFA_OOB_CODE_TTL", "5m", "how long a code sent by email or SMS works (Go duration, 1m to 30m)"},
+	{"MFA_OOB_MAX_ATTEMPTS", "5", "wrong codes that make an enrollment FAILED (1 to 20)"},
+	{"MFA_SMS_USER_RATE", "10", "text messages one user may be sent per hour (1 to 1000); more get 429 `too_many_requests` and nothing is sent"},
+	{"MFA_SMS_NUMBER_RATE", "5", "text messages one phone number may be sent per hour (1 to 1000)"},
+	{"MFA_SMS_HOURLY_LIMIT", "1000", "text messages the whole deployment may send per hour (1 to 10000000): a ceiling against SMS pumping"},
+	{"MFA_SMS_REGIONS", "", "regions text messages may go to, as ISO 3166 codes (DE,AT,CH); empty: all. Numbers elsewhere get 400 `region_not_allowed`"},
 	{"MFA_COMMAND_CONCURRENCY", "256", "NATS commands one endpoint runs at once on one replica; more get `unavailable` at once"},
 	{"MFA_COMMAND_TIMEOUT", "10s", "deadline of each NATS command a service handles (Go duration); past it the caller gets `unavailable`"},
 	{"MFA_BRIDGE_MAX_CONNECTIONS", "10000", "websocket connections one mobile-bridge replica holds open; one more is refused with 503 `unavailable` and Retry-After (keep below the open-file limit)"},
@@ -319,6 +335,35 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.UserStreams, err = strconv.Atoi(get("MFA_USER_STREAMS")); err != nil || c.UserStreams < 0 || c.UserStreams > MaxUserStreams {
 		errs = append(errs, fmt.Errorf("MFA_USER_STREAMS: want a whole number between 0 (unlimited) and %d, got %q", MaxUserStreams, get("MFA_USER_STREAMS")))
+	}
+	if c.OOBCodeDigits, err = strconv.Atoi(get("MFA_OOB_CODE_DIGITS")); err != nil || c.OOBCodeDigits < 6 || c.OOBCodeDigits > 8 {
+		errs = append(errs, fmt.Errorf("MFA_OOB_CODE_DIGITS: want 6, 7 or 8, got %q", get("MFA_OOB_CODE_DIGITS")))
+	}
+	if c.OOBCodeTTL, err = time.ParseDuration(get("MFA_OOB_CODE_TTL")); err != nil || c.OOBCodeTTL < time.Minute || c.OOBCodeTTL > 30*time.Minute {
+		errs = append(errs, fmt.Errorf("MFA_OOB_CODE_TTL: want a Go duration between 1m and 30m, got %q", get("MFA_OOB_CODE_TTL")))
+	}
+	if c.OOBMaxAttempts, err = strconv.Atoi(get("MFA_OOB_MAX_ATTEMPTS")); err != nil || c.OOBMaxAttempts < 1 || c.OOBMaxAttempts > 20 {
+		errs = append(errs, fmt.Errorf("MFA_OOB_MAX_ATTEMPTS: want a whole number between 1 and 20, got %q", get("MFA_OOB_MAX_ATTEMPTS")))
+	}
+	for _, r := range []struct {
+		name string
+		dst  *int
+		max  int
+	}{{"MFA_SMS_USER_RATE", &c.SMSUserRate, 1000}, {"MFA_SMS_NUMBER_RATE", &c.SMSPerNumberRate, 1000}, {"MFA_SMS_HOURLY_LIMIT", &c.SMSHourlyLimit, 10_000_000}} {
+		if *r.dst, err = strconv.Atoi(get(r.name)); err != nil || *r.dst < 1 || *r.dst > r.max {
+			errs = append(errs, fmt.Errorf("%s: want a whole number between 1 and %d, got %q", r.name, r.max, get(r.name)))
+		}
+	}
+	for _, region := range strings.Split(get("MFA_SMS_REGIONS"), ",") {
+		region = strings.ToUpper(strings.TrimSpace(region))
+		if region == "" {
+			continue
+		}
+		if len(region) != 2 || region[0] < 'A' || region[0] > 'Z' || region[1] < 'A' || region[1] > 'Z' {
+			errs = append(errs, fmt.Errorf("MFA_SMS_REGIONS: want ISO 3166 region codes such as DE,AT,CH, got %q", region))
+			continue
+		}
+		c.SMSRegions = append(c.SMSRegions, region)
 	}
 	if c.CommandConcurrency, err = strconv.Atoi(get("MFA_COMMAND_CONCURRENCY")); err != nil || c.CommandConcurrency < 1 || c.CommandConcurrency > MaxCommandConcurrency {
 		errs = append(errs, fmt.Errorf("MFA_COMMAND_CONCURRENCY: want a whole number between 1 and %d, got %q", MaxCommandConcurrency, get("MFA_COMMAND_CONCURRENCY")))

@@ -38,3 +38,54 @@ func (e *LockedError) Error() string {
 
 // Is makes every LockedError match ErrLocked.
 func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// Sent describes the code an enrollment or a sign-in sent by email or SMS, as the status object
+// shows it. The code itself is never here: the registry keeps its keyed hash in a sealed value.
+type Sent struct {
+	// PHID is the factor the code went to (sign-in).
+	PHID string
+	// Destination is the masked address (a***@example.org, +49 ••• •••• 78).
+	Destination string
+	// DeliveryID names the delivery of the code last sent; Delivery is its state: pending,
+	// sent or failed (the notifier reports it).
+	DeliveryID string
+	Delivery   string
+	// Resends counts the codes sent after the first; SentAt is when the last one was.
+	Resends int
+	SentAt  time.Time
+	// CodeExpiresAt is when the code last sent stops working.
+	CodeExpiresAt time.Time
+}
+
+// The delivery states of Sent.
+const (
+	DeliveryPending = "pending"
+	DeliverySent    = "sent"
+	DeliveryFailed  = "failed"
+)
+
+// Resend limits: one code per ResendInterval, at most MaxResends more per exchange.
+const (
+	ResendInterval = 30 * time.Second
+	MaxResends     = 5
+)
+
+// RetryLaterError refuses a request that may be made again at Until (a resend too soon, or
+// too many).
+type RetryLaterError struct {
+	Until  time.Time
+	Reason string
+}
+
+func (e *RetryLaterError) Error() string { return e.Reason }
+
+// ResendAllowed applies the resend limits to s at now: nil, or a *RetryLaterError.
+func (s Sent) ResendAllowed(now time.Time) error {
+	if s.Resends >= MaxResends {
+		return &RetryLaterError{Reason: "no more codes can be sent for this exchange; start a new one"}
+	}
+	if next := s.SentAt.Add(ResendInterval); now.Before(next) {
+		return &RetryLaterError{Until: next, Reason: "a code was sent moments ago; wait for Retry-After"}
+	}
+	return nil
+}

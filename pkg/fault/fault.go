@@ -37,6 +37,13 @@ const (
 	// StepUpRequired: changing a user's factors (enrolling another, removing one, new recovery
 	// codes) needs X-MFA-Token with a fresh, unused mfa_token of the user (DESIGN.md Part 3).
 	StepUpRequired Code = "step_up_required"
+	// MethodInactive: the method exists but this deployment cannot use it now (EMAIL without a
+	// mail server, SMS without a provider, WEBAUTHN without a usable RP ID).
+	MethodInactive Code = "method_inactive"
+	// AlreadyEnrolled: the user has a factor for this address or number already.
+	AlreadyEnrolled Code = "already_enrolled"
+	// RegionNotAllowed: the phone number is in a region SMS is not sent to (MFA_SMS_REGIONS).
+	RegionNotAllowed Code = "region_not_allowed"
 )
 
 // StepUpHint tells a client how to get what StepUpRequired asks for; every service that refuses
@@ -62,6 +69,9 @@ var statuses = map[Code]int{
 	Internal:          http.StatusInternalServerError,
 	DevTokensDisabled: http.StatusNotFound,
 	StepUpRequired:    http.StatusForbidden,
+	MethodInactive:    http.StatusConflict,
+	AlreadyEnrolled:   http.StatusConflict,
+	RegionNotAllowed:  http.StatusBadRequest,
 }
 
 // Status is the HTTP status that goes with c; unknown codes are 500.

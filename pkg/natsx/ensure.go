@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/delivery"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -263,4 +264,23 @@ func KeysFromStream(ctx context.Context, st jetstream.Stream, bucket, filter str
 		}
 	}
 	return keys, nil
+}
+
+// EnsureDeliveryStream returns the MFA_DELIVERIES stream (pkg/delivery), creating it when it is
+// missing, as EnsureEventStream does for MFA_EVENTS: the registry publishes codes on it and the
+// notifier consumes them, and either may start first.
+func EnsureDeliveryStream(ctx context.Context, js jetstream.JetStream, opts ...EnsureOption) (jetstream.Stream, error) {
+	o := ensureOpts(opts)
+	want := delivery.StreamConfig()
+	want.Replicas = o.replicas
+	var st jetstream.Stream
+	err := AwaitJetStream(ctx, js, o.log, "stream "+want.Name, func(ctx context.Context) (err error) {
+		st, err = ensureStream(ctx, js, want)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", want.Name, err)
+	}
+	warnDrift(o.log, "stream", want.Name, streamDrift(want, st.CachedInfo().Config))
+	return st, nil
 }

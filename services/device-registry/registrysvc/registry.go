@@ -75,6 +75,12 @@ type Config struct {
 	// means unlimited.
 	UserStartsPerMinute float64
 	UserStartBurst      int
+	// DeliveryKey seals the codes the registry hands to the notifier (MFA_DELIVERY_KEY, 32
+	// bytes); without it the methods whose codes are sent (EMAIL, SMS) are inactive.
+	DeliveryKey []byte
+	// OOB are the rules of codes by email and SMS (MFA_OOB_*, MFA_SMS_*); zero fields take the
+	// domain's defaults.
+	OOB device.OOBPolicy
 	// Clock is the time source of every rule (code time steps, timestamps); nil means
 	// time.Now. Tests set it to compute codes for a known instant.
 	Clock func() time.Time
@@ -82,9 +88,14 @@ type Config struct {
 
 // recoveryKey derives the key of the recovery codes' keyed hash from the secret key, so that
 // one secret protects both and neither key can be computed from the other's output.
-func recoveryKey(secretKey []byte) []byte {
+func recoveryKey(secretKey []byte) []byte { return derivedKey(secretKey, "mfaflow recovery codes v1") }
+
+// codeKey derives the key of the sent codes' keyed hash (EMAIL, SMS) in the same way.
+func codeKey(secretKey []byte) []byte { return derivedKey(secretKey, "mfaflow one-time codes v1") }
+
+func derivedKey(secretKey []byte, label string) []byte {
 	m := hmac.New(sha256.New, secretKey)
-	m.Write([]byte("mfaflow recovery codes v1"))
+	m.Write([]byte(label))
 	return m.Sum(nil)
 }
 
@@ -147,13 +158,22 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if _, err := natsx.EnsureEventStream(ctx, js, natsx.WithReplicas(cfg.Replicas), natsx.WithLogger(log)); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	store, relays, client, err := openStore(ctx, js, cfg, log.With("component", "outbox-relay"))
+	store, counter, relays, client, err := openStore(ctx, js, cfg, log.With("component", "outbox-relay"))
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	opts := []device.Option{device.WithLockout(cfg.Lockout), device.WithRecoveryKey(recoveryKey(keys[current])), device.WithOlderRecoveryKeys(olderRecovery...)}
 	if !cfg.StepUpOff {
 		opts = append(opts, device.WithStepUp(natsapi.StatusStepUp{NC: nc}))
+	}
+	if len(cfg.DeliveryKey) > 0 {
+		if _, err := natsx.EnsureDeliveryStream(ctx, js, natsx.WithReplicas(cfg.Replicas), natsx.WithLogger(log)); err != nil {
+			return nil, fmt.Errorf("registry: %w", err)
+		}
+		opts = append(opts, device.WithOOB(cfg.OOB, codeKey(keys[current]), natsapi.NewDeliveries(js, cfg.DeliveryKey),
+			natsapi.NewNotifierChannels(nc), counter))
+	} else {
+		log.Info("no delivery key (MFA_DELIVERY_KEY): EMAIL and SMS are inactive")
 	}
 	svc := device.NewService(store, box, clock, opts...)
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.

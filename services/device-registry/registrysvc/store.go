@@ -17,39 +17,50 @@ import (
 
 // openStore opens the backend cfg.Store names and returns it with its outbox relays (and the
 // MongoDB client to disconnect on Close, if any).
-func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, relayLog *slog.Logger) (device.Store, []func(context.Context) error, *mongodrv.Client, error) {
+//
+// counter keeps the hourly SMS limits on the same backend.
+func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, relayLog *slog.Logger) (_ device.Store, counter device.Counter, _ []func(context.Context) error, _ *mongodrv.Client, _ error) {
 	switch cfg.Store {
 	case "", "nats":
 		bucket, err := natsx.EnsureKV(ctx, js, kv.BucketConfig(cfg.Bucket), natsx.WithReplicas(cfg.Replicas), natsx.WithLogger(relayLog))
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		relay := &kvdoc.Relay{KV: bucket, JS: js, Filter: kv.RelayFilter, Log: relayLog}
 		store := kv.New(bucket, js)
 		store.FollowRelay(relay.Relayed)
 		// Once per bucket: users stored before the per-user index documents get theirs.
 		if n, err := store.MigrateUserIndex(ctx); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		} else if n > 0 {
 			relayLog.Info("indexed the credentials of users stored before per-user index documents", "users", n)
 		}
-		return store, []func(context.Context) error{relay.Run}, nil, nil
+		counters, err := natsx.EnsureKV(ctx, js, kv.CounterBucketConfig(), natsx.WithReplicas(cfg.Replicas), natsx.WithLogger(relayLog))
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		return store, kv.Counter{KV: counters}, []func(context.Context) error{relay.Run}, nil, nil
 	case "mongo":
 		client, db, err := mongodoc.Connect(ctx, cfg.MongoURI)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		store, err := mongo.Open(ctx, db)
 		if err != nil {
 			_ = client.Disconnect(context.Background())
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
+		}
+		counter, err := mongo.OpenCounter(ctx, db)
+		if err != nil {
+			_ = client.Disconnect(context.Background())
+			return nil, nil, nil, nil, err
 		}
 		var relays []func(context.Context) error
 		for _, r := range store.Relays(js, relayLog) {
 			relays = append(relays, r.Run)
 		}
-		return store, relays, client, nil
+		return store, counter, relays, client, nil
 	default:
-		return nil, nil, nil, fmt.Errorf("unknown store %q (want nats or mongo)", cfg.Store)
+		return nil, nil, nil, nil, fmt.Errorf("unknown store %q (want nats or mongo)", cfg.Store)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/initiation/internal/httpapi"
 	"github.com/mfaflow/mfaflow/services/initiation/internal/natsapi"
@@ -72,7 +73,7 @@ func New(_ context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Servi
 	clients := &natsapi.Clients{NC: nc, Timeout: cfg.RequestTimeout}
 	return &Service{api: &httpapi.API{
 		Service: &setup.Service{
-			Registry: clients, Status: clients, QR: qrRenderer{},
+			Registry: clients, Status: clients, QR: qrRenderer{}, Notifier: &natsx.NotifierChannels{NC: nc},
 			Issuer: cfg.Issuer, PublicURL: strings.TrimRight(cfg.PublicURL, "/"), ClientID: cfg.ClientID,
 			TTL: cfg.EnrollmentTTL, Now: cfg.Clock,
 		},

@@ -87,13 +87,22 @@ type Authenticated struct {
 // together.
 type factorCheck struct {
 	ready func(s *Service, ctx context.Context, sub string) error
-	check func(s *Service, ctx context.Context, sub, code, statusID string) (Authenticated, error)
+	check func(s *Service, ctx context.Context, in checkInput) (Authenticated, error)
+}
+
+// checkInput is one sign-in code to check: whose, the code, the sign-in it is for, and (codes by
+// email and SMS) the sealed challenge the sign-in keeps.
+type checkInput struct {
+	sub, code, statusID string
+	challenge           []byte
 }
 
 var factorChecks = map[string]factorCheck{
 	method.TOTP:       {ready: (*Service).readyTOTP, check: (*Service).checkTOTP},
 	method.BackupCode: {ready: (*Service).readyRecoveryCode, check: (*Service).useRecoveryCode},
 	method.Push:       {ready: (*Service).readyPush},
+	method.Email:      {ready: readyOOB(method.Email), check: checkOOB(method.Email)},
+	method.SMS:        {ready: readyOOB(method.SMS), check: checkOOB(method.SMS)},
 }
 
 // Ready reports whether sub can be asked for a code of the method called name now:
@@ -123,7 +132,10 @@ func (s *Service) Ready(ctx context.Context, sub, name string) error {
 // the user's lockout; the one that reaches the threshold locks the user and is answered with
 // factor.ErrLocked. While locked, nothing is checked, a right code included. A replayed or malformed
 // code does not count: neither can be a guess that got lucky (see docs/architecture.md).
-func (s *Service) Authenticate(ctx context.Context, sub, name, code, statusID string) (Authenticated, error) {
+//
+// challenge is the sealed challenge of a sign-in whose code was sent (EMAIL, SMS; Challenge);
+// nil for the others.
+func (s *Service) Authenticate(ctx context.Context, sub, name, code, statusID string, challenge []byte) (Authenticated, error) {
 	if sub == "" {
 		return Authenticated{}, invalid("sub is missing")
 	}
@@ -135,7 +147,7 @@ func (s *Service) Authenticate(ctx context.Context, sub, name, code, statusID st
 	if err != nil {
 		return Authenticated{}, err
 	}
-	res, err := fc.check(s, ctx, sub, code, statusID)
+	res, err := fc.check(s, ctx, checkInput{sub: sub, code: code, statusID: statusID, challenge: challenge})
 	switch {
 	case err == nil && clean:
 		return res, nil // nothing to reset: no read of the lockout again

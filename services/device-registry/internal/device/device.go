@@ -70,8 +70,11 @@ type Credential struct {
 	Sub string
 	// StatusID is the enrollment that created the credential.
 	StatusID string
-	// Method is the verification type, method.TOTP.
+	// Method is the verification type: method.TOTP, or method.Email / method.SMS for a factor
+	// whose codes are sent (SealedSecret then holds the address).
 	Method string
+	// Destination is the masked address of an EMAIL or SMS factor (a***@example.org).
+	Destination string
 	// SealedSecret is the TOTP secret sealed by a Sealer with the PHID as associated data.
 	// The plaintext secret is never stored.
 	SealedSecret []byte

@@ -27,7 +27,21 @@ type Pending struct {
 	Params    totp.Params
 	CreatedAt time.Time
 	ExpiresAt time.Time
+	// A factor whose codes are sent (EMAIL, SMS; oob.go) has no secret: Method names it, and
+	// Destination is the address (normalised; Masked as shown), Region a number's region,
+	// Locale the language of its messages, CodeHash the keyed hash of the code last sent and
+	// CodeExpiresAt when that code stops working.
+	Method        string
+	Destination   string
+	Masked        string
+	Region        string
+	Locale        string
+	CodeHash      []byte
+	CodeExpiresAt time.Time
 }
+
+// sent reports whether p is a factor whose codes are sent rather than computed by an app.
+func (p Pending) sent() bool { return p.Method != "" && p.Method != method.TOTP }
 
 // pendingDoc is Pending's sealed encoding; the field names are short because it travels in
 // every enrollment document.
@@ -38,6 +52,14 @@ type pendingDoc struct {
 	Period    int    `json:"p"`
 	CreatedAt int64  `json:"c"` // unix milliseconds
 	ExpiresAt int64  `json:"x"` // unix milliseconds, 0 for none
+	// Codes by email and SMS (Pending.sent).
+	Method        string `json:"m,omitempty"`
+	Destination   string `json:"t,omitempty"`
+	Masked        string `json:"mt,omitempty"`
+	Region        string `json:"r,omitempty"`
+	Locale        string `json:"l,omitempty"`
+	CodeHash      []byte `json:"h,omitempty"`
+	CodeExpiresAt int64  `json:"cx,omitempty"` // unix milliseconds
 }
 
 func pendingAAD(statusID, sub string) []byte {
@@ -46,7 +68,11 @@ func pendingAAD(statusID, sub string) []byte {
 
 func (p Pending) seal(sealer Sealer, statusID, sub string) ([]byte, error) {
 	d := pendingDoc{Secret: p.Secret, Algorithm: p.Params.Algorithm, Digits: p.Params.Digits, Period: p.Params.Period,
-		CreatedAt: p.CreatedAt.UnixMilli()}
+		CreatedAt: p.CreatedAt.UnixMilli(), Method: p.Method, Destination: p.Destination, Masked: p.Masked,
+		Region: p.Region, Locale: p.Locale, CodeHash: p.CodeHash}
+	if !p.CodeExpiresAt.IsZero() {
+		d.CodeExpiresAt = p.CodeExpiresAt.UnixMilli()
+	}
 	if !p.ExpiresAt.IsZero() {
 		d.ExpiresAt = p.ExpiresAt.UnixMilli()
 	}
@@ -72,11 +98,15 @@ func openPending(sealer Sealer, sealed []byte, statusID, sub string) (Pending, e
 	}
 	defer clear(plain)
 	var d pendingDoc
-	if err := json.Unmarshal(plain, &d); err != nil || d.Secret == "" {
+	if err := json.Unmarshal(plain, &d); err != nil || d.Secret == "" && d.Destination == "" {
 		return Pending{}, fmt.Errorf("decode pending credential: %w", ErrNotFound)
 	}
 	p := Pending{Secret: d.Secret, Params: totp.Params{Algorithm: d.Algorithm, Digits: d.Digits, Period: d.Period},
-		CreatedAt: time.UnixMilli(d.CreatedAt).UTC()}
+		CreatedAt: time.UnixMilli(d.CreatedAt).UTC(), Method: d.Method, Destination: d.Destination, Masked: d.Masked,
+		Region: d.Region, Locale: d.Locale, CodeHash: d.CodeHash}
+	if d.CodeExpiresAt != 0 {
+		p.CodeExpiresAt = time.UnixMilli(d.CodeExpiresAt).UTC()
+	}
 	if d.ExpiresAt != 0 {
 		p.ExpiresAt = time.UnixMilli(d.ExpiresAt).UTC()
 	}
@@ -96,7 +126,12 @@ func pendingID(sealed []byte) string {
 // secret is.
 func (p Pending) credential(sealer Sealer, statusID, sub, sealedPending string) (Credential, error) {
 	phid := PHIDFor(statusID)
-	sealed, err := sealer.Seal([]byte(p.Secret), []byte(phid))
+	// A sent-code factor's sealed value is its address: it is as private as a secret.
+	secret, m := p.Secret, method.TOTP
+	if p.sent() {
+		secret, m = p.Destination, p.Method
+	}
+	sealed, err := sealer.Seal([]byte(secret), []byte(phid))
 	if err != nil {
 		return Credential{}, fmt.Errorf("seal secret: %w", err)
 	}
@@ -104,7 +139,8 @@ func (p Pending) credential(sealer Sealer, statusID, sub, sealedPending string) 
 		PHID:         phid,
 		Sub:          sub,
 		StatusID:     statusID,
-		Method:       method.TOTP,
+		Method:       m,
+		Destination:  p.Masked,
 		SealedSecret: sealed,
 		Params:       p.Params,
 		CreatedAt:    p.CreatedAt,

@@ -125,7 +125,8 @@ func (s *Service) RecoveryStatus(ctx context.Context, sub string) (RecoverySet, 
 // useRecoveryCode spends one of sub's recovery codes. The code is compared, as a keyed hash and
 // in constant time, with every code of the set; spending it is a compare-and-set, so two
 // concurrent uses of one code give one success and one factor.ErrReplayed.
-func (s *Service) useRecoveryCode(ctx context.Context, sub, code, statusID string) (Authenticated, error) {
+func (s *Service) useRecoveryCode(ctx context.Context, in checkInput) (Authenticated, error) {
+	sub, code, statusID := in.sub, in.code, in.statusID
 	if len(s.recoveryKey) == 0 {
 		return Authenticated{}, errNoRecoveryKey
 	}

@@ -48,6 +48,12 @@ type Service struct {
 	olderRecoveryKeys [][]byte
 	// stepUp redeems the proofs factor changes need (nil: step-up off).
 	stepUp StepUp
+	// Codes by email and SMS (oob.go; off without WithOOB).
+	oob       OOBPolicy
+	codeKey   []byte
+	deliverer Deliverer
+	channels  Channels
+	counter   Counter
 }
 
 // Option configures a Service.
@@ -218,7 +224,18 @@ func (s *Service) VerifyPending(ctx context.Context, statusID, sub, code string,
 		}
 		// A pending credential accepts its own last step again (a retry of the same code);
 		// once activated, every later check refuses it.
-		step, err := s.check(c, code, now, max(c.LastStep-1, 0))
+		var (
+			step int64
+			err  error
+		)
+		if pending != nil && pending.sent() {
+			// A sent code (EMAIL, SMS): right if it is the code last sent for this enrollment.
+			// LastStep 1 marks the credential as claimed by a right code, as a time step does.
+			err = s.checkPendingCode(*pending, statusID, code, now)
+			step = 1
+		} else {
+			step, err = s.check(c, code, now, max(c.LastStep-1, 0))
+		}
 		if err != nil {
 			return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
 		}

@@ -31,7 +31,8 @@ func usableTOTP(c Credential, sub string) bool {
 }
 
 // checkTOTP checks a TOTP code of sub against every verified device of the user.
-func (s *Service) checkTOTP(ctx context.Context, sub, code, statusID string) (Authenticated, error) {
+func (s *Service) checkTOTP(ctx context.Context, in checkInput) (Authenticated, error) {
+	sub, code, statusID := in.sub, in.code, in.statusID
 	code = normaliseCode(code)
 	if len(code) != totp.Default.Digits || !allDigits(code) {
 		return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrMalformedCode)

@@ -36,7 +36,10 @@ type Registry interface {
 	Activate(ctx context.Context, statusID, sub string, claim device.Claim) (device.Credential, error)
 	DiscardPending(ctx context.Context, statusID string) error
 	Ready(ctx context.Context, sub, method string) error
-	Authenticate(ctx context.Context, sub, method, code, statusID string) (device.Authenticated, error)
+	Authenticate(ctx context.Context, sub, method, code, statusID string, challenge []byte) (device.Authenticated, error)
+	CreatePendingOOB(ctx context.Context, statusID, sub string, expiresAt time.Time, d device.Destination) (device.OOBChallenge, error)
+	ResendPendingOOB(ctx context.Context, statusID, sub string, sealed []byte) (device.OOBChallenge, error)
+	Challenge(ctx context.Context, sub, method, phid, statusID, locale string) (device.OOBChallenge, error)
 	CountFailure(ctx context.Context, sub string) error
 	Device(ctx context.Context, phid string) (device.Credential, error)
 	PushDevices(ctx context.Context, sub string) ([]device.Credential, error)
@@ -74,6 +77,8 @@ func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Lo
 		{"devices-get", commands.RegistryDeviceGet, rpc.Endpoint(ctx, log, h.deviceGet, opts...)},
 		{"devices-push", commands.RegistryPushDevices, rpc.Endpoint(ctx, log, h.pushDevices, opts...)},
 		{"devices-used", commands.RegistryDeviceUsed, rpc.Endpoint(ctx, log, h.deviceUsed, opts...)},
+		{"credentials-resend", commands.RegistryResendCredential, rpc.Endpoint(ctx, log, h.resend, opts...)},
+		{"factors-challenge", commands.RegistryFactorsChallenge, rpc.Endpoint(ctx, log, h.challenge, opts...)},
 	}
 	for _, e := range endpoints {
 		// The group adds its prefix; the commands package spells the full subject.
@@ -102,6 +107,14 @@ func (h handlers) create(ctx context.Context, req commands.CreateCredentialReque
 		if err := h.reg.RequireStepUp(ctx, req.Sub, req.StepUpToken); err != nil {
 			return commands.CreateCredentialReply{}, toFault(err)
 		}
+	}
+	if req.Method != "" && req.Method != method.TOTP {
+		c, err := h.reg.CreatePendingOOB(ctx, req.StatusID, req.Sub, req.ExpiresAt,
+			device.Destination{Method: req.Method, Address: req.Destination, Region: req.Region, Locale: req.Locale})
+		if err != nil {
+			return commands.CreateCredentialReply{}, toFault(err)
+		}
+		return oobReply(c), nil
 	}
 	secret, p, sealed, err := h.reg.CreatePending(ctx, req.StatusID, req.Sub, req.ExpiresAt)
 	if err != nil {
@@ -155,7 +168,7 @@ func (h handlers) ready(ctx context.Context, req commands.FactorRequest) (comman
 }
 
 func (h handlers) check(ctx context.Context, req commands.FactorRequest) (commands.FactorReply, error) {
-	res, err := h.reg.Authenticate(ctx, req.Sub, req.Method, req.Code, req.StatusID)
+	res, err := h.reg.Authenticate(ctx, req.Sub, req.Method, req.Code, req.StatusID, req.Challenge)
 	if result, ok := checkResult(err); ok {
 		metrics.FactorChecks.WithLabelValues(methodLabel(req.Method), result).Inc()
 	}
@@ -165,10 +178,30 @@ func (h handlers) check(ctx context.Context, req commands.FactorRequest) (comman
 	return commands.FactorReply{PHID: res.PHID, Remaining: res.Remaining}, nil
 }
 
+func oobReply(c device.OOBChallenge) commands.CreateCredentialReply {
+	return commands.CreateCredentialReply{PendingCredential: c.Sealed, Destination: c.Masked, DeliveryID: c.DeliveryID, CodeExpiresAt: c.CodeExpiresAt}
+}
+
+func (h handlers) resend(ctx context.Context, req commands.ResendCredentialRequest) (commands.CreateCredentialReply, error) {
+	c, err := h.reg.ResendPendingOOB(ctx, req.StatusID, req.Sub, req.PendingCredential)
+	if err != nil {
+		return commands.CreateCredentialReply{}, toFault(err)
+	}
+	return oobReply(c), nil
+}
+
+func (h handlers) challenge(ctx context.Context, req commands.ChallengeRequest) (commands.ChallengeReply, error) {
+	c, err := h.reg.Challenge(ctx, req.Sub, req.Method, req.PHID, req.StatusID, req.Locale)
+	if err != nil {
+		return commands.ChallengeReply{}, toFault(err)
+	}
+	return commands.ChallengeReply{PHID: c.PHID, Destination: c.Masked, DeliveryID: c.DeliveryID, CodeExpiresAt: c.CodeExpiresAt, Challenge: c.Sealed}, nil
+}
+
 // methodLabel bounds the method label to the known factors.
 func methodLabel(m string) string {
 	switch m {
-	case method.TOTP, method.BackupCode, method.Push:
+	case method.TOTP, method.BackupCode, method.Push, method.Email, method.SMS:
 		return m
 	}
 	return "other"
@@ -247,10 +280,19 @@ func deviceInfo(c device.Credential) commands.DeviceInfo {
 // stays as it is and so reaches the caller as "internal" (rpc.Endpoint logs it).
 func toFault(err error) error {
 	var (
-		ie     *device.InvalidError
-		locked *factor.LockedError
+		ie      *device.InvalidError
+		locked  *factor.LockedError
+		tooMany *device.TooManyError
 	)
 	switch {
+	case errors.As(err, &tooMany):
+		return &fault.Error{Code: fault.TooManyRequests, Message: "too many text messages (" + tooMany.Limit + " limit); nothing was sent", Until: tooMany.RetryAt.UTC()}
+	case errors.Is(err, device.ErrMethodInactive):
+		return fault.New(fault.MethodInactive, "this deployment cannot deliver codes of this method now")
+	case errors.Is(err, device.ErrAlreadyEnrolled):
+		return fault.New(fault.AlreadyEnrolled, "this address is enrolled as a factor of the user already")
+	case errors.Is(err, device.ErrRegionNotAllowed):
+		return fault.New(fault.RegionNotAllowed, "text messages are not sent to this number's region")
 	case errors.As(err, &locked):
 		// The caller reads the lock's end from Until (rpc carries it in rpc.HeaderUntil).
 		return &fault.Error{Code: fault.Locked, Message: "too many wrong codes: the user's code checks are locked", Until: locked.Until.UTC()}

@@ -23,6 +23,9 @@ type CredentialDoc struct {
 	Sub      string `json:"sub" bson:"sub"`
 	StatusID string `json:"status_id" bson:"status_id"`
 	Method   string `json:"method" bson:"method"`
+	// Destination is an EMAIL or SMS factor's masked address (the address itself is sealed in
+	// SealedSecret).
+	Destination string `json:"destination,omitempty" bson:"destination,omitempty"`
 	// SealedSecret is the secretbox output (never the plaintext secret): base64 in JSON,
 	// binary in BSON. Absent from tombstones.
 	SealedSecret []byte      `json:"sealed_secret,omitempty" bson:"sealed_secret,omitempty"`
@@ -71,6 +74,7 @@ func ToDoc(c device.Credential) CredentialDoc {
 		LastUsedAt:   c.LastUsedAt,
 		PushKey:      toPushKeyDoc(c.PushKey),
 		PendingID:    c.PendingID,
+		Destination:  c.Destination,
 	}
 }
 
@@ -103,6 +107,7 @@ func ToDomain(d CredentialDoc, version uint64) device.Credential {
 		Version:      version,
 		PushKey:      toPushKey(d.PushKey),
 		PendingID:    d.PendingID,
+		Destination:  d.Destination,
 	}
 }
 

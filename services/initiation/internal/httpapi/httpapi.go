@@ -45,15 +45,21 @@ func (a *API) methods(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var out []methodDTO
-	for _, m := range a.Service.Methods() {
+	for _, m := range a.Service.Methods(r.Context()) {
 		out = append(out, methodDTO{VerificationType: m.Type, Active: m.Active})
 	}
 	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
 // initiateBody is cidaas's optional request body; deviceInfo is accepted for compatibility.
+//
+// EMAIL takes the address in email; SMS the number in phone (E.164, or national with region,
+// an ISO 3166 code such as DE).
 type initiateBody struct {
 	DeviceInfo map[string]any `json:"deviceInfo"`
+	Email      string         `json:"email"`
+	Phone      string         `json:"phone"`
+	Region     string         `json:"region"`
 }
 
 type exchangeDTO struct {
@@ -67,9 +73,12 @@ type InitiateDTO struct {
 	AuthenticatorClientID string      `json:"authenticator_client_id"`
 	Sub                   string      `json:"sub"`
 	StatusID              string      `json:"status_id"`
-	TOTPSecret            string      `json:"totp_secret"`
-	OTPAuthURI            string      `json:"otpauth_uri"`
+	TOTPSecret            string      `json:"totp_secret,omitempty"`
+	OTPAuthURI            string      `json:"otpauth_uri,omitempty"`
 	QRCode                string      `json:"qr_code,omitempty"`
+	// Type is the method enrolled; Destination is where an EMAIL or SMS code went, masked.
+	Type        string `json:"type,omitempty"`
+	Destination string `json:"destination,omitempty"`
 }
 
 func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
@@ -106,7 +115,12 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, fault.New(fault.TooManyRequests, "too many enrollments started; wait for Retry-After"))
 		return
 	}
-	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format, key, r.Header.Get(auth.StepUpHeader))
+	f, err := factorOf(r.PathValue("type"), body)
+	if err != nil {
+		httpx.WriteError(w, r, a.Log, err)
+		return
+	}
+	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format, key, r.Header.Get(auth.StepUpHeader), f)
 	if reused, ok := errors.AsType[*setup.KeyReusedError](err); ok {
 		w.Header().Set("Location", "/verification-srv/verificationstatus/"+reused.StatusID)
 		err = fault.New(fault.Conflict, "this Idempotency-Key already started enrollment "+reused.StatusID+", which is now "+reused.State+"; start a new enrollment with a new key")
@@ -114,6 +128,9 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, setup.ErrUnsupportedMethod) {
 		enrollable := method.Routes(func(m method.Method) bool { return m.Enrolls })
 		err = fault.New(fault.NotFound, "unsupported verification type: "+strings.Join(enrollable, ", ")+" can be enrolled here (recovery codes come from POST /verification-srv/backupcodes)")
+	}
+	if errors.Is(err, setup.ErrMethodInactive) {
+		err = fault.New(fault.MethodInactive, "this deployment cannot send codes of this method now (no mail server or SMS provider configured)")
 	}
 	if errors.Is(err, setup.ErrSubTooLong) {
 		err = fault.New(fault.BadRequest, "the user id (sub claim) is too long to fit in a QR code")
@@ -131,5 +148,37 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 		TOTPSecret:            in.Secret,
 		OTPAuthURI:            in.URI,
 		QRCode:                in.QRCode,
+		Type:                  sentType(in),
+		Destination:           in.Destination,
 	})
+}
+
+// sentType is the type of an EMAIL or SMS enrollment's answer; TOTP answers keep their shape.
+func sentType(in setup.Initiated) string {
+	if in.Destination == "" {
+		return ""
+	}
+	return in.Method
+}
+
+// factorOf reads where the codes of an EMAIL or SMS enrollment go; the registry checks and
+// normalises the address.
+func factorOf(route string, body initiateBody) (setup.Factor, error) {
+	m, ok := method.ByRoute(route)
+	if !ok {
+		return setup.Factor{}, nil // Initiate answers unsupported methods
+	}
+	switch m.Name {
+	case method.Email:
+		if strings.TrimSpace(body.Email) == "" {
+			return setup.Factor{}, fault.New(fault.BadRequest, "email is required")
+		}
+		return setup.Factor{Address: body.Email}, nil
+	case method.SMS:
+		if strings.TrimSpace(body.Phone) == "" {
+			return setup.Factor{}, fault.New(fault.BadRequest, "phone is required (E.164, or national with region)")
+		}
+		return setup.Factor{Address: body.Phone, Region: body.Region}, nil
+	}
+	return setup.Factor{}, nil
 }

@@ -31,22 +31,25 @@ func (c *Clients) ctx(ctx context.Context) (context.Context, context.CancelFunc)
 }
 
 // CreatePending implements setup.Registry.
-func (c *Clients) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, proof setup.StepUpProof) (setup.Credential, error) {
+func (c *Clients) CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, proof setup.StepUpProof, f setup.Factor) (setup.Credential, error) {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
 	var r commands.CreateCredentialReply
 	err := rpc.Call(ctx, c.NC, commands.RegistryCreateCredential, commands.CreateCredentialRequest{
 		StatusID: statusID, Sub: sub, ExpiresAt: expiresAt, StepUpToken: proof.Token, Retry: proof.Retry,
+		Method: f.Method, Destination: f.Address, Region: f.Region, Locale: f.Locale,
 	}, &r)
-	return setup.Credential{Secret: r.Secret, Algorithm: r.Algorithm, Digits: r.Digits, Period: r.Period, Pending: r.PendingCredential}, err
+	return setup.Credential{Secret: r.Secret, Algorithm: r.Algorithm, Digits: r.Digits, Period: r.Period, Pending: r.PendingCredential,
+		Destination: r.Destination, DeliveryID: r.DeliveryID, CodeExpiresAt: r.CodeExpiresAt}, err
 }
 
 // Create implements setup.Status.
-func (c *Clients) Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time, pending []byte) error {
+func (c *Clients) Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time, pending []byte, sent setup.Credential) error {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
 	return rpc.Call(ctx, c.NC, commands.StatusCreate, commands.CreateEnrollmentRequest{
 		StatusID: statusID, ExchangeID: exchangeID, Sub: sub, Method: method, ExpiresAt: expiresAt, PendingCredential: pending,
+		Destination: sent.Destination, DeliveryID: sent.DeliveryID, CodeExpiresAt: sent.CodeExpiresAt,
 	}, nil)
 }
 

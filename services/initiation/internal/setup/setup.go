@@ -50,6 +50,10 @@ type Credential struct {
 	Algorithm string
 	Digits    int
 	Period    int
+	// EMAIL and SMS: no secret; the code went to Destination (masked).
+	Destination   string
+	DeliveryID    string
+	CodeExpiresAt time.Time
 	// Pending is the same credential sealed by the registry, for the status service to keep
 	// with the enrollment; opaque here.
 	Pending []byte
@@ -58,7 +62,22 @@ type Credential struct {
 // Registry makes pending credentials (the device registry, over NATS). It stores nothing until
 // a code claims one, so a credential whose enrollment is never recorded needs no clean-up.
 type Registry interface {
-	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, proof StepUpProof) (Credential, error)
+	CreatePending(ctx context.Context, statusID, sub string, expiresAt time.Time, proof StepUpProof, f Factor) (Credential, error)
+}
+
+// Factor is what to enroll: the method, and for EMAIL and SMS where the codes go (Address: an
+// email address, or a phone number in E.164 or national with Region) and the language of their
+// messages.
+type Factor struct {
+	Method  string
+	Address string
+	Region  string
+	Locale  string
+}
+
+// Notifier says which channels codes can be sent on (the notifier service, over NATS).
+type Notifier interface {
+	Active(ctx context.Context, channel string) bool
 }
 
 // StepUpProof is what an initiation brings to the registry's step-up rule (once a user has a
@@ -74,7 +93,7 @@ type Status interface {
 	// Create records the enrollment with its sealed pending credential. Repeated with another
 	// credential (a retried keyed initiation), it replaces the stored one while the enrollment
 	// is still INITIATED.
-	Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time, pending []byte) error
+	Create(ctx context.Context, statusID, exchangeID, sub, method string, expiresAt time.Time, pending []byte, sent Credential) error
 	// KeyedIDs derives the ids of sub's enrollment initiated with Idempotency-Key key, and
 	// returns the enrollment already stored under them, if any.
 	KeyedIDs(ctx context.Context, sub, key string) (statusID, exchangeID string, existing *Existing, err error)
@@ -108,6 +127,8 @@ type Service struct {
 	Registry Registry
 	Status   Status
 	QR       QR
+	// Notifier tells whether EMAIL and SMS can be used; nil means they cannot.
+	Notifier Notifier
 	// Issuer names the service in authenticator apps.
 	Issuer string
 	// PublicURL is the base URL the companion app connects back to (`burl`).
@@ -131,13 +152,22 @@ type Method struct {
 // POST /verification-srv/backupcodes instead; PUSH needs no setup of its own: a TOTP
 // enrollment whose companion sent a device key over the mobile bridge is push-capable. All
 // three sign in through /verification-srv/authentication/{method}.
-func (s *Service) Methods() []Method {
+//
+// EMAIL and SMS are active while the notifier can deliver on their channel.
+func (s *Service) Methods(ctx context.Context) []Method {
 	var out []Method
 	for _, m := range method.All() {
-		out = append(out, Method{Type: m.Name, Active: true})
+		out = append(out, Method{Type: m.Name, Active: s.active(ctx, m)})
 	}
 	return out
 }
+
+func (s *Service) active(ctx context.Context, m method.Method) bool {
+	return m.Channel == "" || s.Notifier != nil && s.Notifier.Active(ctx, m.Channel)
+}
+
+// ErrMethodInactive: the method's codes cannot be sent now (no mail server or SMS provider).
+var ErrMethodInactive = errors.New("method inactive")
 
 // Initiated is a started enrollment, with everything the user needs to scan it.
 type Initiated struct {
@@ -150,6 +180,9 @@ type Initiated struct {
 	URI        string
 	// QRCode is a data URI (png), SVG text (svg) or empty (none).
 	QRCode string
+	// Destination is where an EMAIL or SMS code went, masked; Method is the method enrolled.
+	Destination string
+	Method      string
 }
 
 // Initiate starts an enrollment of the method whose route segment is route (totp) for sub.
@@ -162,11 +195,17 @@ type Initiated struct {
 //
 // stepUpToken is the X-MFA-Token: the registry requires and spends it when sub already has a
 // factor (ErrStepUpRequired's fault comes back as the error).
-func (s *Service) Initiate(ctx context.Context, route, sub string, qr QRFormat, key, stepUpToken string) (Initiated, error) {
+//
+// f says where the codes of EMAIL and SMS go (its Method is set from route); TOTP ignores it.
+func (s *Service) Initiate(ctx context.Context, route, sub string, qr QRFormat, key, stepUpToken string, f Factor) (Initiated, error) {
 	m, ok := method.ByRoute(route)
 	if !ok || !m.Enrolls {
 		return Initiated{}, ErrUnsupportedMethod
 	}
+	if !s.active(ctx, m) {
+		return Initiated{}, ErrMethodInactive
+	}
+	f.Method = m.Name
 	now := time.Now
 	if s.Now != nil {
 		now = s.Now
@@ -194,6 +233,9 @@ func (s *Service) Initiate(ctx context.Context, route, sub string, qr QRFormat, 
 			in.ExpiresAt = existing.ExpiresAt
 		}
 	}
+	if m.Channel != "" {
+		return s.initiateSent(ctx, in, m, f, stepUpToken, existing != nil)
+	}
 	// The URI must fit in a QR before anything is stored: a credential and an enrollment that
 	// nobody can scan would only linger until they expire.
 	if len(s.uri(in, worstCredential)) > MaxURIBytes {
@@ -202,7 +244,7 @@ func (s *Service) Initiate(ctx context.Context, route, sub string, qr QRFormat, 
 		}
 		return Initiated{}, ErrSubTooLong
 	}
-	cred, err := s.Registry.CreatePending(ctx, in.StatusID, sub, in.ExpiresAt, StepUpProof{Token: stepUpToken, Retry: existing != nil})
+	cred, err := s.Registry.CreatePending(ctx, in.StatusID, sub, in.ExpiresAt, StepUpProof{Token: stepUpToken, Retry: existing != nil}, f)
 	if err != nil {
 		return Initiated{}, fmt.Errorf("create credential: %w", err)
 	}
@@ -216,7 +258,7 @@ func (s *Service) Initiate(ctx context.Context, route, sub string, qr QRFormat, 
 	// keyed retry creates it again: the status service answers an identical create with the
 	// stored enrollment and takes the new credential, and if the first attempt stopped before
 	// it, this one completes it.
-	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, sub, m.Name, in.ExpiresAt, cred.Pending); err != nil {
+	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, sub, m.Name, in.ExpiresAt, cred.Pending, Credential{}); err != nil {
 		return Initiated{}, fmt.Errorf("record enrollment: %w", err)
 	}
 	in.Secret = cred.Secret
@@ -230,6 +272,21 @@ func (s *Service) Initiate(ctx context.Context, route, sub string, qr QRFormat, 
 	if err != nil {
 		return Initiated{}, fmt.Errorf("render qr: %w", err)
 	}
+	return in, nil
+}
+
+// initiateSent starts the enrollment of an email address or a phone number: the registry sends
+// the code and seals the pending credential, the status service records the enrollment with
+// where the code went. Nothing to scan, no secret to hand out.
+func (s *Service) initiateSent(ctx context.Context, in Initiated, m method.Method, f Factor, stepUpToken string, retry bool) (Initiated, error) {
+	cred, err := s.Registry.CreatePending(ctx, in.StatusID, in.Sub, in.ExpiresAt, StepUpProof{Token: stepUpToken, Retry: retry}, f)
+	if err != nil {
+		return Initiated{}, fmt.Errorf("create credential: %w", err)
+	}
+	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, in.Sub, m.Name, in.ExpiresAt, cred.Pending, cred); err != nil {
+		return Initiated{}, fmt.Errorf("record enrollment: %w", err)
+	}
+	in.Destination, in.Method = cred.Destination, m.Name
 	return in, nil
 }
 

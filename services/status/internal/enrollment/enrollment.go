@@ -14,6 +14,8 @@ package enrollment
 import (
 	"errors"
 	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/factor"
 )
 
 // State is an enrollment state.
@@ -96,6 +98,9 @@ type Enrollment struct {
 	// after is answered again (repeat.go). Never the code itself; never in an event, a reply or
 	// a log.
 	EnrollProof []byte
+	// Sent is the code of an enrollment whose codes are sent (EMAIL, SMS): where it went, its
+	// delivery, the resends. The code's keyed hash is inside PendingCredential.
+	Sent factor.Sent
 	// Version is the store's revision of this enrollment, for compare-and-set.
 	Version uint64
 	// Seq counts this enrollment's writes: 1 when created, one more with every

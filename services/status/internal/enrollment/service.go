@@ -52,6 +52,10 @@ type Registry interface {
 	Activate(ctx context.Context, statusID, sub string, claim Claim) error
 	// Discard destroys the claim of an enrollment that ended without it.
 	Discard(ctx context.Context, statusID string) error
+	// Resend sends a new code for an enrollment whose codes are sent (EMAIL, SMS) and returns
+	// where it went and the new sealed pending credential, which replaces the old one (the old
+	// code stops working).
+	Resend(ctx context.Context, statusID, sub string, pending []byte) (factor.Sent, []byte, error)
 }
 
 // Claim names the device an accepted code will register.
@@ -141,6 +145,8 @@ type NewEnrollment struct {
 	ExpiresAt                   time.Time
 	// PendingCredential is the registry's sealed pending credential.
 	PendingCredential []byte
+	// Sent is where the first code went, for a method whose codes are sent (EMAIL, SMS).
+	Sent factor.Sent
 }
 
 // Create records a new INITIATED enrollment. Repeating the same request is harmless; repeating
@@ -163,6 +169,10 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: m.Name,
 		State: Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: in.ExpiresAt.UTC(), Seq: 1,
 		PendingCredential: in.PendingCredential,
+	}
+	if m.Channel != "" {
+		e.Sent = in.Sent
+		e.Sent.Delivery, e.Sent.SentAt = factor.DeliveryPending, now
 	}
 	msg, err := s.event(e, "", &change{})
 	if err != nil {
@@ -345,6 +355,71 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 		s.OnRegistryError("activate", e.ID, aerr)
 	}
 	return e, nil
+}
+
+// Resend sends a new code for sub's open enrollment with exchange id exchangeID (EMAIL, SMS);
+// the previous code stops working. At most one per factor.ResendInterval and factor.MaxResends
+// per enrollment, else a *factor.RetryLaterError.
+func (s *Service) Resend(ctx context.Context, exchangeID, sub string) (Enrollment, error) {
+	if exchangeID == "" {
+		return Enrollment{}, fmt.Errorf("%w: exchange_id is required", ErrBadRequest)
+	}
+	e, err := s.Store.GetByExchangeID(ctx, exchangeID)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	if e.Sub != sub {
+		return Enrollment{}, ErrNotFound
+	}
+	if m, _ := method.ByName(e.Method); m.Channel == "" {
+		return Enrollment{}, fmt.Errorf("%w: codes of %s are not sent; there is nothing to resend", ErrConflict, e.Method)
+	}
+	e, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+		switch e.State {
+		case Initiated:
+			return e, nil, e.Sent.ResendAllowed(s.now())
+		case Expired:
+			return e, nil, ErrExpired
+		default:
+			return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
+		}
+	})
+	if err != nil {
+		return e, err
+	}
+	sent, pending, err := s.Registry.Resend(ctx, e.ID, e.Sub, e.PendingCredential)
+	if err != nil {
+		return e, err
+	}
+	return s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+		if e.State != Initiated {
+			return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
+		}
+		sent.Resends, sent.Delivery, sent.SentAt = e.Sent.Resends+1, factor.DeliveryPending, s.now()
+		e.Sent, e.PendingCredential = sent, pending
+		return e, &change{silent: true}, nil
+	})
+}
+
+// SetDelivery records the notifier's report on delivery deliveryID of enrollment id: state is
+// factor.DeliverySent or factor.DeliveryFailed. A report on a code a resend replaced, or one
+// already recorded, changes nothing.
+func (s *Service) SetDelivery(ctx context.Context, id, deliveryID, state string) error {
+	e, err := s.Store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	_, err = s.apply(ctx, e, func(e Enrollment) (Enrollment, *change, error) {
+		if e.Sent.DeliveryID != deliveryID || e.Sent.Delivery == state || e.State.Terminal() {
+			return e, nil, nil
+		}
+		e.Sent.Delivery = state
+		return e, &change{silent: true}, nil
+	})
+	if errors.Is(err, ErrExpired) {
+		return nil
+	}
+	return err
 }
 
 // failVoid ends an enrollment whose credential the registry will never verify (ErrCredentialVoid)

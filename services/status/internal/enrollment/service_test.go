@@ -68,6 +68,10 @@ func (r *codeRegistry) Activate(_ context.Context, statusID, _ string, claim enr
 	return nil
 }
 
+func (r *codeRegistry) Resend(context.Context, string, string, []byte) (factor.Sent, []byte, error) {
+	return factor.Sent{}, nil, errors.New("no codes are sent here")
+}
+
 func (r *codeRegistry) Discard(_ context.Context, statusID string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

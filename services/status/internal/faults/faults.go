@@ -23,6 +23,7 @@ func Of(err error) error {
 		fe     *fault.Error
 		locked *factor.LockedError
 		pushes *signin.TooManyPushesError
+		later  *factor.RetryLaterError
 	)
 	switch {
 	case err == nil:
@@ -61,6 +62,8 @@ func Of(err error) error {
 		return &fault.Error{Code: fault.Locked, Message: "too many wrong codes: code checks are locked for a while (see Retry-After)", Until: locked.Until}
 	case errors.Is(err, factor.ErrLocked):
 		return fault.New(fault.Locked, "too many wrong codes: code checks are locked for a while (see Retry-After)")
+	case errors.As(err, &later):
+		return &fault.Error{Code: fault.TooManyRequests, Message: later.Reason, Until: later.Until}
 	case errors.As(err, &pushes):
 		return &fault.Error{Code: fault.TooManyRequests, Message: "too many push sign-ins for this user; wait for Retry-After", Until: pushes.RetryAt}
 	case errors.Is(err, signin.ErrTooManyPushes):

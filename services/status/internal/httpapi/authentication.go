@@ -40,6 +40,8 @@ type initiationBody struct {
 	UsageType string            `json:"usage_type"`
 	Sub       string            `json:"sub"`
 	Context   map[string]string `json:"context"`
+	// PHID picks the factor an EMAIL or SMS code goes to (default: the one used most recently).
+	PHID string `json:"ph_id"`
 }
 
 type exchangeDTO struct {
@@ -54,6 +56,8 @@ type initiationDTO struct {
 	// Number is the two-digit number a push sign-in's frontend shows (push only): the user
 	// picks it among the three the device offers.
 	Number string `json:"number,omitempty"`
+	// Destination is where an EMAIL or SMS code went, masked.
+	Destination string `json:"destination,omitempty"`
 }
 
 type verificationBody struct {
@@ -74,6 +78,7 @@ type verificationDTO struct {
 func (a *API) authenticationRoutes(rt *httpx.Router) {
 	rt.HandleFunc("POST /verification-srv/authentication/{method}/initiation", a.identified(a.initiateAuthentication))
 	rt.HandleFunc("POST /verification-srv/authentication/{method}/verification", a.identified(a.verifyAuthentication))
+	rt.HandleFunc("POST /verification-srv/authentication/{method}/resend", a.identified(a.resendAuthentication))
 	if a.Tokens != nil {
 		rt.Handle("GET /.well-known/jwks.json", a.Tokens.Handler())
 	}
@@ -139,6 +144,10 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	in := signin.NewAuthentication{
 		ID: ids.StatusIDFor(exchangeID), ExchangeID: exchangeID, Sub: sub, Initiator: id.Sub,
 		Method: name, ClientID: id.ClientID, Service: id.HasScope(auth.ScopeVerify), Context: sctx, TTL: a.verificationTTL(),
+		PHID: strings.TrimSpace(body.PHID),
+	}
+	if in.PHID != "" && !ids.Valid(in.PHID) {
+		return fault.New(fault.BadRequest, "ph_id is malformed")
 	}
 	if key, keyed, err := httpx.IdempotencyKey(r); err != nil {
 		return err
@@ -155,8 +164,26 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	w.Header().Set("Cache-Control", "no-store")
 	httpx.WriteJSON(w, http.StatusOK, initiationDTO{
 		ExchangeID: exchangeDTO{ExchangeID: e.ExchangeID, ExpiresAt: e.ExpiresAt},
-		StatusID:   e.ID, Sub: e.Sub, Number: e.Number,
+		StatusID:   e.ID, Sub: e.Sub, Number: e.Number, Destination: e.Sent.Destination,
 	})
+	return nil
+}
+
+// resendAuthentication sends a new code for an EMAIL or SMS sign-in.
+func (a *API) resendAuthentication(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	m, err := sentMethod(r.PathValue("method"))
+	if err != nil {
+		return err
+	}
+	exchangeID, err := readResend(w, r, errNoSuchSignIn)
+	if err != nil {
+		return err
+	}
+	e, err := a.SignIns.Resend(r.Context(), exchangeID, m.Name, callerOf(id).signIn(), "")
+	if err != nil {
+		return err
+	}
+	writeResent(w, e.Sent)
 	return nil
 }
 

@@ -51,6 +51,14 @@ func appendStatus(b []byte, d StatusDTO) []byte {
 		b = append(b, `,"ph_id":`...)
 		b = appendString(b, d.PHID)
 	}
+	if d.Destination != "" {
+		b = append(b, `,"destination":`...)
+		b = appendString(b, d.Destination)
+	}
+	if d.Delivery != "" {
+		b = append(b, `,"delivery":`...)
+		b = appendString(b, d.Delivery)
+	}
 	if d.MFAToken != "" {
 		b = append(b, `,"mfa_token":`...)
 		b = appendString(b, d.MFAToken)

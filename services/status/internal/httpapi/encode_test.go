@@ -16,6 +16,8 @@ func TestAppendStatusMatchesEncodingJSON(t *testing.T) {
 		{Status: "SCANNED", ID: "y", Sub: "weird \"sub\" \\ <&> \n\t\x01 é 日本 \u2028 \xff", Type: "TOTP"},
 		{Status: "ENROLLED", Sub: "", PHID: "only-ph"},
 		{Status: "AUTHENTICATED", ID: "z", Sub: "alice", Type: "BACKUPCODE", MFAToken: "eyJhbGciOiJFUzI1NiJ9.e30.sig-_"},
+		{Status: "INITIATED", ID: "s", Sub: "alice", Type: "SMS", Destination: "+49 ••• •••••• 78", Delivery: "sent"},
+		{Status: "AUTHENTICATED", ID: "e", Sub: "alice", Type: "EMAIL", Destination: "a***@example.org", Delivery: "pending", MFAToken: "t"},
 	}
 	for _, d := range cases {
 		var want bytes.Buffer

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/ids"
@@ -56,6 +57,7 @@ func (a *API) Routes(rt *httpx.Router) {
 	rt.HandleFunc("GET /verification-srv/verificationstatus/{status_id}", a.authed(a.get))
 	rt.HandleFunc("DELETE /verification-srv/verificationstatus/{status_id}", a.authed(a.cancel))
 	rt.HandleFunc("POST /verification-srv/v2/setup/enroll/{type}", a.authed(a.enroll))
+	rt.HandleFunc("POST /verification-srv/v2/setup/resend/{type}", a.authed(a.resendEnrollment))
 	rt.HandleFunc("GET /verification-srv/verificationstatus/{status_id}/events", a.events)
 	rt.HandleFunc("GET /verification-srv/verificationstatus/{status_id}/ws", a.ws)
 	a.authenticationRoutes(rt)
@@ -71,6 +73,9 @@ type StatusDTO struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	DeviceID  string    `json:"device_id,omitempty"`
 	PHID      string    `json:"ph_id,omitempty"`
+	// Destination (masked) and Delivery (pending, sent, failed) of an EMAIL or SMS code.
+	Destination string `json:"destination,omitempty"`
+	Delivery    string `json:"delivery,omitempty"`
 	// MFAToken is the mfa_token of an AUTHENTICATED authentication, for its initiator only.
 	MFAToken string `json:"mfa_token,omitempty"`
 	// Seq orders versions of the status object (its write sequence); it is the SSE event id and
@@ -84,6 +89,7 @@ func enrollmentDTO(e enrollment.Enrollment) StatusDTO {
 	d := StatusDTO{
 		Status: string(e.State), ID: e.ID, Sub: e.Sub, Type: e.Method,
 		ExpiresAt: e.ExpiresAt, UpdatedAt: e.UpdatedAt, Seq: e.Seq,
+		Destination: e.Sent.Destination, Delivery: e.Sent.Delivery,
 	}
 	if e.State == enrollment.Enrolled {
 		d.DeviceID, d.PHID = e.DeviceID, e.PHID
@@ -97,6 +103,7 @@ func signInDTO(a signin.Authentication) StatusDTO {
 	d := StatusDTO{
 		Status: string(a.State), ID: a.ID, Sub: a.Sub, Type: a.Method,
 		ExpiresAt: a.ExpiresAt, UpdatedAt: a.UpdatedAt, Seq: a.Seq,
+		Destination: a.Sent.Destination, Delivery: a.Sent.Delivery,
 	}
 	if a.State == signin.Authenticated || a.State == signin.Denied {
 		d.PHID = a.PHID
@@ -233,6 +240,62 @@ type enrollBody struct {
 	VerificationCode string `json:"verification_code"`
 	// FriendlyName names the device when the code is typed into the frontend.
 	FriendlyName string `json:"friendly_name"`
+}
+
+// resendBody asks for a new code of an EMAIL or SMS exchange.
+type resendBody struct {
+	ExchangeID string `json:"exchange_id"`
+}
+
+// resendDTO answers a resend: when the next one may be asked for.
+type resendDTO struct {
+	ResendAfter time.Time `json:"resend_after"`
+}
+
+// sentMethod is the registered method of a {type} or {method} segment whose codes are sent.
+func sentMethod(segment string) (method.Method, error) {
+	m, ok := method.ByRoute(segment)
+	if !ok || m.Channel == "" {
+		return method.Method{}, fault.New(fault.NotFound, "codes are sent for "+strings.Join(method.Routes(func(m method.Method) bool { return m.Channel != "" }), " and ")+" only")
+	}
+	return m, nil
+}
+
+// readResend reads a resend's body: the exchange id, or errNotThere for one that cannot exist.
+func readResend(w http.ResponseWriter, r *http.Request, errNotThere error) (string, error) {
+	var body resendBody
+	if err := httpx.DecodeJSON(w, r, &body, false); err != nil {
+		return "", err
+	}
+	if body.ExchangeID == "" {
+		return "", fault.New(fault.BadRequest, "exchange_id is required")
+	}
+	if !ids.Valid(body.ExchangeID) {
+		return "", errNotThere
+	}
+	return body.ExchangeID, nil
+}
+
+func writeResent(w http.ResponseWriter, sent factor.Sent) {
+	w.Header().Set("Cache-Control", "no-store")
+	httpx.WriteJSON(w, http.StatusAccepted, resendDTO{ResendAfter: sent.SentAt.Add(factor.ResendInterval)})
+}
+
+// resendEnrollment sends a new code for an EMAIL or SMS enrollment.
+func (a *API) resendEnrollment(w http.ResponseWriter, r *http.Request, caller caller) error {
+	if _, err := sentMethod(r.PathValue("type")); err != nil {
+		return err
+	}
+	exchangeID, err := readResend(w, r, errNoSuchEnrollment)
+	if err != nil {
+		return err
+	}
+	e, err := a.Enrollments.Resend(r.Context(), exchangeID, caller.sub)
+	if err != nil {
+		return err
+	}
+	writeResent(w, e.Sent)
+	return nil
 }
 
 func (a *API) enroll(w http.ResponseWriter, r *http.Request, caller caller) error {

@@ -33,6 +33,7 @@ func changeDTO(r *commands.EnrollmentReply) StatusDTO {
 	return StatusDTO{
 		Status: r.Status, ID: r.ID, Sub: r.Sub, Type: r.Method, ExpiresAt: r.ExpiresAt,
 		UpdatedAt: r.UpdatedAt, DeviceID: r.DeviceID, PHID: r.PHID, Seq: r.Seq,
+		Destination: r.Destination, Delivery: r.Delivery,
 	}
 }
 

@@ -85,8 +85,12 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, signIns 
 	}
 	add("create", commands.StatusCreate, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.CreateEnrollmentRequest) (commands.EnrollmentReply, error) {
 		e, err := svc.Create(ctx, enrollment.NewEnrollment{ID: r.StatusID, ExchangeID: r.ExchangeID, Sub: r.Sub, Method: r.Method, ExpiresAt: r.ExpiresAt,
-			PendingCredential: r.PendingCredential})
+			PendingCredential: r.PendingCredential,
+			Sent:              factor.Sent{Destination: r.Destination, DeliveryID: r.DeliveryID, CodeExpiresAt: r.CodeExpiresAt}})
 		return toReply(e), toFault(err)
+	}, opts...))
+	add("delivery", commands.StatusDelivery, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.DeliveryReport) (struct{}, error) {
+		return struct{}{}, toFault(setDelivery(ctx, svc, signIns, r))
 	}, opts...))
 	add("keyed-ids", commands.StatusKeyedIDs, rpc.Endpoint(ctx, log, func(ctx context.Context, r commands.KeyedIDsRequest) (commands.KeyedIDsReply, error) {
 		id, exchangeID, err := svc.KeyedIDs(r.Sub, r.Key)
@@ -137,12 +141,26 @@ func Serve(ctx context.Context, nc *nats.Conn, svc *enrollment.Service, signIns 
 	return ms, nil
 }
 
+// setDelivery records a delivery report on the sign-in or enrollment it names: the report does
+// not say which, and a sign-in is the likelier.
+func setDelivery(ctx context.Context, svc *enrollment.Service, signIns *signin.Service, r commands.DeliveryReport) error {
+	if r.State != factor.DeliverySent && r.State != factor.DeliveryFailed {
+		return fault.New(fault.BadRequest, "state must be sent or failed")
+	}
+	err := signIns.SetDelivery(ctx, r.StatusID, r.DeliveryID, r.State)
+	if errors.Is(err, signin.ErrNotFound) {
+		err = svc.SetDelivery(ctx, r.StatusID, r.DeliveryID, r.State)
+	}
+	return err
+}
+
 // toReply converts an enrollment to the status object of command replies and live
 // announcements (the HTTP adapter builds its own, from the domain).
 func toReply(e enrollment.Enrollment) commands.EnrollmentReply {
 	r := commands.EnrollmentReply{
 		Status: string(e.State), ID: e.ID, Sub: e.Sub, Method: e.Method,
 		ExpiresAt: e.ExpiresAt, UpdatedAt: e.UpdatedAt, Seq: e.Seq,
+		Destination: e.Sent.Destination, Delivery: e.Sent.Delivery,
 	}
 	if e.State == enrollment.Enrolled {
 		r.DeviceID, r.PHID = e.DeviceID, e.PHID
@@ -156,6 +174,7 @@ func toSignInReply(a signin.Authentication) commands.EnrollmentReply {
 	r := commands.EnrollmentReply{
 		Status: string(a.State), ID: a.ID, Sub: a.Sub, Method: a.Method,
 		ExpiresAt: a.ExpiresAt, UpdatedAt: a.UpdatedAt, Seq: a.Seq,
+		Destination: a.Sent.Destination, Delivery: a.Sent.Delivery,
 	}
 	if a.State == signin.Authenticated || a.State == signin.Denied {
 		r.PHID = a.PHID
@@ -252,9 +271,37 @@ func (r *Registry) Ready(ctx context.Context, sub, method string) error {
 }
 
 // CheckCode implements signin.Authenticator.
-func (r *Registry) CheckCode(ctx context.Context, sub, method, code, statusID string) (string, error) {
-	reply, err := r.factor(ctx, commands.RegistryFactorsCheck, commands.FactorRequest{Sub: sub, Method: method, Code: code, StatusID: statusID})
+func (r *Registry) CheckCode(ctx context.Context, sub, method, code, statusID string, challenge []byte) (string, error) {
+	reply, err := r.factor(ctx, commands.RegistryFactorsCheck, commands.FactorRequest{Sub: sub, Method: method, Code: code, StatusID: statusID, Challenge: challenge})
 	return reply.PHID, err
+}
+
+// Challenge implements signin.Authenticator.
+func (r *Registry) Challenge(ctx context.Context, sub, method, phid, statusID, locale string) (factor.Sent, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout())
+	defer cancel()
+	var reply commands.ChallengeReply
+	if err := rpc.Call(ctx, r.NC, commands.RegistryFactorsChallenge, commands.ChallengeRequest{
+		Sub: sub, Method: method, PHID: phid, StatusID: statusID, Locale: locale,
+	}, &reply); err != nil {
+		return factor.Sent{}, nil, fromRegistry(commands.RegistryFactorsChallenge, err)
+	}
+	return factor.Sent{PHID: reply.PHID, Destination: reply.Destination, DeliveryID: reply.DeliveryID, CodeExpiresAt: reply.CodeExpiresAt},
+		reply.Challenge, nil
+}
+
+// Resend implements enrollment.Registry.
+func (r *Registry) Resend(ctx context.Context, statusID, sub string, pending []byte) (factor.Sent, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout())
+	defer cancel()
+	var reply commands.CreateCredentialReply
+	if err := rpc.Call(ctx, r.NC, commands.RegistryResendCredential, commands.ResendCredentialRequest{
+		StatusID: statusID, Sub: sub, PendingCredential: pending,
+	}, &reply); err != nil {
+		return factor.Sent{}, nil, fromRegistry(commands.RegistryResendCredential, err)
+	}
+	return factor.Sent{Destination: reply.Destination, DeliveryID: reply.DeliveryID, CodeExpiresAt: reply.CodeExpiresAt},
+		reply.PendingCredential, nil
 }
 
 // factor calls a factors endpoint; refusals become the domain's errors.

@@ -3,6 +3,8 @@ package signin
 import (
 	"errors"
 	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/factor"
 )
 
 // State is a sign-in state.
@@ -79,6 +81,10 @@ type Authentication struct {
 	// three the device offers (Number among them). Neither is ever in an event.
 	Number     string
 	Candidates []string
+	// Sent is the code of a sign-in whose codes are sent (EMAIL, SMS); Challenge its sealed
+	// keyed hash, which only the registry opens. Never in an event or a reply.
+	Sent      factor.Sent
+	Challenge []byte
 	// Version is the store's revision, for compare-and-set.
 	Version uint64
 	// Seq counts its writes: 1 when created, one more with every compare-and-set write; the

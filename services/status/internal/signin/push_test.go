@@ -3,6 +3,7 @@ package signin_test
 import (
 	"context"
 	"errors"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,7 +21,11 @@ import (
 type pushDirectory struct{}
 
 func (pushDirectory) Ready(context.Context, string, string) error { return nil }
-func (pushDirectory) CheckCode(context.Context, string, string, string, string) (string, error) {
+func (pushDirectory) Challenge(context.Context, string, string, string, string, string) (factor.Sent, []byte, error) {
+	return factor.Sent{}, nil, factor.ErrNoFactor
+}
+
+func (pushDirectory) CheckCode(context.Context, string, string, string, string, []byte) (string, error) {
 	return "", errors.New("no codes here")
 }
 func (pushDirectory) PushDevices(context.Context, string) ([]string, error) {

@@ -41,7 +41,14 @@ type Authenticator interface {
 	// CheckCode checks a sign-in code and returns the device that matched (TOTP). Refusals are
 	// factor.ErrInvalidCode (counted towards the lockout), factor.ErrReplayed,
 	// factor.ErrMalformedCode, a *factor.LockedError or factor.ErrNoFactor.
-	CheckCode(ctx context.Context, sub, methodName, code, statusID string) (phid string, err error)
+	//
+	// challenge is the sign-in's sealed challenge when its code was sent (Challenge).
+	CheckCode(ctx context.Context, sub, methodName, code, statusID string, challenge []byte) (phid string, err error)
+	// Challenge sends a code of a method whose codes are sent (EMAIL, SMS) to sub's factor phid
+	// (empty: the one used most recently) for sign-in statusID, in the language locale. It
+	// returns what the status object shows and the sealed challenge to keep. Refusals as Ready,
+	// plus a *fault-worthy error of the registry (method inactive, SMS limits) passed on.
+	Challenge(ctx context.Context, sub, methodName, phid, statusID, locale string) (factor.Sent, []byte, error)
 }
 
 // Notifier announces a written change to live subscribers. It is best effort: subscribers
@@ -118,6 +125,9 @@ type NewAuthentication struct {
 	// Keyed says ID and ExchangeID are KeyedIDs of an Idempotency-Key: a sign-in already
 	// stored under ID is the answer, whatever its state.
 	Keyed bool
+	// PHID picks the factor a sent code goes to (EMAIL, SMS); empty means the one used most
+	// recently. Locale is the language of the message.
+	PHID, Locale string
 }
 
 // caller is the initiator as a Caller: who the sign-in will be visible to.
@@ -183,7 +193,19 @@ func (s *Service) Start(ctx context.Context, in NewAuthentication) (Authenticati
 	if s.Authenticator == nil {
 		return Authentication{}, errors.New("status: no authenticator configured")
 	}
-	if err := s.Authenticator.Ready(ctx, in.Sub, in.Method); err != nil {
+	var (
+		sent      factor.Sent
+		challenge []byte
+	)
+	if m.Channel != "" {
+		// The code goes out before the sign-in is stored: the registry checks readiness and
+		// sends in one step. Should the store then fail, the code simply expires unused.
+		var err error
+		if sent, challenge, err = s.Authenticator.Challenge(ctx, in.Sub, in.Method, in.PHID, in.ID, in.Locale); err != nil {
+			return Authentication{}, err
+		}
+		sent.Delivery, sent.SentAt = factor.DeliveryPending, s.now()
+	} else if err := s.Authenticator.Ready(ctx, in.Sub, in.Method); err != nil {
 		return Authentication{}, err
 	}
 	if in.ClientID == "" {
@@ -194,6 +216,7 @@ func (s *Service) Start(ctx context.Context, in NewAuthentication) (Authenticati
 		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: in.Method,
 		State: Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(in.TTL), Seq: 1,
 		Initiator: in.Initiator, ClientID: in.ClientID, Context: in.Context,
+		Sent: sent, Challenge: challenge,
 	}
 	msg, err := event(a, "", &change{})
 	if err != nil {
@@ -257,7 +280,7 @@ func (s *Service) Verify(ctx context.Context, exchangeID, methodName string, cal
 	if err != nil {
 		return a, err
 	}
-	phid, err := s.Authenticator.CheckCode(ctx, a.Sub, a.Method, code, a.ID)
+	phid, err := s.Authenticator.CheckCode(ctx, a.Sub, a.Method, code, a.ID, a.Challenge)
 	switch {
 	case errors.Is(err, factor.ErrInvalidCode):
 		return s.refuse(ctx, a, "invalid_code", err)
@@ -275,8 +298,77 @@ func (s *Service) Verify(ctx context.Context, exchangeID, methodName string, cal
 			return a, nil, fmt.Errorf("%w: sign-in became %s", ErrConflict, a.State)
 		}
 		a.State, a.PHID, a.AuthTime = Authenticated, phid, s.now()
+		a.Challenge = nil // the code is spent; nothing of it stays
 		return a, &change{}, nil
 	})
+}
+
+// Resend sends a new code for the open sign-in with exchange id exchangeID (EMAIL, SMS) to the
+// same factor; the previous code stops working. At most one per factor.ResendInterval and
+// factor.MaxResends per sign-in, else a *factor.RetryLaterError.
+func (s *Service) Resend(ctx context.Context, exchangeID, methodName string, caller Caller, locale string) (Authentication, error) {
+	if exchangeID == "" {
+		return Authentication{}, fmt.Errorf("%w: exchange_id is required", ErrBadRequest)
+	}
+	a, err := s.Store.GetByExchangeID(ctx, exchangeID)
+	if err != nil {
+		return Authentication{}, err
+	}
+	if !a.VisibleTo(caller) {
+		return Authentication{}, ErrNotFound
+	}
+	if a.Method != methodName {
+		return Authentication{}, fmt.Errorf("%w: this sign-in is for method %s", ErrConflict, a.Method)
+	}
+	if m, _ := method.ByName(a.Method); m.Channel == "" {
+		return Authentication{}, fmt.Errorf("%w: codes of %s are not sent; there is nothing to resend", ErrConflict, a.Method)
+	}
+	a, err = s.apply(ctx, a, func(a Authentication) (Authentication, *change, error) {
+		switch a.State {
+		case Initiated:
+			return a, nil, a.Sent.ResendAllowed(s.now())
+		case Expired:
+			return a, nil, ErrExpired
+		default:
+			return a, nil, fmt.Errorf("%w: sign-in is %s", ErrConflict, a.State)
+		}
+	})
+	if err != nil {
+		return a, err
+	}
+	sent, challenge, err := s.Authenticator.Challenge(ctx, a.Sub, a.Method, a.Sent.PHID, a.ID, locale)
+	if err != nil {
+		return a, err
+	}
+	return s.apply(ctx, a, func(a Authentication) (Authentication, *change, error) {
+		if a.State != Initiated {
+			return a, nil, fmt.Errorf("%w: sign-in is %s", ErrConflict, a.State)
+		}
+		sent.Resends, sent.Delivery, sent.SentAt = a.Sent.Resends+1, factor.DeliveryPending, s.now()
+		a.Sent, a.Challenge = sent, challenge
+		return a, &change{silent: true}, nil
+	})
+}
+
+// SetDelivery records the notifier's report on delivery deliveryID of sign-in id: state is
+// factor.DeliverySent or factor.DeliveryFailed. A report on a code a resend replaced, or one
+// already recorded, changes nothing.
+func (s *Service) SetDelivery(ctx context.Context, id, deliveryID, state string) error {
+	a, err := s.Store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	_, err = s.apply(ctx, a, func(a Authentication) (Authentication, *change, error) {
+		if a.Sent.DeliveryID != deliveryID || a.Sent.Delivery == state || a.State.Terminal() {
+			return a, nil, nil
+		}
+		a.Sent.Delivery = state
+		return a, &change{silent: true}, nil
+	})
+	if errors.Is(err, ErrExpired) {
+		return nil
+	}
+	return err
 }
 
 // refuse records a refused code on an open sign-in and returns cause.

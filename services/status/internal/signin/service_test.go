@@ -21,7 +21,11 @@ import (
 type codes struct{}
 
 func (codes) Ready(context.Context, string, string) error { return nil }
-func (codes) CheckCode(_ context.Context, _, _, code, _ string) (string, error) {
+func (codes) Challenge(context.Context, string, string, string, string, string) (factor.Sent, []byte, error) {
+	return factor.Sent{}, nil, factor.ErrNoFactor
+}
+
+func (codes) CheckCode(_ context.Context, _, _, code, _ string, _ []byte) (string, error) {
 	if code == "123456" {
 		return "ph-1", nil
 	}

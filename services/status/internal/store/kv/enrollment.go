@@ -10,6 +10,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/store"
 )
 
 var _ enrollment.Store = (*Store)(nil)
@@ -41,6 +42,8 @@ type enrollmentDoc struct {
 	// EnrollProof is the keyed hash of the enroll frame that made the enrollment ENROLLED
 	// (never the code), so the companion may repeat the frame for a short while.
 	EnrollProof []byte `json:"enroll_proof,omitempty"`
+	// Sent: the code of an EMAIL or SMS enrollment (where it went, its delivery).
+	Sent *store.SentDoc `json:"sent,omitempty"`
 }
 
 func toEnrollmentDoc(e enrollment.Enrollment) enrollmentDoc {
@@ -49,7 +52,7 @@ func toEnrollmentDoc(e enrollment.Enrollment) enrollmentDoc {
 		CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, ExpiresAt: e.ExpiresAt,
 		DeviceID: e.Device.DeviceID, DeviceName: e.Device.Name, DevicePlatform: e.Device.Platform,
 		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts, Seq: e.Seq,
-		PendingCredential: e.PendingCredential, EnrollProof: e.EnrollProof,
+		PendingCredential: e.PendingCredential, EnrollProof: e.EnrollProof, Sent: store.ToSentDoc(e.Sent),
 	}
 }
 
@@ -59,7 +62,7 @@ func toEnrollment(d enrollmentDoc, rev uint64) enrollment.Enrollment {
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt,
 		Device:   enrollment.Device{DeviceID: d.DeviceID, Name: d.DeviceName, Platform: d.DevicePlatform},
 		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: rev, Seq: d.Seq,
-		PendingCredential: d.PendingCredential, EnrollProof: d.EnrollProof,
+		PendingCredential: d.PendingCredential, EnrollProof: d.EnrollProof, Sent: d.Sent.Sent(),
 	}
 }
 

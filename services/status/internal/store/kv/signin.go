@@ -10,6 +10,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/status/internal/signin"
+	"github.com/mfaflow/mfaflow/services/status/internal/store"
 )
 
 // SignInStore implements signin.Store on the bucket of a Store (Store.SignIns): the same keys
@@ -52,6 +53,9 @@ type signInDoc struct {
 	// Push sign-ins only: the number the frontend shows and the device's candidates.
 	Number     string   `json:"number,omitempty"`
 	Candidates []string `json:"candidates,omitempty"`
+	// EMAIL and SMS sign-ins only: the code sent, and its sealed keyed hash (the registry's).
+	Sent      *store.SentDoc `json:"sent,omitempty"`
+	Challenge []byte         `json:"challenge,omitempty"`
 }
 
 func toSignInDoc(a signin.Authentication) signInDoc {
@@ -61,6 +65,7 @@ func toSignInDoc(a signin.Authentication) signInDoc {
 		PHID: a.PHID, FailedAttempts: a.FailedAttempts, Seq: a.Seq, Kind: kindSignIn,
 		Initiator: a.Initiator, ClientID: a.ClientID, Context: a.Context, AuthTime: a.AuthTime,
 		StepUpUsedAt: a.StepUpUsedAt, Number: a.Number, Candidates: a.Candidates,
+		Sent: store.ToSentDoc(a.Sent), Challenge: a.Challenge,
 	}
 }
 
@@ -71,6 +76,7 @@ func toSignIn(d signInDoc, rev uint64) signin.Authentication {
 		PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: rev, Seq: d.Seq,
 		Initiator: d.Initiator, ClientID: d.ClientID, Context: d.Context, AuthTime: d.AuthTime,
 		StepUpUsedAt: d.StepUpUsedAt, Number: d.Number, Candidates: d.Candidates,
+		Sent: d.Sent.Sent(), Challenge: d.Challenge,
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/mongodoc"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
+	"github.com/mfaflow/mfaflow/services/status/internal/store"
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
@@ -40,6 +41,8 @@ type enrollmentDoc struct {
 	// EnrollProof is the keyed hash of the enroll frame that made the enrollment ENROLLED
 	// (never the code), so the companion may repeat the frame for a short while.
 	EnrollProof []byte `bson:"enroll_proof,omitempty"`
+	// Sent: the code of an EMAIL or SMS enrollment (where it went, its delivery).
+	Sent *store.SentDoc `bson:"sent,omitempty"`
 	// OpenUntil is ExpiresAt while the enrollment is not terminal, absent after: the sweep's index.
 	OpenUntil *time.Time `bson:"open_until,omitempty"`
 	// GCAt is when the document may be deleted.
@@ -52,7 +55,7 @@ func toEnrollmentDoc(e enrollment.Enrollment) enrollmentDoc {
 		CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, ExpiresAt: e.ExpiresAt,
 		DeviceID: e.Device.DeviceID, DeviceName: e.Device.Name, DevicePlatform: e.Device.Platform,
 		RegisteredID: e.DeviceID, PHID: e.PHID, FailedAttempts: e.FailedAttempts, Seq: int64(e.Seq),
-		PendingCredential: e.PendingCredential, EnrollProof: e.EnrollProof,
+		PendingCredential: e.PendingCredential, EnrollProof: e.EnrollProof, Sent: store.ToSentDoc(e.Sent),
 		GCAt: later(e.UpdatedAt, e.ExpiresAt).Add(Retention),
 	}
 	if !e.State.Terminal() {
@@ -68,7 +71,7 @@ func toEnrollment(d enrollmentDoc, version uint64) enrollment.Enrollment {
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt,
 		Device:   enrollment.Device{DeviceID: d.DeviceID, Name: d.DeviceName, Platform: d.DevicePlatform},
 		DeviceID: d.RegisteredID, PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: version, Seq: uint64(d.Seq),
-		PendingCredential: d.PendingCredential, EnrollProof: d.EnrollProof,
+		PendingCredential: d.PendingCredential, EnrollProof: d.EnrollProof, Sent: d.Sent.Sent(),
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/mongodoc"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
 	"github.com/mfaflow/mfaflow/services/status/internal/signin"
+	"github.com/mfaflow/mfaflow/services/status/internal/store"
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
@@ -50,6 +51,9 @@ type signInDoc struct {
 	// Push sign-ins only: the number the frontend shows and the device's candidates.
 	Number     string   `bson:"number,omitempty"`
 	Candidates []string `bson:"candidates,omitempty"`
+	// EMAIL and SMS sign-ins only: the code sent, and its sealed keyed hash (the registry's).
+	Sent      *store.SentDoc `bson:"sent,omitempty"`
+	Challenge []byte         `bson:"challenge,omitempty"`
 	// OpenUntil is ExpiresAt while the sign-in is not terminal, absent after: the sweep's index.
 	OpenUntil *time.Time `bson:"open_until,omitempty"`
 	// GCAt is when the document may be deleted.
@@ -62,7 +66,7 @@ func toSignInDoc(a signin.Authentication) signInDoc {
 		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, ExpiresAt: a.ExpiresAt,
 		PHID: a.PHID, FailedAttempts: a.FailedAttempts, Seq: int64(a.Seq), Kind: kindSignIn,
 		Initiator: a.Initiator, ClientID: a.ClientID, Context: a.Context,
-		Number: a.Number, Candidates: a.Candidates,
+		Number: a.Number, Candidates: a.Candidates, Sent: store.ToSentDoc(a.Sent), Challenge: a.Challenge,
 		GCAt: later(a.UpdatedAt, a.ExpiresAt).Add(Retention),
 	}
 	if !a.AuthTime.IsZero() {
@@ -86,7 +90,7 @@ func toSignIn(d signInDoc, version uint64) signin.Authentication {
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt,
 		PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: version, Seq: uint64(d.Seq),
 		Initiator: d.Initiator, ClientID: d.ClientID, Context: d.Context,
-		Number: d.Number, Candidates: d.Candidates,
+		Number: d.Number, Candidates: d.Candidates, Sent: d.Sent.Sent(), Challenge: d.Challenge,
 	}
 	if d.AuthTime != nil {
 		a.AuthTime = *d.AuthTime
