@@ -54,6 +54,8 @@ type env struct {
 	bucket string
 	logs   *testkit.LogBuffer
 	key    []byte
+	// deliveryKey seals the codes the registry hands to the notifier (oob_test.go).
+	deliveryKey []byte
 	// backend and mongoURI are the store (registrysvc.Config.Store and MongoURI).
 	backend, mongoURI string
 	// pending holds the sealed pending credential of each create, by status id, as the status
@@ -83,15 +85,16 @@ func startOn(t *testing.T, store string) *env {
 		t.Fatal(err)
 	}
 	e := &env{
-		nc:      nc,
-		js:      js,
-		clock:   testkit.NewClock(time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)), // 10 s into a step
-		tokens:  auth.HS256{Key: bytes.Repeat([]byte("k"), auth.MinKeyBytes)},
-		bucket:  "devices_" + strings.ReplaceAll(uuid.NewString()[:8], "-", ""),
-		logs:    &testkit.LogBuffer{},
-		key:     key,
-		backend: store,
-		pending: map[string][]byte{},
+		nc:          nc,
+		js:          js,
+		clock:       testkit.NewClock(time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)), // 10 s into a step
+		tokens:      auth.HS256{Key: bytes.Repeat([]byte("k"), auth.MinKeyBytes)},
+		bucket:      "devices_" + strings.ReplaceAll(uuid.NewString()[:8], "-", ""),
+		logs:        &testkit.LogBuffer{},
+		key:         key,
+		deliveryKey: bytes.Repeat([]byte{9}, 32),
+		backend:     store,
+		pending:     map[string][]byte{},
 	}
 	if store == "mongo" {
 		e.mongoURI = mongotest.DatabaseURI(t)
@@ -122,6 +125,7 @@ func (e *env) config(current byte, keys map[byte][]byte) registrysvc.Config {
 	return registrysvc.Config{
 		SecretKeys: keys, CurrentKey: current, Verifier: e.tokens, Clock: e.clock.Now,
 		Bucket: e.bucket, Store: e.backend, MongoURI: e.mongoURI, StepUpOff: true,
+		DeliveryKey: e.deliveryKey, OOB: device.OOBPolicy{SMSPerUser: 3, SMSPerDestination: 2, SMSRegions: []string{"DE", "AT"}},
 	}
 }
 

@@ -50,7 +50,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, relayLog
 			_ = client.Disconnect(context.Background())
 			return nil, nil, nil, nil, err
 		}
-		counter, err := mongo.OpenCounter(ctx, db)
+		counter, err := mongo.OpenCounter(ctx, db, relayLog)
 		if err != nil {
 			_ = client.Disconnect(context.Background())
 			return nil, nil, nil, nil, err
@@ -59,7 +59,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, relayLog
 		for _, r := range store.Relays(js, relayLog) {
 			relays = append(relays, r.Run)
 		}
-		return store, counter, relays, client, nil
+		return store, counter, append(relays, counter.RunExpiry), client, nil
 	default:
 		return nil, nil, nil, nil, fmt.Errorf("unknown store %q (want nats or mongo)", cfg.Store)
 	}

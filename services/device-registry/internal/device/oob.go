@@ -309,7 +309,8 @@ func (s *Service) CreatePendingOOB(ctx context.Context, statusID, sub string, ex
 	}
 	for _, c := range creds {
 		if c.Verified && c.Method == d.Method && c.Sub == sub {
-			if a, err := s.openDestination(c); err == nil && a == addr {
+			// Mail systems treat local parts without regard to case, whatever RFC 5321 allows.
+			if a, err := s.openDestination(c); err == nil && strings.EqualFold(a, addr) {
 				return OOBChallenge{}, ErrAlreadyEnrolled
 			}
 		}

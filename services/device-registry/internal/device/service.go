@@ -332,7 +332,8 @@ func (s *Service) Activate(ctx context.Context, statusID, sub string, claim Clai
 		c.Verified = true
 		c.VerifiedAt = now
 		if c.FriendlyName == "" {
-			c.FriendlyName = DefaultName
+			// An address names itself better than "Authenticator" does.
+			c.FriendlyName = cmp.Or(c.Destination, DefaultName)
 		}
 		msg, err := deviceEvent(events.DeviceRegistered, c.PHID+"/"+string(events.DeviceRegistered), c, "", now)
 		if err != nil {

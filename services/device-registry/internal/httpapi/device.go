@@ -19,6 +19,8 @@ type deviceDTO struct {
 	Platform     string     `json:"platform,omitempty"`
 	// Push says the device can approve push sign-ins (it sent a device key at enrollment).
 	Push bool `json:"push"`
+	// Destination is where an EMAIL or SMS factor's codes go, masked.
+	Destination string `json:"destination,omitempty"`
 }
 
 // renameRequest is the PATCH body. The name is a pointer so that a missing field is told apart
@@ -37,6 +39,7 @@ func toDTO(c device.Credential) deviceDTO {
 		CreatedAt:    c.CreatedAt.UTC(),
 		Platform:     c.Platform,
 		Push:         c.PushKey != nil,
+		Destination:  c.Destination,
 	}
 	if !c.LastUsedAt.IsZero() {
 		t := c.LastUsedAt.UTC()

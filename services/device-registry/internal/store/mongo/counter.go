@@ -3,6 +3,7 @@ package mongo
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -10,6 +11,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	driver "go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/mfaflow/mfaflow/pkg/mongodoc"
 )
 
 // CountersCollection keeps the registry's hourly counts (SMS limits); a TTL index removes a
@@ -18,21 +21,32 @@ const CountersCollection = "counters"
 
 // Counter is device.Counter on MongoDB: one document per key and window, counted up with $inc
 // (atomic on the server, so replicas share the count).
-type Counter struct{ coll *driver.Collection }
+type Counter struct {
+	coll *driver.Collection
+	// Expiry removes past windows: a TTL index, or a periodic delete where the server has none
+	// (FerretDB); RunExpiry runs the latter.
+	expiry *mongodoc.Expiry
+}
 
 var _ device.Counter = Counter{}
 
-// OpenCounter creates the counters' TTL index if missing.
-func OpenCounter(ctx context.Context, db *driver.Database) (Counter, error) {
-	coll := db.Collection(CountersCollection)
-	_, err := coll.Indexes().CreateOne(ctx, driver.IndexModel{
-		Keys:    bson.D{{Key: "expires_at", Value: 1}},
-		Options: options.Index().SetName("expires_at").SetExpireAfterSeconds(0),
-	})
+// OpenCounter prepares the counters' collection and its expiry.
+func OpenCounter(ctx context.Context, db *driver.Database, log *slog.Logger) (Counter, error) {
+	c, err := mongodoc.Open(ctx, db, CountersCollection)
 	if err != nil {
 		return Counter{}, err
 	}
-	return Counter{coll: coll}, nil
+	e, err := mongodoc.EnsureExpiry(ctx, c, "expires_at", log)
+	if err != nil {
+		return Counter{}, err
+	}
+	return Counter{coll: c.Coll, expiry: e}, nil
+}
+
+// RunExpiry deletes past windows where the server has no TTL index, until ctx ends.
+func (c Counter) RunExpiry(ctx context.Context) error {
+	c.expiry.Run(ctx)
+	return nil
 }
 
 type counterDoc struct {
