@@ -43,8 +43,8 @@ func ConfigFrom(env config.Config) (Config, error) {
 	}
 	return Config{
 		SecretKey: key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
-		StepUpOff:           !env.StepUp,
-		Lockout:             device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
+		StepUpOff: !env.StepUp,
+		Lockout:   device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
 		OOB: device.OOBPolicy{Digits: env.OOBCodeDigits, CodeTTL: env.OOBCodeTTL, SMSPerUser: env.SMSUserRate,
 			SMSPerDestination: env.SMSPerNumberRate, SMSGlobal: env.SMSHourlyLimit, SMSRegions: env.SMSRegions},
 		UserStartsPerMinute: env.UserStartRate, UserStartBurst: env.UserStartBurst,
