@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/delivery"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -60,6 +61,26 @@ func EnsureEventStream(ctx context.Context, js jetstream.JetStream, opts ...Ensu
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", events.Stream, err)
+	}
+	warnDrift(o.log, "stream", want.Name, streamDrift(want, st.CachedInfo().Config))
+	return st, nil
+}
+
+// EnsureDeliveryStream returns the MFA_DELIVERIES stream (delivery.StreamConfig), creating it
+// with the replicas of WithReplicas when it is missing; an existing one is left as the operator
+// configured it, as EnsureEventStream does. The publishers of delivery requests and the notifier
+// both call it at start-up, so neither depends on the other having run first.
+func EnsureDeliveryStream(ctx context.Context, js jetstream.JetStream, opts ...EnsureOption) (jetstream.Stream, error) {
+	o := ensureOpts(opts)
+	want := delivery.StreamConfig()
+	want.Replicas = o.replicas
+	var st jetstream.Stream
+	err := AwaitJetStream(ctx, js, o.log, "stream "+want.Name, func(ctx context.Context) (err error) {
+		st, err = ensureStream(ctx, js, want)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", delivery.Stream, err)
 	}
 	warnDrift(o.log, "stream", want.Name, streamDrift(want, st.CachedInfo().Config))
 	return st, nil
