@@ -389,8 +389,8 @@ func TestValidEnvelopes(t *testing.T) {
 		{"reset that removed only recovery codes", events.FactorsReset, events.Reset{Sub: "alice", RecoveryCodesRemoved: true, Actor: "ops-admin"}},
 		{"sms rejected by the provider", events.DeliveryFailed, events.Delivery{DeliveryID: deliveryID, Sub: "alice", StatusID: authID,
 			Channel: "sms", Kind: "signin_code", Destination: "+49 ••• •••• 78", Attempts: 1, Reason: "rejected"}},
-		{"unreadable request, no status id, no attempt", events.DeliveryFailed, events.Delivery{DeliveryID: deliveryID, Sub: "alice",
-			Channel: "email", Kind: "enrollment_code", Destination: "a***@example.org", Reason: "unreadable"}},
+		{"unreadable request: only the id and the channel are known", events.DeliveryFailed, events.Delivery{DeliveryID: deliveryID,
+			Channel: "email", Reason: "unreadable"}},
 	}
 	for _, v := range variants {
 		source, subject, _ := sample(v.typ)
@@ -648,6 +648,8 @@ func TestPerTypeDataConstraints(t *testing.T) {
 		{"delivery failed with a free-text reason", events.DeliveryFailed, func(d map[string]any) { d["reason"] = "550 no such user" }},
 		{"delivery failed with negative attempts", events.DeliveryFailed, func(d map[string]any) { d["attempts"] = -1 }},
 		{"delivery failed without sub", events.DeliveryFailed, func(d map[string]any) { delete(d, "sub") }},
+		{"expired delivery with an empty sub", events.DeliveryFailed, func(d map[string]any) { d["sub"] = "" }},
+		{"rejected delivery with an empty destination", events.DeliveryFailed, func(d map[string]any) { d["reason"], d["destination"] = "rejected", "" }},
 	}
 	for _, c := range cases {
 		env := envelope(t, c.typ)
