@@ -1,7 +1,7 @@
 # mfaflow — one workspace, one module per deployable and shared part.
 # `make run` starts the dev stack; `make test` runs every module's tests with the race detector.
 
-MODULES := pkg events services/initiation services/status services/device-registry mobile-bridge devstack deploy tests
+MODULES := pkg events services/initiation services/status services/device-registry services/notifier mobile-bridge devstack deploy tests
 SHELL   := /bin/bash
 GO      ?= go
 BIN     := bin
@@ -45,6 +45,7 @@ build: ## build every binary into bin/
 	$(GO) build -o $(BIN)/initiation ./services/initiation
 	$(GO) build -o $(BIN)/status ./services/status
 	$(GO) build -o $(BIN)/device-registry ./services/device-registry
+	$(GO) build -o $(BIN)/notifier ./services/notifier
 	$(GO) build -o $(BIN)/mobile-bridge ./mobile-bridge
 	$(GO) build -o $(BIN)/companion ./mobile-bridge/cmd/companion
 	$(GO) build -o $(BIN)/healthcheck ./deploy/healthcheck

@@ -8,6 +8,7 @@ require (
 	github.com/mfaflow/mfaflow/pkg v0.0.0
 	github.com/mfaflow/mfaflow/services/device-registry v0.0.0
 	github.com/mfaflow/mfaflow/services/initiation v0.0.0
+	github.com/mfaflow/mfaflow/services/notifier v0.0.0
 	github.com/mfaflow/mfaflow/services/status v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
@@ -18,6 +19,8 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/boombuler/barcode v1.1.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6 // indirect
+	github.com/emersion/go-smtp v0.26.0 // indirect
 	github.com/golang-jwt/jwt/v5 v5.3.1 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
@@ -34,6 +37,7 @@ require (
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/wneessen/go-mail v0.8.1 // indirect
 	github.com/xdg-go/scram v1.4.0 // indirect
 	github.com/xdg-go/stringprep v1.0.4 // indirect
 	github.com/youmark/pkcs8 v0.0.0-20240726163527-a2c0da244d78 // indirect
@@ -53,5 +57,6 @@ replace (
 	github.com/mfaflow/mfaflow/pkg => ../pkg
 	github.com/mfaflow/mfaflow/services/device-registry => ../services/device-registry
 	github.com/mfaflow/mfaflow/services/initiation => ../services/initiation
+	github.com/mfaflow/mfaflow/services/notifier => ../services/notifier
 	github.com/mfaflow/mfaflow/services/status => ../services/status
 )

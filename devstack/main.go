@@ -21,6 +21,12 @@ func run(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	defer s.Close()
+	inbox := s.InboxURL()
+	if inbox == "" {
+		inbox = "off: messages go to MFA_SMTP_URL / MFA_SMS_PROVIDER"
+	} else {
+		inbox += "   (every mail and SMS the notifier sent; JSON: " + inbox + "/messages)"
+	}
 	tokens := fmt.Sprintf(`curl -s -X POST %s/dev/token -d '{"sub":"alice"}'`, s.URL())
 	if cfg.JWKSURL != "" {
 		tokens = "from the identity provider (MFA_JWT_JWKS_URL); POST /dev/token is off"
@@ -32,9 +38,10 @@ mfaflow dev stack is up
   Companion     go run ./mobile-bridge/cmd/companion enroll --qr qr.png   (bridge: %[1]s/mobile-bridge/v1/connect)
   NATS          %[2]s   (events: stream MFA_EVENTS, subjects mfa.events.>; watch: go run ./devstack/cmd/events)
   Tokens        %[4]s
+  Dev inbox     %[5]s
   Data dir      %[3]s
 Press Ctrl-C to stop.
-`, s.URL(), s.NATSURL(), cfg.DataDir, tokens)
+`, s.URL(), s.NATSURL(), cfg.DataDir, tokens, inbox)
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")

@@ -129,6 +129,7 @@ type Envelope struct {
 const (
 	SourceStatus   = "/mfaflow/status"
 	SourceRegistry = "/mfaflow/device-registry"
+	SourceNotifier = "/mfaflow/notifier"
 )
 
 // New builds an envelope. id must be unique per fact and stable across retries of the same fact,

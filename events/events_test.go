@@ -75,11 +75,12 @@ var (
 )
 
 const (
-	statusID = "5f0c9a4e-3d1b-4c57-9e2a-8b6f1d7c2a90"
-	phID     = "d7e3b1c2-8a4f-4b6e-9c0d-2f5a7e9b1c34"
-	deviceID = "3a9f6c1e-7b2d-4e8a-a5c4-0d1e2f3a4b5c"
-	authID   = "9b2d4f6a-1c3e-4a5b-8d7f-6e5c4b3a2d10"
-	clientID = "shop-web"
+	statusID   = "5f0c9a4e-3d1b-4c57-9e2a-8b6f1d7c2a90"
+	phID       = "d7e3b1c2-8a4f-4b6e-9c0d-2f5a7e9b1c34"
+	deviceID   = "3a9f6c1e-7b2d-4e8a-a5c4-0d1e2f3a4b5c"
+	authID     = "9b2d4f6a-1c3e-4a5b-8d7f-6e5c4b3a2d10"
+	clientID   = "shop-web"
+	deliveryID = "6b1f2c3d-4e5a-4b6c-8d7e-9f0a1b2c3d4e"
 )
 
 var (
@@ -140,6 +141,9 @@ func sample(typ events.Type) (source, subject string, data any) {
 		return events.SourceRegistry, "alice", events.Unlock{Sub: "alice", Actor: "ops-admin"}
 	case events.FactorsReset:
 		return events.SourceRegistry, "alice", events.Reset{Sub: "alice", DevicesRemoved: 2, RecoveryCodesRemoved: true, Actor: "ops-admin"}
+	case events.DeliveryFailed:
+		return events.SourceNotifier, deliveryID, events.Delivery{DeliveryID: deliveryID, Sub: "alice", StatusID: statusID,
+			Channel: "email", Kind: "enrollment_code", Destination: "a***@example.org", Attempts: 7, Reason: "expired"}
 	default:
 		panic("no sample for " + string(typ))
 	}
@@ -207,6 +211,8 @@ func TestSubjects(t *testing.T) {
 
 		events.VerificationUnlocked: "mfa.events.verification.unlocked",
 		events.FactorsReset:         "mfa.events.factors.reset",
+
+		events.DeliveryFailed: "mfa.events.delivery.failed",
 	}
 	if len(events.Types) != len(want) {
 		t.Errorf("events.Types has %d types, want %d", len(events.Types), len(want))
@@ -262,6 +268,7 @@ func TestSchemasMatchGoTypes(t *testing.T) {
 		"enrollment": events.Enrollment{}, "device": events.Device{},
 		"verification": events.Verification{}, "lock": events.Lock{}, "recovery": events.Recovery{},
 		"push": events.Push{}, "unlock": events.Unlock{}, "reset": events.Reset{},
+		"delivery": events.Delivery{},
 	} {
 		def := defs[name].(map[string]any)
 		if def["additionalProperties"] != false {
@@ -380,6 +387,10 @@ func TestValidEnvelopes(t *testing.T) {
 			PHID: phID, DeviceID: deviceID, Sub: "alice", Method: "TOTP", FriendlyName: "Alice's iPhone", Actor: "ops-admin"}},
 		{"reset of a user without factors", events.FactorsReset, events.Reset{Sub: "alice", Actor: "ops-admin"}},
 		{"reset that removed only recovery codes", events.FactorsReset, events.Reset{Sub: "alice", RecoveryCodesRemoved: true, Actor: "ops-admin"}},
+		{"sms rejected by the provider", events.DeliveryFailed, events.Delivery{DeliveryID: deliveryID, Sub: "alice", StatusID: authID,
+			Channel: "sms", Kind: "signin_code", Destination: "+49 ••• •••• 78", Attempts: 1, Reason: "rejected"}},
+		{"unreadable request: only the id and the channel are known", events.DeliveryFailed, events.Delivery{DeliveryID: deliveryID,
+			Channel: "email", Reason: "unreadable"}},
 	}
 	for _, v := range variants {
 		source, subject, _ := sample(v.typ)
@@ -629,6 +640,16 @@ func TestPerTypeDataConstraints(t *testing.T) {
 		{"reset without recovery_codes_removed", events.FactorsReset, func(d map[string]any) { delete(d, "recovery_codes_removed") }},
 		{"reset with a count of recovery codes", events.FactorsReset, func(d map[string]any) { d["recovery_codes_removed"] = 10 }},
 		{"reset naming the removed devices", events.FactorsReset, func(d map[string]any) { d["ph_ids"] = []any{phID} }},
+		{"delivery failed with the address", events.DeliveryFailed, func(d map[string]any) { d["to"] = "alice@example.org" }},
+		{"delivery failed with the message text", events.DeliveryFailed, func(d map[string]any) { d["body"] = "Your code is 123456" }},
+		{"delivery failed without delivery_id", events.DeliveryFailed, func(d map[string]any) { delete(d, "delivery_id") }},
+		{"delivery failed without destination", events.DeliveryFailed, func(d map[string]any) { delete(d, "destination") }},
+		{"delivery failed with an unknown channel", events.DeliveryFailed, func(d map[string]any) { d["channel"] = "fax" }},
+		{"delivery failed with a free-text reason", events.DeliveryFailed, func(d map[string]any) { d["reason"] = "550 no such user" }},
+		{"delivery failed with negative attempts", events.DeliveryFailed, func(d map[string]any) { d["attempts"] = -1 }},
+		{"delivery failed without sub", events.DeliveryFailed, func(d map[string]any) { delete(d, "sub") }},
+		{"expired delivery with an empty sub", events.DeliveryFailed, func(d map[string]any) { d["sub"] = "" }},
+		{"rejected delivery with an empty destination", events.DeliveryFailed, func(d map[string]any) { d["reason"], d["destination"] = "rejected", "" }},
 	}
 	for _, c := range cases {
 		env := envelope(t, c.typ)

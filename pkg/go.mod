@@ -3,13 +3,15 @@ module github.com/mfaflow/mfaflow/pkg
 go 1.26.8
 
 require (
+	github.com/emersion/go-smtp v0.26.0
 	github.com/google/uuid v1.6.0
 	github.com/mfaflow/mfaflow/events v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
+	github.com/nyaruka/phonenumbers v1.8.1
 )
 
-require github.com/nyaruka/phonenumbers v1.8.1 // indirect
+require github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6 // indirect
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -47,6 +47,8 @@ func TestLayering(t *testing.T) {
 		module + "services/status/internal/signin",
 		module + "services/device-registry/internal/device",
 		module + "services/initiation/internal/setup",
+		module + "services/notifier/internal/courier",
+		module + "services/notifier/internal/templates",
 	}
 	forbidden := []string{"net/http", "github.com/nats-io/", "go.mongodb.org/", "github.com/gorilla/websocket"}
 	contracts := []string{module + "events/commands"}
@@ -66,7 +68,7 @@ func TestLayering(t *testing.T) {
 	}
 	checkAdapters(t)
 
-	services := []string{"services/initiation/", "services/status/", "services/device-registry/", "mobile-bridge/"}
+	services := []string{"services/initiation/", "services/status/", "services/device-registry/", "services/notifier/", "mobile-bridge/"}
 	serviceOf := func(pkg string) string {
 		for _, s := range services {
 			if strings.HasPrefix(pkg, module+s) || strings.HasPrefix(pkg+"/", module+s) {
@@ -76,7 +78,7 @@ func TestLayering(t *testing.T) {
 		return ""
 	}
 	checked := 0
-	for _, pattern := range []string{"pkg/...", "events/...", "services/initiation/...", "services/status/...", "services/device-registry/...", "mobile-bridge/..."} {
+	for _, pattern := range []string{"pkg/...", "events/...", "services/initiation/...", "services/status/...", "services/device-registry/...", "services/notifier/...", "mobile-bridge/..."} {
 		for pkg, ds := range deps(t, module+pattern, true) {
 			checked++
 			own := serviceOf(pkg)
@@ -120,7 +122,7 @@ func adapterOf(pkg string) (root, adapter string) {
 func checkAdapters(t *testing.T) {
 	t.Helper()
 	found := 0
-	for _, pattern := range []string{"services/initiation/...", "services/status/...", "services/device-registry/...", "mobile-bridge/..."} {
+	for _, pattern := range []string{"services/initiation/...", "services/status/...", "services/device-registry/...", "services/notifier/...", "mobile-bridge/..."} {
 		for pkg, ds := range deps(t, module+pattern, false) {
 			root, own := adapterOf(pkg)
 			if own == "" {

@@ -24,6 +24,7 @@ import (
 	"github.com/mfaflow/mfaflow/mobile-bridge/bridgesvc"
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/config"
+	"github.com/mfaflow/mfaflow/pkg/devinbox"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/metrics"
@@ -31,6 +32,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/serve"
 	"github.com/mfaflow/mfaflow/services/device-registry/registrysvc"
 	"github.com/mfaflow/mfaflow/services/initiation/initiationsvc"
+	"github.com/mfaflow/mfaflow/services/notifier/notifiersvc"
 	"github.com/mfaflow/mfaflow/services/status/statussvc"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -66,6 +68,9 @@ type Stack struct {
 	httpErr   error
 	stopOnce  sync.Once
 	cancel    context.CancelFunc
+	// inbox receives the notifier's mail and SMS when no mail server and no SMS provider are
+	// configured; nil otherwise.
+	inbox *devinbox.Inbox
 }
 
 // Start boots the stack. With cfg.NATSURL empty it embeds NATS at cfg.EmbeddedNATSAddr with
@@ -87,6 +92,20 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 	}
 	if cfg.SigningKey, err = keyFromConfigOrFile(cfg.SigningKey, filepath.Join(cfg.DataDir, "signing.key"), statussvc.GenerateSigningKey); err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	// The publishers of delivery requests (the registry) and the notifier share this key; kept
+	// so requests sealed before a restart still open after it.
+	if cfg.DeliveryKey, err = keyFromConfigOrFile(cfg.DeliveryKey, filepath.Join(cfg.DataDir, "delivery.key"), randomKey); err != nil {
+		return nil, fmt.Errorf("delivery key: %w", err)
+	}
+	if cfg.SMTPURL == "" && cfg.SMSProvider == "" {
+		// No mail server and no SMS provider: the notifier delivers to a real SMTP server and
+		// SMS webhook receiver on loopback, whose messages /dev/inbox shows.
+		if s.inbox, err = devinbox.Start(devinbox.Options{Log: log.With("component", "devinbox")}); err != nil {
+			return nil, err
+		}
+		cfg.SMTPURL = s.inbox.SMTPURL()
+		cfg.SMSProvider, cfg.SMSWebhookURL, cfg.SMSWebhookSecret = config.SMSWebhook, s.inbox.SMSWebhookURL(), s.inbox.SMSWebhookSecret()
 	}
 	if err := s.setUpTokens(&cfg, opt); err != nil {
 		return nil, err
@@ -164,6 +183,16 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 	}); err != nil {
 		return nil, err
 	}
+	if err := start(notifiersvc.Name, func(nc *nats.Conn, log *slog.Logger) (serve.Component, error) {
+		c, err := notifiersvc.ConfigFrom(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c.Clock, c.PublicURL = opt.Clock, s.baseURL
+		return notifiersvc.New(ctx, nc, c, log)
+	}); err != nil {
+		return nil, err
+	}
 	if err := start(initiationsvc.Name, func(nc *nats.Conn, log *slog.Logger) (serve.Component, error) {
 		c, err := initiationsvc.ConfigFrom(cfg)
 		if err != nil {
@@ -184,6 +213,10 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 		return nil, err
 	}
 	rt.HandleFunc("POST /dev/token", s.devToken)
+	if s.inbox != nil {
+		rt.Handle("GET /dev/inbox", s.inbox.PageHandler())
+		rt.Handle("GET /dev/inbox/messages", s.inbox.MessagesHandler())
+	}
 	rt.Handle("GET /openapi.json", apidoc.Handler())
 	rt.HandleFunc("GET /healthz", serve.Healthz(s.conns...))
 	components := make([]any, len(s.services))
@@ -208,6 +241,18 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 
 // URL is the base URL of the HTTP API.
 func (s *Stack) URL() string { return s.baseURL }
+
+// InboxURL is the dev inbox page, or "" when a mail server or SMS provider is configured.
+func (s *Stack) InboxURL() string {
+	if s.inbox == nil {
+		return ""
+	}
+	return s.baseURL + "/dev/inbox"
+}
+
+// Inbox is the dev inbox (tests read the codes from it), nil when a mail server or SMS
+// provider is configured.
+func (s *Stack) Inbox() *devinbox.Inbox { return s.inbox }
 
 // NATSURL is the URL of the NATS server the stack uses.
 func (s *Stack) NATSURL() string { return s.natsURL }
@@ -268,6 +313,11 @@ func (s *Stack) Close() {
 		if s.ns != nil {
 			s.ns.Shutdown()
 			s.ns.WaitForShutdown()
+		}
+		if s.inbox != nil {
+			if err := s.inbox.Close(); err != nil {
+				s.log.Warn("close dev inbox", "err", err)
+			}
 		}
 	})
 }

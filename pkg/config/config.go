@@ -101,6 +101,25 @@ type Config struct {
 	SMSHourlyLimit   int           // MFA_SMS_HOURLY_LIMIT
 	SMSRegions       []string      // MFA_SMS_REGIONS
 	SMSPerNumberRate int           // MFA_SMS_NUMBER_RATE
+
+	// Delivery of codes by email and SMS (the notifier). SMTPURL's scheme says how to talk to the
+	// mail server: smtp (STARTTLS required), smtps (implicit TLS) or smtp+insecure (plain, for
+	// development); empty turns email off. SMSProvider is "", "webhook" or "twilio"; empty turns
+	// SMS off.
+	SMTPURL          string // MFA_SMTP_URL
+	MailFrom         string // MFA_MAIL_FROM
+	SMSProvider      string // MFA_SMS_PROVIDER
+	SMSWebhookURL    string // MFA_SMS_WEBHOOK_URL
+	SMSWebhookSecret string // MFA_SMS_WEBHOOK_SECRET
+	TwilioAccountSID string // MFA_TWILIO_ACCOUNT_SID
+	TwilioAuthToken  string // MFA_TWILIO_AUTH_TOKEN
+	TwilioFrom       string // MFA_TWILIO_FROM
+	TwilioBaseURL    string // MFA_TWILIO_BASE_URL
+	// DeliveryKey seals delivery requests on MFA_DELIVERIES (32 bytes, base64 or hex: see
+	// DeliveryKeyBytes); the publishers of codes and the notifier must share it.
+	DeliveryKey   string // MFA_DELIVERY_KEY
+	TemplatesDir  string // MFA_TEMPLATES_DIR
+	DefaultLocale string // MFA_DEFAULT_LOCALE
 }
 
 // MaxEnrollmentTTL bounds MFA_ENROLLMENT_TTL: an enrollment is a QR on a screen, and the status
@@ -213,6 +232,18 @@ var Variables = []Variable{
 	{"MFA_BRIDGE_MAX_CONNECTIONS", "10000", "websocket connections one mobile-bridge replica holds open; one more is refused with 503 `unavailable` and Retry-After (keep below the open-file limit)"},
 	{"MFA_BRIDGE_FRAME_RATE", "10", "frames per second one bridge connection may send (after the burst); faster frames get a `too_many_requests` error frame"},
 	{"MFA_BRIDGE_FRAME_BURST", "20", "frames one bridge connection may send at once before MFA_BRIDGE_FRAME_RATE applies"},
+	{"MFA_SMTP_URL", "", "mail server of the notifier: smtp://user:pass@host:587 (STARTTLS required), smtps://user:pass@host:465 (implicit TLS) or smtp+insecure://host:1025 (plain, development only); empty = no email (the dev stack runs its own inbox)"},
+	{"MFA_MAIL_FROM", "mfaflow <no-reply@example.org>", "From address of the notifier's mails (RFC 5322, with or without a display name); its domain ends every Message-ID"},
+	{"MFA_SMS_PROVIDER", "", "how the notifier sends SMS: webhook (MFA_SMS_WEBHOOK_*) or twilio (MFA_TWILIO_*); empty = no SMS (the dev stack runs its own receiver)"},
+	{"MFA_SMS_WEBHOOK_URL", "", "absolute http(s) URL that receives a signed POST {to, body, delivery_id} per SMS (MFA_SMS_PROVIDER=webhook)"},
+	{"MFA_SMS_WEBHOOK_SECRET", "", "HMAC-SHA256 key (at least 32 bytes) that signs SMS webhook requests like push wake-ups (X-Mfaflow-Signature); required with MFA_SMS_PROVIDER=webhook"},
+	{"MFA_TWILIO_ACCOUNT_SID", "", "Twilio account SID (MFA_SMS_PROVIDER=twilio)"},
+	{"MFA_TWILIO_AUTH_TOKEN", "", "Twilio auth token (MFA_SMS_PROVIDER=twilio)"},
+	{"MFA_TWILIO_FROM", "", "Twilio sender: an E.164 number or a messaging service SID (MFA_SMS_PROVIDER=twilio)"},
+	{"MFA_TWILIO_BASE_URL", "https://api.twilio.com", "base URL of Twilio's API (tests point it at a local server)"},
+	{"MFA_DELIVERY_KEY", "(dev stack: generated in MFA_DATA_DIR)", "32-byte key (base64 or hex) that seals delivery requests (codes, addresses) on the MFA_DELIVERIES stream; the device registry and the notifier must share it"},
+	{"MFA_TEMPLATES_DIR", "", "directory whose files override the notifier's built-in templates, file by file (<locale>/<kind>.subject.txt, .txt, .html; see services/notifier)"},
+	{"MFA_DEFAULT_LOCALE", "en", "language of messages when the user's locale is unknown or has no templates (en, de, or a locale of MFA_TEMPLATES_DIR)"},
 }
 
 // FromEnv reads the configuration through getenv (os.Getenv in main) and applies defaults.
@@ -256,6 +287,19 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		SigningKey:        strings.ReplaceAll(get("MFA_SIGNING_KEY"), `\n`, "\n"),
 		PushWebhookURL:    get("MFA_PUSH_WEBHOOK_URL"),
 		PushWebhookSecret: get("MFA_PUSH_WEBHOOK_SECRET"),
+
+		SMTPURL:          get("MFA_SMTP_URL"),
+		MailFrom:         get("MFA_MAIL_FROM"),
+		SMSProvider:      get("MFA_SMS_PROVIDER"),
+		SMSWebhookURL:    get("MFA_SMS_WEBHOOK_URL"),
+		SMSWebhookSecret: get("MFA_SMS_WEBHOOK_SECRET"),
+		TwilioAccountSID: get("MFA_TWILIO_ACCOUNT_SID"),
+		TwilioAuthToken:  get("MFA_TWILIO_AUTH_TOKEN"),
+		TwilioFrom:       get("MFA_TWILIO_FROM"),
+		TwilioBaseURL:    strings.TrimRight(get("MFA_TWILIO_BASE_URL"), "/"),
+		DeliveryKey:      get("MFA_DELIVERY_KEY"),
+		TemplatesDir:     get("MFA_TEMPLATES_DIR"),
+		DefaultLocale:    get("MFA_DEFAULT_LOCALE"),
 	}
 	var errs []error
 	ttl, err := time.ParseDuration(get("MFA_ENROLLMENT_TTL"))
@@ -380,6 +424,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.BridgeFrameBurst, err = strconv.Atoi(get("MFA_BRIDGE_FRAME_BURST")); err != nil || c.BridgeFrameBurst < 1 || c.BridgeFrameBurst > MaxBridgeFrameBurst {
 		errs = append(errs, fmt.Errorf("MFA_BRIDGE_FRAME_BURST: want a whole number between 1 and %d, got %q", MaxBridgeFrameBurst, get("MFA_BRIDGE_FRAME_BURST")))
 	}
+	errs = append(errs, c.validateDelivery()...)
 	switch c.Store {
 	case "nats":
 	case "mongo":
@@ -445,6 +490,11 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("push_rate", c.PushRate),
 		slog.Float64("user_start_rate", c.UserStartRate), slog.Int("user_start_burst", c.UserStartBurst),
 		slog.Int("user_streams", c.UserStreams), slog.Bool("step_up", c.StepUp), slog.Duration("step_up_max_age", c.StepUpMaxAge),
+		slog.String("smtp_url", RedactURL(c.SMTPURL)), slog.String("mail_from", c.MailFrom), slog.String("sms_provider", c.SMSProvider),
+		slog.String("sms_webhook_url", hostOnly(c.SMSWebhookURL)), slog.String("sms_webhook_secret", mask(c.SMSWebhookSecret)),
+		slog.String("twilio_account_sid", c.TwilioAccountSID), slog.String("twilio_auth_token", mask(c.TwilioAuthToken)),
+		slog.String("twilio_from", c.TwilioFrom), slog.String("twilio_base_url", hostOnly(c.TwilioBaseURL)),
+		slog.String("delivery_key", mask(c.DeliveryKey)), slog.String("templates_dir", c.TemplatesDir), slog.String("default_locale", c.DefaultLocale),
 	)
 }
 

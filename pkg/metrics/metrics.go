@@ -76,6 +76,12 @@ var (
 	FactorChecks = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "mfa_factor_checks_total", Help: "Sign-in factor checks by method and result.",
 	}, []string{"method", "result"})
+	// Deliveries counts the notifier's delivery attempts by channel (email, sms) and outcome:
+	// sent, retried (a temporary failure, tried again later) or failed (given up: expired,
+	// rejected or unreadable).
+	Deliveries = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "mfa_notifier_deliveries_total", Help: "Notifier delivery attempts by channel and outcome (sent, retried, failed).",
+	}, []string{"channel", "outcome"})
 )
 
 // Handler serves the metrics in the Prometheus text format.

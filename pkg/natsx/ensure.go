@@ -66,6 +66,26 @@ func EnsureEventStream(ctx context.Context, js jetstream.JetStream, opts ...Ensu
 	return st, nil
 }
 
+// EnsureDeliveryStream returns the MFA_DELIVERIES stream (delivery.StreamConfig), creating it
+// with the replicas of WithReplicas when it is missing; an existing one is left as the operator
+// configured it, as EnsureEventStream does. The publishers of delivery requests and the notifier
+// both call it at start-up, so neither depends on the other having run first.
+func EnsureDeliveryStream(ctx context.Context, js jetstream.JetStream, opts ...EnsureOption) (jetstream.Stream, error) {
+	o := ensureOpts(opts)
+	want := delivery.StreamConfig()
+	want.Replicas = o.replicas
+	var st jetstream.Stream
+	err := AwaitJetStream(ctx, js, o.log, "stream "+want.Name, func(ctx context.Context) (err error) {
+		st, err = ensureStream(ctx, js, want)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", delivery.Stream, err)
+	}
+	warnDrift(o.log, "stream", want.Name, streamDrift(want, st.CachedInfo().Config))
+	return st, nil
+}
+
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
 	st, err := js.Stream(ctx, want.Name)
 	if err == nil {
@@ -264,23 +284,4 @@ func KeysFromStream(ctx context.Context, st jetstream.Stream, bucket, filter str
 		}
 	}
 	return keys, nil
-}
-
-// EnsureDeliveryStream returns the MFA_DELIVERIES stream (pkg/delivery), creating it when it is
-// missing, as EnsureEventStream does for MFA_EVENTS: the registry publishes codes on it and the
-// notifier consumes them, and either may start first.
-func EnsureDeliveryStream(ctx context.Context, js jetstream.JetStream, opts ...EnsureOption) (jetstream.Stream, error) {
-	o := ensureOpts(opts)
-	want := delivery.StreamConfig()
-	want.Replicas = o.replicas
-	var st jetstream.Stream
-	err := AwaitJetStream(ctx, js, o.log, "stream "+want.Name, func(ctx context.Context) (err error) {
-		st, err = ensureStream(ctx, js, want)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", want.Name, err)
-	}
-	warnDrift(o.log, "stream", want.Name, streamDrift(want, st.CachedInfo().Config))
-	return st, nil
 }

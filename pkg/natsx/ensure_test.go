@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/delivery"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/testkit"
@@ -74,6 +75,25 @@ func TestEnsureEventStream(t *testing.T) {
 			t.Fatalf("log = %s, want a warning naming max_age and duplicates", out)
 		}
 	})
+}
+
+func TestEnsureDeliveryStream(t *testing.T) {
+	js := natstest.Start(t).JetStream(t)
+	log, buf := newLog()
+	st, err := natsx.EnsureDeliveryStream(testCtx(t), js, natsx.WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.Name != delivery.Stream || cfg.Retention != jetstream.WorkQueuePolicy || cfg.Replicas != 1 || cfg.Duplicates != delivery.StreamConfig().Duplicates {
+		t.Fatalf("created %+v", cfg)
+	}
+	if _, err := natsx.EnsureDeliveryStream(testCtx(t), js, natsx.WithLogger(log)); err != nil {
+		t.Fatal(err)
+	}
+	if s := buf.String(); s != "" {
+		t.Fatalf("logged %s, want nothing", s)
+	}
 }
 
 func TestEnsureKV(t *testing.T) {

@@ -41,8 +41,16 @@ func ConfigFrom(env config.Config) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	// Without MFA_DELIVERY_KEY the registry sends no codes: EMAIL and SMS stay inactive.
+	var deliveryKey []byte
+	if env.DeliveryKey != "" {
+		if deliveryKey, err = env.DeliveryKeyBytes(); err != nil {
+			return Config{}, err
+		}
+	}
 	return Config{
-		SecretKey: key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
+		DeliveryKey: deliveryKey,
+		SecretKey:   key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
 		StepUpOff: !env.StepUp,
 		Lockout:   device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
 		OOB: device.OOBPolicy{Digits: env.OOBCodeDigits, CodeTTL: env.OOBCodeTTL, SMSPerUser: env.SMSUserRate,

@@ -1,0 +1,223 @@
+package tests_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/mongotest"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
+)
+
+// inboxMessage is one message of GET /dev/inbox/messages.
+type inboxMessage struct {
+	To         string    `json:"to"`
+	Subject    string    `json:"subject"`
+	Text       string    `json:"text"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+var (
+	// A mail states its code on a line of its own; an SMS ends with the WebOTP line
+	// "@host #code".
+	mailCode = regexp.MustCompile(`(?m)^\s*(\d{6,8})\s*$`)
+	smsCode  = regexp.MustCompile(`(?m)^@[^ ]+ #(\d{6,8})$`)
+)
+
+// inbox returns what the dev inbox holds for to, as a user reads it at /dev/inbox.
+func (s *signIn) inbox(t *testing.T, to string) []inboxMessage {
+	t.Helper()
+	var all []inboxMessage
+	s.MustJSON(t, http.MethodGet, "/dev/inbox/messages", "", nil, http.StatusOK, &all)
+	var out []inboxMessage
+	for _, m := range all {
+		if strings.EqualFold(m.To, to) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// nextCode waits for message number n+1 (the inbox holding more than n messages for to) and
+// returns the code it carries.
+func (s *signIn) nextCode(t *testing.T, to string, n int) string {
+	t.Helper()
+	var code string
+	natstest.Eventually(t, 15*time.Second, func() error {
+		msgs := s.inbox(t, to)
+		if len(msgs) <= n {
+			return fmt.Errorf("%d messages for %s, waiting for more than %d", len(msgs), to, n)
+		}
+		// The newest first or last: find the one not counted by taking the newest received.
+		newest := msgs[0]
+		for _, m := range msgs {
+			if m.ReceivedAt.After(newest.ReceivedAt) {
+				newest = m
+			}
+		}
+		re := mailCode
+		if strings.HasPrefix(to, "+") {
+			re = smsCode
+		}
+		match := re.FindStringSubmatch(newest.Text)
+		if match == nil {
+			return fmt.Errorf("no code in %q", newest.Text)
+		}
+		code = match[1]
+		return nil
+	})
+	return code
+}
+
+type sentEnrollment struct {
+	ExchangeID struct {
+		ExchangeID string `json:"exchange_id"`
+	} `json:"exchange_id"`
+	StatusID    string `json:"status_id"`
+	Type        string `json:"type"`
+	Destination string `json:"destination"`
+	TOTPSecret  string `json:"totp_secret"`
+}
+
+type sentStatus struct {
+	Status      string `json:"status"`
+	Type        string `json:"type"`
+	PHID        string `json:"ph_id"`
+	Destination string `json:"destination"`
+	Delivery    string `json:"delivery"`
+}
+
+// TestCodesByEmailAndSMS walks what a frontend does with the new methods on both storage
+// backends, with the notifier delivering to the dev stack's real SMTP server and SMS webhook
+// receiver: enroll an email address (wrong code refused, right code ENROLLED, delivery shown),
+// sign in with a mailed code (mfa_token amr otp+email), resend (too soon refused, the old code
+// dead afterwards), enroll a phone number with step-up and sign in by SMS. No event carries a
+// code or the address.
+func TestCodesByEmailAndSMS(t *testing.T) {
+	for _, backend := range []string{"nats", "mongo"} {
+		t.Run(backend, func(t *testing.T) {
+			env := map[string]string{}
+			if backend == "mongo" {
+				env = map[string]string{"MFA_STORE": "mongo", "MFA_MONGODB_URI": mongotest.DatabaseURI(t)}
+			}
+			s := startSignIn(t, env)
+			alice := s.token(t, "alice", "", "")
+			var listed []struct {
+				VerificationType string `json:"verificationType"`
+				Active           bool   `json:"active"`
+			}
+			s.MustJSON(t, http.MethodGet, "/verification-srv/config/list", alice, nil, http.StatusOK, &listed)
+			for _, l := range listed {
+				if (l.VerificationType == "EMAIL" || l.VerificationType == "SMS") && !l.Active {
+					t.Errorf("config/list: %s inactive with the dev inbox running", l.VerificationType)
+				}
+			}
+
+			// Enroll an email address.
+			var in sentEnrollment
+			s.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/initiate/email", alice,
+				map[string]string{"email": "alice@example.org"}, http.StatusOK, &in)
+			if in.Type != "EMAIL" || in.Destination != "a***@example.org" || in.TOTPSecret != "" {
+				t.Fatalf("initiation answer %+v", in)
+			}
+			code := s.nextCode(t, "alice@example.org", 0)
+			natstest.Eventually(t, 10*time.Second, func() error {
+				var st sentStatus
+				s.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, &st)
+				if st.Delivery != "sent" || st.Destination != "a***@example.org" || st.Type != "EMAIL" {
+					return fmt.Errorf("status %+v, want delivery sent", st)
+				}
+				return nil
+			})
+			wrong := fmt.Sprintf("%06d", (atoi(code)+1)%1_000_000)
+			s.MustProblem(t, s.Do(t, http.MethodPost, "/verification-srv/v2/setup/enroll/email", alice,
+				map[string]string{"exchange_id": in.ExchangeID.ExchangeID, "verification_code": wrong}), http.StatusBadRequest, "invalid_code")
+			var enrolled sentStatus
+			s.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/enroll/email", alice,
+				map[string]string{"exchange_id": in.ExchangeID.ExchangeID, "verification_code": code}, http.StatusOK, &enrolled)
+			if enrolled.Status != "ENROLLED" || enrolled.PHID == "" {
+				t.Fatalf("enroll answer %+v", enrolled)
+			}
+			r := s.Do(t, http.MethodGet, "/device-srv/devices", alice, nil)
+			if r.Status != http.StatusOK || !bytes.Contains(r.Body, []byte(`"type":"EMAIL"`)) || !bytes.Contains(r.Body, []byte(`"destination":"a***@example.org"`)) {
+				t.Fatalf("device list: %d %s", r.Status, r.Body)
+			}
+
+			// Sign in with a mailed code; a resend too soon is refused, a later one replaces
+			// the code.
+			auth := s.startAuth(t, alice, "email", nil)
+			first := s.nextCode(t, "alice@example.org", 1)
+			resend := s.Do(t, http.MethodPost, "/verification-srv/authentication/email/resend", alice, map[string]string{"exchange_id": auth.ExchangeID.ExchangeID})
+			s.MustProblem(t, resend, http.StatusTooManyRequests, "too_many_requests")
+			if resend.Header.Get("Retry-After") == "" {
+				t.Error("a resend too soon has no Retry-After")
+			}
+			s.clock.Advance(31 * time.Second)
+			var again struct {
+				ResendAfter time.Time `json:"resend_after"`
+			}
+			s.MustJSON(t, http.MethodPost, "/verification-srv/authentication/email/resend", alice,
+				map[string]string{"exchange_id": auth.ExchangeID.ExchangeID}, http.StatusAccepted, &again)
+			if !again.ResendAfter.After(s.clock.Now()) {
+				t.Errorf("resend_after %v is not after now %v", again.ResendAfter, s.clock.Now())
+			}
+			second := s.nextCode(t, "alice@example.org", 2)
+			if second != first {
+				s.MustProblem(t, s.verify(t, alice, "email", auth.ExchangeID.ExchangeID, first), http.StatusBadRequest, "invalid_code")
+			}
+			var res authResult
+			if err := json.Unmarshal(s.verify(t, alice, "email", auth.ExchangeID.ExchangeID, second).Body, &res); err != nil || res.Status != "AUTHENTICATED" || res.MFAToken == "" {
+				t.Fatalf("verification with the resent code: %+v %v", res, err)
+			}
+			claims := s.verifyMFAToken(t, res.MFAToken, "alice")
+			if fmt.Sprint(claims["amr"]) != "[otp email]" {
+				t.Errorf("amr %v, want [otp email]", claims["amr"])
+			}
+
+			// A phone: alice has a factor now, so it needs a fresh mfa_token (the one above).
+			s.MustProblem(t, s.Do(t, http.MethodPost, "/verification-srv/v2/setup/initiate/sms", alice,
+				map[string]string{"phone": "0151 12345678", "region": "DE"}), http.StatusForbidden, "step_up_required")
+			r = s.Do(t, http.MethodPost, "/verification-srv/v2/setup/initiate/sms", alice,
+				map[string]string{"phone": "0151 12345678", "region": "DE"}, "X-MFA-Token", res.MFAToken)
+			var sms sentEnrollment
+			if r.Status != http.StatusOK || json.Unmarshal(r.Body, &sms) != nil || sms.Destination != "+49 ••• •••••• 78" {
+				t.Fatalf("sms initiation: %d %s", r.Status, r.Body)
+			}
+			smsEnrollCode := s.nextCode(t, "+4915112345678", 0)
+			s.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/enroll/sms", alice,
+				map[string]string{"exchange_id": sms.ExchangeID.ExchangeID, "verification_code": smsEnrollCode}, http.StatusOK, &enrolled)
+			smsAuth := s.startAuth(t, alice, "sms", map[string]string{"ph_id": enrolled.PHID})
+			smsCode := s.nextCode(t, "+4915112345678", 1)
+			res = authResult{}
+			if err := json.Unmarshal(s.verify(t, alice, "sms", smsAuth.ExchangeID.ExchangeID, smsCode).Body, &res); err != nil || res.Status != "AUTHENTICATED" || res.PHID != enrolled.PHID {
+				t.Fatalf("sms verification: %+v %v", res, err)
+			}
+			if fmt.Sprint(s.verifyMFAToken(t, res.MFAToken, "alice")["amr"]) != "[otp sms]" {
+				t.Error("the SMS sign-in's amr is not [otp sms]")
+			}
+
+			s.rec.WaitTypes(t, smsAuth.StatusID, events.VerificationInitiated, events.VerificationSucceeded)
+			for _, ev := range s.rec.All() {
+				for _, secret := range []string{code, first, second, smsEnrollCode, smsCode, "alice@example.org", "4915112345678"} {
+					if bytes.Contains(ev.Raw, []byte(secret)) {
+						t.Errorf("event %s carries %q: %s", ev.Type, secret, ev.Raw)
+					}
+				}
+			}
+		})
+	}
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
