@@ -101,7 +101,7 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 	if cfg.SMTPURL == "" && cfg.SMSProvider == "" {
 		// No mail server and no SMS provider: the notifier delivers to a real SMTP server and
 		// SMS webhook receiver on loopback, whose messages /dev/inbox shows.
-		if s.inbox, err = devinbox.Start(devinbox.Options{Log: log.With("component", "devinbox")}); err != nil {
+		if s.inbox, err = devinbox.Start(devinbox.Options{Log: log.With("component", "devinbox"), Clock: opt.Clock}); err != nil {
 			return nil, err
 		}
 		cfg.SMTPURL = s.inbox.SMTPURL()

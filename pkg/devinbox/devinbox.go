@@ -66,6 +66,16 @@ type Options struct {
 	Refuse func(to string) error
 	// Log receives the servers' errors; nil discards them.
 	Log *slog.Logger
+	// Clock checks the SMS webhook's timestamp and stamps received_at; nil means time.Now. The
+	// dev stack passes its own, so a stack on a test clock signs and checks on the same time.
+	Clock func() time.Time
+}
+
+func (in *Inbox) now() time.Time {
+	if in.opt.Clock != nil {
+		return in.opt.Clock()
+	}
+	return time.Now()
 }
 
 // Inbox is a running dev inbox.
@@ -222,7 +232,7 @@ func (s *session) Data(r io.Reader) error {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "unparseable message"}
 	}
 	_, m.TLS = s.conn.TLSConnectionState()
-	m.ReceivedAt = time.Now().UTC()
+	m.ReceivedAt = s.in.now().UTC()
 	for _, to := range s.to {
 		m.To = to
 		s.in.add(m)
@@ -326,7 +336,7 @@ func (in *Inbox) receiveSMS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "read", http.StatusBadRequest)
 		return
 	}
-	if err := webhooksig.VerifyRequest(in.secret, r, body, time.Now(), 5*time.Minute); err != nil {
+	if err := webhooksig.VerifyRequest(in.secret, r, body, in.now(), 5*time.Minute); err != nil {
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return
 	}
@@ -335,7 +345,7 @@ func (in *Inbox) receiveSMS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad body", http.StatusBadRequest)
 		return
 	}
-	in.add(Message{Channel: "sms", To: b.To, Subject: "SMS", Text: b.Body, ReceivedAt: time.Now().UTC(),
+	in.add(Message{Channel: "sms", To: b.To, Subject: "SMS", Text: b.Body, ReceivedAt: in.now().UTC(),
 		DeliveryID: r.Header.Get(webhooksig.HeaderDelivery), Raw: body})
 	w.WriteHeader(http.StatusAccepted)
 }

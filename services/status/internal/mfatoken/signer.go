@@ -21,11 +21,15 @@ const JWKSMaxAge = 300 * time.Second
 // after now. A status poll past that point gets no mfa_token.
 var ErrExpired = errors.New("mfatoken: the authentication is older than the token lifetime")
 
-// amrValues are the Authentication Method Reference values registered by RFC 8176.
+// amrValues are the Authentication Method Reference values registered by RFC 8176, plus
+// "email" (a one-time code by mail): RFC 8176 has "sms" but no value for mail, and "email" is
+// what the contract (DESIGN.md Part 3) and identity providers that mail codes (Okta, Azure AD)
+// put beside "otp".
 var amrValues = map[string]bool{
 	"face": true, "fpt": true, "geo": true, "hwk": true, "iris": true, "kba": true, "mca": true,
 	"mfa": true, "otp": true, "pin": true, "pop": true, "pwd": true, "rba": true, "retina": true,
 	"sc": true, "sms": true, "swk": true, "tel": true, "user": true, "vbm": true, "wia": true,
+	"email": true,
 }
 
 // Claims is what one mfa_token says. Minting the same Claims again gives the same claims: the
@@ -132,7 +136,7 @@ func (s *Signer) check(c Claims) error {
 	}
 	for _, m := range c.AMR {
 		if !amrValues[m] {
-			return fmt.Errorf("mfatoken: mint: amr %q is not an RFC 8176 value", m)
+			return fmt.Errorf("mfatoken: mint: amr %q is not an RFC 8176 value (nor email)", m)
 		}
 	}
 	return nil
