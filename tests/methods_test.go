@@ -35,6 +35,12 @@ var signInWith = map[string]func(t *testing.T, w *pushWorld, user string) (statu
 		in := w.startAuth(t, tok, "backupcode", nil)
 		return in.StatusID, mfaTokenOf(t, w.verify(t, tok, "backupcode", in.ExchangeID.ExchangeID, set.Codes[0]))
 	},
+	method.Email: func(t *testing.T, w *pushWorld, user string) (string, string) {
+		return signInWithSentCode(t, w, user, "email", map[string]string{"email": user + "@example.org"}, user+"@example.org")
+	},
+	method.SMS: func(t *testing.T, w *pushWorld, user string) (string, string) {
+		return signInWithSentCode(t, w, user, "sms", map[string]string{"phone": "+43 664 1234567"}, "+436641234567")
+	},
 	method.Push: func(t *testing.T, w *pushWorld, user string) (string, string) {
 		tok := w.token(t, user, "", "")
 		phone := login(t, w.bridge2, w.enrollPushDevice(t, tok))
@@ -49,6 +55,23 @@ var signInWith = map[string]func(t *testing.T, w *pushWorld, user string) (statu
 		w.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, tok, nil, http.StatusOK, &st)
 		return in.StatusID, st.MFAToken
 	},
+}
+
+// signInWithSentCode enrolls an address of a method whose codes are sent (route email or sms)
+// with the code from the dev inbox, then signs in with the next one.
+func signInWithSentCode(t *testing.T, w *pushWorld, user, route string, body map[string]string, to string) (string, string) {
+	tok := w.token(t, user, "", "")
+	var in struct {
+		ExchangeID struct {
+			ExchangeID string `json:"exchange_id"`
+		} `json:"exchange_id"`
+	}
+	before := len(w.inbox(t, to))
+	w.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/initiate/"+route, tok, body, http.StatusOK, &in)
+	w.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/enroll/"+route, tok,
+		map[string]string{"exchange_id": in.ExchangeID.ExchangeID, "verification_code": w.nextCode(t, to, before)}, http.StatusOK, nil)
+	auth := w.startAuth(t, tok, route, nil)
+	return auth.StatusID, mfaTokenOf(t, w.verify(t, tok, route, auth.ExchangeID.ExchangeID, w.nextCode(t, to, before+1)))
 }
 
 // mfaTokenOf is the mfa_token of a verification answer, which must be 200.
