@@ -162,7 +162,7 @@ func TestCreate(t *testing.T) {
 	t.Run("ErrBadRequest", func(t *testing.T) {
 		for name, in := range map[string]enrollment.NewEnrollment{
 			"NoSub":       {ID: uuid.NewString(), ExchangeID: uuid.NewString(), Method: "TOTP", ExpiresAt: f.clock.Now().Add(time.Minute)},
-			"OtherMethod": {ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "a", Method: "SMS", ExpiresAt: f.clock.Now().Add(time.Minute)},
+			"OtherMethod": {ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "a", Method: "FAX", ExpiresAt: f.clock.Now().Add(time.Minute)},
 			"Past":        {ID: uuid.NewString(), ExchangeID: uuid.NewString(), Sub: "a", Method: "TOTP", ExpiresAt: f.clock.Now().Add(-time.Minute)},
 		} {
 			if _, err := f.svc.Create(ctx, in); !errors.Is(err, enrollment.ErrBadRequest) {
