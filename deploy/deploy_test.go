@@ -30,14 +30,7 @@ import (
 // pending lists variables that the deploy files set ahead of the code: a branch that is not
 // merged yet adds them to pkg/config. They are accepted whether or not config.Variables has
 // them; delete an entry once config.Variables has it (TestPendingVariables says when).
-var pending = map[string]string{
-	// The notifier's settings: branch notifier (pkg/config/delivery.go).
-	"MFA_SMTP_URL": "notifier", "MFA_MAIL_FROM": "notifier", "MFA_SMS_PROVIDER": "notifier",
-	"MFA_SMS_WEBHOOK_URL": "notifier", "MFA_SMS_WEBHOOK_SECRET": "notifier",
-	"MFA_TWILIO_ACCOUNT_SID": "notifier", "MFA_TWILIO_AUTH_TOKEN": "notifier", "MFA_TWILIO_FROM": "notifier",
-	"MFA_TWILIO_BASE_URL": "notifier", "MFA_DELIVERY_KEY": "notifier", "MFA_TEMPLATES_DIR": "notifier",
-	"MFA_DEFAULT_LOCALE": "notifier",
-}
+var pending = map[string]string{}
 
 // secretVars are the variables that hold secrets: never a plain value or a ConfigMap key.
 var secretVars = []string{"MFA_SECRET_KEY", "MFA_SECRET_KEYS", "MFA_JWT_SECRET", "MFA_SIGNING_KEY", "MFA_MONGODB_URI", "MFA_PUSH_WEBHOOK_SECRET",
@@ -46,11 +39,6 @@ var secretVars = []string{"MFA_SECRET_KEY", "MFA_SECRET_KEYS", "MFA_JWT_SECRET",
 
 // serviceBinaries are the service commands of the image (the Dockerfile builds a health probe too).
 var serviceBinaries = []string{"initiation", "status", "device-registry", "notifier", "mobile-bridge"}
-
-// pendingBinaries are service binaries the deploy files run ahead of the code, like pending: a
-// branch that is not merged yet adds the module and its `make build` line. Until then the
-// Makefile may lack the line; once it has it, the entry must go (TestDockerfile says when).
-var pendingBinaries = map[string]string{"notifier": "branch notifier adds services/notifier"}
 
 func known(name string) bool {
 	if _, ok := pending[name]; ok {
@@ -889,9 +877,6 @@ func TestDockerfile(t *testing.T) {
 	for _, g := range dockerBuild.FindAllStringSubmatch(df, -1) {
 		bin, pkg := g[1], g[2]
 		built[bin] = true
-		if _, ahead := pendingBinaries[bin]; ahead && made[bin] == "" {
-			continue
-		}
 		if made[bin] != pkg {
 			t.Errorf("Dockerfile builds %s from %s; make build builds %q from %q", bin, pkg, bin, made[bin])
 		}
@@ -923,12 +908,8 @@ func TestDockerfile(t *testing.T) {
 	}
 	// Every command the compose file and the manifests run is built.
 	for _, svc := range serviceBinaries {
-		_, ahead := pendingBinaries[svc]
-		switch {
-		case made[svc] == "" && !ahead:
+		if made[svc] == "" {
 			t.Errorf("make build does not build %s", svc)
-		case made[svc] != "" && ahead:
-			t.Errorf("make build builds %s now: delete it from pendingBinaries in deploy_test.go", svc)
 		}
 	}
 }
