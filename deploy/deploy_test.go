@@ -33,10 +33,12 @@ import (
 var pending = map[string]string{}
 
 // secretVars are the variables that hold secrets: never a plain value or a ConfigMap key.
-var secretVars = []string{"MFA_SECRET_KEY", "MFA_SECRET_KEYS", "MFA_JWT_SECRET", "MFA_SIGNING_KEY", "MFA_MONGODB_URI", "MFA_PUSH_WEBHOOK_SECRET"}
+var secretVars = []string{"MFA_SECRET_KEY", "MFA_SECRET_KEYS", "MFA_JWT_SECRET", "MFA_SIGNING_KEY", "MFA_MONGODB_URI", "MFA_PUSH_WEBHOOK_SECRET",
+	// The notifier's: the SMTP URL carries the mail server's password.
+	"MFA_DELIVERY_KEY", "MFA_SMTP_URL", "MFA_SMS_WEBHOOK_SECRET", "MFA_TWILIO_AUTH_TOKEN"}
 
 // serviceBinaries are the service commands of the image (the Dockerfile builds a health probe too).
-var serviceBinaries = []string{"initiation", "status", "device-registry", "mobile-bridge"}
+var serviceBinaries = []string{"initiation", "status", "device-registry", "notifier", "mobile-bridge"}
 
 func known(name string) bool {
 	if _, ok := pending[name]; ok {
@@ -537,12 +539,14 @@ func compareRoutes(t *testing.T, what string, got, want map[string]string) {
 
 // egressPolicies are the egress NetworkPolicies that must select each service's pods, besides
 // the default deny, and no others: DNS and NATS for all, MongoDB for the two with a store, the
-// push wake-up webhook for the status service.
+// push wake-up webhook for the status service, the mail server and the SMS provider for the
+// notifier (and nothing else for it: it holds the mail and SMS credentials).
 var egressPolicies = map[string][]string{
 	"initiation":      {"mfaflow-allow-egress-dns", "mfaflow-allow-egress-nats"},
 	"mobile-bridge":   {"mfaflow-allow-egress-dns", "mfaflow-allow-egress-nats"},
 	"device-registry": {"mfaflow-allow-egress-dns", "mfaflow-allow-egress-mongodb", "mfaflow-allow-egress-nats"},
 	"status":          {"mfaflow-allow-egress-dns", "mfaflow-allow-egress-mongodb", "mfaflow-allow-egress-nats", "mfaflow-allow-egress-push-webhook"},
+	"notifier":        {"mfaflow-allow-egress-dns", "mfaflow-allow-egress-nats", "mfaflow-allow-egress-sms", "mfaflow-allow-egress-smtp"},
 }
 
 // selectsPod reports whether a policy's pod selector selects a pod with labels.

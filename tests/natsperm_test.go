@@ -44,7 +44,7 @@ const permissionsConf = "../deploy/nats/mfaflow-permissions.conf"
 var permissionUsers = map[string]string{
 	"status": "MFA_NATS_STATUS_PASSWORD", "device-registry": "MFA_NATS_REGISTRY_PASSWORD",
 	"initiation": "MFA_NATS_INITIATION_PASSWORD", "mobile-bridge": "MFA_NATS_BRIDGE_PASSWORD",
-	"events-reader": "MFA_NATS_READER_PASSWORD",
+	"events-reader": "MFA_NATS_READER_PASSWORD", "notifier": "MFA_NATS_NOTIFIER_PASSWORD",
 }
 
 // registryConsumer is the registry's durable consumer of enrollment endings (its
