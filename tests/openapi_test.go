@@ -908,7 +908,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: initiatePath, Params: []string{"totp"}, Query: "qr=gif", Token: alice}), 400, fault.BadRequest)
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: aliasPath, Params: []string{"totp"}, Token: alice, Body: `{"deviceInfo":`}), 400, fault.BadRequest)
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: aliasPath, Params: []string{"totp"}, Token: alice, Body: `{"deviceInfo":7}`}), 400, fault.BadRequest)
-		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: initiatePath, Params: []string{"sms"}, Token: alice}), 404, fault.NotFound)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: initiatePath, Params: []string{"fax"}, Token: alice}), 404, fault.NotFound)
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: aliasPath, Params: []string{"totp"}}), 401, fault.Unauthorized)
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: initiatePath, Params: []string{"totp"}, Token: "not-a-jwt"}), 401, fault.Unauthorized)
 	})
@@ -953,7 +953,7 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 		problem(t, enroll(alice, nil), 400, fault.BadRequest)
 		problem(t, enroll(alice, map[string]string{"exchange_id": "no-such-exchange", "verification_code": code}), 404, fault.NotFound)
 		problem(t, enroll(bob, ok), 404, fault.NotFound)
-		problem(t, enroll(alice, ok, "sms"), 404, fault.NotFound)
+		problem(t, enroll(alice, ok, "fax"), 404, fault.NotFound)
 		problem(t, enroll("", ok), 401, fault.Unauthorized)
 
 		decode(t, enroll(alice, ok), 200, &s)
@@ -1201,6 +1201,8 @@ var apiSignInOperations = map[string]bool{
 	"DELETE /verification-srv/admin/users/{sub}/factors":          true,
 	"DELETE /verification-srv/admin/users/{sub}/factors/{ph_id}":  true,
 	"POST /verification-srv/admin/secrets/rekey":                  true,
+	"POST /verification-srv/authentication/{method}/resend":       true,
+	"POST /verification-srv/v2/setup/resend/{type}":               true,
 }
 
 // TestOpenAPISignIn drives sign-in verification through the real dev stack and validates every
@@ -1336,7 +1338,7 @@ func TestOpenAPISignIn(t *testing.T) {
 	t.Run("InitiationRefused", func(t *testing.T) {
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}}), 401, fault.Unauthorized)
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: "not-a-jwt"}), 401, fault.Unauthorized)
-		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"sms"}, Token: alice}), 404, fault.NotFound)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"fax"}, Token: alice}), 404, fault.NotFound)
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: alice,
 			Body: map[string]string{"usage_type": "PASSWORDLESS"}}), 400, fault.BadRequest)
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"totp"}, Token: idp,
@@ -1364,7 +1366,7 @@ func TestOpenAPISignIn(t *testing.T) {
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authCodePath, Params: []string{"totp"}, Token: alice,
 			Body: map[string]string{"exchange_id": x}}), 400, fault.BadRequest)
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authCodePath, Params: []string{"totp"}, Token: alice, Body: "{"}), 400, fault.BadRequest)
-		problem(t, verify(t, alice, "sms", x, enrollCode), 404, fault.NotFound)
+		problem(t, verify(t, alice, "fax", x, enrollCode), 404, fault.NotFound)
 		problem(t, verify(t, alice, "totp", "no-such-exchange", enrollCode), 404, fault.NotFound)
 		problem(t, verify(t, bob, "totp", x, enrollCode), 404, fault.NotFound)
 		// The code that enrolled the device is spent; so is nothing else yet.
@@ -1568,6 +1570,69 @@ func TestOpenAPISignIn(t *testing.T) {
 		if s := getStatus(t, alice, stepUp.StatusID); s.Status != "AUTHENTICATED" || s.MFAToken != "" {
 			t.Errorf("status 5 minutes after sign-in %+v, want no mfa_token", s)
 		}
+	})
+
+	t.Run("CodesByEmailAndSMS", func(t *testing.T) {
+		const (
+			enrollResendPath = "/verification-srv/v2/setup/resend/{type}"
+			authResendPath   = "/verification-srv/authentication/{method}/resend"
+		)
+		dana := tokenFor(t, "openapi-dana", "", "")
+		var in struct {
+			ExchangeID struct {
+				ExchangeID string `json:"exchange_id"`
+			} `json:"exchange_id"`
+			StatusID string `json:"status_id"`
+		}
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: initiatePath, Params: []string{"email"}, Token: dana,
+			Body: map[string]string{"email": "not an address"}}), 400, fault.BadRequest)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: initiatePath, Params: []string{"sms"}, Token: dana,
+			Body: map[string]string{"phone": "0151 12345678"}}), 400, fault.BadRequest) // national without a region
+		decode(t, do(t, apiRequest{Method: http.MethodPost, Template: initiatePath, Params: []string{"email"}, Token: dana,
+			Body: map[string]string{"email": "dana@example.org"}}), 200, &in)
+		code := si.nextCode(t, "dana@example.org", 0)
+		resend := func(template, typ, token, exchangeID string) apiExchange {
+			return do(t, apiRequest{Method: http.MethodPost, Template: template, Params: []string{typ}, Token: token,
+				Body: map[string]string{"exchange_id": exchangeID}})
+		}
+		problem(t, resend(enrollResendPath, "email", dana, in.ExchangeID.ExchangeID), 429, fault.TooManyRequests)
+		problem(t, resend(enrollResendPath, "totp", dana, in.ExchangeID.ExchangeID), 404, fault.NotFound)
+		problem(t, resend(enrollResendPath, "sms", dana, in.ExchangeID.ExchangeID), 409, fault.Conflict)
+		problem(t, resend(enrollResendPath, "email", bob, in.ExchangeID.ExchangeID), 404, fault.NotFound)
+		problem(t, resend(enrollResendPath, "email", dana, "no-such-exchange"), 404, fault.NotFound)
+		clock.Advance(31 * time.Second)
+		decode(t, resend(enrollResendPath, "email", dana, in.ExchangeID.ExchangeID), 202, nil)
+		if again := si.nextCode(t, "dana@example.org", 1); again != code {
+			problem(t, do(t, apiRequest{Method: http.MethodPost, Template: enrollPath, Params: []string{"email"}, Token: dana,
+				Body: map[string]string{"exchange_id": in.ExchangeID.ExchangeID, "verification_code": code}}), 400, fault.InvalidCode)
+			code = again
+		}
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: enrollPath, Params: []string{"sms"}, Token: dana,
+			Body: map[string]string{"exchange_id": in.ExchangeID.ExchangeID, "verification_code": code}}), 409, fault.Conflict)
+		var enrolled statusObj
+		decode(t, do(t, apiRequest{Method: http.MethodPost, Template: enrollPath, Params: []string{"email"}, Token: dana,
+			Body: map[string]string{"exchange_id": in.ExchangeID.ExchangeID, "verification_code": code}}), 200, &enrolled)
+		if enrolled.Status != "ENROLLED" || enrolled.Type != "EMAIL" {
+			t.Fatalf("enrolled %+v", enrolled)
+		}
+		// The same address again is already enrolled (step-up first: dana has a factor now).
+		auth := startAuth(t, dana, "email", map[string]string{"ph_id": enrolled.PHID})
+		signInCode := si.nextCode(t, "dana@example.org", 2)
+		problem(t, resend(authResendPath, "email", dana, auth.ExchangeID.ExchangeID), 429, fault.TooManyRequests)
+		problem(t, resend(authResendPath, "totp", dana, auth.ExchangeID.ExchangeID), 404, fault.NotFound)
+		clock.Advance(31 * time.Second)
+		decode(t, resend(authResendPath, "email", dana, auth.ExchangeID.ExchangeID), 202, nil)
+		if again := si.nextCode(t, "dana@example.org", 3); again != signInCode {
+			problem(t, verify(t, dana, "email", auth.ExchangeID.ExchangeID, signInCode), 400, fault.InvalidCode)
+			signInCode = again
+		}
+		var res result
+		decode(t, verify(t, dana, "email", auth.ExchangeID.ExchangeID, signInCode), 200, &res)
+		checkMFAToken(t, res.MFAToken, "openapi-dana", "[otp email]")
+		problem(t, resend(authResendPath, "email", dana, auth.ExchangeID.ExchangeID), 409, fault.Conflict)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: initiatePath, Params: []string{"email"}, Token: dana,
+			Body: map[string]string{"email": "DANA@example.org"}, Header: []string{"X-MFA-Token", res.MFAToken}}), 409, fault.AlreadyEnrolled)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"sms"}, Token: dana}), 409, fault.NoFactor)
 	})
 
 	t.Run("Router", func(t *testing.T) {

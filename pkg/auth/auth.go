@@ -29,6 +29,8 @@ type Identity struct {
 	Scopes []string
 	// ClientID is the calling application (`client_id`, else `azp`); empty if the token names none.
 	ClientID string
+	// Locale is the token's `locale` claim (the user's language), if any.
+	Locale string
 }
 
 // Scopes mfaflow gives meaning to.
@@ -105,7 +107,7 @@ func (h HS256) VerifyIdentity(token string) (Identity, error) {
 // identity is who c speaks for: `scope` (not `scp`, which only JWKS reads) and `client_id`, else
 // `azp`.
 func (c *claims) identity() Identity {
-	id := Identity{Sub: c.Subject, Scopes: scopes(c.Scope), ClientID: c.ClientID}
+	id := Identity{Sub: c.Subject, Scopes: scopes(c.Scope), ClientID: c.ClientID, Locale: c.Locale}
 	if id.ClientID == "" {
 		id.ClientID = c.AZP
 	}

@@ -26,6 +26,8 @@ type claims struct {
 	Scp      any    `json:"scp,omitempty"`
 	ClientID string `json:"client_id,omitempty"`
 	AZP      string `json:"azp,omitempty"`
+	// Locale is the OIDC `locale` claim (en, de-DE): the language of the messages sent to the user.
+	Locale string `json:"locale,omitempty"`
 }
 
 // UnmarshalJSON implements json.Unmarshaler with readClaims.
@@ -72,6 +74,11 @@ func readClaims(payload []byte) (claims, error) {
 			err = json.Unmarshal(raw, &c.ClientID)
 		case "azp":
 			err = json.Unmarshal(raw, &c.AZP)
+		case "locale":
+			// Only a language preference: one that is not a string is ignored, not fatal.
+			if json.Unmarshal(raw, &c.Locale) != nil || len(c.Locale) > 35 {
+				c.Locale = ""
+			}
 		}
 		if err != nil {
 			return claims{}, fmt.Errorf("claim %q: %w", name, err)

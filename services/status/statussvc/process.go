@@ -27,7 +27,7 @@ func ConfigFrom(env config.Config) (Config, error) {
 		Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
 		PollRate: env.PollRate, PollBurst: env.PollBurst,
 		UserStartsPerMinute: env.UserStartRate, UserStartBurst: env.UserStartBurst, UserStreams: env.UserStreams,
-		SigningKey: env.SigningKey, TokenIssuer: env.PublicURL, VerificationTTL: env.VerificationTTL, StepUpMaxAge: env.StepUpMaxAge, MaxAttempts: env.OOBMaxAttempts,
+		SigningKey: env.SigningKey, TokenIssuer: env.PublicURL, VerificationTTL: env.VerificationTTL, StepUpMaxAge: env.StepUpMaxAge, MaxSentAttempts: env.OOBMaxAttempts,
 		MaxPushes: env.PushRate, PushWebhookURL: env.PushWebhookURL, PushWebhookSecret: []byte(env.PushWebhookSecret),
 	}, nil
 }

@@ -47,8 +47,10 @@ type Config struct {
 	// MongoURI is the MongoDB connection string when Store is "mongo" (MFA_MONGODB_URI); its
 	// path names the database, else "mfaflow".
 	MongoURI string
-	// MaxAttempts wrong codes fail an enrollment; 0 means 5.
-	MaxAttempts int
+	// MaxAttempts wrong codes fail an enrollment; 0 means 5. MaxSentAttempts is the same for
+	// enrollments whose codes are sent (EMAIL, SMS: MFA_OOB_MAX_ATTEMPTS).
+	MaxAttempts     int
+	MaxSentAttempts int
 	// SweepInterval is how often expired enrollments are looked for; 0 means 1s.
 	SweepInterval time.Duration
 	// RegistryTimeout bounds each call to the device registry; 0 means 5s.
@@ -151,7 +153,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		Store:       st.store,
 		Registry:    registry,
 		Now:         cfg.Clock,
-		MaxAttempts: cfg.MaxAttempts,
+		MaxAttempts: cfg.MaxAttempts, MaxSentAttempts: cfg.MaxSentAttempts,
 		// Keyed ids follow the signing key, which every replica shares (MFA_SIGNING_KEY).
 		KeySecret: keySecret,
 		// So does the hash that lets a companion repeat the enroll frame whose answer it lost.

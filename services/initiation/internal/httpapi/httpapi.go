@@ -82,11 +82,12 @@ type InitiateDTO struct {
 }
 
 func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
-	sub, err := auth.Authenticate(a.Verifier, r, false)
+	id, err := auth.Identify(a.Verifier, r, false)
 	if err != nil {
 		httpx.WriteError(w, r, a.Log, err)
 		return
 	}
+	sub := id.Sub
 	var format setup.QRFormat
 	switch q := r.URL.Query().Get("qr"); q {
 	case "", "png":
@@ -120,6 +121,7 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, a.Log, err)
 		return
 	}
+	f.Locale = id.Locale // the language of the code's message
 	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format, key, r.Header.Get(auth.StepUpHeader), f)
 	if reused, ok := errors.AsType[*setup.KeyReusedError](err); ok {
 		w.Header().Set("Location", "/verification-srv/verificationstatus/"+reused.StatusID)

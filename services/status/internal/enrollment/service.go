@@ -89,6 +89,9 @@ type Service struct {
 	Registry    Registry
 	Now         func() time.Time
 	MaxAttempts int
+	// MaxSentAttempts wrong codes make an enrollment of a method whose codes are sent (EMAIL,
+	// SMS) FAILED (MFA_OOB_MAX_ATTEMPTS); 0 means DefaultMaxAttempts.
+	MaxSentAttempts int
 	// Notify, when set, hears of every written change.
 	Notify Notifier
 	// OnTransition, when set, hears of every state an enrollment enters
@@ -132,7 +135,10 @@ func (s *Service) now() time.Time {
 	return time.Now().UTC()
 }
 
-func (s *Service) maxAttempts() int {
+func (s *Service) maxAttempts(e Enrollment) int {
+	if m, _ := method.ByName(e.Method); m.Channel != "" && s.MaxSentAttempts > 0 {
+		return s.MaxSentAttempts
+	}
 	if s.MaxAttempts > 0 {
 		return s.MaxAttempts
 	}
@@ -257,6 +263,8 @@ type EnrollInput struct {
 	Sub     string
 	Device  Device
 	Channel string
+	// Method, when set (the frontend's enroll/{type}), must be the enrollment's method.
+	Method string
 }
 
 // Enroll completes an enrollment with a code: INITIATED|SCANNED → ENROLLED. A wrong code counts
@@ -279,6 +287,9 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	}
 	if in.Sub != "" && e.Sub != in.Sub {
 		return Enrollment{}, ErrNotFound
+	}
+	if in.Method != "" && in.Method != e.Method {
+		return Enrollment{}, fmt.Errorf("%w: this enrollment is of type %s, not %s", ErrConflict, e.Method, in.Method)
 	}
 	// Settle expiry and terminal states before asking the registry. A finished enrollment
 	// takes no more codes: answering success would accept any code from any device. Only the
@@ -360,7 +371,7 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 // Resend sends a new code for sub's open enrollment with exchange id exchangeID (EMAIL, SMS);
 // the previous code stops working. At most one per factor.ResendInterval and factor.MaxResends
 // per enrollment, else a *factor.RetryLaterError.
-func (s *Service) Resend(ctx context.Context, exchangeID, sub string) (Enrollment, error) {
+func (s *Service) Resend(ctx context.Context, exchangeID, sub, methodName string) (Enrollment, error) {
 	if exchangeID == "" {
 		return Enrollment{}, fmt.Errorf("%w: exchange_id is required", ErrBadRequest)
 	}
@@ -370,6 +381,9 @@ func (s *Service) Resend(ctx context.Context, exchangeID, sub string) (Enrollmen
 	}
 	if e.Sub != sub {
 		return Enrollment{}, ErrNotFound
+	}
+	if methodName != "" && methodName != e.Method {
+		return Enrollment{}, fmt.Errorf("%w: this enrollment is of type %s, not %s", ErrConflict, e.Method, methodName)
 	}
 	if m, _ := method.ByName(e.Method); m.Channel == "" {
 		return Enrollment{}, fmt.Errorf("%w: codes of %s are not sent; there is nothing to resend", ErrConflict, e.Method)
@@ -446,7 +460,7 @@ func (s *Service) countFailure(ctx context.Context, e Enrollment, channel string
 			return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
 		}
 		e.FailedAttempts++
-		if e.FailedAttempts < s.maxAttempts() {
+		if e.FailedAttempts < s.maxAttempts(e) {
 			return e, &change{silent: true}, nil
 		}
 		failed = true

@@ -144,7 +144,7 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	in := signin.NewAuthentication{
 		ID: ids.StatusIDFor(exchangeID), ExchangeID: exchangeID, Sub: sub, Initiator: id.Sub,
 		Method: name, ClientID: id.ClientID, Service: id.HasScope(auth.ScopeVerify), Context: sctx, TTL: a.verificationTTL(),
-		PHID: strings.TrimSpace(body.PHID),
+		PHID: strings.TrimSpace(body.PHID), Locale: id.Locale,
 	}
 	if in.PHID != "" && !ids.Valid(in.PHID) {
 		return fault.New(fault.BadRequest, "ph_id is malformed")
@@ -179,7 +179,7 @@ func (a *API) resendAuthentication(w http.ResponseWriter, r *http.Request, id au
 	if err != nil {
 		return err
 	}
-	e, err := a.SignIns.Resend(r.Context(), exchangeID, m.Name, callerOf(id).signIn(), "")
+	e, err := a.SignIns.Resend(r.Context(), exchangeID, m.Name, callerOf(id).signIn(), id.Locale)
 	if err != nil {
 		return err
 	}

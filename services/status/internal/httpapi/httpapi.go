@@ -283,14 +283,15 @@ func writeResent(w http.ResponseWriter, sent factor.Sent) {
 
 // resendEnrollment sends a new code for an EMAIL or SMS enrollment.
 func (a *API) resendEnrollment(w http.ResponseWriter, r *http.Request, caller caller) error {
-	if _, err := sentMethod(r.PathValue("type")); err != nil {
+	m, err := sentMethod(r.PathValue("type"))
+	if err != nil {
 		return err
 	}
 	exchangeID, err := readResend(w, r, errNoSuchEnrollment)
 	if err != nil {
 		return err
 	}
-	e, err := a.Enrollments.Resend(r.Context(), exchangeID, caller.sub)
+	e, err := a.Enrollments.Resend(r.Context(), exchangeID, caller.sub, m.Name)
 	if err != nil {
 		return err
 	}
@@ -300,7 +301,8 @@ func (a *API) resendEnrollment(w http.ResponseWriter, r *http.Request, caller ca
 
 func (a *API) enroll(w http.ResponseWriter, r *http.Request, caller caller) error {
 	sub := caller.sub
-	if m, ok := method.ByRoute(r.PathValue("type")); !ok || !m.Enrolls {
+	m, ok := method.ByRoute(r.PathValue("type"))
+	if !ok || !m.Enrolls {
 		return fault.New(fault.NotFound, "unsupported verification type; use "+strings.Join(method.Routes(func(m method.Method) bool { return m.Enrolls }), ", "))
 	}
 	var body enrollBody
@@ -317,7 +319,7 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request, caller caller) erro
 		return fault.New(fault.BadRequest, "verification_code is required")
 	}
 	e, err := a.Enrollments.Enroll(r.Context(), enrollment.EnrollInput{
-		ExchangeID: body.ExchangeID, Code: strings.TrimSpace(body.VerificationCode), Sub: sub,
+		ExchangeID: body.ExchangeID, Code: strings.TrimSpace(body.VerificationCode), Sub: sub, Method: m.Name,
 		Device: enrollment.Device{Name: body.FriendlyName}, Channel: enrollment.ChannelFrontend,
 	})
 	if err != nil {
