@@ -129,7 +129,8 @@ func TestEndToEnd(t *testing.T) {
 
 	var methods []map[string]any
 	st.MustJSON(t, http.MethodGet, "/verification-srv/config/list", alice, nil, http.StatusOK, &methods)
-	wantMethods := []string{"TOTP", "BACKUPCODE", "PUSH"}
+	// EMAIL and SMS are active: the dev stack's notifier delivers to its dev inbox.
+	wantMethods := []string{"TOTP", "BACKUPCODE", "PUSH", "EMAIL", "SMS"}
 	if len(methods) != len(wantMethods) {
 		t.Fatalf("methods = %v, want %v", methods, wantMethods)
 	}

@@ -221,3 +221,29 @@ func atoi(s string) int {
 	}
 	return n
 }
+
+// TestSMSInactiveWithoutAProvider: with a mail server configured and no SMS provider, the dev
+// stack runs no inbox, the notifier says it cannot send SMS, config/list shows SMS inactive and
+// an SMS initiation is refused with 409 method_inactive, nothing stored.
+func TestSMSInactiveWithoutAProvider(t *testing.T) {
+	s := startSignIn(t, map[string]string{"MFA_SMTP_URL": "smtp+insecure://127.0.0.1:9"})
+	alice := s.token(t, "alice", "", "")
+	var listed []struct {
+		VerificationType string `json:"verificationType"`
+		Active           bool   `json:"active"`
+	}
+	s.MustJSON(t, http.MethodGet, "/verification-srv/config/list", alice, nil, http.StatusOK, &listed)
+	active := map[string]bool{}
+	for _, l := range listed {
+		active[l.VerificationType] = l.Active
+	}
+	if !active["EMAIL"] || active["SMS"] {
+		t.Fatalf("config/list %+v: want EMAIL active and SMS inactive", listed)
+	}
+	s.MustProblem(t, s.Do(t, http.MethodPost, "/verification-srv/v2/setup/initiate/sms", alice,
+		map[string]string{"phone": "+4915112345678"}), http.StatusConflict, "method_inactive")
+	r := s.Do(t, http.MethodGet, "/device-srv/devices", alice, nil)
+	if r.Status != http.StatusOK || bytes.Contains(r.Body, []byte("SMS")) {
+		t.Fatalf("device list after a refused SMS enrollment: %d %s", r.Status, r.Body)
+	}
+}
