@@ -342,7 +342,7 @@ func TestErrors(t *testing.T) {
 		{"BadToken", http.MethodGet, "/verification-srv/config/list", "not-a-jwt", nil, 401, "unauthorized"},
 		{"UnknownRoute", http.MethodGet, "/nope", alice, nil, 404, "not_found"},
 		{"WrongMethod", http.MethodPut, "/verification-srv/config/list", alice, nil, 405, "unsupported_method"},
-		{"UnsupportedType", http.MethodPost, "/verification-srv/v2/setup/initiate/sms", alice, nil, 404, "not_found"},
+		{"UnsupportedType", http.MethodPost, "/verification-srv/v2/setup/initiate/fax", alice, nil, 404, "not_found"},
 		{"BadQRFormat", http.MethodPost, "/verification-srv/v2/setup/initiate/totp?qr=gif", alice, nil, 400, "bad_request"},
 		{"MalformedJSON", http.MethodPost, "/verification-srv/v2/setup/enroll/totp", alice, "{", 400, "bad_request"},
 		{"MissingExchange", http.MethodPost, "/verification-srv/v2/setup/enroll/totp", alice, map[string]string{"verification_code": "123456"}, 400, "bad_request"},
