@@ -34,28 +34,26 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/mfaflow/mfaflow/pkg/webhooksig"
 )
 
-// Header names of a wake-up request.
+// Header names of a wake-up request: pkg/webhooksig's, which the notifier's SMS webhook signs
+// with too.
 const (
-	HeaderTimestamp = "X-Mfaflow-Timestamp"
-	HeaderSignature = "X-Mfaflow-Signature"
-	HeaderDelivery  = "X-Mfaflow-Delivery"
+	HeaderTimestamp = webhooksig.HeaderTimestamp
+	HeaderSignature = webhooksig.HeaderSignature
+	HeaderDelivery  = webhooksig.HeaderDelivery
 )
 
 // Defaults of Config's zero values.
@@ -73,8 +71,8 @@ const workers = 4
 
 // Errors of Verify.
 var (
-	ErrSignature = errors.New("webhook: signature does not match")
-	ErrTimestamp = errors.New("webhook: timestamp missing, malformed or outside the allowed age")
+	ErrSignature = webhooksig.ErrSignature
+	ErrTimestamp = webhooksig.ErrTimestamp
 )
 
 // Config configures a Notifier.
@@ -261,11 +259,8 @@ func (n *Notifier) send(delivery string, body []byte, left time.Duration) (retry
 	if err != nil {
 		return false, "build request"
 	}
-	ts := strconv.FormatInt(n.cfg.Now().Unix(), 10)
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, Sign(n.cfg.Secret, ts, body))
-	req.Header.Set(HeaderDelivery, delivery)
+	webhooksig.SetHeaders(req.Header, n.cfg.Secret, delivery, n.cfg.Now(), body)
 	resp, err := n.cfg.Client.Do(req)
 	if err != nil {
 		// *url.Error repeats the whole URL, query included: keep only the cause.
@@ -287,41 +282,8 @@ func (n *Notifier) send(delivery string, body []byte, left time.Duration) (retry
 	}
 }
 
-// Sign returns the X-Mfaflow-Signature value of body sent at timestamp (unix seconds, as sent
-// in X-Mfaflow-Timestamp).
-func Sign(secret []byte, timestamp string, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(timestamp))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return "v1=" + hex.EncodeToString(m.Sum(nil))
-}
-
-// Verify checks a wake-up request as a receiver should: the signature over timestamp and the raw
-// body, and a timestamp no further than maxAge from now, either way (a replay is stale; a clock
-// far ahead is wrong). It returns ErrTimestamp or ErrSignature.
-func Verify(secret []byte, timestamp, signature string, body []byte, now time.Time, maxAge time.Duration) error {
-	sec, err := strconv.ParseInt(timestamp, 10, 64)
-	if err != nil {
-		return ErrTimestamp
-	}
-	if d := now.Sub(time.Unix(sec, 0)); d > maxAge || d < -maxAge {
-		return fmt.Errorf("%w: %v from now", ErrTimestamp, -d.Round(time.Second))
-	}
-	got, ok := strings.CutPrefix(signature, "v1=")
-	if !ok {
-		return ErrSignature
-	}
-	mac, err := hex.DecodeString(got)
-	if err != nil {
-		return ErrSignature
-	}
-	want := hmac.New(sha256.New, secret)
-	want.Write([]byte(timestamp))
-	want.Write([]byte{'.'})
-	want.Write(body)
-	if !hmac.Equal(mac, want.Sum(nil)) {
-		return ErrSignature
-	}
-	return nil
-}
+// Sign and Verify are pkg/webhooksig's: one signature scheme for every webhook mfaflow sends.
+var (
+	Sign   = webhooksig.Sign
+	Verify = webhooksig.Verify
+)
