@@ -110,9 +110,9 @@ func (c Config) DeliveryKeyBytes() ([]byte, error) {
 }
 
 // ParseKey decodes a key as operators write it into configuration: base64 (standard or URL
-// alphabet, padded or not) or hex, decoding to exactly size bytes. It follows the rules of
-// MFA_SECRET_KEY (the device registry's secretbox.ParseKey), so every key setting is written
-// the same way. The error never echoes the input, since the input is the key.
+// alphabet, padded or not) or hex, decoding to exactly size bytes. Every key setting
+// (MFA_SECRET_KEY through the registry's secretbox.ParseKey, MFA_DELIVERY_KEY) is read by it, so
+// all are written the same way. The error never echoes the input, since the input is the key.
 func ParseKey(s string, size int) ([]byte, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/pkg/delivery"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -51,19 +50,7 @@ func ensureOpts(opts []EnsureOption) ensureOptions {
 // what mfaflow would create is logged as a warning, not reset. Every publisher calls it at
 // start-up so no service depends on another having run first.
 func EnsureEventStream(ctx context.Context, js jetstream.JetStream, opts ...EnsureOption) (jetstream.Stream, error) {
-	o := ensureOpts(opts)
-	want := EventStreamConfig()
-	want.Replicas = o.replicas
-	var st jetstream.Stream
-	err := AwaitJetStream(ctx, js, o.log, "stream "+want.Name, func(ctx context.Context) (err error) {
-		st, err = ensureStream(ctx, js, want)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", events.Stream, err)
-	}
-	warnDrift(o.log, "stream", want.Name, streamDrift(want, st.CachedInfo().Config))
-	return st, nil
+	return ensureConfiguredStream(ctx, js, EventStreamConfig(), opts)
 }
 
 // EnsureDeliveryStream returns the MFA_DELIVERIES stream (delivery.StreamConfig), creating it
@@ -71,8 +58,13 @@ func EnsureEventStream(ctx context.Context, js jetstream.JetStream, opts ...Ensu
 // configured it, as EnsureEventStream does. The publishers of delivery requests and the notifier
 // both call it at start-up, so neither depends on the other having run first.
 func EnsureDeliveryStream(ctx context.Context, js jetstream.JetStream, opts ...EnsureOption) (jetstream.Stream, error) {
+	return ensureConfiguredStream(ctx, js, delivery.StreamConfig(), opts)
+}
+
+// ensureConfiguredStream returns the stream want names, creating it as want (with the replicas
+// of opts) while JetStream comes up; a drift of an existing one is logged, not reset.
+func ensureConfiguredStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, opts []EnsureOption) (jetstream.Stream, error) {
 	o := ensureOpts(opts)
-	want := delivery.StreamConfig()
 	want.Replicas = o.replicas
 	var st jetstream.Stream
 	err := AwaitJetStream(ctx, js, o.log, "stream "+want.Name, func(ctx context.Context) (err error) {
@@ -80,7 +72,7 @@ func EnsureDeliveryStream(ctx context.Context, js jetstream.JetStream, opts ...E
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", delivery.Stream, err)
+		return nil, fmt.Errorf("ensure stream %s: %w", want.Name, err)
 	}
 	warnDrift(o.log, "stream", want.Name, streamDrift(want, st.CachedInfo().Config))
 	return st, nil

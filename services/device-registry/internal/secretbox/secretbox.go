@@ -12,10 +12,9 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/mfaflow/mfaflow/pkg/config"
 	"strings"
 )
 
@@ -68,31 +67,14 @@ func GenerateKey() ([]byte, error) {
 }
 
 // ParseKey decodes a key as operators write it into configuration: base64 (standard or URL
-// alphabet, padded or not) or hex. It must decode to exactly KeySize bytes. The error never
-// echoes the input, since the input is the key.
+// alphabet, padded or not) or hex, of exactly KeySize bytes. The rules are pkg/config's, which
+// every key setting (MFA_SECRET_KEY, MFA_DELIVERY_KEY) follows. The error never echoes the input.
 func ParseKey(s string) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return nil, errors.New("secretbox: empty key")
+	k, err := config.ParseKey(s, KeySize)
+	if err != nil {
+		return nil, fmt.Errorf("secretbox: %w", err)
 	}
-	// Hex first: 64 hex digits are also valid base64 (of 48 bytes), so the length decides
-	// unambiguously in hex's favour.
-	if len(s) == 2*KeySize {
-		if k, err := hex.DecodeString(s); err == nil {
-			return k, nil
-		}
-	}
-	for _, enc := range []*base64.Encoding{
-		base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding,
-	} {
-		if k, err := enc.DecodeString(s); err == nil {
-			if len(k) != KeySize {
-				return nil, fmt.Errorf("secretbox: key must decode to %d bytes, got %d", KeySize, len(k))
-			}
-			return k, nil
-		}
-	}
-	return nil, fmt.Errorf("secretbox: key is neither base64 nor hex of %d bytes", KeySize)
+	return k, nil
 }
 
 // Seal encrypts plaintext bound to associatedData with a fresh random nonce. Random 96-bit

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	htmltemplate "html/template"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -199,27 +200,29 @@ func (s *Set) source(locales []string, name string) (string, string, error) {
 }
 
 func (s *Set) text(locales []string, name string, d Data) (string, error) {
-	file, src, err := s.source(locales, name)
-	if err != nil {
-		return "", err
-	}
-	t, err := texttemplate.New(file).Option("missingkey=error").Parse(src)
-	if err != nil {
-		return "", fmt.Errorf("templates: parse %s: %w", file, err)
-	}
-	var b bytes.Buffer
-	if err := t.Execute(&b, d); err != nil {
-		return "", fmt.Errorf("templates: render %s: %w", file, err)
-	}
-	return b.String(), nil
+	return s.render(locales, name, d, func(file, src string) (executor, error) {
+		return texttemplate.New(file).Option("missingkey=error").Parse(src)
+	})
 }
 
 func (s *Set) html(locales []string, name string, d Data) (string, error) {
+	return s.render(locales, name, d, func(file, src string) (executor, error) {
+		return htmltemplate.New(file).Option("missingkey=error").Parse(src)
+	})
+}
+
+// executor is what text/template and html/template templates have in common.
+type executor interface {
+	Execute(w io.Writer, data any) error
+}
+
+// render finds the template name for locales, parses it with parse and executes it with d.
+func (s *Set) render(locales []string, name string, d Data, parse func(file, src string) (executor, error)) (string, error) {
 	file, src, err := s.source(locales, name)
 	if err != nil {
 		return "", err
 	}
-	t, err := htmltemplate.New(file).Option("missingkey=error").Parse(src)
+	t, err := parse(file, src)
 	if err != nil {
 		return "", fmt.Errorf("templates: parse %s: %w", file, err)
 	}
