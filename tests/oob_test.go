@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/devinbox"
 	"github.com/mfaflow/mfaflow/pkg/mongotest"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 )
@@ -246,4 +248,46 @@ func TestSMSInactiveWithoutAProvider(t *testing.T) {
 	if r.Status != http.StatusOK || bytes.Contains(r.Body, []byte("SMS")) {
 		t.Fatalf("device list after a refused SMS enrollment: %d %s", r.Status, r.Body)
 	}
+}
+
+// TestUndeliverableCode: a mail server that refuses the address for good makes the notifier give
+// up at once: the enrollment's status object says "delivery":"failed" (the frontend can offer
+// another address), and mfa.delivery.failed names the delivery with the address masked.
+func TestUndeliverableCode(t *testing.T) {
+	server, err := devinbox.Start(devinbox.Options{Refuse: func(string) error {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox"}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Close() })
+	s := startSignIn(t, map[string]string{"MFA_SMTP_URL": server.SMTPURL()})
+	alice := s.token(t, "alice", "", "")
+	var in sentEnrollment
+	s.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/initiate/email", alice,
+		map[string]string{"email": "nobody@example.org"}, http.StatusOK, &in)
+	natstest.Eventually(t, 15*time.Second, func() error {
+		var st sentStatus
+		s.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, &st)
+		if st.Delivery != "failed" {
+			return fmt.Errorf("delivery %q, want failed", st.Delivery)
+		}
+		return nil
+	})
+	natstest.Eventually(t, 10*time.Second, func() error {
+		for _, ev := range s.rec.All() {
+			if ev.Type != events.DeliveryFailed {
+				continue
+			}
+			var d events.Delivery
+			if err := json.Unmarshal(ev.Data, &d); err != nil {
+				return err
+			}
+			if d.StatusID != in.StatusID || d.Destination != "n***@example.org" || d.Reason != "rejected" || bytes.Contains(ev.Raw, []byte("nobody@")) {
+				return fmt.Errorf("mfa.delivery.failed %s", ev.Raw)
+			}
+			return nil
+		}
+		return fmt.Errorf("no %s yet", events.DeliveryFailed)
+	})
 }
