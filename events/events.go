@@ -261,8 +261,13 @@ type Reset struct {
 	DevicesRemoved int `json:"devices_removed"`
 	// RecoveryCodesRemoved says whether the reset deleted a set of recovery codes.
 	RecoveryCodesRemoved bool `json:"recovery_codes_removed"`
-	// Actor is the administrator who reset the factors (the admin token's sub).
+	// Actor is the administrator who reset the factors (the admin token's sub), or the user
+	// who disabled MFA.
 	Actor string `json:"actor"`
+	// Reason is why: "admin_reset" (an administrator) or "user_disabled" (the user disabled MFA,
+	// confirmed with a fresh second factor or an emailed link). Empty in events of versions
+	// before it was added: read as admin_reset.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Recovery is the data of mfa.recovery.generated and mfa.recovery.used. It never carries a code.

@@ -187,7 +187,25 @@ const (
 	// locked (with Mfa-Fault-Until), not_found (no such ph_id), method_inactive,
 	// too_many_requests (SMS limits, with Mfa-Fault-Until), region_not_allowed.
 	RegistryFactorsChallenge = RegistryGroup + ".factors.challenge"
+	// RegistryContact answers where security notifications for a user go (ContactRequest →
+	// ContactReply): the most recently verified EMAIL factor's address, else the verified
+	// `email` claim the user's token carried, else the address of the last EMAIL factor the user
+	// had (so that the mail saying it was removed, or MFA disabled, still reaches them). Refusal:
+	// not_found when there is none. Only the notifier may call it (NATS permissions): the reply
+	// holds a full address.
+	RegistryContact = RegistryGroup + ".contact"
 )
+
+// ContactRequest names the user.
+type ContactRequest struct {
+	Sub string `json:"sub"`
+}
+
+// ContactReply is a user's contact address and language.
+type ContactReply struct {
+	Email  string `json:"email"`
+	Locale string `json:"locale,omitempty"`
+}
 
 // ResendCredentialRequest names an EMAIL or SMS enrollment and hands back its sealed pending
 // credential.

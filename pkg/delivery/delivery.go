@@ -48,6 +48,9 @@ const (
 	EnrollmentCode = "enrollment_code"
 	// SignInCode is a sign-in's one-time code.
 	SignInCode = "signin_code"
+	// DisableLink asks the user to confirm disabling MFA (ITS): Link is the confirmation URL
+	// with its single-use token, valid until ExpiresAt.
+	DisableLink = "disable_link"
 )
 
 // Request is one message to deliver. It is sealed whole (Seal) before it is published.
@@ -63,6 +66,8 @@ type Request struct {
 	Kind   string `json:"kind"`
 	// Code is the one-time code of EnrollmentCode and SignInCode.
 	Code string `json:"code,omitempty"`
+	// Link is the confirmation URL of DisableLink (it holds a single-use token: a secret).
+	Link string `json:"link,omitempty"`
 	// Locale picks the template's language (en, de); empty is the notifier's default.
 	Locale string `json:"locale,omitempty"`
 	Sub    string `json:"sub"`
