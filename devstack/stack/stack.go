@@ -330,6 +330,10 @@ type tokenRequest struct {
 	ClientID string `json:"client_id"`
 	// TTL is a Go duration; default 1h.
 	TTL string `json:"ttl"`
+	// Email (then with email_verified true) and Locale, as an identity provider's token says
+	// them: where security notifications go and in which language.
+	Email  string `json:"email"`
+	Locale string `json:"locale"`
 }
 
 type tokenResponse struct {
@@ -391,11 +395,11 @@ func (s *Stack) devToken(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
-	if len(req.Scope) > 256 || len(req.ClientID) > 256 {
-		httpx.WriteProblem(w, r, fault.New(fault.BadRequest, "scope and client_id are at most 256 characters"))
+	if len(req.Scope) > 256 || len(req.ClientID) > 256 || len(req.Email) > 254 || len(req.Locale) > 35 {
+		httpx.WriteProblem(w, r, fault.New(fault.BadRequest, "scope and client_id are at most 256 characters, email 254, locale 35"))
 		return
 	}
-	tok, err := s.tokens.MintScoped(req.Sub, ttl, req.Scope, req.ClientID)
+	tok, err := s.tokens.MintProfile(req.Sub, ttl, req.Scope, req.ClientID, auth.Profile{Email: req.Email, Locale: req.Locale})
 	if err != nil {
 		httpx.WriteError(w, r, s.log, err)
 		return

@@ -31,6 +31,9 @@ type Identity struct {
 	ClientID string
 	// Locale is the token's `locale` claim (the user's language), if any.
 	Locale string
+	// Email is the token's `email` claim, EmailVerified its `email_verified`.
+	Email         string
+	EmailVerified bool
 }
 
 // Scopes mfaflow gives meaning to.
@@ -107,7 +110,8 @@ func (h HS256) VerifyIdentity(token string) (Identity, error) {
 // identity is who c speaks for: `scope` (not `scp`, which only JWKS reads) and `client_id`, else
 // `azp`.
 func (c *claims) identity() Identity {
-	id := Identity{Sub: c.Subject, Scopes: scopes(c.Scope), ClientID: c.ClientID, Locale: c.Locale}
+	id := Identity{Sub: c.Subject, Scopes: scopes(c.Scope), ClientID: c.ClientID, Locale: c.Locale,
+		Email: c.Email, EmailVerified: c.EmailVerified}
 	if id.ClientID == "" {
 		id.ClientID = c.AZP
 	}
@@ -149,6 +153,19 @@ func (h HS256) Mint(sub string, ttl time.Duration) (string, error) {
 // MintScoped issues a token for sub valid for ttl with a space-separated scope and a client id
 // (either may be empty). Only the dev stack and tests mint tokens.
 func (h HS256) MintScoped(sub string, ttl time.Duration, scope, clientID string) (string, error) {
+	return h.MintProfile(sub, ttl, scope, clientID, Profile{})
+}
+
+// Profile is what a dev token may say about its user beyond its subject: a verified `email`
+// and a `locale`, as an identity provider's ID token would.
+type Profile struct {
+	Email  string
+	Locale string
+}
+
+// MintProfile is MintScoped with the claims of p (email_verified true with an email). Only the
+// dev stack and tests mint tokens.
+func (h HS256) MintProfile(sub string, ttl time.Duration, scope, clientID string, p Profile) (string, error) {
 	now := h.now()
 	c := claims{
 		RegisteredClaims: jwt.RegisteredClaims{
@@ -159,7 +176,10 @@ func (h HS256) MintScoped(sub string, ttl time.Duration, scope, clientID string)
 			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 		},
 		ClientID: clientID,
+		Locale:   p.Locale,
+		Email:    p.Email,
 	}
+	c.EmailVerified = p.Email != ""
 	if scope != "" {
 		c.Scope = scope
 	}

@@ -28,6 +28,10 @@ type claims struct {
 	AZP      string `json:"azp,omitempty"`
 	// Locale is the OIDC `locale` claim (en, de-DE): the language of the messages sent to the user.
 	Locale string `json:"locale,omitempty"`
+	// Email and EmailVerified are the OIDC `email` and `email_verified` claims: where security
+	// notifications may go when the user has no EMAIL factor.
+	Email         string `json:"email,omitempty"`
+	EmailVerified bool   `json:"email_verified,omitempty"`
 }
 
 // UnmarshalJSON implements json.Unmarshaler with readClaims.
@@ -74,6 +78,16 @@ func readClaims(payload []byte) (claims, error) {
 			err = json.Unmarshal(raw, &c.ClientID)
 		case "azp":
 			err = json.Unmarshal(raw, &c.AZP)
+		case "email":
+			if json.Unmarshal(raw, &c.Email) != nil || len(c.Email) > 254 {
+				c.Email = ""
+			}
+		case "email_verified":
+			// Some providers send "true" as a string.
+			var b any
+			if json.Unmarshal(raw, &b) == nil {
+				c.EmailVerified = b == true || b == "true"
+			}
 		case "locale":
 			// Only a language preference: one that is not a string is ignored, not fatal.
 			if json.Unmarshal(raw, &c.Locale) != nil || len(c.Locale) > 35 {

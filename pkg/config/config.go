@@ -94,13 +94,16 @@ type Config struct {
 	UserStreams int // MFA_USER_STREAMS
 	// Codes by email and SMS: digits and validity of a code, wrong codes before an enrollment
 	// fails; SMS sent per user, per number and in all per hour, and the regions SMS go to.
-	OOBCodeDigits    int           // MFA_OOB_CODE_DIGITS
-	OOBCodeTTL       time.Duration // MFA_OOB_CODE_TTL
-	OOBMaxAttempts   int           // MFA_OOB_MAX_ATTEMPTS
-	SMSUserRate      int           // MFA_SMS_USER_RATE
-	SMSHourlyLimit   int           // MFA_SMS_HOURLY_LIMIT
-	SMSRegions       []string      // MFA_SMS_REGIONS
-	SMSPerNumberRate int           // MFA_SMS_NUMBER_RATE
+	// DisableConfirmURL is the frontend page an emailed "disable MFA" link opens (the token is
+	// appended as ?token=…); empty means the demo page at PublicURL.
+	DisableConfirmURL string        // MFA_DISABLE_CONFIRM_URL
+	OOBCodeDigits     int           // MFA_OOB_CODE_DIGITS
+	OOBCodeTTL        time.Duration // MFA_OOB_CODE_TTL
+	OOBMaxAttempts    int           // MFA_OOB_MAX_ATTEMPTS
+	SMSUserRate       int           // MFA_SMS_USER_RATE
+	SMSHourlyLimit    int           // MFA_SMS_HOURLY_LIMIT
+	SMSRegions        []string      // MFA_SMS_REGIONS
+	SMSPerNumberRate  int           // MFA_SMS_NUMBER_RATE
 
 	// Delivery of codes by email and SMS (the notifier). SMTPURL's scheme says how to talk to the
 	// mail server: smtp (STARTTLS required), smtps (implicit TLS) or smtp+insecure (plain, for
@@ -220,6 +223,7 @@ var Variables = []Variable{
 	{"MFA_USER_START_RATE", "20", "enrollment initiations, sign-in initiations and recovery-code sets one user may start per minute, per replica of each service (0 = unlimited); more get 429 `too_many_requests` with Retry-After. A service token's sign-ins count against the user they name"},
 	{"MFA_USER_START_BURST", "10", "initiations one user may start at once before MFA_USER_START_RATE applies (1 to 10000)"},
 	{"MFA_USER_STREAMS", "20", "live status streams (SSE and websocket) one user may hold open on one status replica (0 = unlimited); one more is refused with 429 `too_many_requests` and Retry-After before the stream starts"},
+	{"MFA_DISABLE_CONFIRM_URL", "", "the frontend page an emailed \"disable MFA\" link opens, with ?token=… appended (valid 15 minutes); empty: the demo page at MFA_PUBLIC_URL"},
 	{"MFA_OOB_CODE_DIGITS", "6", "digits of a code sent by email or SMS (6 to 8)"},
 	{"MFA_OOB_CODE_TTL", "5m", "how long a code sent by email or SMS works (Go duration, 1m to 30m)"},
 	{"MFA_OOB_MAX_ATTEMPTS", "5", "wrong codes that make an enrollment FAILED (1 to 20)"},
@@ -379,6 +383,10 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.UserStreams, err = strconv.Atoi(get("MFA_USER_STREAMS")); err != nil || c.UserStreams < 0 || c.UserStreams > MaxUserStreams {
 		errs = append(errs, fmt.Errorf("MFA_USER_STREAMS: want a whole number between 0 (unlimited) and %d, got %q", MaxUserStreams, get("MFA_USER_STREAMS")))
+	}
+	c.DisableConfirmURL = get("MFA_DISABLE_CONFIRM_URL")
+	if u, perr := url.Parse(c.DisableConfirmURL); c.DisableConfirmURL != "" && (perr != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+		errs = append(errs, fmt.Errorf("MFA_DISABLE_CONFIRM_URL: want an absolute http(s) URL, got %q", c.DisableConfirmURL))
 	}
 	if c.OOBCodeDigits, err = strconv.Atoi(get("MFA_OOB_CODE_DIGITS")); err != nil || c.OOBCodeDigits < 6 || c.OOBCodeDigits > 8 {
 		errs = append(errs, fmt.Errorf("MFA_OOB_CODE_DIGITS: want 6, 7 or 8, got %q", get("MFA_OOB_CODE_DIGITS")))

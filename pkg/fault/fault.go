@@ -44,6 +44,9 @@ const (
 	AlreadyEnrolled Code = "already_enrolled"
 	// RegionNotAllowed: the phone number is in a region SMS is not sent to (MFA_SMS_REGIONS).
 	RegionNotAllowed Code = "region_not_allowed"
+	// NoContact: there is no address to mail (no EMAIL factor, no verified email claim), so MFA
+	// cannot be disabled by an emailed link.
+	NoContact Code = "no_contact"
 )
 
 // StepUpHint tells a client how to get what StepUpRequired asks for; every service that refuses
@@ -72,6 +75,7 @@ var statuses = map[Code]int{
 	MethodInactive:    http.StatusConflict,
 	AlreadyEnrolled:   http.StatusConflict,
 	RegionNotAllowed:  http.StatusBadRequest,
+	NoContact:         http.StatusConflict,
 }
 
 // Status is the HTTP status that goes with c; unknown codes are 500.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/mfaflow/mfaflow/pkg/config"
 	"github.com/mfaflow/mfaflow/pkg/serve"
@@ -48,9 +49,13 @@ func ConfigFrom(env config.Config) (Config, error) {
 			return Config{}, err
 		}
 	}
+	confirmURL := env.DisableConfirmURL
+	if confirmURL == "" {
+		confirmURL = strings.TrimRight(env.PublicURL, "/") + "/"
+	}
 	return Config{
-		DeliveryKey: deliveryKey,
-		SecretKey:   key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
+		DeliveryKey: deliveryKey, DisableConfirmURL: confirmURL,
+		SecretKey: key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
 		StepUpOff: !env.StepUp,
 		Lockout:   device.LockoutPolicy{Threshold: env.LockoutThreshold, Duration: env.LockoutDuration, MaxDuration: env.LockoutMaxDuration},
 		OOB: device.OOBPolicy{Digits: env.OOBCodeDigits, CodeTTL: env.OOBCodeTTL, SMSPerUser: env.SMSUserRate,

@@ -78,6 +78,9 @@ type Config struct {
 	// DeliveryKey seals the codes the registry hands to the notifier (MFA_DELIVERY_KEY, 32
 	// bytes); without it the methods whose codes are sent (EMAIL, SMS) are inactive.
 	DeliveryKey []byte
+	// DisableConfirmURL is the frontend page an emailed disable link opens, with ?token=…
+	// appended (MFA_DISABLE_CONFIRM_URL; default the demo page at MFA_PUBLIC_URL).
+	DisableConfirmURL string
 	// OOB are the rules of codes by email and SMS (MFA_OOB_*, MFA_SMS_*); zero fields take the
 	// domain's defaults.
 	OOB device.OOBPolicy
@@ -178,7 +181,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	svc := device.NewService(store, box, clock, opts...)
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Service{log: log, cancel: cancel, mongo: client, store: store, http: httpapi.New(svc, svc, auth.NewCache(cfg.Verifier, 0),
+	s := &Service{log: log, cancel: cancel, mongo: client, store: store, http: httpapi.New(svc, svc, svc, cfg.DisableConfirmURL, auth.NewCache(cfg.Verifier, 0),
 		ratelimit.PerMinute(cfg.UserStartsPerMinute, cfg.UserStartBurst, cfg.Clock), log)}
 	for _, relay := range relays {
 		s.relaysStarted.Add(1)

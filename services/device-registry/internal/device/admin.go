@@ -60,6 +60,17 @@ func (s *Service) Unlock(ctx context.Context, sub, actor string) error {
 // step is its own compare-and-set write, so a reset that fails half-way has removed some
 // factors and can simply be repeated.
 func (s *Service) ResetFactors(ctx context.Context, sub, actor string) (Reset, error) {
+	return s.resetFactors(ctx, sub, actor, ReasonAdminReset)
+}
+
+// Why factors are reset (mfa.factors.reset's reason).
+const (
+	ReasonAdminReset   = "admin_reset"
+	ReasonUserDisabled = "user_disabled"
+)
+
+// resetFactors is ResetFactors for reason: an administrator's reset, or the user disabling MFA.
+func (s *Service) resetFactors(ctx context.Context, sub, actor, reason string) (Reset, error) {
 	if sub == "" {
 		return Reset{}, invalid("sub is missing")
 	}
@@ -100,7 +111,7 @@ func (s *Service) ResetFactors(ctx context.Context, sub, actor string) (Reset, e
 		return res, fmt.Errorf("reset factors: %w", err)
 	}
 	res.RecoveryCodesRemoved = removed
-	if err := s.clearLockout(ctx, sub, actor, res); err != nil {
+	if err := s.clearLockout(ctx, sub, actor, reason, res); err != nil {
 		return res, fmt.Errorf("reset factors: %w", err)
 	}
 	return res, nil
@@ -142,11 +153,11 @@ func (s *Service) markReset(ctx context.Context, sub string) error {
 
 // clearLockout forgets sub's lock and wrong codes, creating the record if there is none, and
 // writes mfa.factors.reset with it.
-func (s *Service) clearLockout(ctx context.Context, sub, actor string, res Reset) error {
+func (s *Service) clearLockout(ctx context.Context, sub, actor, reason string, res Reset) error {
 	return s.changeLockout(ctx, "clear lockout", sub, true, func(l *Lockout) ([]outbox.Message, bool, error) {
 		seed := sub + "/factors/reset/" + strconv.FormatUint(l.Version, 10)
 		msg, err := adminEvent(events.FactorsReset, seed, sub, s.clock.Now(), events.Reset{
-			Sub: sub, DevicesRemoved: res.DevicesRemoved, RecoveryCodesRemoved: res.RecoveryCodesRemoved, Actor: actor})
+			Sub: sub, DevicesRemoved: res.DevicesRemoved, RecoveryCodesRemoved: res.RecoveryCodesRemoved, Actor: actor, Reason: reason})
 		if err != nil {
 			return nil, false, fmt.Errorf("clear lockout: %w", err)
 		}

@@ -152,6 +152,12 @@ type Store interface {
 	GetRecoverySet(ctx context.Context, sub string) (RecoverySet, error)
 	// PutRecoverySet writes r together with msgs, create or compare-and-set as PutLockout.
 	PutRecoverySet(ctx context.Context, r RecoverySet, msgs ...outbox.Message) (RecoverySet, error)
+	// GetProfile returns sub's profile (contact, language, default method, a pending disable
+	// link), or ErrNotFound.
+	GetProfile(ctx context.Context, sub string) (Profile, error)
+	// PutProfile writes p: a create when p.Version is 0 (ErrStale if one exists by now), else a
+	// compare-and-set on p.Version.
+	PutProfile(ctx context.Context, p Profile) (Profile, error)
 }
 
 // KeyRing is a Sealer with several keys; Current says whether a value is sealed with the key new

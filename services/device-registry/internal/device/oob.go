@@ -47,12 +47,14 @@ func (e *TooManyError) Error() string { return "too many SMS (" + e.Limit + " li
 
 // Message is one code to deliver: the adapter seals it for the notifier.
 type Message struct {
-	ID        string
-	Channel   string
-	To        string
-	Masked    string
-	Kind      string
-	Code      string
+	ID      string
+	Channel string
+	To      string
+	Masked  string
+	Kind    string
+	Code    string
+	// Link is a confirmation URL with its single-use token (KindDisableLink).
+	Link      string
 	Locale    string
 	Sub       string
 	StatusID  string
@@ -63,6 +65,7 @@ type Message struct {
 const (
 	KindEnrollmentCode = "enrollment_code"
 	KindSignInCode     = "signin_code"
+	KindDisableLink    = "disable_link"
 )
 
 // Deliverer hands messages to the notifier. Deliver returns once the message is stored for

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/ids"
 	"github.com/mfaflow/mfaflow/pkg/outbox"
@@ -493,6 +494,13 @@ func (s *Service) remove(ctx context.Context, sub, phid, actor string) error {
 // removeCredential deletes the verified credential c as read, with its mfa.device.removed event
 // (naming actor, if any); ErrStale if it changed since.
 func (s *Service) removeCredential(ctx context.Context, c Credential, actor string) error {
+	if c.Method == method.Email {
+		// The mail that says this address was removed (and any later one, if it was the last
+		// address) must still reach the user.
+		if err := s.keepLastEmail(ctx, c); err != nil {
+			return err
+		}
+	}
 	msg, err := deviceEvent(events.DeviceRemoved, c.PHID+"/"+string(events.DeviceRemoved), c, actor, s.clock.Now())
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"net/http"
 
 	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
@@ -32,18 +33,23 @@ var _ Devices = (*device.Service)(nil)
 
 // API serves the device routes.
 type API struct {
-	devices  Devices
-	factors  Factors
-	verifier auth.Verifier
-	log      *slog.Logger
+	devices Devices
+	factors Factors
+	users   Users
+	// confirmURL is the frontend page a disable link opens (MFA_DISABLE_CONFIRM_URL).
+	confirmURL string
+	verifier   auth.Verifier
+	log        *slog.Logger
 	// recoveryLimit limits the recovery-code sets one user generates; nil means unlimited.
 	recoveryLimit *ratelimit.Limiter
 }
 
 // New returns an API on devices that authenticates callers with verifier and limits each
 // user's recovery-code sets with recoveryLimit (nil: unlimited).
-func New(devices Devices, factors Factors, verifier auth.Verifier, recoveryLimit *ratelimit.Limiter, log *slog.Logger) *API {
-	return &API{devices: devices, factors: factors, verifier: verifier, recoveryLimit: recoveryLimit, log: log}
+//
+// users answers the MFA state and disable routes; confirmURL is the page a disable link opens.
+func New(devices Devices, factors Factors, users Users, confirmURL string, verifier auth.Verifier, recoveryLimit *ratelimit.Limiter, log *slog.Logger) *API {
+	return &API{devices: devices, factors: factors, users: users, confirmURL: confirmURL, verifier: verifier, recoveryLimit: recoveryLimit, log: log}
 }
 
 // Routes registers the device routes on rt.
@@ -52,10 +58,11 @@ func (a *API) Routes(rt *httpx.Router) {
 	rt.HandleFunc("PATCH /device-srv/devices/{ph_id}", a.rename)
 	rt.HandleFunc("DELETE /device-srv/devices/{ph_id}", a.remove)
 	a.factorRoutes(rt)
+	a.mfaRoutes(rt)
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
-	sub, err := auth.Authenticate(a.verifier, r, false)
+	sub, err := a.user(r)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -134,6 +141,14 @@ func toFault(err error) error {
 		return fault.New(fault.StepUpRequired, "no "+auth.StepUpHeader+": "+fault.StepUpHint)
 	case errors.Is(err, device.ErrConflict), errors.Is(err, device.ErrStale):
 		return fault.New(fault.Conflict, "the device changed concurrently; try again")
+	case errors.Is(err, device.ErrNoContact):
+		return fault.New(fault.NoContact, "there is no email address to send the confirmation link to: enroll an EMAIL factor, or confirm with X-MFA-Token ("+fault.StepUpHint+")")
+	case errors.Is(err, device.ErrLinkExpired):
+		return fault.New(fault.Expired, "the link has expired or was used; ask for a new one")
+	case errors.Is(err, factor.ErrNoFactor):
+		return fault.New(fault.NoFactor, "the user has no active factor of this method")
+	case errors.Is(err, device.ErrMethodInactive):
+		return fault.New(fault.MethodInactive, "this deployment cannot send email now")
 	}
 	return err
 }

@@ -40,6 +40,7 @@ type Registry interface {
 	CreatePendingOOB(ctx context.Context, statusID, sub string, expiresAt time.Time, d device.Destination) (device.OOBChallenge, error)
 	ResendPendingOOB(ctx context.Context, statusID, sub string, sealed []byte) (device.OOBChallenge, error)
 	Challenge(ctx context.Context, sub, method, phid, statusID, locale string) (device.OOBChallenge, error)
+	Contact(ctx context.Context, sub string) (email, locale string, err error)
 	CountFailure(ctx context.Context, sub string) error
 	Device(ctx context.Context, phid string) (device.Credential, error)
 	PushDevices(ctx context.Context, sub string) ([]device.Credential, error)
@@ -79,6 +80,7 @@ func StartService(ctx context.Context, nc *nats.Conn, reg Registry, log *slog.Lo
 		{"devices-used", commands.RegistryDeviceUsed, rpc.Endpoint(ctx, log, h.deviceUsed, opts...)},
 		{"credentials-resend", commands.RegistryResendCredential, rpc.Endpoint(ctx, log, h.resend, opts...)},
 		{"factors-challenge", commands.RegistryFactorsChallenge, rpc.Endpoint(ctx, log, h.challenge, opts...)},
+		{"contact", commands.RegistryContact, rpc.Endpoint(ctx, log, h.contact, opts...)},
 	}
 	for _, e := range endpoints {
 		// The group adds its prefix; the commands package spells the full subject.
@@ -188,6 +190,17 @@ func (h handlers) resend(ctx context.Context, req commands.ResendCredentialReque
 		return commands.CreateCredentialReply{}, toFault(err)
 	}
 	return oobReply(c), nil
+}
+
+func (h handlers) contact(ctx context.Context, req commands.ContactRequest) (commands.ContactReply, error) {
+	email, locale, err := h.reg.Contact(ctx, req.Sub)
+	if errors.Is(err, device.ErrNoContact) {
+		return commands.ContactReply{}, fault.New(fault.NotFound, "the user has no contact address")
+	}
+	if err != nil {
+		return commands.ContactReply{}, toFault(err)
+	}
+	return commands.ContactReply{Email: email, Locale: locale}, nil
 }
 
 func (h handlers) challenge(ctx context.Context, req commands.ChallengeRequest) (commands.ChallengeReply, error) {

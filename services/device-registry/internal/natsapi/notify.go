@@ -23,7 +23,7 @@ var _ device.Deliverer = Deliveries{}
 func (d Deliveries) Deliver(ctx context.Context, m device.Message) error {
 	return d.Publisher.Publish(ctx, delivery.Request{
 		ID: m.ID, Channel: m.Channel, To: m.To, Masked: m.Masked, Kind: m.Kind, Code: m.Code,
-		Locale: m.Locale, Sub: m.Sub, StatusID: m.StatusID, ExpiresAt: m.ExpiresAt,
+		Link: m.Link, Locale: m.Locale, Sub: m.Sub, StatusID: m.StatusID, ExpiresAt: m.ExpiresAt,
 	})
 }
 

@@ -27,6 +27,7 @@ func subHash(sub string) string {
 }
 
 func lockoutKey(sub string) string  { return "c.lockout." + subHash(sub) }
+func profileKey(sub string) string  { return "p." + subHash(sub) }
 func recoveryKey(sub string) string { return "c.recovery." + subHash(sub) }
 
 type lockoutDoc struct {
@@ -44,6 +45,49 @@ type recoveryDoc struct {
 	Used      []bool    `json:"used"`
 	UsedFor   []string  `json:"used_for,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// profileDoc is device.Profile as stored (under "p.": it carries no events). Addresses are
+// sealed.
+type profileDoc struct {
+	Sub              string    `json:"sub"`
+	SealedClaimEmail []byte    `json:"claim_email,omitempty"`
+	SealedLastEmail  []byte    `json:"last_email,omitempty"`
+	Locale           string    `json:"locale,omitempty"`
+	DefaultMethod    string    `json:"default_method,omitempty"`
+	DisableHash      []byte    `json:"disable_hash,omitempty"`
+	DisableExpiresAt time.Time `json:"disable_expires_at,omitzero"`
+}
+
+// GetProfile returns sub's profile.
+func (s *Store) GetProfile(ctx context.Context, sub string) (device.Profile, error) {
+	d, rev, err := docsOf[profileDoc](s).Get(ctx, profileKey(sub))
+	if err != nil {
+		return device.Profile{}, fmt.Errorf("kv get profile: %w", translate(err))
+	}
+	if d.Sub != sub {
+		return device.Profile{}, fmt.Errorf("kv get profile: hash collision: %w", device.ErrNotFound)
+	}
+	return withVersion(d, rev), nil
+}
+
+// PutProfile creates or compare-and-sets sub's profile.
+func (s *Store) PutProfile(ctx context.Context, p device.Profile) (device.Profile, error) {
+	rev, err := put(ctx, docsOf[profileDoc](s), profileKey(p.Sub), p.Version, profileDoc{
+		Sub: p.Sub, SealedClaimEmail: p.SealedClaimEmail, SealedLastEmail: p.SealedLastEmail, Locale: p.Locale,
+		DefaultMethod: p.DefaultMethod, DisableHash: p.DisableHash, DisableExpiresAt: p.DisableExpiresAt,
+	}, nil)
+	if err != nil {
+		return device.Profile{}, fmt.Errorf("kv put profile: %w", err)
+	}
+	p.Version = rev
+	return p, nil
+}
+
+// withVersion is d as the domain's profile fields, with version.
+func withVersion(d profileDoc, version uint64) device.Profile {
+	return device.Profile{Sub: d.Sub, SealedClaimEmail: d.SealedClaimEmail, SealedLastEmail: d.SealedLastEmail, Locale: d.Locale,
+		DefaultMethod: d.DefaultMethod, DisableHash: d.DisableHash, DisableExpiresAt: d.DisableExpiresAt, Version: version}
 }
 
 // GetLockout returns sub's lockout record.

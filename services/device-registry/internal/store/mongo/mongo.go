@@ -39,12 +39,13 @@ const (
 	CredentialsCollection  = "credentials"
 	LockoutsCollection     = "lockouts"
 	RecoverySetsCollection = "recovery_sets"
+	ProfilesCollection     = "profiles"
 )
 
 // Store is device.Store on MongoDB.
 type Store struct {
-	credentials, lockouts, recovery *mongodoc.Collection
-	docs                            *mongodoc.Store[store.CredentialDoc]
+	credentials, lockouts, recovery, profiles *mongodoc.Collection
+	docs                                      *mongodoc.Store[store.CredentialDoc]
 }
 
 var _ device.Store = (*Store)(nil)
@@ -66,7 +67,11 @@ func Open(ctx context.Context, db *driver.Database) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device store: %w", err)
 	}
-	return &Store{credentials: creds, lockouts: locks, recovery: rec, docs: mongodoc.New[store.CredentialDoc](creds)}, nil
+	profiles, err := mongodoc.Open(ctx, db, ProfilesCollection)
+	if err != nil {
+		return nil, fmt.Errorf("device store: %w", err)
+	}
+	return &Store{credentials: creds, lockouts: locks, recovery: rec, profiles: profiles, docs: mongodoc.New[store.CredentialDoc](creds)}, nil
 }
 
 // Relays returns one outbox relay per collection, publishing to js.
@@ -183,6 +188,40 @@ type recoveryDoc struct {
 	Used      []bool    `bson:"used"`
 	UsedFor   []string  `bson:"used_for,omitempty"`
 	CreatedAt time.Time `bson:"created_at"`
+}
+
+// profileDoc is device.Profile as stored; addresses are sealed.
+type profileDoc struct {
+	Sub              string    `bson:"sub"`
+	SealedClaimEmail []byte    `bson:"claim_email,omitempty"`
+	SealedLastEmail  []byte    `bson:"last_email,omitempty"`
+	Locale           string    `bson:"locale,omitempty"`
+	DefaultMethod    string    `bson:"default_method,omitempty"`
+	DisableHash      []byte    `bson:"disable_hash,omitempty"`
+	DisableExpiresAt time.Time `bson:"disable_expires_at,omitempty"`
+}
+
+// GetProfile returns sub's profile.
+func (s *Store) GetProfile(ctx context.Context, sub string) (device.Profile, error) {
+	d, v, err := mongodoc.New[profileDoc](s.profiles).Get(ctx, sub)
+	if err != nil {
+		return device.Profile{}, fmt.Errorf("mongodb get profile: %w", translate(err))
+	}
+	return device.Profile{Sub: d.Sub, SealedClaimEmail: d.SealedClaimEmail, SealedLastEmail: d.SealedLastEmail, Locale: d.Locale,
+		DefaultMethod: d.DefaultMethod, DisableHash: d.DisableHash, DisableExpiresAt: d.DisableExpiresAt.UTC(), Version: v}, nil
+}
+
+// PutProfile creates or compare-and-sets sub's profile.
+func (s *Store) PutProfile(ctx context.Context, p device.Profile) (device.Profile, error) {
+	v, err := put(ctx, mongodoc.New[profileDoc](s.profiles), p.Sub, p.Version, profileDoc{
+		Sub: p.Sub, SealedClaimEmail: p.SealedClaimEmail, SealedLastEmail: p.SealedLastEmail, Locale: p.Locale,
+		DefaultMethod: p.DefaultMethod, DisableHash: p.DisableHash, DisableExpiresAt: p.DisableExpiresAt,
+	}, nil)
+	if err != nil {
+		return device.Profile{}, fmt.Errorf("mongodb put profile: %w", err)
+	}
+	p.Version = v
+	return p, nil
 }
 
 // GetLockout returns sub's lockout record.
