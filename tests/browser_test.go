@@ -60,63 +60,8 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, 
 	now := clock.Now
 	// nextStep moves to a TOTP step no code was used in yet: each code works once.
 	nextStep := func() { clock.Advance(30 * time.Second) }
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	defer cancelAlloc()
-	ctx, cancelTab := chromedp.NewContext(allocCtx)
-	defer cancelTab()
-	if err := chromedp.Do(ctx); err != nil { // starts the browser
-		t.Fatalf("start chromium %s: %v", chromium, err)
-	}
-	console := watchConsole(ctx)
-
-	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatalf("%s: %v\nbrowser console:\n%s", what, err, console.dump())
-		}
-	}
-	eval := func(what, expr string, out any) {
-		t.Helper()
-		raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr))
-		if err == nil {
-			err = json.Unmarshal(raw, out)
-		}
-		if err != nil {
-			t.Fatalf("%s: %v\nbrowser console:\n%s", what, err, console.dump())
-		}
-	}
-	screenshot := func(name string) {
-		t.Helper()
-		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100 = PNG
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.MkdirAll(artifactsDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(artifactsDir, name)
-		if err := os.WriteFile(path, buf, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		abs, _ := filepath.Abs(path)
-		t.Logf("screenshot: %s", abs)
-	}
+	b := startBrowser(t, chromium)
+	ctx, console, do, eval, screenshot := b.ctx, b.console, b.do, b.eval, b.screenshot
 
 	// The page loads, and we mark the document so that a reload would be noticed.
 	do("open the page",
@@ -303,6 +248,82 @@ func demoPage(t *testing.T, chromium string, st *harness.Stack, pageURL string, 
 	if bad := console.problems(http.StatusBadRequest, http.StatusTooManyRequests, http.StatusForbidden); len(bad) > 0 {
 		t.Errorf("the page logged errors (CSP violations or exceptions):\n%s", strings.Join(bad, "\n"))
 	}
+}
+
+// browser is a headless Chromium tab with the helpers the browser tests share: do runs actions,
+// eval reads a JavaScript value, screenshot saves a PNG under artifacts; a failure shows what
+// the page logged.
+type browser struct {
+	ctx        context.Context
+	console    *consoleLog
+	do         doFunc
+	eval       evalFunc
+	screenshot func(name string)
+}
+
+// startBrowser starts Chromium for one test, closed when the test ends; everything the test
+// does in it must finish within two minutes.
+func startBrowser(t *testing.T, chromium string) *browser {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	t.Cleanup(cancel)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	)
+	t.Cleanup(cancelAlloc)
+	ctx, cancelTab := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelTab)
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start chromium %s: %v", chromium, err)
+	}
+	console := watchConsole(ctx)
+
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v\nbrowser console:\n%s", what, err, console.dump())
+		}
+	}
+	eval := func(what, expr string, out any) {
+		t.Helper()
+		raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr))
+		if err == nil {
+			err = json.Unmarshal(raw, out)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v\nbrowser console:\n%s", what, err, console.dump())
+		}
+	}
+	screenshot := func(name string) {
+		t.Helper()
+		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100 = PNG
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if err := os.MkdirAll(artifactsDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(artifactsDir, name)
+		if err := os.WriteFile(path, buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		abs, _ := filepath.Abs(path)
+		t.Logf("screenshot: %s", abs)
+	}
+
+	return &browser{ctx: ctx, console: console, do: do, eval: eval, screenshot: screenshot}
 }
 
 // findChromium returns the path of a Chromium binary, or "" when none is installed.

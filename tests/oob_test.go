@@ -15,6 +15,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/devinbox"
 	"github.com/mfaflow/mfaflow/pkg/mongotest"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/tests/harness"
 )
 
 // inboxMessage is one message of GET /dev/inbox/messages.
@@ -33,10 +34,16 @@ var (
 )
 
 // inbox returns what the dev inbox holds for to, as a user reads it at /dev/inbox.
-func (s *signIn) inbox(t *testing.T, to string) []inboxMessage {
+func (s *signIn) inbox(t *testing.T, to string) []inboxMessage { return devInbox(t, s.Stack, to) }
+
+// nextCode waits for message number n+1 to to and returns its code (see inboxCode).
+func (s *signIn) nextCode(t *testing.T, to string, n int) string { return inboxCode(t, s.Stack, to, n) }
+
+// devInbox returns what the dev inbox of st holds for to.
+func devInbox(t *testing.T, st *harness.Stack, to string) []inboxMessage {
 	t.Helper()
 	var all []inboxMessage
-	s.MustJSON(t, http.MethodGet, "/dev/inbox/messages", "", nil, http.StatusOK, &all)
+	st.MustJSON(t, http.MethodGet, "/dev/inbox/messages", "", nil, http.StatusOK, &all)
 	var out []inboxMessage
 	for _, m := range all {
 		if strings.EqualFold(m.To, to) {
@@ -46,13 +53,14 @@ func (s *signIn) inbox(t *testing.T, to string) []inboxMessage {
 	return out
 }
 
-// nextCode waits for message number n+1 (the inbox holding more than n messages for to) and
-// returns the code it carries.
-func (s *signIn) nextCode(t *testing.T, to string, n int) string {
+// inboxCode waits for message number n+1 (the inbox of st holding more than n messages for to)
+// and returns the code it carries: a mail's on a line of its own, an SMS's (to starts with +)
+// on its WebOTP line.
+func inboxCode(t *testing.T, st *harness.Stack, to string, n int) string {
 	t.Helper()
 	var code string
 	natstest.Eventually(t, 15*time.Second, func() error {
-		msgs := s.inbox(t, to)
+		msgs := devInbox(t, st, to)
 		if len(msgs) <= n {
 			return fmt.Errorf("%d messages for %s, waiting for more than %d", len(msgs), to, n)
 		}

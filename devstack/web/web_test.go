@@ -182,3 +182,36 @@ func TestPageHasStepUp(t *testing.T) {
 		}
 	}
 }
+
+// TestPageHasCodesByEmailAndSMS: the page adds an email address or a phone number (with a
+// region, DE by default), shows where each code went with its delivery state, a new code on
+// request and the way to the dev inbox, and signs in and steps up with sent codes.
+func TestPageHasCodesByEmailAndSMS(t *testing.T) {
+	h := web.Handler()
+	_, page := get(t, h, http.MethodGet, "/")
+	for _, want := range []string{`id="oob"`, `id="email-form"`, `for="email"`, `id="email-add"`, `id="phone-form"`, `for="phone"`,
+		`id="phone-region" name="region" class="mono region" value="DE"`, `id="phone-add"`, `for="oob-code"`,
+		`id="oob-announce" class="visually-hidden" aria-live="polite"`, `id="oob-error" class="error" role="alert"`,
+		`id="method-email" value="email"`, `id="method-sms" value="sms"`, `id="stepup-method-email" value="email"`, `id="stepup-method-sms" value="sms"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("index.html lacks %s", want)
+		}
+	}
+	// Each place a code is sent to shows the same block.
+	for _, prefix := range []string{"oob-", "signin-", "stepup-"} {
+		for _, want := range []string{`id="` + prefix + `sent"`, `id="` + prefix + `destination"`, `id="` + prefix + `delivery"`,
+			`id="` + prefix + `resend"`, `href="/dev/inbox"`, "open the dev inbox to read the code"} {
+			if !strings.Contains(page, want) {
+				t.Errorf("index.html lacks %s in the %ssent block", want, prefix)
+			}
+		}
+	}
+	_, js := get(t, h, http.MethodGet, "/static/app.js")
+	for _, want := range []string{"/verification-srv/v2/setup/initiate/${method}", "/verification-srv/v2/setup/enroll/${cur.method}",
+		"/verification-srv/v2/setup/resend/${method}", "/verification-srv/authentication/${method}/resend", "/verification-srv/config/list",
+		"res.resend_after", "e.retryAfter", "s.delivery"} {
+		if !strings.Contains(js, want) {
+			t.Errorf("app.js lacks %s", want)
+		}
+	}
+}

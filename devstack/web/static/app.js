@@ -4,6 +4,9 @@
 // a TOTP or recovery code: initiation → live status → code → AUTHENTICATED + decoded mfa_token;
 // and sign-in with push: initiation → the number to pick on the phone → live status
 // (INITIATED → PUSH_ACKNOWLEDGED → ALLOWED → AUTHENTICATED, or DENIED/EXPIRED/CANCELLED).
+// Codes by email and SMS: add an address or a phone number (initiation sends a code, the dev
+// inbox shows it, the typed code enrolls), sign in with a sent code, and confirm a change with
+// one; each sent code shows where it went, its delivery state and "Send a new code".
 // Once a user has a factor, adding a device, removing one and new recovery codes need step-up:
 // the server answers 403 step_up_required, the page asks for a code (a STEP_UP sign-in) and
 // repeats the request once with the mfa_token as X-MFA-Token.
@@ -26,6 +29,7 @@ const HINT = {
   conflict: 'This enrollment is already finished.',
   too_many_requests: 'Too many attempts; wait a moment.',
   unauthorized: 'Your token is not valid any more; press Start again.',
+  already_enrolled: 'This address is one of the user’s factors already.',
   not_found: 'Not found.',
   network: 'No connection.',
 };
@@ -132,6 +136,90 @@ const path = (...parts) => parts.map(encodeURIComponent).join('/');
 // deviceFile names the companion's device file for a user: safe in a shell without quotes.
 const deviceFile = (sub) => `${sub.replace(/[^\w.-]+/g, '_').replace(/^[.-]+/, '') || 'phone'}.device`;
 
+// ---- codes sent by email or SMS -----------------------------------------------------------
+// Three places show a code that was sent (adding an address, the sign-in, the step-up prompt),
+// each with the same block under the prefix 'oob-', 'signin-' or 'stepup-': #{prefix}sent says
+// "Code sent to <destination>" (masked by the server) with the delivery state of the status
+// object, and "Send a new code", which waits for the server's resend_after or a 429's
+// Retry-After.
+
+const OOB = new Set(['email', 'sms']);
+const DELIVERY = { pending: 'sending…', sent: 'sent', failed: 'not delivered: send a new code' };
+const sent = {}; // prefix → {path, token, exchangeId, delivery, until, timer}
+
+// showSent shows the block for a code sent to destination; resendPath takes {"exchange_id"}.
+function showSent(prefix, destination, resendPath, token, exchangeId) {
+  hideSent(prefix);
+  sent[prefix] = { path: resendPath, token, exchangeId, delivery: '', until: 0, timer: 0 };
+  $(`${prefix}destination`).textContent = destination || 'your address';
+  setDelivery(prefix, 'pending');
+  $(`${prefix}resend`).disabled = false;
+  $(`${prefix}resend-wait`).textContent = '';
+  $(`${prefix}sent`).hidden = false;
+}
+
+function hideSent(prefix) {
+  if (sent[prefix]) clearInterval(sent[prefix].timer);
+  sent[prefix] = null;
+  $(`${prefix}sent`).hidden = true;
+}
+
+// setDelivery shows a delivery state (pending, sent, failed) from a status object.
+function setDelivery(prefix, delivery) {
+  const s = sent[prefix];
+  if (!s || !delivery || s.delivery === delivery) return;
+  s.delivery = delivery;
+  const e = $(`${prefix}delivery`);
+  e.dataset.delivery = delivery;
+  e.textContent = DELIVERY[delivery] || delivery;
+}
+
+// holdResend keeps "Send a new code" off for seconds, counting down beside it.
+function holdResend(prefix, seconds) {
+  const s = sent[prefix];
+  if (!s) return;
+  s.until = Date.now() + Math.max(1, Math.ceil(seconds)) * 1000;
+  clearInterval(s.timer);
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((s.until - Date.now()) / 1000));
+    const wait = $(`${prefix}resend-wait`);
+    wait.dataset.seconds = String(left);
+    wait.textContent = left > 0 ? `A new code can be sent in ${waitText(left)}.` : '';
+    $(`${prefix}resend`).disabled = left > 0;
+    if (!left) clearInterval(s.timer);
+  };
+  tick();
+  s.timer = setInterval(tick, 250);
+}
+
+// sentError shows a failed resend where the block's flow shows its errors.
+const sentError = (prefix, err) => ({ 'oob-': oobError, 'signin-': signinError, 'stepup-': stepUpError })[prefix](err);
+
+for (const prefix of ['oob-', 'signin-', 'stepup-']) {
+  $(`${prefix}resend`).addEventListener('click', async () => {
+    const s = sent[prefix];
+    const button = $(`${prefix}resend`);
+    if (!s || button.disabled) return;
+    button.disabled = true;
+    button.setAttribute('aria-busy', 'true');
+    try {
+      const res = await api('POST', s.path, { exchange_id: s.exchangeId }, s.token);
+      if (s !== sent[prefix]) return;
+      sentError(prefix, null);
+      s.delivery = '';
+      setDelivery(prefix, 'pending'); // a new code replaces the old one
+      holdResend(prefix, (Date.parse(res.resend_after) - Date.now() - state.skew) / 1000);
+    } catch (e) {
+      if (s !== sent[prefix]) return;
+      if (e.status === 429 && e.retryAfter) holdResend(prefix, e.retryAfter);
+      sentError(prefix, e);
+    } finally {
+      button.removeAttribute('aria-busy');
+      if (s === sent[prefix] && s.until <= Date.now()) button.disabled = false;
+    }
+  });
+}
+
 // ---- step-up ------------------------------------------------------------------------------
 // Once a user has a factor, changing factors needs a fresh sign-in (DESIGN.md Part 3): the page
 // tries the change; on 403 step_up_required it asks for a code in the card the change came
@@ -141,13 +229,15 @@ const deviceFile = (sub) => `${sub.replace(/[^\w.-]+/g, '_').replace(/^[.-]+/, '
 const STEPUP_TITLE = {
   totp: "Confirm it's you: enter a code from your authenticator app",
   backupcode: "Confirm it's you: enter one of your recovery codes",
+  email: "Confirm it's you: enter the code sent to your email address",
+  sms: "Confirm it's you: enter the code sent to your phone",
 };
 // Answers after which the step-up sign-in itself still takes codes; after any other failure
 // the next try starts a new one.
 const STEPUP_RETRY_SAME = new Set(['invalid_code', 'code_replayed', 'bad_request']);
 
 const stepup = {
-  cur: null, // the prompt on screen: {owner: {sub, token}, method, exchangeId, resolve, reject}
+  cur: null, // the prompt on screen: {owner: {sub, token}, method, exchangeId, stop, resolve, reject}
   attempts: 0,
 };
 
@@ -170,7 +260,7 @@ async function withStepUp(owner, anchor, why, change) {
 function confirmIdentity(owner, anchor, why) {
   closeStepUp(); // one prompt at a time: a newer change takes the place of an older one
   return new Promise((resolve, reject) => {
-    stepup.cur = { owner, method: '', exchangeId: '', resolve, reject };
+    stepup.cur = { owner, method: '', exchangeId: '', stop: null, resolve, reject };
     stepup.attempts = 0;
     const box = $('stepup');
     anchor.after(box);
@@ -179,6 +269,7 @@ function confirmIdentity(owner, anchor, why) {
     setStepUpMethod();
     box.hidden = false;
     $('stepup-code').focus();
+    stepUpSend();
   });
 }
 
@@ -189,6 +280,8 @@ function closeStepUp(mfaToken) {
   $('stepup').hidden = true;
   $('stepup-code').value = '';
   stepUpError(null);
+  hideSent('stepup-');
+  if (cur?.stop) cur.stop();
   if (!cur) return;
   if (mfaToken) cur.resolve(mfaToken);
   else cur.reject(new Problem(0, { detail: 'not confirmed', code: 'cancelled' }));
@@ -207,10 +300,33 @@ for (const radio of document.querySelectorAll('input[name="stepup-method"]')) {
   radio.addEventListener('change', () => {
     setStepUpMethod();
     $('stepup-code').focus();
+    stepUpSend();
   });
 }
 
 $('stepup-cancel').addEventListener('click', () => closeStepUp());
+
+// stepUpSend starts the STEP_UP sign-in at once when the prompt asks for a code by email or
+// SMS (the code has to be sent before it can be typed), and shows where it went.
+async function stepUpSend() {
+  const cur = stepup.cur;
+  const method = stepUpMethod();
+  if (!cur || !OOB.has(method) || (cur.method === method && cur.exchangeId)) return;
+  if (cur.stop) cur.stop();
+  Object.assign(cur, { method, exchangeId: '', stop: null });
+  hideSent('stepup-');
+  try {
+    const res = await api('POST', `/verification-srv/authentication/${method}/initiation`, { usage_type: 'STEP_UP' }, cur.owner.token);
+    if (cur !== stepup.cur || stepUpMethod() !== method) return;
+    cur.exchangeId = res.exchange_id.exchange_id;
+    showSent('stepup-', res.destination, `/verification-srv/authentication/${method}/resend`, cur.owner.token, cur.exchangeId);
+    cur.stop = follow(res.status_id, cur.owner.token, (s) => { if (cur === stepup.cur) setDelivery('stepup-', s.delivery); }, () => {});
+  } catch (e) {
+    if (cur !== stepup.cur) return;
+    cur.method = '';
+    stepUpError(e);
+  }
+}
 
 // stepUpError shows err in the prompt, with the sign-in's hints; data-code is its code.
 function stepUpError(err) {
@@ -230,12 +346,16 @@ $('stepup-form').addEventListener('submit', (ev) => {
   if (!cur) return;
   const method = stepUpMethod();
   const input = $('stepup-code');
-  let code = input.value.trim();
-  if (method === 'totp') code = code.replace(/\s/g, '');
-  if (method === 'totp' ? !/^\d{6}$/.test(code) : !code) {
+  const code = typedCode(method, input.value);
+  if (!code) {
     input.setAttribute('aria-invalid', 'true');
-    stepUpError(method === 'totp' ? 'Enter the 6 digits your authenticator app shows.' : 'Enter one of your recovery codes.');
+    stepUpError(CODE_WANTED[method]);
     return input.focus();
+  }
+  if (OOB.has(method) && (cur.method !== method || !cur.exchangeId)) {
+    // The code the user typed belongs to no sign-in any more: send a new one.
+    stepUpError('That code is no longer valid; a new one is on its way.');
+    return stepUpSend();
   }
   busy($('stepup-submit'), async () => {
     try {
@@ -250,7 +370,10 @@ $('stepup-form').addEventListener('submit', (ev) => {
       closeStepUp(res.mfa_token);
     } catch (e) {
       if (cur !== stepup.cur) return;
-      if (!STEPUP_RETRY_SAME.has(e.code)) cur.exchangeId = '';
+      if (!STEPUP_RETRY_SAME.has(e.code)) {
+        cur.exchangeId = '';
+        hideSent('stepup-');
+      }
       input.setAttribute('aria-invalid', 'true');
       stepUpError(e);
       input.select();
@@ -521,6 +644,8 @@ async function loadDevices(owner) {
   } catch (e) { showError('devices-error', e); }
 }
 
+const KIND = { EMAIL: 'Codes by email', SMS: 'Codes by SMS' };
+
 function deviceItem(d) {
   const name = d.friendly_name || 'Unnamed device';
   const li = h('li', { 'data-ph-id': d.ph_id, 'data-push': String(!!d.push) });
@@ -536,7 +661,8 @@ function deviceItem(d) {
       h('div', { class: 'device-main' },
         h('span', { class: 'device-name' }, name),
         d.push ? h('span', { class: 'push-tag' }, 'Push', h('span', { class: 'visually-hidden' }, ': can approve sign-ins')) : '',
-        h('span', { class: 'meta' }, 'Added ', when(d.created_at), ' · last used ', d.last_used_at ? when(d.last_used_at) : 'never')),
+        h('span', { class: 'meta' }, ...(d.destination ? [`${KIND[d.type] || d.type} to `, h('span', { class: 'device-destination' }, d.destination), ' · '] : []),
+          'Added ', when(d.created_at), ' · last used ', d.last_used_at ? when(d.last_used_at) : 'never')),
       h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'secondary rename', 'aria-label': `Rename ${name}`, onclick: renaming }, 'Rename'),
         h('button', { type: 'button', class: 'danger-outline remove', 'aria-label': `Remove ${name}`, onclick: confirming }, 'Remove')));
@@ -676,6 +802,174 @@ $('codes-confirm-yes').addEventListener('click', () => busy($('codes-confirm-yes
   } catch (e) { showError('codes-error', e); }
 }));
 
+// ---- codes by email and SMS: adding an address -------------------------------------------
+// An email address or a phone number is a factor once the user has typed the code sent there:
+// initiation (with step-up once the user has a factor) → "Code sent to" + live delivery and
+// status → the code → ENROLLED, and the device list shows it.
+
+const OOB_TEXT = {
+  INITIATED: 'Waiting for the code: read it in the message and type it here.',
+  ENROLLED: 'Enrolled: codes sent there now sign you in.',
+  EXPIRED: 'Expired: the code is no longer valid. Add the address again.',
+  CANCELLED: 'Cancelled. Add the address again whenever you like.',
+  FAILED: 'Failed: too many wrong codes. Add the address again.',
+};
+const METHOD_NAME = { email: 'Email', sms: 'SMS' };
+
+const oob = {
+  cur: null, // the enrollment on screen: {method, statusId, exchangeId, sub, token, destination}
+  status: '', stop: null, attempts: 0,
+  active: null, // {EMAIL: bool, SMS: bool} from config/list, once read
+};
+
+function oobAnnounce(msg) { $('oob-announce').textContent = msg; }
+
+// oobError shows err under the card; data-code is its code.
+function oobError(err) {
+  showError('oob-error', err);
+  const p = $('oob-error');
+  if (err && typeof err !== 'string' && err.code !== 'cancelled') p.dataset.code = err.code || '';
+  else delete p.dataset.code;
+}
+
+// methodActive reads config/list once and says whether the deployment sends codes by method.
+async function methodActive(method, token) {
+  if (!oob.active) {
+    const list = await api('GET', '/verification-srv/config/list', undefined, token);
+    oob.active = Object.fromEntries(list.map((m) => [m.verificationType, !!m.active]));
+    const avail = $('oob-availability');
+    avail.dataset.email = String(!!oob.active.EMAIL);
+    avail.dataset.sms = String(!!oob.active.SMS);
+    const off = ['EMAIL', 'SMS'].filter((m) => !oob.active[m]);
+    avail.textContent = off.length ? `Not configured on this deployment: ${off.join(' and ')}.` : '';
+  }
+  return !!oob.active[method.toUpperCase()];
+}
+
+$('email-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const input = $('email');
+  const email = input.value.trim();
+  if (!/^[^\s@]+@[^\s@]+$/.test(email)) {
+    input.setAttribute('aria-invalid', 'true');
+    oobError('Enter an email address, like name@example.org.');
+    return input.focus();
+  }
+  input.removeAttribute('aria-invalid');
+  addAddress('email', { email }, $('email-add'), $('email-form'), 'To add an email address');
+});
+
+$('phone-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const input = $('phone');
+  const phone = input.value.trim();
+  const region = $('phone-region').value.trim().toUpperCase();
+  if (!/^\+?[\d\s().\/-]{4,}$/.test(phone)) {
+    input.setAttribute('aria-invalid', 'true');
+    oobError('Enter a phone number: +49 151 … or, with a region, 0151 ….');
+    return input.focus();
+  }
+  input.removeAttribute('aria-invalid');
+  addAddress('sms', region ? { phone, region } : { phone }, $('phone-add'), $('phone-form'), 'To add a phone number');
+});
+
+// addAddress starts the enrollment of an address (body) by method, with step-up when the user
+// has a factor already; the prompt shows under form.
+function addAddress(method, body, button, form, why) {
+  oobError(null);
+  busy(button, async () => {
+    try {
+      const { sub, token } = await ensureToken();
+      if (!await methodActive(method, token)) {
+        throw new Problem(0, { detail: `this deployment sends no codes by ${METHOD_NAME[method]}`, code: 'method_inactive' });
+      }
+      const res = await withStepUp({ sub, token }, form, why,
+        (headers) => api('POST', `/verification-srv/v2/setup/initiate/${method}`, body, token, headers));
+      beginOob(res, method, sub, token);
+    } catch (e) { oobError(e); }
+  });
+}
+
+function stopOob() {
+  if (oob.stop) oob.stop();
+  oob.stop = null;
+}
+
+function beginOob(res, method, sub, token) {
+  stopOob();
+  const cur = { method, statusId: res.status_id, exchangeId: res.exchange_id.exchange_id, sub: res.sub || sub, token, destination: res.destination || '' };
+  Object.assign(oob, { cur, status: '', attempts: 0 });
+  $('oob-verify-form').dataset.attempts = '0';
+  $('oob-code').value = '';
+  $('oob-code').removeAttribute('aria-invalid');
+  $('oob-code-label').textContent = method === 'email' ? 'Code from the email' : 'Code from the SMS';
+  $('oob-done').hidden = true;
+  showSent('oob-', cur.destination, `/verification-srv/v2/setup/resend/${method}`, token, cur.exchangeId);
+  $('oob-flow').hidden = false;
+  applyOob({ status: 'INITIATED', id: cur.statusId }, 'initiation');
+  oobAnnounce(`Code sent to ${cur.destination}. Read it in the dev inbox and type it here.`);
+  oob.stop = follow(cur.statusId, token,
+    (s, source) => { if (cur === oob.cur) applyOob(s, source); },
+    (msg) => { if (cur === oob.cur) $('oob-transport').textContent = msg; });
+  $('oob-code').focus();
+}
+
+// applyOob shows a status of the enrollment on screen (initiation, stream, poll, enroll answer);
+// terminal states never change.
+function applyOob(s, source) {
+  const cur = oob.cur;
+  if (!cur || (s.id && s.id !== cur.statusId)) return;
+  setDelivery('oob-', s.delivery);
+  if (s.status === oob.status || TERMINAL.has(oob.status)) return;
+  oob.status = s.status;
+  const badge = $('oob-status');
+  badge.dataset.status = s.status;
+  badge.textContent = s.status;
+  $('oob-status-text').textContent = OOB_TEXT[s.status] || '';
+  if (s.status !== 'INITIATED') oobAnnounce(`${METHOD_NAME[cur.method]} enrollment ${s.status}. ${OOB_TEXT[s.status] || ''}`);
+  const terminal = TERMINAL.has(s.status);
+  $('oob-verify-form').hidden = terminal;
+  for (const e of $('oob-verify-form').elements) e.disabled = terminal;
+  if (!terminal) return;
+  stopOob();
+  hideSent('oob-');
+  if (s.status !== 'ENROLLED') return;
+  const done = $('oob-done');
+  done.dataset.source = source;
+  done.textContent = `Done! ${cur.destination} is a factor of ${cur.sub} now: sign in ${cur.method === 'email' ? 'by email' : 'by SMS'} below.`;
+  done.hidden = false;
+  loadDevices({ sub: cur.sub, token: cur.token });
+}
+
+$('oob-verify-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const cur = oob.cur;
+  const input = $('oob-code');
+  if (!cur) return;
+  const code = typedCode(cur.method, input.value);
+  if (!code) {
+    input.setAttribute('aria-invalid', 'true');
+    oobError(CODE_WANTED[cur.method]);
+    return input.focus();
+  }
+  busy($('oob-verify'), async () => {
+    try {
+      const res = await api('POST', `/verification-srv/v2/setup/enroll/${cur.method}`, { exchange_id: cur.exchangeId, verification_code: code }, cur.token);
+      if (cur !== oob.cur) return;
+      input.removeAttribute('aria-invalid');
+      oobError(null);
+      applyOob(res, 'enroll');
+    } catch (e) {
+      if (cur !== oob.cur) return;
+      input.setAttribute('aria-invalid', 'true');
+      oobError(e);
+      input.select();
+    } finally {
+      $('oob-verify-form').dataset.attempts = String(++oob.attempts);
+    }
+  });
+});
+
 // ---- sign-in with a code ------------------------------------------------------------------
 
 const AUTH_TERMINAL = new Set(['AUTHENTICATED', 'DENIED', 'EXPIRED', 'CANCELLED', 'FAILED']);
@@ -698,7 +992,24 @@ const SIGNIN_HINT = {
 const NO_FACTOR = {
   totp: 'This user has no authenticator app enrolled: enroll one above first.',
   backupcode: 'This user has no recovery codes: they are generated after the first enrollment.',
+  email: 'This user has no email address enrolled: add one under “Codes by email or SMS” first.',
+  sms: 'This user has no phone number enrolled: add one under “Codes by email or SMS” first.',
 };
+const CODE_WANTED = {
+  totp: 'Enter the 6 digits your authenticator app shows.',
+  backupcode: 'Enter one of your recovery codes.',
+  email: 'Enter the code from the email (6 to 8 digits).',
+  sms: 'Enter the code from the SMS (6 to 8 digits).',
+};
+const SIGNED_IN_WITH = { totp: 'an authenticator code', backupcode: 'a recovery code', email: 'a code sent by email', sms: 'a code sent by SMS' };
+
+// typedCode is the code as the server takes it, or '' when it cannot be one of method's codes.
+function typedCode(method, value) {
+  const code = method === 'backupcode' ? value.trim() : value.replace(/\s/g, '');
+  if (method === 'totp') return /^\d{6}$/.test(code) ? code : '';
+  if (OOB.has(method)) return /^\d{6,8}$/.test(code) ? code : '';
+  return code;
+}
 
 const auth = {
   cur: null, // {statusId, exchangeId, method, sub, token, mfaToken}
@@ -739,6 +1050,13 @@ function setCodeInput(method, prefix = 'signin-') {
     input.maxLength = 16;
     input.classList.add('recovery-input');
     $(`${prefix}code-hint`).textContent = 'Each recovery code works once; it is spent when accepted.';
+  } else if (OOB.has(method)) {
+    $(`${prefix}code-label`).textContent = method === 'email' ? 'Code from the email' : 'Code from the SMS';
+    input.inputMode = 'numeric';
+    input.autocomplete = 'one-time-code';
+    input.maxLength = 8;
+    input.classList.remove('recovery-input');
+    $(`${prefix}code-hint`).textContent = 'Each code works once, and only the newest one sent works.';
   } else {
     $(`${prefix}code-label`).textContent = '6-digit code from the app';
     input.inputMode = 'numeric';
@@ -768,6 +1086,7 @@ function setSigninEnabled() {
   for (const e of $('signin-form').elements) e.disabled = lock || !pending;
   // A finished sign-in takes no more codes: its form goes, as the enrollment's does.
   $('signin-form').hidden = $('signin-code-hint').hidden = !pending;
+  $('signin-sent').hidden = !pending || !sent['signin-'];
 }
 
 $('signin-start-form').addEventListener('submit', (ev) => {
@@ -796,6 +1115,8 @@ function beginAuth(res, method, sub, token) {
   $('signin-done').hidden = true;
   $('claims-header').textContent = $('claims-payload').textContent = '';
   setCodeInput(method);
+  if (OOB.has(method)) showSent('signin-', res.destination, `/verification-srv/authentication/${method}/resend`, token, auth.cur.exchangeId);
+  else hideSent('signin-');
   $('signin-flow').hidden = false;
   $('signin-start').textContent = 'Start a new sign-in';
   applyAuth({ status: 'INITIATED', id: res.status_id }, 'initiation');
@@ -809,6 +1130,7 @@ function applyAuth(s, source) {
   const cur = auth.cur;
   if (!cur || (s.id && s.id !== cur.statusId)) return;
   if (s.mfa_token) cur.mfaToken = s.mfa_token;
+  setDelivery('signin-', s.delivery);
   if (s.status === auth.status || AUTH_TERMINAL.has(auth.status)) return;
   auth.status = s.status;
   const badge = $('signin-status');
@@ -823,7 +1145,7 @@ function applyAuth(s, source) {
   signinError(null);
   const done = $('signin-done');
   done.dataset.source = source;
-  $('signin-success').textContent = `Authenticated as ${s.sub || cur.sub} with ${cur.method === 'backupcode' ? 'a recovery code' : 'an authenticator code'}${source === 'live' ? ' (seen live)' : ''}.`;
+  $('signin-success').textContent = `Authenticated as ${s.sub || cur.sub} with ${SIGNED_IN_WITH[cur.method] || 'a code'}${source === 'live' ? ' (seen live)' : ''}.`;
   showClaims(cur.mfaToken, '');
   done.hidden = false;
   if (cur.method === 'backupcode' && recovery.owner && recovery.owner.sub === cur.sub) loadRecovery(recovery.owner, false);
@@ -866,12 +1188,11 @@ $('signin-form').addEventListener('submit', (ev) => {
   const cur = auth.cur;
   const input = $('signin-code');
   if (!cur || locked()) return;
-  let code = input.value.trim();
-  if (cur.method === 'totp') code = code.replace(/\s/g, '');
-  if (cur.method === 'totp' ? !/^\d{6}$/.test(code) : !code) {
+  const code = typedCode(cur.method, input.value);
+  if (!code) {
     input.setAttribute('aria-invalid', 'true');
     signinError(null);
-    showError('signin-error', cur.method === 'totp' ? 'Enter the 6 digits your authenticator app shows.' : 'Enter one of your recovery codes.');
+    showError('signin-error', CODE_WANTED[cur.method]);
     return input.focus();
   }
   busy($('signin-submit'), async () => {
