@@ -112,9 +112,11 @@ type sentStatus struct {
 func TestCodesByEmailAndSMS(t *testing.T) {
 	for _, backend := range []string{"nats", "mongo"} {
 		t.Run(backend, func(t *testing.T) {
-			env := map[string]string{}
+			// The test polls the delivery state faster than a frontend would (the poll limiter
+			// runs on the wall clock): lift it.
+			env := map[string]string{"MFA_POLL_RATE": "0"}
 			if backend == "mongo" {
-				env = map[string]string{"MFA_STORE": "mongo", "MFA_MONGODB_URI": mongotest.DatabaseURI(t)}
+				env["MFA_STORE"], env["MFA_MONGODB_URI"] = "mongo", mongotest.DatabaseURI(t)
 			}
 			s := startSignIn(t, env)
 			alice := s.token(t, "alice", "", "")
@@ -269,7 +271,7 @@ func TestUndeliverableCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = server.Close() })
-	s := startSignIn(t, map[string]string{"MFA_SMTP_URL": server.SMTPURL()})
+	s := startSignIn(t, map[string]string{"MFA_SMTP_URL": server.SMTPURL(), "MFA_POLL_RATE": "0"})
 	alice := s.token(t, "alice", "", "")
 	var in sentEnrollment
 	s.MustJSON(t, http.MethodPost, "/verification-srv/v2/setup/initiate/email", alice,
