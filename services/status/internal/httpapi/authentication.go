@@ -63,6 +63,9 @@ type initiationDTO struct {
 type verificationBody struct {
 	ExchangeID string `json:"exchange_id"`
 	PassCode   string `json:"pass_code"`
+	// Sub, without ExchangeID, makes a single-step verification (a service token with
+	// mfa:verify): the sign-in is started and finished by this one request.
+	Sub string `json:"sub"`
 }
 
 type verificationDTO struct {
@@ -214,8 +217,11 @@ func (a *API) verifyAuthentication(w http.ResponseWriter, r *http.Request, id au
 	if err := httpx.DecodeJSON(w, r, &body, false); err != nil {
 		return err
 	}
+	if body.ExchangeID == "" && body.Sub != "" {
+		return a.verifyOnce(w, r, id, name, body)
+	}
 	if body.ExchangeID == "" {
-		return fault.New(fault.BadRequest, "exchange_id is required")
+		return fault.New(fault.BadRequest, "exchange_id is required (or, for a service token with "+auth.ScopeVerify+", sub for a single-step verification)")
 	}
 	if !ids.Valid(body.ExchangeID) {
 		return errNoSuchSignIn
@@ -228,6 +234,40 @@ func (a *API) verifyAuthentication(w http.ResponseWriter, r *http.Request, id au
 	if err != nil {
 		return err
 	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpx.WriteJSON(w, http.StatusOK, verificationDTO{
+		Status: string(e.State), StatusID: e.ID, Sub: e.Sub, Method: e.Method, PHID: e.PHID,
+		MFAToken: a.mfaToken(r, e, caller),
+	})
+	return nil
+}
+
+// verifyOnce is the single-step verification: a login service (scope mfa:verify) sends sub and
+// the user's code, and gets the sign-in's outcome and mfa_token in one round trip.
+func (a *API) verifyOnce(w http.ResponseWriter, r *http.Request, id auth.Identity, name string, body verificationBody) error {
+	if !id.HasScope(auth.ScopeVerify) {
+		return fault.New(fault.Forbidden, "a single-step verification (sub without exchange_id) needs a service token with scope "+auth.ScopeVerify)
+	}
+	sub := strings.TrimSpace(body.Sub)
+	if len(sub) > maxSubBytes {
+		return fault.New(fault.BadRequest, "sub must be at most 256 bytes")
+	}
+	if strings.TrimSpace(body.PassCode) == "" {
+		return fault.New(fault.BadRequest, "pass_code is required")
+	}
+	if ok, wait := a.StartLimit.Allow(ratelimit.Key(sub)); !ok {
+		w.Header().Set("Retry-After", ratelimit.RetryAfter(wait))
+		return fault.New(fault.TooManyRequests, "too many sign-ins started for this user; wait for Retry-After")
+	}
+	exchangeID := uuid.NewString()
+	e, err := a.SignIns.VerifyOnce(r.Context(), signin.NewAuthentication{
+		ID: ids.StatusIDFor(exchangeID), ExchangeID: exchangeID, Sub: sub, Initiator: id.Sub,
+		Method: name, ClientID: id.ClientID, Service: true, TTL: a.verificationTTL(),
+	}, body.PassCode)
+	if err != nil {
+		return err
+	}
+	caller := callerOf(id).signIn()
 	w.Header().Set("Cache-Control", "no-store")
 	httpx.WriteJSON(w, http.StatusOK, verificationDTO{
 		Status: string(e.State), StatusID: e.ID, Sub: e.Sub, Method: e.Method, PHID: e.PHID,

@@ -267,7 +267,13 @@ func (s *Service) Verify(ctx context.Context, exchangeID, methodName string, cal
 	if a.Method == method.Push {
 		return Authentication{}, fmt.Errorf("%w: a push sign-in is answered on the device, not with a code", ErrConflict)
 	}
-	a, err = s.apply(ctx, a, func(a Authentication) (Authentication, *change, error) {
+	return s.check(ctx, a, code, false)
+}
+
+// check checks code for the open sign-in a and records the outcome; end makes a refused code end
+// the sign-in (FAILED) instead of leaving it open for another try.
+func (s *Service) check(ctx context.Context, a Authentication, code string, end bool) (Authentication, error) {
+	a, err := s.apply(ctx, a, func(a Authentication) (Authentication, *change, error) {
 		switch a.State {
 		case Initiated:
 			return a, nil, nil
@@ -283,9 +289,15 @@ func (s *Service) Verify(ctx context.Context, exchangeID, methodName string, cal
 	phid, err := s.Authenticator.CheckCode(ctx, a.Sub, a.Method, code, a.ID, a.Challenge)
 	switch {
 	case errors.Is(err, factor.ErrInvalidCode):
-		return s.refuse(ctx, a, "invalid_code", err)
+		return s.refuse(ctx, a, "invalid_code", err, end)
 	case errors.Is(err, factor.ErrReplayed):
-		return s.refuse(ctx, a, "code_replayed", err)
+		return s.refuse(ctx, a, "code_replayed", err, end)
+	case err != nil && end:
+		// Locked, malformed, no factor: a single-step sign-in does not stay open either.
+		if a, ferr := s.refuse(ctx, a, "refused", err, true); ferr != err {
+			return a, ferr
+		}
+		return a, err
 	case err != nil:
 		return a, err
 	}
@@ -301,6 +313,27 @@ func (s *Service) Verify(ctx context.Context, exchangeID, methodName string, cal
 		a.Challenge = nil // the code is spent; nothing of it stays
 		return a, &change{}, nil
 	})
+}
+
+// VerifyOnce is a sign-in started and finished in one request (Keystone's "all methods in one
+// request", privacyIDEA's validate/check): a service acting for in.Sub sends the code with the
+// initiation. It is an authentication like any other, with its events: INITIATED, then
+// AUTHENTICATED, or FAILED with mfa.verification.failed when the code is refused (it does not
+// stay open for another try: the caller sends another request). Only methods whose code the
+// user already has (TOTP, recovery codes) can be checked in one step.
+func (s *Service) VerifyOnce(ctx context.Context, in NewAuthentication, code string) (Authentication, error) {
+	m, ok := method.ByName(in.Method)
+	if !ok || m.SignIn != method.Code || m.Channel != "" {
+		return Authentication{}, fmt.Errorf("%w: a single-step verification takes a code the user already has (totp, backupcode)", ErrBadRequest)
+	}
+	if in.Keyed {
+		return Authentication{}, fmt.Errorf("%w: a single-step verification takes no Idempotency-Key", ErrBadRequest)
+	}
+	a, err := s.Start(ctx, in)
+	if err != nil {
+		return a, err
+	}
+	return s.check(ctx, a, code, true)
 }
 
 // Resend sends a new code for the open sign-in with exchange id exchangeID (EMAIL, SMS) to the
@@ -371,11 +404,15 @@ func (s *Service) SetDelivery(ctx context.Context, id, deliveryID, state string)
 	return err
 }
 
-// refuse records a refused code on an open sign-in and returns cause.
-func (s *Service) refuse(ctx context.Context, a Authentication, reason string, cause error) (Authentication, error) {
+// refuse records a refused code on an open sign-in and returns cause; end makes the sign-in
+// FAILED (a single-step sign-in), else it stays open.
+func (s *Service) refuse(ctx context.Context, a Authentication, reason string, cause error, end bool) (Authentication, error) {
 	a, err := s.apply(ctx, a, func(a Authentication) (Authentication, *change, error) {
 		if a.State.Terminal() {
 			return a, nil, fmt.Errorf("%w: sign-in is %s", ErrConflict, a.State)
+		}
+		if end {
+			a.State = Failed
 		}
 		a.FailedAttempts++
 		return a, &change{refused: true, reason: reason}, nil
