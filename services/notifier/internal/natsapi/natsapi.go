@@ -136,7 +136,16 @@ func toMessage(r delivery.Request) courier.Message {
 // Ledger records delivered ids in a KV bucket; it implements courier.Ledger.
 type Ledger struct {
 	KV jetstream.KeyValue
+	// Prefix starts every key; empty means DeliveredPrefix. Security notices use
+	// NotifiedPrefix, so an event's id and a delivery's never share a key.
+	Prefix string
 }
+
+// Key prefixes of the ledger.
+const (
+	DeliveredPrefix = "delivered."
+	NotifiedPrefix  = "notified."
+)
 
 var _ courier.Ledger = Ledger{}
 
@@ -144,7 +153,8 @@ var _ courier.Ledger = Ledger{}
 const DefaultBucket = "mfa_notifier"
 
 // LedgerTTL is how long a delivered id is remembered: longer than MFA_DELIVERIES keeps a
-// request (delivery.StreamConfig's MaxAge), so no redelivery outlives its record.
+// request (delivery.StreamConfig's MaxAge), so no redelivery outlives its record. An event's
+// notice is redelivered only when its ack was lost (after AckWait), so the same TTL covers it.
 const LedgerTTL = 2 * time.Hour
 
 // BucketConfig is the ledger's bucket.
@@ -158,11 +168,16 @@ func BucketConfig(name string) jetstream.KeyValueConfig {
 	}
 }
 
-func ledgerKey(id string) string { return "delivered." + id }
+func (l Ledger) key(id string) string {
+	if l.Prefix == "" {
+		return DeliveredPrefix + id
+	}
+	return l.Prefix + id
+}
 
 // Delivered reports whether id was recorded.
 func (l Ledger) Delivered(ctx context.Context, id string) (bool, error) {
-	_, err := l.KV.Get(ctx, ledgerKey(id))
+	_, err := l.KV.Get(ctx, l.key(id))
 	switch {
 	case err == nil:
 		return true, nil
@@ -175,7 +190,7 @@ func (l Ledger) Delivered(ctx context.Context, id string) (bool, error) {
 
 // Record records id as delivered.
 func (l Ledger) Record(ctx context.Context, id string) error {
-	if _, err := l.KV.Create(ctx, ledgerKey(id), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	if _, err := l.KV.Create(ctx, l.key(id), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("ledger create: %w", err)
 	}
 	return nil
