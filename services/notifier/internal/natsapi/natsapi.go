@@ -129,7 +129,7 @@ func label(channel string) string {
 }
 
 func toMessage(r delivery.Request) courier.Message {
-	return courier.Message{ID: r.ID, Channel: r.Channel, To: r.To, Masked: r.Masked, Kind: r.Kind, Code: r.Code,
+	return courier.Message{ID: r.ID, Channel: r.Channel, To: r.To, Masked: r.Masked, Kind: r.Kind, Code: r.Code, Link: r.Link,
 		Locale: r.Locale, Sub: r.Sub, StatusID: r.StatusID, ExpiresAt: r.ExpiresAt}
 }
 
