@@ -1,8 +1,10 @@
 // Package courier is the notifier's domain: what to do with one delivery (a one-time code by
-// email or SMS) on each attempt — skip it when it was delivered before, send it, retry it with
-// back-off until it expires, or give it up — and what to tell whom afterwards. It knows no
-// transport: the message renderer, the mail and SMS senders, the ledger of delivered ids, the
-// status reports and the failure events are interfaces its adapters implement.
+// email or SMS, or a confirmation link by email) on each attempt — skip it when it was delivered
+// before, send it, retry it with back-off until it expires, or give it up — and what to tell
+// whom afterwards; and the same for a security notice (one mail per event to the user's contact
+// address, notice.go). It knows no transport: the message renderer, the mail and SMS senders,
+// the ledgers of delivered ids, the contact look-up, the status reports and the failure events
+// are interfaces its adapters implement.
 package courier
 
 import (

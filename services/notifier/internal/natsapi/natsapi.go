@@ -1,6 +1,8 @@
 // Package natsapi is the notifier's NATS side: the durable consumer of MFA_DELIVERIES that
-// hands each request to the courier, the ledger of delivered ids (a KV bucket), the reports to
-// the status service, the mfa.delivery.failed events, and the mfa-notifier micro service.
+// hands each request to the courier, the durable consumer of MFA_EVENTS that turns events into
+// security notices and the contact look-up at the registry (events.go), the ledger of delivered
+// ids (a KV bucket), the reports to the status service, the mfa.delivery.failed events, and the
+// mfa-notifier micro service.
 package natsapi
 
 import (
