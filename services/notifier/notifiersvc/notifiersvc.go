@@ -115,6 +115,7 @@ const closeTimeout = 25 * time.Second
 // Service is a running notifier.
 type Service struct {
 	log     *slog.Logger
+	nc      *nats.Conn
 	micro   micro.Service
 	cons    jetstream.ConsumeContext
 	events  jetstream.ConsumeContext
@@ -186,7 +187,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Service{log: log, cancel: cancel, courier: c}
+	s := &Service{log: log, nc: nc, cancel: cancel, courier: c}
 	if s.micro, err = natsapi.StartService(nc, c, log); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("notifier: %w", err)
@@ -279,6 +280,14 @@ func (s *Service) Close() error {
 			case <-cc.Closed():
 			case <-deadline:
 				errs = append(errs, fmt.Errorf("%s consumer did not stop in time", name))
+			}
+		}
+		// Once the server has seen the consumers' unsubscribes it drops their open pull
+		// requests; before, it could still hand a new message to this stopped notifier, and the
+		// next notifier would get it only after AckWait.
+		if !s.nc.IsClosed() {
+			if err := s.nc.FlushTimeout(2 * time.Second); err != nil {
+				s.log.Warn("notifier: flush on close", "err", err)
 			}
 		}
 		s.closeErr = errors.Join(errs...)
