@@ -1,6 +1,7 @@
 // Package notifiersvc wires the notifier together: the templates, the mail and SMS senders the
 // configuration names, the courier, the durable consumer of MFA_DELIVERIES with its ledger
-// bucket, and the mfa-notifier micro service.
+// bucket, the durable consumer of MFA_EVENTS that mails security notices (asking the device
+// registry for the user's contact address), and the mfa-notifier micro service.
 //
 // It is the one entry point of the module: the service's main, the dev stack and the tests all
 // boot the notifier through New, so what is tested is what runs.
@@ -69,8 +70,16 @@ type Config struct {
 	// Backoff and MaxBackoff shape retries (doubling from Backoff, at most MaxBackoff); zero
 	// means 1 s and 30 s. Tests shorten them.
 	Backoff, MaxBackoff time.Duration
-	// Clock is the time source of expiry; nil means time.Now.
+	// Clock is the time source of expiry and of the notice rules; nil means time.Now.
 	Clock func() time.Time
+	// NoticeHorizon: events older than this are never mailed about, and the events consumer,
+	// when it is created, starts this far back; 0 means 24 h.
+	NoticeHorizon time.Duration
+	// NoticeRetryFor bounds the retries of a notice after a temporary failure (the mail server
+	// or the registry out of reach), counted from the event's time; 0 means 1 h.
+	NoticeRetryFor time.Duration
+	// ContactTimeout bounds one contact look-up at the registry; 0 means 5 s.
+	ContactTimeout time.Duration
 }
 
 // ConfigFrom maps the process configuration (the MFA_* environment) to this service's Config.
@@ -106,8 +115,10 @@ const closeTimeout = 25 * time.Second
 // Service is a running notifier.
 type Service struct {
 	log     *slog.Logger
+	nc      *nats.Conn
 	micro   micro.Service
 	cons    jetstream.ConsumeContext
+	events  jetstream.ConsumeContext
 	cancel  context.CancelFunc
 	courier *courier.Courier
 
@@ -166,19 +177,33 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	}
 	c := courier.New(courier.Config{
 		Renderer: tpl, Senders: senders, Ledger: natsapi.Ledger{KV: kv},
-		Reporter: natsapi.Reporter{NC: nc, Log: log, Attempts: 3},
-		Failures: natsapi.Failures{JS: js, Now: cfg.Clock},
-		Backoff:  cfg.Backoff, MaxBackoff: cfg.MaxBackoff, Now: cfg.Clock,
+		NoticeLedger: natsapi.Ledger{KV: kv, Prefix: natsapi.NotifiedPrefix},
+		Contacts:     natsapi.Contacts{NC: nc, Timeout: cfg.ContactTimeout},
+		Reporter:     natsapi.Reporter{NC: nc, Log: log, Attempts: 3},
+		Failures:     natsapi.Failures{JS: js, Now: cfg.Clock},
+		Backoff:      cfg.Backoff, MaxBackoff: cfg.MaxBackoff, Now: cfg.Clock,
+		NoticeHorizon: cfg.NoticeHorizon, NoticeRetryFor: cfg.NoticeRetryFor,
 	}, log)
 
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Service{log: log, cancel: cancel, courier: c}
+	s := &Service{log: log, nc: nc, cancel: cancel, courier: c}
 	if s.micro, err = natsapi.StartService(nc, c, log); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("notifier: %w", err)
 	}
 	if s.cons, err = natsapi.Consume(ctx, runCtx, js, cfg.DeliveryKey, c, log.With("component", "deliveries")); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("notifier: %w", err)
+	}
+	horizon, now := cfg.NoticeHorizon, time.Now
+	if horizon <= 0 {
+		horizon = courier.DefaultNoticeHorizon
+	}
+	if cfg.Clock != nil {
+		now = cfg.Clock
+	}
+	if s.events, err = natsapi.ConsumeEvents(ctx, runCtx, js, now().Add(-horizon), c, log.With("component", "notices")); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("notifier: %w", err)
 	}
@@ -229,7 +254,7 @@ func (s *Service) Channels() (email, sms bool) { return s.courier.Channels() }
 // Routes registers nothing: the notifier has no HTTP API of its own.
 func (s *Service) Routes(*httpx.Router) {}
 
-// Close stops taking requests and waits for the one in flight, if any; a request not yet
+// Close stops taking requests and events and waits for those in flight, if any; one not yet
 // acknowledged is delivered again to the next notifier (and not sent twice: the ledger). Close
 // is safe to call more than once.
 func (s *Service) Close() error {
@@ -240,15 +265,29 @@ func (s *Service) Close() error {
 				errs = append(errs, fmt.Errorf("stop micro service: %w", err))
 			}
 		}
-		if s.cons != nil {
-			s.cons.Stop()
+		for _, cc := range []jetstream.ConsumeContext{s.cons, s.events} {
+			if cc != nil {
+				cc.Stop()
+			}
 		}
 		s.cancel()
-		if s.cons != nil {
+		deadline := time.After(closeTimeout)
+		for name, cc := range map[string]jetstream.ConsumeContext{"delivery": s.cons, "events": s.events} {
+			if cc == nil {
+				continue
+			}
 			select {
-			case <-s.cons.Closed():
-			case <-time.After(closeTimeout):
-				errs = append(errs, errors.New("delivery consumer did not stop in time"))
+			case <-cc.Closed():
+			case <-deadline:
+				errs = append(errs, fmt.Errorf("%s consumer did not stop in time", name))
+			}
+		}
+		// Once the server has seen the consumers' unsubscribes it drops their open pull
+		// requests; before, it could still hand a new message to this stopped notifier, and the
+		// next notifier would get it only after AckWait.
+		if !s.nc.IsClosed() {
+			if err := s.nc.FlushTimeout(2 * time.Second); err != nil {
+				s.log.Warn("notifier: flush on close", "err", err)
 			}
 		}
 		s.closeErr = errors.Join(errs...)

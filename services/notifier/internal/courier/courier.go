@@ -1,8 +1,10 @@
 // Package courier is the notifier's domain: what to do with one delivery (a one-time code by
-// email or SMS) on each attempt — skip it when it was delivered before, send it, retry it with
-// back-off until it expires, or give it up — and what to tell whom afterwards. It knows no
-// transport: the message renderer, the mail and SMS senders, the ledger of delivered ids, the
-// status reports and the failure events are interfaces its adapters implement.
+// email or SMS, or a confirmation link by email) on each attempt — skip it when it was delivered
+// before, send it, retry it with back-off until it expires, or give it up — and what to tell
+// whom afterwards; and the same for a security notice (one mail per event to the user's contact
+// address, notice.go). It knows no transport: the message renderer, the mail and SMS senders,
+// the ledgers of delivered ids, the contact look-up, the status reports and the failure events
+// are interfaces its adapters implement.
 package courier
 
 import (
@@ -29,10 +31,15 @@ type Message struct {
 	To, Masked string
 	Kind       string // names the templates
 	Code       string
-	Locale     string
-	Sub        string
-	StatusID   string
-	ExpiresAt  time.Time
+	// Link is the confirmation URL of KindDisableLink: it holds a single-use token, so it is
+	// mailed only and never logged.
+	Link      string
+	Locale    string
+	Sub       string
+	StatusID  string
+	ExpiresAt time.Time
+	// Notice is what a security notification tells (kinds of notices only).
+	Notice Notice
 }
 
 // Rendered is a message's text in the user's language. SMS use Text only.
@@ -125,8 +132,12 @@ const (
 type Config struct {
 	Renderer Renderer
 	// Senders by channel; a channel without one is not configured here.
-	Senders  map[string]Sender
-	Ledger   Ledger
+	Senders map[string]Sender
+	Ledger  Ledger
+	// NoticeLedger remembers the events a notice was mailed for (keys apart from Ledger's).
+	NoticeLedger Ledger
+	// Contacts finds where a user's security notices go.
+	Contacts Contacts
 	Reporter Reporter
 	Failures Failures
 	// Backoff is the wait after the first failed attempt, doubling per attempt up to
@@ -136,6 +147,12 @@ type Config struct {
 	SendTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// NoticeHorizon: an event older than this is never mailed about (a notifier deployed on an
+	// old stream does not mail its history); 0 means DefaultNoticeHorizon.
+	NoticeHorizon time.Duration
+	// NoticeRetryFor bounds the retries of a notice after a temporary failure, counted from
+	// the event's time; 0 means DefaultNoticeRetryFor.
+	NoticeRetryFor time.Duration
 }
 
 // Courier delivers messages.
@@ -157,6 +174,12 @@ func New(cfg Config, log *slog.Logger) *Courier {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.NoticeHorizon <= 0 {
+		cfg.NoticeHorizon = DefaultNoticeHorizon
+	}
+	if cfg.NoticeRetryFor <= 0 {
+		cfg.NoticeRetryFor = DefaultNoticeRetryFor
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -188,6 +211,12 @@ func (c *Courier) Deliver(ctx context.Context, m Message, attempt int) Outcome {
 	}
 	if !c.cfg.Now().Before(m.ExpiresAt) {
 		return c.giveUp(ctx, log, m, attempt-1, ReasonExpired)
+	}
+	if (m.Kind == KindDisableLink && m.Link == "") || (m.Link != "" && m.Channel != ChannelEmail) {
+		// A link grants an action: it goes by mail only, and a link request without one has
+		// nothing to say. Neither gets better by retrying.
+		log.Error("link delivery without a link, or not by email; giving up")
+		return c.giveUp(ctx, log, m, attempt-1, ReasonRejected)
 	}
 	sender := c.cfg.Senders[m.Channel]
 	if sender == nil {

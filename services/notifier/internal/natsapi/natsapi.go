@@ -1,6 +1,8 @@
 // Package natsapi is the notifier's NATS side: the durable consumer of MFA_DELIVERIES that
-// hands each request to the courier, the ledger of delivered ids (a KV bucket), the reports to
-// the status service, the mfa.delivery.failed events, and the mfa-notifier micro service.
+// hands each request to the courier, the durable consumer of MFA_EVENTS that turns events into
+// security notices and the contact look-up at the registry (events.go), the ledger of delivered
+// ids (a KV bucket), the reports to the status service, the mfa.delivery.failed events, and the
+// mfa-notifier micro service.
 package natsapi
 
 import (
@@ -129,14 +131,23 @@ func label(channel string) string {
 }
 
 func toMessage(r delivery.Request) courier.Message {
-	return courier.Message{ID: r.ID, Channel: r.Channel, To: r.To, Masked: r.Masked, Kind: r.Kind, Code: r.Code,
+	return courier.Message{ID: r.ID, Channel: r.Channel, To: r.To, Masked: r.Masked, Kind: r.Kind, Code: r.Code, Link: r.Link,
 		Locale: r.Locale, Sub: r.Sub, StatusID: r.StatusID, ExpiresAt: r.ExpiresAt}
 }
 
 // Ledger records delivered ids in a KV bucket; it implements courier.Ledger.
 type Ledger struct {
 	KV jetstream.KeyValue
+	// Prefix starts every key; empty means DeliveredPrefix. Security notices use
+	// NotifiedPrefix, so an event's id and a delivery's never share a key.
+	Prefix string
 }
+
+// Key prefixes of the ledger.
+const (
+	DeliveredPrefix = "delivered."
+	NotifiedPrefix  = "notified."
+)
 
 var _ courier.Ledger = Ledger{}
 
@@ -144,7 +155,8 @@ var _ courier.Ledger = Ledger{}
 const DefaultBucket = "mfa_notifier"
 
 // LedgerTTL is how long a delivered id is remembered: longer than MFA_DELIVERIES keeps a
-// request (delivery.StreamConfig's MaxAge), so no redelivery outlives its record.
+// request (delivery.StreamConfig's MaxAge), so no redelivery outlives its record. An event's
+// notice is redelivered only when its ack was lost (after AckWait), so the same TTL covers it.
 const LedgerTTL = 2 * time.Hour
 
 // BucketConfig is the ledger's bucket.
@@ -158,11 +170,16 @@ func BucketConfig(name string) jetstream.KeyValueConfig {
 	}
 }
 
-func ledgerKey(id string) string { return "delivered." + id }
+func (l Ledger) key(id string) string {
+	if l.Prefix == "" {
+		return DeliveredPrefix + id
+	}
+	return l.Prefix + id
+}
 
 // Delivered reports whether id was recorded.
 func (l Ledger) Delivered(ctx context.Context, id string) (bool, error) {
-	_, err := l.KV.Get(ctx, ledgerKey(id))
+	_, err := l.KV.Get(ctx, l.key(id))
 	switch {
 	case err == nil:
 		return true, nil
@@ -175,7 +192,7 @@ func (l Ledger) Delivered(ctx context.Context, id string) (bool, error) {
 
 // Record records id as delivered.
 func (l Ledger) Record(ctx context.Context, id string) error {
-	if _, err := l.KV.Create(ctx, ledgerKey(id), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	if _, err := l.KV.Create(ctx, l.key(id), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("ledger create: %w", err)
 	}
 	return nil

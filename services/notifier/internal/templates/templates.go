@@ -8,9 +8,11 @@
 //
 // en and de are built in (builtin/). A directory (MFA_TEMPLATES_DIR) of the same layout
 // overrides any file, one by one, and may add languages and kinds: a new kind (a security
-// notification, say) needs only its files. Each file is looked up in the user's locale, its
-// language without region (de-AT → de), the default locale and en, the override directory
-// before the built-in files at each step.
+// notification, say) needs only its files. Links (disable_link) and security notices (one kind
+// per event: device_registered, device_removed, recovery_generated, recovery_used, locked,
+// push_denied, mfa_disabled, factors_reset) have mail files only. Each file is looked up in the
+// user's locale, its language without region (de-AT → de), the default locale and en, the
+// override directory before the built-in files at each step.
 package templates
 
 import (
@@ -48,6 +50,24 @@ type Data struct {
 	Host string
 	// Destination is the masked address the message goes to.
 	Destination string
+	// Link is the confirmation URL (disable_link); Minutes and ExpiresAt say how long it works.
+	Link string
+
+	// The rest is what a security notice tells (zero where it does not apply; see
+	// courier.Notice). Times are in UTC: the notifier does not know the user's time zone.
+
+	// At is when it happened.
+	At time.Time
+	// Method is the factor's type (TOTP, EMAIL, SMS, PUSH, WEBAUTHN); FriendlyName its name.
+	Method, FriendlyName string
+	// ByAdmin: an administrator acted, not the user.
+	ByAdmin bool
+	// Remaining is how many recovery codes are left.
+	Remaining int
+	// Until is when a lock ends.
+	Until time.Time
+	// App, IP and Location describe a denied sign-in, as far as the relying app said.
+	App, IP, Location string
 }
 
 // Config configures a Set.
@@ -108,6 +128,19 @@ func New(cfg Config) (*Set, error) {
 			}
 		}
 	}
+	// Links and notices go by mail only.
+	probe = courier.Message{ID: "probe", Channel: courier.ChannelEmail, Kind: courier.KindDisableLink, Locale: cfg.DefaultLocale,
+		Link: "https://example.org/confirm?token=probe", ExpiresAt: cfg.Now().Add(15 * time.Minute)}
+	if _, err := s.Render(probe); err != nil {
+		return nil, err
+	}
+	for _, kind := range courier.NoticeKinds {
+		probe = courier.Message{ID: "probe", Channel: courier.ChannelEmail, Kind: kind, Locale: cfg.DefaultLocale,
+			Notice: courier.Notice{At: cfg.Now(), Method: "TOTP", FriendlyName: "Phone", Remaining: 9, Until: cfg.Now().Add(time.Minute)}}
+		if _, err := s.Render(probe); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -117,8 +150,11 @@ func (s *Set) Render(m courier.Message) (courier.Rendered, error) {
 	if !kindPattern.MatchString(m.Kind) {
 		return courier.Rendered{}, fmt.Errorf("templates: invalid kind %q", m.Kind)
 	}
+	n := m.Notice
 	d := Data{Code: m.Code, Minutes: minutesLeft(m.ExpiresAt, s.cfg.Now()), ExpiresAt: m.ExpiresAt,
-		Issuer: s.cfg.Issuer, Host: s.cfg.Host, Destination: m.Masked}
+		Issuer: s.cfg.Issuer, Host: s.cfg.Host, Destination: m.Masked, Link: m.Link,
+		At: n.At.UTC(), Method: n.Method, FriendlyName: n.FriendlyName, ByAdmin: n.ByAdmin, Remaining: n.Remaining,
+		Until: n.Until.UTC(), App: n.App, IP: n.IP, Location: n.Location}
 	locales := s.locales(m.Locale)
 	var r courier.Rendered
 	var err error

@@ -85,3 +85,68 @@ func TestOverride(t *testing.T) {
 		t.Fatal("a broken override passed start-up")
 	}
 }
+
+// TestNoticesAndLink renders every notice kind and the disable link in both built-in
+// languages: each says what happened, when, and what to do when it was not the user.
+func TestNoticesAndLink(t *testing.T) {
+	s := newSet(t, "")
+	n := courier.Notice{At: now, Method: "TOTP", FriendlyName: "Pixel <7>", Remaining: 3, Until: now.Add(15 * time.Minute),
+		App: "Shop", IP: "192.0.2.1"}
+	want := map[string]map[string][]string{
+		"en": {
+			"device_registered":  {"was added", "authenticator app", "14 March 2026 at 09:00 UTC", "Was it not you?"},
+			"device_removed":     {"was removed", "Pixel <7>", "support team"},
+			"recovery_generated": {"3 recovery codes", "no longer work", "support team"},
+			"recovery_used":      {"recovery code was used", "3 recovery codes left", "support team"},
+			"locked":             {"too many wrong codes", "09:15 UTC", "support team"},
+			"push_denied":        {"This was not me", "Shop", "192.0.2.1", "Change your password"},
+			"mfa_disabled":       {"MFA", "was disabled", "Was it not you?"},
+			"factors_reset":      {"administrator", "support team"},
+		},
+		"de": {
+			"device_registered":  {"hinzugefügt", "Authenticator-App", "14.03.2026 um 09:00 UTC", "Das waren nicht Sie?"},
+			"device_removed":     {"entfernt", "Pixel <7>", "Support"},
+			"recovery_generated": {"3 neue Wiederherstellungscodes", "Support"},
+			"recovery_used":      {"noch 3 Wiederherstellungscodes", "Support"},
+			"locked":             {"zu viele falsche Codes", "09:15 UTC", "Support"},
+			"push_denied":        {"Das war ich nicht", "Shop", "Passwort"},
+			"mfa_disabled":       {"ausgeschaltet", "Das waren nicht Sie?"},
+			"factors_reset":      {"Administrator", "Support"},
+		},
+	}
+	for locale, kinds := range want {
+		for kind, parts := range kinds {
+			t.Run(locale+"/"+kind, func(t *testing.T) {
+				r, err := s.Render(courier.Message{ID: "n-1", Channel: courier.ChannelEmail, Kind: kind, Locale: locale, Notice: n})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Subject == "" || strings.Contains(r.Subject, "\n") || !strings.Contains(r.HTML, "<p>") {
+					t.Fatalf("rendered %+v", r)
+				}
+				for _, p := range parts {
+					if !strings.Contains(r.Text, p) {
+						t.Errorf("text lacks %q:\n%s", p, r.Text)
+					}
+				}
+				if strings.Contains(r.HTML, "Pixel <7>") {
+					t.Error("HTML does not escape the friendly name")
+				}
+			})
+		}
+	}
+	t.Run("DisableLink", func(t *testing.T) {
+		link := "https://app.example.org/mfa/disable?token=tok_123"
+		for locale, words := range map[string][2]string{"en": {"Confirm disabling MFA", "15 minutes"}, "de": {"MFA ausschalten bestätigen", "15 Minuten"}} {
+			r, err := s.Render(courier.Message{ID: "d-1", Channel: courier.ChannelEmail, Kind: "disable_link", Locale: locale,
+				Link: link, ExpiresAt: now.Add(15 * time.Minute)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(r.Text, link) || !strings.Contains(r.Text, words[1]) || !strings.Contains(r.HTML, `href="`+link+`"`) ||
+				!strings.Contains(r.HTML, words[0]) {
+				t.Fatalf("%s: rendered %+v", locale, r)
+			}
+		}
+	})
+}
