@@ -200,6 +200,11 @@ func (s *Service) Create(ctx context.Context, in NewEnrollment) (Enrollment, err
 					return e, nil, fmt.Errorf("%w: enrollment is %s", ErrConflict, e.State)
 				}
 				e.PendingCredential = in.PendingCredential
+				if in.Sent.DeliveryID != "" {
+					// A retried EMAIL or SMS initiation sent a new code: show its delivery.
+					e.Sent = in.Sent
+					e.Sent.Delivery, e.Sent.SentAt = factor.DeliveryPending, s.now()
+				}
 				return e, &change{silent: true}, nil
 			})
 		}
