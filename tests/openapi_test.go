@@ -1560,6 +1560,8 @@ func TestOpenAPISignIn(t *testing.T) {
 		disable := func(token string, header ...string) apiExchange {
 			return do(t, apiRequest{Method: http.MethodPost, Template: disablePath, Token: token, Header: header})
 		}
+		decode(t, disable(frank), 200, nil) // no factor: nothing to disable, no mail
+		si.enrollDevice(t, frank)
 		problem(t, disable(frank), 409, fault.NoContact)
 		problem(t, disable(""), 401, fault.Unauthorized)
 		var pending struct {

@@ -220,7 +220,7 @@ var Variables = []Variable{
 	{"MFA_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"MFA_POLL_RATE", "1", "status polls per second one user may make of one enrollment (0 = unlimited); faster polls get 429"},
 	{"MFA_POLL_BURST", "5", "polls allowed at once before MFA_POLL_RATE applies"},
-	{"MFA_USER_START_RATE", "20", "enrollment initiations, sign-in initiations and recovery-code sets one user may start per minute, per replica of each service (0 = unlimited); more get 429 `too_many_requests` with Retry-After. A service token's sign-ins count against the user they name"},
+	{"MFA_USER_START_RATE", "20", "enrollment initiations, sign-in initiations, recovery-code sets and disable links one user may start per minute, per replica of each service (0 = unlimited); more get 429 `too_many_requests` with Retry-After. A service token's sign-ins count against the user they name"},
 	{"MFA_USER_START_BURST", "10", "initiations one user may start at once before MFA_USER_START_RATE applies (1 to 10000)"},
 	{"MFA_USER_STREAMS", "20", "live status streams (SSE and websocket) one user may hold open on one status replica (0 = unlimited); one more is refused with 429 `too_many_requests` and Retry-After before the stream starts"},
 	{"MFA_DISABLE_CONFIRM_URL", "", "the frontend page an emailed \"disable MFA\" link opens, with ?token=… appended (valid 15 minutes); empty: the demo page at MFA_PUBLIC_URL"},

@@ -168,6 +168,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	opts := []device.Option{device.WithLockout(cfg.Lockout), device.WithRecoveryKey(recoveryKey(keys[current])), device.WithOlderRecoveryKeys(olderRecovery...)}
 	if !cfg.StepUpOff {
 		opts = append(opts, device.WithStepUp(natsapi.StatusStepUp{NC: nc}))
+	} else {
+		opts = append(opts, device.WithRedeemer(natsapi.StatusStepUp{NC: nc}))
 	}
 	if len(cfg.DeliveryKey) > 0 {
 		if _, err := natsx.EnsureDeliveryStream(ctx, js, natsx.WithReplicas(cfg.Replicas), natsx.WithLogger(log)); err != nil {

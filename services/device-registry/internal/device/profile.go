@@ -301,8 +301,18 @@ func (s *Service) RequestDisable(ctx context.Context, sub, stepUpToken, confirmU
 	if sub == "" {
 		return Disabled{}, invalid("sub is missing")
 	}
+	// A user without an active factor has nothing to disable: no reset, no event, no mail.
+	if has, err := s.HasActiveFactor(ctx, sub); err != nil {
+		return Disabled{}, fmt.Errorf("disable: %w", err)
+	} else if !has {
+		return Disabled{Done: true}, nil
+	}
 	if stepUpToken != "" {
-		if err := s.RequireStepUp(ctx, sub, stepUpToken); err != nil {
+		// The proof is always spent here, step-up rule or not: it stands in for the link.
+		if s.redeemer == nil {
+			return Disabled{}, fmt.Errorf("%w: this deployment cannot check an X-MFA-Token; ask for the link", ErrStepUpRequired)
+		}
+		if err := s.redeemer.Redeem(ctx, sub, stepUpToken); err != nil {
 			return Disabled{}, err
 		}
 		if _, err := s.resetFactors(ctx, sub, sub, ReasonUserDisabled); err != nil {

@@ -49,6 +49,8 @@ type Service struct {
 	olderRecoveryKeys [][]byte
 	// stepUp redeems the proofs factor changes need (nil: step-up off).
 	stepUp StepUp
+	// redeemer spends a proof offered in place of another confirmation (WithRedeemer).
+	redeemer StepUp
 	// Codes by email and SMS (oob.go; off without WithOOB).
 	oob       OOBPolicy
 	codeKey   []byte

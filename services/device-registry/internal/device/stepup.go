@@ -19,7 +19,12 @@ type StepUp interface {
 
 // WithStepUp makes factor changes of a user who has a factor need a step-up proof that su
 // redeems. Without it (MFA_STEP_UP=off) no proof is asked for.
-func WithStepUp(su StepUp) Option { return func(s *Service) { s.stepUp = su } }
+func WithStepUp(su StepUp) Option { return func(s *Service) { s.stepUp, s.redeemer = su, su } }
+
+// WithRedeemer lets the registry spend a proof a user offers where one replaces another
+// confirmation (disabling MFA at once instead of by an emailed link), also when the step-up rule
+// is off: a header that merely names a token must never skip the link.
+func WithRedeemer(su StepUp) Option { return func(s *Service) { s.redeemer = su } }
 
 // RequireStepUp is the gate in front of every change to sub's factors by the user (enrolling
 // another factor, removing one, new recovery codes): once sub has an active factor, token must

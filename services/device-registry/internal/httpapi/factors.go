@@ -117,7 +117,7 @@ func (a *API) generateRecoveryCodes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Each set replaces the last: a stolen session must not churn them (and the store) in a loop.
-	if ok, wait := a.recoveryLimit.Allow(ratelimit.Key(sub)); !ok {
+	if ok, wait := a.userLimit.Allow(ratelimit.Key(sub)); !ok {
 		w.Header().Set("Retry-After", ratelimit.RetryAfter(wait))
 		a.fail(w, r, fault.New(fault.TooManyRequests, "too many recovery-code sets generated; wait for Retry-After"))
 		return

@@ -40,16 +40,17 @@ type API struct {
 	confirmURL string
 	verifier   auth.Verifier
 	log        *slog.Logger
-	// recoveryLimit limits the recovery-code sets one user generates; nil means unlimited.
-	recoveryLimit *ratelimit.Limiter
+	// userLimit limits the recovery-code sets and disable links one user asks for
+	// (MFA_USER_START_RATE); nil means unlimited.
+	userLimit *ratelimit.Limiter
 }
 
 // New returns an API on devices that authenticates callers with verifier and limits each
-// user's recovery-code sets with recoveryLimit (nil: unlimited).
+// user's recovery-code sets with userLimit (nil: unlimited).
 //
 // users answers the MFA state and disable routes; confirmURL is the page a disable link opens.
-func New(devices Devices, factors Factors, users Users, confirmURL string, verifier auth.Verifier, recoveryLimit *ratelimit.Limiter, log *slog.Logger) *API {
-	return &API{devices: devices, factors: factors, users: users, confirmURL: confirmURL, verifier: verifier, recoveryLimit: recoveryLimit, log: log}
+func New(devices Devices, factors Factors, users Users, confirmURL string, verifier auth.Verifier, userLimit *ratelimit.Limiter, log *slog.Logger) *API {
+	return &API{devices: devices, factors: factors, users: users, confirmURL: confirmURL, verifier: verifier, userLimit: userLimit, log: log}
 }
 
 // Routes registers the device routes on rt.

@@ -8,6 +8,7 @@ import (
 	"github.com/mfaflow/mfaflow/pkg/auth"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
+	"github.com/mfaflow/mfaflow/pkg/ratelimit"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 )
 
@@ -149,7 +150,16 @@ func (a *API) disable(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	d, err := a.users.RequestDisable(r.Context(), sub, r.Header.Get(auth.StepUpHeader), a.confirmURL)
+	proof := r.Header.Get(auth.StepUpHeader)
+	if proof == "" {
+		// Each request mails a link: bound them per user, as the other initiations are.
+		if ok, wait := a.userLimit.Allow(ratelimit.Key(sub)); !ok {
+			w.Header().Set("Retry-After", ratelimit.RetryAfter(wait))
+			a.fail(w, r, fault.New(fault.TooManyRequests, "too many disable links asked for; wait for Retry-After"))
+			return
+		}
+	}
+	d, err := a.users.RequestDisable(r.Context(), sub, proof, a.confirmURL)
 	if err != nil {
 		a.fail(w, r, err)
 		return

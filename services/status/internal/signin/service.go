@@ -292,9 +292,9 @@ func (s *Service) check(ctx context.Context, a Authentication, code string, end 
 		return s.refuse(ctx, a, "invalid_code", err, end)
 	case errors.Is(err, factor.ErrReplayed):
 		return s.refuse(ctx, a, "code_replayed", err, end)
-	case err != nil && end:
+	case err != nil && end && refusalReason(err) != "":
 		// Locked, malformed, no factor: a single-step sign-in does not stay open either.
-		if a, ferr := s.refuse(ctx, a, "refused", err, true); ferr != err {
+		if a, ferr := s.refuse(ctx, a, refusalReason(err), err, true); ferr != err {
 			return a, ferr
 		}
 		return a, err
@@ -402,6 +402,20 @@ func (s *Service) SetDelivery(ctx context.Context, id, deliveryID, state string)
 		return nil
 	}
 	return err
+}
+
+// refusalReason is the mfa.verification.failed reason of a refusal other than a wrong or
+// replayed code; "" for an error that is no refusal (the registry out of reach).
+func refusalReason(err error) string {
+	switch {
+	case errors.Is(err, factor.ErrLocked):
+		return "locked"
+	case errors.Is(err, factor.ErrMalformedCode):
+		return "malformed_code"
+	case errors.Is(err, factor.ErrNoFactor):
+		return "no_factor"
+	}
+	return ""
 }
 
 // refuse records a refused code on an open sign-in and returns cause; end makes the sign-in
