@@ -36,10 +36,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// The soak: a 3-node NATS JetStream cluster and two replicas of every service, each a process
-// of its own, N users enrolling a push-capable device through the companion protocol, signing
-// in with TOTP and then by push, while one replica of every service and one NATS node are killed
-// with SIGKILL and started again. It runs once per storage backend: the JetStream KV buckets,
+// The soak: a 3-node NATS JetStream cluster and two replicas of every service (the notifier
+// included), each a process of its own, N users enrolling an email address with a mailed code
+// and signing in with another (the notifiers send to a real SMTP server in the test process,
+// pkg/devinbox), then enrolling a push-capable device through the companion protocol with that
+// sign-in as step-up proof, signing in with TOTP and then by push, while one replica of every
+// service and one NATS node are killed with SIGKILL and started again. It runs once per storage backend: the JetStream KV buckets,
 // and MongoDB (MFA_STORE=mongo on MFA_MONGODB_URI, a fresh database per run, else an embedded
 // FerretDB, as in tests/mongo_test.go). `make test` runs a short version; `make soak`
 // (MFA_SOAK=long) a longer one with two rounds of kills. MFA_SOAK_FLOWS overrides the number of
@@ -1295,7 +1297,7 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 		refusedCodes += n
 	}
 	fmt.Fprintf(&f, "  deliveries: %d published (%d not stored: the publisher got an error), %d stored on MFA_DELIVERIES; "+
-		"%d mails at the SMTP server, %d distinct Message-IDs, %d sent twice (allowed: %d notifier kills)%s; %d mailed codes refused as replaced\n",
+		"%d mails at the SMTP server, %d distinct Message-IDs, %d sent twice (allowed: %d notifier kills)%s; %d mailed sign-in codes refused as replaced\n",
 		deliveries.published, deliveries.notStored, deliveries.stored, deliveries.mails, deliveries.distinct,
 		deliveries.duplicates, notifierKills.Load(), strings.Join(append([]string{""}, deliveries.duplicateIDs...), " "), refusedCodes)
 	fmt.Fprintf(&f, "  events on MFA_EVENTS: %d, %d distinct ids\n", len(all), len(byID))
