@@ -267,7 +267,27 @@ func (w *soakWorld) emailEnroll(ctx context.Context, tok string, res *flowResult
 	if res.emailPHID == "" {
 		return fmt.Errorf("email enrollment %s: ENROLLED without a ph_id", in.StatusID)
 	}
-	return nil
+	// The factor is in the registry (through either replica) before the sign-in uses it: the
+	// answer ENROLLED stands even when the registration right after it failed, and the registry
+	// then registers it from the enrolled event.
+	return w.retrying(ctx, "email factor listed", func() error {
+		code, b, err := w.call(ctx, http.MethodGet, baseURL(pick(w.registry))+"/device-srv/devices", tok, "", nil)
+		if err != nil {
+			return err
+		}
+		var devices []struct {
+			PHID string `json:"ph_id"`
+		}
+		if code != http.StatusOK || json.Unmarshal(b, &devices) != nil {
+			return fmt.Errorf("devices: %d %s", code, b)
+		}
+		for _, d := range devices {
+			if d.PHID == res.emailPHID {
+				return nil
+			}
+		}
+		return errRetry{"email factor not registered yet"}
+	})
 }
 
 // emailSignIn signs the user in with a mailed code (usage MULTIFACTOR_AUTHENTICATION, or
