@@ -60,7 +60,7 @@ test: ## run every module's tests with -race (MongoDB tests on MFA_MONGODB_URI, 
 	echo "packages: $$(grep -c '^ok ' $$log) passed, $$(grep -c '^FAIL[[:space:]]' $$log) failed"; \
 	rm -f $$log; exit $$status
 
-soak: ## fault test across processes on both backends (KV, then MongoDB on MFA_MONGODB_URI or an embedded FerretDB): 3-node NATS cluster, 2 replicas of every service, enrollments + TOTP and push sign-ins, two rounds of kill -9 (MFA_SOAK_FLOWS=n to change; make test runs a short one)
+soak: ## fault test across processes on both backends (KV, then MongoDB on MFA_MONGODB_URI or an embedded FerretDB): 3-node NATS cluster, 2 replicas of every service (notifier included, mailing a real SMTP server), email and device enrollments + email, TOTP and push sign-ins, two rounds of kill -9 (MFA_SOAK_FLOWS=n to change; make test runs a short one)
 	@$(call with-ferretdb); \
 	cd tests && MFA_SOAK=long $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 30m . 3>&-
 

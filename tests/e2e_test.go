@@ -41,6 +41,8 @@ type statusResponse struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	DeviceID  string    `json:"device_id"`
 	PHID      string    `json:"ph_id"`
+	// MFAToken is an AUTHENTICATED sign-in's token, shown to its initiator.
+	MFAToken string `json:"mfa_token"`
 }
 
 func initiate(t testing.TB, st *harness.Stack, token, query string) initiateResponse {

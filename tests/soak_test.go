@@ -29,16 +29,19 @@ import (
 	"github.com/mfaflow/mfaflow/events/protocol"
 	"github.com/mfaflow/mfaflow/mobile-bridge/companion"
 	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/devinbox"
 	"github.com/mfaflow/mfaflow/pkg/mongotest"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// The soak: a 3-node NATS JetStream cluster and two replicas of every service, each a process
-// of its own, N users enrolling a push-capable device through the companion protocol, signing
-// in with TOTP and then by push, while one replica of every service and one NATS node are killed
-// with SIGKILL and started again. It runs once per storage backend: the JetStream KV buckets,
+// The soak: a 3-node NATS JetStream cluster and two replicas of every service (the notifier
+// included), each a process of its own, N users enrolling an email address with a mailed code
+// and signing in with another (the notifiers send to a real SMTP server in the test process,
+// pkg/devinbox), then enrolling a push-capable device through the companion protocol with that
+// sign-in as step-up proof, signing in with TOTP and then by push, while one replica of every
+// service and one NATS node are killed with SIGKILL and started again. It runs once per storage backend: the JetStream KV buckets,
 // and MongoDB (MFA_STORE=mongo on MFA_MONGODB_URI, a fresh database per run, else an embedded
 // FerretDB, as in tests/mongo_test.go). `make test` runs a short version; `make soak`
 // (MFA_SOAK=long) a longer one with two rounds of kills. MFA_SOAK_FLOWS overrides the number of
@@ -183,6 +186,23 @@ type soakStats struct {
 	secrets      []string
 	maxLag       time.Duration
 	replays      map[string]int // authentication status id → codes refused as replays
+	// refused and unanswered count an email sign-in's verifications with a mailed code that
+	// were refused (invalid_code: a code a resend or a retried initiation replaced) or whose
+	// answer was lost (perhaps refused), by authentication status id: its verification.failed
+	// events are between the two.
+	refused, unanswered map[string]int
+}
+
+// refusal records a verification of an email sign-in that was refused (definite) or may have
+// been (its answer lost).
+func (s *soakStats) refusal(statusID string, definite bool) {
+	s.mu.Lock()
+	if definite {
+		s.refused[statusID]++
+	} else {
+		s.unanswered[statusID]++
+	}
+	s.mu.Unlock()
 }
 
 func (s *soakStats) retry(reason string) {
@@ -228,10 +248,13 @@ func (e errRetry) Error() string { return "retry: " + e.reason }
 
 // soakWorld is the running topology.
 type soakWorld struct {
-	nats, initiation, status, registry, bridge []*proc
-	jwtKey                                     []byte
-	stats                                      *soakStats
-	http                                       *http.Client
+	nats, initiation, status, registry, bridge, notifier []*proc
+	jwtKey                                               []byte
+	stats                                                *soakStats
+	http                                                 *http.Client
+	// inbox is the SMTP server the notifiers send to; tap sees every delivery request.
+	inbox *devinbox.Inbox
+	tap   *deliveryTap
 }
 
 func pick(ps []*proc) *proc { return ps[rand.IntN(len(ps))] }
@@ -239,8 +262,9 @@ func pick(ps []*proc) *proc { return ps[rand.IntN(len(ps))] }
 func baseURL(p *proc) string { return strings.TrimSuffix(p.health, "/healthz") }
 
 // call makes one HTTP request and sorts the outcome: nil with the status and body for an answer
-// the caller handles, errRetry for a documented transient failure, an error otherwise.
-func (w *soakWorld) call(ctx context.Context, method, url, token, idemKey string, body any) (int, []byte, error) {
+// the caller handles, errRetry for a documented transient failure, an error otherwise. hdr are
+// more request headers, name and value.
+func (w *soakWorld) call(ctx context.Context, method, url, token, idemKey string, body any, hdr ...string) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -256,6 +280,9 @@ func (w *soakWorld) call(ctx context.Context, method, url, token, idemKey string
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	resp, err := w.http.Do(req)
 	if err != nil {
@@ -357,7 +384,13 @@ func (w *soakWorld) bridgeErr(err error) error {
 type flowResult struct {
 	sub, enrollStatusID, phid, authStatusID, pushStatusID string
 	enrolled, authenticated, pushed                       string // final states as the status service says
-	err                                                   error
+	// The EMAIL factor: its address, enrollment, factor, sign-in and that sign-in's mfa_token
+	// (the step-up proof of the TOTP enrollment), with their final states; stepUpIDs are more
+	// email sign-ins made for a fresh proof.
+	email, emailEnrollID, emailPHID, emailAuthID, mfaToken string
+	emailEnrolled, emailAuthenticated                      string
+	stepUpIDs                                              []string
+	err                                                    error
 }
 
 func (w *soakWorld) token(sub string) string {
@@ -384,16 +417,28 @@ func (w *soakWorld) pollState(ctx context.Context, tok, statusID string) (status
 	return s, err
 }
 
-// flow enrolls user i through the companion protocol and signs in with the next TOTP step.
+// flow enrolls user i's email address with a mailed code and signs in with another; then,
+// with that sign-in as step-up proof, enrolls a device through the companion protocol and signs
+// in with the next TOTP step and by push.
 func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
-	res := flowResult{sub: fmt.Sprintf("soak-user-%03d", i)}
+	res := flowResult{sub: fmt.Sprintf("soak-user-%03d", i), email: soakAddress(i)}
 	tok := w.token(res.sub)
 	fail := func(err error) flowResult { res.err = err; return res }
 
+	// 0. The first factor: the email address, enrolled with the code the notifier mailed, and
+	// a sign-in with a mailed code, whose mfa_token is the step-up proof of the device.
+	if err := w.emailEnroll(ctx, tok, &res); err != nil {
+		return fail(err)
+	}
+	var err error
+	if res.emailAuthID, res.mfaToken, err = w.emailSignIn(ctx, tok, res.email, "MULTIFACTOR_AUTHENTICATION"); err != nil {
+		return fail(err)
+	}
+
 	// 1. Initiate over HTTP against either initiation replica, with one idempotency key for
-	// every attempt.
+	// every attempt and the email sign-in's mfa_token as X-MFA-Token.
 	var in initiateResponse
-	if err := w.initiate(ctx, "initiate", w.initiation, "/verification-srv/v2/setup/initiate/totp?qr=none", tok, nil, &in); err != nil {
+	if err := w.initiateTOTPWithStepUp(ctx, tok, &res, &in); err != nil {
 		return fail(err)
 	}
 	res.enrollStatusID = in.StatusID
@@ -483,11 +528,18 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 		if code != http.StatusOK || json.Unmarshal(b, &devices) != nil {
 			return fmt.Errorf("devices: %d %s", code, b)
 		}
-		if len(devices) == 0 {
+		got := map[string]bool{}
+		for _, d := range devices {
+			got[d.PHID] = d.Push
+		}
+		if len(devices) < 2 {
 			return errRetry{"device not registered yet"}
 		}
-		if len(devices) != 1 || devices[0].PHID != res.phid || !devices[0].Push {
-			return fmt.Errorf("devices = %s, want only %s, push-capable", b, res.phid)
+		if len(devices) != 2 || !got[res.phid] {
+			return fmt.Errorf("devices = %s, want %s (push-capable) and the email factor %s", b, res.phid, res.emailPHID)
+		}
+		if push, ok := got[res.emailPHID]; !ok || push {
+			return fmt.Errorf("devices = %s, want the email factor %s, not push-capable", b, res.emailPHID)
 		}
 		return nil
 	}); err != nil {
@@ -563,6 +615,12 @@ func (w *soakWorld) flow(ctx context.Context, i int) flowResult {
 	// replica answers polls from a view that follows the bucket, so it may lag its peer's write
 	// for a moment: poll until the state arrives, a bounded wait whose length is reported.
 	var err2 error
+	if res.emailEnrolled, err2 = w.settled(ctx, tok, res.emailEnrollID, "ENROLLED"); err2 != nil {
+		return fail(err2)
+	}
+	if res.emailAuthenticated, err2 = w.settled(ctx, tok, res.emailAuthID, "AUTHENTICATED"); err2 != nil {
+		return fail(err2)
+	}
 	if res.enrolled, err2 = w.settled(ctx, tok, res.enrollStatusID, "ENROLLED"); err2 != nil {
 		return fail(err2)
 	}
@@ -774,12 +832,12 @@ func (w *soakWorld) settled(ctx context.Context, tok, statusID, want string) (st
 // TestSoak: see the comment at the top of this file.
 func TestSoak(t *testing.T) {
 	if testing.Short() {
-		t.Skip("soak: skipped with -short (it builds and starts 11 processes per backend); make test runs its short version and make soak the full one")
+		t.Skip("soak: skipped with -short (it builds and starts 13 processes per backend); make test runs its short version and make soak the full one")
 	}
 	began := time.Now()
 	bin := filepath.Join(t.TempDir(), "bin")
 	build := exec.Command("go", "build", "-o", bin+"/", "./services/initiation", "./services/status",
-		"./services/device-registry", "./mobile-bridge", "./tests/cmd/natsnode")
+		"./services/device-registry", "./services/notifier", "./mobile-bridge", "./tests/cmd/natsnode")
 	build.Dir = ".."
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
@@ -808,8 +866,9 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 	}
 	w := &soakWorld{
 		jwtKey: []byte("soak-test-jwt-key-0123456789abcdef0123"),
-		stats:  &soakStats{retries: map[string]int{}, replays: map[string]int{}},
-		http:   &http.Client{Timeout: 20 * time.Second},
+		stats: &soakStats{retries: map[string]int{}, replays: map[string]int{},
+			refused: map[string]int{}, unanswered: map[string]int{}},
+		http: &http.Client{Timeout: 20 * time.Second},
 	}
 	for i, a := range na {
 		w.nats = append(w.nats, &proc{
@@ -821,7 +880,7 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 		})
 	}
 	t.Cleanup(func() {
-		for _, group := range [][]*proc{w.initiation, w.status, w.registry, w.bridge, w.nats} {
+		for _, group := range [][]*proc{w.initiation, w.status, w.registry, w.bridge, w.notifier, w.nats} {
 			for _, p := range group {
 				p.mu.Lock()
 				cmd, exited := p.cmd, p.exited
@@ -844,25 +903,45 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 		}
 	}
 
+	// The mail server and SMS receiver the notifiers deliver to, in this process, keeping every
+	// message of the run; and the tap that sees every delivery request the registry publishes.
+	inbox, err := devinbox.Start(devinbox.Options{Max: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inbox.Close() })
+	w.inbox = inbox
+	deliveryKey := []byte("soak delivery key 0123456789abcd")
+	w.tap = startDeliveryTap(t, clientURLs, deliveryKey)
+
 	// Two replicas of every service, each given every NATS node.
 	secretKey := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	deliveryKeyB64 := base64.StdEncoding.EncodeToString(deliveryKey)
 	signingKey := strings.ReplaceAll(signingKeyPEM(t), "\n", `\n`)
 	addr := map[string][]string{}
-	for _, svc := range []string{"initiation", "status", "device-registry", "mobile-bridge"} {
+	serviceNames := []string{"initiation", "status", "device-registry", "mobile-bridge", "notifier"}
+	for _, svc := range serviceNames {
 		addr[svc] = []string{freeAddr(t), freeAddr(t)}
 	}
 	env := append(os.Environ(),
 		"MFA_NATS_URL="+strings.Join(clientURLs, ","), "MFA_NATS_REPLICAS=3", "MFA_JWT_SECRET="+string(w.jwtKey),
 		"MFA_SECRET_KEY="+secretKey, "MFA_SIGNING_KEY="+signingKey, "MFA_PUBLIC_URL=http://"+addr["mobile-bridge"][0],
-		"MFA_POLL_RATE=0", "MFA_USER_START_RATE=0", "MFA_USER_STREAMS=0", "MFA_COMMAND_TIMEOUT=5s", "MFA_LOG_LEVEL=info")
+		"MFA_POLL_RATE=0", "MFA_USER_START_RATE=0", "MFA_USER_STREAMS=0", "MFA_COMMAND_TIMEOUT=5s", "MFA_LOG_LEVEL=info",
+		"MFA_DELIVERY_KEY="+deliveryKeyB64, "MFA_OOB_CODE_TTL="+soakCodeTTL.String())
 	env = append(env, storeEnv...)
-	for _, svc := range []string{"initiation", "status", "device-registry", "mobile-bridge"} {
+	// Only the notifier holds the mail server and the SMS webhook.
+	notifierEnv := []string{"MFA_SMTP_URL=" + inbox.SMTPURL(), "MFA_SMS_PROVIDER=webhook",
+		"MFA_SMS_WEBHOOK_URL=" + inbox.SMSWebhookURL(), "MFA_SMS_WEBHOOK_SECRET=" + inbox.SMSWebhookSecret()}
+	for _, svc := range serviceNames {
 		for r, a := range addr[svc] {
 			p := &proc{
 				name: fmt.Sprintf("%s-%d", svc, r+1), path: filepath.Join(bin, svc), env: append(slices.Clone(env), "MFA_HTTP_ADDR="+a),
 				log: filepath.Join(dir, fmt.Sprintf("%s-%d.log", svc, r+1)), health: "http://" + a + "/healthz",
 			}
 			switch svc {
+			case "notifier":
+				p.env = append(p.env, notifierEnv...)
+				w.notifier = append(w.notifier, p)
 			case "initiation":
 				w.initiation = append(w.initiation, p)
 			case "status":
@@ -878,7 +957,7 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 	// consumer do not exist yet, every replica creates or opens them itself, and what a new
 	// cluster answers meanwhile (stream not found just after a peer created it, no meta leader)
 	// is waited out (natsx.AwaitJetStream), not fatal.
-	services := slices.Concat(w.initiation, w.status, w.registry, w.bridge)
+	services := slices.Concat(w.initiation, w.status, w.registry, w.bridge, w.notifier)
 	for _, p := range services {
 		p.start(t)
 	}
@@ -900,13 +979,15 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 	for range plan.workers {
 		wg.Go(func() {
 			for i := range next {
-				fctx, fcancel := context.WithTimeout(ctx, 90*time.Second)
+				// A flow whose mail waits for a killed notifier's AckWait (30 s), or for a resend
+				// after the code's life (soakCodeTTL), takes longer than one that does not.
+				fctx, fcancel := context.WithTimeout(ctx, 150*time.Second)
 				results[i] = w.flow(fctx, i)
 				fcancel()
 			}
 		})
 	}
-	var kills atomic.Int32
+	var kills, notifierKills atomic.Int32
 	var chaos []string
 	segments := 2*plan.rounds + 1
 	var restarted []*proc
@@ -922,11 +1003,12 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 						t.Fatal(err)
 					}
 				}
-				victims := []*proc{w.initiation[r%2], w.status[r%2], w.registry[r%2], w.bridge[r%2], w.nats[r%nodes]}
+				victims := []*proc{w.initiation[r%2], w.status[r%2], w.registry[r%2], w.bridge[r%2], w.notifier[r%2], w.nats[r%nodes]}
 				for _, p := range victims {
 					p.kill(t)
 					kills.Add(1)
 				}
+				notifierKills.Add(1)
 				chaos = append(chaos, fmt.Sprintf("flow %d: kill -9 %s", i, names(victims)))
 				restarted = victims
 			case restartAt:
@@ -948,7 +1030,7 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 	flowsDone := time.Now()
 
 	// Every flow ends in its right state.
-	enrolled, authenticated, pushed := 0, 0, 0
+	enrolled, authenticated, pushed, emailEnrolled, emailAuthenticated, stepUps := 0, 0, 0, 0, 0, 0
 	want := map[events.Type]map[string]bool{}
 	expect := func(typ events.Type, subject string) {
 		if want[typ] == nil {
@@ -957,12 +1039,32 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 		want[typ][subject] = true
 	}
 	for _, r := range results {
+		stepUps += len(r.stepUpIDs)
 		if r.err != nil {
 			t.Errorf("%s: %v", r.sub, r.err)
-			if r.enrollStatusID != "" {
-				expect(events.EnrollmentInitiated, r.enrollStatusID)
+			for _, id := range []string{r.enrollStatusID, r.emailEnrollID} {
+				if id != "" {
+					expect(events.EnrollmentInitiated, id)
+				}
 			}
 			continue
+		}
+		if r.emailEnrolled == "ENROLLED" {
+			emailEnrolled++
+		} else {
+			t.Errorf("%s: email enrollment %s is %s, want ENROLLED", r.sub, r.emailEnrollID, r.emailEnrolled)
+		}
+		if r.emailAuthenticated == "AUTHENTICATED" {
+			emailAuthenticated++
+		} else {
+			t.Errorf("%s: email authentication %s is %s, want AUTHENTICATED", r.sub, r.emailAuthID, r.emailAuthenticated)
+		}
+		expect(events.EnrollmentInitiated, r.emailEnrollID)
+		expect(events.EnrollmentEnrolled, r.emailEnrollID)
+		expect(events.DeviceRegistered, r.emailPHID)
+		for _, id := range append([]string{r.emailAuthID}, r.stepUpIDs...) {
+			expect(events.VerificationInitiated, id)
+			expect(events.VerificationSucceeded, id)
 		}
 		if r.enrolled == "ENROLLED" {
 			enrolled++
@@ -1053,11 +1155,12 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 	if len(extra) > 0 {
 		t.Errorf("events for facts no flow asked for: %v, want none (initiations are idempotent)", extra)
 	}
-	if n := byType[events.EnrollmentInitiated]; n != plan.flows {
-		t.Errorf("%d %s events, want %d (one per flow)", n, events.EnrollmentInitiated, plan.flows)
+	if n := byType[events.EnrollmentInitiated]; n != 2*plan.flows {
+		t.Errorf("%d %s events, want %d (an email address and a device per flow)", n, events.EnrollmentInitiated, 2*plan.flows)
 	}
-	if n := byType[events.VerificationInitiated]; n != 2*plan.flows {
-		t.Errorf("%d %s events, want %d (a TOTP and a push sign-in per flow)", n, events.VerificationInitiated, 2*plan.flows)
+	if n := byType[events.VerificationInitiated]; n != 3*plan.flows+stepUps {
+		t.Errorf("%d %s events, want %d (an email, a TOTP and a push sign-in per flow, and %d email sign-ins for a fresh step-up proof)",
+			n, events.VerificationInitiated, 3*plan.flows+stepUps, stepUps)
 	}
 	for id, n := range byID {
 		if n > 1 {
@@ -1078,14 +1181,52 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 			failed[e.Subject]++
 		}
 	}
+	// For an email sign-in, a mailed code refused because a resend or a retried initiation
+	// replaced it; a verification whose answer was lost may have been refused too.
 	for id, n := range failed {
-		if n != w.stats.replays[id] {
-			t.Errorf("%d verification.failed events for %s, want %d (its refused replays)", n, id, w.stats.replays[id])
+		if lo, hi := w.stats.replays[id]+w.stats.refused[id], w.stats.replays[id]+w.stats.refused[id]+w.stats.unanswered[id]; n < lo || n > hi {
+			t.Errorf("%d verification.failed events for %s, want %d (its refused replays and replaced mailed codes) to %d (and lost answers)", n, id, lo, hi)
 		}
 	}
-	for _, typ := range []events.Type{events.EnrollmentFailed, events.EnrollmentExpired, events.VerificationLocked} {
+	for id, n := range w.stats.refused {
+		if failed[id] < n {
+			t.Errorf("%d verification.failed events for %s, want at least %d (its refused mailed codes)", failed[id], id, n)
+		}
+	}
+	for _, typ := range []events.Type{events.EnrollmentFailed, events.EnrollmentExpired, events.VerificationLocked, events.DeliveryFailed} {
 		if byType[typ] > 0 {
 			t.Errorf("%d %s events, want none", byType[typ], typ)
+		}
+	}
+
+	// What the SMTP server received, held against the deliveries.
+	dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	deliveries := checkDeliveries(dctx, t, w, js, int(notifierKills.Load()))
+	dcancel()
+
+	// No event carries a code sent by mail or a full address; the codes and addresses are those
+	// of every published delivery request.
+	var mailedCodes, addresses []string
+	for _, r := range w.tap.requests() {
+		mailedCodes = append(mailedCodes, r.Code)
+		addresses = append(addresses, r.To)
+	}
+	for i := range plan.flows {
+		addresses = append(addresses, soakAddress(i))
+	}
+	slices.Sort(addresses)
+	addresses = slices.Compact(addresses)
+	for _, e := range all {
+		raw := string(e.Raw)
+		for _, c := range mailedCodes {
+			if logHoldsCode(raw, c) || strings.Contains(raw, ":"+c+",") || strings.Contains(raw, ":"+c+"}") {
+				t.Errorf("event %s (%s) holds a mailed code", e.ID, e.Type)
+			}
+		}
+		for _, a := range addresses {
+			if strings.Contains(raw, a) {
+				t.Errorf("event %s (%s) holds a full email address", e.ID, e.Type)
+			}
 		}
 	}
 
@@ -1111,7 +1252,17 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 		}
 		for _, c := range w.stats.codes {
 			if logHoldsCode(s, c) {
-				t.Errorf("%s log holds a TOTP code", p.name)
+				t.Errorf("%s log holds a TOTP or mailed code", p.name)
+			}
+		}
+		for _, c := range mailedCodes {
+			if logHoldsCode(s, c) {
+				t.Errorf("%s log holds a mailed code", p.name)
+			}
+		}
+		for _, a := range addresses {
+			if strings.Contains(s, a) {
+				t.Errorf("%s log holds a full email address", p.name)
 			}
 		}
 		for _, k := range []string{string(w.jwtKey), secretKey} {
@@ -1134,12 +1285,21 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 
 	// The figures.
 	var f strings.Builder
-	fmt.Fprintf(&f, "soak on %s: %d flows by %d workers: %d ENROLLED, %d AUTHENTICATED by TOTP, %d AUTHENTICATED by push\n",
-		b.name, plan.flows, plan.workers, enrolled, authenticated, pushed)
+	fmt.Fprintf(&f, "soak on %s: %d flows by %d workers: %d EMAIL ENROLLED, %d AUTHENTICATED by email (+%d for a fresh step-up proof), "+
+		"%d ENROLLED, %d AUTHENTICATED by TOTP, %d AUTHENTICATED by push\n",
+		b.name, plan.flows, plan.workers, emailEnrolled, emailAuthenticated, stepUps, enrolled, authenticated, pushed)
 	fmt.Fprintf(&f, "  kills: %d (SIGKILL) in %d round(s):\n", kills.Load(), plan.rounds)
 	for _, c := range chaos {
 		fmt.Fprintf(&f, "    %s\n", c)
 	}
+	refusedCodes := 0
+	for _, n := range w.stats.refused {
+		refusedCodes += n
+	}
+	fmt.Fprintf(&f, "  deliveries: %d published (%d not stored: the publisher got an error), %d stored on MFA_DELIVERIES; "+
+		"%d mails at the SMTP server, %d distinct Message-IDs, %d sent twice (allowed: %d notifier kills)%s; %d mailed sign-in codes refused as replaced\n",
+		deliveries.published, deliveries.notStored, deliveries.stored, deliveries.mails, deliveries.distinct,
+		deliveries.duplicates, notifierKills.Load(), strings.Join(append([]string{""}, deliveries.duplicateIDs...), " "), refusedCodes)
 	fmt.Fprintf(&f, "  events on MFA_EVENTS: %d, %d distinct ids\n", len(all), len(byID))
 	var types []string
 	for typ := range byType {
@@ -1163,7 +1323,7 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 	for _, r := range reasons {
 		fmt.Fprintf(&f, "    %-60s %d\n", r, w.stats.retries[r])
 	}
-	fmt.Fprintf(&f, "  undocumented answers: %d; ERROR log lines: %d; no secret in %d KB of logs of %d processes\n",
+	fmt.Fprintf(&f, "  undocumented answers: %d; ERROR log lines: %d; no secret, code or address in %d KB of logs of %d processes\n",
 		len(w.stats.undocumented), errorLines, logBytes/1024, len(logs))
 	fmt.Fprintf(&f, "  time: start-up %v, flows %v, total %v (without the build)\n",
 		up.Sub(began).Round(time.Millisecond), flowsDone.Sub(up).Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
@@ -1200,6 +1360,7 @@ func names(ps []*proc) string {
 // soakEvent is the part of a CloudEvent the soak counts.
 type soakEvent struct {
 	events.Envelope
+	Raw []byte // the event as stored
 }
 
 // subject is the fact an event is about: the CloudEvent subject, or for a device event the
@@ -1247,7 +1408,7 @@ func readAllEvents(ctx context.Context, js jetstream.JetStream) ([]soakEvent, er
 				return nil, err
 			}
 			seq = md.Sequence.Stream
-			var e soakEvent
+			e := soakEvent{Raw: m.Data()}
 			if err := json.Unmarshal(m.Data(), &e.Envelope); err != nil {
 				return nil, fmt.Errorf("event %d: %w", seq, err)
 			}
