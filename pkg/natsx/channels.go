@@ -3,6 +3,7 @@ package natsx
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"time"
 
@@ -21,10 +22,16 @@ type NotifierChannels struct {
 	mu      sync.Mutex
 	reply   commands.ChannelsReply
 	checked time.Time
+	// answered is when the notifier last answered (a timeout keeps that answer, channelsStale).
+	answered time.Time
 }
 
-// channelsTTL is how long an answer is kept.
-const channelsTTL = 5 * time.Second
+// channelsTTL is how long an answer is kept; channelsStale how long the last one stands in when
+// the notifier does not answer in time.
+const (
+	channelsTTL   = 5 * time.Second
+	channelsStale = time.Minute
+)
 
 // Active reports whether the notifier delivers on channel (pkg/delivery: email, sms).
 func (n *NotifierChannels) Active(ctx context.Context, channel string) bool {
@@ -49,8 +56,20 @@ func (n *NotifierChannels) Reply(ctx context.Context) commands.ChannelsReply {
 	defer cancel()
 	var r commands.ChannelsReply
 	msg, err := n.NC.RequestWithContext(ctx, commands.NotifierChannels, nil)
-	if err == nil && json.Unmarshal(msg.Data, &r) != nil {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		// No notifier runs: nothing can be delivered.
+	case err != nil:
+		// A timeout or a reconnect says nothing about the notifier: keep the last answer for a
+		// while rather than turning methods off on a hiccup.
+		if !n.answered.IsZero() && time.Since(n.answered) < channelsStale {
+			n.checked = time.Now()
+			return n.reply
+		}
+	case json.Unmarshal(msg.Data, &r) != nil:
 		r = commands.ChannelsReply{}
+	default:
+		n.answered = time.Now()
 	}
 	n.reply, n.checked = r, time.Now()
 	return r
