@@ -10,7 +10,10 @@
 // caller (the factor commands), they are listed with its subject below.
 package commands
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Micro service names, as they appear in $SRV.PING/INFO/STATS.
 const (
@@ -146,7 +149,9 @@ type PushRespondRequest struct {
 // Registry service endpoints (group "mfa.registry.v1").
 const (
 	RegistryGroup = "mfa.registry.v1"
-	// RegistryCreateCredential creates a pending TOTP credential and returns its secret, once.
+	// RegistryCreateCredential creates a pending TOTP credential and returns its secret, once;
+	// for EMAIL and SMS it sends the first code, for WEBAUTHN it answers the creation options
+	// (refusal: method_inactive where the WebAuthn settings cannot work).
 	RegistryCreateCredential = RegistryGroup + ".credentials.create"
 	// RegistryVerifyCredential checks a code against a pending credential and claims it for a
 	// device, registering nothing yet.
@@ -165,7 +170,10 @@ const (
 	// wrong codes towards the user's lockout. Answers FactorReply for a right code; refusals:
 	// invalid_code (wrong, counted), code_replayed (right but used already, not counted),
 	// bad_request (cannot be a code of the method, not counted), locked (with
-	// Mfa-Fault-Until; also when this wrong code locked the user), no_factor.
+	// Mfa-Fault-Until; also when this wrong code locked the user), no_factor. WEBAUTHN (Code the
+	// assertion JSON, Challenge the sealed session): invalid_credential (does not verify,
+	// counted), cloned_authenticator (the signature counter went backwards, not counted),
+	// method_inactive.
 	RegistryFactorsCheck = RegistryGroup + ".factors.check"
 	// RegistryFactorsFailure counts a failed factor use that is not a code (a push answered with
 	// the wrong number) towards the user's lockout. Answers an empty FactorReply; refusal:
@@ -185,7 +193,9 @@ const (
 	// RegistryFactorsChallenge sends a sign-in code of a method whose codes are sent (EMAIL,
 	// SMS) to one of the user's factors (ChallengeRequest → ChallengeReply). Refusals: no_factor,
 	// locked (with Mfa-Fault-Until), not_found (no such ph_id), method_inactive,
-	// too_many_requests (SMS limits, with Mfa-Fault-Until), region_not_allowed.
+	// too_many_requests (SMS limits, with Mfa-Fault-Until), region_not_allowed. For WEBAUTHN it
+	// sends nothing: it answers the request options (ChallengeReply.PublicKey) and the sealed
+	// session.
 	RegistryFactorsChallenge = RegistryGroup + ".factors.challenge"
 	// RegistryContact answers where security notifications for a user go (ContactRequest →
 	// ContactReply): the most recently verified EMAIL factor's address, else the verified
@@ -234,6 +244,12 @@ type ChallengeReply struct {
 	DeliveryID    string    `json:"delivery_id"`
 	CodeExpiresAt time.Time `json:"code_expires_at"`
 	Challenge     []byte    `json:"challenge"`
+	// PublicKey is a WEBAUTHN sign-in's PublicKeyCredentialRequestOptions, in the JSON form
+	// browsers parse (PublicKeyCredential.parseRequestOptionsFromJSON: base64url fields), with
+	// the user's passkeys in allowCredentials; the frontend gets it as `public_key`. Challenge
+	// is then the sealed WebAuthn session (the challenge and the passkeys allowed), bound to
+	// the sign-in and the user.
+	PublicKey json.RawMessage `json:"public_key,omitempty"`
 }
 
 // DeviceRequest names a device, or a user's devices.
@@ -268,7 +284,9 @@ type FactorRequest struct {
 	Method   string `json:"method"`
 	Code     string `json:"code,omitempty"`
 	StatusID string `json:"status_id,omitempty"`
-	// Challenge is the sign-in's sealed challenge (ChallengeReply) when its code was sent.
+	// Challenge is the sign-in's sealed challenge (ChallengeReply) when its code was sent, or
+	// its sealed WebAuthn session (WEBAUTHN; Code is then the assertion's JSON,
+	// credential.toJSON() of the browser).
 	Challenge []byte `json:"challenge,omitempty"`
 }
 
@@ -279,6 +297,9 @@ type FactorReply struct {
 	PHID string `json:"ph_id,omitempty"`
 	// Remaining is the user's unused recovery codes (check, BACKUPCODE).
 	Remaining int `json:"remaining,omitempty"`
+	// UserVerified: the passkey's authenticator verified the user (the assertion's UV flag;
+	// check, WEBAUTHN). The mfa_token's amr then has "user".
+	UserVerified bool `json:"user_verified,omitempty"`
 }
 
 // Device describes the authenticator device as the companion reports it.
@@ -307,6 +328,9 @@ type CreateCredentialRequest struct {
 	Destination string `json:"destination,omitempty"`
 	Region      string `json:"region,omitempty"`
 	Locale      string `json:"locale,omitempty"`
+	// FriendlyName is the name a WEBAUTHN passkey gets (optional; default the authenticator's
+	// name where its AAGUID is known, else "Passkey").
+	FriendlyName string `json:"friendly_name,omitempty"`
 }
 
 // CreateCredentialReply carries the new secret. It is the only message that ever holds a secret,
@@ -327,6 +351,11 @@ type CreateCredentialReply struct {
 	Destination   string    `json:"destination,omitempty"`
 	DeliveryID    string    `json:"delivery_id,omitempty"`
 	CodeExpiresAt time.Time `json:"code_expires_at,omitzero"`
+	// PublicKey is a WEBAUTHN enrollment's PublicKeyCredentialCreationOptions in the JSON form
+	// browsers parse (PublicKeyCredential.parseCreationOptionsFromJSON: base64url fields); the
+	// frontend gets it as `public_key`. PendingCredential then holds the sealed WebAuthn
+	// registration session.
+	PublicKey json.RawMessage `json:"public_key,omitempty"`
 }
 
 // VerifyCredentialRequest proves possession of a pending credential with a code.
@@ -339,6 +368,10 @@ type VerifyCredentialRequest struct {
 	// without it the registry looks for one it stored itself (enrollments begun by an earlier
 	// version).
 	PendingCredential []byte `json:"pending_credential,omitempty"`
+	// Credential is a WEBAUTHN enrollment's registration response as the browser made it
+	// (credential.toJSON()), in place of Code. Any failure to verify it is the fault
+	// invalid_credential, and nothing is stored.
+	Credential json.RawMessage `json:"credential,omitempty"`
 }
 
 // ActivateCredentialRequest registers the device that a verify claimed: PHID and DeviceID are

@@ -18,6 +18,7 @@ const (
 	Push       = "PUSH"
 	Email      = "EMAIL"
 	SMS        = "SMS"
+	WebAuthn   = "WEBAUTHN"
 )
 
 // SignIn says how a sign-in with a method is finished.
@@ -29,6 +30,10 @@ const (
 	// Device: the user answers on an enrolled device (push over the mobile bridge); the
 	// frontend watches the status.
 	Device
+	// Assertion: the user's browser signs a challenge with a passkey (WebAuthn). The status
+	// service asks the registry for the request options (the challenge) at initiation and hands
+	// the browser's assertion JSON (`credential`) to the registry at verification.
+	Assertion
 )
 
 // Method describes one factor method.
@@ -63,7 +68,14 @@ var all = []Method{
 	// the name Okta and Azure AD use for the same thing by mail).
 	{Name: Email, Route: "email", Enrolls: true, SignIn: Code, AMR: []string{"otp", "email"}, Channel: "email"},
 	{Name: SMS, Route: "sms", Enrolls: true, SignIn: Code, AMR: []string{"otp", "sms"}, Channel: "sms"},
+	// hwk: a hardware-secured key (a passkey) signed the challenge. The status service adds
+	// AMRUserVerified when the authenticator verified the user (the UV flag).
+	{Name: WebAuthn, Route: "webauthn", Enrolls: true, SignIn: Assertion, AMR: []string{"hwk"}},
 }
+
+// AMRUserVerified is the amr value (RFC 8176 "user") a sign-in adds when the authenticator
+// itself verified the user (a passkey's UV flag: a PIN or a biometric), beyond its presence.
+const AMRUserVerified = "user"
 
 // All returns every method, in the order config/list shows them.
 func All() []Method {

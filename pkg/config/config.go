@@ -123,6 +123,13 @@ type Config struct {
 	DeliveryKey   string // MFA_DELIVERY_KEY
 	TemplatesDir  string // MFA_TEMPLATES_DIR
 	DefaultLocale string // MFA_DEFAULT_LOCALE
+
+	// Passkeys (WEBAUTHN): the relying party, as set; empty takes the default. WebAuthn()
+	// resolves the defaults and decides whether the settings can work.
+	WebAuthnRPID             string   // MFA_WEBAUTHN_RP_ID
+	WebAuthnRPName           string   // MFA_WEBAUTHN_RP_NAME
+	WebAuthnOrigins          []string // MFA_WEBAUTHN_ORIGINS
+	WebAuthnUserVerification string   // MFA_WEBAUTHN_USER_VERIFICATION
 }
 
 // MaxEnrollmentTTL bounds MFA_ENROLLMENT_TTL: an enrollment is a QR on a screen, and the status
@@ -248,6 +255,10 @@ var Variables = []Variable{
 	{"MFA_DELIVERY_KEY", "(dev stack: generated in MFA_DATA_DIR)", "32-byte key (base64 or hex) that seals delivery requests (codes, addresses) on the MFA_DELIVERIES stream; the device registry and the notifier must share it"},
 	{"MFA_TEMPLATES_DIR", "", "directory whose files override the notifier's built-in templates, file by file (<locale>/<kind>.subject.txt, .txt, .html; see services/notifier)"},
 	{"MFA_DEFAULT_LOCALE", "en", "language of messages when the user's locale is unknown or has no templates (en, de, or a locale of MFA_TEMPLATES_DIR)"},
+	{"MFA_WEBAUTHN_RP_ID", "(the host of MFA_PUBLIC_URL)", "relying party id of passkeys (WEBAUTHN): a domain name (localhost for development), never an IP address; where the settings cannot work, WEBAUTHN is inactive and the registry's start-up log says what to set"},
+	{"MFA_WEBAUTHN_RP_NAME", "(MFA_ISSUER)", "relying party name authenticators show for passkeys"},
+	{"MFA_WEBAUTHN_ORIGINS", "(the origin of MFA_PUBLIC_URL)", "origins browsers may register and use passkeys from, comma-separated (https://app.example.org); each at the RP ID or below it"},
+	{"MFA_WEBAUTHN_USER_VERIFICATION", "preferred", "user verification passkey ceremonies ask for: preferred or required (a PIN or biometric every time)"},
 }
 
 // FromEnv reads the configuration through getenv (os.Getenv in main) and applies defaults.
@@ -304,6 +315,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		DeliveryKey:      get("MFA_DELIVERY_KEY"),
 		TemplatesDir:     get("MFA_TEMPLATES_DIR"),
 		DefaultLocale:    get("MFA_DEFAULT_LOCALE"),
+
+		WebAuthnRPID:             strings.ToLower(get("MFA_WEBAUTHN_RP_ID")),
+		WebAuthnRPName:           get("MFA_WEBAUTHN_RP_NAME"),
+		WebAuthnUserVerification: get("MFA_WEBAUTHN_USER_VERIFICATION"),
+	}
+	for _, o := range strings.Split(get("MFA_WEBAUTHN_ORIGINS"), ",") {
+		if o = strings.TrimRight(strings.TrimSpace(o), "/"); o != "" {
+			c.WebAuthnOrigins = append(c.WebAuthnOrigins, o)
+		}
 	}
 	var errs []error
 	ttl, err := time.ParseDuration(get("MFA_ENROLLMENT_TTL"))
@@ -433,6 +453,11 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		errs = append(errs, fmt.Errorf("MFA_BRIDGE_FRAME_BURST: want a whole number between 1 and %d, got %q", MaxBridgeFrameBurst, get("MFA_BRIDGE_FRAME_BURST")))
 	}
 	errs = append(errs, c.validateDelivery()...)
+	switch c.WebAuthnUserVerification {
+	case UserVerificationPreferred, UserVerificationRequired:
+	default:
+		errs = append(errs, fmt.Errorf("MFA_WEBAUTHN_USER_VERIFICATION: want preferred or required, got %q", c.WebAuthnUserVerification))
+	}
 	switch c.Store {
 	case "nats":
 	case "mongo":
@@ -503,6 +528,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("twilio_account_sid", c.TwilioAccountSID), slog.String("twilio_auth_token", mask(c.TwilioAuthToken)),
 		slog.String("twilio_from", c.TwilioFrom), slog.String("twilio_base_url", hostOnly(c.TwilioBaseURL)),
 		slog.String("delivery_key", mask(c.DeliveryKey)), slog.String("templates_dir", c.TemplatesDir), slog.String("default_locale", c.DefaultLocale),
+		slog.String("webauthn_rp_id", c.WebAuthnRPID), slog.String("webauthn_rp_name", c.WebAuthnRPName),
+		slog.String("webauthn_origins", strings.Join(c.WebAuthnOrigins, ",")), slog.String("webauthn_user_verification", c.WebAuthnUserVerification),
 	)
 }
 

@@ -293,3 +293,62 @@ func TestIdentityProviderTokens(t *testing.T) {
 		t.Fatalf("without a JWKS URL the verifier is %T, want HS256", v)
 	}
 }
+
+func TestWebAuthn(t *testing.T) {
+	base := map[string]string{"MFA_JWT_SECRET": strings.Repeat("k", 32)}
+	load := func(t *testing.T, env map[string]string) config.Config {
+		t.Helper()
+		all := map[string]string{}
+		for k, v := range base {
+			all[k] = v
+		}
+		for k, v := range env {
+			all[k] = v
+		}
+		c, err := config.FromEnv(func(k string) string { return all[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	t.Run("DefaultsFromPublicURL", func(t *testing.T) {
+		w, err := load(t, map[string]string{"MFA_PUBLIC_URL": "https://mfa.example.org/", "MFA_ISSUER": "Acme"}).WebAuthn()
+		if err != nil || w.RPID != "mfa.example.org" || w.RPName != "Acme" || len(w.Origins) != 1 || w.Origins[0] != "https://mfa.example.org" || w.UserVerification != "preferred" {
+			t.Fatalf("%+v %v", w, err)
+		}
+	})
+	t.Run("LocalhostWorks", func(t *testing.T) {
+		if w, err := load(t, map[string]string{"MFA_PUBLIC_URL": "http://localhost:8080"}).WebAuthn(); err != nil || w.Origins[0] != "http://localhost:8080" {
+			t.Fatalf("%+v %v", w, err)
+		}
+	})
+	t.Run("IPAddressIsInactive", func(t *testing.T) {
+		_, err := load(t, map[string]string{"MFA_PUBLIC_URL": "http://127.0.0.1:8080"}).WebAuthn()
+		if err == nil || !strings.Contains(err.Error(), "MFA_WEBAUTHN_RP_ID") || !strings.Contains(err.Error(), "IP address") {
+			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("ExplicitSettings", func(t *testing.T) {
+		w, err := load(t, map[string]string{"MFA_PUBLIC_URL": "http://127.0.0.1:8080", "MFA_WEBAUTHN_RP_ID": "localhost",
+			"MFA_WEBAUTHN_ORIGINS": "http://localhost:9000, https://app.localhost", "MFA_WEBAUTHN_USER_VERIFICATION": "required"}).WebAuthn()
+		if err != nil || len(w.Origins) != 2 || w.UserVerification != "required" {
+			t.Fatalf("%+v %v", w, err)
+		}
+	})
+	t.Run("OriginOutsideRPID", func(t *testing.T) {
+		if _, err := load(t, map[string]string{"MFA_WEBAUTHN_RP_ID": "example.org", "MFA_WEBAUTHN_ORIGINS": "https://example.com"}).WebAuthn(); err == nil {
+			t.Fatal("an origin outside the RP ID was accepted")
+		}
+	})
+	t.Run("PlainHTTPOutsideLocalhost", func(t *testing.T) {
+		if _, err := load(t, map[string]string{"MFA_PUBLIC_URL": "http://mfa.example.org"}).WebAuthn(); err == nil {
+			t.Fatal("plain http on a public host was accepted")
+		}
+	})
+	t.Run("BadUserVerificationFailsStartUp", func(t *testing.T) {
+		env := map[string]string{"MFA_JWT_SECRET": strings.Repeat("k", 32), "MFA_WEBAUTHN_USER_VERIFICATION": "always"}
+		if _, err := config.FromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "MFA_WEBAUTHN_USER_VERIFICATION") {
+			t.Fatalf("%v", err)
+		}
+	})
+}

@@ -27,6 +27,13 @@ var (
 	ErrNoFactor = errors.New("no usable factor")
 	// ErrLocked: the user's code checks are locked; the error in the chain is a *LockedError.
 	ErrLocked = errors.New("code checks locked")
+	// ErrInvalidCredential: a passkey's assertion (or registration) does not verify: wrong
+	// origin or RP ID, a foreign or spent challenge, a bad signature. A sign-in counts it
+	// towards the lockout like a wrong code.
+	ErrInvalidCredential = errors.New("invalid passkey credential")
+	// ErrClonedAuthenticator: a passkey's signature counter went backwards (and is not 0/0): a
+	// copy of its private key may be in use. Refused; the sign-in records the reason.
+	ErrClonedAuthenticator = errors.New("passkey signature counter went backwards")
 )
 
 // LockedError says until when a user's code checks are locked.

@@ -47,6 +47,14 @@ const (
 	// NoContact: there is no address to mail (no EMAIL factor, no verified email claim), so MFA
 	// cannot be disabled by an emailed link.
 	NoContact Code = "no_contact"
+	// InvalidCredential: a passkey's registration or assertion does not verify (wrong origin
+	// or RP ID, a challenge that is not this exchange's or was used already, a bad signature
+	// or attestation). Nothing is stored.
+	InvalidCredential Code = "invalid_credential"
+	// ClonedAuthenticator: between services only (the registry's answer to factors.check): a
+	// passkey's signature counter went backwards, so a copy of its key may exist. Clients see
+	// InvalidCredential; the sign-in's mfa.verification.failed says cloned_authenticator.
+	ClonedAuthenticator Code = "cloned_authenticator"
 )
 
 // StepUpHint tells a client how to get what StepUpRequired asks for; every service that refuses
@@ -76,6 +84,9 @@ var statuses = map[Code]int{
 	AlreadyEnrolled:   http.StatusConflict,
 	RegionNotAllowed:  http.StatusBadRequest,
 	NoContact:         http.StatusConflict,
+	InvalidCredential: http.StatusBadRequest,
+	// Never sent to a client (see ClonedAuthenticator); a status for completeness.
+	ClonedAuthenticator: http.StatusBadRequest,
 }
 
 // Status is the HTTP status that goes with c; unknown codes are 500.

@@ -53,7 +53,18 @@ func ConfigFrom(env config.Config) (Config, error) {
 	if confirmURL == "" {
 		confirmURL = strings.TrimRight(env.PublicURL, "/") + "/"
 	}
+	// Passkey settings that cannot work leave WEBAUTHN inactive; the registry logs why.
+	var (
+		passkeys *device.WebAuthnPolicy
+		inactive string
+	)
+	if w, werr := env.WebAuthn(); werr != nil {
+		inactive = werr.Error()
+	} else {
+		passkeys = &device.WebAuthnPolicy{RPID: w.RPID, RPName: w.RPName, Origins: w.Origins, UserVerification: w.UserVerification}
+	}
 	return Config{
+		WebAuthn: passkeys, WebAuthnInactive: inactive,
 		DeliveryKey: deliveryKey, DisableConfirmURL: confirmURL,
 		SecretKey: key, SecretKeys: ring, CurrentKey: current, Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
 		StepUpOff: !env.StepUp,

@@ -84,6 +84,10 @@ type Config struct {
 	// OOB are the rules of codes by email and SMS (MFA_OOB_*, MFA_SMS_*); zero fields take the
 	// domain's defaults.
 	OOB device.OOBPolicy
+	// WebAuthn is the relying party of passkeys (MFA_WEBAUTHN_*); nil leaves WEBAUTHN inactive,
+	// and WebAuthnInactive then says why (logged at start-up with what to set).
+	WebAuthn         *device.WebAuthnPolicy
+	WebAuthnInactive string
 	// Clock is the time source of every rule (code time steps, timestamps); nil means
 	// time.Now. Tests set it to compute codes for a known instant.
 	Clock func() time.Time
@@ -93,6 +97,12 @@ type Config struct {
 // one secret protects both and neither key can be computed from the other's output.
 func recoveryKey(secretKey []byte) []byte { return derivedKey(secretKey, "mfaflow recovery codes v1") }
 
+// handleKey derives the key of passkeys' user handles in the same way. A user's handle is
+// stored with their passkeys, so a key rotation does not change it.
+func handleKey(secretKey []byte) []byte {
+	return derivedKey(secretKey, "mfaflow webauthn user handles v1")
+}
+
 // codeKey derives the key of the sent codes' keyed hash (EMAIL, SMS) in the same way.
 func codeKey(secretKey []byte) []byte { return derivedKey(secretKey, "mfaflow one-time codes v1") }
 
@@ -100,6 +110,13 @@ func derivedKey(secretKey []byte, label string) []byte {
 	m := hmac.New(sha256.New, secretKey)
 	m.Write([]byte(label))
 	return m.Sum(nil)
+}
+
+func rpID(p *device.WebAuthnPolicy) string {
+	if p == nil {
+		return ""
+	}
+	return p.RPID
 }
 
 // closeTimeout bounds the wait for the consumer's last handler in Close.
@@ -180,7 +197,17 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	} else {
 		log.Info("no delivery key (MFA_DELIVERY_KEY): EMAIL and SMS are inactive")
 	}
+	if cfg.WebAuthn != nil {
+		opts = append(opts, device.WithWebAuthn(*cfg.WebAuthn, handleKey(keys[current])))
+	}
 	svc := device.NewService(store, box, clock, opts...)
+	if err := svc.WebAuthnInactive(); err != nil {
+		why := cfg.WebAuthnInactive
+		if why == "" {
+			why = err.Error()
+		}
+		log.Warn("passkeys (WEBAUTHN) are inactive: "+why, "rp_id", rpID(cfg.WebAuthn))
+	}
 	// The background work outlives New's ctx (often a start-up deadline) but keeps its values.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Service{log: log, cancel: cancel, mongo: client, store: store, http: httpapi.New(svc, svc, svc, cfg.DisableConfirmURL, auth.NewCache(cfg.Verifier, 0),

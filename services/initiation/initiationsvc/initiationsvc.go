@@ -39,7 +39,10 @@ type Config struct {
 	// share one bucket per user. 0 means unlimited.
 	UserStartsPerMinute float64
 	UserStartBurst      int
-	Clock               func() time.Time
+	// WebAuthn says passkeys can work with this deployment's settings (pkg/config.WebAuthn);
+	// false lists WEBAUTHN as inactive and answers its initiation 409 method_inactive.
+	WebAuthn bool
+	Clock    func() time.Time
 }
 
 // Service is a running initiation service.
@@ -75,7 +78,7 @@ func New(_ context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Servi
 		Service: &setup.Service{
 			Registry: clients, Status: clients, QR: qrRenderer{}, Notifier: &natsx.NotifierChannels{NC: nc},
 			Issuer: cfg.Issuer, PublicURL: strings.TrimRight(cfg.PublicURL, "/"), ClientID: cfg.ClientID,
-			TTL: cfg.EnrollmentTTL, Now: cfg.Clock,
+			TTL: cfg.EnrollmentTTL, Now: cfg.Clock, WebAuthn: cfg.WebAuthn,
 		},
 		// A frontend sends the same token with every request: check its signature once.
 		Verifier:   auth.NewCache(cfg.Verifier, 0),

@@ -19,7 +19,9 @@ func ConfigFrom(env config.Config) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	_, werr := env.WebAuthn()
 	return Config{
+		WebAuthn: werr == nil,
 		Verifier: verifier, Issuer: env.Issuer, PublicURL: env.PublicURL, ClientID: env.ClientID,
 		EnrollmentTTL:       env.EnrollmentTTL,
 		UserStartsPerMinute: env.UserStartRate, UserStartBurst: env.UserStartBurst,

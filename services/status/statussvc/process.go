@@ -23,7 +23,9 @@ func ConfigFrom(env config.Config) (Config, error) {
 	if env.SigningKey == "" {
 		return Config{}, errors.New("MFA_SIGNING_KEY is required (PEM of an EC P-256 private key; it signs mfa_token)")
 	}
+	_, werr := env.WebAuthn()
 	return Config{
+		WebAuthn: werr == nil,
 		Verifier: verifier, Commands: env.CommandLimits(), Store: env.Store, MongoURI: env.MongoURI, Replicas: env.NATSReplicas,
 		PollRate: env.PollRate, PollBurst: env.PollBurst,
 		UserStartsPerMinute: env.UserStartRate, UserStartBurst: env.UserStartBurst, UserStreams: env.UserStreams,

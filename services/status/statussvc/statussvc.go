@@ -37,6 +37,9 @@ const DefaultBucket = kv.DefaultBucket
 // Config configures the status service.
 type Config struct {
 	Verifier auth.Verifier
+	// WebAuthn says the passkey settings can work (pkg/config.WebAuthn); without, the webauthn
+	// routes answer 409 method_inactive.
+	WebAuthn bool
 	// Bucket is the KV bucket of enrollments; empty means DefaultBucket.
 	Bucket string
 	// Replicas is the replica count of the MFA_EVENTS stream and the bucket when they have to be
@@ -152,6 +155,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	domain := &enrollment.Service{
 		Store:       st.store,
 		Registry:    registry,
+		Passkeys:    registry,
 		Now:         cfg.Clock,
 		MaxAttempts: cfg.MaxAttempts, MaxSentAttempts: cfg.MaxSentAttempts,
 		// Keyed ids follow the signing key, which every replica shares (MFA_SIGNING_KEY).
@@ -169,6 +173,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	signIns := &signin.Service{
 		Store:         st.signIns,
 		Authenticator: registry,
+		Passkeys:      registry,
 		Push:          registry,
 		PushLedger:    st.ledger,
 		PushSender:    pushSender,
@@ -196,7 +201,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 			Live: live, Heartbeat: cfg.Heartbeat, PollLimit: limiter,
 			StartLimit:  ratelimit.PerMinute(cfg.UserStartsPerMinute, cfg.UserStartBurst, cfg.Clock),
 			StreamLimit: ratelimit.NewSlots(cfg.UserStreams),
-			Tokens:      signer, VerificationTTL: cfg.VerificationTTL,
+			Tokens:      signer, VerificationTTL: cfg.VerificationTTL, WebAuthn: cfg.WebAuthn,
 		},
 		view:   st.view,
 		mongo:  st.client,

@@ -78,6 +78,8 @@ type Authenticated struct {
 	PHID string
 	// Remaining is how many recovery codes are left (BACKUPCODE only).
 	Remaining int
+	// UserVerified: the passkey's authenticator verified the user (WEBAUTHN only).
+	UserVerified bool
 }
 
 // factorCheck is how the registry answers for one registered method (events/method) at
@@ -103,6 +105,7 @@ var factorChecks = map[string]factorCheck{
 	method.Push:       {ready: (*Service).readyPush},
 	method.Email:      {ready: readyOOB(method.Email), check: checkOOB(method.Email)},
 	method.SMS:        {ready: readyOOB(method.SMS), check: checkOOB(method.SMS)},
+	method.WebAuthn:   {ready: readyWebAuthn, check: checkWebAuthn},
 }
 
 // Ready reports whether sub can be asked for a code of the method called name now:
@@ -153,7 +156,8 @@ func (s *Service) Authenticate(ctx context.Context, sub, name, code, statusID st
 		return res, nil // nothing to reset: no read of the lockout again
 	case err == nil:
 		return res, s.resetFailures(ctx, sub)
-	case errors.Is(err, factor.ErrInvalidCode):
+	case errors.Is(err, factor.ErrInvalidCode), errors.Is(err, factor.ErrInvalidCredential):
+		// A passkey assertion that does not verify counts like a wrong code.
 		if lerr := s.countFailure(ctx, sub); lerr != nil {
 			return Authenticated{}, lerr
 		}

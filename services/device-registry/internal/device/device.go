@@ -108,6 +108,8 @@ type Credential struct {
 	// PushKey is the companion's public key (EC P-256), when it sent one at enrollment: the
 	// device can then log in on the bridge and answer push challenges. Not a secret.
 	PushKey *PushKey
+	// Passkey is a WEBAUTHN factor's credential record (its public key, not a secret).
+	Passkey *Passkey
 	// Version is the store's revision of this credential, for compare-and-set. Stores set it.
 	Version uint64
 }

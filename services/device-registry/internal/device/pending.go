@@ -38,10 +38,14 @@ type Pending struct {
 	Locale        string
 	CodeHash      []byte
 	CodeExpiresAt time.Time
+	// A passkey (WEBAUTHN; webauthn.go) has the go-webauthn registration session (JSON) and the
+	// friendly name the user asked for, if any.
+	Session      []byte
+	FriendlyName string
 }
 
 // sent reports whether p is a factor whose codes are sent rather than computed by an app.
-func (p Pending) sent() bool { return p.Method != "" && p.Method != method.TOTP }
+func (p Pending) sent() bool { return p.Method == method.Email || p.Method == method.SMS }
 
 // pendingDoc is Pending's sealed encoding; the field names are short because it travels in
 // every enrollment document.
@@ -60,6 +64,9 @@ type pendingDoc struct {
 	Locale        string `json:"l,omitempty"`
 	CodeHash      []byte `json:"h,omitempty"`
 	CodeExpiresAt int64  `json:"cx,omitempty"` // unix milliseconds
+	// Passkeys (WEBAUTHN).
+	Session      []byte `json:"ws,omitempty"`
+	FriendlyName string `json:"n,omitempty"`
 }
 
 func pendingAAD(statusID, sub string) []byte {
@@ -69,7 +76,7 @@ func pendingAAD(statusID, sub string) []byte {
 func (p Pending) seal(sealer Sealer, statusID, sub string) ([]byte, error) {
 	d := pendingDoc{Secret: p.Secret, Algorithm: p.Params.Algorithm, Digits: p.Params.Digits, Period: p.Params.Period,
 		CreatedAt: p.CreatedAt.UnixMilli(), Method: p.Method, Destination: p.Destination, Masked: p.Masked,
-		Region: p.Region, Locale: p.Locale, CodeHash: p.CodeHash}
+		Region: p.Region, Locale: p.Locale, CodeHash: p.CodeHash, Session: p.Session, FriendlyName: p.FriendlyName}
 	if !p.CodeExpiresAt.IsZero() {
 		d.CodeExpiresAt = p.CodeExpiresAt.UnixMilli()
 	}
@@ -98,12 +105,12 @@ func openPending(sealer Sealer, sealed []byte, statusID, sub string) (Pending, e
 	}
 	defer clear(plain)
 	var d pendingDoc
-	if err := json.Unmarshal(plain, &d); err != nil || d.Secret == "" && d.Destination == "" {
+	if err := json.Unmarshal(plain, &d); err != nil || d.Secret == "" && d.Destination == "" && len(d.Session) == 0 {
 		return Pending{}, fmt.Errorf("decode pending credential: %w", ErrNotFound)
 	}
 	p := Pending{Secret: d.Secret, Params: totp.Params{Algorithm: d.Algorithm, Digits: d.Digits, Period: d.Period},
 		CreatedAt: time.UnixMilli(d.CreatedAt).UTC(), Method: d.Method, Destination: d.Destination, Masked: d.Masked,
-		Region: d.Region, Locale: d.Locale, CodeHash: d.CodeHash}
+		Region: d.Region, Locale: d.Locale, CodeHash: d.CodeHash, Session: d.Session, FriendlyName: d.FriendlyName}
 	if d.CodeExpiresAt != 0 {
 		p.CodeExpiresAt = time.UnixMilli(d.CodeExpiresAt).UTC()
 	}

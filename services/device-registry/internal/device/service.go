@@ -14,6 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/events/method"
@@ -57,6 +58,11 @@ type Service struct {
 	deliverer Deliverer
 	channels  Channels
 	counter   Counter
+	// Passkeys (webauthn.go; off without WithWebAuthn, or with settings go-webauthn refuses,
+	// which webauthnOff explains).
+	webauthn    *webauthn.WebAuthn
+	webauthnOff error
+	handleKey   []byte
 }
 
 // Option configures a Service.
@@ -174,6 +180,9 @@ func (s *Service) VerifyPending(ctx context.Context, statusID, sub, code string,
 		p, err := openPending(s.sealer, sealed, statusID, sub)
 		if err != nil {
 			return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
+		}
+		if p.Method == method.WebAuthn {
+			return Claim{}, invalid("a passkey enrollment is completed with its registration response (credential), not a code")
 		}
 		pending, fromID = &p, pendingID(sealed)
 	}
@@ -334,6 +343,9 @@ func (s *Service) Activate(ctx context.Context, statusID, sub string, claim Clai
 		now := s.clock.Now().UTC()
 		c.Verified = true
 		c.VerifiedAt = now
+		if c.FriendlyName == "" && c.Passkey != nil {
+			c.FriendlyName = passkeyName(*c.Passkey)
+		}
 		if c.FriendlyName == "" {
 			// An address names itself better than "Authenticator" does.
 			c.FriendlyName = cmp.Or(c.Destination, DefaultName)

@@ -21,6 +21,10 @@ type deviceDTO struct {
 	Push bool `json:"push"`
 	// Destination is where an EMAIL or SMS factor's codes go, masked.
 	Destination string `json:"destination,omitempty"`
+	// AAGUID names a passkey's (WEBAUTHN) authenticator model, when it reported one; BackedUp
+	// says the passkey is synced or backed up (its backup state flag). Passkeys only.
+	AAGUID   string `json:"aaguid,omitempty"`
+	BackedUp *bool  `json:"backed_up,omitempty"`
 }
 
 // renameRequest is the PATCH body. The name is a pointer so that a missing field is told apart
@@ -40,6 +44,11 @@ func toDTO(c device.Credential) deviceDTO {
 		Platform:     c.Platform,
 		Push:         c.PushKey != nil,
 		Destination:  c.Destination,
+	}
+	if p := c.Passkey; p != nil {
+		d.AAGUID = p.AAGUIDString()
+		backedUp := p.BackupState
+		d.BackedUp = &backedUp
 	}
 	if !c.LastUsedAt.IsZero() {
 		t := c.LastUsedAt.UTC()

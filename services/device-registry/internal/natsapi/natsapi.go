@@ -46,6 +46,9 @@ type Registry interface {
 	PushDevices(ctx context.Context, sub string) ([]device.Credential, error)
 	MarkUsed(ctx context.Context, phid, sub string) error
 	RequireStepUp(ctx context.Context, sub, token string) error
+	CreatePendingWebAuthn(ctx context.Context, statusID, sub string, expiresAt time.Time, name string) (device.PasskeyCeremony, error)
+	VerifyPendingWebAuthn(ctx context.Context, statusID, sub string, response, sealed []byte) (device.Claim, error)
+	ChallengeWebAuthn(ctx context.Context, sub, statusID string) (device.PasskeyCeremony, error)
 }
 
 var _ Registry = (*device.Service)(nil)
@@ -110,6 +113,13 @@ func (h handlers) create(ctx context.Context, req commands.CreateCredentialReque
 			return commands.CreateCredentialReply{}, toFault(err)
 		}
 	}
+	if req.Method == method.WebAuthn {
+		c, err := h.reg.CreatePendingWebAuthn(ctx, req.StatusID, req.Sub, req.ExpiresAt, req.FriendlyName)
+		if err != nil {
+			return commands.CreateCredentialReply{}, toFault(err)
+		}
+		return commands.CreateCredentialReply{PendingCredential: c.Sealed, PublicKey: c.Options}, nil
+	}
 	if req.Method != "" && req.Method != method.TOTP {
 		c, err := h.reg.CreatePendingOOB(ctx, req.StatusID, req.Sub, req.ExpiresAt,
 			device.Destination{Method: req.Method, Address: req.Destination, Region: req.Region, Locale: req.Locale})
@@ -126,6 +136,13 @@ func (h handlers) create(ctx context.Context, req commands.CreateCredentialReque
 }
 
 func (h handlers) verify(ctx context.Context, req commands.VerifyCredentialRequest) (commands.CredentialClaim, error) {
+	if len(req.Credential) > 0 {
+		cl, err := h.reg.VerifyPendingWebAuthn(ctx, req.StatusID, req.Sub, req.Credential, req.PendingCredential)
+		if err != nil {
+			return commands.CredentialClaim{}, toFault(err)
+		}
+		return commands.CredentialClaim{PHID: cl.PHID, DeviceID: cl.DeviceID}, nil
+	}
 	dev := device.NewDevice{
 		DeviceID: req.Device.DeviceID,
 		Name:     req.Device.Name,
@@ -177,7 +194,7 @@ func (h handlers) check(ctx context.Context, req commands.FactorRequest) (comman
 	if err != nil {
 		return commands.FactorReply{}, toFault(err)
 	}
-	return commands.FactorReply{PHID: res.PHID, Remaining: res.Remaining}, nil
+	return commands.FactorReply{PHID: res.PHID, Remaining: res.Remaining, UserVerified: res.UserVerified}, nil
 }
 
 func oobReply(c device.OOBChallenge) commands.CreateCredentialReply {
@@ -204,6 +221,13 @@ func (h handlers) contact(ctx context.Context, req commands.ContactRequest) (com
 }
 
 func (h handlers) challenge(ctx context.Context, req commands.ChallengeRequest) (commands.ChallengeReply, error) {
+	if req.Method == method.WebAuthn {
+		c, err := h.reg.ChallengeWebAuthn(ctx, req.Sub, req.StatusID)
+		if err != nil {
+			return commands.ChallengeReply{}, toFault(err)
+		}
+		return commands.ChallengeReply{Challenge: c.Sealed, PublicKey: c.Options}, nil
+	}
 	c, err := h.reg.Challenge(ctx, req.Sub, req.Method, req.PHID, req.StatusID, req.Locale)
 	if err != nil {
 		return commands.ChallengeReply{}, toFault(err)
@@ -214,7 +238,7 @@ func (h handlers) challenge(ctx context.Context, req commands.ChallengeRequest) 
 // methodLabel bounds the method label to the known factors.
 func methodLabel(m string) string {
 	switch m {
-	case method.TOTP, method.BackupCode, method.Push, method.Email, method.SMS:
+	case method.TOTP, method.BackupCode, method.Push, method.Email, method.SMS, method.WebAuthn:
 		return m
 	}
 	return "other"
@@ -230,6 +254,10 @@ func checkResult(err error) (result string, ok bool) {
 		return "locked", true
 	case errors.Is(err, factor.ErrInvalidCode):
 		return "invalid_code", true
+	case errors.Is(err, factor.ErrInvalidCredential):
+		return "invalid_credential", true
+	case errors.Is(err, factor.ErrClonedAuthenticator):
+		return "cloned_authenticator", true
 	case errors.Is(err, factor.ErrMalformedCode):
 		return "malformed", true
 	case errors.Is(err, factor.ErrReplayed):
@@ -301,7 +329,7 @@ func toFault(err error) error {
 	case errors.As(err, &tooMany):
 		return &fault.Error{Code: fault.TooManyRequests, Message: "too many text messages (" + tooMany.Limit + " limit); nothing was sent", Until: tooMany.RetryAt.UTC()}
 	case errors.Is(err, device.ErrMethodInactive):
-		return fault.New(fault.MethodInactive, "this deployment cannot deliver codes of this method now")
+		return fault.New(fault.MethodInactive, "this deployment cannot use this method now (codes: no mail server or SMS provider; passkeys: see MFA_WEBAUTHN_RP_ID)")
 	case errors.Is(err, device.ErrAlreadyEnrolled):
 		return fault.New(fault.AlreadyEnrolled, "this address is enrolled as a factor of the user already")
 	case errors.Is(err, device.ErrRegionNotAllowed):
@@ -315,6 +343,10 @@ func toFault(err error) error {
 		return fault.New(fault.NotFound, "no such credential")
 	case errors.Is(err, factor.ErrInvalidCode):
 		return fault.New(fault.InvalidCode, "the verification code is not valid")
+	case errors.Is(err, factor.ErrInvalidCredential):
+		return fault.New(fault.InvalidCredential, "the passkey's response does not verify (origin, relying party, challenge or signature)")
+	case errors.Is(err, factor.ErrClonedAuthenticator):
+		return fault.New(fault.ClonedAuthenticator, "the passkey's signature counter went backwards: a copy of it may be in use")
 	case errors.Is(err, factor.ErrMalformedCode):
 		// Not invalid_code: a code that cannot be one is not counted, and the caller must
 		// be able to tell (commands.RegistryFactorsCheck).

@@ -43,6 +43,45 @@ type CredentialDoc struct {
 	LastUsedAt   time.Time   `json:"last_used_at,omitzero" bson:"last_used_at"`
 	PushKey      *PushKeyDoc `json:"push_key,omitempty" bson:"push_key,omitempty"`
 	PendingID    string      `json:"pending_id,omitempty" bson:"pending_id,omitempty"`
+	// Passkey is a WEBAUTHN factor's credential record.
+	Passkey *PasskeyDoc `json:"passkey,omitempty" bson:"passkey,omitempty"`
+}
+
+// PasskeyDoc is a passkey's credential record (webauthn.Credential's parts): its id and public
+// key (COSE), signature counter, the authenticator model (AAGUID), transports, attestation
+// type and format, attachment and the flags.
+type PasskeyDoc struct {
+	ID                []byte   `json:"id" bson:"id"`
+	PublicKey         []byte   `json:"public_key" bson:"public_key"`
+	UserHandle        []byte   `json:"user_handle,omitempty" bson:"user_handle,omitempty"`
+	SignCount         uint32   `json:"sign_count,omitempty" bson:"sign_count,omitempty"`
+	AAGUID            []byte   `json:"aaguid,omitempty" bson:"aaguid,omitempty"`
+	Transports        []string `json:"transports,omitempty" bson:"transports,omitempty"`
+	AttestationType   string   `json:"attestation_type,omitempty" bson:"attestation_type,omitempty"`
+	AttestationFormat string   `json:"attestation_format,omitempty" bson:"attestation_format,omitempty"`
+	Attachment        string   `json:"attachment,omitempty" bson:"attachment,omitempty"`
+	UserPresent       bool     `json:"up,omitempty" bson:"up,omitempty"`
+	UserVerified      bool     `json:"uv,omitempty" bson:"uv,omitempty"`
+	BackupEligible    bool     `json:"be,omitempty" bson:"be,omitempty"`
+	BackupState       bool     `json:"bs,omitempty" bson:"bs,omitempty"`
+}
+
+func toPasskeyDoc(p *device.Passkey) *PasskeyDoc {
+	if p == nil {
+		return nil
+	}
+	return &PasskeyDoc{ID: p.ID, PublicKey: p.PublicKey, UserHandle: p.UserHandle, SignCount: p.SignCount, AAGUID: p.AAGUID, Transports: p.Transports,
+		AttestationType: p.AttestationType, AttestationFormat: p.AttestationFormat, Attachment: p.Attachment,
+		UserPresent: p.UserPresent, UserVerified: p.UserVerified, BackupEligible: p.BackupEligible, BackupState: p.BackupState}
+}
+
+func toPasskey(d *PasskeyDoc) *device.Passkey {
+	if d == nil {
+		return nil
+	}
+	return &device.Passkey{ID: d.ID, PublicKey: d.PublicKey, UserHandle: d.UserHandle, SignCount: d.SignCount, AAGUID: d.AAGUID, Transports: d.Transports,
+		AttestationType: d.AttestationType, AttestationFormat: d.AttestationFormat, Attachment: d.Attachment,
+		UserPresent: d.UserPresent, UserVerified: d.UserVerified, BackupEligible: d.BackupEligible, BackupState: d.BackupState}
 }
 
 // PushKeyDoc is a device's EC P-256 public key (JWK coordinates).
@@ -75,6 +114,7 @@ func ToDoc(c device.Credential) CredentialDoc {
 		PushKey:      toPushKeyDoc(c.PushKey),
 		PendingID:    c.PendingID,
 		Destination:  c.Destination,
+		Passkey:      toPasskeyDoc(c.Passkey),
 	}
 }
 
@@ -108,6 +148,7 @@ func ToDomain(d CredentialDoc, version uint64) device.Credential {
 		PushKey:      toPushKey(d.PushKey),
 		PendingID:    d.PendingID,
 		Destination:  d.Destination,
+		Passkey:      toPasskey(d.Passkey),
 	}
 }
 
@@ -126,5 +167,6 @@ func Tombstone(c device.Credential) CredentialDoc {
 	d.LastStep = 0
 	d.LastStepFor = ""
 	d.PushKey = nil
+	d.Passkey = nil
 	return d
 }

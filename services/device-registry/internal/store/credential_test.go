@@ -108,3 +108,45 @@ func must(b []byte, err error) []byte {
 	}
 	return b
 }
+
+func TestPasskeyRoundTrip(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	c := device.Credential{
+		PHID: "ph-1", DeviceID: "d1", Sub: "alice", StatusID: "st-1", Method: "WEBAUTHN", Verified: true,
+		FriendlyName: "iCloud Keychain", CreatedAt: at, VerifiedAt: at, LastUsedAt: at, LastStep: 1,
+		Passkey: &device.Passkey{ID: []byte{1, 2}, PublicKey: []byte{3, 4}, UserHandle: []byte{5}, SignCount: 7, AAGUID: make([]byte, 16),
+			Transports: []string{"internal", "hybrid"}, AttestationType: "none", AttestationFormat: "packed", Attachment: "platform",
+			UserPresent: true, UserVerified: true, BackupEligible: true, BackupState: true},
+	}
+	d := store.ToDoc(c)
+	bs, err := bson.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromBSON store.CredentialDoc
+	if err := bson.Unmarshal(bs, &fromBSON); err != nil {
+		t.Fatal(err)
+	}
+	var fromJSON store.CredentialDoc
+	if err := json.Unmarshal(must(json.Marshal(d)), &fromJSON); err != nil {
+		t.Fatal(err)
+	}
+	want := c
+	want.Version = 3
+	for name, doc := range map[string]store.CredentialDoc{"KV (JSON)": fromJSON, "MongoDB (BSON)": fromBSON} {
+		got := store.ToDomain(doc, 3)
+		got.CreatedAt, got.VerifiedAt, got.LastUsedAt = got.CreatedAt.UTC(), got.VerifiedAt.UTC(), got.LastUsedAt.UTC()
+		if gj, wj := must(json.Marshal(got)), must(json.Marshal(want)); string(gj) != string(wj) {
+			t.Errorf("%s round trip:\n got %s\nwant %s", name, gj, wj)
+		}
+	}
+	var kv map[string]any
+	if err := json.Unmarshal(must(json.Marshal(d)), &kv); err != nil {
+		t.Fatal(err)
+	}
+	assertKeys(t, "KV passkey", kv["passkey"].(map[string]any), []string{"id", "public_key", "user_handle", "sign_count", "aaguid", "transports",
+		"attestation_type", "attestation_format", "attachment", "up", "uv", "be", "bs"})
+	if ts := store.Tombstone(c); ts.Passkey != nil {
+		t.Fatal("a tombstone keeps the passkey")
+	}
+}

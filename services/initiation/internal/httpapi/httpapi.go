@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -60,6 +61,8 @@ type initiateBody struct {
 	Email      string         `json:"email"`
 	Phone      string         `json:"phone"`
 	Region     string         `json:"region"`
+	// FriendlyName names a passkey (WEBAUTHN); optional.
+	FriendlyName string `json:"friendly_name"`
 }
 
 type exchangeDTO struct {
@@ -79,6 +82,9 @@ type InitiateDTO struct {
 	// Type is the method enrolled; Destination is where an EMAIL or SMS code went, masked.
 	Type        string `json:"type,omitempty"`
 	Destination string `json:"destination,omitempty"`
+	// PublicKey is a passkey enrollment's PublicKeyCredentialCreationOptions, in the JSON form
+	// PublicKeyCredential.parseCreationOptionsFromJSON reads (base64url fields).
+	PublicKey json.RawMessage `json:"public_key,omitempty"`
 }
 
 func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
@@ -132,7 +138,7 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 		err = fault.New(fault.NotFound, "unsupported verification type: "+strings.Join(enrollable, ", ")+" can be enrolled here (recovery codes come from POST /verification-srv/backupcodes)")
 	}
 	if errors.Is(err, setup.ErrMethodInactive) {
-		err = fault.New(fault.MethodInactive, "this deployment cannot send codes of this method now (no mail server or SMS provider configured)")
+		err = fault.New(fault.MethodInactive, inactiveReason(r.PathValue("type")))
 	}
 	if errors.Is(err, setup.ErrSubTooLong) {
 		err = fault.New(fault.BadRequest, "the user id (sub claim) is too long to fit in a QR code")
@@ -152,12 +158,21 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 		QRCode:                in.QRCode,
 		Type:                  sentType(in),
 		Destination:           in.Destination,
+		PublicKey:             in.PublicKey,
 	})
+}
+
+// inactiveReason words method_inactive for the method of route.
+func inactiveReason(route string) string {
+	if m, ok := method.ByRoute(route); ok && m.Name == method.WebAuthn {
+		return "passkeys are not available in this deployment (its WebAuthn relying party is not usable: MFA_WEBAUTHN_RP_ID must be a domain name, not an IP address)"
+	}
+	return "this deployment cannot send codes of this method now (no mail server or SMS provider configured)"
 }
 
 // sentType is the type of an EMAIL or SMS enrollment's answer; TOTP answers keep their shape.
 func sentType(in setup.Initiated) string {
-	if in.Destination == "" {
+	if in.Destination == "" && in.PublicKey == nil {
 		return ""
 	}
 	return in.Method
@@ -181,6 +196,8 @@ func factorOf(route string, body initiateBody) (setup.Factor, error) {
 			return setup.Factor{}, fault.New(fault.BadRequest, "phone is required (E.164, or national with region)")
 		}
 		return setup.Factor{Address: body.Phone, Region: body.Region}, nil
+	case method.WebAuthn:
+		return setup.Factor{FriendlyName: body.FriendlyName}, nil
 	}
 	return setup.Factor{}, nil
 }

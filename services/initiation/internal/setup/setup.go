@@ -54,6 +54,8 @@ type Credential struct {
 	Destination   string
 	DeliveryID    string
 	CodeExpiresAt time.Time
+	// PublicKey is a passkey's (WEBAUTHN) creation options, JSON as browsers parse them.
+	PublicKey []byte
 	// Pending is the same credential sealed by the registry, for the status service to keep
 	// with the enrollment; opaque here.
 	Pending []byte
@@ -73,6 +75,8 @@ type Factor struct {
 	Address string
 	Region  string
 	Locale  string
+	// FriendlyName names a passkey (WEBAUTHN); optional.
+	FriendlyName string
 }
 
 // Notifier says which channels codes can be sent on (the notifier service, over NATS).
@@ -129,6 +133,9 @@ type Service struct {
 	QR       QR
 	// Notifier tells whether EMAIL and SMS can be used; nil means they cannot.
 	Notifier Notifier
+	// WebAuthn says the passkey settings can work (pkg/config.WebAuthn); WEBAUTHN is inactive
+	// without.
+	WebAuthn bool
 	// Issuer names the service in authenticator apps.
 	Issuer string
 	// PublicURL is the base URL the companion app connects back to (`burl`).
@@ -163,10 +170,14 @@ func (s *Service) Methods(ctx context.Context) []Method {
 }
 
 func (s *Service) active(ctx context.Context, m method.Method) bool {
+	if m.Name == method.WebAuthn {
+		return s.WebAuthn
+	}
 	return m.Channel == "" || s.Notifier != nil && s.Notifier.Active(ctx, m.Channel)
 }
 
-// ErrMethodInactive: the method's codes cannot be sent now (no mail server or SMS provider).
+// ErrMethodInactive: the method cannot be used here now (no mail server or SMS provider; passkey
+// settings that cannot work).
 var ErrMethodInactive = errors.New("method inactive")
 
 // Initiated is a started enrollment, with everything the user needs to scan it.
@@ -183,6 +194,8 @@ type Initiated struct {
 	// Destination is where an EMAIL or SMS code went, masked; Method is the method enrolled.
 	Destination string
 	Method      string
+	// PublicKey is a passkey enrollment's creation options (WEBAUTHN).
+	PublicKey []byte
 }
 
 // Initiate starts an enrollment of the method whose route segment is route (totp) for sub.
@@ -233,7 +246,7 @@ func (s *Service) Initiate(ctx context.Context, route, sub string, qr QRFormat, 
 			in.ExpiresAt = existing.ExpiresAt
 		}
 	}
-	if m.Channel != "" {
+	if m.Channel != "" || m.SignIn == method.Assertion {
 		return s.initiateSent(ctx, in, m, f, stepUpToken, existing != nil)
 	}
 	// The URI must fit in a QR before anything is stored: a credential and an enrollment that
@@ -275,9 +288,10 @@ func (s *Service) Initiate(ctx context.Context, route, sub string, qr QRFormat, 
 	return in, nil
 }
 
-// initiateSent starts the enrollment of an email address or a phone number: the registry sends
+// initiateSent starts the enrollment of an email address or a phone number (the registry sends
 // the code and seals the pending credential, the status service records the enrollment with
-// where the code went. Nothing to scan, no secret to hand out.
+// where the code went) or of a passkey (the registry makes the creation options and seals the
+// registration session). Nothing to scan, no secret to hand out.
 func (s *Service) initiateSent(ctx context.Context, in Initiated, m method.Method, f Factor, stepUpToken string, retry bool) (Initiated, error) {
 	cred, err := s.Registry.CreatePending(ctx, in.StatusID, in.Sub, in.ExpiresAt, StepUpProof{Token: stepUpToken, Retry: retry}, f)
 	if err != nil {
@@ -286,7 +300,7 @@ func (s *Service) initiateSent(ctx context.Context, in Initiated, m method.Metho
 	if err := s.Status.Create(ctx, in.StatusID, in.ExchangeID, in.Sub, m.Name, in.ExpiresAt, cred.Pending, cred); err != nil {
 		return Initiated{}, fmt.Errorf("record enrollment: %w", err)
 	}
-	in.Destination, in.Method = cred.Destination, m.Name
+	in.Destination, in.Method, in.PublicKey = cred.Destination, m.Name, cred.PublicKey
 	return in, nil
 }
 

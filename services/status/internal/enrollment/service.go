@@ -58,6 +58,15 @@ type Registry interface {
 	Resend(ctx context.Context, statusID, sub string, pending []byte) (factor.Sent, []byte, error)
 }
 
+// PasskeyRegistry is the registry as a passkey (WEBAUTHN) enrollment needs it.
+type PasskeyRegistry interface {
+	// VerifyPasskey verifies the browser's registration response against the enrollment's
+	// sealed registration session (pending) and claims the passkey, registering nothing yet
+	// (Activate does, as for a code). A response that does not verify is
+	// factor.ErrInvalidCredential.
+	VerifyPasskey(ctx context.Context, statusID, sub string, credential, pending []byte) (Claim, error)
+}
+
 // Claim names the device an accepted code will register.
 type Claim struct {
 	PHID     string
@@ -85,8 +94,10 @@ var eventNamespace = uuid.MustParse("5b0f1f4e-8a43-4d8e-9a39-0b8f3c1d2e7a")
 
 // Service applies the state machine.
 type Service struct {
-	Store       Store
-	Registry    Registry
+	Store    Store
+	Registry Registry
+	// Passkeys completes passkey enrollments (the registry); without it they are refused.
+	Passkeys    PasskeyRegistry
 	Now         func() time.Time
 	MaxAttempts int
 	// MaxSentAttempts wrong codes make an enrollment of a method whose codes are sent (EMAIL,
@@ -270,6 +281,8 @@ type EnrollInput struct {
 	Channel string
 	// Method, when set (the frontend's enroll/{type}), must be the enrollment's method.
 	Method string
+	// Credential is a passkey's registration response (WEBAUTHN), in place of Code.
+	Credential []byte
 }
 
 // Enroll completes an enrollment with a code: INITIATED|SCANNED → ENROLLED. A wrong code counts
@@ -281,9 +294,10 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	if in.ExchangeID == "" {
 		return Enrollment{}, fmt.Errorf("%w: exchange_id is required", ErrBadRequest)
 	}
+	passkey := len(in.Credential) > 0
 	// Apps show codes as "123 456"; people type them that way.
 	in.Code = strings.ReplaceAll(in.Code, " ", "")
-	if !validCodeFormat(in.Code) {
+	if !passkey && !validCodeFormat(in.Code) {
 		return Enrollment{}, fmt.Errorf("%w: verification_code must be 6 to 8 digits", ErrBadRequest)
 	}
 	e, err := s.Store.GetByExchangeID(ctx, in.ExchangeID)
@@ -296,6 +310,9 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	if in.Method != "" && in.Method != e.Method {
 		return Enrollment{}, fmt.Errorf("%w: this enrollment is of type %s, not %s", ErrConflict, e.Method, in.Method)
 	}
+	if m, _ := method.ByName(e.Method); (m.SignIn == method.Assertion) != passkey {
+		return Enrollment{}, fmt.Errorf("%w: a passkey enrollment takes credential (the registration response), other enrollments a verification_code", ErrBadRequest)
+	}
 	// Settle expiry and terminal states before asking the registry. A finished enrollment
 	// takes no more codes: answering success would accept any code from any device. Only the
 	// frame that enrolled it, repeated by its device, is answered again.
@@ -307,6 +324,11 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 		case Expired:
 			return e, nil, ErrExpired
 		case Enrolled:
+			if passkey {
+				// The registration's challenge was answered once; a response sent again is a
+				// replay, and nothing more is stored.
+				return e, nil, fmt.Errorf("this enrollment's challenge was used already: %w", factor.ErrInvalidCredential)
+			}
 			if repeat = s.isRepeat(e, in); repeat {
 				return e, nil, nil
 			}
@@ -326,7 +348,15 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	if dev.Platform == "" {
 		dev.Platform = e.Device.Platform
 	}
-	claim, err := s.Registry.Verify(ctx, e.ID, e.Sub, in.Code, dev, e.PendingCredential)
+	var claim Claim
+	switch {
+	case passkey && s.Passkeys == nil:
+		return e, fmt.Errorf("%w: passkeys are not available here", ErrBadRequest)
+	case passkey:
+		claim, err = s.Passkeys.VerifyPasskey(ctx, e.ID, e.Sub, in.Credential, e.PendingCredential)
+	default:
+		claim, err = s.Registry.Verify(ctx, e.ID, e.Sub, in.Code, dev, e.PendingCredential)
+	}
 	if errors.Is(err, factor.ErrInvalidCode) {
 		return s.countFailure(ctx, e, in.Channel)
 	}

@@ -54,6 +54,10 @@ func Of(err error) error {
 		return fault.New(fault.BadRequest, trimSentinel(err, enrollment.ErrBadRequest))
 	case errors.Is(err, enrollment.ErrStale):
 		return fault.New(fault.Conflict, "the enrollment is changing concurrently; retry")
+	case errors.Is(err, factor.ErrClonedAuthenticator):
+		return fault.New(fault.InvalidCredential, "this passkey's signature counter went backwards, so a copy of it may be in use: it is refused; remove it and register a new one")
+	case errors.Is(err, factor.ErrInvalidCredential):
+		return fault.New(fault.InvalidCredential, "the passkey's response does not verify (wrong origin or relying party, a challenge of another or a finished exchange, or a bad signature or attestation)")
 	case errors.Is(err, factor.ErrReplayed):
 		return fault.New(fault.CodeReplayed, "this code was already used; wait for the next one")
 	case errors.Is(err, factor.ErrMalformedCode):

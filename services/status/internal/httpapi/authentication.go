@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -58,11 +59,17 @@ type initiationDTO struct {
 	Number string `json:"number,omitempty"`
 	// Destination is where an EMAIL or SMS code went, masked.
 	Destination string `json:"destination,omitempty"`
+	// PublicKey is a passkey sign-in's PublicKeyCredentialRequestOptions, in the JSON form
+	// PublicKeyCredential.parseRequestOptionsFromJSON reads (base64url fields).
+	PublicKey json.RawMessage `json:"public_key,omitempty"`
 }
 
 type verificationBody struct {
 	ExchangeID string `json:"exchange_id"`
 	PassCode   string `json:"pass_code"`
+	// Credential is a passkey sign-in's assertion (WEBAUTHN: credential.toJSON()), in place of
+	// pass_code.
+	Credential json.RawMessage `json:"credential"`
 	// Sub, without ExchangeID, makes a single-step verification (a service token with
 	// mfa:verify): the sign-in is started and finished by this one request.
 	Sub string `json:"sub"`
@@ -112,6 +119,9 @@ func authMethod(r *http.Request) (string, error) {
 func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
 	name, err := authMethod(r)
 	if err != nil {
+		return err
+	}
+	if err := a.passkeyMethod(name); err != nil {
 		return err
 	}
 	var body initiationBody
@@ -167,7 +177,7 @@ func (a *API) initiateAuthentication(w http.ResponseWriter, r *http.Request, id 
 	w.Header().Set("Cache-Control", "no-store")
 	httpx.WriteJSON(w, http.StatusOK, initiationDTO{
 		ExchangeID: exchangeDTO{ExchangeID: e.ExchangeID, ExpiresAt: e.ExpiresAt},
-		StatusID:   e.ID, Sub: e.Sub, Number: e.Number, Destination: e.Sent.Destination,
+		StatusID:   e.ID, Sub: e.Sub, Number: e.Number, Destination: e.Sent.Destination, PublicKey: e.PublicKey,
 	})
 	return nil
 }
@@ -213,9 +223,25 @@ func (a *API) verifyAuthentication(w http.ResponseWriter, r *http.Request, id au
 	if err != nil {
 		return err
 	}
+	if err := a.passkeyMethod(name); err != nil {
+		return err
+	}
 	var body verificationBody
 	if err := httpx.DecodeJSON(w, r, &body, false); err != nil {
 		return err
+	}
+	if m, _ := method.ByName(name); m.SignIn == method.Assertion {
+		if body.ExchangeID == "" {
+			return fault.New(fault.BadRequest, "exchange_id is required")
+		}
+		if !ids.Valid(body.ExchangeID) {
+			return errNoSuchSignIn
+		}
+		cred, err := credentialJSON(body.Credential)
+		if err != nil {
+			return err
+		}
+		body.PassCode = string(cred)
 	}
 	if body.ExchangeID == "" && body.Sub != "" {
 		return a.verifyOnce(w, r, id, name, body)
@@ -240,6 +266,12 @@ func (a *API) verifyAuthentication(w http.ResponseWriter, r *http.Request, id au
 		MFAToken: a.mfaToken(r, e, caller),
 	})
 	return nil
+}
+
+// passkeyMethod refuses the webauthn sign-in routes where passkeys are inactive.
+func (a *API) passkeyMethod(name string) error {
+	m, _ := method.ByName(name)
+	return a.passkeyRoute(m)
 }
 
 // verifyOnce is the single-step verification: a login service (scope mfa:verify) sends sub and

@@ -8,7 +8,9 @@
 package httpapi
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -50,6 +52,28 @@ type API struct {
 	Tokens *mfatoken.Signer
 	// VerificationTTL bounds an authentication; 0 means DefaultVerificationTTL.
 	VerificationTTL time.Duration
+	// WebAuthn says the passkey settings can work (pkg/config.WebAuthn); without, the webauthn
+	// routes answer 409 method_inactive.
+	WebAuthn bool
+}
+
+// errPasskeysInactive answers the webauthn routes where the passkey settings cannot work.
+var errPasskeysInactive = fault.New(fault.MethodInactive, "passkeys are not available in this deployment (its WebAuthn relying party is not usable: MFA_WEBAUTHN_RP_ID must be a domain name, not an IP address)")
+
+// passkeyRoute refuses a webauthn route where passkeys are inactive.
+func (a *API) passkeyRoute(m method.Method) error {
+	if m.SignIn == method.Assertion && !a.WebAuthn {
+		return errPasskeysInactive
+	}
+	return nil
+}
+
+// credentialJSON checks that a passkey request carries the browser's credential object.
+func credentialJSON(c json.RawMessage) ([]byte, error) {
+	if t := bytes.TrimSpace(c); len(t) == 0 || t[0] != '{' {
+		return nil, fault.New(fault.BadRequest, "credential is required: the PublicKeyCredential as credential.toJSON() gives it")
+	}
+	return c, nil
 }
 
 // Routes registers the routes on rt.
@@ -240,6 +264,9 @@ type enrollBody struct {
 	VerificationCode string `json:"verification_code"`
 	// FriendlyName names the device when the code is typed into the frontend.
 	FriendlyName string `json:"friendly_name"`
+	// Credential is a passkey's registration response (WEBAUTHN: credential.toJSON()), in
+	// place of verification_code.
+	Credential json.RawMessage `json:"credential"`
 }
 
 // resendBody asks for a new code of an EMAIL or SMS exchange.
@@ -305,6 +332,9 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request, caller caller) erro
 	if !ok || !m.Enrolls {
 		return fault.New(fault.NotFound, "unsupported verification type; use "+strings.Join(method.Routes(func(m method.Method) bool { return m.Enrolls }), ", "))
 	}
+	if err := a.passkeyRoute(m); err != nil {
+		return err
+	}
 	var body enrollBody
 	if err := httpx.DecodeJSON(w, r, &body, false); err != nil {
 		return err
@@ -314,6 +344,20 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request, caller caller) erro
 	}
 	if !ids.Valid(body.ExchangeID) {
 		return errNoSuchEnrollment
+	}
+	if m.SignIn == method.Assertion {
+		cred, err := credentialJSON(body.Credential)
+		if err != nil {
+			return err
+		}
+		e, err := a.Enrollments.Enroll(r.Context(), enrollment.EnrollInput{
+			ExchangeID: body.ExchangeID, Credential: cred, Sub: sub, Method: m.Name, Channel: enrollment.ChannelFrontend,
+		})
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, enrollmentDTO(e))
+		return nil
 	}
 	if body.VerificationCode == "" {
 		return fault.New(fault.BadRequest, "verification_code is required")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/events/commands"
+	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/factor"
 	"github.com/mfaflow/mfaflow/pkg/fault"
 	"github.com/mfaflow/mfaflow/pkg/rpc"
@@ -219,6 +220,10 @@ func fromRegistry(subject string, err error) error {
 	switch fe.Code {
 	case fault.InvalidCode:
 		return factor.ErrInvalidCode
+	case fault.InvalidCredential:
+		return factor.ErrInvalidCredential
+	case fault.ClonedAuthenticator:
+		return factor.ErrClonedAuthenticator
 	case fault.CodeReplayed:
 		return factor.ErrReplayed
 	case fault.Locked:
@@ -262,7 +267,46 @@ func (r *Registry) Discard(ctx context.Context, statusID string) error {
 	return rpc.Call(ctx, r.NC, commands.RegistryDiscardCredential, commands.DiscardCredentialRequest{StatusID: statusID}, nil)
 }
 
-var _ signin.Authenticator = (*Registry)(nil)
+var (
+	_ signin.Authenticator       = (*Registry)(nil)
+	_ signin.Assertions          = (*Registry)(nil)
+	_ enrollment.PasskeyRegistry = (*Registry)(nil)
+)
+
+// VerifyPasskey implements enrollment.PasskeyRegistry.
+func (r *Registry) VerifyPasskey(ctx context.Context, statusID, sub string, credential, pending []byte) (enrollment.Claim, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout())
+	defer cancel()
+	var reply commands.CredentialClaim
+	err := rpc.Call(ctx, r.NC, commands.RegistryVerifyCredential, commands.VerifyCredentialRequest{
+		StatusID: statusID, Sub: sub, Credential: credential, PendingCredential: pending,
+	}, &reply)
+	if err != nil {
+		return enrollment.Claim{}, fromRegistry(commands.RegistryVerifyCredential, err)
+	}
+	return enrollment.Claim{PHID: reply.PHID, DeviceID: reply.DeviceID}, nil
+}
+
+// BeginAssertion implements signin.Assertions.
+func (r *Registry) BeginAssertion(ctx context.Context, sub, statusID string) ([]byte, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout())
+	defer cancel()
+	var reply commands.ChallengeReply
+	if err := rpc.Call(ctx, r.NC, commands.RegistryFactorsChallenge, commands.ChallengeRequest{
+		Sub: sub, Method: method.WebAuthn, StatusID: statusID,
+	}, &reply); err != nil {
+		return nil, nil, fromRegistry(commands.RegistryFactorsChallenge, err)
+	}
+	return reply.PublicKey, reply.Challenge, nil
+}
+
+// CheckAssertion implements signin.Assertions.
+func (r *Registry) CheckAssertion(ctx context.Context, sub, statusID string, assertion, challenge []byte) (string, bool, error) {
+	reply, err := r.factor(ctx, commands.RegistryFactorsCheck, commands.FactorRequest{
+		Sub: sub, Method: method.WebAuthn, Code: string(assertion), StatusID: statusID, Challenge: challenge,
+	})
+	return reply.PHID, reply.UserVerified, err
+}
 
 // Ready implements signin.Authenticator.
 func (r *Registry) Ready(ctx context.Context, sub, method string) error {

@@ -85,6 +85,12 @@ type Authentication struct {
 	// keyed hash, which only the registry opens. Never in an event or a reply.
 	Sent      factor.Sent
 	Challenge []byte
+	// UserVerified: the passkey's authenticator verified the user (WEBAUTHN); the mfa_token's
+	// amr then has "user".
+	UserVerified bool
+	// PublicKey is a passkey sign-in's request options as Start made them, for the initiation's
+	// answer; not stored.
+	PublicKey []byte
 	// Version is the store's revision, for compare-and-set.
 	Version uint64
 	// Seq counts its writes: 1 when created, one more with every compare-and-set write; the

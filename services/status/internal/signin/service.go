@@ -51,6 +51,19 @@ type Authenticator interface {
 	Challenge(ctx context.Context, sub, methodName, phid, statusID, locale string) (factor.Sent, []byte, error)
 }
 
+// Assertions is the registry as a passkey (WEBAUTHN) sign-in needs it.
+type Assertions interface {
+	// BeginAssertion makes the request options of a passkey sign-in of sub (the user's passkeys
+	// in allowCredentials) and the sealed session the sign-in keeps. Refusals as Ready, plus the
+	// registry's method_inactive passed on.
+	BeginAssertion(ctx context.Context, sub, statusID string) (options, challenge []byte, err error)
+	// CheckAssertion verifies the browser's assertion against the sealed session and returns
+	// the passkey used and whether its authenticator verified the user. Refusals:
+	// factor.ErrInvalidCredential (counted towards the lockout), factor.ErrClonedAuthenticator,
+	// a *factor.LockedError, factor.ErrNoFactor.
+	CheckAssertion(ctx context.Context, sub, statusID string, assertion, challenge []byte) (phid string, userVerified bool, err error)
+}
+
 // Notifier announces a written change to live subscribers. It is best effort: subscribers
 // also re-read the store now and then, so a lost announcement only delays an update.
 type Notifier interface {
@@ -68,6 +81,8 @@ type Service struct {
 	Store Store
 	// Authenticator checks codes and readiness (the registry).
 	Authenticator Authenticator
+	// Passkeys runs passkey sign-ins (the registry); without it WEBAUTHN sign-ins are refused.
+	Passkeys Assertions
 	// Push, PushLedger and PushSender make push sign-in work; MaxPushes bounds pushes per user
 	// in PushWindow (0 means DefaultMaxPushes).
 	Push       PushDirectory
@@ -196,8 +211,17 @@ func (s *Service) Start(ctx context.Context, in NewAuthentication) (Authenticati
 	var (
 		sent      factor.Sent
 		challenge []byte
+		options   []byte
 	)
-	if m.Channel != "" {
+	if m.SignIn == method.Assertion {
+		if s.Passkeys == nil {
+			return Authentication{}, fmt.Errorf("%w: passkeys are not available here", ErrBadRequest)
+		}
+		var err error
+		if options, challenge, err = s.Passkeys.BeginAssertion(ctx, in.Sub, in.ID); err != nil {
+			return Authentication{}, err
+		}
+	} else if m.Channel != "" {
 		// The code goes out before the sign-in is stored: the registry checks readiness and
 		// sends in one step. Should the store then fail, the code simply expires unused.
 		var err error
@@ -228,6 +252,7 @@ func (s *Service) Start(ctx context.Context, in NewAuthentication) (Authenticati
 	}
 	s.changed(created)
 	s.entered(created, "")
+	created.PublicKey = options
 	return created, nil
 }
 
@@ -273,23 +298,44 @@ func (s *Service) Verify(ctx context.Context, exchangeID, methodName string, cal
 // check checks code for the open sign-in a and records the outcome; end makes a refused code end
 // the sign-in (FAILED) instead of leaving it open for another try.
 func (s *Service) check(ctx context.Context, a Authentication, code string, end bool) (Authentication, error) {
+	m, _ := method.ByName(a.Method)
+	passkey := m.SignIn == method.Assertion
 	a, err := s.apply(ctx, a, func(a Authentication) (Authentication, *change, error) {
 		switch a.State {
 		case Initiated:
 			return a, nil, nil
 		case Expired:
 			return a, nil, ErrExpired
-		default:
-			return a, nil, fmt.Errorf("%w: sign-in is %s", ErrConflict, a.State)
+		case Authenticated:
+			if passkey {
+				// The challenge was answered once; an assertion sent again is a replay.
+				return a, nil, fmt.Errorf("this sign-in's challenge was used already: %w", factor.ErrInvalidCredential)
+			}
 		}
+		return a, nil, fmt.Errorf("%w: sign-in is %s", ErrConflict, a.State)
 	})
 	if err != nil {
 		return a, err
 	}
-	phid, err := s.Authenticator.CheckCode(ctx, a.Sub, a.Method, code, a.ID, a.Challenge)
+	var (
+		phid         string
+		userVerified bool
+	)
+	if passkey {
+		if s.Passkeys == nil {
+			return a, fmt.Errorf("%w: passkeys are not available here", ErrBadRequest)
+		}
+		phid, userVerified, err = s.Passkeys.CheckAssertion(ctx, a.Sub, a.ID, []byte(code), a.Challenge)
+	} else {
+		phid, err = s.Authenticator.CheckCode(ctx, a.Sub, a.Method, code, a.ID, a.Challenge)
+	}
 	switch {
 	case errors.Is(err, factor.ErrInvalidCode):
 		return s.refuse(ctx, a, "invalid_code", err, end)
+	case errors.Is(err, factor.ErrInvalidCredential):
+		return s.refuse(ctx, a, "invalid_credential", err, end)
+	case errors.Is(err, factor.ErrClonedAuthenticator):
+		return s.refuse(ctx, a, "cloned_authenticator", err, end)
 	case errors.Is(err, factor.ErrReplayed):
 		return s.refuse(ctx, a, "code_replayed", err, end)
 	case err != nil && end && refusalReason(err) != "":
@@ -309,7 +355,7 @@ func (s *Service) check(ctx context.Context, a Authentication, code string, end 
 			// A cancel won the race; the code is spent, the sign-in is not.
 			return a, nil, fmt.Errorf("%w: sign-in became %s", ErrConflict, a.State)
 		}
-		a.State, a.PHID, a.AuthTime = Authenticated, phid, s.now()
+		a.State, a.PHID, a.AuthTime, a.UserVerified = Authenticated, phid, s.now(), userVerified
 		a.Challenge = nil // the code is spent; nothing of it stays
 		return a, &change{}, nil
 	})

@@ -49,14 +49,19 @@ func TokenClaims(a Authentication, caller Caller) (Claims, bool) {
 		return Claims{}, false
 	}
 	return Claims{
-		Sub: a.Sub, Audience: a.ClientID, StatusID: a.ID, AMR: amr(a.Method), AuthTime: a.AuthTime,
+		Sub: a.Sub, Audience: a.ClientID, StatusID: a.ID, AMR: amr(a.Method, a.UserVerified), AuthTime: a.AuthTime,
 		JTI: uuid.NewSHA1(jtiNamespace, []byte(a.ID)).String(),
 	}, true
 }
 
 // amr is what a factor of the method called name proves, as RFC 8176 names it: the method's
 // registration says (events/method); none for a method not registered, which mints no token.
-func amr(name string) []string {
+//
+// A passkey whose authenticator verified the user adds "user" (method.AMRUserVerified).
+func amr(name string, userVerified bool) []string {
 	m, _ := method.ByName(name)
+	if userVerified && m.SignIn == method.Assertion {
+		return append(m.AMR, method.AMRUserVerified)
+	}
 	return m.AMR
 }
