@@ -15,6 +15,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/events/method"
 )
 
 // compileAll compiles the schema of every event type from events.Schemas. Every embedded file is
@@ -517,7 +518,7 @@ func TestPerTypeDataConstraints(t *testing.T) {
 		{"failed with a free-text reason", events.EnrollmentFailed, func(d map[string]any) { d["reason"] = "wrong code 123456" }},
 		{"unknown status", events.EnrollmentExpired, func(d map[string]any) { d["status"] = "PENDING" }},
 		{"lower-case status", events.EnrollmentExpired, func(d map[string]any) { d["status"] = "expired" }},
-		{"enrollment of type SMS", events.EnrollmentInitiated, func(d map[string]any) { d["type"] = "SMS" }},
+		{"enrollment of type FAX", events.EnrollmentInitiated, func(d map[string]any) { d["type"] = "FAX" }},
 		{"enrollment without sub", events.EnrollmentInitiated, func(d map[string]any) { delete(d, "sub") }},
 		{"enrollment without expires_at", events.EnrollmentScanned, func(d map[string]any) { delete(d, "expires_at") }},
 		{"enrollment with a bad expires_at", events.EnrollmentScanned, func(d map[string]any) { d["expires_at"] = "soon" }},
@@ -526,13 +527,13 @@ func TestPerTypeDataConstraints(t *testing.T) {
 		{"device without device_id", events.DeviceRenamed, func(d map[string]any) { delete(d, "device_id") }},
 		{"device without sub", events.DeviceRemoved, func(d map[string]any) { delete(d, "sub") }},
 		{"device with status", events.DeviceRegistered, func(d map[string]any) { d["status"] = "ENROLLED" }},
-		{"device of type SMS", events.DeviceRemoved, func(d map[string]any) { d["type"] = "SMS" }},
+		{"device of type FAX", events.DeviceRemoved, func(d map[string]any) { d["type"] = "FAX" }},
 
 		{"verification initiated with status AUTHENTICATED", events.VerificationInitiated, func(d map[string]any) { d["status"] = "AUTHENTICATED" }},
 		{"verification initiated with a previous_status", events.VerificationInitiated, func(d map[string]any) { d["previous_status"] = "INITIATED" }},
 		{"verification initiated with a ph_id", events.VerificationInitiated, func(d map[string]any) { d["ph_id"] = phID }},
 		{"verification initiated with a reason", events.VerificationInitiated, func(d map[string]any) { d["reason"] = "invalid_code" }},
-		{"verification initiated of type SMS", events.VerificationInitiated, func(d map[string]any) { d["type"] = "SMS" }},
+		{"verification initiated of type FAX", events.VerificationInitiated, func(d map[string]any) { d["type"] = "FAX" }},
 		{"verification with an enrollment status", events.VerificationInitiated, func(d map[string]any) { d["status"] = "SCANNED" }},
 		{"verification without status_id", events.VerificationInitiated, func(d map[string]any) { delete(d, "status_id") }},
 		{"verification without sub", events.VerificationInitiated, func(d map[string]any) { delete(d, "sub") }},
@@ -712,6 +713,39 @@ func TestAsyncAPI(t *testing.T) {
 	for _, typ := range events.Types {
 		if !seen[typ] {
 			t.Errorf("asyncapi.yaml has no example of %s", typ)
+		}
+	}
+}
+
+// TestSchemasNameEveryRegisteredMethod: the JSON Schemas' method enums come from the one
+// registration (events/method), so an event of a new method validates.
+func TestSchemasNameEveryRegisteredMethod(t *testing.T) {
+	raw, err := os.ReadFile("schemas/defs.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var defs struct {
+		Defs map[string]struct {
+			Enum []string `json:"enum"`
+		} `json:"$defs"`
+	}
+	if err := json.Unmarshal(raw, &defs); err != nil {
+		t.Fatal(err)
+	}
+	var enrolls, all []string
+	for _, m := range method.All() {
+		all = append(all, m.Name)
+		if m.Enrolls {
+			enrolls = append(enrolls, m.Name)
+		}
+	}
+	for name, want := range map[string][]string{"method": enrolls, "verificationMethod": all} {
+		got := append([]string(nil), defs.Defs[name].Enum...)
+		slices.Sort(got)
+		w := append([]string(nil), want...)
+		slices.Sort(w)
+		if !slices.Equal(got, w) {
+			t.Errorf("defs.json $defs/%s enum %v, want the registered %v", name, defs.Defs[name].Enum, want)
 		}
 	}
 }

@@ -53,33 +53,27 @@ func devInbox(t *testing.T, st *harness.Stack, to string) []inboxMessage {
 	return out
 }
 
-// inboxCode waits for message number n+1 (the inbox of st holding more than n messages for to)
-// and returns the code it carries: a mail's on a line of its own, an SMS's (to starts with +)
-// on its WebOTP line.
+// inboxCode waits until the inbox of st holds more than n messages with a code for to (security
+// notifications carry none and do not count) and returns the newest one's code: a mail's on a
+// line of its own, an SMS's (to starts with +) on its WebOTP line. The inbox lists newest first.
 func inboxCode(t *testing.T, st *harness.Stack, to string, n int) string {
 	t.Helper()
+	re := mailCode
+	if strings.HasPrefix(to, "+") {
+		re = smsCode
+	}
 	var code string
 	natstest.Eventually(t, 15*time.Second, func() error {
-		msgs := devInbox(t, st, to)
-		if len(msgs) <= n {
-			return fmt.Errorf("%d messages for %s, waiting for more than %d", len(msgs), to, n)
-		}
-		// The newest first or last: find the one not counted by taking the newest received.
-		newest := msgs[0]
-		for _, m := range msgs {
-			if m.ReceivedAt.After(newest.ReceivedAt) {
-				newest = m
+		var codes []string
+		for _, m := range devInbox(t, st, to) {
+			if match := re.FindStringSubmatch(m.Text); match != nil {
+				codes = append(codes, match[1])
 			}
 		}
-		re := mailCode
-		if strings.HasPrefix(to, "+") {
-			re = smsCode
+		if len(codes) <= n {
+			return fmt.Errorf("%d messages with a code for %s, waiting for more than %d", len(codes), to, n)
 		}
-		match := re.FindStringSubmatch(newest.Text)
-		if match == nil {
-			return fmt.Errorf("no code in %q", newest.Text)
-		}
-		code = match[1]
+		code = codes[0]
 		return nil
 	})
 	return code
@@ -215,13 +209,8 @@ func TestCodesByEmailAndSMS(t *testing.T) {
 			}
 
 			s.rec.WaitTypes(t, smsAuth.StatusID, events.VerificationInitiated, events.VerificationSucceeded)
-			for _, ev := range s.rec.All() {
-				for _, secret := range []string{code, first, second, smsEnrollCode, smsCode, "alice@example.org", "4915112345678"} {
-					if bytes.Contains(ev.Raw, []byte(secret)) {
-						t.Errorf("event %s carries %q: %s", ev.Type, secret, ev.Raw)
-					}
-				}
-			}
+			// Every event matches its schema and none carries a code or the address.
+			checkEvents(t, s.rec, code, first, second, smsEnrollCode, smsCode, "alice@example.org", "4915112345678")
 		})
 	}
 }
