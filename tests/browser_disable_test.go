@@ -43,7 +43,8 @@ func TestDemoPageDisable(t *testing.T) {
 	poll := func(what, expr string) {
 		t.Helper()
 		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
-			t.Fatalf("%s: %v\nbrowser console:\n%s", what, err, console.dump())
+			page, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('[role=alert]:not([hidden])')].map(e => e.id + ': ' + e.textContent).join('\n')`))
+			t.Fatalf("%s: %v\nthe page says:\n%s\nbrowser console:\n%s", what, err, page, console.dump())
 		}
 	}
 	user := fmt.Sprintf("disable-%d", time.Now().UnixNano())
@@ -210,10 +211,8 @@ func TestDemoPageDisable(t *testing.T) {
 
 	// 6. The same link again: used, so 410 expired, shown as a problem; nothing to press again.
 	openLink("open the link a second time")
-	do("confirm with the used link",
-		chromedp.Click(chromedp.ID("disable-confirm-yes")),
-		chromedp.WaitVisible(chromedp.CSS(`#disable-confirm-error[data-code="expired"] .detail`)),
-	)
+	do("confirm with the used link", chromedp.Click(chromedp.ID("disable-confirm-yes")))
+	poll("the used link is refused", `document.querySelector('#disable-confirm-error[data-code="expired"] .detail') !== null`)
 	var refused struct {
 		Hint, Who string
 		Form      bool
@@ -228,6 +227,20 @@ func TestDemoPageDisable(t *testing.T) {
 	}
 	poll("the state still says MFA is off", `document.querySelector('#mfa-facts[data-enabled="false"]') !== null`)
 	screenshot("demo-disable-link-used.png")
+
+	// 7. A browser that does not know the user asks for the name before confirming.
+	do("forget the user and open the link again",
+		chromedp.Evaluate[chromedp.Void](`localStorage.clear()`),
+		chromedp.Navigate(link),
+		chromedp.WaitVisible(chromedp.ID("disable-confirm-user")),
+	)
+	pollText(t, ctx, console, "#disable-confirm-who", "Who asked for this link? Enter the user name to confirm: the link works only for that user.")
+	do("name the user and confirm",
+		chromedp.SetValue(chromedp.ID("disable-confirm-user"), user),
+		chromedp.Click(chromedp.ID("disable-confirm-yes")),
+	)
+	poll("the used link is refused for the named user", `document.querySelector('#disable-confirm-error[data-code="expired"]') !== null`)
+	pollText(t, ctx, console, "#h-mfa", "MFA state of "+user)
 
 	// The step-up before the recovery codes is a 403, the used link a 410; nothing else.
 	if bad := console.problems(http.StatusForbidden, http.StatusGone); len(bad) > 0 {
