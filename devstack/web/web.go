@@ -1,7 +1,9 @@
 // Package web is the dev stack's demo page: a plain HTML + CSS + JavaScript frontend (no build
 // step, no external assets) that walks a person through enrolling an authenticator app against
 // the HTTP API — dev token, initiation, QR, live status, typed code or companion CLI, devices —
-// and an email address or a phone number, whose codes the dev inbox shows.
+// and an email address or a phone number, whose codes the dev inbox shows — and shows the
+// user's MFA state, which it can switch off with a fresh second factor or the emailed link (the
+// link opens this page with ?token=…).
 //
 // It is a client of the public API like any other frontend and talks to nothing else.
 package web

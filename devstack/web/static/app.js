@@ -10,6 +10,8 @@
 // Once a user has a factor, adding a device, removing one and new recovery codes need step-up:
 // the server answers 403 step_up_required, the page asks for a code (a STEP_UP sign-in) and
 // repeats the request once with the mfa_token as X-MFA-Token.
+// The MFA state panel (GET/PUT /verification-srv/mfa) follows every factor change; "Disable MFA"
+// takes the step-up prompt or a link by mail, which opens this page with ?token=… to confirm.
 
 const $ = (id) => document.getElementById(id);
 
@@ -39,7 +41,7 @@ const MAX_BACKOFF_MS = 30000;
 const forcePoll = new URLSearchParams(location.search).get('live') === 'poll';
 
 const state = {
-  sub: '', token: '', // dev token for sub
+  sub: '', email: '', token: '', // dev token for sub (with email as a verified claim)
   enr: null, // the enrollment on screen: {statusId, exchangeId, expiresAt, token, sub}
   status: '', reached: -1, seen: new Set(),
   es: null, polling: false, pollTimer: 0, etag: '', backoff: POLL_MS,
@@ -87,14 +89,35 @@ async function api(method, path, body, token = state.token, headers = {}) {
   return data;
 }
 
+// ensureToken mints a dev token for the user name (and the optional email, which the token then
+// carries as verified, as an identity provider's would) unless the one held is for them already.
+// A new token shows that user's MFA state, and the page remembers who signed in (not the token)
+// so an emailed link opened later knows whose it should be.
 async function ensureToken() {
   const sub = $('user').value.trim();
+  const email = $('user-email').value.trim();
   if (!sub) throw new Problem(400, { detail: 'pick a user name first', code: 'bad_request' });
-  if (sub !== state.sub || !state.token) {
-    const { token } = await api('POST', '/dev/token', { sub }, '');
-    Object.assign(state, { sub, token });
+  if (sub !== state.sub || email !== state.email || !state.token) {
+    const { token } = await api('POST', '/dev/token', email ? { sub, email } : { sub }, '');
+    Object.assign(state, { sub, email, token });
+    rememberUser(sub, email);
+    refreshMfa({ sub, token });
   }
   return { sub, token: state.token };
+}
+
+const REMEMBER_KEY = 'mfaflow-demo.user';
+
+function rememberUser(sub, email) {
+  try { localStorage.setItem(REMEMBER_KEY, JSON.stringify({ sub, email })); } catch { /* storage off: nothing remembered */ }
+}
+
+// recallUser is the user who last signed in on this browser ({sub, email}), or null.
+function recallUser() {
+  try {
+    const u = JSON.parse(localStorage.getItem(REMEMBER_KEY) || 'null');
+    return u && typeof u.sub === 'string' && u.sub ? { sub: u.sub, email: typeof u.email === 'string' ? u.email : '' } : null;
+  } catch { return null; }
 }
 
 // ---- small DOM helpers --------------------------------------------------------------------
@@ -641,6 +664,7 @@ async function loadDevices(owner) {
     $('devices-empty').textContent = `${state.owner.sub} has no devices yet.`;
     $('h-devices').textContent = `Devices of ${state.owner.sub}`;
     setPushDevices(state.owner.sub, list.filter((d) => d.push));
+    refreshMfa(state.owner); // the device list is reloaded after every factor change
   } catch (e) { showError('devices-error', e); }
 }
 
@@ -731,6 +755,7 @@ async function generateCodes(owner) {
   $('codes-panel').hidden = false;
   $('codes-regen-row').hidden = true;
   setRemaining(set.codes.length);
+  refreshMfa(owner);
   $('h-recovery').focus();
   codesAnnounce(`${set.codes.length} recovery codes generated. Save them now; they are shown only once.`);
 }
@@ -1148,7 +1173,10 @@ function applyAuth(s, source) {
   $('signin-success').textContent = `Authenticated as ${s.sub || cur.sub} with ${SIGNED_IN_WITH[cur.method] || 'a code'}${source === 'live' ? ' (seen live)' : ''}.`;
   showClaims(cur.mfaToken, '');
   done.hidden = false;
-  if (cur.method === 'backupcode' && recovery.owner && recovery.owner.sub === cur.sub) loadRecovery(recovery.owner, false);
+  if (cur.method === 'backupcode' && recovery.owner && recovery.owner.sub === cur.sub) {
+    loadRecovery(recovery.owner, false);
+    refreshMfa(recovery.owner); // one recovery code fewer
+  }
 }
 
 function watchAuth() {
@@ -1237,6 +1265,7 @@ function lockFor(seconds) {
     clearInterval(auth.lockTimer);
     auth.lockUntil = 0;
     $('lock').hidden = true;
+    refreshLockedUntil();
     signinError(null);
     setSigninEnabled();
     signinAnnounce('The lock is over: you can try a code again.');
@@ -1245,6 +1274,7 @@ function lockFor(seconds) {
   };
   tick();
   auth.lockTimer = setInterval(tick, 250);
+  refreshLockedUntil();
   setSigninEnabled();
   signinAnnounce(`Locked after too many wrong codes. Try again in ${Math.ceil((auth.lockUntil - Date.now()) / 1000)} seconds.`);
 }
@@ -1515,4 +1545,292 @@ function showClaims(token, prefix) {
   } catch {
     payload.textContent = 'The mfa_token could not be decoded.';
   }
+}
+
+// ---- the user's MFA state, and disabling MFA ----------------------------------------------
+// GET /verification-srv/mfa says whether the user has MFA and with what; the panel reloads after
+// every factor change (the device list, new recovery codes, a recovery code spent, a lockout).
+// The default method is a PUT. Disabling MFA (DESIGN.md Part 3, after ITS) takes a fresh second
+// factor (the step-up prompt, then X-MFA-Token) or a link mailed to the contact address, valid
+// 15 minutes, that opens this page with ?token=…; the page then asks the same user to confirm.
+
+const METHOD_LABEL = {
+  TOTP: 'Authenticator app', BACKUPCODE: 'Recovery codes', PUSH: 'Push', EMAIL: 'Email', SMS: 'SMS', WEBAUTHN: 'Passkey',
+};
+const MFA_HINT = {
+  no_contact: 'There is no email address to send the link to: add one under “Codes by email or SMS”, or give one with the user name above.',
+  no_factor: 'This user has no factor of that method.',
+  expired: 'This link has expired, was used already, or was sent to another user: ask for a new one with “Disable MFA”.',
+};
+
+const mfa = {
+  owner: null, st: null, // whose state is on screen, and the state
+  seq: 0, // the newest load or change; older answers are dropped
+  timer: 0, next: null, // refreshMfa's coalescing
+  link: new URLSearchParams(location.search).get('token') || '', // the emailed link's token
+  attempts: 0,
+};
+
+function mfaAnnounce(msg) { $('mfa-announce').textContent = msg; }
+
+// mfaProblem shows err in the element id, with the hints of this card; data-code is its code.
+function mfaProblem(id, err) {
+  const p = $(id);
+  const hint = err && typeof err !== 'string' ? MFA_HINT[err.code] : '';
+  if (!hint) showError(id, err);
+  else {
+    p.replaceChildren(h('strong', {}, hint), ' ', h('span', { class: 'detail' }, err.message), ' (', h('code', { class: 'code-tag' }, err.code), ')');
+    p.hidden = false;
+  }
+  if (err && typeof err !== 'string' && err.code !== 'cancelled') p.dataset.code = err.code || '';
+  else delete p.dataset.code;
+}
+
+// refreshMfa reloads the state of owner soon; calls close together make one request.
+function refreshMfa(owner) {
+  mfa.next = owner;
+  clearTimeout(mfa.timer);
+  mfa.timer = setTimeout(() => loadMfa(mfa.next), 50);
+}
+
+// refreshLockedUntil reloads the state of the user on the page: a lockout started or ended.
+function refreshLockedUntil() {
+  if (state.sub && state.token && state.sub === $('user').value.trim()) refreshMfa({ sub: state.sub, token: state.token });
+}
+
+// loadMfa shows the state of owner (default: the user named above).
+async function loadMfa(owner) {
+  const seq = ++mfa.seq;
+  try {
+    owner = owner || await ensureToken();
+    if (seq !== mfa.seq) return;
+    const st = await api('GET', '/verification-srv/mfa', undefined, owner.token);
+    if (seq !== mfa.seq) return;
+    mfaProblem('mfa-error', null);
+    showMfa(owner, st);
+  } catch (e) { if (seq === mfa.seq) mfaProblem('mfa-error', e); }
+}
+
+function showMfa(owner, st) {
+  const changedUser = mfa.owner?.sub !== owner.sub;
+  Object.assign(mfa, { owner, st });
+  const methods = st.methods || [];
+  $('h-mfa').textContent = `MFA state of ${owner.sub}`;
+  $('mfa-empty').hidden = true;
+  const facts = $('mfa-facts');
+  facts.hidden = false;
+  facts.dataset.enabled = String(!!st.enabled);
+  facts.dataset.methods = methods.join(' ');
+  facts.dataset.default = st.default_method || '';
+  const badge = $('mfa-enabled');
+  badge.dataset.enabled = String(!!st.enabled);
+  badge.textContent = st.enabled ? 'Enabled' : 'Disabled';
+  $('mfa-methods').textContent = methods.length ? methods.map((m) => METHOD_LABEL[m] || m).join(', ') : 'none';
+  const sel = $('mfa-default');
+  sel.replaceChildren(...(methods.length
+    ? methods.map((m) => h('option', { value: m }, METHOD_LABEL[m] || m))
+    : [h('option', { value: '' }, 'none')]));
+  sel.value = st.default_method || methods[0] || '';
+  sel.disabled = methods.length < 2; // one method: nothing to choose
+  $('mfa-codes').textContent = String(st.recovery_codes_remaining ?? 0);
+  const contact = $('mfa-contact');
+  contact.dataset.contact = st.contact || '';
+  contact.textContent = st.contact || 'none: add an email address, or give one with the user name';
+  $('mfa-locked-row').hidden = !st.locked_until;
+  $('mfa-locked').replaceChildren(st.locked_until ? when(st.locked_until) : '');
+  // Disabling is offered while there is something to disable.
+  $('disable').hidden = !st.enabled;
+  if (!st.enabled || changedUser) {
+    $('disable-choice').hidden = $('disable-sent').hidden = true;
+    $('disable-row').hidden = false;
+  }
+  if (changedUser) $('disable-done').hidden = true;
+}
+
+$('mfa-refresh').addEventListener('click', () => busy($('mfa-refresh'), () => loadMfa()));
+
+$('mfa-default').addEventListener('change', () => {
+  const sel = $('mfa-default');
+  const owner = mfa.owner;
+  const before = mfa.st?.default_method || '';
+  const method = sel.value;
+  if (!owner || !method || method === before) return;
+  const seq = ++mfa.seq;
+  sel.disabled = true;
+  api('PUT', '/verification-srv/mfa', { default_method: method }, owner.token).then((st) => {
+    if (seq !== mfa.seq) return;
+    mfaProblem('mfa-error', null);
+    showMfa(owner, st);
+    mfaAnnounce(`Default method: ${METHOD_LABEL[st.default_method] || st.default_method}.`);
+  }, (e) => {
+    if (seq !== mfa.seq) return;
+    sel.value = before;
+    sel.disabled = (mfa.st?.methods || []).length < 2;
+    mfaProblem('mfa-error', e);
+  });
+});
+
+$('disable-start').addEventListener('click', () => {
+  mfaProblem('mfa-error', null);
+  $('disable-done').hidden = true;
+  $('disable-row').hidden = true;
+  $('disable-choice').hidden = false;
+  $('disable-stepup').focus();
+});
+
+function closeDisableChoice() {
+  $('disable-choice').hidden = true;
+  $('disable-row').hidden = false;
+}
+
+$('disable-keep').addEventListener('click', () => {
+  closeDisableChoice();
+  $('disable-start').focus();
+});
+
+// "Confirm with a second factor now": the step-up prompt, then the disable with X-MFA-Token.
+$('disable-stepup').addEventListener('click', () => {
+  const owner = mfa.owner;
+  if (!owner) return;
+  mfaProblem('mfa-error', null);
+  busy($('disable-stepup'), async () => {
+    try {
+      const mfaToken = await confirmIdentity(owner, $('disable-choice'), 'To disable MFA');
+      const st = await api('POST', '/verification-srv/mfa/disable', undefined, owner.token, { 'X-MFA-Token': mfaToken });
+      disabled(owner, st);
+    } catch (e) { mfaProblem('mfa-error', e); }
+  });
+});
+
+// "Send me a confirmation link": 202, and a mail to the contact address.
+$('disable-email').addEventListener('click', () => {
+  const owner = mfa.owner;
+  if (!owner) return;
+  mfaProblem('mfa-error', null);
+  busy($('disable-email'), async () => {
+    try {
+      const res = await api('POST', '/verification-srv/mfa/disable', undefined, owner.token);
+      if (res.enabled === false) return disabled(owner, res); // done at once: nothing to confirm
+      const left = Math.max(1, Math.round((Date.parse(res.expires_at) - Date.now() - state.skew) / 60000));
+      const to = mfa.owner === owner && mfa.st?.contact ? mfa.st.contact : 'your email address';
+      const text = $('disable-sent-text');
+      text.dataset.expiresAt = res.expires_at;
+      text.replaceChildren('Check your mail at ', h('strong', { class: 'mono destination' }, to),
+        `; the link works for ${left} minute${left === 1 ? '' : 's'}.`);
+      closeDisableChoice();
+      $('disable-sent').hidden = false;
+      mfaAnnounce(text.textContent);
+    } catch (e) { mfaProblem('mfa-error', e); }
+  });
+});
+
+// disabled shows the state after a disable that went through, and what it removed.
+function disabled(owner, st) {
+  ++mfa.seq; // an older load must not show the factors again
+  closeDisableChoice();
+  $('disable-sent').hidden = true;
+  showMfa(owner, st);
+  const done = $('disable-done');
+  done.textContent = `MFA is off for ${owner.sub}: every factor and recovery code was removed.` +
+    (st.contact ? ` A confirmation mail is on its way to ${st.contact}.` : '');
+  done.hidden = false;
+  mfaAnnounce(done.textContent);
+  $('h-mfa').focus();
+  loadDevices(owner);
+  if (recovery.owner?.sub === owner.sub) loadRecovery(owner, false);
+}
+
+// ---- the emailed link: ?token=… --------------------------------------------------------------
+
+// stripLinkToken takes the token out of the address bar (and the history entry): it works once,
+// and a bookmark or a shared screenshot should not carry it.
+function stripLinkToken() {
+  const u = new URL(location.href);
+  if (!u.searchParams.has('token')) return;
+  u.searchParams.delete('token');
+  history.replaceState(history.state, '', u.pathname + u.search + u.hash);
+}
+
+// linkWho says whose MFA the link disables: the user signed in on this page, or asks who.
+function linkWho() {
+  const sub = $('user').value.trim();
+  const known = !!recallUser() && !!sub;
+  $('disable-confirm-user-field').hidden = known;
+  $('disable-confirm-who').textContent = known
+    ? `Disable MFA for ${sub}? Every factor and recovery code is removed.`
+    : 'Who asked for this link? Enter the user name to confirm: the link works only for that user.';
+}
+
+function openLinkConfirm() {
+  const box = $('disable-confirm');
+  box.hidden = false;
+  linkWho();
+  $('h-disable-confirm').focus();
+  box.scrollIntoView({ block: 'center' });
+  if (!$('disable-confirm-user-field').hidden) $('disable-confirm-user').focus();
+  else loadMfa(); // the user sees what the link would disable
+}
+
+$('user').addEventListener('input', () => { if (!$('disable-confirm').hidden && mfa.link) linkWho(); });
+
+$('disable-confirm-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const token = mfa.link;
+  if (!token) return;
+  const asked = !$('disable-confirm-user-field').hidden;
+  const input = $('disable-confirm-user');
+  if (asked) {
+    const sub = input.value.trim();
+    if (!sub) {
+      input.setAttribute('aria-invalid', 'true');
+      mfaProblem('disable-confirm-error', 'Enter the user name the link was sent for.');
+      return input.focus();
+    }
+    input.removeAttribute('aria-invalid');
+    $('user').value = sub; // that user is the one signed in on the page from now on
+    updatePushControls();
+  }
+  busy($('disable-confirm-yes'), async () => {
+    try {
+      const owner = await ensureToken();
+      const st = await api('POST', '/verification-srv/mfa/disable/confirm', { token }, owner.token);
+      mfa.link = '';
+      stripLinkToken();
+      mfaProblem('disable-confirm-error', null);
+      $('disable-confirm').hidden = true;
+      disabled(owner, st);
+    } catch (e) {
+      if (e.code === 'expired') {
+        // Nothing more this link can do: no button to press again, and no token in the address bar.
+        mfa.link = '';
+        stripLinkToken();
+        $('disable-confirm-form').hidden = $('disable-confirm-user-hint').hidden = true;
+        $('disable-confirm-who').textContent = 'MFA was not disabled.';
+        loadMfa();
+      }
+      mfaProblem('disable-confirm-error', e);
+    } finally {
+      $('disable-confirm-form').dataset.attempts = String(++mfa.attempts);
+    }
+  });
+});
+
+$('disable-confirm-no').addEventListener('click', () => {
+  mfa.link = '';
+  stripLinkToken();
+  $('disable-confirm').hidden = true;
+  mfaAnnounce('MFA stays on. The link still works until it expires; ignore the mail if you did not ask for it.');
+});
+
+// On load: the user who signed in last on this browser is the one on the page; a link to
+// confirm asks for them.
+{
+  const u = recallUser();
+  if (u) {
+    $('user').value = u.sub;
+    $('user-email').value = u.email;
+    updatePushControls();
+  }
+  if (mfa.link) openLinkConfirm();
+  else if (u) loadMfa();
 }
