@@ -167,6 +167,10 @@ func Start(ctx context.Context, cfg config.Config, opt Options, log *slog.Logger
 		if err != nil {
 			return nil, err
 		}
+		if cfg.DisableConfirmURL == "" {
+			// The demo page at the stack's real address (a random port in tests).
+			c.DisableConfirmURL = s.baseURL + "/"
+		}
 		c.Verifier, c.Clock = s.verifier, opt.Clock
 		return registrysvc.New(ctx, nc, c, log)
 	}); err != nil {
