@@ -113,3 +113,14 @@ func TestDisableByEmailedLink(t *testing.T) {
 		t.Errorf("%d mails about an added factor, want 2 (one per enrollment)", n)
 	}
 }
+
+// TestFactorAddedMailReachesTheTokensAddress: a user whose only call is the enrollment itself
+// (the initiation service, then the status service) is told by mail that a factor was added:
+// the initiation hands the token's verified email claim to the registry as the contact.
+func TestFactorAddedMailReachesTheTokensAddress(t *testing.T) {
+	s := startSignIn(t, nil)
+	const addr = "fay@example.org"
+	fay := s.profileToken(t, "fay", addr, "de")
+	s.enrollDevice(t, fay)
+	s.waitMail(t, addr, "Neue Anmeldemethode") // the German template: the token's locale
+}

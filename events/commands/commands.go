@@ -331,6 +331,10 @@ type CreateCredentialRequest struct {
 	// FriendlyName is the name a WEBAUTHN passkey gets (optional; default the authenticator's
 	// name where its AAGUID is known, else "Passkey").
 	FriendlyName string `json:"friendly_name,omitempty"`
+	// ContactEmail is the verified `email` claim of the user's token, if any: the registry
+	// remembers it (with Locale) as where security notifications go, so that the mail about
+	// this very factor reaches the user.
+	ContactEmail string `json:"contact_email,omitempty"`
 }
 
 // CreateCredentialReply carries the new secret. It is the only message that ever holds a secret,

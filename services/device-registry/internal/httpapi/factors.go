@@ -111,7 +111,7 @@ func (a *API) rekey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) generateRecoveryCodes(w http.ResponseWriter, r *http.Request) {
-	sub, err := auth.Authenticate(a.verifier, r, false)
+	sub, err := a.user(r)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -136,7 +136,7 @@ func (a *API) generateRecoveryCodes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) recoveryStatus(w http.ResponseWriter, r *http.Request) {
-	sub, err := auth.Authenticate(a.verifier, r, false)
+	sub, err := a.user(r)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -81,7 +81,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) rename(w http.ResponseWriter, r *http.Request) {
-	sub, err := auth.Authenticate(a.verifier, r, false)
+	sub, err := a.user(r)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -104,7 +104,7 @@ func (a *API) rename(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) remove(w http.ResponseWriter, r *http.Request) {
-	sub, err := auth.Authenticate(a.verifier, r, false)
+	sub, err := a.user(r)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -41,6 +41,7 @@ type Registry interface {
 	ResendPendingOOB(ctx context.Context, statusID, sub string, sealed []byte) (device.OOBChallenge, error)
 	Challenge(ctx context.Context, sub, method, phid, statusID, locale string) (device.OOBChallenge, error)
 	Contact(ctx context.Context, sub string) (email, locale string, err error)
+	RememberClaims(ctx context.Context, sub, email string, emailVerified bool, locale string) error
 	CountFailure(ctx context.Context, sub string) error
 	Device(ctx context.Context, phid string) (device.Credential, error)
 	PushDevices(ctx context.Context, sub string) ([]device.Credential, error)
@@ -112,6 +113,10 @@ func (h handlers) create(ctx context.Context, req commands.CreateCredentialReque
 		if err := h.reg.RequireStepUp(ctx, req.Sub, req.StepUpToken); err != nil {
 			return commands.CreateCredentialReply{}, toFault(err)
 		}
+	}
+	if req.ContactEmail != "" || req.Locale != "" {
+		// Best effort: the enrollment goes on without it.
+		_ = h.reg.RememberClaims(ctx, req.Sub, req.ContactEmail, req.ContactEmail != "", req.Locale)
 	}
 	if req.Method == method.WebAuthn {
 		c, err := h.reg.CreatePendingWebAuthn(ctx, req.StatusID, req.Sub, req.ExpiresAt, req.FriendlyName)

@@ -128,6 +128,9 @@ func (a *API) initiate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.Locale = id.Locale // the language of the code's message
+	if id.EmailVerified {
+		f.ContactEmail = id.Email
+	}
 	in, err := a.Service.Initiate(r.Context(), r.PathValue("type"), sub, format, key, r.Header.Get(auth.StepUpHeader), f)
 	if reused, ok := errors.AsType[*setup.KeyReusedError](err); ok {
 		w.Header().Set("Location", "/verification-srv/verificationstatus/"+reused.StatusID)

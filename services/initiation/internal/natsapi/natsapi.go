@@ -37,7 +37,7 @@ func (c *Clients) CreatePending(ctx context.Context, statusID, sub string, expir
 	var r commands.CreateCredentialReply
 	err := rpc.Call(ctx, c.NC, commands.RegistryCreateCredential, commands.CreateCredentialRequest{
 		StatusID: statusID, Sub: sub, ExpiresAt: expiresAt, StepUpToken: proof.Token, Retry: proof.Retry,
-		Method: f.Method, Destination: f.Address, Region: f.Region, Locale: f.Locale, FriendlyName: f.FriendlyName,
+		Method: f.Method, Destination: f.Address, Region: f.Region, Locale: f.Locale, ContactEmail: f.ContactEmail, FriendlyName: f.FriendlyName,
 	}, &r)
 	return setup.Credential{Secret: r.Secret, Algorithm: r.Algorithm, Digits: r.Digits, Period: r.Period, Pending: r.PendingCredential,
 		Destination: r.Destination, DeliveryID: r.DeliveryID, CodeExpiresAt: r.CodeExpiresAt, PublicKey: r.PublicKey}, err

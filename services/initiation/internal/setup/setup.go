@@ -75,6 +75,8 @@ type Factor struct {
 	Address string
 	Region  string
 	Locale  string
+	// ContactEmail is the verified email claim of the user's token (where notifications go).
+	ContactEmail string
 	// FriendlyName names a passkey (WEBAUTHN); optional.
 	FriendlyName string
 }
