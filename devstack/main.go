@@ -27,6 +27,10 @@ func run(ctx context.Context, cfg config.Config) error {
 	} else {
 		inbox += "   (every mail and SMS the notifier sent; JSON: " + inbox + "/messages)"
 	}
+	passkeys := "on at " + cfg.PublicURL + " (open the demo page there: passkeys are bound to its host)"
+	if _, err := cfg.WebAuthn(); err != nil {
+		passkeys = "off: " + err.Error()
+	}
 	tokens := fmt.Sprintf(`curl -s -X POST %s/dev/token -d '{"sub":"alice"}'`, s.URL())
 	if cfg.JWKSURL != "" {
 		tokens = "from the identity provider (MFA_JWT_JWKS_URL); POST /dev/token is off"
@@ -39,9 +43,10 @@ mfaflow dev stack is up
   NATS          %[2]s   (events: stream MFA_EVENTS, subjects mfa.events.>; watch: go run ./devstack/cmd/events)
   Tokens        %[4]s
   Dev inbox     %[5]s
+  Passkeys      %[6]s
   Data dir      %[3]s
 Press Ctrl-C to stop.
-`, s.URL(), s.NATSURL(), cfg.DataDir, tokens, inbox)
+`, s.URL(), s.NATSURL(), cfg.DataDir, tokens, inbox, passkeys)
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
