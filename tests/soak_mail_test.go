@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mfaflow/mfaflow/events"
+	"github.com/mfaflow/mfaflow/pkg/devinbox"
 	"net/http"
 	"sort"
 	"strings"
@@ -384,7 +386,13 @@ func (w *soakWorld) initiateTOTPWithStepUp(ctx context.Context, tok string, res 
 type deliveryReport struct {
 	published, stored, mails, distinct, duplicates, notStored int
 	duplicateIDs                                              []string
+	// Security notifications (Message-ID <notice-<event id>@host>): how many events asked for
+	// one, how many mails arrived, and those that came twice.
+	noticeEvents, notices, noticeDuplicates int
 }
+
+// noticePrefix starts the Message-ID of a security notification: the event id follows.
+const noticePrefix = "<notice-"
 
 // checkDeliveries holds the SMTP server's mails against the deliveries: every delivery the
 // registry stored on MFA_DELIVERIES arrived (the stream is empty and as many distinct
@@ -435,6 +443,9 @@ func checkDeliveries(ctx context.Context, t *testing.T, w *soakWorld, js jetstre
 			t.Errorf("deliveries: an SMS to %s; the soak sends none", m.To)
 			continue
 		}
+		if strings.HasPrefix(m.MessageID, noticePrefix) {
+			continue // a security notification: checkNotices
+		}
 		count[m.MessageID]++
 		mid := strings.TrimSuffix(strings.TrimPrefix(m.MessageID, "<"), ">")
 		at := strings.LastIndexByte(mid, '@')
@@ -464,6 +475,7 @@ func checkDeliveries(ctx context.Context, t *testing.T, w *soakWorld, js jetstre
 		}
 	}
 	rep.distinct = len(count)
+	rep.mails -= countNotices(msgs)
 	for id, mids := range midsOf {
 		if len(mids) > 1 {
 			t.Errorf("deliveries: delivery %s arrived under %d Message-IDs %v, want one", id, len(mids), keys(mids))
@@ -490,6 +502,70 @@ func checkDeliveries(ctx context.Context, t *testing.T, w *soakWorld, js jetstre
 		}
 	}
 	return rep
+}
+
+func countNotices(msgs []devinbox.Message) int {
+	n := 0
+	for _, m := range msgs {
+		if strings.HasPrefix(m.MessageID, noticePrefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// checkNotices holds the security notifications against the events: every factor registered
+// (mfa.device.registered of a soak user, who has an email factor, so a contact) was mailed to
+// the user exactly once, a notifier kill between sending and recording excepted, whatever the
+// redeliveries and restarts.
+func checkNotices(t *testing.T, w *soakWorld, all []soakEvent, notifierKills int, rep *deliveryReport) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, e := range all {
+		if e.Type == events.DeviceRegistered {
+			want[e.ID] = true
+		}
+	}
+	rep.noticeEvents = len(want)
+	got := map[string]int{}
+	// The notifier mails an event once it reads it: wait a bounded while for the last ones.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		clear(got)
+		for _, m := range w.inbox.Messages() {
+			if id, ok := strings.CutPrefix(m.MessageID, noticePrefix); ok {
+				if at := strings.LastIndexByte(id, '@'); at > 0 {
+					got[id[:at]]++
+				}
+			}
+		}
+		missing := 0
+		for id := range want {
+			if got[id] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("notices: %d of %d registered factors were never mailed to their user", missing, len(want))
+			break
+		}
+		time.Sleep(250 * time.Millisecond) // a bounded wait for the notifier, not synchronisation
+	}
+	for id, n := range got {
+		rep.notices += n
+		if !want[id] {
+			t.Errorf("notices: a mail names event %s, which is no registered factor of this run", id)
+		}
+		if n > 1 {
+			rep.noticeDuplicates += n - 1
+		}
+	}
+	if rep.noticeDuplicates > notifierKills {
+		t.Errorf("notices: %d sent again, more than the %d notifier kills explain", rep.noticeDuplicates, notifierKills)
+	}
 }
 
 func keys(m map[string]bool) []string {

@@ -1205,6 +1205,7 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 	dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	deliveries := checkDeliveries(dctx, t, w, js, int(notifierKills.Load()))
 	dcancel()
+	checkNotices(t, w, all, int(notifierKills.Load()), &deliveries)
 
 	// No event carries a code sent by mail or a full address; the codes and addresses are those
 	// of every published delivery request.
@@ -1302,6 +1303,8 @@ func runSoak(t *testing.T, bin string, b soakBackend, plan soakPlan) {
 		"%d mails at the SMTP server, %d distinct Message-IDs, %d sent twice (allowed: %d notifier kills)%s; %d mailed sign-in codes refused as replaced\n",
 		deliveries.published, deliveries.notStored, deliveries.stored, deliveries.mails, deliveries.distinct,
 		deliveries.duplicates, notifierKills.Load(), strings.Join(append([]string{""}, deliveries.duplicateIDs...), " "), refusedCodes)
+	fmt.Fprintf(&f, "  security notifications: %d factors registered, %d notice mails, %d sent twice\n",
+		deliveries.noticeEvents, deliveries.notices, deliveries.noticeDuplicates)
 	fmt.Fprintf(&f, "  events on MFA_EVENTS: %d, %d distinct ids\n", len(all), len(byID))
 	var types []string
 	for typ := range byType {
