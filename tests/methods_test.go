@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	vw "github.com/descope/virtualwebauthn"
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/events/protocol"
@@ -55,7 +56,19 @@ var signInWith = map[string]func(t *testing.T, w *pushWorld, user string) (statu
 		w.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, tok, nil, http.StatusOK, &st)
 		return in.StatusID, st.MFAToken
 	},
+	// A passkey from descope/virtualwebauthn, the software authenticator passkey_test.go uses.
+	// It does not verify the user, so amr is the registered [hwk]; user verification adds
+	// "user" (TestPasskeyEnrollmentAndSignIn).
+	method.WebAuthn: func(t *testing.T, w *pushWorld, user string) (string, string) {
+		tok, auth, cred := enrolledPasskey(t, w.signIn, user, vw.AuthenticatorOptions{UserNotVerified: true})
+		in, options := w.startPasskeySignIn(t, tok)
+		return in.StatusID, mfaTokenOf(t, w.verifyPasskey(t, tok, in.ExchangeID.ExchangeID, vw.CreateAssertionResponse(passkeyRP, auth, cred, options)))
+	},
 }
+
+// walkEnv makes every registered method usable on the walk's stack: passkeys need an RP ID the
+// harness's 127.0.0.1 public URL cannot give, and the origin the virtual authenticator signs.
+var walkEnv = map[string]string{"MFA_WEBAUTHN_RP_ID": "localhost", "MFA_WEBAUTHN_ORIGINS": passkeyOrigin}
 
 // signInWithSentCode enrolls an address of a method whose codes are sent (route email or sms)
 // with the code from the dev inbox, then signs in with the next one.
@@ -89,7 +102,7 @@ func mfaTokenOf(t *testing.T, r harness.Response) string {
 // its sign-in route takes it, a sign-in with it earns an mfa_token whose amr is the registered
 // one, and its verification events name it.
 func TestEveryRegisteredMethod(t *testing.T) {
-	w := startPushWorld(t, nil)
+	w := startPushWorld(t, walkEnv)
 	var listed []struct {
 		VerificationType string `json:"verificationType"`
 		Active           bool   `json:"active"`

@@ -24,8 +24,10 @@ import (
 	"testing"
 	"time"
 
+	vw "github.com/descope/virtualwebauthn"
 	"github.com/mfaflow/mfaflow/events/apidoc"
 	"github.com/mfaflow/mfaflow/pkg/fault"
+	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/pkg/totp"
 	"github.com/mfaflow/mfaflow/tests/harness"
@@ -644,7 +646,7 @@ func TestOpenAPIFaultCodes(t *testing.T) {
 		fault.BadRequest, fault.Unauthorized, fault.Forbidden, fault.NotFound, fault.Conflict,
 		fault.Expired, fault.InvalidCode, fault.CodeReplayed, fault.Locked, fault.NoFactor,
 		fault.PayloadTooLarge, fault.UnsupportedMethod, fault.TooManyRequests, fault.Unavailable,
-		fault.Internal, fault.DevTokensDisabled,
+		fault.Internal, fault.DevTokensDisabled, fault.InvalidCredential,
 	} {
 		if !slices.Contains(codes, string(code)) {
 			t.Errorf("Problem.code does not list %s", code)
@@ -781,11 +783,7 @@ func TestOpenAPIValidatorRejects(t *testing.T) {
 // must be. The live streams (SSE, status websocket) are exercised, on enrollments that are
 // already terminal so that each stream ends by itself, and the companion bridge's handshake is
 // checked (its frames are covered by the bridge's and the end-to-end tests).
-var apiNotExercised = map[string]string{
-	// TestOpenAPISignIn validates its 400, 401 and 410 answers; the 200 needs the token that
-	// only the emailed link carries, and the notifier has no disable_link template yet.
-	"POST /verification-srv/mfa/disable/confirm": "its success needs the token of the emailed link, which the notifier does not deliver yet (no disable_link template)",
-}
+var apiNotExercised = map[string]string{}
 
 // TestOpenAPIMatchesResponses drives the real dev stack through every documented operation and
 // many of their failures, and validates every answer against pkg/apidoc/openapi.json: status,
@@ -1097,6 +1095,27 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 		}
 	})
 
+	t.Run("PasskeysInactive", func(t *testing.T) {
+		// This stack's public URL is http://127.0.0.1:…, which cannot be an RP ID, and no
+		// MFA_WEBAUTHN_RP_ID is set: WEBAUTHN is listed inactive and its routes answer 409.
+		var listed []struct {
+			VerificationType string `json:"verificationType"`
+			Active           bool   `json:"active"`
+		}
+		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: methodsPath, Token: alice}), 200, &listed)
+		if !slices.Contains(listed, struct {
+			VerificationType string `json:"verificationType"`
+			Active           bool   `json:"active"`
+		}{"WEBAUTHN", false}) {
+			t.Errorf("config/list %+v, want WEBAUTHN inactive", listed)
+		}
+		body := map[string]string{"exchange_id": "3f9b6a0e-5d2c-4e8f-9a71-0c6d2b8e4f13"}
+		for _, template := range []string{initiatePath, aliasPath, enrollPath,
+			"/verification-srv/authentication/{method}/initiation", "/verification-srv/authentication/{method}/verification"} {
+			problem(t, do(t, apiRequest{Method: http.MethodPost, Template: template, Params: []string{"webauthn"}, Token: alice, Body: body}), 409, fault.MethodInactive)
+		}
+	})
+
 	t.Run("TooLarge", func(t *testing.T) {
 		huge := `{"sub":"` + strings.Repeat("x", 1<<20) + `"}`
 		for _, r := range []apiRequest{
@@ -1212,6 +1231,7 @@ var apiSignInOperations = map[string]bool{
 	"PUT /verification-srv/mfa":                                   true,
 	"POST /verification-srv/mfa/disable":                          true,
 	"GET /verification-srv/admin/users/{sub}/mfa":                 true,
+	"POST /verification-srv/mfa/disable/confirm":                  true,
 }
 
 // TestOpenAPISignIn drives sign-in verification through the real dev stack and validates every
@@ -1230,7 +1250,10 @@ func TestOpenAPISignIn(t *testing.T) {
 	// the per-user initiation limit (alice starts more sign-ins than its burst).
 	clock := testkit.NewClock(time.Unix(1_800_000_000/30*30+10, 0).UTC())
 	st := harness.Start(t, harness.Options{Clock: clock.Now, SweepInterval: 50 * time.Millisecond},
-		map[string]string{"MFA_LOCKOUT_THRESHOLD": "3", "MFA_POLL_RATE": "0", "MFA_USER_START_RATE": "0"})
+		map[string]string{"MFA_LOCKOUT_THRESHOLD": "3", "MFA_POLL_RATE": "0", "MFA_USER_START_RATE": "0",
+			// Passkeys work: an RP ID (the harness's 127.0.0.1 URL is none) and the origin the
+			// virtual authenticator signs (passkey_test.go).
+			"MFA_WEBAUTHN_RP_ID": "localhost", "MFA_WEBAUTHN_ORIGINS": passkeyOrigin})
 	si := &signIn{Stack: st, clock: clock}
 	do, decode, problem := (&apiDriver{c: c, st: st}).do, decodeAPI, problemAPI
 	const (
@@ -1582,6 +1605,28 @@ func TestOpenAPISignIn(t *testing.T) {
 		if !st.Enabled {
 			t.Errorf("MFA is off before the link was used: %+v", st)
 		}
+		// The link's token, from the mail the notifier delivered to the dev inbox (in German:
+		// erin's locale is de, so the link is what is looked for, not the subject).
+		var linkTok string
+		natstest.Eventually(t, 15*time.Second, func() error {
+			for _, m := range si.inbox(t, "erin@example.org") {
+				if mm := linkToken.FindStringSubmatch(m.Text); mm != nil {
+					var err error
+					linkTok, err = url.QueryUnescape(mm[1])
+					return err
+				}
+			}
+			return fmt.Errorf("no disable link to erin@example.org yet")
+		})
+		problem(t, confirm(frank, map[string]string{"token": linkTok}), 410, fault.Expired) // another user's
+		st = state{}
+		decode(t, confirm(erin, map[string]string{"token": linkTok}), 200, &st)
+		if st.Enabled || len(st.Methods) != 0 {
+			t.Errorf("state after confirming the link %+v", st)
+		}
+		problem(t, confirm(erin, map[string]string{"token": linkTok}), 410, fault.Expired) // once
+		si.nextStep()
+		erinSecret, _ = enrollDevice(t, erin) // a factor again, for disabling at once
 
 		// With a fresh second factor: at once; a bad proof changes nothing.
 		problem(t, disable(erin, "X-MFA-Token", "not-a-jwt"), 403, fault.StepUpRequired)
@@ -1594,6 +1639,134 @@ func TestOpenAPISignIn(t *testing.T) {
 		if st.Enabled || len(st.Methods) != 0 || st.DefaultMethod != "" {
 			t.Errorf("state after disabling %+v", st)
 		}
+	})
+
+	t.Run("Passkeys", func(t *testing.T) {
+		type passkeyAnswer struct {
+			ExchangeID struct {
+				ExchangeID string `json:"exchange_id"`
+			} `json:"exchange_id"`
+			StatusID  string          `json:"status_id"`
+			Type      string          `json:"type"`
+			PublicKey json.RawMessage `json:"public_key"`
+		}
+		initiate := func(t *testing.T, token string, body any, header ...string) (passkeyAnswer, vw.AttestationOptions) {
+			t.Helper()
+			var in passkeyAnswer
+			decode(t, do(t, apiRequest{Method: http.MethodPost, Template: initiatePath, Params: []string{"webauthn"}, Token: token, Body: body, Header: header}), 200, &in)
+			opts, err := vw.ParseAttestationOptions(string(in.PublicKey))
+			if err != nil || in.Type != "WEBAUTHN" {
+				t.Fatalf("creation options %+v: %v", in, err)
+			}
+			return in, *opts
+		}
+		enroll := func(token string, body any) apiExchange {
+			return do(t, apiRequest{Method: http.MethodPost, Template: enrollPath, Params: []string{"webauthn"}, Token: token, Body: body})
+		}
+		cred := func(exchangeID, credential string) map[string]any {
+			return map[string]any{"exchange_id": exchangeID, "credential": json.RawMessage(credential)}
+		}
+		signIn := func(t *testing.T, token string, body any) (passkeyAnswer, vw.AssertionOptions) {
+			t.Helper()
+			var in passkeyAnswer
+			decode(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"webauthn"}, Token: token, Body: body}), 200, &in)
+			opts, err := vw.ParseAssertionOptions(string(in.PublicKey))
+			if err != nil {
+				t.Fatalf("request options %s: %v", in.PublicKey, err)
+			}
+			return in, *opts
+		}
+		assert := func(token, exchangeID, credential string) apiExchange {
+			return do(t, apiRequest{Method: http.MethodPost, Template: authCodePath, Params: []string{"webauthn"}, Token: token, Body: cred(exchangeID, credential)})
+		}
+		evil := vw.RelyingParty{ID: "localhost", Origin: "https://evil.example"}
+
+		// Enrollment: refusals leave it open, the right response enrolls, once.
+		gina := tokenFor(t, "openapi-gina", "", "")
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"webauthn"}, Token: gina}), 409, fault.NoFactor)
+		in, options := initiate(t, gina, map[string]string{"friendly_name": "Laptop"})
+		auth, key := vw.NewAuthenticatorWithOptions(vw.AuthenticatorOptions{BackupEligible: true, BackupState: true}), vw.NewCredential(vw.KeyTypeEC2)
+		x := in.ExchangeID.ExchangeID
+		problem(t, enroll(gina, map[string]string{"exchange_id": x}), 400, fault.BadRequest)
+		problem(t, enroll(gina, map[string]string{"exchange_id": x, "verification_code": "123456"}), 400, fault.BadRequest)
+		problem(t, enroll(gina, cred(x, vw.CreateAttestationResponse(evil, auth, key, options))), 400, fault.InvalidCredential)
+		problem(t, enroll(gina, cred(x, tamper(t, vw.CreateAttestationResponse(passkeyRP, auth, key, options), "clientDataJSON"))), 400, fault.InvalidCredential)
+		problem(t, enroll(bob, cred(x, vw.CreateAttestationResponse(passkeyRP, auth, key, options))), 404, fault.NotFound)
+		right := vw.CreateAttestationResponse(passkeyRP, auth, key, options)
+		var enrolled statusObj
+		decode(t, enroll(gina, cred(x, right)), 200, &enrolled)
+		if enrolled.Status != "ENROLLED" || enrolled.Type != "WEBAUTHN" || enrolled.PHID == "" {
+			t.Fatalf("passkey enrollment %+v", enrolled)
+		}
+		auth.AddCredential(key)
+		problem(t, enroll(gina, cred(x, right)), 400, fault.InvalidCredential) // the challenge is spent
+		if s := getStatus(t, gina, in.StatusID); s.Status != "ENROLLED" || s.Type != "WEBAUTHN" {
+			t.Errorf("status of the passkey enrollment %+v", s)
+		}
+		var devices []struct {
+			PHID         string `json:"ph_id"`
+			Type         string `json:"type"`
+			FriendlyName string `json:"friendly_name"`
+			BackedUp     *bool  `json:"backed_up"`
+		}
+		decode(t, do(t, apiRequest{Method: http.MethodGet, Template: "/device-srv/devices", Token: gina}), 200, &devices)
+		if len(devices) != 1 || devices[0].Type != "WEBAUTHN" || devices[0].FriendlyName != "Laptop" || devices[0].BackedUp == nil || !*devices[0].BackedUp {
+			t.Errorf("device list %+v", devices)
+		}
+
+		// Sign-in: amr hwk and user (the virtual authenticator verifies the user by default).
+		up, reqOpts := signIn(t, gina, map[string]string{"usage_type": "STEP_UP"})
+		if len(reqOpts.AllowCredentials) != 1 {
+			t.Errorf("allowCredentials %v", reqOpts.AllowCredentials)
+		}
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authCodePath, Params: []string{"webauthn"}, Token: gina,
+			Body: map[string]string{"exchange_id": up.ExchangeID.ExchangeID}}), 400, fault.BadRequest)
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authCodePath, Params: []string{"webauthn"}, Token: gina,
+			Body: map[string]string{"exchange_id": up.ExchangeID.ExchangeID, "pass_code": "123456"}}), 400, fault.BadRequest)
+		problem(t, assert(gina, up.ExchangeID.ExchangeID, vw.CreateAssertionResponse(evil, auth, key, reqOpts)), 400, fault.InvalidCredential)
+		problem(t, assert(bob, up.ExchangeID.ExchangeID, vw.CreateAssertionResponse(passkeyRP, auth, key, reqOpts)), 404, fault.NotFound)
+		assertion := vw.CreateAssertionResponse(passkeyRP, auth, key, reqOpts)
+		var res result
+		decode(t, assert(gina, up.ExchangeID.ExchangeID, assertion), 200, &res)
+		if res.Status != "AUTHENTICATED" || res.Method != "WEBAUTHN" || res.PHID != enrolled.PHID {
+			t.Fatalf("passkey sign-in %+v", res)
+		}
+		checkMFAToken(t, res.MFAToken, "openapi-gina", "[hwk user]")
+		problem(t, assert(gina, up.ExchangeID.ExchangeID, assertion), 400, fault.InvalidCredential) // spent
+		if s := getStatus(t, gina, up.StatusID); s.Status != "AUTHENTICATED" || s.Type != "WEBAUTHN" || s.PHID != enrolled.PHID {
+			t.Errorf("status of the passkey sign-in %+v", s)
+		}
+
+		// A second passkey needs step-up; the passkey sign-in gives it.
+		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: initiatePath, Params: []string{"webauthn"}, Token: gina}), 403, fault.StepUpRequired)
+		_, second := initiate(t, gina, nil, "X-MFA-Token", res.MFAToken)
+		if len(second.ExcludeCredentials) != 1 {
+			t.Errorf("excludeCredentials %v, want the passkey enrolled", second.ExcludeCredentials)
+		}
+
+		// A counter that goes backwards: refused (cloned_authenticator in the event).
+		key.Counter = 10
+		in2, reqOpts := signIn(t, gina, nil)
+		decode(t, assert(gina, in2.ExchangeID.ExchangeID, vw.CreateAssertionResponse(passkeyRP, auth, key, reqOpts)), 200, nil)
+		key.Counter = 3
+		in3, reqOpts := signIn(t, gina, nil)
+		problem(t, assert(gina, in3.ExchangeID.ExchangeID, vw.CreateAssertionResponse(passkeyRP, auth, key, reqOpts)), 400, fault.InvalidCredential)
+
+		// Without user verification: hwk only. Refused assertions lock (threshold 3).
+		hank := tokenFor(t, "openapi-hank", "", "")
+		hin, hopts := initiate(t, hank, nil)
+		hauth, hkey := vw.NewAuthenticatorWithOptions(vw.AuthenticatorOptions{UserNotVerified: true}), vw.NewCredential(vw.KeyTypeEC2)
+		decode(t, enroll(hank, cred(hin.ExchangeID.ExchangeID, vw.CreateAttestationResponse(passkeyRP, hauth, hkey, hopts))), 200, nil)
+		hauth.AddCredential(hkey)
+		hs, hreq := signIn(t, hank, nil)
+		decode(t, assert(hank, hs.ExchangeID.ExchangeID, vw.CreateAssertionResponse(passkeyRP, hauth, hkey, hreq)), 200, &res)
+		checkMFAToken(t, res.MFAToken, "openapi-hank", "[hwk]")
+		hs, hreq = signIn(t, hank, nil)
+		problem(t, assert(hank, hs.ExchangeID.ExchangeID, vw.CreateAssertionResponse(evil, hauth, hkey, hreq)), 400, fault.InvalidCredential)
+		problem(t, assert(hank, hs.ExchangeID.ExchangeID, tamper(t, vw.CreateAssertionResponse(passkeyRP, hauth, hkey, hreq), "signature")), 400, fault.InvalidCredential)
+		problem(t, assert(hank, hs.ExchangeID.ExchangeID, vw.CreateAssertionResponse(evil, hauth, hkey, hreq)), 429, fault.Locked)
+		problem(t, assert(hank, hs.ExchangeID.ExchangeID, vw.CreateAssertionResponse(passkeyRP, hauth, hkey, hreq)), 429, fault.Locked)
+		decode(t, do(t, apiRequest{Method: http.MethodDelete, Template: lockoutPath, Params: []string{"openapi-hank"}, Token: admin}), 204, nil)
 	})
 
 	t.Run("Lockout", func(t *testing.T) {
