@@ -260,6 +260,7 @@ const STEPUP_TITLE = {
   backupcode: "Confirm it's you: enter one of your recovery codes",
   email: "Confirm it's you: enter the code sent to your email address",
   sms: "Confirm it's you: enter the code sent to your phone",
+  webauthn: "Confirm it's you: use your passkey",
 };
 // Answers after which the step-up sign-in itself still takes codes; after any other failure
 // the next try starts a new one.
@@ -295,9 +296,13 @@ function confirmIdentity(owner, anchor, why) {
     anchor.after(box);
     $('stepup-why').textContent = `${why} for ${owner.sub}, sign in again with a second factor.`;
     $('stepup-form').dataset.attempts = '0';
+    // A user whose default method is a passkey is asked for one first.
+    if (mfa.owner?.sub === owner.sub && mfa.st?.default_method === 'WEBAUTHN' && !$('stepup-method-webauthn-label').hidden) {
+      $('stepup-method-webauthn').checked = true;
+    }
     setStepUpMethod();
     box.hidden = false;
-    $('stepup-code').focus();
+    (stepUpMethod() === 'webauthn' ? $('stepup-submit') : $('stepup-code')).focus();
     stepUpSend();
   });
 }
@@ -322,13 +327,18 @@ function setStepUpMethod() {
   const method = stepUpMethod();
   $('stepup-title').textContent = STEPUP_TITLE[method];
   setCodeInput(method, 'stepup-');
+  // A passkey needs no code: Confirm runs the browser's passkey prompt.
+  const pk = method === 'webauthn';
+  $('stepup-code-field').hidden = pk;
+  $('stepup-submit').textContent = pk ? 'Use a passkey' : 'Confirm';
+  if (pk) $('stepup-code-hint').textContent = 'Your browser asks for the passkey (fingerprint, face, screen lock or security key) when you press “Use a passkey”.';
   stepUpError(null);
 }
 
 for (const radio of document.querySelectorAll('input[name="stepup-method"]')) {
   radio.addEventListener('change', () => {
     setStepUpMethod();
-    $('stepup-code').focus();
+    (stepUpMethod() === 'webauthn' ? $('stepup-submit') : $('stepup-code')).focus();
     stepUpSend();
   });
 }
@@ -362,7 +372,8 @@ function stepUpError(err) {
   const p = $('stepup-error');
   delete p.dataset.code;
   if (!err || typeof err === 'string') return showError('stepup-error', err);
-  const hint = err.code === 'no_factor' ? NO_FACTOR[stepUpMethod()] : SIGNIN_HINT[err.code];
+  if (isBrowserError(err)) err = browserProblem(err);
+  const hint = err.code === 'no_factor' ? NO_FACTOR[stepUpMethod()] : SIGNIN_HINT[err.code] || PASSKEY_HINT[err.code];
   if (!hint) showError('stepup-error', err);
   else p.replaceChildren(h('strong', {}, hint), ' ', h('span', { class: 'detail' }, err.message), ' (', h('code', { class: 'code-tag' }, err.code), ')');
   p.dataset.code = err.code || '';
@@ -374,6 +385,7 @@ $('stepup-form').addEventListener('submit', (ev) => {
   const cur = stepup.cur;
   if (!cur) return;
   const method = stepUpMethod();
+  if (method === 'webauthn') return stepUpPasskey(cur);
   const input = $('stepup-code');
   const code = typedCode(method, input.value);
   if (!code) {
@@ -411,6 +423,36 @@ $('stepup-form').addEventListener('submit', (ev) => {
     }
   });
 });
+
+// stepUpPasskey answers the prompt with a passkey: a STEP_UP passkey sign-in, whose browser
+// prompt Confirm ("Use a passkey") opens. A browser that gives no passkey leaves the prompt open
+// for another try or another way, and the sign-in it started is cancelled.
+function stepUpPasskey(cur) {
+  busy($('stepup-submit'), async () => {
+    try {
+      const token = cur.owner.token;
+      const res = await api('POST', '/verification-srv/authentication/webauthn/initiation', { usage_type: 'STEP_UP' }, token);
+      const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(res.public_key);
+      let credential;
+      try {
+        credential = await navigator.credentials.get({ publicKey });
+      } catch (e) {
+        api('DELETE', `/verification-srv/verificationstatus/${path(res.status_id)}`, undefined, token).catch(() => {});
+        throw e;
+      }
+      if (cur !== stepup.cur) return;
+      const out = await api('POST', '/verification-srv/authentication/webauthn/verification',
+        { exchange_id: res.exchange_id.exchange_id, credential: credential.toJSON() }, token);
+      if (cur !== stepup.cur) return;
+      if (!out.mfa_token) throw new Problem(0, { detail: 'the sign-in gave no mfa_token; try again' });
+      closeStepUp(out.mfa_token);
+    } catch (e) {
+      if (cur === stepup.cur) stepUpError(e);
+    } finally {
+      $('stepup-form').dataset.attempts = String(++stepup.attempts);
+    }
+  });
+}
 
 // ---- enrollment ---------------------------------------------------------------------------
 
@@ -1031,6 +1073,7 @@ const NO_FACTOR = {
   backupcode: 'This user has no recovery codes: they are generated after the first enrollment.',
   email: 'This user has no email address enrolled: add one under “Codes by email or SMS” first.',
   sms: 'This user has no phone number enrolled: add one under “Codes by email or SMS” first.',
+  webauthn: 'This user has no passkey: add one under “Passkeys” first, or pick another way.',
 };
 const CODE_WANTED = {
   totp: 'Enter the 6 digits your authenticator app shows.',
@@ -1545,15 +1588,25 @@ const PASSKEY_TEXT = {
   CANCELLED: 'Cancelled: nothing was registered. Try again whenever you like.',
 };
 const PASSKEY_SIGNIN_CANCELLED = 'Cancelled: nobody was signed in. Try again whenever you like.';
-// What the browser's DOMException names mean here; the code shows as data-code.
+// The codes the page gives the browser's DOMException names (shown as data-code).
 const PASSKEY_BROWSER = {
-  NotAllowedError: ['not_allowed', 'The browser gave no passkey: its prompt was closed or timed out, or no passkey of this user is on this device.'],
-  InvalidStateError: ['already_registered', 'This authenticator holds a passkey of this user already.'],
-  SecurityError: ['security', 'The browser refused: this page’s address is not the one passkeys are bound to.'],
-  NotSupportedError: ['not_supported', 'No authenticator here can make a passkey of the kind asked for.'],
-  AbortError: ['aborted', 'Stopped: a newer passkey request took its place.'],
+  NotAllowedError: 'not_allowed', InvalidStateError: 'already_registered', SecurityError: 'security',
+  NotSupportedError: 'not_supported', AbortError: 'aborted',
 };
+// isBrowserError tells an exception of the browser (a DOMException of navigator.credentials, a
+// TypeError of the JSON helpers) from the server's problems.
+const isBrowserError = (err) => !!err && typeof err === 'object' && !(err instanceof Problem) && !!err.name;
+
+// browserProblem restates a browser exception as a Problem whose code says what it means.
+const browserProblem = (err) => new Problem(0, { detail: err.message || err.name, code: PASSKEY_BROWSER[err.name] || 'browser' });
+
 const PASSKEY_HINT = {
+  not_allowed: 'The browser gave no passkey: its prompt was closed or timed out, or no passkey of this user is on this device.',
+  already_registered: 'This authenticator holds a passkey of this user already.',
+  security: 'The browser refused: this page’s address is not the one passkeys are bound to.',
+  not_supported: 'No authenticator here can make a passkey of the kind asked for.',
+  aborted: 'Stopped: a newer passkey request took its place.',
+  browser: 'The browser could not finish the passkey request.',
   no_factor: 'This user has no passkey yet: add one first.',
   invalid_credential: 'The server did not accept what the authenticator answered.',
   method_inactive: 'Passkeys are off on this deployment.',
@@ -1596,6 +1649,12 @@ function showPasskeyAvailability(active) {
   avail.dataset.available = why || active === false ? 'false' : active ? 'true' : 'unknown';
   avail.dataset.reason = why || (active === false ? 'inactive' : '');
   $('passkey-controls').hidden = !usable;
+  // The step-up prompt offers a passkey where the buttons work.
+  $('stepup-method-webauthn-label').hidden = !usable;
+  if (!usable && $('stepup-method-webauthn').checked) {
+    $('stepup-method-totp').checked = true;
+    if (stepup.cur) setStepUpMethod();
+  }
   if (usable) return avail.replaceChildren();
   if (why === 'ip') {
     const href = localhostURL();
@@ -1625,13 +1684,7 @@ function passkeyError(err) {
   const p = $('passkey-error');
   delete p.dataset.code;
   if (!err || typeof err === 'string' || err.code === 'cancelled') return showError('passkey-error', err);
-  if (err instanceof DOMException || (err.name && !(err instanceof Problem))) {
-    const [code, hint] = PASSKEY_BROWSER[err.name] || ['browser', 'The browser could not finish the passkey request.'];
-    p.replaceChildren(h('strong', {}, hint), ' ', h('span', { class: 'detail' }, err.message), ' (', h('code', { class: 'code-tag' }, code), ')');
-    p.dataset.code = code;
-    p.hidden = false;
-    return;
-  }
+  if (isBrowserError(err)) err = browserProblem(err);
   const hint = PASSKEY_HINT[err.code];
   if (!hint) showError('passkey-error', err);
   else {
