@@ -22,7 +22,8 @@ import (
 // localhost instead of offering the buttons; at localhost "Add a passkey" enrolls one (ENROLLED,
 // and the device list shows it as a passkey), "Sign in with a passkey" authenticates with amr
 // hwk+user, and with the authenticator's credentials gone the page shows the browser's refusal
-// and still works once they are back.
+// (in the card, and in the "Confirm it's you" prompt that new recovery codes need) and still
+// works once they are back: the prompt takes the passkey, and the card signs in again.
 //
 // Passkeys are bound to a domain name, so the stack listens on a port picked up front and its
 // relying party is localhost with the origin http://localhost:<port>.
@@ -197,12 +198,41 @@ func TestDemoPagePasskeys(t *testing.T) {
 	}
 	screenshot("passkey-refused.png")
 
+	// 6b. New recovery codes need step-up; the prompt offers the user's passkey first (their
+	// default method), and the refusal leaves it open for another try.
+	do("ask for recovery codes",
+		chromedp.Click(chromedp.ID("codes-regen")),
+		chromedp.Click(chromedp.ID("codes-confirm-yes")),
+		chromedp.WaitVisible(chromedp.CSS(`#recovery #stepup`)),
+		chromedp.WaitVisible(chromedp.ID("stepup-method-webauthn")),
+		chromedp.WaitNotVisible(chromedp.ID("stepup-code")),
+	)
+	pollText(t, ctx, console, "#stepup-title", "Confirm it's you: use your passkey")
+	pollText(t, ctx, console, "#stepup-submit", "Use a passkey")
+	do("step up without a credential",
+		chromedp.Click(chromedp.ID("stepup-submit")),
+		chromedp.WaitVisible(chromedp.CSS(`#stepup-error[data-code="not_allowed"]`)),
+		chromedp.WaitVisible(chromedp.ID("stepup-submit")),
+	)
+	poll("the step-up prompt counts the refusal", `document.getElementById('stepup-form').dataset.attempts === '1'`)
+
 	// 7. The credential is back: the same page signs in again, and the error goes.
 	for _, c := range saved.Credentials {
 		if _, err := chromedp.Call(ctx, webauthn.AddCredential, webauthn.AddCredentialParams{AuthenticatorID: authenticator, Credential: c}); err != nil {
 			t.Fatalf("WebAuthn.addCredential: %v", err)
 		}
 	}
+	do("step up with the passkey",
+		chromedp.Click(chromedp.ID("stepup-submit")),
+		chromedp.WaitNotVisible(chromedp.ID("stepup")),
+		chromedp.WaitVisible(chromedp.ID("codes-panel")),
+	)
+	var codes int
+	eval("count the recovery codes", `document.querySelectorAll('#recovery-codes li').length`, &codes)
+	if codes != 10 {
+		t.Errorf("%d recovery codes after a passkey step-up, want 10", codes)
+	}
+	screenshot("passkey-stepup-codes.png")
 	signIn("sign in again with the credential back")
 	do("the error is gone", chromedp.WaitNotVisible(chromedp.ID("passkey-error")))
 
