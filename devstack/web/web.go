@@ -3,7 +3,9 @@
 // the HTTP API — dev token, initiation, QR, live status, typed code or companion CLI, devices —
 // and an email address or a phone number, whose codes the dev inbox shows — and shows the
 // user's MFA state, which it can switch off with a fresh second factor or the emailed link (the
-// link opens this page with ?token=…).
+// link opens this page with ?token=…). Passkeys are added and sign in through the browser's
+// own WebAuthn (navigator.credentials with the JSON helpers); at an IP address, which cannot be
+// an RP ID, the page points to localhost instead.
 //
 // It is a client of the public API like any other frontend and talks to nothing else.
 package web

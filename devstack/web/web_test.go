@@ -215,3 +215,28 @@ func TestPageHasCodesByEmailAndSMS(t *testing.T) {
 		}
 	}
 }
+
+// TestPageHasPasskeys: the page carries the passkey card with its own polite live region, and
+// the script runs the ceremonies with the browser's JSON helpers against the webauthn routes.
+func TestPageHasPasskeys(t *testing.T) {
+	h := web.Handler()
+	_, page := get(t, h, http.MethodGet, "/")
+	for _, want := range []string{`id="passkey"`, `id="passkey-add"`, `id="passkey-signin"`, `for="passkey-name"`,
+		`id="passkey-availability"`, `id="passkey-error" class="error" role="alert"`,
+		`id="passkey-announce" class="visually-hidden" aria-live="polite"`, `id="passkey-claims-payload"`,
+		`id="stepup-method-webauthn" value="webauthn"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("index.html lacks %s", want)
+		}
+	}
+	_, js := get(t, h, http.MethodGet, "/static/app.js")
+	for _, want := range []string{"PublicKeyCredential.parseCreationOptionsFromJSON(res.public_key)",
+		"PublicKeyCredential.parseRequestOptionsFromJSON(res.public_key)", "navigator.credentials.create(", "navigator.credentials.get(",
+		"credential.toJSON()", "/verification-srv/v2/setup/initiate/webauthn", "/verification-srv/v2/setup/enroll/webauthn",
+		"/verification-srv/authentication/webauthn/initiation", "/verification-srv/authentication/webauthn/verification",
+		"for passkeys", "{ usage_type: 'STEP_UP' }, token)"} {
+		if !strings.Contains(js, want) {
+			t.Errorf("app.js lacks %s", want)
+		}
+	}
+}

@@ -10,6 +10,11 @@
 // Once a user has a factor, adding a device, removing one and new recovery codes need step-up:
 // the server answers 403 step_up_required, the page asks for a code (a STEP_UP sign-in) and
 // repeats the request once with the mfa_token as X-MFA-Token.
+// Passkeys (WebAuthn): "Add a passkey" takes the server's creation options through
+// PublicKeyCredential.parseCreationOptionsFromJSON to navigator.credentials.create and sends
+// credential.toJSON() back; "Sign in with a passkey" does the same with request options and
+// navigator.credentials.get. Passkeys are bound to a domain name, so on an IP address (or where
+// the deployment has them off) the card says where they work instead of offering the buttons.
 // The MFA state panel (GET/PUT /verification-srv/mfa) follows every factor change; "Disable MFA"
 // takes the step-up prompt or a link by mail, which opens this page with ?token=… to confirm.
 
@@ -102,6 +107,7 @@ async function ensureToken() {
     Object.assign(state, { sub, email, token });
     rememberUser(sub, email);
     refreshMfa({ sub, token });
+    checkPasskeys(token).catch(() => {}); // the passkey card says whether the deployment has them
   }
   return { sub, token: state.token };
 }
@@ -254,6 +260,7 @@ const STEPUP_TITLE = {
   backupcode: "Confirm it's you: enter one of your recovery codes",
   email: "Confirm it's you: enter the code sent to your email address",
   sms: "Confirm it's you: enter the code sent to your phone",
+  webauthn: "Confirm it's you: use your passkey",
 };
 // Answers after which the step-up sign-in itself still takes codes; after any other failure
 // the next try starts a new one.
@@ -289,9 +296,13 @@ function confirmIdentity(owner, anchor, why) {
     anchor.after(box);
     $('stepup-why').textContent = `${why} for ${owner.sub}, sign in again with a second factor.`;
     $('stepup-form').dataset.attempts = '0';
+    // A user whose default method is a passkey is asked for one first.
+    if (mfa.owner?.sub === owner.sub && mfa.st?.default_method === 'WEBAUTHN' && !$('stepup-method-webauthn-label').hidden) {
+      $('stepup-method-webauthn').checked = true;
+    }
     setStepUpMethod();
     box.hidden = false;
-    $('stepup-code').focus();
+    (stepUpMethod() === 'webauthn' ? $('stepup-submit') : $('stepup-code')).focus();
     stepUpSend();
   });
 }
@@ -316,13 +327,18 @@ function setStepUpMethod() {
   const method = stepUpMethod();
   $('stepup-title').textContent = STEPUP_TITLE[method];
   setCodeInput(method, 'stepup-');
+  // A passkey needs no code: Confirm runs the browser's passkey prompt.
+  const pk = method === 'webauthn';
+  $('stepup-code-field').hidden = pk;
+  $('stepup-submit').textContent = pk ? 'Use a passkey' : 'Confirm';
+  if (pk) $('stepup-code-hint').textContent = 'Your browser asks for the passkey (fingerprint, face, screen lock or security key) when you press “Use a passkey”.';
   stepUpError(null);
 }
 
 for (const radio of document.querySelectorAll('input[name="stepup-method"]')) {
   radio.addEventListener('change', () => {
     setStepUpMethod();
-    $('stepup-code').focus();
+    (stepUpMethod() === 'webauthn' ? $('stepup-submit') : $('stepup-code')).focus();
     stepUpSend();
   });
 }
@@ -356,7 +372,8 @@ function stepUpError(err) {
   const p = $('stepup-error');
   delete p.dataset.code;
   if (!err || typeof err === 'string') return showError('stepup-error', err);
-  const hint = err.code === 'no_factor' ? NO_FACTOR[stepUpMethod()] : SIGNIN_HINT[err.code];
+  if (isBrowserError(err)) err = browserProblem(err);
+  const hint = err.code === 'no_factor' ? NO_FACTOR[stepUpMethod()] : SIGNIN_HINT[err.code] || PASSKEY_HINT[err.code];
   if (!hint) showError('stepup-error', err);
   else p.replaceChildren(h('strong', {}, hint), ' ', h('span', { class: 'detail' }, err.message), ' (', h('code', { class: 'code-tag' }, err.code), ')');
   p.dataset.code = err.code || '';
@@ -368,6 +385,7 @@ $('stepup-form').addEventListener('submit', (ev) => {
   const cur = stepup.cur;
   if (!cur) return;
   const method = stepUpMethod();
+  if (method === 'webauthn') return stepUpPasskey(cur);
   const input = $('stepup-code');
   const code = typedCode(method, input.value);
   if (!code) {
@@ -405,6 +423,36 @@ $('stepup-form').addEventListener('submit', (ev) => {
     }
   });
 });
+
+// stepUpPasskey answers the prompt with a passkey: a STEP_UP passkey sign-in, whose browser
+// prompt Confirm ("Use a passkey") opens. A browser that gives no passkey leaves the prompt open
+// for another try or another way, and the sign-in it started is cancelled.
+function stepUpPasskey(cur) {
+  busy($('stepup-submit'), async () => {
+    try {
+      const token = cur.owner.token;
+      const res = await api('POST', '/verification-srv/authentication/webauthn/initiation', { usage_type: 'STEP_UP' }, token);
+      const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(res.public_key);
+      let credential;
+      try {
+        credential = await navigator.credentials.get({ publicKey });
+      } catch (e) {
+        api('DELETE', `/verification-srv/verificationstatus/${path(res.status_id)}`, undefined, token).catch(() => {});
+        throw e;
+      }
+      if (cur !== stepup.cur) return;
+      const out = await api('POST', '/verification-srv/authentication/webauthn/verification',
+        { exchange_id: res.exchange_id.exchange_id, credential: credential.toJSON() }, token);
+      if (cur !== stepup.cur) return;
+      if (!out.mfa_token) throw new Problem(0, { detail: 'the sign-in gave no mfa_token; try again' });
+      closeStepUp(out.mfa_token);
+    } catch (e) {
+      if (cur === stepup.cur) stepUpError(e);
+    } finally {
+      $('stepup-form').dataset.attempts = String(++stepup.attempts);
+    }
+  });
+}
 
 // ---- enrollment ---------------------------------------------------------------------------
 
@@ -668,11 +716,15 @@ async function loadDevices(owner) {
   } catch (e) { showError('devices-error', e); }
 }
 
-const KIND = { EMAIL: 'Codes by email', SMS: 'Codes by SMS' };
+const KIND = { EMAIL: 'Codes by email', SMS: 'Codes by SMS', WEBAUTHN: 'Passkey' };
 
 function deviceItem(d) {
   const name = d.friendly_name || 'Unnamed device';
-  const li = h('li', { 'data-ph-id': d.ph_id, 'data-push': String(!!d.push) });
+  const li = h('li', { 'data-ph-id': d.ph_id, 'data-push': String(!!d.push), 'data-type': d.type || '' });
+  if (d.type === 'WEBAUTHN') {
+    li.dataset.aaguid = d.aaguid || '';
+    li.dataset.backedUp = String(!!d.backed_up);
+  }
   const url = `/device-srv/devices/${path(d.ph_id)}`;
   const act = async (button, fn) => {
     await busy(button, async () => {
@@ -685,7 +737,9 @@ function deviceItem(d) {
       h('div', { class: 'device-main' },
         h('span', { class: 'device-name' }, name),
         d.push ? h('span', { class: 'push-tag' }, 'Push', h('span', { class: 'visually-hidden' }, ': can approve sign-ins')) : '',
+        d.type === 'WEBAUTHN' ? h('span', { class: 'passkey-tag' }, 'Passkey') : '',
         h('span', { class: 'meta' }, ...(d.destination ? [`${KIND[d.type] || d.type} to `, h('span', { class: 'device-destination' }, d.destination), ' · '] : []),
+          ...(d.type === 'WEBAUTHN' ? [h('span', { class: 'passkey-backup' }, d.backed_up ? 'synced or backed up' : 'on this authenticator only'), ' · '] : []),
           'Added ', when(d.created_at), ' · last used ', d.last_used_at ? when(d.last_used_at) : 'never')),
       h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'secondary rename', 'aria-label': `Rename ${name}`, onclick: renaming }, 'Rename'),
@@ -1019,6 +1073,7 @@ const NO_FACTOR = {
   backupcode: 'This user has no recovery codes: they are generated after the first enrollment.',
   email: 'This user has no email address enrolled: add one under “Codes by email or SMS” first.',
   sms: 'This user has no phone number enrolled: add one under “Codes by email or SMS” first.',
+  webauthn: 'This user has no passkey: add one under “Passkeys” first, or pick another way.',
 };
 const CODE_WANTED = {
   totp: 'Enter the 6 digits your authenticator app shows.',
@@ -1518,6 +1573,235 @@ function follow(statusId, token, onStatus, onTransport) {
 }
 
 updatePushControls();
+
+// ---- passkeys (WebAuthn) ------------------------------------------------------------------
+// The server hands out the options of a ceremony as JSON (public_key); the browser's JSON
+// helpers turn them into what navigator.credentials takes, and credential.toJSON() turns the
+// answer back. The browser refuses a ceremony whose RP ID (a domain name) is not this page's
+// host, so on an IP address the card points to localhost instead of offering the buttons; where
+// the deployment has passkeys off (config/list says WEBAUTHN is not active) it says so too.
+
+const PASSKEY_TEXT = {
+  INITIATED: 'Waiting for your browser: follow its prompt (fingerprint, face, screen lock or security key).',
+  ENROLLED: 'Enrolled: the passkey is registered and signs you in below.',
+  AUTHENTICATED: 'Authenticated.',
+  CANCELLED: 'Cancelled: nothing was registered. Try again whenever you like.',
+};
+const PASSKEY_SIGNIN_CANCELLED = 'Cancelled: nobody was signed in. Try again whenever you like.';
+// The codes the page gives the browser's DOMException names (shown as data-code).
+const PASSKEY_BROWSER = {
+  NotAllowedError: 'not_allowed', InvalidStateError: 'already_registered', SecurityError: 'security',
+  NotSupportedError: 'not_supported', AbortError: 'aborted',
+};
+// isBrowserError tells an exception of the browser (a DOMException of navigator.credentials, a
+// TypeError of the JSON helpers) from the server's problems.
+const isBrowserError = (err) => !!err && typeof err === 'object' && !(err instanceof Problem) && !!err.name;
+
+// browserProblem restates a browser exception as a Problem whose code says what it means.
+const browserProblem = (err) => new Problem(0, { detail: err.message || err.name, code: PASSKEY_BROWSER[err.name] || 'browser' });
+
+const PASSKEY_HINT = {
+  not_allowed: 'The browser gave no passkey: its prompt was closed or timed out, or no passkey of this user is on this device.',
+  already_registered: 'This authenticator holds a passkey of this user already.',
+  security: 'The browser refused: this page’s address is not the one passkeys are bound to.',
+  not_supported: 'No authenticator here can make a passkey of the kind asked for.',
+  aborted: 'Stopped: a newer passkey request took its place.',
+  browser: 'The browser could not finish the passkey request.',
+  no_factor: 'This user has no passkey yet: add one first.',
+  invalid_credential: 'The server did not accept what the authenticator answered.',
+  method_inactive: 'Passkeys are off on this deployment.',
+  locked: 'Locked: too many failed sign-ins.',
+  expired: 'This passkey request has expired; start again.',
+};
+
+const passkey = {
+  cur: null, // the ceremony on screen: {kind: 'add'|'signin', statusId, exchangeId, sub, token, abort}
+  attempts: 0,
+};
+
+function passkeyAnnounce(msg) { $('passkey-announce').textContent = msg; }
+
+// passkeyHost says why this page cannot run a passkey ceremony, or '' when it can (as far as
+// the browser goes: the deployment's settings are config/list's to say).
+function passkeyHost() {
+  if (!window.PublicKeyCredential || !navigator.credentials) return 'browser';
+  if (typeof PublicKeyCredential.parseCreationOptionsFromJSON !== 'function') return 'json';
+  const host = location.hostname;
+  if (/^\d+(\.\d+){3}$/.test(host) || host.startsWith('[')) return 'ip';
+  return '';
+}
+
+// localhostURL is this page at localhost: where a dev stack's passkeys work.
+function localhostURL() {
+  const u = new URL(location.href);
+  u.hostname = 'localhost';
+  u.search = '';
+  u.hash = '';
+  return u.href;
+}
+
+// showPasskeyAvailability shows whether the buttons can work; active is config/list's word on
+// WEBAUTHN (undefined while not read yet).
+function showPasskeyAvailability(active) {
+  const why = passkeyHost();
+  const avail = $('passkey-availability');
+  const usable = !why && active !== false;
+  avail.dataset.available = why || active === false ? 'false' : active ? 'true' : 'unknown';
+  avail.dataset.reason = why || (active === false ? 'inactive' : '');
+  $('passkey-controls').hidden = !usable;
+  // The step-up prompt offers a passkey where the buttons work.
+  $('stepup-method-webauthn-label').hidden = !usable;
+  if (!usable && $('stepup-method-webauthn').checked) {
+    $('stepup-method-totp').checked = true;
+    if (stepup.cur) setStepUpMethod();
+  }
+  if (usable) return avail.replaceChildren();
+  if (why === 'ip') {
+    const href = localhostURL();
+    avail.replaceChildren(h('strong', {}, 'Passkeys are bound to a domain name, not to an IP address like this page’s: '),
+      h('a', { href, id: 'passkey-localhost-link' }, `open ${href.replace(/\/$/, '')} for passkeys`), '.');
+  } else if (why) {
+    avail.replaceChildren(h('strong', {}, 'This browser cannot use passkeys here'),
+      why === 'json' ? ': it lacks PublicKeyCredential.parseCreationOptionsFromJSON. Try a current Chrome, Edge, Firefox or Safari.' : '.');
+  } else {
+    avail.replaceChildren(h('strong', {}, 'Passkeys are off on this deployment'),
+      ': its WebAuthn relying party must be a domain name (MFA_WEBAUTHN_RP_ID, MFA_WEBAUTHN_ORIGINS). The dev stack has them on by default: ',
+      h('a', { href: 'http://localhost:8080/' }, 'open http://localhost:8080 for passkeys'), '.');
+  }
+}
+
+// checkPasskeys reads config/list (once) with token and shows what it says about WEBAUTHN.
+async function checkPasskeys(token) {
+  if (passkeyHost()) return false;
+  const active = await methodActive('webauthn', token);
+  showPasskeyAvailability(active);
+  return active;
+}
+
+// passkeyError shows err in the card: a Problem from the server, a DOMException from the
+// browser, or a string; data-code is its code.
+function passkeyError(err) {
+  const p = $('passkey-error');
+  delete p.dataset.code;
+  if (!err || typeof err === 'string' || err.code === 'cancelled') return showError('passkey-error', err);
+  if (isBrowserError(err)) err = browserProblem(err);
+  const hint = PASSKEY_HINT[err.code];
+  if (!hint) showError('passkey-error', err);
+  else {
+    p.replaceChildren(h('strong', {}, hint), ' ', h('span', { class: 'detail' }, err.message), ' (', h('code', { class: 'code-tag' }, err.code), ')');
+    p.hidden = false;
+  }
+  p.dataset.code = err.code || '';
+}
+
+function passkeyStatus(status, text) {
+  const badge = $('passkey-status');
+  badge.dataset.status = status;
+  badge.textContent = status;
+  $('passkey-status-text').textContent = text ?? PASSKEY_TEXT[status] ?? '';
+  $('passkey-flow').hidden = false;
+}
+
+// beginPasskey makes cur the ceremony on screen, stopping the one before (its browser prompt
+// too), and clears what that one showed.
+function beginPasskey(kind, res, sub, token) {
+  endPasskey();
+  const cur = { kind, statusId: res.status_id, exchangeId: res.exchange_id.exchange_id, sub: res.sub || sub, token, abort: new AbortController() };
+  passkey.cur = cur;
+  $('passkey-done').hidden = $('passkey-success').hidden = true;
+  $('passkey-claims-header').textContent = $('passkey-claims-payload').textContent = '';
+  passkeyStatus('INITIATED');
+  passkeyAnnounce(PASSKEY_TEXT.INITIATED);
+  return cur;
+}
+
+function endPasskey() {
+  const cur = passkey.cur;
+  passkey.cur = null;
+  if (cur) cur.abort.abort();
+}
+
+// browserCeremony runs navigator.credentials (create or get) for cur. When the browser gives no
+// credential the server's side is cancelled, so nothing stays pending, and the error rethrown.
+async function browserCeremony(cur, run) {
+  try {
+    return await run(cur.abort.signal);
+  } catch (e) {
+    if (cur === passkey.cur) {
+      api('DELETE', `/verification-srv/verificationstatus/${path(cur.statusId)}`, undefined, cur.token)
+        .then((s) => {
+          if (cur === passkey.cur && s?.status) passkeyStatus(s.status, s.status === 'CANCELLED' && cur.kind === 'signin' ? PASSKEY_SIGNIN_CANCELLED : undefined);
+        }, () => {});
+    }
+    throw e;
+  }
+}
+
+// passkeyRun runs a passkey action on button, with its errors in the card.
+function passkeyRun(button, fn) {
+  passkeyError(null);
+  return busy(button, async () => {
+    try { await fn(); } catch (e) {
+      passkeyError(e);
+      passkeyAnnounce(`Passkey: ${$('passkey-error').textContent}`);
+    } finally {
+      $('passkey-controls').dataset.attempts = String(++passkey.attempts);
+    }
+  });
+}
+
+// "Add a passkey": initiation (with step-up once the user has a factor) → create → enroll.
+$('passkey-add-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  passkeyRun($('passkey-add'), async () => {
+    const { sub, token } = await ensureToken();
+    if (!await checkPasskeys(token)) return;
+    const name = $('passkey-name').value.trim();
+    const res = await withStepUp({ sub, token }, $('passkey-add-form'), 'To add a passkey',
+      (headers) => api('POST', '/verification-srv/v2/setup/initiate/webauthn', name ? { friendly_name: name } : {}, token, headers));
+    const cur = beginPasskey('add', res, sub, token);
+    const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(res.public_key);
+    const credential = await browserCeremony(cur, (signal) => navigator.credentials.create({ publicKey, signal }));
+    if (cur !== passkey.cur) return;
+    const st = await api('POST', '/verification-srv/v2/setup/enroll/webauthn',
+      { exchange_id: cur.exchangeId, credential: credential.toJSON() }, token);
+    if (cur !== passkey.cur) return;
+    passkeyStatus(st.status);
+    const done = $('passkey-success');
+    done.textContent = `Done! A passkey of ${cur.sub} is registered${name ? ` as “${name}”` : ''}: sign in with it below.`;
+    done.hidden = false;
+    passkeyAnnounce(done.textContent);
+    $('passkey-name').value = '';
+    loadDevices({ sub: cur.sub, token });
+    loadRecovery({ sub: cur.sub, token }, false);
+  });
+});
+
+// "Sign in with a passkey": initiation → get → verification → AUTHENTICATED and the mfa_token.
+$('passkey-signin').addEventListener('click', () => {
+  passkeyRun($('passkey-signin'), async () => {
+    const { sub, token } = await ensureToken();
+    if (!await checkPasskeys(token)) return;
+    const res = await api('POST', '/verification-srv/authentication/webauthn/initiation', { usage_type: 'MULTIFACTOR_AUTHENTICATION' }, token);
+    const cur = beginPasskey('signin', res, sub, token);
+    const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(res.public_key);
+    const credential = await browserCeremony(cur, (signal) => navigator.credentials.get({ publicKey, signal }));
+    if (cur !== passkey.cur) return;
+    const out = await api('POST', '/verification-srv/authentication/webauthn/verification',
+      { exchange_id: cur.exchangeId, credential: credential.toJSON() }, token);
+    if (cur !== passkey.cur) return;
+    passkeyStatus(out.status);
+    if (out.status !== 'AUTHENTICATED') return;
+    $('passkey-success').textContent = `Authenticated as ${out.sub || cur.sub} with a passkey.`;
+    $('passkey-success').hidden = false;
+    showClaims(out.mfa_token, 'passkey-');
+    $('passkey-done').hidden = false;
+    passkeyAnnounce($('passkey-success').textContent);
+    loadDevices({ sub: cur.sub, token }); // "last used" moves
+  });
+});
+
+showPasskeyAvailability();
 
 // ---- mfa_token display --------------------------------------------------------------------
 
