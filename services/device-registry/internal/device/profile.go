@@ -176,7 +176,8 @@ type State struct {
 	// Methods are the methods of the user's active factors, in registration order.
 	Methods []string
 	// DefaultMethod is the preferred method: the one the user set while they still have a factor
-	// of it, else the first of Methods.
+	// of it, else the first of Methods that is not recovery codes (recovery codes when that is
+	// all the user has).
 	DefaultMethod string
 	// Factors counts the verified devices (every method but recovery codes).
 	Factors int
@@ -227,8 +228,13 @@ func (s *Service) MFAState(ctx context.Context, sub string) (State, error) {
 	}
 	if slices.Contains(st.Methods, p.DefaultMethod) {
 		st.DefaultMethod = p.DefaultMethod
-	} else if len(st.Methods) > 0 {
-		st.DefaultMethod = st.Methods[0]
+	} else {
+		// Recovery codes are the fallback, not a method to offer first.
+		for _, m := range st.Methods {
+			if st.DefaultMethod == "" || st.DefaultMethod == method.BackupCode {
+				st.DefaultMethod = m
+			}
+		}
 	}
 	if addr, _, err := s.Contact(ctx, sub); err == nil {
 		st.Contact = maskEmail(addr)
