@@ -132,10 +132,10 @@ func TestAdminFactors(t *testing.T) {
 		}
 		return nil
 	})
-	if want := (events.Reset{Sub: "alice", DevicesRemoved: 1, RecoveryCodesRemoved: true, Actor: "ops"}); resets[0] != want {
+	if want := (events.Reset{Sub: "alice", DevicesRemoved: 1, RecoveryCodesRemoved: true, Actor: "ops", Reason: "admin_reset"}); resets[0] != want {
 		t.Fatalf("first reset %+v, want %+v", resets[0], want)
 	}
-	if want := (events.Reset{Sub: "alice", Actor: "ops"}); resets[1] != want {
+	if want := (events.Reset{Sub: "alice", Actor: "ops", Reason: "admin_reset"}); resets[1] != want {
 		t.Fatalf("second reset %+v, want %+v", resets[1], want)
 	}
 	f = e.factors(t, "alice")

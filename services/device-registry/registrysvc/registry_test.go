@@ -48,7 +48,7 @@ func TestMicroService(t *testing.T) {
 		subjects = append(subjects, ep.Subject)
 	}
 	slices.Sort(subjects)
-	want := []string{commands.RegistryActivateCredential, commands.RegistryCreateCredential, commands.RegistryDiscardCredential, commands.RegistryResendCredential, commands.RegistryVerifyCredential, commands.RegistryDeviceGet, commands.RegistryPushDevices, commands.RegistryDeviceUsed, commands.RegistryFactorsChallenge, commands.RegistryFactorsCheck, commands.RegistryFactorsFailure, commands.RegistryFactorsReady}
+	want := []string{commands.RegistryContact, commands.RegistryActivateCredential, commands.RegistryCreateCredential, commands.RegistryDiscardCredential, commands.RegistryResendCredential, commands.RegistryVerifyCredential, commands.RegistryDeviceGet, commands.RegistryPushDevices, commands.RegistryDeviceUsed, commands.RegistryFactorsChallenge, commands.RegistryFactorsCheck, commands.RegistryFactorsFailure, commands.RegistryFactorsReady}
 	if !slices.Equal(subjects, want) {
 		t.Fatalf("endpoint subjects = %v, want %v", subjects, want)
 	}
