@@ -112,10 +112,10 @@ func TestAdmin(t *testing.T) {
 			resets = append(resets, r)
 		}
 	}
-	if want := (events.Reset{Sub: "alice", DevicesRemoved: 1, RecoveryCodesRemoved: true, Actor: "ops"}); resets[0] != want {
+	if want := (events.Reset{Sub: "alice", DevicesRemoved: 1, RecoveryCodesRemoved: true, Actor: "ops", Reason: "admin_reset"}); resets[0] != want {
 		t.Fatalf("first reset %+v, want %+v", resets[0], want)
 	}
-	if want := (events.Reset{Sub: "alice", Actor: "ops"}); resets[1] != want {
+	if want := (events.Reset{Sub: "alice", Actor: "ops", Reason: "admin_reset"}); resets[1] != want {
 		t.Fatalf("second reset %+v, want %+v", resets[1], want)
 	}
 	f = adminFactors{}

@@ -381,7 +381,7 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 		if in.Channel == ChannelCompanion {
 			e.EnrollProof = s.enrollProof(e.ID, in.Code, claim.DeviceID, dev.Key)
 		}
-		return e, &change{channel: in.Channel}, nil
+		return e, &change{channel: in.Channel, announceLater: true}, nil
 	})
 	if err != nil {
 		if e.State.Terminal() && e.State != Enrolled {
@@ -400,6 +400,7 @@ func (s *Service) Enroll(ctx context.Context, in EnrollInput) (Enrollment, error
 	if aerr := s.Registry.Activate(ctx, e.ID, e.Sub, claim); aerr != nil && s.OnRegistryError != nil {
 		s.OnRegistryError("activate", e.ID, aerr)
 	}
+	s.changed(e)
 	return e, nil
 }
 
@@ -561,6 +562,10 @@ type change struct {
 	silent  bool
 	channel string
 	reason  string
+	// announceLater: the caller announces the change itself, after more work (ENROLLED is
+	// announced once the registry has registered the device, so a frontend that lists the
+	// devices on ENROLLED finds it).
+	announceLater bool
 }
 
 // maxCASRetries bounds retries when concurrent writers keep winning. Each lost race means
@@ -612,7 +617,9 @@ func (s *Service) apply(ctx context.Context, e Enrollment, fn func(Enrollment) (
 		if werr != nil {
 			return e, werr
 		}
-		s.changed(written)
+		if !ch.announceLater {
+			s.changed(written)
+		}
 		s.entered(written, e.State)
 		return written, err
 	}
