@@ -3,6 +3,7 @@ module github.com/mfaflow/mfaflow/services/device-registry
 go 1.26.8
 
 require (
+	github.com/descope/virtualwebauthn v1.0.3
 	github.com/go-webauthn/webauthn v0.18.2
 	github.com/google/uuid v1.6.0
 	github.com/mfaflow/mfaflow/events v0.0.0

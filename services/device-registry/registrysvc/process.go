@@ -55,13 +55,13 @@ func ConfigFrom(env config.Config) (Config, error) {
 	}
 	// Passkey settings that cannot work leave WEBAUTHN inactive; the registry logs why.
 	var (
-		passkeys *device.WebAuthnPolicy
+		passkeys *config.WebAuthn
 		inactive string
 	)
 	if w, werr := env.WebAuthn(); werr != nil {
 		inactive = werr.Error()
 	} else {
-		passkeys = &device.WebAuthnPolicy{RPID: w.RPID, RPName: w.RPName, Origins: w.Origins, UserVerification: w.UserVerification}
+		passkeys = &w
 	}
 	return Config{
 		WebAuthn: passkeys, WebAuthnInactive: inactive,

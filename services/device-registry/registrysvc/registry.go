@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mfaflow/mfaflow/pkg/auth"
+	"github.com/mfaflow/mfaflow/pkg/config"
 	"github.com/mfaflow/mfaflow/pkg/httpx"
 	"github.com/mfaflow/mfaflow/pkg/natsx"
 	"github.com/mfaflow/mfaflow/pkg/ratelimit"
@@ -25,6 +26,7 @@ import (
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/httpapi"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/natsapi"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/passkeys"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/secretbox"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/store/kv"
 	"github.com/nats-io/nats.go"
@@ -86,7 +88,7 @@ type Config struct {
 	OOB device.OOBPolicy
 	// WebAuthn is the relying party of passkeys (MFA_WEBAUTHN_*); nil leaves WEBAUTHN inactive,
 	// and WebAuthnInactive then says why (logged at start-up with what to set).
-	WebAuthn         *device.WebAuthnPolicy
+	WebAuthn         *config.WebAuthn
 	WebAuthnInactive string
 	// Clock is the time source of every rule (code time steps, timestamps); nil means
 	// time.Now. Tests set it to compute codes for a known instant.
@@ -112,7 +114,7 @@ func derivedKey(secretKey []byte, label string) []byte {
 	return m.Sum(nil)
 }
 
-func rpID(p *device.WebAuthnPolicy) string {
+func rpID(p *config.WebAuthn) string {
 	if p == nil {
 		return ""
 	}
@@ -197,12 +199,18 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	} else {
 		log.Info("no delivery key (MFA_DELIVERY_KEY): EMAIL and SMS are inactive")
 	}
+	passkeysOff := cfg.WebAuthnInactive
 	if cfg.WebAuthn != nil {
-		opts = append(opts, device.WithWebAuthn(*cfg.WebAuthn, handleKey(keys[current])))
+		// Settings go-webauthn refuses leave passkeys inactive, as settings config refuses do.
+		if rp, err := passkeys.New(*cfg.WebAuthn); err != nil {
+			passkeysOff = fmt.Sprintf("the WebAuthn settings do not work: %v", err)
+		} else {
+			opts = append(opts, device.WithWebAuthn(rp, handleKey(keys[current])))
+		}
 	}
 	svc := device.NewService(store, box, clock, opts...)
 	if err := svc.WebAuthnInactive(); err != nil {
-		why := cfg.WebAuthnInactive
+		why := passkeysOff
 		if why == "" {
 			why = err.Error()
 		}

@@ -38,7 +38,7 @@ type Pending struct {
 	Locale        string
 	CodeHash      []byte
 	CodeExpiresAt time.Time
-	// A passkey (WEBAUTHN; webauthn.go) has the go-webauthn registration session (JSON) and the
+	// A passkey (WEBAUTHN; webauthn.go) has the RelyingParty's registration session and the
 	// friendly name the user asked for, if any.
 	Session      []byte
 	FriendlyName string

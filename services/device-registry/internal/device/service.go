@@ -14,7 +14,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events"
 	"github.com/mfaflow/mfaflow/events/method"
@@ -58,11 +57,9 @@ type Service struct {
 	deliverer Deliverer
 	channels  Channels
 	counter   Counter
-	// Passkeys (webauthn.go; off without WithWebAuthn, or with settings go-webauthn refuses,
-	// which webauthnOff explains).
-	webauthn    *webauthn.WebAuthn
-	webauthnOff error
-	handleKey   []byte
+	// Passkeys (webauthn.go; off without WithWebAuthn).
+	webauthn  RelyingParty
+	handleKey []byte
 }
 
 // Option configures a Service.

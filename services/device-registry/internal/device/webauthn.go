@@ -13,34 +13,25 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-webauthn/webauthn/protocol"
-	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events/method"
 	"github.com/mfaflow/mfaflow/pkg/factor"
 )
 
-// Passkeys (WEBAUTHN; DESIGN.md Part 3). The registry is the relying party: it makes the
-// creation and request options, keeps the WebAuthn session of a ceremony sealed in the value the
-// status service stores with its enrollment or sign-in (as a TOTP pending credential or a sent
-// code's hash: the registry writes nothing for a ceremony in progress), and verifies what the
-// browser answers with go-webauthn. A passkey is stored once its registration verifies; its
-// public key is not a secret, so nothing of it is sealed.
+// Passkeys (WEBAUTHN; DESIGN.md Part 3). The registry is the relying party: through its
+// RelyingParty it makes the creation and request options and verifies what the browser answers;
+// the domain keeps the WebAuthn session of a ceremony sealed in the value the status service
+// stores with its enrollment or sign-in (as a TOTP pending credential or a sent code's hash: the
+// registry writes nothing for a ceremony in progress), derives the user handles, stores the
+// passkeys and counts refused assertions towards the lockout. A passkey is stored once its
+// registration verifies; its public key is not a secret, so nothing of it is sealed.
 
-// The refusals of passkeys are ErrMethodInactive (the settings cannot work) and pkg/factor's
+// The refusals of passkeys are ErrMethodInactive (no relying party) and pkg/factor's
 // ErrInvalidCredential and ErrClonedAuthenticator.
 
 // DefaultPasskeyName names a passkey whose authenticator is not in the AAGUID table and that the
 // user did not name.
 const DefaultPasskeyName = "Passkey"
-
-// WebAuthnPolicy is the relying party (pkg/config.WebAuthn): RPID, RPName, Origins and
-// UserVerification (preferred or required).
-type WebAuthnPolicy struct {
-	RPID, RPName     string
-	Origins          []string
-	UserVerification string
-}
 
 // Passkey is a registered WebAuthn credential: the credential record of the specification.
 type Passkey struct {
@@ -72,37 +63,82 @@ func (p Passkey) AAGUIDString() string {
 	return u.String()
 }
 
-// WithWebAuthn turns on passkeys for the relying party p. handleKey keys the user handles
-// (a stable, opaque id per user that is not the sub). Settings go-webauthn refuses leave
-// passkeys inactive; WebAuthnInactive says why.
-func WithWebAuthn(p WebAuthnPolicy, handleKey []byte) Option {
+// The refusals a RelyingParty reports. ErrInvalidCredential and ErrClonedAuthenticator are
+// pkg/factor's (as os.ErrNotExist is fs.ErrNotExist), so what the domain returns matches what
+// transports map and Authenticate counts.
+var (
+	// ErrInvalidCredential: a registration or assertion does not verify (origin, RP ID hash,
+	// a challenge of another ceremony, signature, attestation, not a passkey of the user).
+	ErrInvalidCredential = factor.ErrInvalidCredential
+	// ErrClonedAuthenticator: an assertion verified but the passkey's signature counter did
+	// not advance. The error in the chain is a *ClonedError that names the passkey.
+	ErrClonedAuthenticator = factor.ErrClonedAuthenticator
+	// ErrCeremonySession: the session handed back is not one the RelyingParty made.
+	ErrCeremonySession = errors.New("passkey ceremony session unreadable")
+)
+
+// ClonedError is ErrClonedAuthenticator for the passkey PasskeyID; errors.Is(err,
+// ErrClonedAuthenticator) matches it.
+type ClonedError struct {
+	PasskeyID []byte
+}
+
+func (e *ClonedError) Error() string { return ErrClonedAuthenticator.Error() }
+
+// Is makes every ClonedError match ErrClonedAuthenticator.
+func (e *ClonedError) Is(target error) bool { return target == ErrClonedAuthenticator }
+
+// PasskeyUser is a user as a relying party sees one: the user handle, the name authenticators
+// show, and the user's passkeys.
+type PasskeyUser struct {
+	Handle   []byte
+	Name     string
+	Passkeys []Passkey
+}
+
+// PasskeyAssertion is what a verified assertion says: the passkey it used as it now is (signature
+// count and flags of this assertion) and whether the authenticator verified the user.
+type PasskeyAssertion struct {
+	Passkey      Passkey
+	UserVerified bool
+}
+
+// RelyingParty runs the WebAuthn ceremonies of the relying party configured around the domain
+// (internal/passkeys implements it with go-webauthn). Options are the JSON browsers parse
+// (PublicKeyCredentialCreationOptions, …RequestOptions); a session is the ceremony's state as a
+// JSON value, opaque to the domain, which seals it and hands it back to finish the ceremony.
+// A session the RelyingParty did not make is ErrCeremonySession.
+type RelyingParty interface {
+	// BeginRegistration starts registering a passkey of u; the options exclude u's passkeys
+	// (an authenticator that has one says so instead of making a second).
+	BeginRegistration(u PasskeyUser) (options, session []byte, err error)
+	// FinishRegistration verifies response (the browser's credential.toJSON()) against
+	// session and returns the new passkey, with the session's user handle. A response that
+	// does not verify is ErrInvalidCredential.
+	FinishRegistration(session, response []byte, u PasskeyUser) (Passkey, error)
+	// BeginLogin starts an assertion with u's passkeys in allowCredentials.
+	BeginLogin(u PasskeyUser) (options, session []byte, err error)
+	// FinishLogin verifies assertion (the browser's credential.toJSON()) against session and
+	// u's passkeys. An assertion that does not verify is ErrInvalidCredential; one whose
+	// signature counter did not advance is a *ClonedError.
+	FinishLogin(session, assertion []byte, u PasskeyUser) (PasskeyAssertion, error)
+}
+
+// WithWebAuthn turns on passkeys with the relying party rp. handleKey keys the user handles
+// (a stable, opaque id per user that is not the sub).
+func WithWebAuthn(rp RelyingParty, handleKey []byte) Option {
 	return func(s *Service) {
-		uv := protocol.VerificationPreferred
-		if p.UserVerification == string(protocol.VerificationRequired) {
-			uv = protocol.VerificationRequired
-		}
-		wa, err := webauthn.New(&webauthn.Config{
-			RPID: p.RPID, RPDisplayName: p.RPName, RPOrigins: p.Origins,
-			AttestationPreference: protocol.PreferNoAttestation,
-			AuthenticatorSelection: protocol.AuthenticatorSelection{
-				ResidentKey: protocol.ResidentKeyRequirementPreferred, UserVerification: uv,
-			},
-		})
-		if err != nil {
-			s.webauthnOff = fmt.Errorf("the WebAuthn settings do not work: %w", err)
-			return
-		}
-		s.webauthn, s.webauthnOff = wa, nil
+		s.webauthn = rp
 		s.handleKey = append([]byte(nil), handleKey...)
 	}
 }
 
 // WebAuthnInactive says why passkeys are off (nil when they work).
 func (s *Service) WebAuthnInactive() error {
-	if s.webauthn == nil && s.webauthnOff == nil {
+	if s.webauthn == nil {
 		return errors.New("passkeys are not configured")
 	}
-	return s.webauthnOff
+	return nil
 }
 
 func (s *Service) webauthnReady() error {
@@ -121,18 +157,6 @@ func (s *Service) userHandle(sub string) []byte {
 	return m.Sum(nil)
 }
 
-// passkeyUser is a user as go-webauthn sees one.
-type passkeyUser struct {
-	handle []byte
-	sub    string
-	creds  []webauthn.Credential
-}
-
-func (u passkeyUser) WebAuthnID() []byte                         { return u.handle }
-func (u passkeyUser) WebAuthnName() string                       { return u.sub }
-func (u passkeyUser) WebAuthnDisplayName() string                { return u.sub }
-func (u passkeyUser) WebAuthnCredentials() []webauthn.Credential { return u.creds }
-
 // passkeysOf returns sub's registered passkeys.
 func (s *Service) passkeysOf(ctx context.Context, sub string) ([]Credential, error) {
 	all, err := s.store.ListBySub(ctx, sub)
@@ -148,51 +172,19 @@ func (s *Service) passkeysOf(ctx context.Context, sub string) ([]Credential, err
 	return out, nil
 }
 
-func (s *Service) user(sub string, creds []Credential) passkeyUser {
-	u := passkeyUser{handle: s.userHandle(sub), sub: sub}
+// user is sub with the passkeys creds, under the handle their passkeys were registered under
+// (or the one derived now, for a user without passkeys).
+func (s *Service) user(sub string, creds []Credential) PasskeyUser {
+	u := PasskeyUser{Handle: s.userHandle(sub), Name: sub}
 	for _, c := range creds {
 		if len(c.Passkey.UserHandle) > 0 {
-			u.handle = c.Passkey.UserHandle
+			u.Handle = c.Passkey.UserHandle
 		}
 	}
 	for _, c := range creds {
-		u.creds = append(u.creds, toWebAuthn(*c.Passkey))
+		u.Passkeys = append(u.Passkeys, *c.Passkey)
 	}
 	return u
-}
-
-func toWebAuthn(p Passkey) webauthn.Credential {
-	var f protocol.AuthenticatorFlags
-	for _, b := range []struct {
-		on   bool
-		flag protocol.AuthenticatorFlags
-	}{{p.UserPresent, protocol.FlagUserPresent}, {p.UserVerified, protocol.FlagUserVerified},
-		{p.BackupEligible, protocol.FlagBackupEligible}, {p.BackupState, protocol.FlagBackupState}} {
-		if b.on {
-			f |= b.flag
-		}
-	}
-	c := webauthn.Credential{
-		ID: p.ID, PublicKey: p.PublicKey, AttestationType: p.AttestationType, AttestationFormat: p.AttestationFormat,
-		Flags:         webauthn.NewCredentialFlags(f),
-		Authenticator: webauthn.Authenticator{AAGUID: p.AAGUID, SignCount: p.SignCount, Attachment: protocol.AuthenticatorAttachment(p.Attachment)},
-	}
-	for _, t := range p.Transports {
-		c.Transport = append(c.Transport, protocol.AuthenticatorTransport(t))
-	}
-	return c
-}
-
-func fromWebAuthn(c webauthn.Credential) Passkey {
-	p := Passkey{
-		ID: c.ID, PublicKey: c.PublicKey, SignCount: c.Authenticator.SignCount, AAGUID: c.Authenticator.AAGUID,
-		AttestationType: c.AttestationType, AttestationFormat: c.AttestationFormat, Attachment: string(c.Authenticator.Attachment),
-		UserPresent: c.Flags.UserPresent, UserVerified: c.Flags.UserVerified, BackupEligible: c.Flags.BackupEligible, BackupState: c.Flags.BackupState,
-	}
-	for _, t := range c.Transport {
-		p.Transports = append(p.Transports, string(t))
-	}
-	return p
 }
 
 // PasskeyCeremony is a started registration or assertion: the options the browser gets
@@ -228,16 +220,7 @@ func (s *Service) CreatePendingWebAuthn(ctx context.Context, statusID, sub strin
 	if err != nil {
 		return PasskeyCeremony{}, fmt.Errorf("create pending passkey: %w", err)
 	}
-	u := s.user(sub, creds)
-	creation, session, err := s.webauthn.BeginRegistration(u, webauthn.WithExclusions(webauthn.Credentials(u.creds).CredentialDescriptors()))
-	if err != nil {
-		return PasskeyCeremony{}, fmt.Errorf("create pending passkey: %w", err)
-	}
-	options, err := json.Marshal(creation.Response)
-	if err != nil {
-		return PasskeyCeremony{}, fmt.Errorf("create pending passkey: %w", err)
-	}
-	sess, err := json.Marshal(session)
+	options, sess, err := s.webauthn.BeginRegistration(s.user(sub, creds))
 	if err != nil {
 		return PasskeyCeremony{}, fmt.Errorf("create pending passkey: %w", err)
 	}
@@ -275,30 +258,21 @@ func (s *Service) VerifyPendingWebAuthn(ctx context.Context, statusID, sub strin
 	if !p.ExpiresAt.IsZero() && !now.Before(p.ExpiresAt) {
 		return Claim{}, fmt.Errorf("verify %s: %w", statusID, ErrExpired)
 	}
-	var session webauthn.SessionData
-	if err := json.Unmarshal(p.Session, &session); err != nil {
-		return Claim{}, fmt.Errorf("verify %s: session: %w", statusID, ErrNotFound)
-	}
-	parsed, err := protocol.ParseCredentialCreationResponseBytes(response)
-	if err != nil {
-		return Claim{}, fmt.Errorf("verify %s: parse registration: %w", statusID, factor.ErrInvalidCredential)
-	}
 	creds, err := s.passkeysOf(ctx, sub)
 	if err != nil {
 		return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
 	}
-	u := s.user(sub, creds)
-	wc, err := s.webauthn.CreateCredential(u, session, parsed)
-	if err != nil {
-		return Claim{}, fmt.Errorf("verify %s: %v: %w", statusID, err, factor.ErrInvalidCredential)
+	pk, err := s.webauthn.FinishRegistration(p.Session, response, s.user(sub, creds))
+	if errors.Is(err, ErrCeremonySession) {
+		return Claim{}, fmt.Errorf("verify %s: session: %w", statusID, ErrNotFound)
+	} else if err != nil {
+		return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
 	}
 	for _, c := range creds {
-		if bytes.Equal(c.Passkey.ID, wc.ID) {
+		if bytes.Equal(c.Passkey.ID, pk.ID) {
 			return Claim{}, fmt.Errorf("verify %s: passkey registered already: %w", statusID, factor.ErrInvalidCredential)
 		}
 	}
-	pk := fromWebAuthn(*wc)
-	pk.UserHandle = session.UserID
 	deviceID, err := randomDeviceID()
 	if err != nil {
 		return Claim{}, fmt.Errorf("verify %s: %w", statusID, err)
@@ -395,15 +369,7 @@ func (s *Service) ChallengeWebAuthn(ctx context.Context, sub, statusID string) (
 	if len(creds) == 0 {
 		return PasskeyCeremony{}, fmt.Errorf("challenge: %w", factor.ErrNoFactor)
 	}
-	assertion, session, err := s.webauthn.BeginLogin(s.user(sub, creds))
-	if err != nil {
-		return PasskeyCeremony{}, fmt.Errorf("challenge: %w", err)
-	}
-	options, err := json.Marshal(assertion.Response)
-	if err != nil {
-		return PasskeyCeremony{}, fmt.Errorf("challenge: %w", err)
-	}
-	sess, err := json.Marshal(session)
+	options, sess, err := s.webauthn.BeginLogin(s.user(sub, creds))
 	if err != nil {
 		return PasskeyCeremony{}, fmt.Errorf("challenge: %w", err)
 	}
@@ -450,43 +416,40 @@ func checkWebAuthn(s *Service, ctx context.Context, in checkInput) (Authenticate
 		return Authenticated{}, invalid("this sign-in's challenge does not open here")
 	}
 	var ps passkeySession
-	var session webauthn.SessionData
-	if err := json.Unmarshal(plain, &ps); err != nil || json.Unmarshal(ps.Session, &session) != nil {
+	if err := json.Unmarshal(plain, &ps); err != nil {
 		return Authenticated{}, invalid("this sign-in's challenge does not open here")
 	}
 	now := s.clock.Now().UTC()
 	if !now.Before(time.UnixMilli(ps.ExpiresAt)) {
 		return Authenticated{}, fmt.Errorf("authenticate: challenge expired: %w", factor.ErrInvalidCredential)
 	}
-	parsed, err := protocol.ParseCredentialRequestResponseBytes([]byte(in.code))
-	if err != nil {
-		return Authenticated{}, fmt.Errorf("authenticate: parse assertion: %w", factor.ErrInvalidCredential)
-	}
 	for range maxAttempts {
 		creds, err := s.passkeysOf(ctx, in.sub)
 		if err != nil {
 			return Authenticated{}, fmt.Errorf("authenticate: %w", err)
 		}
-		var used *Credential
-		for i, c := range creds {
-			if bytes.Equal(c.Passkey.ID, parsed.RawID) {
-				used = &creds[i]
+		a, err := s.webauthn.FinishLogin(ps.Session, []byte(in.code), s.user(in.sub, creds))
+		var cloned *ClonedError
+		switch {
+		case errors.As(err, &cloned):
+			phid := "unknown passkey"
+			if used := passkeyByID(creds, cloned.PasskeyID); used != nil {
+				phid = used.PHID
 			}
+			return Authenticated{}, fmt.Errorf("authenticate: %s: %w", phid, factor.ErrClonedAuthenticator)
+		case errors.Is(err, ErrCeremonySession):
+			return Authenticated{}, invalid("this sign-in's challenge does not open here")
+		case err != nil:
+			return Authenticated{}, fmt.Errorf("authenticate: %w", err)
 		}
+		used := passkeyByID(creds, a.Passkey.ID)
 		if used == nil {
 			return Authenticated{}, fmt.Errorf("authenticate: not a passkey of the user: %w", factor.ErrInvalidCredential)
 		}
-		wc, err := s.webauthn.ValidateLogin(s.user(in.sub, creds), session, parsed)
-		if err != nil {
-			return Authenticated{}, fmt.Errorf("authenticate: %v: %w", err, factor.ErrInvalidCredential)
-		}
-		if wc.Authenticator.CloneWarning {
-			return Authenticated{}, fmt.Errorf("authenticate: %s: %w", used.PHID, factor.ErrClonedAuthenticator)
-		}
 		c := *used
-		pk := fromWebAuthn(*wc)
+		pk := a.Passkey
+		// The handle a passkey was registered under never changes.
 		pk.UserHandle = used.Passkey.UserHandle
-		pk.BackupState = parsed.Response.AuthenticatorData.Flags.HasBackupState()
 		c.Passkey = &pk
 		c.LastUsedAt = now
 		c.LastStepFor = in.statusID
@@ -495,7 +458,17 @@ func checkWebAuthn(s *Service, ctx context.Context, in checkInput) (Authenticate
 		} else if err != nil {
 			return Authenticated{}, fmt.Errorf("authenticate: %w", err)
 		}
-		return Authenticated{Method: method.WebAuthn, PHID: c.PHID, UserVerified: parsed.Response.AuthenticatorData.Flags.HasUserVerified()}, nil
+		return Authenticated{Method: method.WebAuthn, PHID: c.PHID, UserVerified: a.UserVerified}, nil
 	}
 	return Authenticated{}, fmt.Errorf("authenticate: %w", ErrStale)
+}
+
+// passkeyByID is the credential among creds whose passkey is id, or nil.
+func passkeyByID(creds []Credential, id []byte) *Credential {
+	for i, c := range creds {
+		if bytes.Equal(c.Passkey.ID, id) {
+			return &creds[i]
+		}
+	}
+	return nil
 }
