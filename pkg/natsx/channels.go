@@ -3,7 +3,6 @@ package natsx
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"sync"
 	"time"
 
@@ -56,21 +55,18 @@ func (n *NotifierChannels) Reply(ctx context.Context) commands.ChannelsReply {
 	defer cancel()
 	var r commands.ChannelsReply
 	msg, err := n.NC.RequestWithContext(ctx, commands.NotifierChannels, nil)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		// No notifier runs: nothing can be delivered.
-	case err != nil:
-		// A timeout or a reconnect says nothing about the notifier: keep the last answer for a
-		// while rather than turning methods off on a hiccup.
-		if !n.answered.IsZero() && time.Since(n.answered) < channelsStale {
-			n.checked = time.Now()
-			return n.reply
-		}
-	case json.Unmarshal(msg.Data, &r) != nil:
-		r = commands.ChannelsReply{}
-	default:
-		n.answered = time.Now()
+	if err == nil && json.Unmarshal(msg.Data, &r) == nil {
+		n.reply, n.checked, n.answered = r, time.Now(), time.Now()
+		return r
 	}
-	n.reply, n.checked = r, time.Now()
-	return r
+	// No answer (no notifier reachable right now: it is starting or restarting, or its interest
+	// has not crossed the cluster yet; or a timeout): the last answer stands for a while, so a
+	// hiccup does not turn EMAIL and SMS off. Without a recent one, nothing is active, and the
+	// next call asks again (a request without responders fails at once), so a notifier that
+	// comes up is seen at once.
+	if !n.answered.IsZero() && time.Since(n.answered) < channelsStale {
+		n.checked = time.Now()
+		return n.reply
+	}
+	return commands.ChannelsReply{}
 }
