@@ -76,7 +76,9 @@ type Deliverer interface {
 
 // Channels tells whether the notifier can deliver on a channel now.
 type Channels interface {
-	Active(ctx context.Context, channel string) bool
+	// Active errs (an Unavailable fault) while it cannot tell yet: no notifier has answered
+	// since this process started, and not for long.
+	Active(ctx context.Context, channel string) (bool, error)
 }
 
 // Counter counts events per key and window, shared by every replica (the SMS limits).
@@ -210,7 +212,12 @@ func (s *Service) oobReady(ctx context.Context, name string) (string, error) {
 	if !ok {
 		return "", invalid("not a method whose codes are sent")
 	}
-	if s.deliverer == nil || s.channels == nil || len(s.codeKey) == 0 || !s.channels.Active(ctx, ch) {
+	if s.deliverer == nil || s.channels == nil || len(s.codeKey) == 0 {
+		return "", fmt.Errorf("%s: %w", name, ErrMethodInactive)
+	}
+	if active, err := s.channels.Active(ctx, ch); err != nil {
+		return "", err
+	} else if !active {
 		return "", fmt.Errorf("%s: %w", name, ErrMethodInactive)
 	}
 	return ch, nil

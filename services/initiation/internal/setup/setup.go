@@ -83,7 +83,9 @@ type Factor struct {
 
 // Notifier says which channels codes can be sent on (the notifier service, over NATS).
 type Notifier interface {
-	Active(ctx context.Context, channel string) bool
+	// Active errs (an Unavailable fault) while it cannot tell yet: no notifier has answered
+	// since this process started, and not for long.
+	Active(ctx context.Context, channel string) (bool, error)
 }
 
 // StepUpProof is what an initiation brings to the registry's step-up rule (once a user has a
@@ -166,16 +168,23 @@ type Method struct {
 func (s *Service) Methods(ctx context.Context) []Method {
 	var out []Method
 	for _, m := range method.All() {
-		out = append(out, Method{Type: m.Name, Active: s.active(ctx, m)})
+		// A method the notifier has not answered for yet is listed inactive.
+		active, _ := s.active(ctx, m)
+		out = append(out, Method{Type: m.Name, Active: active})
 	}
 	return out
 }
 
-func (s *Service) active(ctx context.Context, m method.Method) bool {
-	if m.Name == method.WebAuthn {
-		return s.WebAuthn
+func (s *Service) active(ctx context.Context, m method.Method) (bool, error) {
+	switch {
+	case m.Name == method.WebAuthn:
+		return s.WebAuthn, nil
+	case m.Channel == "":
+		return true, nil
+	case s.Notifier == nil:
+		return false, nil
 	}
-	return m.Channel == "" || s.Notifier != nil && s.Notifier.Active(ctx, m.Channel)
+	return s.Notifier.Active(ctx, m.Channel)
 }
 
 // ErrMethodInactive: the method cannot be used here now (no mail server or SMS provider; passkey
@@ -217,7 +226,9 @@ func (s *Service) Initiate(ctx context.Context, route, sub string, qr QRFormat, 
 	if !ok || !m.Enrolls {
 		return Initiated{}, ErrUnsupportedMethod
 	}
-	if !s.active(ctx, m) {
+	if active, err := s.active(ctx, m); err != nil {
+		return Initiated{}, err
+	} else if !active {
 		return Initiated{}, ErrMethodInactive
 	}
 	f.Method = m.Name
