@@ -1685,7 +1685,7 @@ func TestOpenAPISignIn(t *testing.T) {
 		gina := tokenFor(t, "openapi-gina", "", "")
 		problem(t, do(t, apiRequest{Method: http.MethodPost, Template: authStartPath, Params: []string{"webauthn"}, Token: gina}), 409, fault.NoFactor)
 		in, options := initiate(t, gina, map[string]string{"friendly_name": "Laptop"})
-		auth, key := vw.NewAuthenticatorWithOptions(vw.AuthenticatorOptions{BackupEligible: true, BackupState: true}), vw.NewCredential(vw.KeyTypeEC2)
+		auth, key := vw.NewAuthenticatorWithOptions(vw.AuthenticatorOptions{BackupEligible: true, BackupState: true}), vw.NewCredentialWithImportedKey(vw.KeyTypeEC2, testkit.PasskeyKey())
 		x := in.ExchangeID.ExchangeID
 		problem(t, enroll(gina, map[string]string{"exchange_id": x}), 400, fault.BadRequest)
 		problem(t, enroll(gina, map[string]string{"exchange_id": x, "verification_code": "123456"}), 400, fault.BadRequest)
@@ -1755,7 +1755,7 @@ func TestOpenAPISignIn(t *testing.T) {
 		// Without user verification: hwk only. Refused assertions lock (threshold 3).
 		hank := tokenFor(t, "openapi-hank", "", "")
 		hin, hopts := initiate(t, hank, nil)
-		hauth, hkey := vw.NewAuthenticatorWithOptions(vw.AuthenticatorOptions{UserNotVerified: true}), vw.NewCredential(vw.KeyTypeEC2)
+		hauth, hkey := vw.NewAuthenticatorWithOptions(vw.AuthenticatorOptions{UserNotVerified: true}), vw.NewCredentialWithImportedKey(vw.KeyTypeEC2, testkit.PasskeyKey())
 		decode(t, enroll(hank, cred(hin.ExchangeID.ExchangeID, vw.CreateAttestationResponse(passkeyRP, hauth, hkey, hopts))), 200, nil)
 		hauth.AddCredential(hkey)
 		hs, hreq := signIn(t, hank, nil)

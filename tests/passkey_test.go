@@ -12,6 +12,7 @@ import (
 	vw "github.com/descope/virtualwebauthn"
 	"github.com/mfaflow/mfaflow/pkg/mongotest"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/tests/harness"
 )
 
@@ -118,7 +119,7 @@ func enrolledPasskey(t *testing.T, s *signIn, user string, opts vw.Authenticator
 	tok := s.token(t, user, "", "")
 	in, options := s.initiatePasskey(t, tok)
 	auth := vw.NewAuthenticatorWithOptions(opts)
-	cred := vw.NewCredential(vw.KeyTypeEC2)
+	cred := vw.NewCredentialWithImportedKey(vw.KeyTypeEC2, testkit.PasskeyKey())
 	var st struct {
 		Status string `json:"status"`
 		PHID   string `json:"ph_id"`
@@ -181,7 +182,7 @@ func TestPasskeyRegistrationRefusals(t *testing.T) {
 	fresh := func(rp vw.RelyingParty, change func(string) string) harness.Response {
 		tok := s.token(t, "reg-"+fmt.Sprint(time.Now().UnixNano()), "", "")
 		in, options := s.initiatePasskey(t, tok)
-		resp := vw.CreateAttestationResponse(rp, vw.NewAuthenticator(), vw.NewCredential(vw.KeyTypeEC2), options)
+		resp := vw.CreateAttestationResponse(rp, vw.NewAuthenticator(), vw.NewCredentialWithImportedKey(vw.KeyTypeEC2, testkit.PasskeyKey()), options)
 		if change != nil {
 			resp = change(resp)
 		}
@@ -211,7 +212,7 @@ func TestPasskeyRegistrationRefusals(t *testing.T) {
 		tok := s.token(t, "carol", "", "")
 		_, optionsA := s.initiatePasskey(t, tok)
 		b, _ := s.initiatePasskey(t, tok)
-		resp := vw.CreateAttestationResponse(passkeyRP, vw.NewAuthenticator(), vw.NewCredential(vw.KeyTypeEC2), optionsA)
+		resp := vw.CreateAttestationResponse(passkeyRP, vw.NewAuthenticator(), vw.NewCredentialWithImportedKey(vw.KeyTypeEC2, testkit.PasskeyKey()), optionsA)
 		s.MustProblem(t, s.enrollPasskey(t, tok, b.ExchangeID.ExchangeID, resp), http.StatusBadRequest, "invalid_credential")
 		if n := len(s.passkeyDevices(t, tok)); n != 0 {
 			t.Errorf("stored %d passkeys", n)
@@ -220,7 +221,7 @@ func TestPasskeyRegistrationRefusals(t *testing.T) {
 	t.Run("Replayed", func(t *testing.T) {
 		tok := s.token(t, "dave", "", "")
 		in, options := s.initiatePasskey(t, tok)
-		resp := vw.CreateAttestationResponse(passkeyRP, vw.NewAuthenticator(), vw.NewCredential(vw.KeyTypeEC2), options)
+		resp := vw.CreateAttestationResponse(passkeyRP, vw.NewAuthenticator(), vw.NewCredentialWithImportedKey(vw.KeyTypeEC2, testkit.PasskeyKey()), options)
 		if r := s.enrollPasskey(t, tok, in.ExchangeID.ExchangeID, resp); r.Status != http.StatusOK {
 			t.Fatalf("enroll: %d %s", r.Status, r.Body)
 		}

@@ -7,6 +7,7 @@ import (
 
 	vw "github.com/descope/virtualwebauthn"
 	"github.com/mfaflow/mfaflow/pkg/config"
+	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/mfaflow/mfaflow/services/device-registry/internal/passkeys"
 )
@@ -66,7 +67,7 @@ func TestRegistrationAndLogin(t *testing.T) {
 	rp := mustRP(t)
 	u := device.PasskeyUser{Handle: []byte("handle-of-ada"), Name: "ada"}
 	auth := vw.NewAuthenticator() // verifies the user
-	cred := vw.NewCredential(vw.KeyTypeEC2)
+	cred := vw.NewCredentialWithImportedKey(vw.KeyTypeEC2, testkit.PasskeyKey())
 	pk := mustRegister(t, rp, u, auth, cred)
 	if !bytes.Equal(pk.ID, cred.ID) || !bytes.Equal(pk.UserHandle, u.Handle) || len(pk.PublicKey) == 0 || !pk.UserPresent {
 		t.Fatalf("registered passkey %+v", pk)
@@ -94,7 +95,7 @@ func TestRegistrationAndLogin(t *testing.T) {
 		}
 	})
 	t.Run("ErrInvalidCredential", func(t *testing.T) {
-		other := vw.NewCredential(vw.KeyTypeEC2)
+		other := vw.NewCredentialWithImportedKey(vw.KeyTypeEC2, testkit.PasskeyKey())
 		stranger := vw.NewAuthenticator()
 		stranger.AddCredential(other)
 		options, session, err := rp.BeginLogin(u)
@@ -128,7 +129,7 @@ func TestRegistrationExcludesThePasskeys(t *testing.T) {
 	rp := mustRP(t)
 	u := device.PasskeyUser{Handle: []byte("handle-of-bob"), Name: "bob"}
 	auth := vw.NewAuthenticator()
-	cred := vw.NewCredential(vw.KeyTypeEC2)
+	cred := vw.NewCredentialWithImportedKey(vw.KeyTypeEC2, testkit.PasskeyKey())
 	u.Passkeys = []device.Passkey{mustRegister(t, rp, u, auth, cred)}
 	options, _, err := rp.BeginRegistration(u)
 	if err != nil {
