@@ -86,8 +86,6 @@ type Counter interface {
 	// Count adds one to key's count in the window starting at window and returns the new
 	// count.
 	Count(ctx context.Context, key string, window time.Time) (int, error)
-	// Peek returns key's count in the window without changing it.
-	Peek(ctx context.Context, key string, window time.Time) (int, error)
 }
 
 // OOBPolicy are the rules of codes by email and SMS.
@@ -271,18 +269,17 @@ func (s *Service) smsAllowed(ctx context.Context, sub, e164, region string) erro
 		{"destination", "sms.to." + hashKey(e164), s.oob.SMSPerDestination},
 		{"global", "sms.all", s.oob.SMSGlobal},
 	}
+	// Each count is taken before it is compared (an atomic increment that answers the new
+	// count), so concurrent requests at a limit cannot both pass, as a read-then-count would
+	// let them. The counts go from the narrowest to the widest and stop at the first one over:
+	// a user at their own limit spends none of the destination's or the deployment's allowance.
 	for _, l := range limits {
-		n, err := s.counter.Peek(ctx, l.key, window)
+		n, err := s.counter.Count(ctx, l.key, window)
 		if err != nil {
 			return fmt.Errorf("sms limits: %w", err)
 		}
-		if n >= l.max {
+		if n > l.max {
 			return &TooManyError{Limit: l.name, RetryAt: window.Add(time.Hour)}
-		}
-	}
-	for _, l := range limits {
-		if _, err := s.counter.Count(ctx, l.key, window); err != nil {
-			return fmt.Errorf("sms limits: %w", err)
 		}
 	}
 	return nil

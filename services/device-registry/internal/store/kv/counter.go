@@ -37,12 +37,6 @@ func counterKey(key string, window time.Time) string {
 	return key + "." + strconv.FormatInt(window.Unix(), 10)
 }
 
-// Peek implements device.Counter.
-func (c Counter) Peek(ctx context.Context, key string, window time.Time) (int, error) {
-	n, _, err := c.get(ctx, counterKey(key, window))
-	return n, err
-}
-
 func (c Counter) get(ctx context.Context, k string) (int, uint64, error) {
 	e, err := c.KV.Get(ctx, k)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
