@@ -73,7 +73,8 @@ type Config struct {
 	// Clock is the time source of expiry and of the notice rules; nil means time.Now.
 	Clock func() time.Time
 	// NoticeHorizon: events older than this are never mailed about, and the events consumer,
-	// when it is created, starts this far back; 0 means 24 h.
+	// when it is created, starts this far back; 0 means 24 h, the longest (the ledger that
+	// keeps a notice from being mailed twice remembers 25 h).
 	NoticeHorizon time.Duration
 	// NoticeRetryFor bounds the retries of a notice after a temporary failure (the mail server
 	// or the registry out of reach), counted from the event's time; 0 means 1 h.
@@ -196,10 +197,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		_ = s.Close()
 		return nil, fmt.Errorf("notifier: %w", err)
 	}
-	horizon, now := cfg.NoticeHorizon, time.Now
-	if horizon <= 0 {
-		horizon = courier.DefaultNoticeHorizon
-	}
+	horizon, now := courier.NoticeHorizon(cfg.NoticeHorizon), time.Now
 	if cfg.Clock != nil {
 		now = cfg.Clock
 	}

@@ -175,9 +175,7 @@ func New(cfg Config, log *slog.Logger) *Courier {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.NoticeHorizon <= 0 {
-		cfg.NoticeHorizon = DefaultNoticeHorizon
-	}
+	cfg.NoticeHorizon = NoticeHorizon(cfg.NoticeHorizon)
 	if cfg.NoticeRetryFor <= 0 {
 		cfg.NoticeRetryFor = DefaultNoticeRetryFor
 	}

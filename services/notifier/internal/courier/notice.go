@@ -36,6 +36,16 @@ const (
 	DefaultNoticeRetryFor = time.Hour
 )
 
+// NoticeHorizon is the horizon a configured one (0: unset) comes to: DefaultNoticeHorizon when
+// unset, and never longer, since the notice ledger remembers a mailed notice for only an hour
+// more (natsapi.LedgerTTL): an older event replayed to a new consumer would be mailed again.
+func NoticeHorizon(configured time.Duration) time.Duration {
+	if configured <= 0 || configured > DefaultNoticeHorizon {
+		return DefaultNoticeHorizon
+	}
+	return configured
+}
+
 // Notice is what a security notification tells the user, taken from the event that caused it.
 // Fields that do not apply to its kind are zero.
 type Notice struct {

@@ -3,8 +3,11 @@ package natsapi_test
 import (
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/mfaflow/mfaflow/pkg/delivery"
 	"github.com/mfaflow/mfaflow/pkg/ids"
+	"github.com/mfaflow/mfaflow/services/notifier/internal/courier"
 	"github.com/mfaflow/mfaflow/services/notifier/internal/natsapi"
 )
 
@@ -19,5 +22,23 @@ func TestNoticeID(t *testing.T) {
 		if !ids.Valid(got) || got != natsapi.NoticeID(id) || strings.Contains(got, id) {
 			t.Errorf("NoticeID(%q) = %q", id, got)
 		}
+	}
+}
+
+// TestLedgerOutlivesReplays: the ledger remembers a delivered id longer than anything can come
+// again: a delivery request (MFA_DELIVERIES' MaxAge) and an event a new events consumer replays
+// (the notice horizon, which a longer setting cannot stretch).
+func TestLedgerOutlivesReplays(t *testing.T) {
+	ttl := natsapi.BucketConfig("x").TTL
+	if maxAge := delivery.StreamConfig().MaxAge; ttl <= maxAge {
+		t.Errorf("ledger TTL %v, delivery requests live %v", ttl, maxAge)
+	}
+	for _, configured := range []time.Duration{0, time.Hour, 24 * time.Hour, 72 * time.Hour} {
+		if h := courier.NoticeHorizon(configured); ttl <= h || h <= 0 {
+			t.Errorf("horizon %v (configured %v), ledger TTL %v", h, configured, ttl)
+		}
+	}
+	if h := courier.NoticeHorizon(time.Hour); h != time.Hour {
+		t.Errorf("a shorter horizon is kept: got %v", h)
 	}
 }

@@ -155,9 +155,10 @@ var _ courier.Ledger = Ledger{}
 const DefaultBucket = "mfa_notifier"
 
 // LedgerTTL is how long a delivered id is remembered: longer than MFA_DELIVERIES keeps a
-// request (delivery.StreamConfig's MaxAge), so no redelivery outlives its record. An event's
-// notice is redelivered only when its ack was lost (after AckWait), so the same TTL covers it.
-const LedgerTTL = 2 * time.Hour
+// request (delivery.StreamConfig's MaxAge, 1 h), and longer than the notice horizon (events
+// older are never mailed about), so no redelivery outlives its record: neither a request's nor
+// an event's, even when the events consumer is deleted and a new one replays the horizon.
+const LedgerTTL = courier.DefaultNoticeHorizon + time.Hour
 
 // BucketConfig is the ledger's bucket.
 func BucketConfig(name string) jetstream.KeyValueConfig {
