@@ -171,6 +171,27 @@ func TestPasskeyEnrollmentAndSignIn(t *testing.T) {
 			if amr := fmt.Sprint(s.verifyMFAToken(t, res.MFAToken, "bob")["amr"]); amr != "[hwk]" {
 				t.Errorf("amr %s, want [hwk]", amr)
 			}
+
+			// A keyed initiation sent again (its first answer lost) answers the same request
+			// options, and an assertion made from the retry's answer signs in.
+			key := "passkey-retry-" + backend
+			var first, again passkeyStart
+			for _, out := range []*passkeyStart{&first, &again} {
+				r := s.Do(t, http.MethodPost, "/verification-srv/authentication/webauthn/initiation", tok, map[string]string{}, "Idempotency-Key", key)
+				if r.Status != http.StatusOK || json.Unmarshal(r.Body, out) != nil {
+					t.Fatalf("keyed initiation: %d %s", r.Status, r.Body)
+				}
+			}
+			if again.StatusID != first.StatusID || len(again.PublicKey) == 0 || !bytes.Equal(again.PublicKey, first.PublicKey) {
+				t.Fatalf("keyed retry: %s %s, want %s %s", again.StatusID, again.PublicKey, first.StatusID, first.PublicKey)
+			}
+			retried, err := vw.ParseAssertionOptions(string(again.PublicKey))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := s.verifyPasskey(t, tok, again.ExchangeID.ExchangeID, vw.CreateAssertionResponse(passkeyRP, auth, cred, *retried)); r.Status != http.StatusOK {
+				t.Fatalf("sign-in with the retry's options: %d %s", r.Status, r.Body)
+			}
 		})
 	}
 }

@@ -88,8 +88,9 @@ type Authentication struct {
 	// UserVerified: the passkey's authenticator verified the user (WEBAUTHN); the mfa_token's
 	// amr then has "user".
 	UserVerified bool
-	// PublicKey is a passkey sign-in's request options as Start made them, for the initiation's
-	// answer; not stored.
+	// PublicKey is a passkey sign-in's request options as Start made them (nothing secret: the
+	// browser gets them), kept while the sign-in is open so that a keyed retry of the initiation
+	// answers them again.
 	PublicKey []byte
 	// Version is the store's revision, for compare-and-set.
 	Version uint64

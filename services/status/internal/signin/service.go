@@ -240,7 +240,7 @@ func (s *Service) Start(ctx context.Context, in NewAuthentication) (Authenticati
 		ID: in.ID, ExchangeID: in.ExchangeID, Sub: in.Sub, Method: in.Method,
 		State: Initiated, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(in.TTL), Seq: 1,
 		Initiator: in.Initiator, ClientID: in.ClientID, Context: in.Context,
-		Sent: sent, Challenge: challenge,
+		Sent: sent, Challenge: challenge, PublicKey: options,
 	}
 	msg, err := event(a, "", &change{})
 	if err != nil {
@@ -252,7 +252,6 @@ func (s *Service) Start(ctx context.Context, in NewAuthentication) (Authenticati
 	}
 	s.changed(created)
 	s.entered(created, "")
-	created.PublicKey = options
 	return created, nil
 }
 
@@ -356,7 +355,7 @@ func (s *Service) check(ctx context.Context, a Authentication, code string, end 
 			return a, nil, fmt.Errorf("%w: sign-in became %s", ErrConflict, a.State)
 		}
 		a.State, a.PHID, a.AuthTime, a.UserVerified = Authenticated, phid, s.now(), userVerified
-		a.Challenge = nil // the code is spent; nothing of it stays
+		a.Challenge, a.PublicKey = nil, nil // the code is spent; nothing of it stays
 		return a, &change{}, nil
 	})
 }

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -56,8 +57,10 @@ type signInDoc struct {
 	// EMAIL and SMS sign-ins only: the code sent, and its sealed keyed hash (the registry's).
 	Sent      *store.SentDoc `json:"sent,omitempty"`
 	Challenge []byte         `json:"challenge,omitempty"`
-	// WEBAUTHN sign-ins only: the passkey's authenticator verified the user (amr "user").
-	UserVerified bool `json:"user_verified,omitempty"`
+	// WEBAUTHN sign-ins only: the passkey's authenticator verified the user (amr "user"), and
+	// the request options the initiation answered, while the sign-in is open.
+	UserVerified bool            `json:"user_verified,omitempty"`
+	PublicKey    json.RawMessage `json:"public_key,omitempty"`
 }
 
 func toSignInDoc(a signin.Authentication) signInDoc {
@@ -67,7 +70,7 @@ func toSignInDoc(a signin.Authentication) signInDoc {
 		PHID: a.PHID, FailedAttempts: a.FailedAttempts, Seq: a.Seq, Kind: kindSignIn,
 		Initiator: a.Initiator, ClientID: a.ClientID, Context: a.Context, AuthTime: a.AuthTime,
 		StepUpUsedAt: a.StepUpUsedAt, Number: a.Number, Candidates: a.Candidates,
-		Sent: store.ToSentDoc(a.Sent), Challenge: a.Challenge, UserVerified: a.UserVerified,
+		Sent: store.ToSentDoc(a.Sent), Challenge: a.Challenge, UserVerified: a.UserVerified, PublicKey: a.PublicKey,
 	}
 }
 
@@ -78,7 +81,7 @@ func toSignIn(d signInDoc, rev uint64) signin.Authentication {
 		PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: rev, Seq: d.Seq,
 		Initiator: d.Initiator, ClientID: d.ClientID, Context: d.Context, AuthTime: d.AuthTime,
 		StepUpUsedAt: d.StepUpUsedAt, Number: d.Number, Candidates: d.Candidates,
-		Sent: d.Sent.Sent(), Challenge: d.Challenge, UserVerified: d.UserVerified,
+		Sent: d.Sent.Sent(), Challenge: d.Challenge, UserVerified: d.UserVerified, PublicKey: d.PublicKey,
 	}
 }
 

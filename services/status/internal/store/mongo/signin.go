@@ -54,8 +54,10 @@ type signInDoc struct {
 	// EMAIL and SMS sign-ins only: the code sent, and its sealed keyed hash (the registry's).
 	Sent      *store.SentDoc `bson:"sent,omitempty"`
 	Challenge []byte         `bson:"challenge,omitempty"`
-	// WEBAUTHN sign-ins only: the passkey's authenticator verified the user (amr "user").
-	UserVerified bool `bson:"user_verified,omitempty"`
+	// WEBAUTHN sign-ins only: the passkey's authenticator verified the user (amr "user"), and
+	// the request options the initiation answered (JSON), while the sign-in is open.
+	UserVerified bool   `bson:"user_verified,omitempty"`
+	PublicKey    []byte `bson:"public_key,omitempty"`
 	// OpenUntil is ExpiresAt while the sign-in is not terminal, absent after: the sweep's index.
 	OpenUntil *time.Time `bson:"open_until,omitempty"`
 	// GCAt is when the document may be deleted.
@@ -68,7 +70,7 @@ func toSignInDoc(a signin.Authentication) signInDoc {
 		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, ExpiresAt: a.ExpiresAt,
 		PHID: a.PHID, FailedAttempts: a.FailedAttempts, Seq: int64(a.Seq), Kind: kindSignIn,
 		Initiator: a.Initiator, ClientID: a.ClientID, Context: a.Context,
-		Number: a.Number, Candidates: a.Candidates, Sent: store.ToSentDoc(a.Sent), Challenge: a.Challenge, UserVerified: a.UserVerified,
+		Number: a.Number, Candidates: a.Candidates, Sent: store.ToSentDoc(a.Sent), Challenge: a.Challenge, UserVerified: a.UserVerified, PublicKey: a.PublicKey,
 		GCAt: later(a.UpdatedAt, a.ExpiresAt).Add(Retention),
 	}
 	if !a.AuthTime.IsZero() {
@@ -92,7 +94,7 @@ func toSignIn(d signInDoc, version uint64) signin.Authentication {
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt,
 		PHID: d.PHID, FailedAttempts: d.FailedAttempts, Version: version, Seq: uint64(d.Seq),
 		Initiator: d.Initiator, ClientID: d.ClientID, Context: d.Context,
-		Number: d.Number, Candidates: d.Candidates, Sent: d.Sent.Sent(), Challenge: d.Challenge, UserVerified: d.UserVerified,
+		Number: d.Number, Candidates: d.Candidates, Sent: d.Sent.Sent(), Challenge: d.Challenge, UserVerified: d.UserVerified, PublicKey: d.PublicKey,
 	}
 	if d.AuthTime != nil {
 		a.AuthTime = *d.AuthTime

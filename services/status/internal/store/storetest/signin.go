@@ -71,6 +71,33 @@ func runSignIns(t *testing.T, newBackend func(t *testing.T) Backend) {
 			}
 		}
 	})
+	// A passkey sign-in keeps its sealed session and the request options it answered while it
+	// is open (a keyed retry answers them again), and whether the user was verified.
+	t.Run("PasskeySignInRoundTrip", func(t *testing.T) {
+		s := newBackend(t).SignIns
+		a := fresh(now.Add(time.Minute))
+		options := []byte(`{"challenge":"c2lnbi1pbg","rpId":"localhost","allowCredentials":[{"type":"public-key","id":"a2V5"}]}`)
+		a.Method, a.Challenge, a.PublicKey = method.WebAuthn, []byte("sealed session"), options
+		created, err := s.Create(ctx, a, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetByExchangeID(ctx, a.ExchangeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got.Challenge) != "sealed session" || string(got.PublicKey) != string(options) {
+			t.Fatalf("open: challenge %q, options %s", got.Challenge, got.PublicKey)
+		}
+		next := created
+		next.State, next.UserVerified, next.Challenge, next.PublicKey, next.Seq = signin.Authenticated, true, nil, nil, created.Seq+1
+		if _, err := s.Update(ctx, next, msg); err != nil {
+			t.Fatal(err)
+		}
+		if got, err = s.Get(ctx, a.ID); err != nil || !got.UserVerified || got.Challenge != nil || got.PublicKey != nil {
+			t.Fatalf("authenticated: %+v %v", got, err)
+		}
+	})
 	// A keyed sign-in's status id is not derived from its exchange id: the exchange id still
 	// finds it, and still belongs to one status object.
 	t.Run("SignInKeyedIDs", func(t *testing.T) {
