@@ -319,3 +319,20 @@ func TestPasskeysInactiveOnAnIPAddress(t *testing.T) {
 		s.MustProblem(t, s.Do(t, http.MethodPost, path, tok, map[string]string{"exchange_id": "x"}), http.StatusConflict, "method_inactive")
 	}
 }
+
+// TestPasskeyAccountName: the account name an authenticator shows and stores with a new passkey
+// is the user's verified email where the token carries one, not an opaque sub; without one it is
+// the sub.
+func TestPasskeyAccountName(t *testing.T) {
+	s := startSignIn(t, passkeyEnv("nats", t))
+	var withEmail struct {
+		Token string `json:"token"`
+	}
+	s.MustJSON(t, http.MethodPost, "/dev/token", "", map[string]string{"sub": "u-7f3a9c", "email": "ada@example.org"}, http.StatusOK, &withEmail)
+	if _, options := s.initiatePasskey(t, withEmail.Token); options.UserName != "ada@example.org" || options.UserDisplayName != "ada@example.org" {
+		t.Errorf("with a verified email: user name %q, display name %q", options.UserName, options.UserDisplayName)
+	}
+	if _, options := s.initiatePasskey(t, s.token(t, "u-42b1d0", "", "")); options.UserName != "u-42b1d0" {
+		t.Errorf("without an email: user name %q, want the sub", options.UserName)
+	}
+}

@@ -200,6 +200,11 @@ type PasskeyCeremony struct {
 // and the registration session is sealed as the enrollment's pending credential, bound to
 // statusID and sub and expiring with the enrollment. name is the passkey's friendly name, or
 // empty.
+//
+// The account name the authenticator shows and stores with the passkey ("Save a passkey for
+// …", the account picker at sign-in) is the user's contact address (an EMAIL factor, or the
+// verified email of their token) where there is one: a sub is often an opaque id that a user
+// would not recognise. Without one it is the sub.
 func (s *Service) CreatePendingWebAuthn(ctx context.Context, statusID, sub string, expiresAt time.Time, name string) (PasskeyCeremony, error) {
 	if !validID(statusID) {
 		return PasskeyCeremony{}, invalid("status_id is missing or malformed")
@@ -220,7 +225,11 @@ func (s *Service) CreatePendingWebAuthn(ctx context.Context, statusID, sub strin
 	if err != nil {
 		return PasskeyCeremony{}, fmt.Errorf("create pending passkey: %w", err)
 	}
-	options, sess, err := s.webauthn.BeginRegistration(s.user(sub, creds))
+	u := s.user(sub, creds)
+	if addr, _, err := s.Contact(ctx, sub); err == nil && addr != "" {
+		u.Name = addr // best effort: without it, the sub
+	}
+	options, sess, err := s.webauthn.BeginRegistration(u)
 	if err != nil {
 		return PasskeyCeremony{}, fmt.Errorf("create pending passkey: %w", err)
 	}
