@@ -267,27 +267,42 @@ func startBrowser(t *testing.T, chromium string) *browser {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	t.Cleanup(cancelAlloc)
-	ctx, cancelTab := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancelTab)
-	if err := chromedp.Do(ctx); err != nil { // starts the browser
-		t.Fatalf("start chromium %s: %v", chromium, err)
+	// Chromium now and then dies while it starts on a loaded machine (a crash before it prints
+	// its DevTools address: "chrome failed to start"); a fresh process with a fresh profile
+	// starts. A browser that fails three times in a row fails the test.
+	var tab context.Context
+	for attempt := 1; ; attempt++ {
+		allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+			chromedp.ExecPath(chromium),
+			chromedp.Headless,
+			chromedp.NoSandbox,
+			chromedp.DisableGPU,
+			chromedp.NoFirstRun,
+			chromedp.NoDefaultBrowserCheck,
+			chromedp.Flag("disable-dev-shm-usage", true),
+			chromedp.Flag("disable-background-networking", true),
+			chromedp.Flag("disable-component-update", true),
+			chromedp.Flag("disable-sync", true),
+			chromedp.Flag("disable-quic", true),
+			chromedp.UserDataDir(t.TempDir()),
+			chromedp.WindowSize(1280, 900),
+		)
+		t.Cleanup(cancelAlloc)
+		var cancelTab context.CancelFunc
+		tab, cancelTab = chromedp.NewContext(allocCtx)
+		t.Cleanup(cancelTab)
+		err := chromedp.Do(tab) // starts the browser
+		if err == nil {
+			break
+		}
+		cancelTab()
+		cancelAlloc()
+		if attempt == 3 || ctx.Err() != nil {
+			t.Fatalf("start chromium %s (attempt %d): %v", chromium, attempt, err)
+		}
+		t.Logf("start chromium %s (attempt %d, trying again): %v", chromium, attempt, err)
 	}
+	ctx = tab
 	console := watchConsole(ctx)
 
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
