@@ -163,9 +163,9 @@ func (l *lease) set(ctx context.Context, v int64, owner string) error {
 	if err != nil {
 		return err
 	}
-	defer unlock()
 	res, err := l.c.Coll.UpdateOne(ctx, bson.D{{Key: fieldID, Value: l.id}, {Key: fieldVersion, Value: v}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: fieldVersion, Value: v + 1}, {Key: "owner", Value: owner}}}})
+	unlock(err)
 	if err != nil {
 		return fmt.Errorf("relay lease of %s: %w", l.id, err)
 	}

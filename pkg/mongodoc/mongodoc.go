@@ -143,16 +143,22 @@ type claim struct {
 }
 
 // lock claims version next of document id (see the package comment); ErrStale if another
-// writer holds it. unlock drops the claim.
-func (c *Collection) lock(ctx context.Context, id string, next int64) (unlock func(), err error) {
+// writer holds it. unlock, given the outcome of the write the claim guarded, drops the claim,
+// unless the write may still be carried out (see answered): then the claim stays until it
+// expires (ClaimTimeout), as a dead writer's does.
+func (c *Collection) lock(ctx context.Context, id string, next int64) (unlock func(writeErr error), err error) {
 	if c.claims == nil {
-		return func() {}, nil
+		return func(error) {}, nil
 	}
 	key := id + "@" + strconv.FormatInt(next, 10)
 	for attempt := 0; ; attempt++ {
 		_, err := c.claims.InsertOne(ctx, claim{ID: key, At: time.Now()})
 		if err == nil {
-			return func() { _, _ = c.claims.DeleteOne(context.WithoutCancel(ctx), bson.D{{Key: fieldID, Value: key}}) }, nil
+			return func(writeErr error) {
+				if answered(writeErr) {
+					_, _ = c.claims.DeleteOne(context.WithoutCancel(ctx), bson.D{{Key: fieldID, Value: key}})
+				}
+			}, nil
 		}
 		if !mongo.IsDuplicateKeyError(err) {
 			return nil, transient(fmt.Errorf("mongodb claim %s: %w", key, err))
@@ -164,6 +170,21 @@ func (c *Collection) lock(ctx context.Context, id string, next int64) (unlock fu
 		// Left by a writer that died: take it over.
 		_, _ = c.claims.DeleteOne(ctx, bson.D{{Key: fieldID, Value: key}, {Key: "at", Value: held.At}})
 	}
+}
+
+// answered reports whether the server is done with a write that ended in err: it succeeded,
+// or the server refused it. A write whose answer never came (the context ended, a timeout, a
+// lost connection) may still be carried out by the server afterwards. Its claim must then stay:
+// were it dropped, a writer that read the same version could claim it and write, and FerretDB,
+// which matches the filter and writes the document in two steps, could let the late write land
+// on top, taking the newer document and its events with it (the soak saw a push sign-in
+// AUTHENTICATED, then ALLOWED again, with no mfa.verification.succeeded).
+func answered(err error) bool {
+	if err == nil {
+		return true
+	}
+	var se mongo.ServerError
+	return errors.As(err, &se) && !mongo.IsTimeout(err) && !mongo.IsNetworkError(err)
 }
 
 // transient marks err with fault.ErrTransient when the driver says the server was out of reach
@@ -324,7 +345,7 @@ func (s *Store[T]) write(ctx context.Context, id string, version uint64, doc T, 
 		return 0, err
 	}
 	res, err := s.C.Coll.UpdateOne(ctx, filter, update)
-	unlock()
+	unlock(err)
 	if err != nil {
 		if mongo.IsDuplicateKeyError(err) {
 			return 0, ErrExists

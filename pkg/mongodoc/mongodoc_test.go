@@ -18,8 +18,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 )
 
 type doc struct {
@@ -457,4 +459,79 @@ func TestRelayChangeStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	published.Wait(t, 10*time.Second, "elsewhere")
+}
+
+// TestUnansweredWriteKeepsItsClaim: on FerretDB, where a filtered update is matched and written
+// in two steps, a write whose answer never came (here its context ends as the update command
+// starts) may still land later, so its version claim stays: a writer that read the same version
+// gets ErrStale instead of writing beside it, until the claim expires and is taken over. A write
+// the server answered drops its claim at once.
+func TestUnansweredWriteKeepsItsClaim(t *testing.T) {
+	uri := mongotest.DatabaseURI(t)
+	var (
+		mu     sync.Mutex
+		cancel context.CancelFunc // armed: cancels the next update as it starts
+	)
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		if e.CommandName == "update" && cancel != nil {
+			cancel()
+			cancel = nil
+		}
+	}}
+	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetMonitor(monitor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	cs, err := connstring.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := client.Database(cs.Database)
+	if ferret, err := mongodoc.IsFerretDB(t.Context(), db); err != nil {
+		t.Fatal(err)
+	} else if !ferret {
+		t.Skip("MFA_MONGODB_URI is a real MongoDB: its filtered updates are atomic, so writes take no claims")
+	}
+	c, err := mongodoc.Open(t.Context(), db, "docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mongodoc.SetClaimTimeout(c, 2*time.Second)
+	s := mongodoc.New[doc](c)
+	v, err := s.Create(t.Context(), "a", doc{Name: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The first writer's update is cut off as it starts: no answer.
+	ctx, cut := context.WithCancel(t.Context())
+	mu.Lock()
+	cancel = cut
+	mu.Unlock()
+	if _, err := s.Update(ctx, "a", v, doc{Name: "late"}); err == nil {
+		t.Fatal("the cut-off update answered")
+	}
+	// A second writer from the same version waits for the claim to expire.
+	if _, err := s.Update(t.Context(), "a", v, doc{Name: "two"}); !errors.Is(err, mongodoc.ErrStale) {
+		t.Fatalf("a second writer beside an unanswered write: %v, want ErrStale", err)
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		d, _, err := s.Get(t.Context(), "a")
+		if err != nil || d.Name != "one" {
+			return fmt.Errorf("the document is %+v (%v)", d, err) // the cut-off write never landed
+		}
+		_, err = s.Update(t.Context(), "a", v, doc{Name: "two"})
+		return err
+	})
+	// A write the server answered drops its claim: the next version is free at once.
+	d, v2, err := s.Get(t.Context(), "a")
+	if err != nil || d.Name != "two" {
+		t.Fatalf("after the claim expired: %+v %v", d, err)
+	}
+	if _, err := s.Update(t.Context(), "a", v2, doc{Name: "three"}); err != nil {
+		t.Fatalf("after an answered write: %v", err)
+	}
 }

@@ -346,12 +346,12 @@ func (r *Relay) relay(ctx context.Context, d pendingDoc) error {
 	if err != nil {
 		return fmt.Errorf("clear outbox: %w", err)
 	}
-	defer unlock()
 	if d.Purge {
 		_, err = r.C.Coll.DeleteOne(ctx, filter)
 	} else {
 		_, err = r.C.Coll.UpdateOne(ctx, filter, bson.D{{Key: "$unset", Value: bson.D{{Key: fieldOutbox, Value: ""}, {Key: fieldPending, Value: ""}}}})
 	}
+	unlock(err)
 	// No match: a newer write holds these events and maybe more; the next pass sends it.
 	if err != nil {
 		return fmt.Errorf("clear outbox: %w", err)
