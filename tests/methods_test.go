@@ -50,10 +50,19 @@ var signInWith = map[string]func(t *testing.T, w *pushWorld, user string) (statu
 		if ack, err := phone.Respond(testCtx(t), ch.ChallengeID, protocol.DecisionApprove, number, ""); err != nil || ack.Status != "AUTHENTICATED" {
 			t.Fatalf("approve: %+v %v", ack, err)
 		}
+		// The frontend learns the outcome by polling (or a live stream): a poll may be served
+		// by a view a moment behind the device's answer, so it polls until AUTHENTICATED.
 		var st struct {
+			Status   string `json:"status"`
 			MFAToken string `json:"mfa_token"`
 		}
-		w.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, tok, nil, http.StatusOK, &st)
+		natstest.Eventually(t, 10*time.Second, func() error {
+			w.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, tok, nil, http.StatusOK, &st)
+			if st.Status != "AUTHENTICATED" {
+				return fmt.Errorf("status %s", st.Status)
+			}
+			return nil
+		})
 		return in.StatusID, st.MFAToken
 	},
 	// A passkey from descope/virtualwebauthn, the software authenticator passkey_test.go uses.

@@ -246,10 +246,18 @@ func runWithPermissions(t *testing.T, url string, replicas int, servers ...*serv
 	}
 	// A second enrollment needs step-up: the push sign-in's mfa_token, which the registry asks
 	// the status service to spend (so that command is inside the permissions too).
+	// A poll may be served by a view a moment behind the approval: poll until AUTHENTICATED.
 	var pushed struct {
+		Status   string `json:"status"`
 		MFAToken string `json:"mfa_token"`
 	}
-	web.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+push.StatusID, alice, nil, http.StatusOK, &pushed)
+	natstest.Eventually(t, 10*time.Second, func() error {
+		web.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+push.StatusID, alice, nil, http.StatusOK, &pushed)
+		if pushed.Status != "AUTHENTICATED" {
+			return fmt.Errorf("push sign-in %s", pushed.Status)
+		}
+		return nil
+	})
 	r = web.Do(t, http.MethodPost, "/verification-srv/v2/setup/initiate/totp?qr=none", alice, nil, "X-MFA-Token", pushed.MFAToken)
 	var cancelled initiateResponse
 	if err := json.Unmarshal(r.Body, &cancelled); r.Status != http.StatusOK || err != nil {
