@@ -254,8 +254,15 @@ func TestPushSignIn(t *testing.T) {
 			PHID     string `json:"ph_id"`
 			MFAToken string `json:"mfa_token"`
 		}
-		w.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, &polled)
-		if polled.Status != "AUTHENTICATED" || polled.PHID != dev.phid {
+		// The poll may reach the replica whose view is a moment behind the approval.
+		natstest.Eventually(t, 10*time.Second, func() error {
+			w.MustJSON(t, http.MethodGet, "/verification-srv/verificationstatus/"+in.StatusID, alice, nil, http.StatusOK, &polled)
+			if polled.Status != "AUTHENTICATED" {
+				return fmt.Errorf("status %s", polled.Status)
+			}
+			return nil
+		})
+		if polled.PHID != dev.phid {
 			t.Fatalf("status = %+v", polled)
 		}
 		if claims := w.verifyMFAToken(t, polled.MFAToken, "alice"); fmt.Sprint(claims["amr"]) != "[swk user]" {
