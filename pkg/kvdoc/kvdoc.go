@@ -270,10 +270,27 @@ type Relay struct {
 	// CheckpointEvery is how often the checkpoint is written when it moved; 0 means 1 s.
 	CheckpointEvery time.Duration
 
+	// Tap, when set, follows the relay's watch: another reader of the same keys (the status
+	// service's poll view) is kept current by the relay's consumer instead of one of its own,
+	// which would have the server deliver every write twice.
+	Tap Tap
+
 	observe func(jetstream.KeyValueEntry) // tests: every entry the watch delivers
 
 	// progress is what Relayed answers from, published by the watch goroutine.
 	progress atomic.Pointer[relayProgress]
+}
+
+// Tap follows a Relay's watch (Relay.Tap). Its methods run on the relay's watch goroutine, so
+// they must not block for long: the relay waits for them.
+type Tap interface {
+	// WatchStarted: a watch (a new consumer) runs; every write from now on will be observed.
+	WatchStarted()
+	// Watched is every value (or delete) the watch delivers, in the bucket's order; a
+	// (re)started watch begins with the values since the relay's checkpoint.
+	Watched(jetstream.KeyValueEntry)
+	// WatchEnded: the watch stopped; writes are not observed until WatchStarted again.
+	WatchEnded()
 }
 
 // relayProgress is a snapshot of the relay's progress: every value of a watched key below
@@ -456,6 +473,10 @@ func (r *Relay) watch(ctx context.Context, st *relayState) error {
 		return fmt.Errorf("relay watch %s: %w", r.Filter, err)
 	}
 	defer func() { _ = w.Stop() }()
+	if r.Tap != nil {
+		r.Tap.WatchStarted()
+		defer r.Tap.WatchEnded()
+	}
 	p := &pipeline{r: r, st: st, busy: map[string]*job{}, open: map[uint64]struct{}{},
 		lastRev: max(st.resume, 1) - 1, results: make(chan []result, batchesMax)}
 	defer p.finish(ctx)
@@ -495,6 +516,9 @@ func (r *Relay) watch(ctx context.Context, st *relayState) error {
 			}
 			if r.observe != nil {
 				r.observe(e)
+			}
+			if r.Tap != nil {
+				r.Tap.Watched(e)
 			}
 			p.entry(e)
 		}

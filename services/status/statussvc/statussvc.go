@@ -215,6 +215,11 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		st.close()
 		return nil, fmt.Errorf("status: %w", err)
 	}
+	// The background work (the outbox relay, whose watch also feeds the view) starts first: the
+	// view is ready once that watch delivers its marker.
+	for _, run := range st.background {
+		s.goRun(func() { run(runCtx) })
+	}
 	if st.view != nil {
 		viewReady := make(chan struct{})
 		s.goRun(func() { st.view.Run(runCtx, viewReady) })
@@ -224,9 +229,6 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 			log.Warn("status view not watching yet; polls read the store until it is")
 		case <-ctx.Done():
 		}
-	}
-	for _, run := range st.background {
-		s.goRun(func() { run(runCtx) })
 	}
 	interval := cfg.SweepInterval
 	if interval <= 0 {

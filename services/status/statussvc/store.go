@@ -46,7 +46,8 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, log *slo
 		// and by this replica's own writes; misses read the bucket.
 		view := kv.NewView(store)
 		view.Now = cfg.Clock
-		relay := &kvdoc.Relay{KV: store.KV(), JS: js, Filter: kv.DocFilter, Log: relayLog}
+		// The view follows the bucket on the relay's watch (one consumer for both).
+		relay := &kvdoc.Relay{KV: store.KV(), JS: js, Filter: kv.DocFilter, Log: relayLog, Tap: view}
 		store.FollowRelay(relay.Relayed)
 		return backend{store: view, signIns: view.SignIns(), ledger: store, view: view, background: []func(context.Context){
 			func(ctx context.Context) {

@@ -37,8 +37,17 @@ func (s *Service) checkTOTP(ctx context.Context, in checkInput) (Authenticated, 
 	if len(code) != totp.Default.Digits || !allDigits(code) {
 		return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrMalformedCode)
 	}
-	for range maxAttempts {
-		creds, err := s.store.ListBySub(ctx, sub)
+	for attempt := range maxAttempts {
+		var (
+			creds []Credential
+			err   error
+		)
+		if attempt == 0 && in.devices != nil {
+			l := <-in.devices
+			creds, err = l.creds, l.err
+		} else {
+			creds, err = s.store.ListBySub(ctx, sub)
+		}
 		if err != nil {
 			return Authenticated{}, fmt.Errorf("authenticate: %w", err)
 		}

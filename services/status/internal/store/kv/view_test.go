@@ -3,11 +3,13 @@ package kv_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/mfaflow/mfaflow/events/method"
+	"github.com/mfaflow/mfaflow/pkg/kvdoc"
 	"github.com/mfaflow/mfaflow/pkg/natstest"
 	"github.com/mfaflow/mfaflow/pkg/testkit"
 	"github.com/mfaflow/mfaflow/services/status/internal/enrollment"
@@ -16,10 +18,12 @@ import (
 	"github.com/mfaflow/mfaflow/services/status/internal/store/storetest"
 )
 
-// runningView opens a store on a fresh server and a view in front of it whose watch runs.
+// runningView opens a store on a fresh server and a view in front of it, kept current by the
+// watch of the bucket's outbox relay, as the status service runs it.
 func runningView(t *testing.T, srv *natstest.Server, tune ...func(*kv.View)) *kv.View {
 	t.Helper()
-	s, err := kv.Open(context.Background(), srv.JetStream(t), "")
+	js := srv.JetStream(t)
+	s, err := kv.Open(context.Background(), js, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,11 +31,14 @@ func runningView(t *testing.T, srv *natstest.Server, tune ...func(*kv.View)) *kv
 	for _, f := range tune {
 		f(v)
 	}
+	relay := &kvdoc.Relay{KV: s.KV(), JS: js, Filter: kv.DocFilter, Log: slog.New(slog.DiscardHandler), Tap: v}
+	s.FollowRelay(relay.Relayed)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	done := make(chan struct{}, 2)
 	ready := make(chan struct{})
-	go func() { defer close(done); v.Run(ctx, ready) }()
-	t.Cleanup(func() { cancel(); <-done })
+	go func() { defer func() { done <- struct{}{} }(); v.Run(ctx, ready) }()
+	go func() { defer func() { done <- struct{}{} }(); _ = relay.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
 	select {
 	case <-ready:
 	case <-time.After(5 * time.Second):
