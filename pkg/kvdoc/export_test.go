@@ -10,3 +10,13 @@ func Parked(r *Relay, key string) bool {
 	p := r.progress.Load()
 	return p != nil && p.parked[key]
 }
+
+// DecodePending returns what the relay reads of a stored value: its events' ids and its purge
+// mark.
+func DecodePending(value []byte) (ids []string, purge bool, err error) {
+	v, err := decodePending(value)
+	for _, m := range v.Outbox {
+		ids = append(ids, m.ID)
+	}
+	return ids, v.Purge, err
+}

@@ -3,7 +3,7 @@
 // and a Relay publishes them to JetStream.
 //
 // One KV value is the unit of atomicity in JetStream, so the document and its pending events
-// live in one value: {"doc": …, "outbox": […], "purge": bool}.
+// live in one value: {"outbox": […], "purge": bool, "doc": …} (events first: see record).
 //
 // The relay never writes a value back to drop the events it published (that second write per
 // event-carrying write was a fifth of an enrollment initiation's cost). Instead the next write
@@ -44,12 +44,15 @@ var (
 	ErrStale = errors.New("kvdoc: revision changed")
 )
 
+// The fields are written in this order, events first, so that the relay reads a value's events
+// and purge mark without decoding (or even scanning) the document after them (decodePending).
+// Values written before this order (the document first) are read as well.
 type record[T any] struct {
-	Doc    T                `json:"doc"`
 	Outbox []outbox.Message `json:"outbox,omitempty"`
 	// Purge asks the relay to delete the key once the outbox is published: how a document is
 	// removed together with the event that says so.
 	Purge bool `json:"purge,omitempty"`
+	Doc   T    `json:"doc"`
 }
 
 // Store is a typed view of a bucket.
@@ -580,6 +583,38 @@ var (
 	purgeMarker  = []byte(`"purge"`)
 )
 
+// decodePending reads a record's events and purge mark. A record written events first (every
+// one since record's field order) is read up to its document and no further; an older one,
+// document first, is decoded whole.
+func decodePending(value []byte) (pendingView, error) {
+	var v pendingView
+	if !bytes.HasPrefix(value, []byte(`{"outbox":`)) && !bytes.HasPrefix(value, []byte(`{"purge":`)) {
+		return v, json.Unmarshal(value, &v)
+	}
+	dec := json.NewDecoder(bytes.NewReader(value))
+	if _, err := dec.Token(); err != nil { // {
+		return v, err
+	}
+	for dec.More() {
+		name, err := dec.Token()
+		if err != nil {
+			return v, err
+		}
+		switch name {
+		case "outbox":
+			err = dec.Decode(&v.Outbox)
+		case "purge":
+			err = dec.Decode(&v.Purge)
+		default:
+			return v, nil // the document: the events and the mark come before it
+		}
+		if err != nil {
+			return v, err
+		}
+	}
+	return v, nil
+}
+
 // entry takes one value from the watch.
 func (p *pipeline) entry(e jetstream.KeyValueEntry) {
 	key, rev := e.Key(), e.Revision()
@@ -591,7 +626,8 @@ func (p *pipeline) entry(e jetstream.KeyValueEntry) {
 	// events, and every value the relay's own clearing writes) is skipped without being decoded.
 	// A document field that happens to contain the text only costs a decode.
 	if e.Operation() == jetstream.KeyValuePut && (bytes.Contains(e.Value(), outboxMarker) || bytes.Contains(e.Value(), purgeMarker)) {
-		if err := json.Unmarshal(e.Value(), &v); err != nil {
+		var err error
+		if v, err = decodePending(e.Value()); err != nil {
 			p.r.Log.Error("relay: undecodable record", "key", key, "err", err)
 		} else {
 			pending = len(v.Outbox) > 0 || v.Purge
@@ -729,8 +765,8 @@ func (p *pipeline) retryParked(ctx context.Context) {
 			}
 			continue
 		}
-		var v pendingView
-		if json.Unmarshal(e.Value(), &v) != nil || (len(v.Outbox) == 0 && !v.Purge) {
+		v, err := decodePending(e.Value())
+		if err != nil || (len(v.Outbox) == 0 && !v.Purge) {
 			delete(p.st.parked, key)
 			continue
 		}

@@ -268,6 +268,7 @@ func benchSignIn(bare string) error {
 		v := fmt.Sprintf("%.0f sign-ins/s, p50 %s, p99 %s", sr.perSec, ms(sr.p50), ms(sr.p99))
 		if sr.bad > 0 {
 			v += fmt.Sprintf(" (%d errors)", sr.bad)
+			fmt.Fprintf(os.Stderr, "  TOTP sign-ins, %d clients: first error: %s\n", c, sr.firstEr)
 		}
 		add(row{fmt.Sprintf("TOTP sign-ins, %d client%s", c, plural(c)), v, reqs(br), fmt.Sprintf("%.1f %%", 100*ratio), target})
 		signInChart = append(signInChart, chartPoint{clients: c, signIns: sr.perSec, bare: br.perSec,

@@ -65,6 +65,11 @@ type View struct {
 	gen     uint64 // changes whenever the watch starts or ends
 	synced  bool   // a watch is running
 	entries map[string]viewEntry
+	// writing holds the ids this replica is writing now. The watch does not decode their
+	// values (the writer records its own value when its write returns, and the watch often
+	// delivers it first); it notes the newest revision it passed over, so that a writer whose
+	// value is not the newest drops the entry instead of recording an old one.
+	writing map[string]*ownWrite
 
 	// marker is this view's own key in the bucket (see the freshness rule above).
 	marker string
@@ -137,7 +142,7 @@ var _ enrollment.Store = (*View)(nil)
 
 // NewView returns a view in front of s. It answers from memory only while Run runs.
 func NewView(s *Store) *View {
-	return &View{store: s, entries: map[string]viewEntry{}, marker: MarkerPrefix + uuid.NewString(),
+	return &View{store: s, entries: map[string]viewEntry{}, writing: map[string]*ownWrite{}, marker: MarkerPrefix + uuid.NewString(),
 		kick: make(chan struct{}, 1), confirmedNow: make(chan struct{}, 1)}
 }
 
@@ -327,12 +332,17 @@ func (v *View) apply(entry jetstream.KeyValueEntry) {
 		v.drop(id)
 		return
 	}
-	// This replica's own writes are recorded with their revision before the watch brings them
-	// back: skip decoding a value the view already holds (most values, in a busy replica).
+	// This replica's own writes are recorded by their writers: skip decoding a value the view
+	// already holds (the writer was first) or one a writer of this replica is about to record
+	// (the watch was first).
 	v.mu.RLock()
 	cur, ok := v.entries[id]
+	w := v.writing[id]
 	v.mu.RUnlock()
 	if _, version := cur.order(); ok && version >= entry.Revision() {
+		return
+	}
+	if w != nil && v.passOver(id, entry.Revision()) {
 		return
 	}
 	ent, ok := decodeEntry(entry.Value(), entry.Revision())
@@ -401,6 +411,63 @@ func (v *View) record(tok uint64, ent viewEntry) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.synced && v.gen == tok {
+		v.putLocked(ent)
+	}
+}
+
+// ownWrite is one id's writes in flight on this replica (View.writing).
+type ownWrite struct {
+	writers int
+	// passed is the newest revision of the id the watch delivered meanwhile, undecoded.
+	passed uint64
+}
+
+// writeStarts registers a write of id about to be made by this replica.
+func (v *View) writeStarts(id string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	w := v.writing[id]
+	if w == nil {
+		w = &ownWrite{}
+		v.writing[id] = w
+	}
+	w.writers++
+}
+
+// passOver notes a watched revision of id that a writer of this replica will account for; false
+// if the write has ended meanwhile (the value is then applied as any other).
+func (v *View) passOver(id string, rev uint64) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	w := v.writing[id]
+	if w == nil {
+		return false
+	}
+	w.passed = max(w.passed, rev)
+	return true
+}
+
+// writeEnds records the outcome of a write of id registered with writeStarts: ent is the value
+// written (ok), else the write failed. The value is recorded under tok's rules (see record)
+// unless the watch passed over a newer revision of id meanwhile, or the write failed after the
+// watch passed over a value (a write whose answer was lost may have been made): then the entry
+// is dropped and the next Get reads the bucket.
+func (v *View) writeEnds(tok uint64, id string, ent viewEntry, ok bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	w := v.writing[id]
+	passed := uint64(0)
+	if w != nil {
+		passed = w.passed
+		if w.writers--; w.writers <= 0 {
+			delete(v.writing, id)
+		}
+	}
+	_, version := ent.order()
+	switch {
+	case !ok && passed > 0, ok && passed > version:
+		delete(v.entries, id)
+	case ok && tok != 0 && v.synced && v.gen == tok:
 		v.putLocked(ent)
 	}
 }
@@ -526,10 +593,9 @@ func (v *View) GetByExchangeID(ctx context.Context, exchangeID string) (enrollme
 // Create implements enrollment.Store and records the created enrollment.
 func (v *View) Create(ctx context.Context, e enrollment.Enrollment, msgs ...outbox.Message) (enrollment.Enrollment, error) {
 	tok := v.token()
+	v.writeStarts(e.ID)
 	created, err := v.store.Create(ctx, e, msgs...)
-	if err == nil {
-		v.record(tok, enrollmentEntry(created))
-	}
+	v.writeEnds(tok, e.ID, enrollmentEntry(created), err == nil)
 	return created, err
 }
 
@@ -537,11 +603,10 @@ func (v *View) Create(ctx context.Context, e enrollment.Enrollment, msgs ...outb
 // (read-your-writes); a lost compare-and-set drops the entry, so the retry reads the bucket.
 func (v *View) Update(ctx context.Context, e enrollment.Enrollment, msgs ...outbox.Message) (enrollment.Enrollment, error) {
 	tok := v.token()
+	v.writeStarts(e.ID)
 	written, err := v.store.Update(ctx, e, msgs...)
-	switch {
-	case err == nil:
-		v.record(tok, enrollmentEntry(written))
-	case errors.Is(err, enrollment.ErrStale), errors.Is(err, enrollment.ErrNotFound):
+	v.writeEnds(tok, e.ID, enrollmentEntry(written), err == nil)
+	if errors.Is(err, enrollment.ErrStale) || errors.Is(err, enrollment.ErrNotFound) {
 		v.drop(e.ID)
 	}
 	return written, err
@@ -608,21 +673,19 @@ func (sv *SignInView) GetByExchangeID(ctx context.Context, exchangeID string) (s
 // Create implements signin.Store and records the created sign-in.
 func (sv *SignInView) Create(ctx context.Context, a signin.Authentication, msgs ...outbox.Message) (signin.Authentication, error) {
 	tok := sv.v.token()
+	sv.v.writeStarts(a.ID)
 	created, err := sv.v.store.signIns.Create(ctx, a, msgs...)
-	if err == nil {
-		sv.v.record(tok, signInEntry(created))
-	}
+	sv.v.writeEnds(tok, a.ID, signInEntry(created), err == nil)
 	return created, err
 }
 
 // Update implements signin.Store, with View.Update's rules.
 func (sv *SignInView) Update(ctx context.Context, a signin.Authentication, msgs ...outbox.Message) (signin.Authentication, error) {
 	tok := sv.v.token()
+	sv.v.writeStarts(a.ID)
 	written, err := sv.v.store.signIns.Update(ctx, a, msgs...)
-	switch {
-	case err == nil:
-		sv.v.record(tok, signInEntry(written))
-	case errors.Is(err, signin.ErrStale), errors.Is(err, signin.ErrNotFound):
+	sv.v.writeEnds(tok, a.ID, signInEntry(written), err == nil)
+	if errors.Is(err, signin.ErrStale) || errors.Is(err, signin.ErrNotFound) {
 		sv.v.drop(a.ID)
 	}
 	return written, err
