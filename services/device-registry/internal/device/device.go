@@ -162,6 +162,17 @@ type Store interface {
 	PutProfile(ctx context.Context, p Profile) (Profile, error)
 }
 
+// VerifiedIndex is a Store that can answer, in one read whatever the user holds, that a user
+// has a verified credential of a method: the KV store's user index notes each activation. A
+// no means "not known" (a credential activated by an older version, a lost note): the caller
+// reads the credentials. Readiness, the first step of every sign-in, asks it first.
+type VerifiedIndex interface {
+	// HasVerified reports whether sub has a noted, verified credential of method m.
+	HasVerified(ctx context.Context, sub, m string) (bool, error)
+	// NoteVerified notes c, now verified; best effort.
+	NoteVerified(ctx context.Context, c Credential) error
+}
+
 // KeyRing is a Sealer with several keys; Current says whether a value is sealed with the key new
 // seals use, so Rekey knows what to re-seal.
 type KeyRing interface {

@@ -358,6 +358,9 @@ func (s *Service) Activate(ctx context.Context, statusID, sub string, claim Clai
 		if err != nil {
 			return Credential{}, fmt.Errorf("activate %s: %w", statusID, err)
 		}
+		if vi, ok := s.store.(VerifiedIndex); ok {
+			_ = vi.NoteVerified(ctx, updated) // a lost note costs a sign-in's readiness a read
+		}
 		return public(updated), nil
 	}
 	return Credential{}, fmt.Errorf("activate %s: %w", statusID, ErrStale)

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
 
 	"github.com/mfaflow/mfaflow/pkg/kvdoc"
+	"github.com/mfaflow/mfaflow/services/device-registry/internal/device"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -27,6 +29,12 @@ const UserIndexMarker = "_index.users.v1"
 
 type userIndex struct {
 	PHIDs []string `json:"ph_ids"`
+	// Verified names, for ph_ids of PHIDs, the method of each credential known to be verified
+	// (NoteVerified), so that a sign-in's readiness is one read of this document instead of a
+	// read of every credential (HasVerified). It is a hint that only ever says yes: an index
+	// written by an older version, which drops the field, or an activation whose note was lost
+	// make readers list the credentials as before.
+	Verified map[string]string `json:"verified,omitempty"`
 }
 
 func userIndexKey(hash string) string { return "i." + hash }
@@ -62,18 +70,27 @@ func (s *Store) indexedPHIDs(ctx context.Context, sub string) (phids []string, o
 }
 
 // changeUserIndex applies change to the index of user hash with compare-and-set, creating it.
-func (s *Store) changeUserIndex(ctx context.Context, hash string, change func([]string) []string) error {
+// change edits a copy; returning false leaves the document as it is.
+func (s *Store) changeUserIndex(ctx context.Context, hash string, change func(*userIndex) bool) error {
 	key := userIndexKey(hash)
 	for range maxIndexAttempts {
 		d, rev, err := s.users.Get(ctx, key)
 		switch {
 		case errors.Is(err, kvdoc.ErrNotFound):
-			_, err = s.users.Create(ctx, key, userIndex{PHIDs: change(nil)})
+			var fresh userIndex
+			if !change(&fresh) {
+				return nil
+			}
+			_, err = s.users.Create(ctx, key, fresh)
 			if errors.Is(err, kvdoc.ErrExists) {
 				continue
 			}
 		case err == nil:
-			_, err = s.users.Update(ctx, key, rev, userIndex{PHIDs: change(slices.Clone(d.PHIDs))})
+			d.PHIDs, d.Verified = slices.Clone(d.PHIDs), maps.Clone(d.Verified)
+			if !change(&d) {
+				return nil
+			}
+			_, err = s.users.Update(ctx, key, rev, d)
 			if errors.Is(err, kvdoc.ErrStale) {
 				continue
 			}
@@ -90,21 +107,64 @@ func (s *Store) changeUserIndex(ctx context.Context, hash string, change func([]
 // change a few times in a lifetime, so losing eight races in a row is not a race.
 const maxIndexAttempts = 8
 
-func withPHIDs(add ...string) func([]string) []string {
-	return func(cur []string) []string {
+func withPHIDs(add ...string) func(*userIndex) bool {
+	return func(d *userIndex) bool {
 		for _, p := range add {
-			if !slices.Contains(cur, p) {
-				cur = append(cur, p)
+			if !slices.Contains(d.PHIDs, p) {
+				d.PHIDs = append(d.PHIDs, p)
 			}
 		}
-		return cur
+		return true
 	}
 }
 
-func withoutPHID(phid string) func([]string) []string {
-	return func(cur []string) []string {
-		return slices.DeleteFunc(cur, func(p string) bool { return p == phid })
+func withoutPHID(phid string) func(*userIndex) bool {
+	return func(d *userIndex) bool {
+		d.PHIDs = slices.DeleteFunc(d.PHIDs, func(p string) bool { return p == phid })
+		delete(d.Verified, phid)
+		return true
 	}
+}
+
+// withVerified notes phid as a verified credential of method m, if the index names it (a
+// credential removed meanwhile is not noted again).
+func withVerified(phid, m string) func(*userIndex) bool {
+	return func(d *userIndex) bool {
+		if !slices.Contains(d.PHIDs, phid) || d.Verified[phid] == m {
+			return false
+		}
+		if d.Verified == nil {
+			d.Verified = map[string]string{}
+		}
+		d.Verified[phid] = m
+		return true
+	}
+}
+
+// NoteVerified implements device.VerifiedIndex: c, verified, is noted in its user's index.
+func (s *Store) NoteVerified(ctx context.Context, c device.Credential) error {
+	if !c.Verified || !validToken(c.PHID) {
+		return nil
+	}
+	return s.changeUserIndex(ctx, subHash(c.Sub), withVerified(c.PHID, c.Method))
+}
+
+// HasVerified implements device.VerifiedIndex: whether sub's index notes a verified
+// credential of method m. No means "not known": the caller lists the credentials.
+func (s *Store) HasVerified(ctx context.Context, sub, m string) (bool, error) {
+	d, _, err := s.users.Get(ctx, userIndexKey(subHash(sub)))
+	if errors.Is(err, kvdoc.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("kv user index: %w", err)
+	}
+	for phid, vm := range d.Verified {
+		if vm == m && slices.Contains(d.PHIDs, phid) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // MigrateUserIndex gives every user with u. keys an index document naming them, then writes
