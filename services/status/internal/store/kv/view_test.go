@@ -363,3 +363,47 @@ func TestViewStopsAnsweringFromAStalledWatch(t *testing.T) {
 		return nil
 	})
 }
+
+// The watch does not decode a value of an id this replica is writing, since the writer records
+// its own; but when a peer's newer write went past meanwhile, the writer's older value must not
+// be recorded over it: the entry is dropped and the next read goes to the bucket.
+func TestViewWriterDoesNotRecordOverANewerPeerWrite(t *testing.T) {
+	ctx := context.Background()
+	v, other, e := viewAndPeer(t)
+	tok := v.BeginWrite(e.ID)
+	peer := e
+	peer.State, peer.Seq = enrollment.Cancelled, 2
+	written, err := other.Update(ctx, peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 5*time.Second, func() error {
+		if v.PassedOver(e.ID) < written.Version {
+			return errors.New("the watch has not passed over the peer's write")
+		}
+		return nil
+	})
+	// This replica's own write, older than the peer's (as if its answer came back late).
+	v.EndWrite(tok, e, true)
+	got, err := v.Get(ctx, e.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != enrollment.Cancelled || got.Version != written.Version {
+		t.Fatalf("view answers %s at revision %d, want the peer's CANCELLED at %d", got.State, got.Version, written.Version)
+	}
+
+	// A write that is the newest value is recorded and answered from memory.
+	next := got
+	next.State, next.Seq = enrollment.Expired, 3
+	if next, err = v.Update(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	hits, _ := v.Stats()
+	if got, err = v.Get(ctx, e.ID); err != nil || got.Version != next.Version {
+		t.Fatalf("read after write: %+v %v", got, err)
+	}
+	if h, _ := v.Stats(); h != hits+1 {
+		t.Fatal("the view did not answer its own write from memory")
+	}
+}
