@@ -88,6 +88,8 @@ type Authenticated struct {
 // for has no entry; TestFactorChecksCoverTheRegistration keeps the table and the registration
 // together.
 type factorCheck struct {
+	// ready only reads: Ready runs it beside the lockout's read, so it runs for a locked user
+	// too (whose answer is then the lock).
 	ready func(s *Service, ctx context.Context, sub string) error
 	check func(s *Service, ctx context.Context, in checkInput) (Authenticated, error)
 }

@@ -23,8 +23,9 @@ import (
 // otherwise. It implements enrollment.Store, and SignIns is its signin.Store, so both state
 // machines run on it unchanged.
 //
-// It is kept current by a watch of the status documents (updates only: it does not replay
-// the bucket at start) and by this replica's own reads and writes, which it records
+// It is kept current by the watch of the status documents that this replica's outbox relay
+// runs (the view is its kvdoc.Tap; a (re)started watch begins at the relay's checkpoint, not
+// with the whole bucket) and by this replica's own reads and writes, which it records
 // synchronously, so a write made here is visible to the next read here at once
 // (read-your-writes). Another replica's write becomes visible here when the watch delivers it.
 //
