@@ -415,3 +415,52 @@ func TestPushCapableDevices(t *testing.T) {
 		t.Fatalf("5th failure: %+v", r)
 	}
 }
+
+// TestReadinessHintChangesNoAnswer: a code check after the user's readiness reads the devices
+// readiness found instead of the user's index first; a device added or removed since, or a
+// wrong code, still gets the answer the index would give.
+func TestReadinessHintChangesNoAnswer(t *testing.T) {
+	e := start(t)
+	first, firstSecret := e.enroll(t, "alice", commands.Device{DeviceID: "dev-1"})
+	if r := e.ready(t, "alice", method.TOTP); r.Result != resultOK {
+		t.Fatalf("ready: %+v", r)
+	}
+	// A second device, enrolled after the readiness that hinted at the first one only.
+	second, secondSecret := e.enroll(t, "alice", commands.Device{DeviceID: "dev-2"})
+	e.clock.Advance(30 * time.Second)
+	if r := e.check(t, "alice", method.TOTP, code(t, secondSecret, e.clock.Now())); r.Result != resultOK || r.PHID != second.PHID {
+		t.Fatalf("code of a device added after readiness: %+v, want ok for %s", r, second.PHID)
+	}
+	// The hinted device's code, a step later: taken from the hint.
+	e.clock.Advance(30 * time.Second)
+	if r := e.ready(t, "alice", method.TOTP); r.Result != resultOK {
+		t.Fatalf("ready: %+v", r)
+	}
+	if r := e.check(t, "alice", method.TOTP, code(t, firstSecret, e.clock.Now())); r.Result != resultOK || r.PHID != first.PHID {
+		t.Fatalf("code of the hinted device: %+v, want ok for %s", r, first.PHID)
+	}
+	// A wrong code is refused and counted as before.
+	e.clock.Advance(30 * time.Second)
+	if r := e.ready(t, "alice", method.TOTP); r.Result != resultOK {
+		t.Fatalf("ready: %+v", r)
+	}
+	if r := e.check(t, "alice", method.TOTP, wrongCode(code(t, firstSecret, e.clock.Now()))); r.Result != resultInvalid {
+		t.Fatalf("wrong code: %+v, want invalid_code", r)
+	}
+	// A hinted device removed since (by another replica: this one's hint is left as it was)
+	// no longer takes its code; the remaining one does.
+	st := e.store(t)
+	c, err := st.Get(ctxT(t), first.PHID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Remove(ctxT(t), c); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.check(t, "alice", method.TOTP, code(t, firstSecret, e.clock.Now())); r.Result != resultInvalid {
+		t.Fatalf("code of a device removed after readiness: %+v, want invalid_code", r)
+	}
+	if r := e.check(t, "alice", method.TOTP, code(t, secondSecret, e.clock.Now())); r.Result != resultOK || r.PHID != second.PHID {
+		t.Fatalf("code of the remaining device: %+v, want ok for %s", r, second.PHID)
+	}
+}

@@ -29,8 +29,15 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config, relayLog
 		relay := &kvdoc.Relay{KV: bucket, JS: js, Filter: kv.RelayFilter, Log: relayLog}
 		store := kv.New(bucket, js)
 		store.FollowRelay(relay.Relayed)
-		// Once per bucket: users stored before the per-user index documents get theirs.
-		if n, err := store.MigrateUserIndex(ctx); err != nil {
+		// Once per bucket: users stored before the per-user index documents get theirs. Its
+		// reads and writes meet a forming cluster as the bucket's creation does (a replica
+		// started with its peers saw "no response from stream"), so it waits the same way; a
+		// second run redoes only compare-and-set writes of the same content.
+		var n int
+		if err := natsx.AwaitJetStream(ctx, js, relayLog, "user index migration of kv bucket "+bucket.Bucket(), func(ctx context.Context) (err error) {
+			n, err = store.MigrateUserIndex(ctx)
+			return err
+		}); err != nil {
 			return nil, nil, nil, nil, err
 		} else if n > 0 {
 			relayLog.Info("indexed the credentials of users stored before per-user index documents", "users", n)

@@ -104,18 +104,39 @@ type checkInput struct {
 	devices <-chan listedDevices
 }
 
-// listedDevices is one read of a user's credentials.
+// listedDevices is one read of a user's credentials: all of them, or (hinted) those the user's
+// readiness found noted (see deviceHints).
 type listedDevices struct {
-	creds []Credential
-	err   error
+	creds  []Credential
+	hinted bool
+	err    error
 }
 
-// prefetchDevices starts reading sub's credentials and returns where they will be delivered.
+// prefetchDevices starts reading sub's credentials and returns where they will be delivered:
+// the hinted devices when this replica's readiness left a hint (each read directly, without the
+// index), else the index's listing.
 func (s *Service) prefetchDevices(ctx context.Context, sub string) <-chan listedDevices {
 	out := make(chan listedDevices, 1)
+	hint := s.hints.get(sub, s.clock.Now())
 	go func() {
-		creds, err := s.store.ListBySub(ctx, sub)
-		out <- listedDevices{creds: creds, err: err}
+		if len(hint) == 0 {
+			creds, err := s.store.ListBySub(ctx, sub)
+			out <- listedDevices{creds: creds, err: err}
+			return
+		}
+		var creds []Credential
+		for _, phid := range hint {
+			c, err := s.store.Get(ctx, phid)
+			if errors.Is(err, ErrNotFound) {
+				continue // removed since: the check falls back to the listing
+			}
+			if err != nil {
+				out <- listedDevices{err: err}
+				return
+			}
+			creds = append(creds, c)
+		}
+		out <- listedDevices{creds: creds, hinted: true}
 	}()
 	return out
 }

@@ -167,8 +167,8 @@ type Store interface {
 // no means "not known" (a credential activated by an older version, a lost note): the caller
 // reads the credentials. Readiness, the first step of every sign-in, asks it first.
 type VerifiedIndex interface {
-	// HasVerified reports whether sub has a noted, verified credential of method m.
-	HasVerified(ctx context.Context, sub, m string) (bool, error)
+	// Verified returns the noted, verified credentials (ph_ids) of sub of method m.
+	Verified(ctx context.Context, sub, m string) ([]string, error)
 	// NoteVerified notes c, now verified; best effort.
 	NoteVerified(ctx context.Context, c Credential) error
 }

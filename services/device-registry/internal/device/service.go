@@ -60,6 +60,8 @@ type Service struct {
 	// Passkeys (webauthn.go; off without WithWebAuthn).
 	webauthn  RelyingParty
 	handleKey []byte
+	// hints are the devices readiness found, for the code check that follows (hint.go).
+	hints deviceHints
 }
 
 // Option configures a Service.
@@ -520,7 +522,11 @@ func (s *Service) removeCredential(ctx context.Context, c Credential, actor stri
 		return err
 	}
 	c.SealedSecret = nil
-	return s.store.Remove(ctx, c, msg)
+	if err := s.store.Remove(ctx, c, msg); err != nil {
+		return err
+	}
+	s.hints.forget(c.Sub)
+	return nil
 }
 
 // owned returns the verified credential phid if it belongs to sub. Someone else's device and a

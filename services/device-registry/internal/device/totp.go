@@ -16,7 +16,8 @@ import (
 func (s *Service) readyTOTP(ctx context.Context, sub string) error {
 	vi, noted := s.store.(VerifiedIndex)
 	if noted {
-		if yes, err := vi.HasVerified(ctx, sub, method.TOTP); err == nil && yes {
+		if phids, err := vi.Verified(ctx, sub, method.TOTP); err == nil && len(phids) > 0 {
+			s.hints.put(sub, phids, s.clock.Now())
 			return nil // one read of the user's index instead of every credential
 		}
 	}
@@ -48,6 +49,7 @@ func (s *Service) checkTOTP(ctx context.Context, in checkInput) (Authenticated, 
 	if len(code) != totp.Default.Digits || !allDigits(code) {
 		return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrMalformedCode)
 	}
+	hinted := false // creds are the devices readiness hinted at, not the index's listing
 	for attempt := range maxAttempts {
 		var (
 			creds []Credential
@@ -55,8 +57,9 @@ func (s *Service) checkTOTP(ctx context.Context, in checkInput) (Authenticated, 
 		)
 		if attempt == 0 && in.devices != nil {
 			l := <-in.devices
-			creds, err = l.creds, l.err
+			creds, hinted, err = l.creds, l.hinted, l.err
 		} else {
+			hinted = false
 			creds, err = s.store.ListBySub(ctx, sub)
 		}
 		if err != nil {
@@ -96,6 +99,10 @@ func (s *Service) checkTOTP(ctx context.Context, in checkInput) (Authenticated, 
 			}
 		}
 		switch {
+		case hinted && match.PHID == "" && retried.PHID == "":
+			// The hinted devices did not take the code: decide on the index's listing, which
+			// also has a device added since the hint (attempts counts it as a retry).
+			continue
 		case usable == 0:
 			return Authenticated{}, fmt.Errorf("authenticate: %w", factor.ErrNoFactor)
 		case match.PHID == "" && retried.PHID != "":

@@ -31,7 +31,7 @@ type userIndex struct {
 	PHIDs []string `json:"ph_ids"`
 	// Verified names, for ph_ids of PHIDs, the method of each credential known to be verified
 	// (NoteVerified), so that a sign-in's readiness is one read of this document instead of a
-	// read of every credential (HasVerified). It is a hint that only ever says yes: an index
+	// read of every credential (Verified). It is a hint that only ever says yes: an index
 	// written by an older version, which drops the field, or an activation whose note was lost
 	// make readers list the credentials as before.
 	Verified map[string]string `json:"verified,omitempty"`
@@ -149,22 +149,23 @@ func (s *Store) NoteVerified(ctx context.Context, c device.Credential) error {
 	return s.changeUserIndex(ctx, subHash(c.Sub), withVerified(c.PHID, c.Method))
 }
 
-// HasVerified implements device.VerifiedIndex: whether sub's index notes a verified
-// credential of method m. No means "not known": the caller lists the credentials.
-func (s *Store) HasVerified(ctx context.Context, sub, m string) (bool, error) {
+// Verified implements device.VerifiedIndex: the ph_ids sub's index notes as verified
+// credentials of method m. None means "not known": the caller lists the credentials.
+func (s *Store) Verified(ctx context.Context, sub, m string) ([]string, error) {
 	d, _, err := s.users.Get(ctx, userIndexKey(subHash(sub)))
 	if errors.Is(err, kvdoc.ErrNotFound) {
-		return false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("kv user index: %w", err)
+		return nil, fmt.Errorf("kv user index: %w", err)
 	}
-	for phid, vm := range d.Verified {
-		if vm == m && slices.Contains(d.PHIDs, phid) {
-			return true, nil
+	var out []string
+	for _, phid := range d.PHIDs { // the index's order, not the map's
+		if d.Verified[phid] == m {
+			out = append(out, phid)
 		}
 	}
-	return false, nil
+	return out, nil
 }
 
 // MigrateUserIndex gives every user with u. keys an index document naming them, then writes
